@@ -1,0 +1,1 @@
+"""OmniQ storage on Google Cloud Storage. Only this package imports gcsfs."""

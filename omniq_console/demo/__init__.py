@@ -1,0 +1,1 @@
+"""The embedded demo: a local GCS emulator and a simulated OmniQ fleet."""

@@ -1,0 +1,171 @@
+"""Snapshot: one immutable, self-contained picture of a bucket's four stores.
+
+The monitor builds it from listings (index metadata) and the few bodies it has to read; the
+console, the ``snapshot`` command and notebooks only read it. Plain Python: no Textual here.
+
+Large collections (``task_rows``) are tuples of ``NamedTuple`` rows rather than pydantic
+models: a snapshot of 100,000 tasks must stay small in memory and cheap to build. They are
+left out of ``to_json_dict()`` unless asked for.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..models import ResultStatus, TaskStatus
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, ser_json_timedelta="float")
+
+
+class QueueStats(_Frozen):
+    """Depth of one queue. ``pending`` are ready to run now, ``delayed`` wait for ``run_at``."""
+
+    name: str
+    pending: int = 0
+    delayed: int = 0
+    running: int = 0
+    oldest_pending_age_s: float | None = None
+    # Depth (pending + delayed) at each of the last polls, oldest first: the trend line.
+    depth_trend: tuple[int, ...] = ()
+
+
+class ResultMinute(_Frozen):
+    """Results completed in one UTC minute, by outcome: one bar of the outcome chart."""
+
+    minute: datetime
+    success: int = 0
+    error: int = 0
+    cancelled: int = 0
+    expired: int = 0
+
+
+class EventRow(_Frozen):
+    id: str
+    timestamp: datetime
+    event_type: str
+    task_id: str | None = None
+    queue_name: str | None = None
+    schedule_id: str | None = None
+    worker_id: str | None = None
+    actor: str | None = None
+    message: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+class ScheduleRow(_Frozen):
+    id: str
+    func: str
+    schedule_type: str
+    status: str
+    queue_name: str = "default"
+    cron_expression: str | None = None
+    interval_s: float | None = None
+    next_run: datetime | None = None
+    last_run: datetime | None = None
+    run_count: int = 0
+    max_runs: int | None = None
+    # Active, and its next run is more than a grace period in the past: nobody fires it.
+    overdue: bool = False
+    generation: int | None = None
+
+
+class StuckTask(_Frozen):
+    """A running task whose lease expired: its worker died or hangs."""
+
+    id: str
+    queue_name: str
+    func: str
+    worker_id: str | None
+    lease_expires_at: datetime | None
+    overdue_s: float
+
+
+class WorkerRow(_Frozen):
+    id: str
+    state: str
+    alive: bool
+    last_seen: datetime | None
+    age_s: float | None
+    host: str = ""
+    pid: int = 0
+    queues: tuple[str, ...] = ()
+    running: tuple[str, ...] = ()
+    processed: int = 0
+    failed: int = 0
+
+
+class UnreadableRow(_Frozen):
+    key: str
+    reason: str
+
+
+class RequestFigures(_Frozen):
+    """What monitoring costs: GCS requests made by this monitor, and their price."""
+
+    total: int = 0
+    by_kind: dict[str, int] = Field(default_factory=dict)
+    errors: int = 0
+    retries: int = 0
+    last_poll_requests: int = 0
+    last_poll_ms: float = 0.0
+    mean_latency_ms: float = 0.0
+    requests_per_minute: float = 0.0
+    # Class A (list, write) at $0.05 and Class B (get) at $0.004 per 10,000 requests.
+    cost_per_hour_usd: float = 0.0
+
+
+class TaskRow(NamedTuple):
+    """One task as the tasks table shows it (from the listing's index metadata)."""
+
+    id: str
+    queue_name: str
+    func: str
+    status: str
+    priority: int
+    created_at: datetime | None
+    run_at: datetime | None
+    retry_count: int
+    worker_id: str | None
+    error_type: str | None
+
+
+class Snapshot(_Frozen):
+    """Everything the console shows, as of ``taken_at``."""
+
+    bucket: str
+    prefix: str
+    taken_at: datetime
+    stale: bool = False
+    # Seconds since the data was fetched (grows while polls fail), and the last poll's error.
+    age_s: float = 0.0
+    error: str | None = None
+    poll_interval_s: float = 2.0
+    queues: tuple[QueueStats, ...] = ()
+    tasks: dict[str, int] = Field(default_factory=lambda: {s.value: 0 for s in TaskStatus})
+    results: dict[str, int] = Field(default_factory=lambda: {s.value: 0 for s in ResultStatus})
+    results_per_minute: tuple[ResultMinute, ...] = ()
+    failures_by_type: dict[str, int] = Field(default_factory=dict)
+    failure_rate: float = 0.0  # errors / (success + errors) over the recent window
+    events: tuple[EventRow, ...] = ()  # newest first, bounded
+    schedules: tuple[ScheduleRow, ...] = ()
+    stuck: tuple[StuckTask, ...] = ()
+    workers: tuple[WorkerRow, ...] = ()
+    unreadable: tuple[UnreadableRow, ...] = ()
+    requests: RequestFigures = Field(default_factory=RequestFigures)
+    task_rows: tuple[TaskRow, ...] = Field(default=(), exclude=True)
+
+    def to_json_dict(self, *, include_tasks: bool = False) -> dict[str, Any]:
+        """The JSON form printed by ``omniq-console snapshot``."""
+        data = self.model_dump(mode="json")
+        if include_tasks:
+            data["task_rows"] = [
+                {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r._asdict().items()}
+                for r in self.task_rows
+            ]
+        return data

@@ -1,0 +1,31 @@
+"""Shared fixtures: one real GCS emulator (fake-gcs-server) for the session, a fresh bucket per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from omniq_console.demo.emulator import Emulator
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[Emulator]:
+    with Emulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def gcs_env(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
+    """Point every client created in the test (and its subprocesses) at the emulator."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.url)
+    return emulator
+
+
+@pytest.fixture
+def bucket(gcs_env: Emulator) -> str:
+    """A new, empty bucket on the emulator, so tests never see each other's objects."""
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    gcs_env.create_bucket(name)
+    return name
