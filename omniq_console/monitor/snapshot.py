@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..models import ResultStatus, TaskStatus
+from ..models import ResultStatus, Task, TaskResult, TaskStatus
 
 
 class _Frozen(BaseModel):
@@ -169,3 +169,13 @@ class Snapshot(_Frozen):
                 for r in self.task_rows
             ]
         return data
+
+
+class TaskDetail(_Frozen):
+    """One task opened by the operator: its body, its result and its event timeline."""
+
+    task_id: str
+    task: Task | None = None
+    result: TaskResult | None = None
+    events: tuple[EventRow, ...] = ()  # oldest first
+    unreadable: tuple[UnreadableRow, ...] = ()
