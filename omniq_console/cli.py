@@ -1,0 +1,259 @@
+"""The ``omniq-console`` command: the console, ``snapshot``, ``demo`` and ``serve``.
+
+Every expected failure (no bucket, a missing bucket, bad credentials, no network, no emulator
+for this platform) is one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .settings import ConsoleSettings, SettingsError, resolve
+
+EXIT_USAGE = 2
+
+_DESCRIPTION = """\
+An operator console for OmniQ task queues stored in Google Cloud Storage.
+
+  omniq-console --bucket my-bucket        open the dashboard on a bucket
+  omniq-console snapshot --bucket B       print one snapshot as JSON and exit
+  omniq-console demo                      run a local emulator + simulated fleet, open the console
+  omniq-console serve --bucket B          serve the console to a browser
+
+Settings come from flags, then environment variables (OMNIQ_BUCKET, OMNIQ_PREFIX, OMNIQ_PROJECT,
+GOOGLE_APPLICATION_CREDENTIALS, STORAGE_EMULATOR_HOST, OMNIQ_CONFIG), then the config file.
+"""
+
+
+def _connection_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("bucket")
+    group.add_argument("--bucket", metavar="NAME", help="GCS bucket (env OMNIQ_BUCKET)")
+    group.add_argument(
+        "--prefix", metavar="P", help="key prefix inside the bucket (env OMNIQ_PREFIX; default omniq/)"
+    )
+    group.add_argument("--project", metavar="ID", help="GCP project id (env OMNIQ_PROJECT)")
+    group.add_argument(
+        "--token",
+        metavar="FILE",
+        help="service-account JSON file (env GOOGLE_APPLICATION_CREDENTIALS; default: "
+        "application default credentials, or none with STORAGE_EMULATOR_HOST)",
+    )
+    group.add_argument(
+        "--config",
+        metavar="FILE",
+        help="JSON or TOML file in create_gcs_backend_from_config's shape (env OMNIQ_CONFIG)",
+    )
+
+
+def _console_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("console")
+    group.add_argument(
+        "--refresh", type=float, metavar="SECONDS", help="seconds between polls (default 2)"
+    )
+    group.add_argument(
+        "--read-only",
+        action="store_true",
+        help="never write to the bucket: no actions are offered",
+    )
+    group.add_argument(
+        "--actor", metavar="NAME", help="who the audit log names for actions (default user@host)"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="omniq-console",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    _connection_options(parser)
+    _console_options(parser)
+    return parser
+
+
+def _snapshot_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="omniq-console snapshot",
+        description="Take one snapshot of the bucket's four stores and print it as JSON.",
+    )
+    _connection_options(parser)
+    parser.add_argument(
+        "--include-tasks", action="store_true", help="also list every task (large buckets: large output)"
+    )
+    parser.add_argument("--compact", action="store_true", help="one line of JSON, no indentation")
+    return parser
+
+
+def _demo_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="omniq-console demo",
+        description="Start a local GCS emulator with a simulated OmniQ fleet and open the console "
+        "on it. Quitting the console stops everything.",
+    )
+    parser.add_argument("--seed", type=int, help="make the fleet's workload reproducible")
+    parser.add_argument(
+        "--speed", type=float, default=1.0, help="fleet workload multiplier (default 1.0)"
+    )
+    _console_options(parser)
+    return parser
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="omniq-console serve",
+        description="Serve the console to web browsers (each browser tab runs its own console).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    parser.add_argument(
+        "--demo", action="store_true", help="serve the demo (emulator + simulated fleet)"
+    )
+    parser.add_argument("--seed", type=int, help="with --demo: reproducible workload")
+    _connection_options(parser)
+    _console_options(parser)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"omniq-console {__version__}"
+
+
+def _settings(args: argparse.Namespace) -> ConsoleSettings:
+    return resolve(
+        bucket=args.bucket,
+        prefix=args.prefix,
+        project=args.project,
+        token=args.token,
+        config=args.config,
+        read_only=getattr(args, "read_only", False),
+        refresh=getattr(args, "refresh", None),
+        actor=getattr(args, "actor", None),
+    )
+
+
+def build_backend(settings: ConsoleSettings) -> Any:
+    """The GCSBackend for these settings (not yet opened)."""
+    from .backend.gcs import create_gcs_backend_from_config
+
+    return create_gcs_backend_from_config(settings.backend_config())
+
+
+async def run_console(settings: ConsoleSettings) -> None:
+    """Open the backend (checking the bucket first), then run the dashboard until quit."""
+    from .monitor.monitor import Monitor
+    from .runtime.operator import Operator
+    from .tui.app import build_app
+
+    backend = build_backend(settings)
+    async with backend:
+        monitor = Monitor(backend, interval=settings.refresh)
+        read_only = settings.read_only or backend.read_only
+        operator = None if read_only else Operator(backend, actor=settings.actor)
+        app = build_app(
+            monitor,
+            operator=operator,
+            bucket=settings.bucket,
+            prefix=settings.prefix,
+            read_only=read_only,
+        )
+        await app.run_async()
+
+
+async def _snapshot(settings: ConsoleSettings, include_tasks: bool) -> dict[str, Any]:
+    from .monitor.monitor import take_snapshot
+
+    async with build_backend(settings) as backend:
+        snapshot = await take_snapshot(backend, include_tasks=include_tasks)
+    data: dict[str, Any] = snapshot.to_json_dict(include_tasks=include_tasks)
+    return data
+
+
+def _cmd_console(argv: Sequence[str]) -> int:
+    args = _parser().parse_args(argv)
+    asyncio.run(run_console(_settings(args)))
+    return 0
+
+
+def _cmd_snapshot(argv: Sequence[str]) -> int:
+    args = _snapshot_parser().parse_args(argv)
+    data = asyncio.run(_snapshot(_settings(args), args.include_tasks))
+    json.dump(data, sys.stdout, indent=None if args.compact else 2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _cmd_demo(argv: Sequence[str]) -> int:
+    from .demo.environment import DemoEnvironment
+
+    args = _demo_parser().parse_args(argv)
+    with DemoEnvironment(seed=args.seed, speed=args.speed) as demo:
+        settings = ConsoleSettings(
+            bucket=demo.bucket,
+            prefix=demo.prefix,
+            endpoint_url=demo.url,
+            read_only=args.read_only,
+            refresh=args.refresh or 1.0,
+            **({"actor": args.actor} if args.actor else {}),
+        )
+        asyncio.run(run_console(settings))
+    return 0
+
+
+def _cmd_serve(argv: Sequence[str]) -> int:
+    from .web import serve_console
+
+    args = _serve_parser().parse_args(argv)
+    console_args: list[str] = []
+    for flag in ("prefix", "project", "token", "config", "refresh", "actor"):
+        value = getattr(args, flag)
+        if value is not None:
+            console_args += [f"--{flag}", str(value)]
+    if args.read_only:
+        console_args.append("--read-only")
+    if not args.demo:
+        settings = _settings(args)  # fail here, once, with a clear message
+        serve_console(["--bucket", settings.bucket, *console_args], host=args.host, port=args.port)
+        return 0
+    from .demo.environment import DemoEnvironment
+
+    with DemoEnvironment(seed=args.seed) as demo:
+        serve_console(
+            ["--bucket", demo.bucket, "--prefix", demo.prefix, *console_args],
+            host=args.host,
+            port=args.port,
+            env={"STORAGE_EMULATOR_HOST": demo.url},
+        )
+    return 0
+
+
+_COMMANDS = {"snapshot": _cmd_snapshot, "demo": _cmd_demo, "serve": _cmd_serve}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``omniq-console`` and ``python -m omniq_console``."""
+    from .backend.errors import StorageError
+    from .demo.emulator import EmulatorUnavailableError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = _COMMANDS.get(args[0], _cmd_console) if args else _cmd_console
+    if command is not _cmd_console:
+        args = args[1:]
+    try:
+        code = command(args)
+    except (SettingsError, StorageError, EmulatorUnavailableError, ImportError) as exc:
+        print(f"omniq-console: error: {exc}", file=sys.stderr)
+        code = EXIT_USAGE
+    except ValueError as exc:  # bad option values from the backend's own checks
+        print(f"omniq-console: error: {exc}", file=sys.stderr)
+        code = EXIT_USAGE
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

@@ -1,0 +1,156 @@
+"""The demo's moving parts: an emulator, a bucket, and a simulated fleet in its own process.
+
+The fleet runs in a child process so the console is a plain client of the bucket, exactly as
+in production (and so the fleet's work never competes with the console's event loop). Leaving
+the ``with`` block stops the fleet and the emulator; the fleet also exits by itself when its
+parent disappears, so even a killed console leaves no process behind.
+
+Run as ``python -m omniq_console.demo.environment --endpoint URL --bucket B ...`` it is the
+fleet process itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+from .emulator import Emulator
+
+DEMO_BUCKET = "omniq-demo"
+DEMO_PREFIX = "omniq/"
+
+
+class DemoEnvironment:
+    """Start an emulator with a bucket and (optionally) a fleet process working on it."""
+
+    def __init__(
+        self,
+        *,
+        seed: int | None = None,
+        speed: float = 1.0,
+        fleet: bool = True,
+        bucket: str = DEMO_BUCKET,
+        prefix: str = DEMO_PREFIX,
+    ) -> None:
+        self.seed = seed
+        self.speed = speed
+        self.with_fleet = fleet
+        self.bucket = bucket
+        self.prefix = prefix
+        self.emulator = Emulator()
+        self._fleet: subprocess.Popen[bytes] | None = None
+        self._logdir = tempfile.TemporaryDirectory(prefix="omniq-demo-")
+
+    @property
+    def url(self) -> str:
+        return self.emulator.url
+
+    @property
+    def fleet_log(self) -> Path:
+        """Where the fleet process writes its output (the console owns the terminal)."""
+        return Path(self._logdir.name) / "fleet.log"
+
+    def start(self) -> DemoEnvironment:
+        self.emulator.start()
+        self.emulator.create_bucket(self.bucket)
+        if self.with_fleet:
+            args = [
+                sys.executable, "-m", "omniq_console.demo.environment",
+                "--endpoint", self.url,
+                "--bucket", self.bucket,
+                "--prefix", self.prefix,
+                "--speed", str(self.speed),
+                "--parent", str(os.getpid()),
+            ]  # fmt: skip
+            if self.seed is not None:
+                args += ["--seed", str(self.seed)]
+            with self.fleet_log.open("wb") as log:
+                self._fleet = subprocess.Popen(
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # Ctrl-C reaches the console, which stops us in order
+                )
+        return self
+
+    def stop(self) -> None:
+        fleet, self._fleet = self._fleet, None
+        if fleet is not None and fleet.poll() is None:
+            fleet.send_signal(signal.SIGTERM)
+            try:
+                fleet.wait(timeout=8)
+            except subprocess.TimeoutExpired:
+                fleet.kill()
+                fleet.wait()
+        self.emulator.stop()
+        self._logdir.cleanup()
+
+    def __enter__(self) -> DemoEnvironment:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+async def _run_fleet(args: argparse.Namespace) -> None:
+    from ..backend.gcs import GCSBackend
+    from .fleet import Fleet
+
+    backend = GCSBackend(
+        bucket_name=args.bucket, prefix=args.prefix, endpoint_url=args.endpoint
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def watch_parent() -> None:
+        # Orphaned (the console was killed): stop rather than run forever.
+        while os.getppid() == args.parent:
+            await asyncio.sleep(1)
+        stop.set()
+
+    async with backend:
+        fleet = Fleet(backend, seed=args.seed, speed=args.speed)
+        await fleet.seed_history()
+        runner = asyncio.create_task(fleet.run())
+        watcher = asyncio.create_task(watch_parent())
+        await stop.wait()
+        await fleet.stop()
+        watcher.cancel()
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run the simulated OmniQ fleet on a bucket.")
+    parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--bucket", required=True)
+    parser.add_argument("--prefix", default=DEMO_PREFIX)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--speed", type=float, default=1.0)
+    parser.add_argument("--parent", type=int, default=os.getppid())
+    asyncio.run(_run_fleet(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
