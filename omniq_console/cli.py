@@ -115,6 +115,12 @@ def _serve_parser() -> argparse.ArgumentParser:
         "--demo", action="store_true", help="serve the demo (emulator + simulated fleet)"
     )
     parser.add_argument("--seed", type=int, help="with --demo: reproducible workload")
+    parser.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="address browsers use to reach the server (default http://HOST:PORT); "
+        "set it with --host 0.0.0.0 or behind a proxy",
+    )
     _connection_options(parser)
     _console_options(parser)
     return parser
@@ -165,6 +171,11 @@ async def run_console(settings: ConsoleSettings) -> None:
             read_only=read_only,
         )
         await app.run_async()
+
+
+async def _check_bucket(settings: ConsoleSettings) -> None:
+    async with build_backend(settings):
+        pass
 
 
 async def _snapshot(settings: ConsoleSettings, include_tasks: bool) -> dict[str, Any]:
@@ -218,18 +229,25 @@ def _cmd_serve(argv: Sequence[str]) -> int:
             console_args += [f"--{flag}", str(value)]
     if args.read_only:
         console_args.append("--read-only")
+    serve_options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "public_url": args.public_url,
+    }
     if not args.demo:
-        settings = _settings(args)  # fail here, once, with a clear message
-        serve_console(["--bucket", settings.bucket, *console_args], host=args.host, port=args.port)
+        settings = _settings(args)
+        # Each browser tab starts its own console; a bad bucket or credentials would show only
+        # as a blank page there. Check once, here, and fail with a clear message instead.
+        asyncio.run(_check_bucket(settings))
+        serve_console(["--bucket", settings.bucket, *console_args], **serve_options)
         return 0
     from .demo.environment import DemoEnvironment
 
     with DemoEnvironment(seed=args.seed) as demo:
         serve_console(
             ["--bucket", demo.bucket, "--prefix", demo.prefix, *console_args],
-            host=args.host,
-            port=args.port,
             env={"STORAGE_EMULATOR_HOST": demo.url},
+            **serve_options,
         )
     return 0
 

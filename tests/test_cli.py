@@ -126,3 +126,8 @@ def test_snapshot_prints_the_bucket_as_json(bucket: str) -> None:
 )
 def test_bad_values_are_clear_errors(gcs_env: Emulator, args: list[str]) -> None:
     assert_one_line_error(run_cli(*args))
+
+
+def test_serve_checks_the_bucket_before_serving(gcs_env: Emulator) -> None:
+    result = run_cli("serve", "--bucket", "no-such-bucket", "--port", str(free_port()))
+    assert_one_line_error(result, "no-such-bucket", "does not exist")

@@ -194,6 +194,14 @@ class ObjectStore:
         self.stats = RequestStats()
         self._fs: GCSFileSystem | None = None
 
+    def _token_origin(self) -> str:
+        if isinstance(self.token, str) and self.token not in ("anon", "google_default", "cloud"):
+            return f"file {self.token}"
+        if self.token is None:
+            return "application default credentials"
+        # Never print a token object: it may hold the key itself.
+        return self.token if isinstance(self.token, str) else type(self.token).__name__
+
     @property
     def read_only(self) -> bool:
         return self.access == "read_only"
@@ -220,12 +228,14 @@ class ObjectStore:
                 use_listings_cache=False,
                 **self.gcs_kwargs,
             )
-        except (OSError, ValueError) as exc:
-            raise AuthenticationError(f"cannot load GCS credentials: {_describe(exc)}") from exc
-        except Exception as exc:  # google-auth raises its own exception types
-            if type(exc).__module__.startswith("google"):
-                raise AuthenticationError(f"cannot load GCS credentials: {_describe(exc)}") from exc
-            raise
+        except Exception as exc:
+            # Building the filesystem does nothing but load credentials, and a malformed key
+            # file surfaces as anything from OSError to KeyError. The message names the
+            # exception type only: its text may quote the file's contents.
+            raise AuthenticationError(
+                f"cannot load GCS credentials ({self._token_origin()}): "
+                f"{type(exc).__name__} {_describe(exc) if isinstance(exc, OSError) else ''}".rstrip()
+            ) from None
         await fs._set_session()
         self._fs = fs
 
