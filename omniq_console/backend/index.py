@@ -9,8 +9,10 @@ usable index (say, written by another OmniQ backend): the caller reads its body 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import unquote
 
 from ..models import (
     EventType,
@@ -31,6 +33,27 @@ INDEX_VERSION = "1"
 
 def _ts(value: datetime | None) -> str:
     return as_utc(value).isoformat() if value is not None else ""
+
+
+def _text(value: str, limit: int) -> str:
+    """Free text made safe for a metadata value (``%XX``-escaped where needed), at most ``limit``
+    characters before escaping.
+
+    GCS returns custom metadata as HTTP headers (``x-goog-meta-*``) on every GET: a control
+    character there makes the whole response unparseable, so the object could never be read
+    again, and non-ASCII header bytes are not portable. ``%`` and every character that is not
+    printable ASCII are percent-encoded (UTF-8); ``_untext`` gives back the exact text.
+    """
+    return "".join(
+        ch
+        if ch.isascii() and ch.isprintable() and ch != "%"
+        else "".join(f"%{b:02X}" for b in ch.encode("utf-8", "replace"))
+        for ch in value[:limit]
+    )
+
+
+def _untext(value: str | None) -> str:
+    return unquote(value) if value else ""
 
 
 def _parse_ts(value: str | None) -> datetime | None:
@@ -73,6 +96,8 @@ class ResultIndex:
     status: ResultStatus
     completed_at: datetime | None
     error_type: str | None
+    # None also when an older index did not record it: see ``"expires_at" in info.metadata``.
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +123,13 @@ def task_metadata(task: Task) -> dict[str, str]:
     return {
         "omniq_index": INDEX_VERSION,
         "status": task.status.value,
-        "queue": task.queue_name,
+        "queue": _text(task.queue_name, 200),
         "priority": str(task.priority),
-        "func": task.func[:200],
+        "func": _text(task.func, 200),
         "run_at": _ts(task.run_at),
         "expires_at": _ts(task.expires_at),
         "created_at": _ts(task.created_at),
-        "worker_id": task.worker_id or "",
+        "worker_id": _text(task.worker_id or "", 200),
         "lease_expires_at": _ts(task.lease_expires_at),
         "retry_count": str(task.retry_count),
     }
@@ -134,13 +159,13 @@ def task_index(info: ObjectInfo) -> TaskIndex | None:
         return TaskIndex(
             id=Layout.name_of(info.key),
             status=TaskStatus(md["status"]),
-            queue=md["queue"],
+            queue=_untext(md["queue"]),
             priority=int(md.get("priority") or 0),
-            func=md.get("func", ""),
+            func=_untext(md.get("func")),
             run_at=_parse_ts(md.get("run_at")),
             expires_at=_parse_ts(md.get("expires_at")),
             created_at=_parse_ts(md.get("created_at")),
-            worker_id=md.get("worker_id") or None,
+            worker_id=_untext(md.get("worker_id")) or None,
             lease_expires_at=_parse_ts(md.get("lease_expires_at")),
             retry_count=int(md.get("retry_count") or 0),
         )
@@ -160,7 +185,18 @@ def queue_entry_metadata(
         "run_at": _ts(task.run_at),
         "expires_at": _ts(task.expires_at),
         "created_at": _ts(task.created_at),
-        "lease_owner": lease_owner or "",
+        "lease_owner": _text(lease_owner or "", 200),
+        "lease_expires_at": _ts(lease_expires_at),
+    }
+
+
+def claimed_entry_metadata(
+    metadata: Mapping[str, str], lease_owner: str | None, lease_expires_at: datetime | None
+) -> dict[str, str]:
+    """A listed queue entry's metadata with its claim set (or cleared, with ``None``)."""
+    return {
+        **metadata,
+        "lease_owner": _text(lease_owner or "", 200),
         "lease_expires_at": _ts(lease_expires_at),
     }
 
@@ -178,7 +214,7 @@ def queue_entry_index(info: ObjectInfo, layout: Layout) -> QueueEntryIndex | Non
             run_at=_parse_ts(md.get("run_at")),
             expires_at=_parse_ts(md.get("expires_at")),
             created_at=_parse_ts(md.get("created_at")),
-            lease_owner=md.get("lease_owner") or None,
+            lease_owner=_untext(md.get("lease_owner")) or None,
             lease_expires_at=_parse_ts(md.get("lease_expires_at")),
         )
     except ValueError:
@@ -193,7 +229,8 @@ def result_metadata(result: TaskResult) -> dict[str, str]:
         "omniq_index": INDEX_VERSION,
         "status": result.status.value,
         "completed_at": _ts(result.completed_at),
-        "error_type": (result.error_type or "")[:200],
+        "error_type": _text(result.error_type or "", 200),
+        "expires_at": _ts(result.expires_at),
     }
 
 
@@ -206,14 +243,17 @@ def result_index(info: ObjectInfo) -> ResultIndex | None:
             task_id=Layout.name_of(info.key),
             status=ResultStatus(md["status"]),
             completed_at=_parse_ts(md.get("completed_at")),
-            error_type=md.get("error_type") or None,
+            error_type=_untext(md.get("error_type")) or None,
+            expires_at=_parse_ts(md.get("expires_at")),
         )
     except (KeyError, ValueError):
         return None
 
 
 def result_index_of(result: TaskResult) -> ResultIndex:
-    return ResultIndex(result.task_id, result.status, result.completed_at, result.error_type)
+    return ResultIndex(
+        result.task_id, result.status, result.completed_at, result.error_type, result.expires_at
+    )
 
 
 # -- events -----------------------------------------------------------------------------------
@@ -223,8 +263,8 @@ def event_metadata(event: TaskEvent) -> dict[str, str]:
     return {
         "omniq_index": INDEX_VERSION,
         "type": event.event_type.value,
-        "task": event.task_id or "",
-        "queue": event.queue_name or "",
+        "task": _text(event.task_id or "", 200),
+        "queue": _text(event.queue_name or "", 200),
         "timestamp": _ts(event.timestamp),
     }
 
@@ -237,8 +277,8 @@ def event_index(info: ObjectInfo) -> EventIndex | None:
         return EventIndex(
             id=Layout.name_of(info.key),
             event_type=EventType(md["type"]),
-            task_id=md.get("task") or None,
-            queue=md.get("queue") or None,
+            task_id=_untext(md.get("task")) or None,
+            queue=_untext(md.get("queue")) or None,
             timestamp=_parse_ts(md.get("timestamp")),
         )
     except (KeyError, ValueError):
@@ -295,10 +335,10 @@ def worker_metadata(worker: WorkerIndex) -> dict[str, str]:
         "state": worker.state,
         "last_seen": _ts(worker.last_seen),
         "started_at": _ts(worker.started_at),
-        "host": worker.host[:100],
+        "host": _text(worker.host, 100),
         "pid": str(worker.pid),
-        "queues": ",".join(worker.queues)[:1000],
-        "running": ",".join(worker.running)[:2000],
+        "queues": _text(",".join(worker.queues), 1000),
+        "running": _text(",".join(worker.running), 2000),
         "processed": str(worker.processed),
         "failed": str(worker.failed),
     }
@@ -314,10 +354,10 @@ def worker_index(info: ObjectInfo) -> WorkerIndex | None:
             state=md.get("state", "running"),
             last_seen=_parse_ts(md.get("last_seen")),
             started_at=_parse_ts(md.get("started_at")),
-            host=md.get("host", ""),
+            host=_untext(md.get("host")),
             pid=int(md.get("pid") or 0),
-            queues=tuple(q for q in md.get("queues", "").split(",") if q),
-            running=tuple(t for t in md.get("running", "").split(",") if t),
+            queues=tuple(q for q in _untext(md.get("queues")).split(",") if q),
+            running=tuple(t for t in _untext(md.get("running")).split(",") if t),
             processed=int(md.get("processed") or 0),
             failed=int(md.get("failed") or 0),
         )

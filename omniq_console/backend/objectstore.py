@@ -488,20 +488,21 @@ class ObjectStore:
         """Delete ``key``; False when it was already absent."""
         self._refuse_if_read_only("delete", key)
         try:
-            await self._send(
+            # An absent object is an answer, not an error: deleting what may not exist (a
+            # task's result, a stale queue entry) is routine and must not count as a failure.
+            status, _, _, _ = await self._send(
                 "delete",
                 "DELETE",
                 self._object_url(key),
                 params={"ifGenerationMatch": if_generation_match},
+                ok_statuses=frozenset({200, 204, 404}),
             )
         except _HTTPFailure as failure:
-            if failure.status == 404:
-                return False
             if failure.status == 412:
                 self.stats.conflicts += 1
                 raise ConflictError(key, if_generation_match) from None
             self._raise_for(failure, key)
-        return True
+        return status != 404
 
     # -- checks -----------------------------------------------------------------------------
 

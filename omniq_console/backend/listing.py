@@ -1,0 +1,299 @@
+"""From listings to models: parse bodies, report bad objects, cache bodies by generation.
+
+Every store reads through a :class:`BodyReader`. It parses a body into its model and refuses,
+with :class:`CorruptObjectError` naming the key, anything that is not JSON, not the model's
+shape, of an unknown ``schema_version``, or whose id does not match its key. A listing of many
+objects returns the good ones in an :class:`ItemList` whose ``.unreadable`` names every bad key
+and why (DESIGN decision 7: nothing is swallowed).
+
+Bodies at a given generation never change, so a parsed body is cached by ``(key, generation)``:
+when a listing shows the same generation again, no GET is sent, and a cached body can never be
+stale. The cache is never consulted for a read by key alone (the generation is unknown then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from ..models import OmniQModel, Schedule, Task, TaskEvent, TaskResult
+from .bridge import SyncBridge
+from .errors import CorruptObjectError, ObjectNotFoundError, ReadOnlyError, UnreadableObject
+from .layout import Layout, check_id
+from .objectstore import ObjectInfo, ObjectStore
+
+T = TypeVar("T")
+R = TypeVar("R")
+M = TypeVar("M", bound=OmniQModel)
+
+READ_CONCURRENCY = 32
+"""Bodies read at once by one listing call (FIELD-NOTES: 32 in flight is the measured sweet spot)."""
+
+# The field that must equal the name in the object's key: a body copied under another key
+# would otherwise make every update address the wrong object.
+_ID_FIELDS: dict[type[OmniQModel], str] = {
+    Task: "id",
+    TaskResult: "task_id",
+    TaskEvent: "id",
+    Schedule: "id",
+}
+
+
+class ItemList(list[T]):
+    """A listing's parsed items, plus the objects that could not be parsed (``.unreadable``)."""
+
+    def __init__(self, items: Iterable[T] = (), unreadable: Iterable[UnreadableObject] = ()):
+        super().__init__(items)
+        self.unreadable: list[UnreadableObject] = list(unreadable)
+
+    def __repr__(self) -> str:
+        return f"ItemList({list.__repr__(self)}, unreadable={self.unreadable!r})"
+
+
+def parse_model(model: type[M], key: str, data: bytes) -> M:
+    """Parse the body of ``key``; ``CorruptObjectError(key, reason)`` when it is not a ``model``."""
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptObjectError(key, f"not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise CorruptObjectError(key, f"expected a JSON object, found {type(raw).__name__}")
+    try:
+        parsed = model.model_validate(raw)
+    except ValidationError as exc:
+        raise CorruptObjectError(
+            key, f"not a valid {model.__name__}: {_first_error(exc)}"
+        ) from None
+    id_field = _ID_FIELDS.get(model)
+    if id_field is not None:
+        found = getattr(parsed, id_field)
+        if found != Layout.name_of(key):
+            raise CorruptObjectError(key, f"its {id_field} {found!r} does not match its key")
+    return parsed
+
+
+def _first_error(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False, include_input=False)
+    if not errors:
+        return str(exc)
+    first = errors[0]
+    where = ".".join(str(part) for part in first.get("loc", ())) or "body"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first.get('msg', 'invalid')}{more}"
+
+
+class BodyCache:
+    """Parsed bodies by ``(key, generation)``; an entry unused for ``timeout`` seconds is dropped.
+
+    ``timeout=0`` disables the cache. Models are mutable, so callers get deep copies.
+    """
+
+    def __init__(
+        self,
+        timeout: float,
+        *,
+        max_entries: int = 20_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.timeout = float(timeout)
+        self.max_entries = max_entries
+        self.hits = 0
+        self.misses = 0
+        self._clock = clock
+        # key -> (generation, model, last used); ordered by last use, oldest first.
+        self._entries: OrderedDict[str, tuple[int, OmniQModel, float]] = OrderedDict()
+
+    @property
+    def enabled(self) -> bool:
+        return self.timeout > 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str, generation: int, model: type[M]) -> M | None:
+        """A copy of the body of ``key`` at ``generation``, or None when not cached."""
+        if not self.enabled:
+            return None
+        now = self._clock()
+        self._expire(now)
+        entry = self._entries.get(key)
+        if entry is None or entry[0] != generation or not isinstance(entry[1], model):
+            self.misses += 1
+            return None
+        self._entries[key] = (entry[0], entry[1], now)
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return _copy_at(entry[1], generation)
+
+    def put(self, key: str, generation: int, value: OmniQModel) -> None:
+        """Remember ``value`` as the body of ``key`` at ``generation`` (a copy is kept)."""
+        if not self.enabled or generation <= 0:
+            return
+        now = self._clock()
+        self._entries[key] = (generation, _copy_at(value, generation), now)
+        self._entries.move_to_end(key)
+        self._expire(now)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def discard(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def _expire(self, now: float) -> None:
+        cutoff = now - self.timeout
+        while self._entries:
+            _, (_, _, used) = next(iter(self._entries.items()))
+            if used > cutoff:
+                break
+            self._entries.popitem(last=False)
+
+
+def _copy_at(value: M, generation: int) -> M:
+    copy = value.model_copy(deep=True)
+    copy._generation = generation
+    return copy
+
+
+class BodyReader:
+    """Reads and writes model bodies through one ObjectStore, with the shared body cache."""
+
+    def __init__(
+        self, store: ObjectStore, cache: BodyCache, *, concurrency: int = READ_CONCURRENCY
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.concurrency = concurrency
+
+    async def read(self, key: str, model: type[M]) -> M | None:
+        """The current body of ``key`` (always a GET: only a listing tells a generation).
+
+        None when the object does not exist; ``CorruptObjectError`` when it cannot be parsed.
+        """
+        try:
+            got = await self.store.read(key)
+        except ObjectNotFoundError:
+            return None
+        parsed = parse_model(model, key, got.data)
+        parsed._generation = got.generation
+        self.cache.put(key, got.generation, parsed)
+        return parsed
+
+    async def read_listed(self, infos: Sequence[ObjectInfo], model: type[M]) -> ItemList[M]:
+        """The bodies of listed objects, in listing order, read at most ``concurrency`` at once.
+
+        A body whose generation is cached costs no request. An object deleted since it was
+        listed is left out (it is gone, not broken); one that cannot be parsed is reported in
+        ``.unreadable``.
+        """
+        results: list[M | UnreadableObject | None] = [
+            self.cache.get(info.key, info.generation, model) for info in infos
+        ]
+
+        async def fetch(i: int) -> None:
+            try:
+                results[i] = await self.read(infos[i].key, model)
+            except CorruptObjectError as exc:
+                results[i] = UnreadableObject(exc.key, exc.reason)
+
+        missing = [i for i, item in enumerate(results) if item is None]
+        await bounded_gather(missing, fetch, limit=self.concurrency)
+        out: ItemList[M] = ItemList()
+        for item in results:
+            if isinstance(item, UnreadableObject):
+                out.unreadable.append(item)
+            elif item is not None:
+                out.append(item)
+        return out
+
+    async def write(
+        self,
+        key: str,
+        value: OmniQModel,
+        metadata: Mapping[str, str],
+        *,
+        if_generation_match: int | None = None,
+    ) -> ObjectInfo:
+        """Write ``value`` as the body of ``key``; its ``generation`` becomes the new one."""
+        info = await self.store.write(
+            key, value.to_json(), metadata=metadata, if_generation_match=if_generation_match
+        )
+        value._generation = info.generation
+        self.cache.put(key, info.generation, value)
+        return info
+
+    async def delete(self, key: str) -> bool:
+        self.cache.discard(key)
+        return await self.store.delete(key)
+
+
+def layout_name(folder: str, key: str) -> str | None:
+    """The id in ``key`` when it is exactly ``{folder}{id}.json`` with a safe id, else None."""
+    if not key.startswith(folder) or not key.endswith(".json"):
+        return None
+    name = key[len(folder) : -len(".json")]
+    try:
+        return check_id(name)
+    except ValueError:
+        return None
+
+
+async def bounded_gather(
+    items: Iterable[T], action: Callable[[T], Awaitable[R]], *, limit: int = READ_CONCURRENCY
+) -> list[R]:
+    """``action(item)`` for every item, at most ``limit`` at once; results in input order."""
+    sem = asyncio.Semaphore(limit)
+
+    async def one(item: T) -> R:
+        async with sem:
+            return await action(item)
+
+    return list(await asyncio.gather(*(one(item) for item in items)))
+
+
+class StoreBase:
+    """What every store shares: the bucket, the key layout, the body reader and the sync bridge."""
+
+    def __init__(
+        self, store: ObjectStore, layout: Layout, reader: BodyReader, bridge: SyncBridge
+    ) -> None:
+        self.store = store
+        self.layout = layout
+        self.reader = reader
+        self._bridge = bridge
+
+    @property
+    def bridge(self) -> SyncBridge:
+        """The backend's one sync bridge (the ``_sync`` twins run their coroutine on it)."""
+        return self._bridge
+
+    async def _list(self, folder: str) -> list[ObjectInfo]:
+        """The objects of ``folder`` that belong to the layout: ``{folder}{id}.json``.
+
+        Anything else (a folder marker, ``tasks/sub/x.json``, a key without ``.json``, an
+        unsafe name) is not an object of this store: an action on it would address another key.
+        """
+        return [i for i in await self.store.list(folder) if layout_name(folder, i.key) is not None]
+
+    async def _list_entries(self, prefix: str) -> list[ObjectInfo]:
+        """Queue entries under ``prefix`` (all queues, or one): ``queues/{q}/{id}.json`` only."""
+        return [
+            info
+            for info in await self.store.list(prefix)
+            if (queue := self.layout.queue_of_entry(info.key)) is not None
+            and layout_name(self.layout.queue(queue), info.key) is not None
+        ]
+
+    def _check_writable(self, operation: str, key: str) -> None:
+        # Checked before any request, reads included: a read-only backend sends nothing for a
+        # write method (DESIGN decision 8).
+        if self.store.read_only:
+            raise ReadOnlyError(operation, key)

@@ -1,0 +1,103 @@
+"""Task results on GCS: ``results/{task_id}.json``, one object per task, overwritten on ``set``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from ..models import ResultStatus, TaskResult, utcnow
+from .index import result_index, result_metadata
+from .listing import ItemList, StoreBase, bounded_gather
+from .objectstore import ObjectInfo
+from .sync import sync_twin
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class AsyncGCSResultStorage(StoreBase):
+    """The outcome of each task, with its status, completion time and expiry in the index."""
+
+    async def set(self, result: TaskResult) -> TaskResult:
+        """Store ``result`` (replacing any earlier result of the task); sets its generation."""
+        key = self.layout.result(result.task_id)
+        self._check_writable("store result", key)
+        await self.reader.write(key, result, result_metadata(result))
+        return result
+
+    async def get(self, task_id: str) -> TaskResult | None:
+        """The result of a task, or None; ``CorruptObjectError`` when it is unreadable."""
+        return await self.reader.read(self.layout.result(task_id), TaskResult)
+
+    async def delete(self, task_id: str) -> bool:
+        """Delete the result of a task; False when there was none."""
+        key = self.layout.result(task_id)
+        self._check_writable("delete result", key)
+        return await self.reader.delete(key)
+
+    async def list_results(
+        self, status: ResultStatus | str | None = None, limit: int | None = None
+    ) -> ItemList[TaskResult]:
+        """Results newest first (by completion time), filtered on listing metadata.
+
+        Only the bodies of the results returned are read (plus those without index metadata).
+        """
+        wanted = ResultStatus(status) if status is not None else None
+        if limit is not None and limit < 0:
+            raise ValueError("limit must not be negative")
+        infos = await self._list(self.layout.results)
+        rows: list[tuple[datetime, str, ObjectInfo | TaskResult]] = []
+        unindexed: list[ObjectInfo] = []
+        for info in infos:
+            idx = result_index(info)
+            if idx is None:
+                unindexed.append(info)
+            elif wanted is None or idx.status == wanted:
+                rows.append((idx.completed_at or info.updated or _EPOCH, info.key, info))
+        bodies = await self.reader.read_listed(unindexed, TaskResult)
+        rows.extend(
+            (r.completed_at or r.created_at, self.layout.result(r.task_id), r)
+            for r in bodies
+            if wanted is None or r.status == wanted
+        )
+        rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
+        page = rows if limit is None else rows[:limit]
+        read = await self.reader.read_listed(
+            [item for _, _, item in page if isinstance(item, ObjectInfo)], TaskResult
+        )
+        by_id = {r.task_id: r for r in read}
+        out: ItemList[TaskResult] = ItemList(unreadable=[*bodies.unreadable, *read.unreadable])
+        for _, key, item in page:
+            result = item if isinstance(item, TaskResult) else by_id.get(self.layout.name_of(key))
+            if result is not None and (wanted is None or result.status == wanted):
+                out.append(result)
+        return out
+
+    async def cleanup_expired_results(self) -> int:
+        """Delete results past their ``expires_at``; return how many were deleted.
+
+        The expiry comes from listing metadata; a body is read only for results whose index
+        does not record it.
+        """
+        self._check_writable("clean up expired results", self.layout.results)
+        now = utcnow()
+        infos = await self._list(self.layout.results)
+        expired: list[str] = []
+        unknown: list[ObjectInfo] = []
+        for info in infos:
+            idx = result_index(info)
+            if idx is None or "expires_at" not in info.metadata:
+                unknown.append(info)
+            elif idx.expires_at is not None and idx.expires_at <= now:
+                expired.append(info.key)
+        bodies = await self.reader.read_listed(unknown, TaskResult)
+        expired.extend(self.layout.result(r.task_id) for r in bodies if r.is_expired(now))
+        return sum(await bounded_gather(expired, self.reader.delete))
+
+
+class GCSResultStorage(AsyncGCSResultStorage):
+    """Result storage with blocking ``*_sync`` twins (open the backend with ``with backend:``)."""
+
+    set_sync = sync_twin(AsyncGCSResultStorage.set)
+    get_sync = sync_twin(AsyncGCSResultStorage.get)
+    delete_sync = sync_twin(AsyncGCSResultStorage.delete)
+    list_results_sync = sync_twin(AsyncGCSResultStorage.list_results)
+    cleanup_expired_results_sync = sync_twin(AsyncGCSResultStorage.cleanup_expired_results)
