@@ -49,10 +49,8 @@ class ConsoleSettings:
             token=self.token,
             access="read_only" if self.read_only else config.get("access", "read_write"),
         )
-        gcs_kwargs = dict(config.get("gcs_kwargs") or {})
         if self.endpoint_url:
-            gcs_kwargs["endpoint_url"] = self.endpoint_url
-        config["gcs_kwargs"] = gcs_kwargs
+            config["endpoint_url"] = self.endpoint_url
         return config
 
 
@@ -121,7 +119,7 @@ def resolve(
     if refresh_value <= 0:
         raise SettingsError("--refresh must be a positive number of seconds")
     file_read_only = file.get("access") == "read_only"
-    file_endpoint = file_gcs.pop("endpoint_url", None)
+    file_endpoint = file.pop("endpoint_url", None) or file_gcs.pop("endpoint_url", None)
     return ConsoleSettings(
         bucket=str(bucket_value),
         prefix=DEFAULT_PREFIX if prefix_value is None else str(prefix_value),

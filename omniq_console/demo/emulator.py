@@ -14,6 +14,7 @@ import platform
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -58,6 +59,20 @@ def binary_path() -> Path:
     return candidate
 
 
+def die_with_parent() -> None:
+    """In a child before exec (Linux): be sent SIGTERM when the parent dies, however it dies.
+
+    A console killed outright (SIGKILL, a closed terminal) must not leave its demo emulator or
+    fleet running. Elsewhere this does nothing; the fleet also watches its parent.
+    """
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -77,8 +92,12 @@ class Emulator:
         host: str = "127.0.0.1",
         storage: str = "memory",
         root: Path | None = None,
+        tied_to_parent: bool = False,
     ) -> None:
         self.host = host
+        # The kernel kills a tied emulator when the thread that started it ends: only for
+        # emulators started from a main thread that lives as long as they should (the demo).
+        self.tied_to_parent = tied_to_parent
         self.port = port or free_port(host)
         self.storage = storage
         self._root = root
@@ -117,6 +136,7 @@ class Emulator:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C in the console must not kill it before we do
+            preexec_fn=die_with_parent if self.tied_to_parent else None,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from .emulator import Emulator
+from .emulator import Emulator, die_with_parent
 
 DEMO_BUCKET = "omniq-demo"
 DEMO_PREFIX = "omniq/"
@@ -45,7 +45,7 @@ class DemoEnvironment:
         self.with_fleet = fleet
         self.bucket = bucket
         self.prefix = prefix
-        self.emulator = Emulator()
+        self.emulator = Emulator(tied_to_parent=True)
         self._fleet: subprocess.Popen[bytes] | None = None
         self._logdir = tempfile.TemporaryDirectory(prefix="omniq-demo-")
 
@@ -79,6 +79,7 @@ class DemoEnvironment:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # Ctrl-C reaches the console, which stops us in order
+                    preexec_fn=die_with_parent,
                 )
         return self
 
