@@ -25,13 +25,19 @@ class AsyncGCSEventStorage(StoreBase):
     """An append-only log of task and schedule lifecycle events."""
 
     async def log_event(self, event: TaskEvent) -> TaskEvent:
-        """Append ``event``; ``ConflictError`` if an event with its id exists already."""
+        """Append ``event``; ``ConflictError`` if a *different* event with its id exists already.
+
+        Logging the very same event again (a caller retrying after an error) is not a conflict:
+        events are immutable, so equal bytes mean it is already logged.
+        """
         key = self.layout.event(event.id)
         self._check_writable("log event", key)
         try:
             await self.reader.write(key, event, event_metadata(event), if_generation_match=0)
         except ConflictError as exc:
-            raise ConflictError(key, 0, f"an event with id {event.id} exists already") from exc
+            existing = await self.store.read(key)
+            if existing.data != event.to_json():
+                raise ConflictError(key, 0, f"an event with id {event.id} exists already") from exc
         return event
 
     async def get_events(

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import time
 import warnings
 from collections.abc import Mapping
@@ -130,9 +131,11 @@ class RequestStats:
 
 
 class _HTTPFailure(Exception):
-    def __init__(self, status: int, body: bytes) -> None:
+    def __init__(self, status: int, body: bytes, attempt: int = 0) -> None:
         self.status = status
         self.body = body
+        # Which attempt got this answer: a 412 on a retry may be our own lost first attempt.
+        self.attempt = attempt
         try:
             message = json.loads(body)["error"]["message"]
         except (ValueError, KeyError, TypeError):
@@ -195,12 +198,28 @@ class ObjectStore:
         self._fs: GCSFileSystem | None = None
 
     def _token_origin(self) -> str:
-        if isinstance(self.token, str) and self.token not in ("anon", "google_default", "cloud"):
-            return f"file {self.token}"
+        """Where the credentials come from, in words that never include a secret."""
         if self.token is None:
             return "application default credentials"
-        # Never print a token object: it may hold the key itself.
-        return self.token if isinstance(self.token, str) else type(self.token).__name__
+        if self.token in ("anon", "google_default", "cloud", "cache", "browser"):
+            return str(self.token)
+        if isinstance(self.token, str) and os.path.exists(self.token):
+            return f"file {self.token}"
+        # A raw token string or a credentials object: it may be the secret itself.
+        return "a token string" if isinstance(self.token, str) else type(self.token).__name__
+
+    async def _refresh_credentials(self, fs: GCSFileSystem) -> None:
+        creds = fs.credentials
+        if creds.credentials is None or creds._credentials_valid(300):
+            return
+        try:
+            # A token refresh is a blocking HTTP call in google-auth.
+            await asyncio.to_thread(creds.maybe_refresh)
+        except Exception as exc:
+            raise AuthenticationError(
+                f"GCS credentials ({self._token_origin()}) were refused: "
+                f"{_describe(exc.__cause__ or exc)}"
+            ) from None
 
     @property
     def read_only(self) -> bool:
@@ -275,10 +294,7 @@ class ObjectStore:
                 await asyncio.sleep(self.retry.delay(attempt - 1))
             started = time.perf_counter()
             try:
-                creds = fs.credentials
-                if creds.credentials is not None and not creds._credentials_valid(300):
-                    # A token refresh is a blocking HTTP call in google-auth.
-                    await asyncio.to_thread(creds.maybe_refresh)
+                await self._refresh_credentials(fs)
                 all_headers = fs._get_headers(dict(headers or {}))
                 async with fs.session.request(
                     method,
@@ -308,7 +324,7 @@ class ObjectStore:
                 last = _HTTPFailure(status, body)
                 continue
             if failed:
-                raise _HTTPFailure(status, body)
+                raise _HTTPFailure(status, body, attempt)
             return status, resp_headers, body, attempt + 1
         where = self.endpoint_url or "storage.googleapis.com"
         raise BackendUnavailableError(
@@ -452,8 +468,13 @@ class ObjectStore:
                 data=body,
             )
         except _HTTPFailure as failure:
-            if failure.status == 412:
+            if failure.status == 412 and failure.attempt > 0:
                 return await self._settle_conflict(key, data, if_generation_match)
+            if failure.status == 412:
+                # Refused on the first attempt: nothing of ours landed, even if another writer
+                # happened to store the very same bytes.
+                self.stats.conflicts += 1
+                raise ConflictError(key, if_generation_match) from None
             if failure.status == 404:
                 raise BucketNotFoundError(self.bucket) from None
             self._raise_for(failure, key)
@@ -470,7 +491,7 @@ class ObjectStore:
     async def _settle_conflict(
         self, key: str, data: bytes, expected: int | None
     ) -> ObjectInfo:
-        """A 412: either someone else won, or our own earlier attempt did and its answer was lost.
+        """A 412 on a retry: someone else won, or our earlier attempt did and its answer was lost.
 
         Every body we write is unique to its writer (ids, timestamps, worker ids), so if the
         object now holds exactly our bytes, the write that won was ours.
@@ -558,9 +579,20 @@ def _emulator_host() -> str | None:
     return host if host.startswith(("http://", "https://")) else f"http://{host}"
 
 
+_SECRET_PARAM = re.compile(
+    r"(access_token|refresh_token|client_secret|assertion|token|key)=[^&\s'\"]+", re.IGNORECASE
+)
+_BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._\-]+")
+
+
 def _describe(exc: BaseException | None) -> str:
-    """A one-line description of an exception, without anything that looks like a secret."""
+    """A one-line description of an exception, with anything that looks like a secret masked.
+
+    Errors from google-auth and requests can quote URLs such as ``tokeninfo?access_token=...``.
+    """
     if exc is None:
         return "unknown error"
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = _SECRET_PARAM.sub(r"\1=***", text)
+    text = _BEARER.sub(r"\1***", text)
     return text[:300]
