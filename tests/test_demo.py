@@ -36,20 +36,25 @@ def _read_until(fd: int, pattern: re.Pattern[bytes], timeout: float, seen: bytea
     return False
 
 
-def _started_by_demo(since: float) -> list[psutil.Process]:
-    """Demo processes (fleet, emulator) created after ``since``."""
+def _demo_children(pid: int) -> list[psutil.Process]:
+    """The demo's fleet and emulator processes (children of the console process)."""
     found = []
-    for proc in psutil.process_iter(["cmdline", "create_time"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if (proc.info["create_time"] or 0) < since - 1:
+    for proc in psutil.Process(pid).children(recursive=True):
+        try:
+            cmdline = " ".join(proc.cmdline())
+        except psutil.Error:
             continue
         if "omniq_console.demo.environment" in cmdline or "fake-gcs-server" in cmdline:
             found.append(proc)
     return found
 
 
+def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    return [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
 def test_demo_shows_the_fleet_and_quits_cleanly() -> None:
-    started = time.time()
+    children: list[psutil.Process] = []
     pid, fd = pty.fork()
     if pid == 0:  # the child: the demo, in a 140x40 terminal
         os.environ.update(TERM="xterm-256color", COLUMNS="140", LINES="40")
@@ -62,7 +67,8 @@ def test_demo_shows_the_fleet_and_quits_cleanly() -> None:
         text = ANSI.sub(b"", bytes(seen)).decode("utf-8", "replace")
         assert shown, f"the demo never showed the dashboard; screen text:\n{text[-3000:]}"
         assert "Traceback" not in text
-        assert _started_by_demo(started), "no fleet or emulator process while the demo runs"
+        children = _demo_children(pid)
+        assert len(children) == 2, f"expected a fleet and an emulator, found {children}"
         os.write(fd, b"q")
         deadline = time.monotonic() + 30
         status = None
@@ -77,15 +83,15 @@ def test_demo_shows_the_fleet_and_quits_cleanly() -> None:
                 break
         assert status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         deadline = time.monotonic() + 10
-        while _started_by_demo(started) and time.monotonic() < deadline:
+        while _alive(children) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert _started_by_demo(started) == [], "the demo left processes behind"
+        assert _alive(children) == [], "the demo left processes behind"
     finally:
         try:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
-        for proc in _started_by_demo(started):
+        for proc in _alive(children):
             proc.kill()
         os.close(fd)

@@ -1,0 +1,572 @@
+"""``OmniQ``: the application-facing runtime on a GCS backend.
+
+::
+
+    backend = GCSBackend(bucket_name="my-omniq-bucket", project="my-gcp-project")
+    omniq = OmniQ(backend=backend)
+
+    @omniq.task
+    def my_task(x, y):
+        return x + y
+
+    result = omniq.enqueue(my_task, 1, 2)      # the task id
+    omniq.get_result(result, timeout=30)       # once a worker ran it: TaskResult(...)
+    omniq.run_worker_sync(["default"])          # a worker, until SIGINT/SIGTERM
+
+Every call exists twice: a blocking one (``enqueue``) and an async one (``enqueue_async``).
+The backend need not be opened first: the blocking API opens it for sync use (on the
+backend's sync bridge) and the async API for async use on the running loop; ``close()`` /
+``await aclose()`` (or ``with omniq:`` / ``async with omniq:``) closes what OmniQ opened. A
+backend the caller opened is used as it is and left open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import signal
+import threading
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Self, TypeVar, overload
+
+from ..backend.errors import ConflictError, ObjectNotFoundError
+from ..backend.layout import check_id
+from ..models import (
+    ResultStatus,
+    Schedule,
+    ScheduleStatus,
+    ScheduleType,
+    TaskResult,
+    TaskStatus,
+    as_utc,
+    utcnow,
+)
+from .registry import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_QUEUE,
+    DEFAULT_RETRY_DELAY,
+    TaskFunction,
+    TaskOptions,
+    TaskRegistry,
+    as_timedelta,
+    submit_task,
+)
+from .scheduler import Scheduler
+from .worker import Worker
+
+T = TypeVar("T")
+F = TypeVar("F", bound=TaskFunction)
+
+_FINAL_RESULTS = frozenset(
+    {ResultStatus.SUCCESS, ResultStatus.ERROR, ResultStatus.CANCELLED, ResultStatus.EXPIRED}
+)
+_RESULT_POLL = (0.05, 1.0)  # first and longest pause between two looks at a result
+
+
+class OmniQ:
+    """Tasks, workers and schedules of one application on one backend."""
+
+    def __init__(self, backend: Any, *, default_queue: str = DEFAULT_QUEUE) -> None:
+        self.backend = backend
+        self.default_queue = check_id(default_queue, "queue name")
+        self.registry = TaskRegistry()
+        self._owns_sync_open = False
+        self._owns_async_open = False
+        self._async_loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    @overload
+    def task(self, func: F, /) -> F: ...
+
+    @overload
+    def task(
+        self,
+        func: None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        retry_delay: timedelta | float = DEFAULT_RETRY_DELAY,
+        ttl: timedelta | float | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def task(
+        self,
+        func: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        retry_delay: timedelta | float = DEFAULT_RETRY_DELAY,
+        ttl: timedelta | float | None = None,
+    ) -> F | Callable[[F], F]:
+        """Register a task function (sync or async), bare (``@omniq.task``) or with options.
+
+        The function is returned unchanged (it can still be called directly). It is known to
+        workers as ``module:qualname`` unless ``name`` is given. ``retry_delay`` and ``ttl``
+        are seconds or timedeltas; a failed task is retried after ``retry_delay * 2**n``.
+        """
+
+        def register(f: F) -> F:
+            self.registry.register(
+                f,
+                name=name,
+                queue=queue or self.default_queue,
+                priority=priority,
+                max_retries=max_retries,
+                retry_delay=retry_delay,
+                ttl=ttl,
+            )
+            return f
+
+        return register(func) if func is not None else register
+
+    def _options(
+        self, func_or_name: TaskFunction | str, queue: str | None, priority: int | None
+    ) -> tuple[str, TaskOptions]:
+        name, spec = self.registry.resolve(func_or_name)
+        base = TaskOptions.of(spec)
+        if spec is None:
+            base = TaskOptions(queue=self.default_queue)
+        return name, TaskOptions(
+            queue=check_id(queue, "queue name") if queue is not None else base.queue,
+            priority=int(priority) if priority is not None else base.priority,
+            max_retries=base.max_retries,
+            retry_delay=base.retry_delay,
+            ttl=base.ttl,
+        )
+
+    async def enqueue_async(
+        self,
+        func_or_name: TaskFunction | str,
+        /,
+        *args: Any,
+        queue: str | None = None,
+        priority: int | None = None,
+        run_at: datetime | None = None,
+        delay: timedelta | float | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Queue one call of a task; returns its id. ``run_at`` or ``delay`` postpone it.
+
+        ``queue`` and ``priority`` override the task's registered options. A name that is not
+        registered here is allowed: the worker that runs it must know it.
+        """
+        if run_at is not None and delay is not None:
+            raise ValueError("give run_at or delay, not both")
+        name, options = self._options(func_or_name, queue, priority)
+        now = utcnow()
+        wait = as_timedelta(delay, "delay")
+        when = as_utc(run_at) if run_at is not None else (now + wait if wait else None)
+        task = options.build_task(name, args, kwargs, run_at=when, now=now)
+        return await self._in_backend(submit_task(self.backend, task))
+
+    def enqueue(
+        self,
+        func_or_name: TaskFunction | str,
+        /,
+        *args: Any,
+        queue: str | None = None,
+        priority: int | None = None,
+        run_at: datetime | None = None,
+        delay: timedelta | float | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Blocking twin of :meth:`enqueue_async`; returns the task id."""
+        return self._sync(
+            self.enqueue_async(
+                func_or_name,
+                *args,
+                queue=queue,
+                priority=priority,
+                run_at=run_at,
+                delay=delay,
+                **kwargs,
+            )
+        )
+
+    async def get_result_async(self, task_id: str, timeout: float | None = None) -> TaskResult:
+        """Wait for the final result of a task and return it.
+
+        ``timeout=None`` waits as long as it takes; otherwise ``TimeoutError`` after
+        ``timeout`` seconds. ``ObjectNotFoundError`` when neither the task nor a result exists.
+        A task that ended without a result (expired before it ran, say) gets one describing
+        that, so a caller never waits forever on a task that will not run.
+        """
+        check_id(task_id, "task id")
+        return await self._in_backend(self._wait_result(task_id, timeout))
+
+    def get_result(self, task_id: str, timeout: float | None = None) -> TaskResult:
+        """Blocking twin of :meth:`get_result_async`."""
+        return self._sync(self.get_result_async(task_id, timeout))
+
+    async def _wait_result(self, task_id: str, timeout: float | None) -> TaskResult:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        pause = _RESULT_POLL[0]
+        results = self.backend.async_result_storage
+        queue = self.backend.async_task_storage
+        while True:
+            result = await results.get(task_id)
+            if result is not None and result.status in _FINAL_RESULTS:
+                return result
+            task = await queue.get_task(task_id)
+            if task is None and result is None:
+                raise ObjectNotFoundError(self.backend.layout.task(task_id), "task")
+            if task is not None and task.status.is_final:
+                # Final without a final result: look once more (the worker writes the result
+                # first), then describe how it ended.
+                result = await results.get(task_id)
+                if result is not None and result.status in _FINAL_RESULTS:
+                    return result
+                return _result_of_final(task.id, task.status, task.updated_at)
+            if deadline is not None:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise TimeoutError(f"no result for task {task_id} after {timeout} s")
+                pause = min(pause, remaining)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _RESULT_POLL[1])
+
+    # -- schedules ---------------------------------------------------------------------------
+
+    async def schedule_async(
+        self,
+        func_or_name: TaskFunction | str,
+        /,
+        *args: Any,
+        cron: str | None = None,
+        interval: timedelta | float | None = None,
+        at: datetime | None = None,
+        queue: str | None = None,
+        max_runs: int | None = None,
+        ttl: timedelta | float | None = None,
+        schedule_id: str | None = None,
+        paused: bool = False,
+        **kwargs: Any,
+    ) -> str:
+        """Create a cron, interval or one-time (``at``) schedule; returns its id.
+
+        Exactly one of ``cron``, ``interval`` (seconds or timedelta) and ``at`` is given.
+        ``ttl`` ends the schedule after that long; ``max_runs`` after that many runs.
+        With ``schedule_id``, an app can declare its schedules at every start: a schedule of
+        that id with the same definition is left as it is (its run count and pause state
+        kept); one with a different definition raises ``ConflictError``.
+        """
+        given = [v is not None for v in (cron, interval, at)]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of cron=, interval= or at=")
+        name, options = self._options(func_or_name, queue, None)
+        fields: dict[str, Any] = {
+            "func": name,
+            "args": tuple(args),
+            "kwargs": dict(kwargs),
+            "queue_name": options.queue,
+            "max_runs": max_runs,
+            "ttl": as_timedelta(ttl, "ttl"),
+            "status": ScheduleStatus.PAUSED if paused else ScheduleStatus.ACTIVE,
+            "metadata": options.to_metadata(),
+        }
+        if schedule_id is not None:
+            fields["id"] = check_id(schedule_id, "schedule id")
+        if cron is not None:
+            fields.update(schedule_type=ScheduleType.CRON, cron_expression=cron)
+        elif interval is not None:
+            fields.update(
+                schedule_type=ScheduleType.INTERVAL, interval=as_timedelta(interval, "interval")
+            )
+        else:
+            assert at is not None
+            fields.update(schedule_type=ScheduleType.TIMESTAMP, timestamp=as_utc(at))
+        schedule = Schedule(**fields)
+        return await self._in_backend(self._save_schedule(schedule, schedule_id is not None))
+
+    def schedule(
+        self,
+        func_or_name: TaskFunction | str,
+        /,
+        *args: Any,
+        cron: str | None = None,
+        interval: timedelta | float | None = None,
+        at: datetime | None = None,
+        queue: str | None = None,
+        max_runs: int | None = None,
+        ttl: timedelta | float | None = None,
+        schedule_id: str | None = None,
+        paused: bool = False,
+        **kwargs: Any,
+    ) -> str:
+        """Blocking twin of :meth:`schedule_async`; returns the schedule id."""
+        return self._sync(
+            self.schedule_async(
+                func_or_name,
+                *args,
+                cron=cron,
+                interval=interval,
+                at=at,
+                queue=queue,
+                max_runs=max_runs,
+                ttl=ttl,
+                schedule_id=schedule_id,
+                paused=paused,
+                **kwargs,
+            )
+        )
+
+    async def _save_schedule(self, schedule: Schedule, declared: bool) -> str:
+        store = self.backend.async_schedule_storage
+        try:
+            await store.save_schedule(schedule)
+            return schedule.id
+        except ConflictError:
+            if not declared:
+                raise
+        existing = await store.get_schedule(schedule.id)
+        if existing is not None and _same_definition(existing, schedule):
+            return existing.id
+        raise ConflictError(
+            self.backend.layout.schedule(schedule.id),
+            0,
+            f"schedule {schedule.id} exists with another definition; delete it or use another id",
+        )
+
+    # -- workers and schedulers ----------------------------------------------------------------
+
+    def worker(
+        self, queues: Sequence[str] | str | None = None, *, concurrency: int = 1, **options: Any
+    ) -> Worker:
+        """A :class:`Worker` for this app's tasks (``queues`` default: the registered ones).
+
+        ``options``: ``worker_id``, ``lease_seconds``, ``poll_interval``, ``poll_timeout``,
+        ``heartbeat_interval``, ``reap_interval``, ``shutdown_grace``.
+        """
+        return Worker(
+            self.backend, self.registry, self._queues(queues), concurrency=concurrency, **options
+        )
+
+    def scheduler(self, *, interval: float = 1.0, **options: Any) -> Scheduler:
+        """A :class:`Scheduler` on this app's backend (``scheduler_id``, ``clock``)."""
+        return Scheduler(self.backend, interval=interval, **options)
+
+    def _queues(self, queues: Sequence[str] | str | None) -> list[str]:
+        if queues is None:
+            names = {spec.queue for n in self.registry.names() if (spec := self.registry.get(n))}
+            return sorted(names) or [self.default_queue]
+        return [queues] if isinstance(queues, str) else list(queues)
+
+    async def run_worker(
+        self, queues: Sequence[str] | str | None = None, *, concurrency: int = 1, **options: Any
+    ) -> None:
+        """Run a worker until it is stopped (``worker.stop()``) or cancelled."""
+        worker = self.worker(queues, concurrency=concurrency, **options)
+        await self._in_backend(worker.run())
+
+    def run_worker_sync(
+        self, queues: Sequence[str] | str | None = None, *, concurrency: int = 1, **options: Any
+    ) -> None:
+        """Run a worker until SIGINT or SIGTERM (first: clean stop; second: stop now)."""
+        worker = self.worker(queues, concurrency=concurrency, **options)
+        self._run_until_signalled(worker.run, worker.stop)
+
+    async def run_scheduler(self, *, interval: float = 1.0, **options: Any) -> None:
+        """Run a scheduler until it is stopped or cancelled."""
+        scheduler = self.scheduler(interval=interval, **options)
+        await self._in_backend(scheduler.run())
+
+    def run_scheduler_sync(self, *, interval: float = 1.0, **options: Any) -> None:
+        """Run a scheduler until SIGINT or SIGTERM."""
+        scheduler = self.scheduler(interval=interval, **options)
+        self._run_until_signalled(scheduler.run, scheduler.stop)
+
+    def _run_until_signalled(
+        self, main: Callable[[], Coroutine[Any, Any, None]], stop: Callable[[], None]
+    ) -> None:
+        """Run ``main()`` on the sync bridge; SIGINT/SIGTERM call ``stop`` (twice: cancel)."""
+        loop = self._open_sync()
+        started = threading.Event()
+        holder: list[asyncio.Task[Any]] = []
+
+        async def supervised() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            holder.append(task)
+            started.set()
+            await main()
+
+        future = asyncio.run_coroutine_threadsafe(supervised(), loop)
+        seen = 0
+
+        def on_signal(signum: int, frame: object) -> None:
+            nonlocal seen
+            seen += 1
+            if seen == 1:
+                stop()
+            elif holder:
+                # Cancel the task itself (not the future): the worker still releases what it
+                # holds, and we return only once it has.
+                loop.call_soon_threadsafe(holder[0].cancel)
+
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, on_signal)
+        try:
+            while True:
+                try:
+                    future.result(timeout=0.5)  # a timeout lets the main thread take signals
+                    return
+                except TimeoutError:
+                    continue
+                except concurrent.futures.CancelledError:
+                    return
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    # -- opening the backend -------------------------------------------------------------------
+
+    def _open_sync(self) -> asyncio.AbstractEventLoop:
+        """The loop the blocking API runs on: the sync bridge, opened if needed."""
+        with self._lock:
+            loop = self.backend.bridge.loop
+            if loop is not None:
+                return loop
+            if self.backend.is_open:
+                if self._async_loop is not None and not self._async_loop.is_closed():
+                    return self._async_loop
+                raise RuntimeError(
+                    "the backend is open for async use: use the async methods (enqueue_async, "
+                    "get_result_async, ...) from its event loop"
+                )
+            self.backend.__enter__()
+            self._owns_sync_open = True
+            atexit.register(self.close)
+            loop = self.backend.bridge.loop
+            assert loop is not None
+            return loop
+
+    def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            loop = self._open_sync()
+        except BaseException:
+            coro.close()
+            raise
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            coro.close()
+            raise RuntimeError(
+                "a blocking OmniQ method was called from async code; await its "
+                "async twin (enqueue_async, get_result_async, ...)"
+            )
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    async def _backend_loop(self) -> asyncio.AbstractEventLoop | None:
+        """Open the backend for async use if nobody did; the bridge's loop when it is open there.
+
+        A backend opened with ``with backend:`` lives on the sync bridge: its HTTP session
+        belongs to that loop, so async calls from another loop are run there.
+        """
+        running = asyncio.get_running_loop()
+        bridge_loop = self.backend.bridge.loop
+        if bridge_loop is not None:
+            return None if bridge_loop is running else bridge_loop
+        if not self.backend.is_open:
+            await self.backend.aopen()
+            self._owns_async_open = True
+        self._async_loop = running
+        return None
+
+    async def _in_backend(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` where the backend's HTTP session lives (this loop, or the bridge)."""
+        try:
+            elsewhere = await self._backend_loop()
+        except BaseException:
+            coro.close()
+            raise
+        if elsewhere is not None:
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, elsewhere))
+        return await coro
+
+    def close(self) -> None:
+        """Close the backend if OmniQ opened it for the blocking API."""
+        atexit.unregister(self.close)
+        if self._owns_sync_open:
+            self._owns_sync_open = False
+            self.backend.__exit__(None, None, None)
+
+    async def aclose(self) -> None:
+        """Close what OmniQ opened (for async use, and for the blocking API)."""
+        if self._owns_async_open:
+            self._owns_async_open = False
+            self._async_loop = None
+            await self.backend.aclose()
+        if self._owns_sync_open:
+            await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> Self:
+        self._open_sync()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        await self._backend_loop()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _same_definition(a: Schedule, b: Schedule) -> bool:
+    fields = (
+        "schedule_type",
+        "func",
+        "cron_expression",
+        "interval",
+        "timestamp",
+        "args",
+        "kwargs",
+        "queue_name",
+        "max_runs",
+        "ttl",
+    )
+    return all(getattr(a, f) == getattr(b, f) for f in fields)
+
+
+def _result_of_final(task_id: str, status: TaskStatus, at: datetime | None) -> TaskResult:
+    outcome = {
+        TaskStatus.EXPIRED: ResultStatus.EXPIRED,
+        TaskStatus.CANCELLED: ResultStatus.CANCELLED,
+        TaskStatus.COMPLETED: ResultStatus.SUCCESS,
+    }.get(status, ResultStatus.ERROR)
+    note = f"the task ended {status.value} without a stored result"
+    return TaskResult(
+        task_id=task_id,
+        status=outcome,
+        error=None if outcome == ResultStatus.SUCCESS else note,
+        completed_at=at,
+        metadata={"note": note},
+    )

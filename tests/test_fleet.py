@@ -1,0 +1,218 @@
+"""The simulated fleet on the emulator: a few seconds of it yield results of several outcomes,
+events, heartbeats and schedules (one paused); a seed fixes the task mix; history and cleanup
+keep the console filled and the bucket small."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from omniq_console.backend.gcs import GCSBackend
+from omniq_console.backend.index import worker_index
+from omniq_console.demo.fleet import Fleet, workload
+from omniq_console.models import (
+    EventType,
+    ResultStatus,
+    ScheduleStatus,
+    Task,
+    TaskResult,
+    TaskStatus,
+    utcnow,
+)
+
+
+@pytest.fixture
+async def backend(bucket: str) -> AsyncIterator[GCSBackend]:
+    async with GCSBackend(bucket) as b:
+        yield b
+
+
+def test_the_same_seed_gives_the_same_mix() -> None:
+    first = [next(x) for x in [workload(7, 2.0)] for _ in range(200)]
+    again = [next(x) for x in [workload(7, 2.0)] for _ in range(200)]
+    other = [next(x) for x in [workload(8, 2.0)] for _ in range(200)]
+    assert first == again
+    assert first != other
+    # A realistic mix: every queue, several functions, outcomes of several kinds.
+    assert set(p.queue for p in first) == {"critical", "default", "emails", "reports"}
+    assert len(set(p.func for p in first)) >= 7
+    outcomes = Counter(p.outcome for p in first)
+    assert {
+        "success",
+        "retried",
+        "ValueError",
+        "KeyError",
+        "TimeoutError",
+        "ConnectionError",
+    } <= set(outcomes)
+    assert 0.05 < 1 - outcomes["success"] / len(first) < 0.4
+    assert all(p.task_id for p in first)
+    assert all(p.task_id is None for p in [next(workload(None))])
+
+
+async def test_fleet_runs_a_realistic_reproducible_workload(backend: GCSBackend) -> None:
+    fleet = Fleet(backend, seed=11, speed=5.0, heartbeat_interval=1.0, lease_seconds=5.0)
+    running = asyncio.create_task(fleet.run())
+    results = backend.async_result_storage
+    started = time.monotonic()
+    outcomes: Counter[str] = Counter()
+    fired: list = []
+    while time.monotonic() - started < 20:
+        await asyncio.sleep(1)
+        listed = await results.list_results()
+        outcomes = Counter(r.error_type or r.status.value for r in listed)
+        fired = list(
+            await backend.async_event_storage.get_events(event_type=EventType.SCHEDULE_FIRED)
+        )
+        errors = [k for k in outcomes if k not in ("success",)]
+        if (
+            time.monotonic() - started >= 5
+            and outcomes["success"] >= 5
+            and len(errors) >= 2
+            and fired
+        ):
+            break
+    await asyncio.wait_for(fleet.stop(), 15)  # awaiting stop() waits for run() to return
+    assert running.done()
+    elapsed = time.monotonic() - started
+    assert outcomes["success"] >= 5, outcomes
+    assert len([k for k in outcomes if k != "success"]) >= 2, outcomes
+    assert fired, "no schedule fired"
+    assert elapsed < 20
+
+    # Schedules: cron and interval, one paused.
+    schedules = {s.id: s for s in await backend.async_schedule_storage.list_schedules()}
+    assert {
+        "demo-cleanup-sessions",
+        "demo-sync-inventory",
+        "demo-hourly-digest",
+        "demo-nightly-backup",
+    } <= set(schedules)
+    assert schedules["demo-nightly-backup"].status == ScheduleStatus.PAUSED
+    assert {s.schedule_type.value for s in schedules.values()} == {"cron", "interval"}
+    assert [s.status for s in schedules.values()].count(ScheduleStatus.PAUSED) == 1
+
+    # Events of every stage, by the fleet's workers.
+    events = await backend.async_event_storage.get_events()
+    kinds = Counter(e.event_type for e in events)
+    for kind in (
+        EventType.ENQUEUED,
+        EventType.DEQUEUED,
+        EventType.EXECUTING,
+        EventType.COMPLETED,
+        EventType.FAILED,
+    ):
+        assert kinds[kind] > 0, kind
+    worker_ids = {e.worker_id for e in events if e.worker_id}
+    assert worker_ids <= {f"demo-{fleet.tag}-{i}" for i in (1, 2, 3)} and len(worker_ids) >= 2
+
+    # Heartbeats of three workers, stopped.
+    beats = [worker_index(i) for i in await backend.store.list(backend.layout.workers)]
+    assert sorted(b.id for b in beats if b) == [f"demo-{fleet.tag}-{i}" for i in (1, 2, 3)]
+    assert all(b is not None and b.state == "stopped" for b in beats)
+
+    # The tasks enqueued are exactly the seed's plan, in order.
+    assert fleet.produced and fleet.skipped == 0
+    plan = fleet.plan(len(fleet.produced))
+    assert fleet.produced == [p.task_id for p in plan]
+    for planned in plan[:10]:
+        task = await backend.async_task_storage.get_task(planned.task_id)  # type: ignore[arg-type]
+        assert task is not None
+        assert (task.func, task.kwargs, task.queue_name) == (
+            planned.func,
+            planned.kwargs,
+            planned.queue,
+        )
+    # A task that failed did so as planned.
+    for planned in plan:
+        result = await results.get(planned.task_id)  # type: ignore[arg-type]
+        if result is None or result.status != ResultStatus.ERROR:
+            continue
+        assert result.error_type == planned.outcome
+
+    # Nothing is left running or claimed after a clean stop.
+    tasks = await backend.async_task_storage.list_tasks(status=TaskStatus.RUNNING)
+    assert list(tasks) == []
+
+
+async def test_history_is_reproducible_and_cleanup_keeps_the_bucket_small(
+    backend: GCSBackend, bucket: str
+) -> None:
+    fixed = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+    fleet = Fleet(backend, seed=5, clock=lambda: fixed)
+    assert await fleet.seed_history(minutes=3, per_minute=6) == 18
+    listed = await backend.async_result_storage.list_results()
+    assert len(listed) == 18
+    assert all(
+        fixed - timedelta(minutes=3) <= r.completed_at <= fixed + timedelta(seconds=5)  # type: ignore[operator]
+        for r in listed
+    )
+    minutes = Counter(r.completed_at.replace(second=0, microsecond=0) for r in listed)  # type: ignore[union-attr]
+    assert len(minutes) >= 3
+    statuses = Counter(r.status for r in listed)
+    assert statuses[ResultStatus.SUCCESS] > 0
+    events = await backend.async_event_storage.get_events()
+    assert len(events) == 18 * 3
+    # The same seed and clock give the same history (in another prefix of the bucket).
+    async with GCSBackend(bucket, prefix="again/") as other:
+        await Fleet(other, seed=5, clock=lambda: fixed).seed_history(minutes=3, per_minute=6)
+        again = await other.async_result_storage.list_results()
+        assert [(r.task_id, r.status, r.completed_at) for r in again] == [
+            (r.task_id, r.status, r.completed_at) for r in listed
+        ]
+
+    # Cleanup: finished tasks, results and events past their retention go; the rest stays.
+    queue = backend.async_task_storage
+    done, failed, waiting = Task(func="x:done"), Task(func="x:failed"), Task(func="x:wait")
+    for task in (done, failed, waiting):
+        await queue.enqueue(task)
+    for task, status in ((done, TaskStatus.COMPLETED), (failed, TaskStatus.FAILED)):
+        stored = await queue.get_task(task.id)
+        assert stored is not None
+        stored.status = status
+        await queue.update_task(stored)
+    later = utcnow() + fleet.retention + timedelta(seconds=1)
+    removed = await fleet.cleanup(now=later)
+    assert await queue.get_task(done.id) is None
+    assert await queue.get_task(failed.id) is not None  # kept for the operator to retry
+    assert await queue.get_task(waiting.id) is not None
+    # The history (weeks before `later`) is past every retention: results and events go.
+    assert list(await backend.async_result_storage.list_results()) == []
+    assert list(await backend.async_event_storage.get_events()) == []
+    assert removed == 1 + 18 + 18 * 3
+    # Recent things stay: a fresh error result is kept for the failed retention.
+    await backend.async_result_storage.set(
+        TaskResult(task_id="recent", status=ResultStatus.ERROR, completed_at=utcnow())
+    )
+    assert await fleet.cleanup(now=later) == 0
+
+
+async def test_cancelling_the_fleet_releases_what_its_workers_hold(backend: GCSBackend) -> None:
+    fleet = Fleet(backend, seed=3, speed=0.5)
+    running = asyncio.create_task(fleet.run())
+    deadline = time.monotonic() + 20
+    held: list[str] = []
+    while not held:
+        assert time.monotonic() < deadline, "the fleet never ran a task"
+        await asyncio.sleep(0.01)
+        held = [t for w in fleet.workers for t in w.running_task_ids]
+    running.cancel()  # no await since the look: these tasks are still being run
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert list(await backend.async_task_storage.list_tasks(status=TaskStatus.RUNNING)) == []
+    released = {
+        e.task_id
+        for e in await backend.async_event_storage.get_events(event_type=EventType.ENQUEUED)
+        if e.details.get("reason") == "released"
+    }
+    for task_id in held:
+        task = await backend.async_task_storage.get_task(task_id)
+        assert task is not None
+        assert task.status == TaskStatus.PENDING and task.worker_id is None
+        assert task_id in released  # given back at once, with an event saying so
+    await fleet.stop()  # after the end: returns at once

@@ -1,0 +1,361 @@
+"""Operator actions on the emulator: each changes the stored state, is audited with its actor,
+refuses bad ids, loses cleanly to a concurrent change, and the bulk retry touches exactly the
+tasks the operator saw, in the state they saw them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from omniq_console import OmniQ
+from omniq_console.backend.errors import (
+    BackendUnavailableError,
+    ConflictError,
+    ObjectNotFoundError,
+)
+from omniq_console.backend.gcs import GCSBackend
+from omniq_console.models import (
+    EventType,
+    ResultStatus,
+    ScheduleStatus,
+    Task,
+    TaskResult,
+    TaskStatus,
+)
+from omniq_console.runtime import BulkOutcome, Operator
+
+
+@pytest.fixture
+async def backend(bucket: str) -> AsyncIterator[GCSBackend]:
+    async with GCSBackend(bucket) as b:
+        yield b
+
+
+@pytest.fixture
+def op(backend: GCSBackend) -> Operator:
+    return Operator(backend, "alice@ops")
+
+
+async def _audits(backend: GCSBackend) -> list[Any]:
+    return list(await backend.async_event_storage.get_events(event_type=EventType.OPERATOR_ACTION))
+
+
+async def _task_in(backend: GCSBackend, status: TaskStatus, queue: str = "default") -> Task:
+    """A task stored in ``status``, with an error result when it failed."""
+    q = backend.async_task_storage
+    task = Task(func="jobs:work", args=(1,), queue_name=queue, max_retries=2)
+    await q.enqueue(task)
+    if status == TaskStatus.PENDING:
+        return await q.get_task(task.id)  # type: ignore[return-value]
+    claimed = await q.dequeue([queue], worker_id="w1")
+    assert claimed is not None and claimed.id == task.id
+    if status == TaskStatus.RUNNING:
+        return claimed
+    claimed.status = status
+    claimed.retry_count = 2
+    await q.update_task(claimed)
+    if status == TaskStatus.FAILED:
+        await backend.async_result_storage.set(
+            TaskResult(
+                task_id=task.id, status=ResultStatus.ERROR, error="boom", error_type="ValueError"
+            )
+        )
+    return claimed
+
+
+async def _schedule(backend: GCSBackend, **kw: Any) -> str:
+    return await OmniQ(backend).schedule_async("jobs:report", 5, interval=60, queue="reports", **kw)
+
+
+async def test_pause_and_resume_schedule(backend: GCSBackend, op: Operator) -> None:
+    schedule_id = await _schedule(backend)
+    paused = await op.pause_schedule(schedule_id)
+    stored = await backend.async_schedule_storage.get_schedule(schedule_id)
+    assert stored is not None and stored.status == ScheduleStatus.PAUSED
+    assert stored.generation == paused.generation
+    resumed = await op.resume_schedule(schedule_id)
+    stored = await backend.async_schedule_storage.get_schedule(schedule_id)
+    assert stored is not None and stored.status == ScheduleStatus.ACTIVE
+    assert stored.next_run == resumed.next_run and stored.next_run is not None
+    audits = await _audits(backend)
+    assert [a.details["action"] for a in audits] == ["pause_schedule", "resume_schedule"]
+    assert all(a.actor == "alice@ops" and a.details["target"] == schedule_id for a in audits)
+    assert all(a.schedule_id == schedule_id and a.queue_name == "reports" for a in audits)
+    with pytest.raises(ValueError, match="already active"):
+        await op.resume_schedule(schedule_id)
+    stored.cancel()
+    await backend.async_schedule_storage.update_schedule(stored)
+    with pytest.raises(ValueError, match="cancelled"):
+        await op.pause_schedule(schedule_id)
+    assert len(await _audits(backend)) == 2  # refused actions are not audited as done
+
+
+async def test_schedule_actions_bound_to_what_was_seen(backend: GCSBackend, op: Operator) -> None:
+    schedule_id = await _schedule(backend)
+    seen = await backend.async_schedule_storage.get_schedule(schedule_id)
+    assert seen is not None
+    # Someone else changes it after the operator looked.
+    await Operator(backend, "bob").pause_schedule(schedule_id)
+    await Operator(backend, "bob").resume_schedule(schedule_id)
+    with pytest.raises(ConflictError, match="changed since it was shown"):
+        await op.pause_schedule(schedule_id, generation=seen.generation)
+    stored = await backend.async_schedule_storage.get_schedule(schedule_id)
+    assert stored is not None and stored.status == ScheduleStatus.ACTIVE
+    assert [a.actor for a in await _audits(backend)] == ["bob", "bob"]
+
+
+async def test_concurrent_change_between_read_and_write_is_a_conflict(
+    backend: GCSBackend, op: Operator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schedule_id = await _schedule(backend)
+    task = await _task_in(backend, TaskStatus.FAILED)
+    store = backend.async_schedule_storage
+    queue = backend.async_task_storage
+    real_get_schedule, real_get_task = store.get_schedule, queue.get_task
+
+    async def get_schedule_then_someone_writes(sid: str):  # type: ignore[no-untyped-def]
+        read = await real_get_schedule(sid)
+        other = await real_get_schedule(sid)
+        other.metadata = {"touched": "by a concurrent console"}
+        await store.update_schedule(other)
+        return read
+
+    async def get_task_then_someone_writes(tid: str):  # type: ignore[no-untyped-def]
+        read = await real_get_task(tid)
+        other = await real_get_task(tid)
+        other.metadata = {"touched": "by a concurrent console"}
+        await queue.update_task(other)
+        return read
+
+    monkeypatch.setattr(store, "get_schedule", get_schedule_then_someone_writes)
+    monkeypatch.setattr(queue, "get_task", get_task_then_someone_writes)
+    with pytest.raises(ConflictError):
+        await op.pause_schedule(schedule_id)
+    with pytest.raises(ConflictError):
+        await op.retry_task(task.id)
+    monkeypatch.undo()
+    stored = await store.get_schedule(schedule_id)
+    assert stored is not None and stored.status == ScheduleStatus.ACTIVE
+    assert stored.metadata["touched"] == "by a concurrent console"
+    again = await queue.get_task(task.id)
+    assert again is not None and again.status == TaskStatus.FAILED
+    assert await _audits(backend) == []
+
+
+async def test_trigger_schedule_enqueues_one_run_now(backend: GCSBackend, op: Operator) -> None:
+    schedule_id = await _schedule(backend, paused=True)
+    task_id = await op.trigger_schedule(schedule_id)
+    task = await backend.async_task_storage.get_task(task_id)
+    assert task is not None and task.status == TaskStatus.PENDING
+    assert (task.func, task.args, task.queue_name) == ("jobs:report", (5,), "reports")
+    assert task.metadata["triggered_by"] == "alice@ops"
+    assert await backend.async_task_storage.get_queue_size("reports") == 1
+    stored = await backend.async_schedule_storage.get_schedule(schedule_id)
+    assert stored is not None and stored.status == ScheduleStatus.PAUSED and stored.run_count == 0
+    events = await backend.async_event_storage.get_events(task_id=task_id)
+    kinds = [(e.event_type, e.actor) for e in events]
+    assert (EventType.ENQUEUED, "alice@ops") in kinds and (
+        EventType.OPERATOR_ACTION,
+        "alice@ops",
+    ) in kinds
+
+
+async def test_retry_task(backend: GCSBackend, op: Operator) -> None:
+    failed = await _task_in(backend, TaskStatus.FAILED, queue="billing")
+    retried = await op.retry_task(failed.id, expected_status="failed")
+    stored = await backend.async_task_storage.get_task(failed.id)
+    assert stored is not None and stored.status == TaskStatus.PENDING
+    assert stored.retry_count == 0 and stored.worker_id is None and stored.run_at is None
+    assert stored.generation == retried.generation
+    assert await backend.async_task_storage.get_queue_size("billing") == 1
+    assert await backend.async_result_storage.get(failed.id) is None  # get_result waits anew
+    (audit,) = await _audits(backend)
+    assert audit.details == {
+        "action": "retry_task",
+        "target": failed.id,
+        "previous_status": "failed",
+    }
+    assert audit.task_id == failed.id and audit.queue_name == "billing"
+    with pytest.raises(ValueError, match="pending"):
+        await op.retry_task(failed.id)
+    with pytest.raises(ConflictError, match="not failed as shown"):
+        await op.retry_task(failed.id, expected_status=TaskStatus.FAILED)
+    with pytest.raises(ValueError, match="not a task status"):
+        await op.retry_task(failed.id, expected_status="broken")
+
+
+async def test_retry_of_an_expired_task_gives_it_a_new_life(
+    backend: GCSBackend, op: Operator
+) -> None:
+    q = backend.async_task_storage
+    task = Task(func="jobs:late", ttl=timedelta(seconds=30))
+    await q.enqueue(task)
+    stored = await q.get_task(task.id)
+    assert stored is not None
+    stored.status = TaskStatus.EXPIRED
+    stored.expires_at = stored.created_at  # long gone
+    await q.update_task(stored)
+    retried = await op.retry_task(task.id)
+    assert retried.status == TaskStatus.PENDING and retried.expires_at is not None
+    assert not retried.is_expired()
+    assert await q.dequeue(["default"]) is not None  # handed out again
+
+
+async def test_cancel_task(backend: GCSBackend, op: Operator) -> None:
+    running = await _task_in(backend, TaskStatus.RUNNING, queue="mail")
+    pending = await _task_in(backend, TaskStatus.PENDING, queue="mail")
+    assert await backend.async_task_storage.get_queue_size("mail") == 1
+    for task in (pending, running):
+        cancelled = await op.cancel_task(task.id)
+        assert cancelled.status == TaskStatus.CANCELLED
+        stored = await backend.async_task_storage.get_task(task.id)
+        assert stored is not None and stored.status == TaskStatus.CANCELLED
+        result = await backend.async_result_storage.get(task.id)
+        assert result is not None and result.status == ResultStatus.CANCELLED
+        assert "alice@ops" in (result.error or "")
+    assert await backend.async_task_storage.get_queue_size("mail") == 0
+    # The worker holding the running one lost its lease: its renewal is refused.
+    with pytest.raises(ConflictError):
+        await backend.async_task_storage.renew_lease(running)
+    assert [a.details["previous_status"] for a in await _audits(backend)] == ["pending", "running"]
+    with pytest.raises(ValueError, match="cancelled"):
+        await op.cancel_task(pending.id)
+    with pytest.raises(ObjectNotFoundError):
+        await op.cancel_task("no-such-task")
+
+
+async def test_delete_task(backend: GCSBackend, op: Operator) -> None:
+    failed = await _task_in(backend, TaskStatus.FAILED)
+    pending = await _task_in(backend, TaskStatus.PENDING)
+    assert await op.delete_task(failed.id) is True
+    assert await backend.async_task_storage.get_task(failed.id) is None
+    assert await backend.async_result_storage.get(failed.id) is None
+    with pytest.raises(ConflictError):
+        await op.delete_task(pending.id, expected_status="failed")
+    assert await backend.async_task_storage.get_task(pending.id) is not None
+    assert await op.delete_task(pending.id, expected_status="pending") is True
+    assert await backend.async_task_storage.get_queue_size("default") == 0
+    assert await op.delete_task(pending.id) is False
+    audits = await _audits(backend)
+    assert [(a.details["action"], a.task_id) for a in audits] == [
+        ("delete_task", failed.id),
+        ("delete_task", pending.id),
+    ]
+    # The task's own events stay (the audit trail).
+    assert await backend.async_event_storage.get_events(task_id=failed.id)
+
+
+async def test_an_unreadable_task_can_be_deleted(backend: GCSBackend, op: Operator) -> None:
+    pending = await _task_in(backend, TaskStatus.PENDING, queue="junk")
+    await backend.store.write(backend.layout.task(pending.id), b"{not json")
+    await backend.store.write(backend.layout.result(pending.id), b"[]")
+    assert await op.delete_task(pending.id) is True
+    assert await backend.store.list(backend.layout.tasks) == []
+    assert await backend.store.list(backend.layout.results) == []
+    assert await backend.async_task_storage.get_queue_size("junk") == 0
+    (audit,) = await _audits(backend)
+    assert len(audit.details["unreadable"]) == 2
+
+
+async def test_bad_ids_are_refused_before_anything_is_sent(
+    backend: GCSBackend, op: Operator
+) -> None:
+    before = backend.store.stats.copy()
+    for bad in ("../x", "a/b", "", "x\x1b[31m"):
+        for action in (
+            op.pause_schedule,
+            op.resume_schedule,
+            op.trigger_schedule,
+            op.retry_task,
+            op.cancel_task,
+            op.delete_task,
+        ):
+            with pytest.raises(ValueError):
+                await action(bad)
+    failed = await _task_in(backend, TaskStatus.FAILED)
+    sent = backend.store.stats.since(before).total
+    with pytest.raises(ValueError):
+        await op.retry_tasks([failed.id, "../etc/passwd"])
+    with pytest.raises(ValueError):
+        await op.retry_tasks(failed.id)  # one string, not a list of ids
+    stored = await backend.async_task_storage.get_task(failed.id)
+    assert stored is not None and stored.status == TaskStatus.FAILED  # nothing half-done
+    assert backend.store.stats.since(before).total == sent + 1  # only the read just above
+    with pytest.raises(ValueError):
+        Operator(backend, " ")
+
+
+async def test_bulk_retry_touches_exactly_what_was_seen(backend: GCSBackend, op: Operator) -> None:
+    a = await _task_in(backend, TaskStatus.FAILED)
+    b = await _task_in(backend, TaskStatus.FAILED)
+    changed = await _task_in(backend, TaskStatus.FAILED)
+    done = await _task_in(backend, TaskStatus.COMPLETED)
+    not_shown = await _task_in(backend, TaskStatus.FAILED)
+    # After the operator's screen showed `changed` as failed, someone retried it.
+    await Operator(backend, "bob").retry_task(changed.id)
+    outcome = await op.retry_tasks([a.id, b.id, changed.id, "vanished", done.id, a.id], "failed")
+    assert isinstance(outcome, BulkOutcome)
+    assert outcome.done == [a.id, b.id]
+    skipped = dict(outcome.skipped)
+    assert set(skipped) == {changed.id, "vanished", done.id}
+    assert "from failed to pending" in skipped[changed.id]
+    assert "no longer exists" in skipped["vanished"]
+    assert "completed" in skipped[done.id]
+    assert outcome.failed == [] and outcome.total == 5
+    for task_id, status in (
+        (a.id, "pending"),
+        (b.id, "pending"),
+        (changed.id, "pending"),
+        (done.id, "completed"),
+        (not_shown.id, "failed"),
+    ):
+        stored = await backend.async_task_storage.get_task(task_id)
+        assert stored is not None and stored.status == status, task_id
+    # Bob's retry, alice's two single retries (with the bulk's summary), nothing for the rest.
+    audits = await _audits(backend)
+    mine = [x for x in audits if x.actor == "alice@ops"]
+    assert sorted(
+        x.details["target"] for x in mine if x.details["action"] == "retry_task"
+    ) == sorted([a.id, b.id])
+    (summary,) = [x for x in mine if x.details["action"] == "retry_tasks"]
+    assert (summary.details["done"], summary.details["skipped"]) == (2, 3)
+
+
+async def test_bulk_retry_with_a_status_per_id(backend: GCSBackend, op: Operator) -> None:
+    failed = await _task_in(backend, TaskStatus.FAILED)
+    cancelled = await _task_in(backend, TaskStatus.CANCELLED)
+    outcome = await op.retry_tasks(
+        [failed.id, cancelled.id], {failed.id: "failed", cancelled.id: TaskStatus.FAILED}
+    )
+    assert outcome.done == [failed.id]
+    assert [i for i, _ in outcome.skipped] == [cancelled.id]
+    # Without expected statuses every retryable task is retried.
+    outcome = await op.retry_tasks([cancelled.id])
+    assert outcome.done == [cancelled.id]
+
+
+async def test_the_audit_is_written_before_the_change(
+    backend: GCSBackend, op: Operator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schedule_id = await _schedule(backend)
+    store = backend.async_schedule_storage
+    audits_at_write: list[int] = []
+    real_update = store.update_schedule
+
+    async def update_then_storage_dies(schedule):  # type: ignore[no-untyped-def]
+        audits_at_write.append(len(await _audits(backend)))
+        raise BackendUnavailableError("GCS did not answer")
+
+    monkeypatch.setattr(store, "update_schedule", update_then_storage_dies)
+    with pytest.raises(BackendUnavailableError):
+        await op.pause_schedule(schedule_id)
+    assert audits_at_write == [1]  # the audit was in the bucket before the change was sent
+    # Storage could not say whether the change landed: the attempt stays on record.
+    (attempt,) = await _audits(backend)
+    assert attempt.details["action"] == "pause_schedule"
+    monkeypatch.setattr(store, "update_schedule", real_update)
+    await op.pause_schedule(schedule_id)
+    assert [a.details["action"] for a in await _audits(backend)] == ["pause_schedule"] * 2
