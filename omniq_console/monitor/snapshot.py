@@ -32,6 +32,10 @@ class QueueStats(_Frozen):
     oldest_pending_age_s: float | None = None
     # Depth (pending + delayed) at each of the last polls, oldest first: the trend line.
     depth_trend: tuple[int, ...] = ()
+    # Entries past their expires_at, still in the queue until a cleanup removes them.
+    expired: int = 0
+    # Entries a worker has just won (live claim lease) and is turning into a running task.
+    claimed: int = 0
 
 
 class ResultMinute(_Frozen):
@@ -160,12 +164,27 @@ class Snapshot(_Frozen):
     requests: RequestFigures = Field(default_factory=RequestFigures)
     task_rows: tuple[TaskRow, ...] = Field(default=(), exclude=True)
 
+    def __rich__(self) -> Any:
+        """Readable tables for rich (terminals, notebooks); see ``monitor/notebook.py``."""
+        from .notebook import render_snapshot
+
+        return render_snapshot(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display: the rich tables as HTML."""
+        from .notebook import snapshot_html
+
+        return snapshot_html(self)
+
     def to_json_dict(self, *, include_tasks: bool = False) -> dict[str, Any]:
         """The JSON form printed by ``omniq-console snapshot``."""
         data = self.model_dump(mode="json")
         if include_tasks:
             data["task_rows"] = [
-                {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r._asdict().items()}
+                {
+                    k: (v.isoformat() if isinstance(v, datetime) else v)
+                    for k, v in r._asdict().items()
+                }
                 for r in self.task_rows
             ]
         return data

@@ -1,0 +1,241 @@
+"""A Snapshot as readable tables, for notebooks and plain terminals (rich, no Textual).
+
+``Snapshot.__rich__`` and ``Snapshot._repr_html_`` delegate here, so in Jupyter a snapshot
+displays itself, and ``rich.print(snapshot)`` works in a terminal. Every string that comes
+from the bucket (queue names, functions, messages, error types, keys) is put in a
+``rich.text.Text``: it is shown literally, never interpreted as markup.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from datetime import datetime
+
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from .snapshot import Snapshot
+
+MAX_ROWS = 20
+"""Rows shown per table (events, schedules, stuck tasks, workers, unreadable objects)."""
+
+
+def _t(value: object) -> Text:
+    """Untrusted text, literally."""
+    if value is None:
+        return Text("-", style="dim")
+    if isinstance(value, datetime):
+        return Text(value.strftime("%Y-%m-%d %H:%M:%S"))
+    return Text(str(value))
+
+
+def _age(seconds: float | None) -> Text:
+    if seconds is None:
+        return Text("-", style="dim")
+    if seconds < 120:
+        return Text(f"{seconds:.0f}s")
+    if seconds < 7200:
+        return Text(f"{seconds / 60:.0f}m")
+    return Text(f"{seconds / 3600:.1f}h")
+
+
+def _more(table: Table, shown: int, total: int) -> Table:
+    if total > shown:
+        table.caption = f"{shown} of {total} shown"
+    return table
+
+
+def _counts(title: str, counts: dict[str, int]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for name in counts:
+        table.add_column(name, justify="right")
+    table.add_row(*(Text(str(n)) for n in counts.values()))
+    return table
+
+
+def _header(s: Snapshot) -> Text:
+    head = Text()
+    head.append("OmniQ snapshot ", style="bold")
+    head.append(f"gs://{s.bucket}/{s.prefix}")
+    head.append(f"  taken {s.taken_at:%Y-%m-%d %H:%M:%S} UTC")
+    if s.stale:
+        head.append(f"  STALE ({s.age_s:.0f}s old)", style="bold red")
+        if s.error:
+            head.append("\n")
+            head.append(s.error, style="red")
+    return head
+
+
+def _queues(s: Snapshot) -> Table:
+    table = Table(title="Queues", title_justify="left")
+    for col in ("queue", "pending", "delayed", "running", "claimed", "expired", "oldest pending"):
+        table.add_column(col, justify="left" if col == "queue" else "right")
+    for q in s.queues:
+        table.add_row(
+            _t(q.name),
+            Text(str(q.pending)),
+            Text(str(q.delayed)),
+            Text(str(q.running)),
+            Text(str(q.claimed)),
+            Text(str(q.expired)),
+            _age(q.oldest_pending_age_s),
+        )
+    if not s.queues:
+        table.caption = "no queues"
+    return table
+
+
+def _results(s: Snapshot) -> Table:
+    table = _counts("Results", s.results)
+    table.caption = f"failure rate (last 5 min): {s.failure_rate:.1%}"
+    return table
+
+
+def _failures(s: Snapshot) -> Table:
+    table = Table(title="Failures by type", title_justify="left")
+    table.add_column("error type")
+    table.add_column("count", justify="right")
+    items = list(s.failures_by_type.items())
+    for name, count in items[:MAX_ROWS]:
+        table.add_row(_t(name), Text(str(count)))
+    return _more(table, min(len(items), MAX_ROWS), len(items))
+
+
+def _per_minute(s: Snapshot) -> Table:
+    table = Table(title="Results per minute (last 10 min)", title_justify="left")
+    for col in ("minute", "success", "error", "cancelled", "expired"):
+        table.add_column(col, justify="left" if col == "minute" else "right")
+    for m in s.results_per_minute[-10:]:
+        table.add_row(
+            Text(f"{m.minute:%H:%M}"),
+            Text(str(m.success)),
+            Text(str(m.error)),
+            Text(str(m.cancelled)),
+            Text(str(m.expired)),
+        )
+    return table
+
+
+def _schedules(s: Snapshot) -> Table:
+    table = Table(title="Schedules", title_justify="left")
+    for col in ("id", "func", "type", "status", "next run", "last run", "runs", "overdue"):
+        table.add_column(col)
+    for r in s.schedules[:MAX_ROWS]:
+        table.add_row(
+            _t(r.id),
+            _t(r.func),
+            _t(r.schedule_type),
+            _t(r.status),
+            _t(r.next_run),
+            _t(r.last_run),
+            Text(str(r.run_count)),
+            Text("OVERDUE", style="bold red") if r.overdue else Text(""),
+        )
+    return _more(table, min(len(s.schedules), MAX_ROWS), len(s.schedules))
+
+
+def _stuck(s: Snapshot) -> Table:
+    table = Table(title="Stuck (lease expired)", title_justify="left")
+    for col in ("task", "queue", "func", "worker", "overdue"):
+        table.add_column(col)
+    for t in s.stuck[:MAX_ROWS]:
+        table.add_row(_t(t.id), _t(t.queue_name), _t(t.func), _t(t.worker_id), _age(t.overdue_s))
+    return _more(table, min(len(s.stuck), MAX_ROWS), len(s.stuck))
+
+
+def _workers(s: Snapshot) -> Table:
+    table = Table(title="Workers", title_justify="left")
+    for col in ("worker", "state", "alive", "last seen", "host", "running", "done", "failed"):
+        table.add_column(col)
+    for w in s.workers[:MAX_ROWS]:
+        table.add_row(
+            _t(w.id),
+            _t(w.state),
+            Text("yes", style="green") if w.alive else Text("no", style="red"),
+            _age(w.age_s),
+            _t(w.host),
+            Text(str(len(w.running))),
+            Text(str(w.processed)),
+            Text(str(w.failed)),
+        )
+    return _more(table, min(len(s.workers), MAX_ROWS), len(s.workers))
+
+
+def _events(s: Snapshot) -> Table:
+    table = Table(title="Recent events (newest first)", title_justify="left")
+    for col in ("time", "type", "task", "queue", "message"):
+        table.add_column(col)
+    for e in s.events[:MAX_ROWS]:
+        message = e.message or e.error_message or (e.error_type and f"{e.error_type}")
+        table.add_row(
+            _t(e.timestamp), _t(e.event_type), _t(e.task_id), _t(e.queue_name), _t(message)
+        )
+    return _more(table, min(len(s.events), MAX_ROWS), len(s.events))
+
+
+def _unreadable(s: Snapshot) -> Table:
+    table = Table(title="Unreadable objects", title_justify="left", style="red")
+    table.add_column("key")
+    table.add_column("reason")
+    for u in s.unreadable[:MAX_ROWS]:
+        table.add_row(_t(u.key), _t(u.reason))
+    return _more(table, min(len(s.unreadable), MAX_ROWS), len(s.unreadable))
+
+
+def _requests(s: Snapshot) -> Text:
+    r = s.requests
+    kinds = ", ".join(f"{k} {n}" for k, n in r.by_kind.items() if n)
+    return Text(
+        f"Requests: {r.total} ({kinds or 'none'}), {r.errors} errors, {r.retries} retries; "
+        f"last poll {r.last_poll_requests} requests in {r.last_poll_ms:.0f} ms; "
+        f"mean latency {r.mean_latency_ms:.1f} ms; {r.requests_per_minute:.1f}/min, "
+        f"about ${r.cost_per_hour_usd:.4f}/hour",
+        style="dim",
+    )
+
+
+def render_snapshot(snapshot: Snapshot) -> Group:
+    """The snapshot as a group of rich tables (only the sections that have something)."""
+    s = snapshot
+    parts: list[RenderableType] = [_header(s), _queues(s), _counts("Tasks", s.tasks), _results(s)]
+    optional: Iterable[tuple[bool, RenderableType]] = (
+        (bool(s.failures_by_type), _failures(s)),
+        (any(m.success or m.error or m.cancelled or m.expired for m in s.results_per_minute),
+         _per_minute(s)),
+        (bool(s.schedules), _schedules(s)),
+        (bool(s.stuck), _stuck(s)),
+        (bool(s.workers), _workers(s)),
+        (bool(s.events), _events(s)),
+        (bool(s.unreadable), _unreadable(s)),
+    )  # fmt: skip
+    parts.extend(part for present, part in optional if present)
+    parts.append(_requests(s))
+    return Group(*parts)
+
+
+def snapshot_text(snapshot: Snapshot, *, width: int = 120) -> str:
+    """The rendered tables as plain text (no colour codes)."""
+    console = Console(file=io.StringIO(), width=width, color_system=None, force_jupyter=False)
+    console.print(render_snapshot(snapshot))
+    return console.file.getvalue()  # type: ignore[attr-defined,no-any-return]
+
+
+def snapshot_html(snapshot: Snapshot, *, width: int = 120) -> str:
+    """The rendered tables as HTML (inline styles), as Jupyter shows them."""
+    console = Console(
+        file=io.StringIO(), record=True, width=width, force_jupyter=False, force_terminal=True
+    )
+    console.print(render_snapshot(snapshot))
+    return console.export_html(
+        inline_styles=True,
+        code_format=(
+            '<pre style="white-space:pre;overflow-x:auto;line-height:normal;'
+            "font-family:Menlo,'DejaVu Sans Mono',consolas,'Courier New',monospace\">"
+            "{code}</pre>"
+        ),
+    )
+
+
+__all__ = ["render_snapshot", "snapshot_html", "snapshot_text"]
