@@ -1,0 +1,265 @@
+"""Credentials never leak: not in error messages, reprs, exception chains, or logs.
+
+Every credential here is a throwaway made for the test (a fresh RSA key, recognizable ids and
+tokens); every token refresh goes to a fake token endpoint on loopback, and anything that would
+go to Google is sent to a closed loopback proxy port instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from faultproxy import FaultProxy
+from reliability_fixtures import (
+    FAST_RETRY,
+    FakeTokenServer,
+    assert_secret_free,
+    fault_proxy_fixture,  # noqa: F401 - fixtures used by name
+    proxy_bucket_fixture,  # noqa: F401
+    service_account_file,
+)
+
+from omniq_console.backend.errors import (
+    AuthenticationError,
+    BackendUnavailableError,
+    StorageError,
+)
+from omniq_console.backend.objectstore import ObjectStore
+from omniq_console.demo.emulator import free_port
+
+
+@pytest.fixture(autouse=True)
+def no_way_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anything that tries Google's real endpoints (https) hits a closed port on loopback."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("HTTPS_PROXY", closed)
+    monkeypatch.setenv("https_proxy", closed)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+
+
+@pytest.fixture
+def granting_server() -> Iterator[FakeTokenServer]:
+    with FakeTokenServer(grant=True) as server:
+        yield server
+
+
+@pytest.fixture
+def refusing_server() -> Iterator[FakeTokenServer]:
+    with FakeTokenServer(grant=False) as server:
+        yield server
+
+
+def _everything_said(err: BaseException, caplog: pytest.LogCaptureFixture) -> str:
+    """What an operator or a log file could ever see of this failure."""
+    return "\n".join(
+        [str(err), repr(err), "".join(traceback.format_exception(err)), caplog.text]
+    )
+
+
+async def _fail(store: ObjectStore) -> BaseException:
+    try:
+        await store.open()
+        await store.list("omniq/tasks/")
+    except Exception as exc:  # the test inspects whatever was raised
+        return exc
+    finally:
+        await store.close()
+    pytest.fail("the request was expected to fail")
+
+
+def _closed_endpoint() -> str:
+    return f"http://127.0.0.1:{free_port()}"
+
+
+async def test_refused_service_account_is_a_clear_secret_free_error(
+    tmp_path: Path, refusing_server: FakeTokenServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    account = service_account_file(tmp_path, refusing_server.url)
+    store = ObjectStore("b-creds", token=str(account.path), endpoint_url=_closed_endpoint(),
+                        retry=FAST_RETRY)
+    err = await _fail(store)
+    assert refusing_server.requests >= 1  # the key really was used to ask for a token
+    assert_secret_free(_everything_said(err, caplog), account.secrets, (account.file_text,))
+    # The operator must be told it is about credentials, in one line.
+    assert isinstance(err, AuthenticationError), f"{type(err).__name__}: {err}"
+    assert "credentials" in str(err).lower() and "\n" not in str(err)
+
+
+async def test_granted_token_never_shows_when_the_endpoint_is_down(
+    tmp_path: Path, granting_server: FakeTokenServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    account = service_account_file(tmp_path, granting_server.url)
+    endpoint = _closed_endpoint()
+    store = ObjectStore("b-creds", token=str(account.path), endpoint_url=endpoint,
+                        retry=FAST_RETRY)
+    err = await _fail(store)
+    assert granting_server.requests == 1
+    assert isinstance(err, BackendUnavailableError)
+    assert endpoint in str(err) and "\n" not in str(err)
+    assert_secret_free(
+        _everything_said(err, caplog),
+        [*account.secrets, FakeTokenServer.ACCESS_TOKEN],
+        (account.file_text,),
+    )
+
+
+async def test_bearer_token_sent_during_an_outage_is_not_in_the_error(
+    tmp_path: Path,
+    granting_server: FakeTokenServer,
+    fault_proxy: FaultProxy,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    account = service_account_file(tmp_path, granting_server.url)
+    fault_proxy.outage(503)
+    store = ObjectStore("b-creds", token=str(account.path), endpoint_url=fault_proxy.url,
+                        retry=FAST_RETRY)
+    err = await _fail(store)
+    # The requests did carry the token: the proxy saw an Authorization header on each.
+    assert fault_proxy.records and all(r.authorized for r in fault_proxy.records)
+    assert isinstance(err, BackendUnavailableError) and fault_proxy.url in str(err)
+    assert_secret_free(
+        _everything_said(err, caplog),
+        [*account.secrets, FakeTokenServer.ACCESS_TOKEN],
+        (account.file_text,),
+    )
+
+
+async def test_unusable_private_key_is_a_clear_secret_free_error(
+    tmp_path: Path, granting_server: FakeTokenServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    bogus = (
+        "-----BEGIN PRIVATE KEY-----\nTm90QUtleUJ1dEFTZWNyZXRUaGF0TXVzdE5vdExlYWsxMjM0NTY3OA==\n"
+        "-----END PRIVATE KEY-----\n"
+    )
+    account = service_account_file(tmp_path, granting_server.url, private_key=bogus)
+    store = ObjectStore("b-creds", token=str(account.path), endpoint_url=_closed_endpoint(),
+                        retry=FAST_RETRY)
+    err = await _fail(store)
+    assert_secret_free(_everything_said(err, caplog), account.secrets, (account.file_text,))
+    assert isinstance(err, AuthenticationError), f"{type(err).__name__}: {err}"
+    assert "credentials" in str(err).lower() and "\n" not in str(err)
+
+
+async def test_token_file_that_is_not_json_is_a_clear_secret_free_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    path = tmp_path / "creds.json"
+    secret = "password=hunter2-do-not-print-me-4242"
+    path.write_text(secret + "\n")
+    store = ObjectStore("b-creds", token=str(path), endpoint_url=_closed_endpoint(),
+                        retry=FAST_RETRY)
+    err = await _fail(store)
+    assert_secret_free(_everything_said(err, caplog), [secret])
+    assert isinstance(err, AuthenticationError)
+    assert "credentials" in str(err).lower() and "\n" not in str(err)
+
+
+async def test_authorized_user_secrets_never_show(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A user's refresh token and client secret: the refresh goes nowhere (closed proxy)."""
+    caplog.set_level(logging.DEBUG)
+    info = {
+        "type": "authorized_user",
+        "client_id": "1234.apps.googleusercontent.com",
+        "client_secret": "CLIENT-SECRET-7f3a9b2c1d0e",
+        "refresh_token": "1//REFRESH-TOKEN-0a1b2c3d4e5f6a7b",
+    }
+    path = tmp_path / "user.json"
+    path.write_text(json.dumps(info))
+    store = ObjectStore("b-creds", token=str(path), endpoint_url=_closed_endpoint(),
+                        retry=FAST_RETRY)
+    err = await _fail(store)
+    assert_secret_free(
+        _everything_said(err, caplog), [info["client_secret"], info["refresh_token"]]
+    )
+    assert isinstance(err, StorageError), f"{type(err).__name__}: {err}"
+
+
+async def test_raw_access_token_never_shows(caplog: pytest.LogCaptureFixture) -> None:
+    """``token=`` given a bare access token: gcsfs checks it against Google's tokeninfo
+    endpoint (here unreachable), putting the token in the URL it reports on failure."""
+    caplog.set_level(logging.DEBUG)
+    raw = "ya29.RAW-ACCESS-TOKEN-9e107d9d372bb682"
+    store = ObjectStore("b-creds", token=raw, endpoint_url=_closed_endpoint(), retry=FAST_RETRY)
+    err = await _fail(store)
+    assert isinstance(err, StorageError), f"{type(err).__name__}: {err}"
+    assert_secret_free(_everything_said(err, caplog), [raw])
+
+
+# -- snapshots and the command line -----------------------------------------------------------
+
+
+async def test_snapshots_never_carry_credentials(
+    tmp_path: Path,
+    granting_server: FakeTokenServer,
+    fault_proxy: FaultProxy,
+    proxy_bucket: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from omniq_console.backend.gcs import GCSBackend
+    from omniq_console.models import Task
+    from omniq_console.monitor.monitor import Monitor
+
+    caplog.set_level(logging.DEBUG)
+    account = service_account_file(tmp_path, granting_server.url)
+    secrets = [*account.secrets, FakeTokenServer.ACCESS_TOKEN]
+    backend = GCSBackend(proxy_bucket, token=str(account.path), endpoint_url=fault_proxy.url,
+                         retry=FAST_RETRY)
+    async with backend:
+        await backend.async_task_storage.enqueue(Task(func="m:f"))
+        monitor = Monitor(backend, poll_timeout=5)
+        good = await monitor.poll()
+        assert not good.stale and good.tasks["pending"] == 1
+        fault_proxy.outage(503)
+        stale = await monitor.poll()
+        assert stale.stale and stale.error
+    assert fault_proxy.records and all(r.authorized for r in fault_proxy.records)
+    for snap in (good, stale):
+        text = json.dumps(snap.to_json_dict(include_tasks=True)) + repr(snap)
+        assert_secret_free(text, secrets, (account.file_text,))
+    assert_secret_free(caplog.text + repr(backend), secrets, (account.file_text,))
+
+
+@pytest.mark.parametrize("grant", [True, False])
+def test_snapshot_command_fails_in_one_secret_free_line(
+    tmp_path: Path, fault_proxy: FaultProxy, proxy_bucket: str, grant: bool
+) -> None:
+    with FakeTokenServer(grant=grant) as server:
+        account = service_account_file(tmp_path, server.url)
+        fault_proxy.outage(503)
+        env = {
+            **os.environ,
+            "STORAGE_EMULATOR_HOST": fault_proxy.url,
+            "OMNIQ_LOG_LEVEL": "DEBUG",
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "omniq_console", "snapshot", "--bucket", proxy_bucket,
+             "--token", str(account.path)],
+            env=env, capture_output=True, text=True, timeout=60,
+        )
+        asked = server.requests
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert asked >= 1, "the --token credentials were not used"
+    assert "Traceback" not in output
+    assert_secret_free(output, [*account.secrets, FakeTokenServer.ACCESS_TOKEN],
+                       (account.file_text,))
+    if not grant:
+        assert "credential" in done.stderr.lower(), done.stderr
