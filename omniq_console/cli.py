@@ -162,9 +162,8 @@ async def run_console(settings: ConsoleSettings) -> None:
     backend = build_backend(settings)
     async with backend:
         # A big bucket's poll allocates ~150,000 objects; with 100,000 task rows alive, CPython's
-        # default full collections then stall the UI for ~165 ms each (measured). Freeze what
-        # start-up built and collect the old generation rarely.
-        gc.freeze()
+        # default thresholds run full collections several times a poll, ~165 ms of stalled UI
+        # each (measured). The app also freezes what exists once the first snapshot is shown.
         gc.set_threshold(20_000, 5, 1000)
         monitor = Monitor(backend, interval=settings.refresh)
         read_only = settings.read_only or backend.read_only

@@ -1,0 +1,296 @@
+"""Operator actions run from the console: confirmation first, then a worker, then a poll.
+
+Every action here refuses when the console has no operator or is read-only. Each runs the
+operator call in a worker (the UI never waits on storage), tells the operator what happened
+in words (a conflict says to refresh and try again), and asks the source for a fresh poll so
+the screen shows the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from rich.text import Text
+from textual.app import App
+
+from ..models import TaskStatus
+from ..monitor.snapshot import TaskRow
+from .fmt import count
+from .operations import ConsoleOperator, describe_bulk, describe_error
+from .screens.confirm import ConfirmScreen
+from .source import SnapshotSource
+from .text import literal
+
+PREVIEW_IDS = 5
+"""How many of the ids a bulk confirmation lists."""
+
+
+def describe_task(task_id: str, row: TaskRow | None) -> Text:
+    """``task 0193… (send_email in queue emails, failed)``, every part literal."""
+    text = Text("task ", end="")
+    text.append_text(literal(task_id, "bold"))
+    if row is not None:
+        text.append(" (")
+        text.append_text(literal(row.func))
+        text.append(" in queue ")
+        text.append_text(literal(row.queue_name))
+        text.append(", ")
+        text.append_text(literal(row.status))
+        text.append(")")
+    return text
+
+
+class ActionRunner:
+    """The console's operator actions, bound to one app, source and operator."""
+
+    def __init__(
+        self,
+        app: App[Any],
+        source: SnapshotSource,
+        operator: ConsoleOperator | None,
+        *,
+        read_only: bool,
+    ) -> None:
+        self._app = app
+        self._source = source
+        self._operator = operator
+        self.read_only = read_only
+
+    @property
+    def enabled(self) -> bool:
+        """True when actions are offered: there is an operator and the console is not read-only."""
+        return self._operator is not None and not self.read_only
+
+    def _operator_or_refuse(self) -> ConsoleOperator | None:
+        if not self.enabled or self._operator is None:
+            why = "read-only" if self.read_only else "not connected to an operator"
+            self._app.notify(f"No actions: this console is {why}.", severity="warning")
+            return None
+        return self._operator
+
+    def _run(
+        self,
+        label: str,
+        call: Callable[[], Awaitable[Any]],
+        success: Callable[[Any], tuple[str, bool]],
+        after: Callable[[], object] | None = None,
+    ) -> None:
+        self._app.run_worker(
+            self._perform(label, call, success, after),
+            group="actions",
+            description=label,
+            exit_on_error=False,
+        )
+
+    async def _perform(
+        self,
+        label: str,
+        call: Callable[[], Awaitable[Any]],
+        success: Callable[[Any], tuple[str, bool]],
+        after: Callable[[], object] | None,
+    ) -> None:
+        try:
+            result = await call()
+        except Exception as error:  # every failure is told to the operator, none crashes the UI
+            self._app.notify(
+                describe_error(label, error),
+                title="Not done",
+                severity="error",
+                markup=False,
+                timeout=12,
+            )
+        else:
+            message, complete = success(result)
+            self._app.notify(
+                message,
+                title="Done" if complete else "Partly done",
+                severity="information" if complete else "warning",
+                markup=False,
+                timeout=8 if complete else 12,
+            )
+        finally:
+            self._source.request_poll()
+            if after is not None:
+                after()
+
+    def _confirm(
+        self, title: str, question: Text, on_yes: Callable[[], None], detail: Text | None = None
+    ) -> None:
+        def answered(yes: bool | None) -> None:
+            if yes:
+                on_yes()
+
+        self._app.push_screen(
+            ConfirmScreen(title, question, detail=detail, confirm_label=title), answered
+        )
+
+    # Tasks. ``seen`` is the row the operator acted on: its status binds the action, so a
+    # task that moved on since (a worker finished it, another operator retried it) is refused.
+
+    def retry_task(
+        self,
+        task_id: str,
+        seen: TaskRow | None = None,
+        *,
+        status: str | None = None,
+        after: Callable[[], object] | None = None,
+    ) -> None:
+        """Put a failed, cancelled or expired task back in its queue."""
+        if (op := self._operator_or_refuse()) is None:
+            return
+        expected = _expected(seen, status)
+        self._run(
+            f"Retry task {task_id}",
+            lambda: op.retry_task(task_id, expected_status=expected),
+            lambda _: (f"Task {task_id} is pending again.", True),
+            after,
+        )
+
+    def cancel_task(
+        self,
+        task_id: str,
+        seen: TaskRow | None = None,
+        *,
+        status: str | None = None,
+        after: Callable[[], object] | None = None,
+    ) -> None:
+        """Cancel a pending or running task, after confirmation."""
+        if (op := self._operator_or_refuse()) is None:
+            return
+        expected = _expected(seen, status)
+        question = Text("Cancel ", style="bold", end="")
+        question.append_text(describe_task(task_id, seen))
+        question.append("?", style="bold")
+        detail = (
+            Text("Its worker drops the outcome of the run under way.", style="dim", end="")
+            if expected == TaskStatus.RUNNING.value
+            else None
+        )
+        self._confirm(
+            "Cancel task",
+            question,
+            lambda: self._run(
+                f"Cancel task {task_id}",
+                lambda: op.cancel_task(task_id, expected_status=expected),
+                lambda _: (f"Task {task_id} is cancelled.", True),
+                after,
+            ),
+            detail,
+        )
+
+    def delete_task(
+        self,
+        task_id: str,
+        seen: TaskRow | None = None,
+        *,
+        status: str | None = None,
+        after: Callable[[], object] | None = None,
+    ) -> None:
+        """Delete a task with its queue entry and result, after confirmation."""
+        if (op := self._operator_or_refuse()) is None:
+            return
+        expected = _expected(seen, status)
+        question = Text("Delete ", style="bold", end="")
+        question.append_text(describe_task(task_id, seen))
+        question.append("?", style="bold")
+        detail = Text(
+            "Its task object, queue entry and result are removed for good; its events stay.",
+            style="dim",
+            end="",
+        )
+        self._confirm(
+            "Delete task",
+            question,
+            lambda: self._run(
+                f"Delete task {task_id}",
+                lambda: op.delete_task(task_id, expected_status=expected),
+                lambda deleted: (
+                    (f"Task {task_id} is deleted.", True)
+                    if deleted
+                    else (f"Task {task_id} was already gone.", False)
+                ),
+                after,
+            ),
+            detail,
+        )
+
+    def retry_failed(self, ids: Sequence[str], what: str) -> None:
+        """Retry exactly ``ids`` (failed tasks the operator saw), after a confirmation naming them.
+
+        ``what`` says which tasks these are (``of ValueError in queue emails``). The ids are
+        frozen now: what the operator confirms is what is sent, with the status seen
+        (failed), so the operator skips any task whose status changed in between.
+        """
+        if (op := self._operator_or_refuse()) is None:
+            return
+        chosen = tuple(ids)
+        if not chosen:
+            self._app.notify("No failed task to retry here.", severity="warning")
+            return
+        noun = "task" if len(chosen) == 1 else "tasks"
+        question = Text(f"Retry {count(len(chosen))} failed {noun}", style="bold", end="")
+        if what:
+            question.append(" ")
+            question.append_text(literal(what, "bold"))
+        question.append("?", style="bold")
+        detail = Text(end="")
+        for task_id in chosen[:PREVIEW_IDS]:
+            detail.append("  ")
+            detail.append_text(literal(task_id))
+            detail.append("\n")
+        if len(chosen) > PREVIEW_IDS:
+            detail.append(f"  … and {count(len(chosen) - PREVIEW_IDS)} more\n", style="dim")
+        detail.append(
+            "Only these tasks are retried; any that is no longer failed is skipped.",
+            style="dim",
+        )
+        label = f"Retry {count(len(chosen))} failed {noun}"
+        self._confirm(
+            "Retry failed tasks",
+            question,
+            lambda: self._run(
+                label,
+                lambda: op.retry_tasks(chosen, expected_status=TaskStatus.FAILED.value),
+                lambda outcome: describe_bulk(label, outcome),
+            ),
+            detail,
+        )
+
+    # Schedules. ``generation`` is the one the operator saw: a schedule changed since is refused.
+
+    def pause_schedule(self, schedule_id: str, generation: int | None = None) -> None:
+        """Stop a schedule firing."""
+        if (op := self._operator_or_refuse()) is None:
+            return
+        self._run(
+            f"Pause schedule {schedule_id}",
+            lambda: op.pause_schedule(schedule_id, generation=generation),
+            lambda _: (f"Schedule {schedule_id} is paused.", True),
+        )
+
+    def resume_schedule(self, schedule_id: str, generation: int | None = None) -> None:
+        """Make a paused schedule fire again (from now on, missed runs are not replayed)."""
+        if (op := self._operator_or_refuse()) is None:
+            return
+        self._run(
+            f"Resume schedule {schedule_id}",
+            lambda: op.resume_schedule(schedule_id, generation=generation),
+            lambda _: (f"Schedule {schedule_id} is active again.", True),
+        )
+
+    def trigger_schedule(self, schedule_id: str) -> None:
+        """Enqueue one run of a schedule now."""
+        if (op := self._operator_or_refuse()) is None:
+            return
+        self._run(
+            f"Run schedule {schedule_id} now",
+            lambda: op.trigger_schedule(schedule_id),
+            lambda task_id: (f"Schedule {schedule_id} enqueued task {task_id}.", True),
+        )
+
+
+def _expected(seen: TaskRow | None, status: str | None) -> str | None:
+    if status is not None:
+        return status
+    return seen.status if seen is not None else None

@@ -1,0 +1,344 @@
+"""The console app and its one factory, :func:`build_app`."""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from ..monitor.snapshot import Snapshot, TaskRow
+from .actions import ActionRunner
+from .messages import OpenTask, ShowQueueTasks, SnapshotUpdated
+from .operations import ConsoleOperator
+from .screens.detail import TaskDetailScreen
+from .screens.help import HelpScreen, HelpSection
+from .screens.main import VIEWS, MainScreen
+from .source import SnapshotSource
+from .taskfilter import TaskFilter
+from .thresholds import Thresholds
+from .views.base import View
+from .views.events import EventsView
+from .views.results import ResultsView
+from .views.schedules import SchedulesView
+from .views.tasks import TasksView
+from .widgets.status_bar import StatusBar, StatusState
+
+INTERVALS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+"""Poll intervals ``+`` and ``-`` step through, in seconds."""
+
+
+class ConsoleApp(App[None]):
+    """The on-call dashboard: renders the source's snapshots, runs the operator's actions."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "omniq-console"
+
+    def __init__(
+        self,
+        source: SnapshotSource,
+        *,
+        operator: ConsoleOperator | None,
+        bucket: str,
+        prefix: str,
+        read_only: bool,
+        title: str | None,
+        thresholds: Thresholds,
+        clock: Callable[[], float],
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.operator = operator
+        self.bucket = bucket
+        self.prefix = prefix
+        self.read_only = read_only
+        self.thresholds = thresholds
+        self.clock = clock
+        if title:
+            self.title = title
+        self.actions = ActionRunner(self, source, operator, read_only=read_only)
+        self.snapshot: Snapshot | None = None
+        self._received_at = 0.0
+        self.interval: float | None = None
+        self._interval_chosen = False
+        self.polling_paused = False
+        self._unsubscribe: Callable[[], None] | None = None
+        self._gc_frozen = False
+
+    # Setup and data flow
+
+    @property
+    def can_act(self) -> bool:
+        """True when action keys and commands are offered."""
+        return self.actions.enabled
+
+    def get_default_screen(self) -> Screen[None]:
+        return MainScreen()
+
+    @property
+    def main(self) -> MainScreen:
+        screen = self.screen_stack[0]
+        assert isinstance(screen, MainScreen)
+        return screen
+
+    @property
+    def active_view(self) -> View | None:
+        return self.main.active_view
+
+    def start(self) -> None:
+        """Start polling and listening; called once the main screen exists to show data."""
+        if self._unsubscribe is not None:
+            return
+        self._unsubscribe = self.source.subscribe(self._publish)
+        self.run_worker(
+            self.source.run(), name="monitor", group="monitor", exclusive=True, exit_on_error=False
+        )
+        if self.source.latest is not None:
+            self._publish(self.source.latest)
+        self.set_interval(1.0, self._tick)
+        self._show_status()
+
+    def on_unmount(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+
+    def _publish(self, snapshot: Snapshot) -> None:
+        # Called by the source, possibly from another thread: post_message is thread-safe.
+        self.post_message(SnapshotUpdated(snapshot))
+
+    def on_snapshot_updated(self, message: SnapshotUpdated) -> None:
+        self.snapshot = message.snapshot
+        self._received_at = self.clock()
+        if not self._interval_chosen:
+            self.interval = message.snapshot.poll_interval_s
+        if not self.main.is_attached:
+            return
+        with self.batch_update():
+            self.main.show_snapshot(message.snapshot)
+            self._show_status()
+        if not self._gc_frozen and not self.is_headless:
+            self.call_after_refresh(self.freeze_long_lived_objects)
+
+    def freeze_long_lived_objects(self) -> None:
+        """Once, after the first snapshot is on screen: exclude what exists now from the
+        cyclic garbage collector's full passes.
+
+        Why: a full pass rescans every tracked object, and with a big snapshot, its rows and
+        the app's widgets alive that is 300,000 objects: passes of 120-250 ms (measured),
+        each one a frozen screen. Frozen objects are still freed by reference counting; only
+        cycles among them are never collected, and what exists at start-up lives as long as
+        the app anyway. Process-wide, so only when the app owns the terminal, never in a
+        headless run (tests, screenshots) where other code shares the process.
+        """
+        if self._gc_frozen:
+            return
+        self._gc_frozen = True
+        gc.collect()
+        gc.freeze()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "monitor" and event.state == WorkerState.ERROR:
+            self.notify(
+                f"Polling stopped: {event.worker.error}",
+                severity="error",
+                markup=False,
+                timeout=30,
+            )
+
+    def now(self) -> datetime:
+        """The time the views count down from: the snapshot's time plus the time since."""
+        if self.snapshot is None:
+            raise RuntimeError("no snapshot yet")
+        return self.snapshot.taken_at + timedelta(seconds=self.clock() - self._received_at)
+
+    def data_age(self) -> float:
+        if self.snapshot is None:
+            return 0.0
+        return self.snapshot.age_s + max(0.0, self.clock() - self._received_at)
+
+    def _show_status(self) -> None:
+        try:
+            bar = self.main.query_one(StatusBar)
+        except NoMatches:  # a timer firing while the app exits and its screen is torn down
+            return
+        bar.show(
+            StatusState(
+                bucket=self.bucket or (self.snapshot.bucket if self.snapshot else ""),
+                prefix=self.prefix or (self.snapshot.prefix if self.snapshot else ""),
+                snapshot=self.snapshot,
+                age_s=self.data_age(),
+                interval_s=self.interval,
+                polling_paused=self.polling_paused,
+                read_only=self.read_only,
+            )
+        )
+
+    def _tick(self) -> None:
+        self._show_status()
+        if self.snapshot is not None:
+            self.main.tick()
+
+    # Navigation
+
+    def on_open_task(self, message: OpenTask) -> None:
+        self.open_task(message.task_id)
+
+    def open_task(self, task_id: str) -> None:
+        """Show the detail screen of one task."""
+        row: TaskRow | None = None
+        if self.snapshot is not None:
+            row = next((r for r in self.snapshot.task_rows if r.id == task_id), None)
+        self.push_screen(TaskDetailScreen(task_id, row))
+
+    def on_show_queue_tasks(self, message: ShowQueueTasks) -> None:
+        self.main.action_show_view("tasks")
+        self.main.query_one(TasksView).set_filter(TaskFilter(queue=message.queue))
+
+    # Keys of the main screen
+
+    def action_refresh_now(self) -> None:
+        """Poll now."""
+        self.source.request_poll()
+        self.notify("Refreshing…", timeout=2)
+
+    def action_change_interval(self, step: int) -> None:
+        """Poll less (+1) or more (-1) often."""
+        current = self.interval if self.interval is not None else 2.0
+        index = min(range(len(INTERVALS)), key=lambda i: abs(INTERVALS[i] - current))
+        index = max(0, min(len(INTERVALS) - 1, index + step))
+        self.interval = INTERVALS[index]
+        self._interval_chosen = True
+        self.source.set_interval(self.interval)
+        self._show_status()
+
+    def action_toggle_polling(self) -> None:
+        """Pause polling, or resume it."""
+        self.polling_paused = not self.polling_paused
+        if self.polling_paused:
+            self.source.pause()
+        else:
+            self.source.resume()
+            self.source.request_poll()
+        self._show_status()
+
+    def action_help(self) -> None:
+        """Show every key, by where it works (action keys only when actions are offered)."""
+
+        def keys(bindings: Iterable[BindingType], actions: frozenset[str]) -> list[Binding]:
+            return [
+                b
+                for b in bindings
+                if isinstance(b, Binding) and (self.can_act or b.action not in actions)
+            ]
+
+        sections: list[HelpSection] = [("Everywhere", keys(MainScreen.BINDINGS, frozenset()))]
+        for _, view in VIEWS:
+            sections.append((f"{view.TITLE} view", keys(view.BINDINGS, view.ACTIONS)))
+        sections.append(("Task detail", keys(TaskDetailScreen.BINDINGS, TaskDetailScreen.ACTIONS)))
+        sections.append(
+            (
+                "Tables",
+                [
+                    Binding("enter", "", "Open the row (task, queue, group)"),
+                    Binding("tab", "", "Next panel or filter"),
+                ],
+            )
+        )
+        self.push_screen(HelpScreen(sections))
+
+    # Command palette
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        if not isinstance(screen, MainScreen):
+            return
+        for name, view_class in VIEWS:
+            yield SystemCommand(
+                f"Show {view_class.TITLE}",
+                f"Switch to the {view_class.TITLE.lower()} view",
+                lambda name=name: screen.action_show_view(name),
+            )
+        yield SystemCommand("Refresh now", "Poll the bucket now", self.action_refresh_now)
+        yield SystemCommand(
+            "Resume polling" if self.polling_paused else "Pause polling",
+            "Stop or restart polling the bucket",
+            self.action_toggle_polling,
+        )
+        yield SystemCommand(
+            "Poll less often", "Longer poll interval", lambda: self.action_change_interval(1)
+        )
+        yield SystemCommand(
+            "Poll more often", "Shorter poll interval", lambda: self.action_change_interval(-1)
+        )
+        yield SystemCommand("Help", "Every key, by view", self.action_help)
+        if not self.can_act:
+            return
+        view = screen.active_view
+        if isinstance(view, TasksView):
+            yield SystemCommand(
+                "Retry selected task", "Put the task back in its queue", view.action_retry
+            )
+            yield SystemCommand("Cancel selected task", "Asks first", view.action_cancel)
+            yield SystemCommand("Delete selected task", "Asks first", view.action_delete)
+            yield SystemCommand(
+                "Retry all failed tasks of the current filter",
+                "Asks first, with the count",
+                view.action_retry_all,
+            )
+        elif isinstance(view, ResultsView):
+            yield SystemCommand(
+                "Retry selected failure", "Put the task back in its queue", view.action_retry
+            )
+            yield SystemCommand(
+                "Retry all failures of this group",
+                "Asks first, with the count",
+                view.action_retry_group,
+            )
+        elif isinstance(view, SchedulesView):
+            yield SystemCommand("Pause selected schedule", "Stop it firing", view.action_pause)
+            yield SystemCommand("Resume selected schedule", "Fire again", view.action_resume)
+            yield SystemCommand(
+                "Run selected schedule now", "Enqueue one run now", view.action_trigger
+            )
+        elif isinstance(view, EventsView):
+            yield SystemCommand(
+                "Resume event tail" if view.paused else "Pause event tail",
+                "Stop or restart the live tail",
+                view.action_toggle_tail,
+            )
+
+
+def build_app(
+    source: SnapshotSource,
+    *,
+    operator: ConsoleOperator | None = None,
+    bucket: str = "",
+    prefix: str = "",
+    read_only: bool = False,
+    title: str | None = None,
+    thresholds: Thresholds | None = None,
+    clock: Callable[[], float] | None = None,
+) -> ConsoleApp:
+    """The console on ``source``: the one way the CLI, the tests and the screenshots make it.
+
+    Without an ``operator``, or with ``read_only``, no action is offered and every action
+    refuses. ``bucket`` and ``prefix`` label the status bar (the snapshot's own are used when
+    empty). ``clock`` (monotonic seconds) is injectable so that tests and screenshots show
+    fixed ages and countdowns.
+    """
+    return ConsoleApp(
+        source,
+        operator=operator,
+        bucket=bucket,
+        prefix=prefix,
+        read_only=read_only,
+        title=title,
+        thresholds=thresholds or Thresholds(),
+        clock=clock or time.monotonic,
+    )

@@ -1,0 +1,193 @@
+"""Filtering, ordering and paging of task rows: plain Python, run off the UI loop.
+
+A snapshot may hold 100,000 ``TaskRow``s. The console filters them in a thread worker and
+shows one bounded page; this module is what that worker runs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from ..models import TaskStatus
+from ..monitor.snapshot import TaskRow
+
+PAGE_SIZE = 200
+"""Rows shown at once in a windowed table: a screenful many times over, cheap to diff."""
+
+NO_ERROR_TYPE = "(unknown)"
+"""Group name of failed tasks whose index carries no exception type."""
+
+_OLDEST = datetime.min.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilter:
+    """What the operator asked to see. Empty fields match everything.
+
+    ``func`` and ``text`` match case-insensitively as substrings; ``text`` looks at the id,
+    function, queue, worker and exception type.
+    """
+
+    queue: str | None = None
+    status: str | None = None
+    func: str = ""
+    error_type: str | None = None
+    text: str = ""
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.queue or self.status or self.func or self.error_type or self.text)
+
+    def predicate(self) -> Callable[[TaskRow], bool]:
+        """One function testing a row, with the constant parts worked out once."""
+        queue, status, error_type = self.queue, self.status, self.error_type
+        func = self.func.casefold()
+        text = self.text.casefold()
+        group_unknown = error_type == NO_ERROR_TYPE
+
+        def match(row: TaskRow) -> bool:
+            if queue is not None and row.queue_name != queue:
+                return False
+            if status is not None and row.status != status:
+                return False
+            if error_type is not None and (
+                (row.error_type is not None) if group_unknown else row.error_type != error_type
+            ):
+                return False
+            if func and func not in row.func.casefold():
+                return False
+            if text and not any(
+                text in field.casefold()
+                for field in (row.id, row.func, row.queue_name, row.worker_id, row.error_type)
+                if field
+            ):
+                return False
+            return True
+
+        return match
+
+    def describe(self, *, with_status: bool = True) -> str:
+        """The filter in words, as a confirmation names it: ``of ValueError in queue emails``."""
+        parts: list[str] = []
+        if self.status and with_status:
+            parts.append(f"with status {self.status}")
+        if self.error_type:
+            parts.append(f"of {self.error_type}")
+        if self.func:
+            parts.append(f"whose function contains {self.func!r}")
+        if self.queue:
+            parts.append(f"in queue {self.queue}")
+        if self.text:
+            parts.append(f"matching {self.text!r}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    """One window of the rows that match a filter, and what a bulk action would act on."""
+
+    filter: TaskFilter
+    rows: tuple[TaskRow, ...]
+    start: int
+    matched: int
+    total: int
+    # Ids of the matching tasks in status failed: exactly what "retry all" would retry.
+    failed_ids: tuple[str, ...]
+    # The queues those failed tasks are in.
+    failed_queues: tuple[str, ...] = ()
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.rows)
+
+    def failed_description(self) -> str:
+        """Which failed tasks a bulk retry of this page's filter takes, in words.
+
+        ``of ValueError in queue emails``; without a queue in the filter, the queues the
+        tasks are in are named, so the confirmation says where the change lands.
+        """
+        what = self.filter.describe(with_status=False)
+        if self.filter.queue is None and self.failed_queues:
+            noun = "queue" if len(self.failed_queues) == 1 else "queues"
+            where = f"in {noun} {', '.join(self.failed_queues)}"
+            what = f"{what} {where}" if what else where
+        return what
+
+    def describe(self) -> str:
+        """``showing 1-200 of 1,234 matching (100,000 in all)``."""
+        if not self.matched:
+            shown = "no task matches" if self.total else "no tasks"
+        else:
+            shown = f"showing {self.start + 1:,}-{self.end:,} of {self.matched:,}"
+            if not self.filter.is_empty:
+                shown += " matching"
+        if not self.filter.is_empty:
+            shown += f" ({self.total:,} in all)"
+        return shown
+
+
+def _newest_first(row: TaskRow) -> tuple[datetime, str]:
+    return (row.created_at or _OLDEST, row.id)
+
+
+def page_start(start: int, matched: int, size: int = PAGE_SIZE) -> int:
+    """``start`` moved onto a page boundary inside ``0 .. matched``."""
+    if matched <= 0:
+        return 0
+    last = (matched - 1) // size * size
+    return min(max(start, 0) // size * size, last)
+
+
+def select_tasks(
+    rows: Sequence[TaskRow],
+    flt: TaskFilter,
+    start: int = 0,
+    size: int = PAGE_SIZE,
+) -> TaskPage:
+    """The page of ``rows`` matching ``flt`` that starts at (or before) ``start``, newest first."""
+    if flt.is_empty:
+        matched: Sequence[TaskRow] = rows
+    else:
+        matched = list(filter(flt.predicate(), rows))
+    ordered = sorted(matched, key=_newest_first, reverse=True)
+    start = page_start(start, len(ordered), size)
+    failed = TaskStatus.FAILED.value
+    failed_rows = [r for r in ordered if r.status == failed]
+    return TaskPage(
+        filter=flt,
+        rows=tuple(ordered[start : start + size]),
+        start=start,
+        matched=len(ordered),
+        total=len(rows),
+        failed_ids=tuple(r.id for r in failed_rows),
+        failed_queues=tuple(sorted({r.queue_name for r in failed_rows})),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FailureGroup:
+    """Failed tasks sharing one exception type."""
+
+    error_type: str
+    count: int
+    queues: tuple[str, ...]
+
+
+def failure_groups(rows: Iterable[TaskRow], queue: str | None = None) -> tuple[FailureGroup, ...]:
+    """Failed tasks grouped by exception type, largest group first."""
+    failed = TaskStatus.FAILED.value
+    counts: Counter[str] = Counter()
+    queues: defaultdict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        if row.status != failed or (queue is not None and row.queue_name != queue):
+            continue
+        kind = row.error_type or NO_ERROR_TYPE
+        counts[kind] += 1
+        queues[kind].add(row.queue_name)
+    return tuple(
+        FailureGroup(kind, n, tuple(sorted(queues[kind])))
+        for kind, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    )

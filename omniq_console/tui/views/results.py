@@ -1,0 +1,246 @@
+"""Results: failures grouped by exception type; open one for its traceback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widget import Widget
+from textual.widgets import DataTable, Select, Static
+
+from ...models import TaskStatus
+from ...monitor.snapshot import Snapshot, TaskRow
+from .. import cells, fmt
+from ..messages import OpenTask
+from ..taskfilter import (
+    PAGE_SIZE,
+    FailureGroup,
+    TaskFilter,
+    TaskPage,
+    failure_groups,
+    select_tasks,
+)
+from ..text import literal
+from ..widgets.keyed_table import KeyedTable
+from .base import PAGE_KEYS, View
+
+
+@dataclass(frozen=True, slots=True)
+class Failures:
+    """The groups, and the page of the group looked at."""
+
+    groups: tuple[FailureGroup, ...]
+    group: str | None
+    page: TaskPage | None
+
+
+def find_failures(
+    rows: tuple[TaskRow, ...], queue: str | None, group: str | None, start: int
+) -> Failures:
+    """Group the failed tasks (of ``queue``) and page through the ``group`` looked at."""
+    groups = failure_groups(rows, queue)
+    if not groups:
+        return Failures(groups, None, None)
+    if group not in {g.error_type for g in groups}:
+        group, start = groups[0].error_type, 0
+    flt = TaskFilter(queue=queue, status=TaskStatus.FAILED.value, error_type=group)
+    return Failures(groups, group, select_tasks(rows, flt, start))
+
+
+class FailuresFound(Message):
+    def __init__(self, failures: Failures, generation: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.generation = generation
+
+
+class ResultsView(View):
+    """Outcome counts, failures by exception type, and the failed tasks of one type."""
+
+    TITLE = "Results"
+    ACTIONS = frozenset({"retry", "retry_group"})
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("r", "retry", "Retry"),
+        Binding("R", "retry_group", "Retry group", key_display="R"),
+        Binding(
+            "left_square_bracket", "page(-1)", "Previous page", key_display="[", group=PAGE_KEYS
+        ),
+        Binding("right_square_bracket", "page(1)", "Next page", key_display="]", group=PAGE_KEYS),
+    ]
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._generation = 0
+        self._failures: Failures | None = None
+        self._group: str | None = None
+        self._start = 0
+        self._dirty = True
+        self._queues: tuple[str, ...] = ()
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="filters"):
+            yield Select[str]((), prompt="Any queue", id="results-queue")
+            yield Static(id="results-outcomes", classes="view-summary")
+        with Horizontal(id="results-body"):
+            groups: KeyedTable[FailureGroup] = KeyedTable(
+                cells.GROUP_COLUMNS, cells.group_cells, openable=True, id="results-groups"
+            )
+            groups.border_title = "Failures by exception"
+            yield groups
+            with Vertical(id="results-right"):
+                yield Static(id="results-info", classes="view-summary")
+                yield KeyedTable(
+                    cells.FAILURE_COLUMNS, cells.failure_cells, openable=True, id="results-failures"
+                )
+
+    @property
+    def main_widget(self) -> Widget:
+        return self.query_one("#results-groups")
+
+    @property
+    def failures(self) -> Failures | None:
+        return self._failures
+
+    @property
+    def queue(self) -> str | None:
+        value = self.query_one("#results-queue", Select).value
+        return value if isinstance(value, str) else None
+
+    def show_snapshot(self, snapshot: Snapshot) -> None:
+        queues = tuple(sorted({q.name for q in snapshot.queues}))
+        if queues != self._queues:
+            select = self.query_one("#results-queue", Select)
+            current = select.value
+            self._queues = queues
+            with self.prevent(Select.Changed):
+                select.set_options([(Text(q, end=""), q) for q in queues])
+                if isinstance(current, str) and current in queues:
+                    select.value = current
+        results = snapshot.results
+        text = Text(end="")
+        for i, (name, n) in enumerate(results.items()):
+            if i:
+                text.append(" · ", style="dim")
+            text.append(f"{name} ")
+            text.append(fmt.count(n), style=cells.STATUS_STYLES.get(name, "") if n else "dim")
+        rate = snapshot.failure_rate
+        text.append("   failure rate ", style="bold")
+        text.append(fmt.percent(rate), style=self.console.thresholds.failure_rate(rate).style)
+        self.query_one("#results-outcomes", Static).update(text)
+        if self.console.active_view is self:
+            self.refilter()
+        else:
+            self._dirty = True
+
+    def on_activated(self) -> None:
+        if self._dirty:
+            self.refilter()
+
+    def refilter(self) -> None:
+        snapshot = self.console.snapshot
+        if snapshot is None:
+            return
+        self._dirty = False
+        self._generation += 1
+        self._find(snapshot.task_rows, self.queue, self._group, self._start, self._generation)
+
+    # Named here: Textual's default description is the repr() of all 100,000 rows.
+    @work(thread=True, exclusive=True, group="results-filter", description="group failures")
+    def _find(
+        self,
+        rows: tuple[TaskRow, ...],
+        queue: str | None,
+        group: str | None,
+        start: int,
+        generation: int,
+    ) -> None:
+        self.post_message(FailuresFound(find_failures(rows, queue, group, start), generation))
+
+    def on_failures_found(self, message: FailuresFound) -> None:
+        message.stop()
+        if message.generation != self._generation:
+            return
+        failures = message.failures
+        self._failures = failures
+        self._group = failures.group
+        groups_table: KeyedTable[FailureGroup] = self.query_one("#results-groups", KeyedTable)
+        groups_table.sync([(g.error_type, g) for g in failures.groups])
+        if failures.group is not None and groups_table.selected_key != failures.group:
+            groups_table.move_cursor(row=groups_table.get_row_index(failures.group))
+        page = failures.page
+        table: KeyedTable[TaskRow] = self.query_one("#results-failures", KeyedTable)
+        table.sync([(r.id, r) for r in page.rows] if page is not None else [])
+        info = Text(end="")
+        if page is None:
+            info.append("No failed tasks.", style="green")
+        else:
+            self._start = page.start
+            info.append_text(literal(failures.group, "bold red"))
+            noun = "task" if page.matched == 1 else "tasks"
+            info.append(f": {fmt.count(page.matched)} failed {noun}")
+            if page.filter.queue:
+                info.append(" in queue ")
+                info.append_text(literal(page.filter.queue))
+            if page.matched > PAGE_SIZE:
+                info.append(f" · showing {page.start + 1:,}-{page.end:,} ([ ])", style="dim")
+            info.append(" · enter: traceback", style="dim")
+        self.query_one("#results-info", Static).update(info)
+
+    @on(Select.Changed)
+    def _queue_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        self._start = 0
+        self.refilter()
+
+    @on(DataTable.RowHighlighted, "#results-groups")
+    def _group_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        key = event.row_key.value
+        if key is not None and key != self._group:
+            self._group = key
+            self._start = 0
+            self.refilter()
+
+    @on(DataTable.RowSelected, "#results-groups")
+    def _group_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.query_one("#results-failures").focus()
+
+    @on(DataTable.RowSelected, "#results-failures")
+    def _failure_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value is not None:
+            self.post_message(OpenTask(event.row_key.value))
+
+    def action_page(self, step: int) -> None:
+        page = self._failures.page if self._failures is not None else None
+        if page is None:
+            return
+        start = page.start + step * PAGE_SIZE
+        if start < 0 or start >= page.matched:
+            self.app.bell()
+            return
+        self._start = start
+        self.refilter()
+
+    def action_retry(self) -> None:
+        table: KeyedTable[TaskRow] = self.query_one("#results-failures", KeyedTable)
+        key = table.selected_key
+        if key is None:
+            self.app.notify("No failed task selected.", severity="warning")
+            return
+        self.console.actions.retry_task(key, table.item(key))
+
+    def action_retry_group(self) -> None:
+        failures = self._failures
+        if failures is None or failures.page is None:
+            self.app.notify("No failed task to retry here.", severity="warning")
+            return
+        page = failures.page
+        self.console.actions.retry_failed(page.failed_ids, page.failed_description())

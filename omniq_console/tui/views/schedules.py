@@ -1,0 +1,90 @@
+"""Schedules: status, next-run countdown, last run, run count; pause, resume, run now."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.widget import Widget
+from textual.widgets import Static
+
+from ...monitor.snapshot import ScheduleRow, Snapshot
+from .. import cells
+from ..widgets.keyed_table import KeyedTable
+from .base import View
+
+
+class SchedulesView(View):
+    """Every schedule; countdowns tick between polls."""
+
+    TITLE = "Schedules"
+    ACTIONS = frozenset({"pause", "resume", "trigger"})
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("p", "pause", "Pause schedule"),
+        Binding("u", "resume", "Resume schedule"),
+        Binding("t", "trigger", "Run now"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="schedules-info", classes="view-summary")
+        yield KeyedTable(
+            cells.SCHEDULE_COLUMNS,
+            lambda item: cells.schedule_cells(*item),
+            id="schedules-table",
+        )
+
+    @property
+    def main_widget(self) -> Widget:
+        return self.table
+
+    @property
+    def table(self) -> KeyedTable[tuple[ScheduleRow, datetime]]:
+        return self.query_one("#schedules-table", KeyedTable)
+
+    def show_snapshot(self, snapshot: Snapshot) -> None:
+        self._draw(snapshot)
+
+    def tick(self) -> None:
+        if (snapshot := self.console.snapshot) is not None:
+            self._draw(snapshot)
+
+    def _draw(self, snapshot: Snapshot) -> None:
+        now = self.console.now()
+        rows = sorted(
+            snapshot.schedules,
+            key=lambda s: (s.status != "active", s.next_run is None, s.next_run or now, s.id),
+        )
+        self.table.sync([(s.id, (s, now)) for s in rows])
+        by_status: dict[str, int] = {}
+        for s in snapshot.schedules:
+            by_status[s.status] = by_status.get(s.status, 0) + 1
+        info = Text(f"{len(snapshot.schedules)} schedules", end="")
+        for name, n in sorted(by_status.items()):
+            info.append(" · ", style="dim")
+            info.append(f"{name} {n}", style=cells.STATUS_STYLES.get(name, ""))
+        overdue = sum(1 for s in snapshot.schedules if s.overdue)
+        if overdue:
+            info.append(f" · {overdue} overdue", style="bold red")
+        self.query_one("#schedules-info", Static).update(info)
+
+    def _selected(self) -> ScheduleRow | None:
+        item = self.table.selected_item
+        if item is None:
+            self.app.notify("No schedule selected.", severity="warning")
+            return None
+        return item[0]
+
+    def action_pause(self) -> None:
+        if (row := self._selected()) is not None:
+            self.console.actions.pause_schedule(row.id, row.generation)
+
+    def action_resume(self) -> None:
+        if (row := self._selected()) is not None:
+            self.console.actions.resume_schedule(row.id, row.generation)
+
+    def action_trigger(self) -> None:
+        if (row := self._selected()) is not None:
+            self.console.actions.trigger_schedule(row.id)

@@ -1,0 +1,186 @@
+"""The console wired to the real thing: Monitor, Operator and GCSBackend on the emulator.
+
+Keys pressed in the console must change the bucket (and audit who did it), the next poll
+must show the change, and a change made behind the console's back must come back as
+"changed since you saw it", with nothing written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+
+import pytest
+from textual.pilot import Pilot
+from tui_fixtures import record_notifications, search_tasks, settle
+
+from omniq_console.backend.gcs import GCSBackend
+from omniq_console.models import (
+    EventType,
+    ResultStatus,
+    Schedule,
+    ScheduleStatus,
+    ScheduleType,
+    Task,
+    TaskResult,
+    TaskStatus,
+)
+from omniq_console.monitor.monitor import Monitor
+from omniq_console.runtime import Operator
+from omniq_console.tui import ConsoleApp, build_app
+from omniq_console.tui.screens.confirm import ConfirmScreen
+
+SIZE = (160, 48)
+ACTOR = "alice@ops"
+
+
+@pytest.fixture
+async def backend(bucket: str) -> AsyncIterator[GCSBackend]:
+    async with GCSBackend(bucket) as b:
+        yield b
+
+
+async def failed_task(backend: GCSBackend, queue: str, error_type: str) -> Task:
+    """A task that ran and failed with ``error_type``, as a worker leaves it."""
+    q = backend.async_task_storage
+    task = Task(func="app.jobs:send", args=(1,), queue_name=queue)
+    await q.enqueue(task)
+    claimed = await q.dequeue([queue], worker_id="w1")
+    assert claimed is not None and claimed.id == task.id
+    claimed.status = TaskStatus.FAILED
+    saved = await q.update_task(claimed)
+    await backend.async_result_storage.set(
+        TaskResult(task_id=task.id, status=ResultStatus.ERROR, error="boom", error_type=error_type)
+    )
+    return saved
+
+
+async def until(pilot: Pilot[None], predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for the console"
+        await pilot.pause(0.05)
+
+
+def console(backend: GCSBackend) -> tuple[ConsoleApp, Monitor]:
+    # A long interval: polls happen at start and when an action (or a test) asks for one.
+    monitor = Monitor(backend, interval=60.0, poll_timeout=10.0)
+    app = build_app(
+        monitor,
+        operator=Operator(backend, ACTOR),
+        bucket=backend.bucket_name,
+        prefix=backend.prefix,
+    )
+    return app, monitor
+
+
+async def audits(backend: GCSBackend) -> list[tuple[str | None, dict[str, object]]]:
+    events = await backend.async_event_storage.get_events(event_type=EventType.OPERATOR_ACTION)
+    return [(e.actor, e.details) for e in events]
+
+
+async def test_retry_and_delete_from_the_console_change_the_bucket(backend: GCSBackend) -> None:
+    failed = await failed_task(backend, "emails", "ValueError")
+    doomed = Task(func="app.jobs:old", queue_name="emails")
+    await backend.async_task_storage.enqueue(doomed)
+    app, monitor = console(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(
+            pilot, lambda: monitor.latest is not None and len(monitor.latest.task_rows) == 2
+        )
+        await pilot.press("3")
+        await settle(pilot)
+        await search_tasks(pilot, failed.id)
+        polls_before = monitor.latest
+        await pilot.press("r")
+        await until(pilot, lambda: monitor.latest is not polls_before)
+        stored = await backend.async_task_storage.get_task(failed.id)
+        assert stored is not None and stored.status == TaskStatus.PENDING
+        table = app.screen.query_one("#tasks-table")
+        await until(pilot, lambda: table.render_cell_values(failed.id)[3] == "pending")
+
+        await pilot.press("x")
+        await search_tasks(pilot, doomed.id)
+        await pilot.press("d")
+        await settle(pilot)
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await until(pilot, lambda: doomed.id not in table.keys())
+        assert await backend.async_task_storage.get_task(doomed.id) is None
+    actions = [
+        (actor, details["action"], details["target"]) for actor, details in await audits(backend)
+    ]
+    assert (ACTOR, "retry_task", failed.id) in actions
+    assert (ACTOR, "delete_task", doomed.id) in actions
+
+
+async def test_bulk_retry_of_a_group_retries_exactly_those_tasks(backend: GCSBackend) -> None:
+    value_errors = [await failed_task(backend, "emails", "ValueError") for _ in range(3)]
+    other = await failed_task(backend, "emails", "KeyError")
+    app, monitor = console(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(
+            pilot, lambda: monitor.latest is not None and len(monitor.latest.task_rows) == 4
+        )
+        await pilot.press("4")
+        await settle(pilot)
+        await until(pilot, lambda: app.screen.query_one("#results-groups").row_count == 2)
+        groups = app.screen.query_one("#results-groups")
+        while groups.selected_key != "ValueError":
+            await pilot.press("down")
+        await settle(pilot)
+        await pilot.press("R")
+        await settle(pilot)
+        assert app.screen.question.plain == "Retry 3 failed tasks of ValueError in queue emails?"
+        await pilot.press("y")
+        await until(
+            pilot,
+            lambda: (
+                monitor.latest is not None
+                and sum(r.status == "pending" for r in monitor.latest.task_rows) == 3
+            ),
+        )
+    for task in value_errors:
+        stored = await backend.async_task_storage.get_task(task.id)
+        assert stored is not None and stored.status == TaskStatus.PENDING
+    untouched = await backend.async_task_storage.get_task(other.id)
+    assert untouched is not None and untouched.status == TaskStatus.FAILED
+
+
+async def test_a_schedule_changed_behind_the_console_is_refused(backend: GCSBackend) -> None:
+    schedule = Schedule(
+        schedule_type=ScheduleType.INTERVAL,
+        func="app.jobs:tick",
+        interval=timedelta(minutes=5),
+        id="tick-5m",
+        queue_name="emails",
+    )
+    await backend.async_schedule_storage.save_schedule(schedule)
+    app, monitor = console(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        seen = record_notifications(app)
+        await until(
+            pilot, lambda: monitor.latest is not None and len(monitor.latest.schedules) == 1
+        )
+        await pilot.press("6")
+        await settle(pilot)
+        await pilot.press("p")
+        await until(pilot, lambda: any("is paused" in m for m, _ in seen))
+        stored = await backend.async_schedule_storage.get_schedule("tick-5m")
+        assert stored is not None and stored.status == ScheduleStatus.PAUSED
+        table = app.screen.query_one("#schedules-table")
+        await until(pilot, lambda: table.render_cell_values("tick-5m")[4] == "paused")
+
+        # Someone else resumes it; the console has not polled since, so it shows "paused".
+        await backend.async_schedule_storage.resume_schedule("tick-5m")
+        behind = await backend.async_schedule_storage.get_schedule("tick-5m")
+        assert behind is not None
+        await pilot.press("u")
+        await until(pilot, lambda: any(sev == "error" for _, sev in seen))
+        assert (
+            "Resume schedule tick-5m: changed since you saw it: refresh and try again",
+            "error",
+        ) in seen
+        after = await backend.async_schedule_storage.get_schedule("tick-5m")
+        assert after is not None and after.generation == behind.generation  # nothing written

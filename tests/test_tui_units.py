@@ -1,0 +1,268 @@
+"""The console's plain parts: filtering and paging, the event log, formats, thresholds,
+messages, the static source, and the keyed table's diffing."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from rich.text import Text
+from textual.app import App, ComposeResult
+from tui_fixtures import (
+    ANSI_ERROR,
+    TAKEN_AT,
+    demo_snapshot,
+    make_app,
+    newest_first,
+    settle,
+    task_rows,
+)
+
+from omniq_console.backend.errors import ConflictError
+from omniq_console.monitor.snapshot import EventRow, TaskDetail
+from omniq_console.runtime.operator import BulkOutcome
+from omniq_console.tui import StaticSource
+from omniq_console.tui.eventlog import EventFilter, EventLog
+from omniq_console.tui.fmt import countdown, duration, sparkline
+from omniq_console.tui.operations import describe_bulk, describe_error
+from omniq_console.tui.taskfilter import (
+    NO_ERROR_TYPE,
+    TaskFilter,
+    failure_groups,
+    page_start,
+    select_tasks,
+)
+from omniq_console.tui.thresholds import Level, Thresholds
+from omniq_console.tui.widgets.keyed_table import KeyedTable
+
+
+def test_select_tasks_filters_orders_and_pages() -> None:
+    rows = task_rows()
+    page = select_tasks(rows, TaskFilter(queue="emails", status="failed"), start=0, size=4)
+    expected = [r for r in newest_first(rows) if r.queue_name == "emails" and r.status == "failed"]
+    assert [r.id for r in page.rows] == [r.id for r in expected[:4]]
+    assert (page.start, page.matched, page.total) == (0, 6, len(rows))
+    assert page.failed_ids == tuple(r.id for r in expected)
+    assert page.failed_queues == ("emails",)
+    last = select_tasks(rows, TaskFilter(queue="emails", status="failed"), start=99, size=4)
+    assert last.start == 4 and [r.id for r in last.rows] == [r.id for r in expected[4:]]
+    assert last.describe() == "showing 5-6 of 6 matching (57 in all)"
+
+
+def test_text_filter_looks_at_id_function_queue_worker_and_error() -> None:
+    rows = task_rows()
+    for text, check in (
+        ("WORKER-C", lambda r: r.worker_id == "worker-c"),
+        ("timeouterror", lambda r: r.error_type == "TimeoutError"),
+        (rows[3].id[:8], lambda r: r.id == rows[3].id),
+        ("[bold", lambda r: r.func.startswith("[bold")),
+    ):
+        page = select_tasks(rows, TaskFilter(text=text))
+        assert {r.id for r in page.rows} == {r.id for r in rows if check(r)}, text
+
+
+def test_error_type_filter_and_the_unknown_group() -> None:
+    rows = task_rows()
+    unknown = rows[0]._replace(id="no-type", status="failed", error_type=None)
+    page = select_tasks(rows + (unknown,), TaskFilter(status="failed", error_type=NO_ERROR_TYPE))
+    assert [r.id for r in page.rows] == ["no-type"]
+    groups = failure_groups(rows + (unknown,))
+    assert [(g.error_type, g.count) for g in groups] == [
+        ("ValueError", 6),
+        ("TimeoutError", 3),
+        (NO_ERROR_TYPE, 1),
+        (ANSI_ERROR, 1),
+    ]
+    assert failure_groups(rows, queue="reports")[0].queues == ("reports",)
+
+
+def test_filter_descriptions_name_what_a_bulk_action_takes() -> None:
+    flt = TaskFilter(queue="emails", status="failed", error_type="ValueError", func="send")
+    assert flt.describe() == (
+        "with status failed of ValueError whose function contains 'send' in queue emails"
+    )
+    assert flt.describe(with_status=False) == (
+        "of ValueError whose function contains 'send' in queue emails"
+    )
+    page = select_tasks(task_rows(), TaskFilter(text="app."))
+    assert page.failed_description() == "matching 'app.' in queues emails, reports"
+    assert select_tasks(task_rows(), TaskFilter()).failed_description() == (
+        "in queues default, emails, reports"
+    )
+    assert TaskFilter().is_empty and not flt.is_empty
+
+
+@pytest.mark.parametrize(
+    ("start", "matched", "expected"),
+    [
+        (0, 0, 0),
+        (-5, 10, 0),
+        (250, 1000, 200),
+        (999, 1000, 800),
+        (5000, 1000, 800),
+    ],
+)
+def test_page_start_stays_on_a_page_boundary(start: int, matched: int, expected: int) -> None:
+    assert page_start(start, matched, 200) == expected
+
+
+def _event(n: int, kind: str = "enqueued", task: str = "t", queue: str = "q") -> EventRow:
+    return EventRow(
+        id=f"e{n:04d}",
+        timestamp=TAKEN_AT + timedelta(seconds=n),
+        event_type=kind,
+        task_id=task,
+        queue_name=queue,
+    )
+
+
+def test_event_log_merges_by_id_keeps_the_newest_and_filters() -> None:
+    log = EventLog(capacity=5)
+    assert log.merge([_event(1), _event(2)]) == 2
+    assert log.merge([_event(2), _event(3)]) == 1
+    assert (
+        log.merge(_event(n, "failed" if n % 2 else "completed", f"task-{n}") for n in range(4, 9))
+        == 5
+    )
+    assert [e.id for e in log.newest_first()] == ["e0008", "e0007", "e0006", "e0005", "e0004"]
+    assert [e.id for e in log.newest_first(EventFilter(event_type="failed"))] == ["e0007", "e0005"]
+    assert [e.id for e in log.newest_first(EventFilter(task="TASK-6"))] == ["e0006"]
+    assert log.newest_first(EventFilter(queue="nope")) == []
+    with pytest.raises(ValueError):
+        EventLog(capacity=0)
+
+
+def test_formats() -> None:
+    assert [duration(s) for s in (None, 0, 59, 65, 3599, 3600, 90061)] == [
+        "—",
+        "0s",
+        "59s",
+        "1m 05s",
+        "59m 59s",
+        "1h 00m",
+        "1d 01h",
+    ]
+    assert countdown(TAKEN_AT + timedelta(seconds=90), TAKEN_AT) == "in 1m 30s"
+    assert countdown(TAKEN_AT, TAKEN_AT) == "due now"
+    assert countdown(TAKEN_AT - timedelta(minutes=7), TAKEN_AT) == "late 7m 00s"
+    assert sparkline([0, 5, 10]) == "▁▅█"
+    assert sparkline([0, 0]) == "▁▁"
+    assert sparkline([1, 2, 3, 4], width=2) == "▆█"
+    assert sparkline([]) == ""
+
+
+def test_thresholds() -> None:
+    t = Thresholds(depth_warning=10, depth_critical=100)
+    assert [t.depth(n) for n in (9, 10, 99, 100)] == [
+        Level.OK,
+        Level.WARNING,
+        Level.WARNING,
+        Level.CRITICAL,
+    ]
+    assert t.oldest_age(None) is Level.OK
+    assert t.oldest_age(600) is Level.CRITICAL
+    assert t.failure_rate(0.06) is Level.WARNING
+    with pytest.raises(ValueError, match="depth thresholds"):
+        Thresholds(depth_warning=10, depth_critical=5)
+
+
+def test_bulk_outcome_is_told_with_reasons() -> None:
+    outcome = BulkOutcome(
+        done=["a", "b"],
+        skipped=[("c", "its status changed from failed to pending")],
+        failed=[("d", "503 Service Unavailable")],
+    )
+    message, complete = describe_bulk("Retry 4 failed tasks", outcome)
+    assert not complete
+    assert message.splitlines() == [
+        "Retry 4 failed tasks: 2 of 4 done",
+        "1 skipped (changed since you saw them), e.g. c: its status changed from failed to pending",
+        "1 failed, e.g. d: 503 Service Unavailable",
+    ]
+    assert describe_bulk("Retry", BulkOutcome(done=["a"])) == ("Retry: 1 of 1 done", True)
+    assert describe_error("Pause", ConflictError("k", 3)) == (
+        "Pause: changed since you saw it: refresh and try again"
+    )
+
+
+async def test_static_source_replays_and_records() -> None:
+    first, second = demo_snapshot(age_s=1.0), demo_snapshot(age_s=2.0)
+    source = StaticSource([first, second], details={"x": TaskDetail(task_id="x")})
+    seen: list[float] = []
+    unsubscribe = source.subscribe(lambda s: seen.append(s.age_s))
+    runner = asyncio.create_task(source.run())
+    await asyncio.sleep(0)
+    assert seen == [1.0] and source.latest is first
+    source.request_poll()
+    await asyncio.sleep(0)
+    source.request_poll()
+    await asyncio.sleep(0)
+    assert seen == [1.0, 2.0, 2.0] and source.poll_requests == 2
+    source.pause()
+    source.request_poll()
+    await asyncio.sleep(0)
+    assert seen == [1.0, 2.0, 2.0]
+    unsubscribe()
+    source.resume()
+    source.request_poll()
+    await asyncio.sleep(0)
+    assert seen == [1.0, 2.0, 2.0]
+    assert (await source.task_detail("x")).task_id == "x"
+    assert (await source.task_detail("y")).task is None
+    assert source.detail_requests == ["x", "y"]
+    with pytest.raises(ValueError):
+        source.set_interval(0)
+    runner.cancel()
+
+
+class _TableApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield KeyedTable(
+            (("name", "Name"), ("n", "N")),
+            lambda item: [Text(item[0]), Text(str(item[1]))],
+            id="t",
+        )
+
+
+async def test_keyed_table_touches_only_what_changed() -> None:
+    app = _TableApp()
+    async with app.run_test() as pilot:
+        table = app.query_one(KeyedTable)
+        table.sync([("a", ("a", 1)), ("b", ("b", 2)), ("c", ("c", 3))])
+        await pilot.pause()
+        table.move_cursor(row=1)
+        updated: list[tuple[object, object]] = []
+        added: list[object] = []
+        original_update, original_add = table.update_cell, table.add_row
+        table.update_cell = lambda r, c, v, **k: (
+            updated.append((r, c)),
+            original_update(r, c, v, **k),
+        )  # type: ignore[method-assign]
+        table.add_row = lambda *cells, **k: (added.append(k["key"]), original_add(*cells, **k))[1]  # type: ignore[method-assign]
+        table.sync([("d", ("d", 4)), ("b", ("b", 20)), ("a", ("a", 1))])
+        await pilot.pause()
+        assert table.keys() == ["d", "b", "a"]
+        assert updated == [("b", "n")]  # only the changed cell of the changed row
+        assert added == ["d"]
+        assert table.selected_key == "b"  # the cursor followed its row
+        assert table.render_cell_values("b") == ["b", "20"]
+        with pytest.raises(ValueError):
+            table.sync([("x", ("x", 1)), ("x", ("x", 2))])
+
+
+async def test_long_lived_objects_are_frozen_once_and_never_when_headless(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import omniq_console.tui.app as app_module
+
+    calls: list[str] = []
+    monkeypatch.setattr(app_module.gc, "collect", lambda *a: calls.append("collect") or 0)
+    monkeypatch.setattr(app_module.gc, "freeze", lambda: calls.append("freeze"))
+    app, _, _ = make_app()
+    async with app.run_test() as pilot:
+        await settle(pilot)
+        assert calls == []  # headless: the process is shared with other code
+        app.freeze_long_lived_objects()
+        app.freeze_long_lived_objects()
+        assert calls == ["collect", "freeze"]
