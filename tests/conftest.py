@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from omniq_console.backend.gcs import GCSBackend
 from omniq_console.demo.emulator import Emulator
 
 
@@ -29,3 +30,10 @@ def bucket(gcs_env: Emulator) -> str:
     name = f"test-{uuid.uuid4().hex[:16]}"
     gcs_env.create_bucket(name)
     return name
+
+
+@pytest.fixture
+async def backend(bucket: str) -> AsyncIterator[GCSBackend]:
+    """An open GCSBackend (async) on the test's fresh bucket, with the default options."""
+    async with GCSBackend(bucket) as opened:
+        yield opened

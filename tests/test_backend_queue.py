@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -16,12 +15,6 @@ from omniq_console.backend.errors import ConflictError, ObjectNotFoundError
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.backend.index import queue_entry_metadata, task_metadata
 from omniq_console.models import Task, TaskResult, TaskStatus, utcnow
-
-
-@pytest.fixture
-async def backend(bucket: str) -> AsyncIterator[GCSBackend]:
-    async with GCSBackend(bucket, lease_seconds=30) as b:
-        yield b
 
 
 def _task(queue: str = "default", priority: int = 0, age_s: float = 0.0, **kw: Any) -> Task:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -23,12 +22,6 @@ from omniq_console.models import (
     TaskResult,
     utcnow,
 )
-
-
-@pytest.fixture
-async def backend(bucket: str) -> AsyncIterator[GCSBackend]:
-    async with GCSBackend(bucket) as b:
-        yield b
 
 
 def _interval(**kw: Any) -> Schedule:

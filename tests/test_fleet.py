@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -24,12 +23,6 @@ from omniq_console.models import (
     TaskStatus,
     utcnow,
 )
-
-
-@pytest.fixture
-async def backend(bucket: str) -> AsyncIterator[GCSBackend]:
-    async with GCSBackend(bucket) as b:
-        yield b
 
 
 def test_the_same_seed_gives_the_same_mix() -> None:

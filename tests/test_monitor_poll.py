@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,12 +36,6 @@ from omniq_console.models import (
 )
 from omniq_console.monitor import Monitor, Snapshot, take_snapshot
 from omniq_console.monitor import monitor as monitor_module
-
-
-@pytest.fixture
-async def backend(bucket: str) -> AsyncIterator[GCSBackend]:
-    async with GCSBackend(bucket) as b:
-        yield b
 
 
 async def put_task(

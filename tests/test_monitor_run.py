@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -28,12 +28,6 @@ def own_emulator() -> Iterator[Emulator]:
         yield emu
     finally:
         emu.stop()
-
-
-@pytest.fixture
-async def backend(bucket: str) -> AsyncIterator[GCSBackend]:
-    async with GCSBackend(bucket) as b:
-        yield b
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -4,7 +4,6 @@ tasks the operator saw, in the state they saw them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -26,12 +25,6 @@ from omniq_console.models import (
     TaskStatus,
 )
 from omniq_console.runtime import BulkOutcome, Operator
-
-
-@pytest.fixture
-async def backend(bucket: str) -> AsyncIterator[GCSBackend]:
-    async with GCSBackend(bucket) as b:
-        yield b
 
 
 @pytest.fixture

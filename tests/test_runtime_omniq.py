@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -83,12 +82,6 @@ def test_a_backend_the_caller_opened_is_used_and_left_open(bucket: str) -> None:
         assert backend.task_storage.get_queue_size_sync("pings") == 1
         assert backend.task_storage.get_task_sync(task_id) is not None
     assert not backend.is_open
-
-
-@pytest.fixture
-async def backend(bucket: str) -> AsyncIterator[GCSBackend]:
-    async with GCSBackend(bucket) as b:
-        yield b
 
 
 async def test_registration_options_reach_the_task(backend: GCSBackend) -> None:

@@ -18,12 +18,6 @@ from omniq_console.runtime.registry import TaskOptions
 
 
 @pytest.fixture
-async def backend(bucket: str) -> AsyncIterator[GCSBackend]:
-    async with GCSBackend(bucket) as b:
-        yield b
-
-
-@pytest.fixture
 async def other_backend(bucket: str) -> AsyncIterator[GCSBackend]:
     """A second client of the same bucket (its own session and body cache)."""
     async with GCSBackend(bucket) as b:
