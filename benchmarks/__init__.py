@@ -1,0 +1,1 @@
+"""Benchmarks of omniq-console: run ``python benchmarks/run.py`` (see README.md here)."""
