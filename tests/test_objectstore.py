@@ -11,6 +11,7 @@ from omniq_console.backend.errors import (
     ConflictError,
     ObjectNotFoundError,
     ReadOnlyError,
+    StorageError,
 )
 from omniq_console.backend.objectstore import ObjectStore
 
@@ -116,3 +117,22 @@ def test_bad_options_are_clear(kwargs: dict[str, str], message: str) -> None:
 def test_empty_bucket_name_is_clear() -> None:
     with pytest.raises(ValueError, match="bucket_name"):
         ObjectStore("  ")
+
+
+def test_use_from_another_event_loop_is_a_clear_error(bucket: str) -> None:
+    store = ObjectStore(bucket)
+
+    async def open_it() -> None:
+        await store.open()
+
+    async def use_it() -> None:
+        await store.list("x/")
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(open_it())
+        with pytest.raises(StorageError, match="another event loop"):
+            asyncio.run(use_it())
+    finally:
+        loop.run_until_complete(store.close())
+        loop.close()

@@ -213,6 +213,7 @@ class ObjectStore:
         self.gcs_kwargs = dict(gcs_kwargs or {})
         self.stats = RequestStats()
         self._fs: GCSFileSystem | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _token_origin(self) -> str:
         """Where the credentials come from, in words that never include a secret."""
@@ -274,6 +275,7 @@ class ObjectStore:
             ) from None
         await fs._set_session()
         self._fs = fs
+        self._loop = asyncio.get_running_loop()
 
     async def close(self) -> None:
         fs, self._fs = self._fs, None
@@ -285,6 +287,13 @@ class ObjectStore:
     def _need_fs(self) -> GCSFileSystem:
         if self._fs is None:
             raise StorageError("the backend is not open: use 'async with backend:' first")
+        if asyncio.get_running_loop() is not self._loop:
+            # Its HTTP session belongs to the loop that opened it; aiohttp would fail obscurely.
+            raise StorageError(
+                "the backend was opened on another event loop (e.g. by a sync call such as "
+                "enqueue(), which runs on the sync bridge): use one backend per event loop, "
+                "or only the sync API (run_worker_sync) with it"
+            )
         return self._fs
 
     def _object_url(self, key: str) -> str:
