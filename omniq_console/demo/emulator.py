@@ -73,6 +73,18 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM, then SIGKILL if it is still running after ``grace`` seconds."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -162,13 +174,8 @@ class Emulator:
     def stop(self) -> None:
         """Stop the server (and forget a memory backend's objects)."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop_process(process, grace=5)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from .emulator import Emulator, die_with_parent
+from .emulator import Emulator, die_with_parent, stop_process
 
 DEMO_BUCKET = "omniq-demo"
 DEMO_PREFIX = "omniq/"
@@ -85,13 +85,8 @@ class DemoEnvironment:
 
     def stop(self) -> None:
         fleet, self._fleet = self._fleet, None
-        if fleet is not None and fleet.poll() is None:
-            fleet.send_signal(signal.SIGTERM)
-            try:
-                fleet.wait(timeout=8)
-            except subprocess.TimeoutExpired:
-                fleet.kill()
-                fleet.wait()
+        if fleet is not None:
+            stop_process(fleet, grace=8)
         self.emulator.stop()
         self._logdir.cleanup()
 
