@@ -337,3 +337,24 @@ async def test_operator_action_cut_off_mid_way_is_undone_or_audited(
         assert not changed, f"{action} failed ({raised}) but its change stands"
     else:
         assert [e.details.get("action") for e in audit] == [action]
+
+
+async def test_a_slow_poll_stretches_the_interval_and_the_snapshot_says_so(
+    direct: GCSBackend, proxied: GCSBackend, fault_proxy: FaultProxy
+) -> None:
+    """A big bucket's poll is slow: the next one waits three times as long, so polling never
+    takes the console's whole time; a quick poll restores the chosen interval."""
+    await _seed_tasks(direct, 3)
+    monitor = Monitor(proxied, interval=0.2, poll_timeout=5.0)
+    quick = await monitor.poll()
+    assert quick.poll_interval_s == 0.2 and monitor.next_delay() == 0.2
+
+    fault_proxy.delay(0.8, times=None, path="/o?")  # every listing answers after 0.8 s
+    slow = await monitor.poll()
+    assert not slow.stale
+    assert slow.poll_interval_s >= 3 * 0.8
+    assert monitor.next_delay() == slow.poll_interval_s
+
+    fault_proxy.clear()
+    again = await monitor.poll()
+    assert again.poll_interval_s == 0.2 and monitor.next_delay() == 0.2

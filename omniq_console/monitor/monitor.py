@@ -127,6 +127,11 @@ class MonitoredBackend(Protocol):
     def prefix(self) -> str: ...
 
 
+SLOW_POLL_S = 0.5
+"""A poll slower than this stretches the interval (see ``Monitor.effective_interval``)."""
+POLL_SHARE = 3.0
+"""On a big bucket, the interval is at least this many times the last poll's duration."""
+
 Subscriber = Callable[[Snapshot], Awaitable[Any] | Any]
 
 
@@ -271,11 +276,25 @@ class Monitor:
 
     # -- the run loop -----------------------------------------------------------------------
 
-    def next_delay(self) -> float:
-        """Seconds until the next timed poll: the interval, doubled per failure in a row up to
-        ``max_backoff`` (never below the interval)."""
-        if not self._failures:
+    @property
+    def effective_interval(self) -> float:
+        """The interval between polls, stretched on a big bucket.
+
+        A poll that took more than ``SLOW_POLL_S`` (tens of thousands of objects) spaces the
+        next one ``POLL_SHARE`` times its own duration, so polling never takes more than a
+        third of the console's time: a warm 100,000-task poll is ~2 s of CPU, and every 2 s
+        would leave the UI nothing (benchmarks/ui.py). Quick polls keep the chosen interval.
+        """
+        last = self._last_poll_ms / 1000
+        if last < SLOW_POLL_S:
             return self._interval
+        return max(self._interval, POLL_SHARE * last)
+
+    def next_delay(self) -> float:
+        """Seconds until the next timed poll: the effective interval, doubled per failure in a
+        row up to ``max_backoff`` (never below the interval)."""
+        if not self._failures:
+            return self.effective_interval
         ceiling = max(self._max_backoff, self._interval)
         return min(ceiling, self._interval * 2.0 ** min(self._failures, 30))
 
@@ -343,7 +362,12 @@ class Monitor:
                 snapshot = self._stale(error)
             else:
                 self._failures = 0
-                snapshot = snapshot.model_copy(update={"requests": self.request_figures()})
+                snapshot = snapshot.model_copy(
+                    update={
+                        "requests": self.request_figures(),
+                        "poll_interval_s": self.effective_interval,
+                    }
+                )
                 self._last_good = snapshot
             self.latest = snapshot
         await self._publish(snapshot)
