@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -28,7 +29,7 @@ from ..taskfilter import (
 )
 from ..text import literal
 from ..widgets.keyed_table import KeyedTable
-from .base import PAGE_KEYS, View
+from .base import PAGE_KEYS, FilteredView
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,7 @@ class FailuresFound(Message):
         self.generation = generation
 
 
-class ResultsView(View):
+class ResultsView(FilteredView):
     """Outcome counts, failures by exception type, and the failed tasks of one type."""
 
     TITLE = "Results"
@@ -76,11 +77,9 @@ class ResultsView(View):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._generation = 0
         self._failures: Failures | None = None
         self._group: str | None = None
         self._start = 0
-        self._dirty = True
         self._queues: tuple[str, ...] = ()
 
     def compose(self) -> ComposeResult:
@@ -133,22 +132,10 @@ class ResultsView(View):
         text.append("   failure rate ", style="bold")
         text.append(fmt.percent(rate), style=self.console.thresholds.failure_rate(rate).style)
         self.query_one("#results-outcomes", Static).update(text)
-        if self.console.active_view is self:
-            self.refilter()
-        else:
-            self._dirty = True
+        self.refilter_when_shown()
 
-    def on_activated(self) -> None:
-        if self._dirty:
-            self.refilter()
-
-    def refilter(self) -> None:
-        snapshot = self.console.snapshot
-        if snapshot is None:
-            return
-        self._dirty = False
-        self._generation += 1
-        self._find(snapshot.task_rows, self.queue, self._group, self._start, self._generation)
+    def start_filter(self, rows: Sequence[TaskRow], generation: int) -> None:
+        self._find(tuple(rows), self.queue, self._group, self._start, generation)
 
     # Named here: Textual's default description is the repr() of all 100,000 rows.
     @work(thread=True, exclusive=True, group="results-filter", description="group failures")
@@ -164,7 +151,7 @@ class ResultsView(View):
 
     def on_failures_found(self, message: FailuresFound) -> None:
         message.stop()
-        if message.generation != self._generation:
+        if not self.is_current(message.generation):
             return
         failures = message.failures
         self._failures = failures

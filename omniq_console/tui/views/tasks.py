@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from typing import ClassVar
 
 from rich.text import Text
@@ -20,7 +22,7 @@ from .. import cells
 from ..messages import OpenTask
 from ..taskfilter import PAGE_SIZE, TaskFilter, TaskPage, select_tasks
 from ..widgets.keyed_table import KeyedTable
-from .base import PAGE_KEYS, View
+from .base import PAGE_KEYS, FilteredView
 
 TYPING_PAUSE_S = 0.2
 """Filter this long after the last keystroke, not on every one."""
@@ -35,7 +37,7 @@ class TasksSelected(Message):
         self.generation = generation
 
 
-class TasksView(View):
+class TasksView(FilteredView):
     """Filter by queue, status, function, id or text; page through the matches."""
 
     TITLE = "Tasks"
@@ -62,10 +64,8 @@ class TasksView(View):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._generation = 0
         self._page: TaskPage | None = None
         self._start = 0
-        self._dirty = True
         self._typing: Timer | None = None
         self._queues: tuple[str, ...] = ()
 
@@ -132,23 +132,10 @@ class TasksView(View):
         queues = tuple(sorted({q.name for q in snapshot.queues}))
         if queues != self._queues:
             self._set_queue_options(queues)
-        if self.console.active_view is self:
-            self.refilter()
-        else:
-            self._dirty = True
+        self.refilter_when_shown()
 
-    def on_activated(self) -> None:
-        if self._dirty:
-            self.refilter()
-
-    def refilter(self) -> None:
-        """Filter the latest snapshot's rows again, in a thread; the newest request wins."""
-        snapshot = self.console.snapshot
-        if snapshot is None:
-            return
-        self._dirty = False
-        self._generation += 1
-        self._filter_in_thread(snapshot.task_rows, self.filter, self._start, self._generation)
+    def start_filter(self, rows: Sequence[TaskRow], generation: int) -> None:
+        self._filter_in_thread(tuple(rows), self.filter, self._start, generation)
 
     # A description of our own: by default Textual writes repr() of every argument into
     # it, and the repr of 100,000 rows alone blocks the UI for most of a second.
@@ -160,7 +147,7 @@ class TasksView(View):
 
     def on_tasks_selected(self, message: TasksSelected) -> None:
         message.stop()
-        if message.generation != self._generation:
+        if not self.is_current(message.generation):
             return
         page = message.page
         self._page = page
