@@ -159,9 +159,7 @@ class ActionRunner:
         if (op := self._operator_or_refuse()) is None:
             return
         expected = _expected(seen, status)
-        question = Text("Cancel ", style="bold", end="")
-        question.append_text(describe_task(task_id, seen))
-        question.append("?", style="bold")
+        question = _task_question("Cancel", task_id, seen)
         detail = (
             Text("Its worker drops the outcome of the run under way.", style="dim", end="")
             if expected == TaskStatus.RUNNING.value
@@ -191,9 +189,7 @@ class ActionRunner:
         if (op := self._operator_or_refuse()) is None:
             return
         expected = _expected(seen, status)
-        question = Text("Delete ", style="bold", end="")
-        question.append_text(describe_task(task_id, seen))
-        question.append("?", style="bold")
+        question = _task_question("Delete", task_id, seen)
         detail = Text(
             "Its task object, queue entry and result are removed for good; its events stay.",
             style="dim",
@@ -294,3 +290,11 @@ def _expected(seen: TaskRow | None, status: str | None) -> str | None:
     if status is not None:
         return status
     return seen.status if seen is not None else None
+
+
+def _task_question(verb: str, task_id: str, seen: TaskRow | None) -> Text:
+    """``Cancel <the task as the operator saw it>?``: the bold question of a confirmation."""
+    question = Text(f"{verb} ", style="bold", end="")
+    question.append_text(describe_task(task_id, seen))
+    question.append("?", style="bold")
+    return question
