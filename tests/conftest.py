@@ -7,6 +7,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+# Fixture modules owned by their suites: the GCS rules model and the Pub/Sub emulator.
+pytest_plugins = ["gcs_rules_fixtures", "pubsub_fixtures"]
+
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.demo.emulator import Emulator
 

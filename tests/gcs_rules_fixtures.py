@@ -1,0 +1,1 @@
+"""Fixtures for the GCS rules model (filled in by the rules-model work)."""

@@ -1,0 +1,1 @@
+"""Fixtures for the Pub/Sub emulator (filled in by the change-feed work)."""
