@@ -36,7 +36,8 @@ async def store(fault_proxy: FaultProxy, proxy_bucket: str) -> AsyncIterator[Obj
 Op = Callable[[ObjectStore], Awaitable[object]]
 OPS: dict[str, tuple[str, Op]] = {
     # name: (path filter that matches only this operation's requests, operation)
-    "write": ("/upload/", lambda s: s.write(KEY, b'{"v":2}')),
+    # Only a write with a precondition is retried: a create-only write of a fresh name.
+    "write": ("/upload/", lambda s: s.write(KEY + ".new", b'{"v":2}', if_generation_match=0)),
     "read": ("alt=media", lambda s: s.read(KEY)),
     "list": ("/o?", lambda s: s.list("omniq/tasks/")),
 }
@@ -61,6 +62,30 @@ async def test_burst_shorter_than_budget_succeeds_and_is_counted(
     assert sum(delta.errors.values()) == FAST_RETRY.attempts - 1
     outcomes = [r.outcome for r in fault_proxy.records]
     assert outcomes == [f"injected-{status}"] * (FAST_RETRY.attempts - 1) + ["forwarded"]
+
+
+@pytest.mark.parametrize("status", [503, 429, "drop"])
+async def test_a_write_without_precondition_is_never_retried(
+    store: ObjectStore, fault_proxy: FaultProxy, status: int | str
+) -> None:
+    """A plain write that may have landed is not sent again: it could overwrite a newer one."""
+    await store.write(KEY, b'{"v":1}')
+    fault_proxy.reset_records()
+    if status == "drop":
+        fault_proxy.drop(times=1, after_forward=True, path="/upload/")
+    else:
+        assert isinstance(status, int)
+        fault_proxy.fail(status, times=1, path="/upload/")
+    before = store.stats.copy()
+
+    with pytest.raises(BackendUnavailableError, match="not retried") as err:
+        await store.write(KEY, b'{"v":2}')
+
+    assert "\n" not in str(err.value) and "if_generation_match" in str(err.value)
+    assert len(fault_proxy.write_requests()) == 1
+    delta = store.stats.since(before)
+    assert delta.count["write"] == 1 and delta.retries == 0
+    assert delta.rate_limited == (1 if status == 429 else 0)
 
 
 @pytest.mark.parametrize("op_name", sorted(OPS))

@@ -1,15 +1,22 @@
 """Errors raised by the storage backend.
 
-Every error says what failed in words an operator can act on; none carries credentials.
+Every error says what failed in words an operator can act on; none carries credentials: the
+text of every ``StorageError`` goes through ``mask_secrets``, since it often quotes what an
+endpoint or google-auth answered (an echoed ``Authorization`` header, a ``token=`` URL).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..checks import mask_secrets
+
 
 class StorageError(Exception):
-    """Base of every error the backend raises on purpose."""
+    """Base of every error the backend raises on purpose; its text never carries a secret."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(mask_secrets(a) if isinstance(a, str) else a for a in args))
 
 
 class ConflictError(StorageError):
@@ -63,8 +70,24 @@ class BackendUnavailableError(StorageError, ConnectionError):
     """GCS (or the emulator) could not be reached or kept failing after retries."""
 
 
+class RateLimitedError(BackendUnavailableError):
+    """GCS kept answering 429 (one object name takes about one mutation a second) past the
+    retry deadline, or the in-memory store's per-name rule refused a mutation."""
+
+
 class ChecksumMismatchError(StorageError):
-    """What GCS stored is not what was sent (consistency checking)."""
+    """What GCS stored (or sent back) is not what was sent (consistency checking)."""
+
+
+class MetadataTooLargeError(StorageError, ValueError):
+    """An object's custom metadata is over GCS's 8 KiB (UTF-8 bytes of keys and values)."""
+
+    def __init__(self, key: str, size: int, limit: int) -> None:
+        self.key = key
+        self.size = size
+        super().__init__(
+            f"custom metadata of {key} is {size} bytes of UTF-8; GCS allows {limit} in all"
+        )
 
 
 @dataclass(frozen=True, slots=True)

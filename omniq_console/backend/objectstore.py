@@ -2,14 +2,16 @@
 
 It lists a prefix (generation, size, updated time and custom metadata of every object, one
 request per 1,000 objects), reads, writes (plain, create-only, or compare-and-swap on a
-generation) and deletes. It counts requests by kind with their latency and errors.
+generation) and deletes. It counts every attempt by kind with its latency and errors.
 
 Why not gcsfs's high-level calls (``_ls``, ``_cat_file``, ``_pipe_file``):
 - they serve listings from a cache, and monitoring must never see a stale listing;
 - gcsfs has no argument for ``ifGenerationMatch=<generation>``, which every claim needs;
-- gcsfs retries for about 35 s, hiding requests from the counters and freezing a poller.
-So requests go through gcsfs's authenticated aiohttp session and endpoint, with a retry policy
-of our own that is short, counted, and safe for conditional writes.
+- gcsfs retries every request, plain writes included, hiding attempts from the counters.
+So requests go through gcsfs's authenticated aiohttp session and endpoint, with the retry
+policy Google recommends (see ``RetryPolicy`` and ``docs/architecture.md``, "GCS's per-name
+limit"): only idempotent requests are retried: reads, listings, deletes and writes with a
+precondition. A write without one is never retried after it may have reached GCS.
 """
 
 from __future__ import annotations
@@ -19,16 +21,17 @@ import base64
 import hashlib
 import json
 import os
-import random
-import re
 import time
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 from urllib.parse import quote
 
+from multidict import CIMultiDictProxy
+
+from ..checks import describe_exception
 from .errors import (
     AuthenticationError,
     BackendUnavailableError,
@@ -36,8 +39,19 @@ from .errors import (
     ChecksumMismatchError,
     ConflictError,
     ObjectNotFoundError,
+    RateLimitedError,
     ReadOnlyError,
     StorageError,
+)
+from .storeapi import (
+    ACCESS_MODES,
+    CONSISTENCY_MODES,
+    REQUEST_KINDS,
+    ObjectData,
+    ObjectInfo,
+    RequestStats,
+    RetryPolicy,
+    check_metadata,
 )
 
 # gcsfs's default filesystem asks a gRPC API for the bucket type on first use; against an
@@ -49,86 +63,27 @@ try:
     import aiohttp
     from gcsfs.core import GCSFileSystem
 except ImportError as exc:  # pragma: no cover - exercised only without the dependency
-    raise ImportError(
-        "The GCS backend needs gcsfs. Install it with: pip install gcsfs"
-    ) from exc
+    raise ImportError("The GCS backend needs gcsfs. Install it with: pip install gcsfs") from exc
 
-ACCESS_MODES = ("read_only", "read_write", "full_control")
-CONSISTENCY_MODES = ("md5", "crc32c", "size", "none")
-REQUEST_KINDS = ("list", "get", "write", "delete", "bucket")
+__all__ = [
+    "ACCESS_MODES",
+    "CONSISTENCY_MODES",
+    "REQUEST_KINDS",
+    "ObjectData",
+    "ObjectInfo",
+    "ObjectStore",
+    "RequestStats",
+    "RetryPolicy",
+]
+
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _PAGE_SIZE = 1000
 _PARSE_OFF_LOOP_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectInfo:
-    """One object as a listing (or a write) describes it, without its body."""
-
-    key: str
-    generation: int
-    size: int
-    updated: datetime | None
-    metadata: Mapping[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectData:
-    """A body read from the bucket with the generation it was read at."""
-
-    key: str
-    data: bytes
-    generation: int
-    metadata: Mapping[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How transient failures (429, 5xx, dropped connections, time-outs) are retried."""
-
-    attempts: int = 5
-    base_delay: float = 0.2
-    max_delay: float = 4.0
-    request_timeout: float = 30.0
-
-    def delay(self, attempt: int) -> float:
-        return min(self.max_delay, self.base_delay * 2**attempt) * (0.5 + random.random() / 2)
-
-
-@dataclass
-class RequestStats:
-    """Requests sent, by kind (list/get/write/delete/bucket), with errors and latency."""
-
-    count: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REQUEST_KINDS, 0))
-    errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REQUEST_KINDS, 0))
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REQUEST_KINDS, 0.0))
-    retries: int = 0
-    conflicts: int = 0
-
-    def record(self, kind: str, seconds: float, error: bool) -> None:
-        self.count[kind] += 1
-        self.seconds[kind] += seconds
-        if error:
-            self.errors[kind] += 1
-
-    @property
-    def total(self) -> int:
-        return sum(self.count.values())
-
-    def copy(self) -> RequestStats:
-        return RequestStats(
-            dict(self.count), dict(self.errors), dict(self.seconds), self.retries, self.conflicts
-        )
-
-    def since(self, earlier: RequestStats) -> RequestStats:
-        """The requests made after ``earlier`` was copied."""
-        return RequestStats(
-            {k: self.count[k] - earlier.count[k] for k in REQUEST_KINDS},
-            {k: self.errors[k] - earlier.errors[k] for k in REQUEST_KINDS},
-            {k: self.seconds[k] - earlier.seconds[k] for k in REQUEST_KINDS},
-            self.retries - earlier.retries,
-            self.conflicts - earlier.conflicts,
-        )
+_GCS_URL = "https://storage.googleapis.com"
+_KEY_FIELDS = {
+    "service_account": ("client_email", "private_key", "token_uri"),
+    "authorized_user": ("client_id", "client_secret", "refresh_token"),
+}
 
 
 class _HTTPFailure(Exception):
@@ -148,17 +103,18 @@ class _HTTPFailure(Exception):
 def _parse_page(body: bytes) -> tuple[list[ObjectInfo], str | None]:
     """One page of an object listing: its objects and the next page's token."""
     page = json.loads(body or b"{}")
-    infos = [
-        ObjectInfo(
-            key=item["name"],
-            generation=int(item.get("generation", 0)),
-            size=int(item.get("size", 0)),
-            updated=_parse_time(item.get("updated")),
-            metadata=item.get("metadata") or {},
-        )
-        for item in page.get("items", ())
-    ]
+    infos = [_info_of(item) for item in page.get("items", ())]
     return infos, page.get("nextPageToken")
+
+
+def _info_of(item: Mapping[str, Any], size: int = 0) -> ObjectInfo:
+    return ObjectInfo(
+        key=item["name"],
+        generation=int(item.get("generation", 0)),
+        size=int(item.get("size", size)),
+        updated=_parse_time(item.get("updated")),
+        metadata=item.get("metadata") or {},
+    )
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -170,14 +126,44 @@ def _parse_time(value: str | None) -> datetime | None:
         return None
 
 
-def _md5_b64(data: bytes) -> str:
+def md5_b64(data: bytes) -> str:
+    """Base64 of the MD5 of ``data``: GCS's ``md5Hash``."""
     return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+
+
+def crc32c_b64(data: bytes) -> str:
+    """Base64 of the big-endian CRC32C of ``data``: GCS's ``crc32c``."""
+    import google_crc32c  # installed with gcsfs's google-cloud dependencies
+
+    return base64.b64encode(google_crc32c.value(data).to_bytes(4, "big")).decode()
+
+
+_HASHERS = {"md5": md5_b64, "crc32c": crc32c_b64}
+
+
+def parse_hash_headers(values: Sequence[str]) -> dict[str, str]:
+    """Every ``algorithm=value`` in the ``x-goog-hash`` headers, however GCS split them."""
+    hashes: dict[str, str] = {}
+    for value in values:
+        for part in value.split(","):
+            name, sep, digest = part.strip().partition("=")
+            if sep:
+                hashes[name.strip().lower()] = digest.strip()
+    return hashes
 
 
 class ObjectStore:
     """Async access to one bucket. Open it (``await store.open()``) before use, close it after.
 
     ``access="read_only"`` refuses every write and delete before a request is sent.
+    ``consistency``: ``md5`` or ``crc32c`` sends that hash with every upload (GCS refuses a
+    body that does not match it) and checks every hash GCS sends with a download; ``size``
+    checks the stored size of a write; ``none`` checks nothing.
+
+    Retries follow ``retry`` (a ``RetryPolicy``) for idempotent requests only. A write
+    without ``if_generation_match`` is never retried once it may have reached GCS: its first
+    transient failure raises ``BackendUnavailableError`` (the write may or may not have
+    landed). Every write of OmniQ's protocol carries a precondition.
     """
 
     def __init__(
@@ -215,6 +201,11 @@ class ObjectStore:
         self._fs: GCSFileSystem | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    @property
+    def where(self) -> str:
+        """The endpoint requests go to, as a URL."""
+        return self.endpoint_url or _GCS_URL
+
     def _token_origin(self) -> str:
         """Where the credentials come from, in words that never include a secret."""
         if self.token is None:
@@ -236,7 +227,7 @@ class ObjectStore:
         except Exception as exc:
             raise AuthenticationError(
                 f"GCS credentials ({self._token_origin()}) were refused: "
-                f"{_describe(exc.__cause__ or exc)}"
+                f"{describe_exception(exc.__cause__ or exc)}"
             ) from None
 
     @property
@@ -266,12 +257,12 @@ class ObjectStore:
                 **self.gcs_kwargs,
             )
         except Exception as exc:
-            # Building the filesystem does nothing but load credentials, and a malformed key
-            # file surfaces as anything from OSError to KeyError. The message names the
-            # exception type only: its text may quote the file's contents.
+            # gcsfs swallows the reason a key is unusable and re-raises something unrelated
+            # (a KeyError for 'refresh_token'); say what is wrong with the key instead. The
+            # exception's own text is never quoted: it may contain the file's contents.
+            reason = await asyncio.to_thread(_diagnose_credentials, self.token, exc)
             raise AuthenticationError(
-                f"cannot load GCS credentials ({self._token_origin()}): "
-                f"{type(exc).__name__} {_describe(exc) if isinstance(exc, OSError) else ''}".rstrip()
+                f"cannot load GCS credentials ({self._token_origin()}): {reason}"
             ) from None
         await fs._set_session()
         self._fs = fs
@@ -310,55 +301,121 @@ class ObjectStore:
         headers: Mapping[str, str] | None = None,
         data: bytes | None = None,
         ok_statuses: frozenset[int] = frozenset({200, 204}),
-    ) -> tuple[int, Mapping[str, str], bytes, int]:
-        """Send one request with retries; return status, headers, body and attempts made."""
+        idempotent: bool = True,
+    ) -> tuple[int, CIMultiDictProxy[str], bytes]:
+        """Send one request, retrying transient failures per the policy.
+
+        Returns status, headers and body; raises ``_HTTPFailure`` for any other status. A
+        request that is not ``idempotent`` is retried only when it cannot have been sent (no
+        connection could be made).
+        """
         fs = self._need_fs()
-        last: BaseException | None = None
-        for attempt in range(self.retry.attempts):
-            if attempt:
-                self.stats.retries += 1
-                await asyncio.sleep(self.retry.delay(attempt - 1))
+        policy = self.retry
+        query = {k: str(v) for k, v in (params or {}).items() if v is not None}
+        # GCS indents its JSON unless told not to: about 30% more bytes per listing page.
+        query["prettyPrint"] = "false"
+        began = time.monotonic()
+        attempt = 0
+        while True:
             started = time.perf_counter()
             try:
                 await self._refresh_credentials(fs)
-                all_headers = fs._get_headers(dict(headers or {}))
                 async with fs.session.request(
                     method,
                     url,
-                    params={k: str(v) for k, v in (params or {}).items() if v is not None},
-                    headers=all_headers,
+                    params=query,
+                    headers=fs._get_headers(dict(headers or {})),
                     data=data,
-                    timeout=aiohttp.ClientTimeout(total=self.retry.request_timeout),
+                    timeout=aiohttp.ClientTimeout(total=policy.request_timeout),
                 ) as response:
                     body = await response.read()
                     status = response.status
-                    resp_headers = dict(response.headers)
-            except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+                    resp_headers = response.headers
+            except (aiohttp.ClientConnectorDNSError, aiohttp.ClientSSLError) as exc:
+                # A name that does not resolve, or a certificate refused, will not heal in
+                # the next two minutes: say so at once.
                 self.stats.record(kind, time.perf_counter() - started, error=True)
-                last = exc
-                continue
+                raise BackendUnavailableError(self._transport_failure(exc)) from None
+            except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+                self.stats.record(kind, time.perf_counter() - started, error=True)
+                last: BaseException = exc
+                if not idempotent and not isinstance(exc, aiohttp.ClientConnectorError):
+                    self._refuse_blind_retry(kind, exc)
+            except AuthenticationError:
+                self.stats.record(kind, time.perf_counter() - started, error=True)
+                raise
             except Exception as exc:
                 self.stats.record(kind, time.perf_counter() - started, error=True)
                 if type(exc).__module__.startswith("google"):
                     raise AuthenticationError(
-                        f"GCS credentials were refused: {_describe(exc)}"
-                    ) from exc
+                        f"GCS credentials were refused: {describe_exception(exc)}"
+                    ) from None
                 raise
-            failed = status not in ok_statuses
-            self.stats.record(kind, time.perf_counter() - started, error=failed and status != 412)
-            if status in _RETRY_STATUSES:
-                last = _HTTPFailure(status, body)
-                continue
-            if failed:
-                raise _HTTPFailure(status, body, attempt)
-            return status, resp_headers, body, attempt + 1
-        where = self.endpoint_url or "storage.googleapis.com"
-        raise BackendUnavailableError(
-            f"GCS at {where} did not answer a {kind} request after "
-            f"{self.retry.attempts} attempts: {_describe(last)}"
-        )
+            else:
+                failed = status not in ok_statuses
+                elapsed = time.perf_counter() - started
+                self.stats.record(kind, elapsed, error=failed and status != 412)
+                if status not in _RETRY_STATUSES:
+                    if failed:
+                        raise _HTTPFailure(status, body, attempt)
+                    return status, resp_headers, body
+                if status == 429:
+                    self.stats.rate_limited += 1
+                last = _HTTPFailure(status, body, attempt)
+                if not idempotent:
+                    self._refuse_blind_retry(kind, last)
+            attempt += 1
+            pause = policy.delay(attempt - 1)
+            out_of_attempts = policy.attempts is not None and attempt >= policy.attempts
+            if out_of_attempts or time.monotonic() - began + pause > policy.deadline:
+                self._give_up(kind, attempt, time.monotonic() - began, last)
+            self.stats.retries += 1
+            await asyncio.sleep(pause)
 
-    def _raise_for(self, failure: _HTTPFailure, key: str) -> None:
+    def _transport_failure(self, exc: BaseException) -> str:
+        """What went wrong on the way to the endpoint, in words (never aiohttp's internals)."""
+        if isinstance(exc, _HTTPFailure):
+            return str(exc)
+        if isinstance(exc, aiohttp.ClientConnectorDNSError):
+            reason = exc.os_error.strerror or describe_exception(exc.os_error)
+            return f"cannot connect to {self.where}: its host name does not resolve ({reason})"
+        if isinstance(exc, aiohttp.ClientSSLError):
+            return f"cannot connect to {self.where}: TLS failed ({describe_exception(exc)})"
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            os_error = exc.os_error
+            if isinstance(os_error, ConnectionRefusedError):
+                reason = "connection refused"
+            elif isinstance(os_error, TimeoutError):
+                reason = "connection timed out"
+            else:
+                reason = (os_error.strerror or describe_exception(os_error)).lower()
+            return f"cannot connect to {self.where}: {reason}"
+        if isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError):
+            return "the connection was closed before an answer"
+        if isinstance(exc, TimeoutError):
+            return f"no answer within {self.retry.request_timeout:g} s"
+        return describe_exception(exc)
+
+    def _give_up(self, kind: str, attempts: int, seconds: float, last: BaseException) -> NoReturn:
+        error = (
+            RateLimitedError
+            if isinstance(last, _HTTPFailure) and last.status == 429
+            else BackendUnavailableError
+        )
+        raise error(
+            f"GCS at {self.where} did not answer a {kind} request after {attempts} attempts "
+            f"in {seconds:.1f} s: {self._transport_failure(last)}"
+        ) from None
+
+    def _refuse_blind_retry(self, kind: str, last: BaseException) -> NoReturn:
+        raise BackendUnavailableError(
+            f"GCS at {self.where} failed a {kind} request without a precondition "
+            f"({self._transport_failure(last)}); it is not retried, since it may have landed "
+            "and a blind retry could overwrite a newer version (write with "
+            "if_generation_match to make it safe to retry)"
+        ) from None
+
+    def _raise_for(self, failure: _HTTPFailure, key: str) -> NoReturn:
         if failure.status in (401, 403):
             raise AuthenticationError(
                 f"access to gs://{self.bucket}/{key} was refused ({failure.status}): "
@@ -368,15 +425,28 @@ class ObjectStore:
             f"GCS answered {failure.status} for gs://{self.bucket}/{key}: {failure.message}"
         ) from None
 
-    async def check_bucket(self) -> None:
-        """Raise ``BucketNotFoundError`` or ``AuthenticationError`` unless the bucket is usable."""
+    async def check_bucket(self, prefix: str = "") -> None:
+        """Raise ``BucketNotFoundError`` or ``AuthenticationError`` unless the bucket is usable.
+
+        The probe is a one-object listing under ``prefix``: it needs ``storage.objects.list``
+        only, which object-only roles have, where ``GET`` of the bucket would need
+        ``storage.buckets.get``.
+        """
         fs = self._need_fs()
+        url = f"{fs.base}b/{quote(self.bucket, safe='')}/o"
+        params = {"prefix": prefix, "maxResults": 1, "fields": "items(name),nextPageToken"}
         try:
-            await self._send("bucket", "GET", f"{fs.base}b/{quote(self.bucket, safe='')}")
+            await self._send("list", "GET", url, params=params)
         except _HTTPFailure as failure:
             if failure.status == 404:
                 raise BucketNotFoundError(self.bucket) from None
-            self._raise_for(failure, "")
+            if failure.status in (401, 403):
+                raise AuthenticationError(
+                    f"the credentials may not list gs://{self.bucket}/{prefix} "
+                    f"({failure.status}: {failure.message}); they need storage.objects.list "
+                    "(roles/storage.objectViewer, or objectAdmin for workers)"
+                ) from None
+            self._raise_for(failure, prefix)
 
     async def create_bucket(self) -> None:
         """Create the bucket (used by the demo and tests on an emulator); exists already is fine."""
@@ -423,7 +493,7 @@ class ObjectStore:
                 "fields": "items(name,generation,size,updated,metadata),nextPageToken",
             }
             try:
-                _, _, body, _ = await self._send("list", "GET", url, params=params)
+                _, _, body = await self._send("list", "GET", url, params=params)
             except _HTTPFailure as failure:
                 if failure.status == 404:
                     raise BucketNotFoundError(self.bucket) from None
@@ -438,21 +508,27 @@ class ObjectStore:
                 return out
 
     async def read(self, key: str) -> ObjectData:
-        """The body of ``key`` and its generation; ``ObjectNotFoundError`` when it is absent."""
+        """The body of ``key`` and its generation; ``ObjectNotFoundError`` when it is absent.
+
+        With ``md5``/``crc32c`` consistency every hash GCS sends is checked against the body
+        (``ChecksumMismatchError``).
+        """
         try:
-            _, headers, body, _ = await self._send(
+            _, headers, body = await self._send(
                 "get", "GET", self._object_url(key), params={"alt": "media"}
             )
         except _HTTPFailure as failure:
             if failure.status == 404:
                 raise ObjectNotFoundError(key) from None
             self._raise_for(failure, key)
-        lower = {k.lower(): v for k, v in headers.items()}
-        self._verify_read(key, body, lower.get("x-goog-hash", ""))
+        # GCS may send md5 and crc32c as one header or as two; a dict would keep only one.
+        self._verify_read(key, body, headers.getall("x-goog-hash", []))
         metadata = {
-            k[len("x-goog-meta-") :]: v for k, v in lower.items() if k.startswith("x-goog-meta-")
+            k.lower()[len("x-goog-meta-") :]: v
+            for k, v in headers.items()
+            if k.lower().startswith("x-goog-meta-")
         }
-        return ObjectData(key, body, int(lower.get("x-goog-generation", 0)), metadata)
+        return ObjectData(key, body, int(headers.get("x-goog-generation", 0)), metadata)
 
     async def write(
         self,
@@ -466,26 +542,38 @@ class ObjectStore:
 
         ``if_generation_match=0`` creates only if absent; a positive generation replaces only
         that exact version (compare-and-swap). A lost precondition raises ``ConflictError``.
+        Without a precondition the write is not retried (see the class docstring). Metadata
+        over GCS's 8 KiB raises ``MetadataTooLargeError`` before anything is sent.
         """
         self._refuse_if_read_only("write", key)
         fs = self._need_fs()
         resource: dict[str, Any] = {"name": key, "contentType": "application/json"}
         if metadata:
+            check_metadata(key, metadata)
             resource["metadata"] = dict(metadata)
+        if self.consistency == "md5":
+            resource["md5Hash"] = md5_b64(data)
+        elif self.consistency == "crc32c":
+            resource["crc32c"] = crc32c_b64(data)
         boundary = "omniq-" + os.urandom(8).hex()
         body = (
-            f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n"
-            f"{json.dumps(resource)}\r\n--{boundary}\r\nContent-Type: application/json\r\n\r\n"
-        ).encode() + data + f"\r\n--{boundary}--".encode()
+            (
+                f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n"
+                f"{json.dumps(resource)}\r\n--{boundary}\r\nContent-Type: application/json\r\n\r\n"
+            ).encode()
+            + data
+            + f"\r\n--{boundary}--".encode()
+        )
         url = f"{fs._location}/upload/storage/v1/b/{quote(self.bucket, safe='')}/o"
         try:
-            _, _, answer, _ = await self._send(
+            _, _, answer = await self._send(
                 "write",
                 "POST",
                 url,
                 params={"uploadType": "multipart", "ifGenerationMatch": if_generation_match},
                 headers={"Content-Type": f'multipart/related; boundary="{boundary}"'},
                 data=body,
+                idempotent=if_generation_match is not None,
             )
         except _HTTPFailure as failure:
             if failure.status == 412 and failure.attempt > 0:
@@ -497,20 +585,17 @@ class ObjectStore:
                 raise ConflictError(key, if_generation_match) from None
             if failure.status == 404:
                 raise BucketNotFoundError(self.bucket) from None
+            if failure.status == 400 and self.consistency in _HASHERS:
+                raise ChecksumMismatchError(
+                    f"GCS refused the upload of {key} (400: {failure.message}); a body that "
+                    f"does not match its {self.consistency} was sent, or the request is invalid"
+                ) from None
             self._raise_for(failure, key)
         item = json.loads(answer)
         self._verify_write(key, data, item)
-        return ObjectInfo(
-            key=key,
-            generation=int(item.get("generation", 0)),
-            size=int(item.get("size", len(data))),
-            updated=_parse_time(item.get("updated")),
-            metadata=item.get("metadata") or {},
-        )
+        return _info_of(item, len(data))
 
-    async def _settle_conflict(
-        self, key: str, data: bytes, expected: int | None
-    ) -> ObjectInfo:
+    async def _settle_conflict(self, key: str, data: bytes, expected: int | None) -> ObjectInfo:
         """A 412 on a retry: someone else won, or our earlier attempt did and its answer was lost.
 
         Every body we write is unique to its writer (ids, timestamps, worker ids), so if the
@@ -526,12 +611,12 @@ class ObjectStore:
         raise ConflictError(key, expected)
 
     async def delete(self, key: str, *, if_generation_match: int | None = None) -> bool:
-        """Delete ``key``; False when it was already absent."""
+        """Delete ``key``; False when it was already absent. Retried: a delete is idempotent."""
         self._refuse_if_read_only("delete", key)
         try:
             # An absent object is an answer, not an error: deleting what may not exist (a
             # task's result, a stale queue entry) is routine and must not count as a failure.
-            status, _, _, _ = await self._send(
+            status, _, _ = await self._send(
                 "delete",
                 "DELETE",
                 self._object_url(key),
@@ -558,25 +643,20 @@ class ObjectStore:
             if int(item.get("size", len(data))) != len(data):
                 raise ChecksumMismatchError(f"size of {key} differs from what was sent")
             return
-        if self.consistency == "md5" and item.get("md5Hash"):
-            if item["md5Hash"] != _md5_b64(data):
-                raise ChecksumMismatchError(f"md5 of {key} differs from what was sent")
-        if self.consistency == "crc32c" and item.get("crc32c"):
-            if item["crc32c"] != _crc32c_b64(data):
-                raise ChecksumMismatchError(f"crc32c of {key} differs from what was sent")
+        field = "md5Hash" if self.consistency == "md5" else "crc32c"
+        stored = item.get(field)
+        if stored and stored != _HASHERS[self.consistency](data):
+            raise ChecksumMismatchError(f"{self.consistency} of {key} differs from what was sent")
 
-    def _verify_read(self, key: str, data: bytes, hash_header: str) -> None:
-        if self.consistency not in ("md5", "crc32c") or not hash_header:
+    def _verify_read(self, key: str, data: bytes, hash_headers: Sequence[str]) -> None:
+        if self.consistency not in _HASHERS:
             return
-        hashes = dict(
-            part.strip().split("=", 1) for part in hash_header.split(",") if "=" in part
-        )
-        expected = hashes.get(self.consistency)
-        if expected is None:
-            return
-        actual = _md5_b64(data) if self.consistency == "md5" else _crc32c_b64(data)
-        if actual != expected:
-            raise ChecksumMismatchError(f"{self.consistency} of {key} does not match its body")
+        for algorithm, expected in parse_hash_headers(hash_headers).items():
+            hasher = _HASHERS.get(algorithm)
+            if hasher is not None and hasher(data) != expected:
+                raise ChecksumMismatchError(
+                    f"{algorithm} of {key} does not match its body: it was corrupted in transit"
+                )
 
 
 def _build_filesystem(**kwargs: Any) -> GCSFileSystem:
@@ -586,10 +666,35 @@ def _build_filesystem(**kwargs: Any) -> GCSFileSystem:
         return GCSFileSystem(**kwargs)
 
 
-def _crc32c_b64(data: bytes) -> str:
-    import google_crc32c  # installed with gcsfs's google-cloud dependencies
-
-    return base64.b64encode(google_crc32c.value(data).to_bytes(4, "big")).decode()
+def _diagnose_credentials(token: Any, exc: BaseException) -> str:
+    """Why ``token`` could not be loaded, naming fields and never quoting their values."""
+    if isinstance(token, str) and os.path.isfile(token):
+        try:
+            token = json.loads(Path(token).read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            return "the file is not text (a JSON key file is expected)"
+        except json.JSONDecodeError as bad:
+            return f"the file is not JSON (line {bad.lineno} column {bad.colno})"
+        except OSError as unreadable:
+            return f"the file cannot be read ({unreadable.strerror or type(unreadable).__name__})"
+    if not isinstance(token, dict):
+        return f"{type(exc).__name__} while loading them"
+    kind = token.get("type")
+    if kind is None:
+        kind = "authorized_user" if "refresh_token" in token else "service_account"
+    fields = _KEY_FIELDS.get(str(kind))
+    if fields is None:
+        return (
+            f"a key of type {str(kind)[:40]!r} is not supported "
+            "(a service-account or authorized-user JSON key is)"
+        )
+    missing = [name for name in fields if not token.get(name)]
+    if missing:
+        names = ", ".join(repr(name) for name in missing)
+        return f"not a service-account or authorized-user JSON key (missing {names})"
+    if kind == "service_account":
+        return "its private_key cannot be loaded (not a PEM private key)"
+    return f"{type(exc).__name__} while loading them"
 
 
 def _emulator_host() -> str | None:
@@ -597,22 +702,3 @@ def _emulator_host() -> str | None:
     if not host or host == "default":
         return None
     return host if host.startswith(("http://", "https://")) else f"http://{host}"
-
-
-_SECRET_PARAM = re.compile(
-    r"(access_token|refresh_token|client_secret|assertion|token|key)=[^&\s'\"]+", re.IGNORECASE
-)
-_BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._\-]+")
-
-
-def _describe(exc: BaseException | None) -> str:
-    """A one-line description of an exception, with anything that looks like a secret masked.
-
-    Errors from google-auth and requests can quote URLs such as ``tokeninfo?access_token=...``.
-    """
-    if exc is None:
-        return "unknown error"
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    text = _SECRET_PARAM.sub(r"\1=***", text)
-    text = _BEARER.sub(r"\1***", text)
-    return text[:300]

@@ -1,0 +1,201 @@
+"""What every object store offers the stores above it: records, counters, retries, the protocol.
+
+Two implementations satisfy :class:`ObjectStoreAPI`: ``ObjectStore`` (a GCS bucket through
+gcsfs's session) and ``MemoryObjectStore`` (the same rules in memory, for fast tests). This
+module imports neither gcsfs nor aiohttp, so the in-memory store and plain-Python layers can
+use these types without the GCS dependencies.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from .errors import MetadataTooLargeError
+
+ACCESS_MODES = ("read_only", "read_write", "full_control")
+CONSISTENCY_MODES = ("md5", "crc32c", "size", "none")
+REQUEST_KINDS = ("list", "get", "write", "delete", "bucket")
+METADATA_LIMIT_BYTES = 8 * 1024
+"""GCS's limit on an object's custom metadata: UTF-8 bytes of every key and value together."""
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """One object as a listing (or a write) describes it, without its body."""
+
+    key: str
+    generation: int
+    size: int
+    updated: datetime | None
+    metadata: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectData:
+    """A body read from the bucket with the generation it was read at."""
+
+    key: str
+    data: bytes
+    generation: int
+    metadata: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How transient failures (408, 429, 5xx, dropped connections, time-outs) are retried.
+
+    Google's recommendation for Cloud Storage: exponential backoff with full jitter (retry
+    ``n`` sleeps ``uniform(0, min(max_delay, base_delay * multiplier**n))``), starting at 1 s,
+    doubling, capped at 32 s, within an overall ``deadline`` (120 s). No retry starts whose
+    sleep would end after the deadline, so a call gives up within ``deadline`` plus one
+    ``request_timeout``. ``attempts`` optionally caps the number of attempts as well (``None``:
+    the deadline alone decides). Only idempotent requests are retried; see ``ObjectStore``.
+    """
+
+    base_delay: float = 1.0
+    max_delay: float = 32.0
+    multiplier: float = 2.0
+    deadline: float = 120.0
+    request_timeout: float = 30.0
+    attempts: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("base_delay", "max_delay", "deadline", "request_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"RetryPolicy.{name} must be a positive number, not {value!r}")
+        if self.multiplier < 1:
+            raise ValueError(f"RetryPolicy.multiplier must be 1 or more, not {self.multiplier!r}")
+        if self.attempts is not None and self.attempts < 1:
+            raise ValueError(f"RetryPolicy.attempts must be 1 or more, not {self.attempts!r}")
+
+    def ceiling(self, retry: int) -> float:
+        """The longest sleep before retry number ``retry`` (0 for the first retry)."""
+        # min() before the power would overflow: 2**1100 is past a float.
+        exponent = min(retry, 1024)
+        return float(min(self.max_delay, self.base_delay * self.multiplier**exponent))
+
+    def delay(self, retry: int, rand: float | None = None) -> float:
+        """The sleep before retry number ``retry``: full jitter below :meth:`ceiling`.
+
+        ``rand`` (in [0, 1)) replaces the random draw, for tests of the numbers.
+        """
+        draw = random.random() if rand is None else rand
+        return self.ceiling(retry) * draw
+
+
+@dataclass
+class RequestStats:
+    """Requests sent, by kind (list/get/write/delete/bucket), with errors and latency.
+
+    Every attempt counts: a request retried twice is three in ``count``. ``retries`` is the
+    number of those attempts that were retries, ``rate_limited`` the 429 answers among them,
+    ``conflicts`` the preconditions lost (412, not counted as errors).
+    """
+
+    count: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REQUEST_KINDS, 0))
+    errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REQUEST_KINDS, 0))
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REQUEST_KINDS, 0.0))
+    retries: int = 0
+    conflicts: int = 0
+    rate_limited: int = 0
+
+    def record(self, kind: str, seconds: float, error: bool) -> None:
+        """Count one attempt of kind ``kind`` that took ``seconds``."""
+        self.count[kind] += 1
+        self.seconds[kind] += seconds
+        if error:
+            self.errors[kind] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.count.values())
+
+    def copy(self) -> RequestStats:
+        return RequestStats(
+            dict(self.count),
+            dict(self.errors),
+            dict(self.seconds),
+            self.retries,
+            self.conflicts,
+            self.rate_limited,
+        )
+
+    def since(self, earlier: RequestStats) -> RequestStats:
+        """The requests made after ``earlier`` was copied."""
+        return RequestStats(
+            {k: self.count[k] - earlier.count[k] for k in REQUEST_KINDS},
+            {k: self.errors[k] - earlier.errors[k] for k in REQUEST_KINDS},
+            {k: self.seconds[k] - earlier.seconds[k] for k in REQUEST_KINDS},
+            self.retries - earlier.retries,
+            self.conflicts - earlier.conflicts,
+            self.rate_limited - earlier.rate_limited,
+        )
+
+
+def metadata_bytes(metadata: Mapping[str, str]) -> int:
+    """The size GCS counts against :data:`METADATA_LIMIT_BYTES`: UTF-8 of keys and values."""
+    return sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
+
+
+def check_metadata(key: str, metadata: Mapping[str, str]) -> None:
+    """Refuse metadata GCS would refuse (400), before a request is sent.
+
+    ``ValueError`` for a key or value that is not text, ``MetadataTooLargeError`` over 8 KiB.
+    """
+    for name, value in metadata.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise ValueError(f"metadata of {key}: keys and values must be text, got {name!r}")
+    size = metadata_bytes(metadata)
+    if size > METADATA_LIMIT_BYTES:
+        raise MetadataTooLargeError(key, size, METADATA_LIMIT_BYTES)
+
+
+class ObjectStoreAPI(Protocol):
+    """What the stores use of an object store (``ObjectStore`` and ``MemoryObjectStore``)."""
+
+    bucket: str
+    project: str | None
+    access: str
+    consistency: str
+    stats: RequestStats
+
+    @property
+    def read_only(self) -> bool: ...
+
+    @property
+    def is_open(self) -> bool: ...
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def check_bucket(self, prefix: str = "") -> None: ...
+
+    async def create_bucket(self) -> None: ...
+
+    async def list(
+        self,
+        prefix: str,
+        *,
+        start_offset: str | None = None,
+        end_offset: str | None = None,
+        limit: int | None = None,
+    ) -> list[ObjectInfo]: ...
+
+    async def read(self, key: str) -> ObjectData: ...
+
+    async def write(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        if_generation_match: int | None = None,
+    ) -> ObjectInfo: ...
+
+    async def delete(self, key: str, *, if_generation_match: int | None = None) -> bool: ...
