@@ -9,6 +9,7 @@ from .notebook import render_snapshot, snapshot_html, snapshot_text
 from .snapshot import (
     EventRow,
     QueueStats,
+    QueueWindow,
     RequestFigures,
     ResultMinute,
     ScheduleRow,
@@ -25,6 +26,7 @@ __all__ = [
     "Monitor",
     "MonitoredBackend",
     "QueueStats",
+    "QueueWindow",
     "RequestFigures",
     "ResultMinute",
     "ScheduleRow",

@@ -22,6 +22,23 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, ser_json_timedelta="float")
 
 
+class QueueWindow(_Frozen):
+    """A queue's throughput and latency over one window (from result records, and from
+    events where the records are gone). Wait = started - created, run = completed - started."""
+
+    window: str  # "15m" | "1h" | "6h"
+    window_s: float
+    completed: int = 0
+    failed: int = 0
+    per_minute: float = 0.0
+    wait_p50_s: float | None = None
+    wait_p95_s: float | None = None
+    run_p50_s: float | None = None
+    run_p95_s: float | None = None
+    # How much of the window the bucket (and the monitor's memory) still holds data for.
+    covered_s: float = 0.0
+
+
 class QueueStats(_Frozen):
     """Depth of one queue. ``pending`` are ready to run now, ``delayed`` wait for ``run_at``."""
 
@@ -36,6 +53,11 @@ class QueueStats(_Frozen):
     expired: int = 0
     # Entries a worker has just won (live claim lease) and is turning into a running task.
     claimed: int = 0
+    # ``paused/{queue}.json`` exists: workers do not claim from this queue.
+    paused: bool = False
+    paused_by: str | None = None
+    paused_at: datetime | None = None
+    throughput: tuple[QueueWindow, ...] = ()
 
 
 class ResultMinute(_Frozen):
@@ -102,6 +124,10 @@ class WorkerRow(_Frozen):
     running: tuple[str, ...] = ()
     processed: int = 0
     failed: int = 0
+    concurrency: int = 0
+    utilisation: float | None = None  # running / concurrency
+    running_funcs: tuple[str, ...] = ()  # function of each task in ``running``, same order
+    dead: bool = False  # says it runs, but its heartbeat is stale
 
 
 class UnreadableRow(_Frozen):
@@ -119,9 +145,14 @@ class RequestFigures(_Frozen):
     last_poll_requests: int = 0
     last_poll_ms: float = 0.0
     mean_latency_ms: float = 0.0
-    requests_per_minute: float = 0.0
+    # None until there is a window to measure a rate over: 60 s of polling, or 3 polls that
+    # span at least 30 s (see ``monitor/requests.py``). Never extrapolated from one poll.
+    requests_per_minute: float | None = None
     # Class A (list, write) at $0.05 and Class B (get) at $0.004 per 10,000 requests.
-    cost_per_hour_usd: float = 0.0
+    cost_per_hour_usd: float | None = None
+    window_s: float = 0.0
+    # The monitor is paused: it sends nothing, so there is no live cost.
+    paused: bool = False
 
 
 class TaskRow(NamedTuple):
@@ -137,6 +168,9 @@ class TaskRow(NamedTuple):
     retry_count: int
     worker_id: str | None
     error_type: str | None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    attempt: int = 0
 
 
 class Snapshot(_Frozen):
@@ -155,7 +189,12 @@ class Snapshot(_Frozen):
     results: dict[str, int] = Field(default_factory=lambda: {s.value: 0 for s in ResultStatus})
     results_per_minute: tuple[ResultMinute, ...] = ()
     failures_by_type: dict[str, int] = Field(default_factory=dict)
-    failure_rate: float = 0.0  # errors / (success + errors) over the recent window
+    failure_rate: float = 0.0  # errors / (success + errors) over the last outcome_window_s
+    # The window ``failure_rate`` covers; the bars cover ``len(results_per_minute)`` minutes.
+    outcome_window_s: float = 300.0
+    # "results": outcomes from result records only; "results+events": some of them from
+    # events or from records the monitor saw before they were deleted.
+    outcome_source: str = "results"
     events: tuple[EventRow, ...] = ()  # newest first, bounded
     schedules: tuple[ScheduleRow, ...] = ()
     stuck: tuple[StuckTask, ...] = ()
@@ -163,6 +202,15 @@ class Snapshot(_Frozen):
     unreadable: tuple[UnreadableRow, ...] = ()
     requests: RequestFigures = Field(default_factory=RequestFigures)
     task_rows: tuple[TaskRow, ...] = Field(default=(), exclude=True)
+    # "pubsub" while the change feed is live, "listing" otherwise.
+    changes: str = "listing"
+    # Objects the last complete reconcile pass corrected (None before one completed).
+    feed_drift: int | None = None
+    # Why the feed is not live, once it fell back to listing.
+    feed_error: str | None = None
+    # Published before the first poll succeeded: "connecting to <bucket> (attempt n)".
+    connecting: bool = False
+    attempt: int = 0
 
     def __rich__(self) -> Any:
         """Readable tables for rich (terminals, notebooks); see ``monitor/notebook.py``."""
@@ -175,6 +223,12 @@ class Snapshot(_Frozen):
         from .notebook import snapshot_html
 
         return snapshot_html(self)
+
+    def to_frames(self) -> Any:
+        """The snapshot as pandas frames (see ``omniq_console.notebook.frames``)."""
+        from ..notebook.frames import snapshot_frames  # type: ignore[import-not-found,unused-ignore]
+
+        return snapshot_frames(self)
 
     def to_json_dict(self, *, include_tasks: bool = False) -> dict[str, Any]:
         """The JSON form printed by ``omniq-console snapshot``."""

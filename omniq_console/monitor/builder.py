@@ -1,0 +1,288 @@
+"""From the model's running aggregates to a ``Snapshot`` at a given time.
+
+Counts, failure groups and outcome minutes are read from the model as they are (kept up to
+date per change). What depends on the clock is computed here over the tasks that are not
+final only: pending or delayed, claimed, expired, stuck, oldest waiting age. Throughput
+windows sort durations per queue, so they are recomputed at most every ``THROUGHPUT_EVERY_S``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from ..backend.layout import Layout
+from ..models import ScheduleStatus
+from .model import MINUTE, BucketModel
+from .records import ScheduleRecord, to_datetime
+from .snapshot import (
+    QueueStats,
+    QueueWindow,
+    ResultMinute,
+    ScheduleRow,
+    StuckTask,
+    WorkerRow,
+)
+
+TREND_LENGTH = 30
+RESULT_MINUTES = 30
+FAILURE_WINDOW_S = 300.0
+THROUGHPUT_EVERY_S = 10.0
+WINDOWS = (("15m", 900.0), ("1h", 3600.0), ("6h", 21600.0))
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """What counts as overdue, dead or stuck."""
+
+    overdue_grace: timedelta = timedelta(seconds=60)
+    worker_timeout: timedelta = timedelta(seconds=30)
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    queues: tuple[QueueStats, ...]
+    results_per_minute: tuple[ResultMinute, ...]
+    failure_rate: float
+    outcome_source: str
+    schedules: tuple[ScheduleRow, ...]
+    stuck: tuple[StuckTask, ...]
+    workers: tuple[WorkerRow, ...]
+
+
+def _pct(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    at = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
+    return round(sorted_values[at], 3)
+
+
+class SnapshotBuilder:
+    """Keeps what spans polls (depth trends, the throughput cache) and builds the parts."""
+
+    def __init__(self) -> None:
+        self.trends: dict[str, tuple[int, ...]] = {}
+        self._throughput: dict[str, tuple[QueueWindow, ...]] = {}
+        self._throughput_at = -math.inf
+        self._throughput_changes = -1
+        self.started_at: float | None = None
+
+    def throughput(self, model: BucketModel, now: float) -> dict[str, tuple[QueueWindow, ...]]:
+        fresh = now - self._throughput_at < THROUGHPUT_EVERY_S
+        if fresh and model.outcome_changes == self._throughput_changes:
+            return self._throughput
+        if self.started_at is None:
+            self.started_at = now
+        oldest = min((o.completed_at for o in model.outcomes.values()), default=now)
+        out: dict[str, tuple[QueueWindow, ...]] = {}
+        by_queue: dict[str, list[tuple[float, str, float | None, float | None]]] = {}
+        for o in model.outcomes.values():
+            wait = o.started_at - o.created_at if o.started_at and o.created_at else None
+            run = o.completed_at - o.started_at if o.started_at else None
+            by_queue.setdefault(o.queue or "", []).append((o.completed_at, o.status, wait, run))
+        for queue, items in by_queue.items():
+            windows = []
+            for name, span in WINDOWS:
+                floor = now - span
+                inside = [i for i in items if i[0] >= floor]
+                waits = sorted(w for _, _, w, _ in inside if w is not None and w >= 0)
+                runs = sorted(r for _, _, _, r in inside if r is not None and r >= 0)
+                done = sum(1 for i in inside if i[1] == "success")
+                failed = sum(1 for i in inside if i[1] == "error")
+                covered = min(span, max(0.0, now - oldest))
+                windows.append(
+                    QueueWindow(
+                        window=name,
+                        window_s=span,
+                        completed=done,
+                        failed=failed,
+                        per_minute=round((done + failed) / (max(covered, 60.0) / 60), 3),
+                        wait_p50_s=_pct(waits, 0.5),
+                        wait_p95_s=_pct(waits, 0.95),
+                        run_p50_s=_pct(runs, 0.5),
+                        run_p95_s=_pct(runs, 0.95),
+                        covered_s=round(covered, 1),
+                    )
+                )
+            out[queue] = tuple(windows)
+        self._throughput = out
+        self._throughput_at = now
+        self._throughput_changes = model.outcome_changes
+        return out
+
+    def build(self, model: BucketModel, now_dt: datetime, thresholds: Thresholds) -> Parts:
+        now = now_dt.timestamp()
+        running: dict[str, int] = {}
+        pending: dict[str, int] = {}
+        delayed: dict[str, int] = {}
+        expired: dict[str, int] = {}
+        claimed: dict[str, int] = {}
+        oldest: dict[str, float] = {}
+        stuck: list[StuckTask] = []
+        funcs: dict[str, str] = {}
+        for t in model.live_tasks():
+            if t.status == "running":
+                running[t.queue] = running.get(t.queue, 0) + 1
+                funcs[t.id] = t.func
+                lease = t.lease_expires_at
+                if lease is not None and lease < now:
+                    stuck.append(
+                        StuckTask(
+                            id=t.id,
+                            queue_name=t.queue,
+                            func=t.func,
+                            worker_id=t.worker_id,
+                            lease_expires_at=to_datetime(lease),
+                            overdue_s=now - lease,
+                        )
+                    )
+                continue
+            e = t.entry
+            if e is None:
+                continue  # waiting without an entry: the reaper re-creates it (not depth yet)
+            q = e.queue
+            if e.expires_at is not None and e.expires_at <= now:
+                expired[q] = expired.get(q, 0) + 1
+            elif t.run_at is not None and t.run_at > now:
+                delayed[q] = delayed.get(q, 0) + 1
+            elif e.lease_owner and e.lease_expires_at is not None and e.lease_expires_at > now:
+                claimed[q] = claimed.get(q, 0) + 1
+            else:
+                pending[q] = pending.get(q, 0) + 1
+                # A delayed task has waited since its run_at, not since it was enqueued.
+                since = max((d for d in (t.created_at, t.run_at) if d is not None), default=None)
+                if since is not None and (q not in oldest or since < oldest[q]):
+                    oldest[q] = since
+        stuck.sort(key=lambda s: (-s.overdue_s, s.id))
+
+        throughput = self.throughput(model, now)
+        names = (
+            set(model.queue_names) | set(pending) | set(delayed) | set(expired) | set(claimed)
+            | set(model.paused)
+        )  # fmt: skip
+        trends: dict[str, tuple[int, ...]] = {}
+        queues = []
+        for q in sorted(names):
+            depth = pending.get(q, 0) + delayed.get(q, 0)
+            trend = (*self.trends.get(q, ()), depth)[-TREND_LENGTH:]
+            trends[q] = trend
+            since = oldest.get(q)
+            pause = model.paused.get(q)
+            queues.append(
+                QueueStats(
+                    name=q,
+                    pending=pending.get(q, 0),
+                    delayed=delayed.get(q, 0),
+                    running=running.get(q, 0),
+                    oldest_pending_age_s=max(0.0, now - since) if since is not None else None,
+                    depth_trend=trend,
+                    expired=expired.get(q, 0),
+                    claimed=claimed.get(q, 0),
+                    paused=pause is not None,
+                    paused_by=pause.actor if pause else None,
+                    paused_at=to_datetime(pause.at) if pause else None,
+                    throughput=throughput.get(q, ()),
+                )
+            )
+        self.trends = trends
+
+        first = int(now // MINUTE) - RESULT_MINUTES + 1
+        bars = []
+        for m in range(first, first + RESULT_MINUTES):
+            counts = {
+                s: model.minutes.get((m, s), 0)
+                for s in ("success", "error", "cancelled", "expired")
+            }
+            bars.append(ResultMinute(minute=to_datetime(m * MINUTE), **counts))  # type: ignore[arg-type]
+        floor = now - FAILURE_WINDOW_S
+        ok = err = 0
+        events_used = False
+        for o in model.outcomes.values():
+            if floor <= o.completed_at <= now:
+                if o.status == "error":
+                    err += 1
+                elif o.status == "success":
+                    ok += 1
+            if o.source == "events":
+                events_used = True
+        removed = any(tid not in model.states for tid in model.outcomes)
+        source = "results+events" if events_used or removed else "results"
+
+        schedules = [
+            schedule_row(key, rec, gen, now_dt, thresholds.overdue_grace)
+            for key, (gen, rec) in model.schedules.items()
+        ]
+        schedules.sort(key=lambda r: (r.next_run is None, r.next_run or now_dt, r.id))
+
+        defs = model.defs
+        workers = []
+        for w in model.workers.values():
+            age = now - w.last_seen if w.last_seen is not None else None
+            alive = (
+                w.state == "running"
+                and age is not None
+                and age <= thresholds.worker_timeout.total_seconds()
+            )
+            workers.append(
+                WorkerRow(
+                    id=w.id,
+                    state=w.state,
+                    alive=alive,
+                    last_seen=to_datetime(w.last_seen),
+                    age_s=age,
+                    host=w.host,
+                    pid=w.pid,
+                    queues=w.queues,
+                    running=w.running,
+                    processed=w.processed,
+                    failed=w.failed,
+                    concurrency=w.concurrency,
+                    utilisation=(
+                        round(len(w.running) / w.concurrency, 3) if w.concurrency > 0 else None
+                    ),
+                    running_funcs=tuple(
+                        funcs.get(t) or (defs[t].func if t in defs else "") for t in w.running
+                    ),
+                    dead=w.state == "running" and not alive,
+                )
+            )
+        workers.sort(key=lambda w: w.id)
+        return Parts(
+            queues=tuple(queues),
+            results_per_minute=tuple(bars),
+            failure_rate=err / (ok + err) if ok + err else 0.0,
+            outcome_source=source,
+            schedules=tuple(schedules),
+            stuck=tuple(stuck),
+            workers=tuple(workers),
+        )
+
+
+def schedule_row(
+    key: str, rec: ScheduleRecord, generation: int, now: datetime, grace: timedelta
+) -> ScheduleRow:
+    """A schedule's row; overdue when active and its next run is more than ``grace`` past.
+
+    The id is the key's: actions on the row address that object, whatever its body claims.
+    """
+    s = rec.schedule
+    return ScheduleRow(
+        id=Layout.name_of(key),
+        func=s.func,
+        schedule_type=s.schedule_type.value,
+        status=s.status.value,
+        queue_name=s.queue_name,
+        cron_expression=s.cron_expression,
+        interval_s=s.interval.total_seconds() if s.interval is not None else None,
+        next_run=s.next_run,
+        last_run=s.last_run,
+        run_count=s.run_count,
+        max_runs=s.max_runs,
+        overdue=(
+            s.status == ScheduleStatus.ACTIVE
+            and s.next_run is not None
+            and s.next_run < now - grace
+        ),
+        generation=generation,
+    )

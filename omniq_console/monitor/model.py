@@ -1,0 +1,393 @@
+"""The monitor's in-memory model of a bucket, with running aggregates.
+
+Every change source (a listing, a reconcile page, a change-feed message) ends in ``offer`` (an
+object at a generation) or ``withdraw`` (an object gone). The rules make the sources safe to
+mix and to repeat (``docs/architecture.md``, "Layout of a bucket"):
+
+- a newer generation replaces an older one; an older or equal one changes nothing;
+- a delete removes only the generation it names (an overwrite's notice about the generation it
+  replaced changes nothing), and leaves a tombstone so a late notice of that generation does not
+  bring it back;
+- a listing that no longer shows a key removes it only if the model learned that key before the
+  listing was requested (``seq``): a change that arrived meanwhile is newer than the listing.
+
+Each task's contribution to the counts, depths, outcome series and failure groups is kept, and
+replaced when one of its objects changes: a change costs O(1), not O(bucket). What depends on
+the clock (pending or delayed, stuck, ages) is evaluated at snapshot time over the tasks that
+are not final only.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter, OrderedDict
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from ..backend.layout import Layout
+from ..models import ResultStatus, TaskStatus
+from .records import (
+    Entry,
+    Heartbeat,
+    PausedQueue,
+    Record,
+    ScheduleRecord,
+    StateRecord,
+    TaskDef,
+    to_datetime,
+)
+from .snapshot import TaskRow, UnreadableRow
+
+MINUTE = 60.0
+OUTCOME_KEEP_S = 6 * 3600.0
+"""Outcomes are remembered this long after completion (the longest throughput window), also
+after their result records are deleted."""
+TOMBSTONES = 200_000
+"""Deleted generations remembered (oldest forgotten first): enough for any reordering window."""
+
+_FINAL = frozenset(s.value for s in TaskStatus) - {
+    TaskStatus.PENDING.value,
+    TaskStatus.RUNNING.value,
+}
+_ERROR = ResultStatus.ERROR.value
+_RUNNING = TaskStatus.RUNNING.value
+
+
+class Known(NamedTuple):
+    """What the model holds for one key: the generation, what it means, when it was learned."""
+
+    generation: int
+    value: Record | UnreadableRow
+    seq: int
+
+
+class Outcome(NamedTuple):
+    """A final task, for the outcome series and throughput (outlives its result record)."""
+
+    status: str  # ResultStatus value
+    queue: str | None
+    created_at: float | None
+    started_at: float | None
+    completed_at: float
+    source: str  # "results" or "events"
+
+
+class Contribution(NamedTuple):
+    """What one task adds to the running aggregates (subtracted when it changes)."""
+
+    status: str | None  # counted in Snapshot.tasks (tasks with a definition)
+    result_status: str | None
+    error_type: str | None  # failure groups: error results only
+    queue: str | None
+    live: bool
+
+
+class LiveTask(NamedTuple):
+    """A task that is not final, joined from its objects, for the clock-dependent figures."""
+
+    id: str
+    queue: str
+    func: str
+    status: str
+    entry: Entry | None
+    run_at: float | None
+    created_at: float | None
+    worker_id: str | None
+    lease_expires_at: float | None
+
+
+class BucketModel:
+    """All objects of one layout (events excepted: see ``sources/events.py``)."""
+
+    def __init__(self, layout: Layout, *, task_rows: bool = True) -> None:
+        self.layout = layout
+        self.task_rows_enabled = task_rows
+        self.seq = 0
+        self.objects: dict[str, dict[str, Known]] = {
+            kind: {} for kind in ("tasks", "queues", "results", "schedules", "workers", "paused")
+        }
+        self._tombstones: OrderedDict[str, int] = OrderedDict()
+        self.unreadable: dict[str, UnreadableRow] = {}
+
+        self.defs: dict[str, TaskDef] = {}
+        self.states: dict[str, StateRecord] = {}
+        self.entries: dict[str, Entry] = {}
+        self.workers: dict[str, Heartbeat] = {}
+        self.paused: dict[str, PausedQueue] = {}
+        self.schedules: dict[str, tuple[int, ScheduleRecord]] = {}
+
+        self._contrib: dict[str, Contribution] = {}
+        self.task_counts: Counter[str] = Counter({s.value: 0 for s in TaskStatus})
+        self.result_counts: Counter[str] = Counter({s.value: 0 for s in ResultStatus})
+        self.failures: Counter[str] = Counter()
+        self.queue_names: Counter[str] = Counter()
+        self.live: set[str] = set()
+
+        self.outcomes: dict[str, Outcome] = {}
+        self.minutes: Counter[tuple[int, str]] = Counter()
+        self.outcome_changes = 0
+
+        self.rows: dict[str, TaskRow] = {}
+        self._order: list[tuple[float, str]] = []
+        self._order_key: dict[str, tuple[float, str]] = {}
+        self._rows_tuple: tuple[TaskRow, ...] | None = ()
+        self.changes = 0
+        """Applied changes since the model was made (a change counter for cheap 'dirty')."""
+
+    # -- the change rules -------------------------------------------------------------------
+
+    def generation(self, kind: str, key: str) -> int | None:
+        known = self.objects[kind].get(key)
+        return known.generation if known is not None else None
+
+    def keys(self, kind: str) -> Iterator[str]:
+        return iter(self.objects[kind])
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def offer(self, kind: str, key: str, generation: int, value: Record | UnreadableRow) -> bool:
+        """Take ``value`` as ``key``'s content at ``generation`` if that is newer than what is
+        known (and was not deleted already). True when the model changed."""
+        known = self.objects[kind].get(key)
+        if known is not None and known.generation >= generation:
+            return False
+        if self._tombstones.get(key, -1) >= generation:
+            return False
+        self.objects[kind][key] = Known(generation, value, self.next_seq())
+        self._replace(kind, key, known.value if known else None, value)
+        return True
+
+    def withdraw(self, kind: str, key: str, generation: int | None, *, before: int = 0) -> bool:
+        """``key`` is gone: at ``generation`` (a delete notice), or, with ``generation=None``,
+        absent from a listing requested when the model's ``seq`` was ``before``."""
+        known = self.objects[kind].get(key)
+        if generation is not None:
+            self._bury(key, generation)
+            if known is None or generation < known.generation:
+                return False
+        elif known is None or known.seq > before:
+            return False
+        del self.objects[kind][key]
+        self.seq += 1
+        self._replace(kind, key, known.value, None)
+        return True
+
+    def _bury(self, key: str, generation: int) -> None:
+        self._tombstones[key] = max(generation, self._tombstones.get(key, -1))
+        self._tombstones.move_to_end(key)
+        while len(self._tombstones) > TOMBSTONES:
+            self._tombstones.popitem(last=False)
+
+    # -- aggregates -------------------------------------------------------------------------
+
+    def _replace(
+        self,
+        kind: str,
+        key: str,
+        old: Record | UnreadableRow | None,
+        new: Record | UnreadableRow | None,
+    ) -> None:
+        self.changes += 1
+        if isinstance(old, UnreadableRow):
+            self.unreadable.pop(key, None)
+        if isinstance(new, UnreadableRow):
+            self.unreadable[key] = new
+        tid: str | None = None
+        if kind == "tasks":
+            tid = Layout.name_of(key)
+            if isinstance(new, TaskDef):
+                self.defs[tid] = new
+            else:
+                self.defs.pop(tid, None)
+        elif kind == "results":
+            tid = Layout.name_of(key)
+            if isinstance(new, StateRecord):
+                self.states[tid] = new
+            else:
+                self.states.pop(tid, None)
+        elif kind == "queues":
+            tid = Layout.name_of(key)
+            if isinstance(new, Entry):
+                self.entries[tid] = new
+            elif isinstance(old, Entry) and self.entries.get(tid) == old:
+                del self.entries[tid]
+        elif kind == "workers":
+            ident = Layout.name_of(key)
+            if isinstance(new, Heartbeat):
+                self.workers[ident] = new
+            else:
+                self.workers.pop(ident, None)
+        elif kind == "paused":
+            ident = Layout.name_of(key)
+            if isinstance(new, PausedQueue):
+                self.paused[ident] = new
+            else:
+                self.paused.pop(ident, None)
+        elif kind == "schedules":
+            if isinstance(new, ScheduleRecord):
+                self.schedules[key] = (self.objects[kind][key].generation, new)
+            else:
+                self.schedules.pop(key, None)
+        if tid is not None:
+            self._refresh_task(tid)
+
+    def _refresh_task(self, tid: str) -> None:
+        d = self.defs.get(tid)
+        r = self.states.get(tid)
+        e = self.entries.get(tid)
+        old = self._contrib.pop(tid, None)
+        if old is not None:
+            self._count(old, -1)
+        status = r.state if r is not None else (d.status if d is not None else None)
+        if d is None and r is None and e is None:
+            self.live.discard(tid)
+            self._set_row(tid, None)
+            return
+        queue = (d.queue if d else None) or (r.queue if r else None) or (e.queue if e else None)
+        live = (d is not None or e is not None) and status not in _FINAL
+        new = Contribution(
+            status=status if d is not None else None,
+            result_status=r.status if r is not None else None,
+            error_type=(r.error_type or "unknown")
+            if r is not None and r.status == _ERROR
+            else None,
+            queue=queue,
+            live=live,
+        )
+        self._contrib[tid] = new
+        self._count(new, 1)
+        if live:
+            self.live.add(tid)
+        else:
+            self.live.discard(tid)
+        if r is not None and r.state in _FINAL and r.completed_at is not None:
+            started = r.started_at if r.started_at is not None else (d.started_at if d else None)
+            created = (d.created_at if d else None) or r.created_at
+            self.add_outcome(
+                tid, Outcome(r.status, queue, created, started, r.completed_at, "results")
+            )
+        elif r is not None and r.state not in _FINAL:
+            # A retried (operator retry) task is no longer an outcome.
+            self._drop_outcome(tid)
+        self._set_row(tid, self._row(tid, d, r) if d is not None else None)
+
+    def _count(self, c: Contribution, sign: int) -> None:
+        if c.status is not None:
+            self.task_counts[c.status] += sign
+        if c.result_status is not None:
+            self.result_counts[c.result_status] += sign
+        if c.error_type is not None:
+            self.failures[c.error_type] += sign
+            if self.failures[c.error_type] <= 0:
+                del self.failures[c.error_type]
+        if c.queue is not None:
+            self.queue_names[c.queue] += sign
+            if self.queue_names[c.queue] <= 0:
+                del self.queue_names[c.queue]
+
+    # -- outcomes ---------------------------------------------------------------------------
+
+    def add_outcome(self, tid: str, outcome: Outcome, *, only_if_new: bool = False) -> None:
+        """Remember a final outcome (from a result record, or from an event when the record
+        is gone; a record's outcome wins over an event's)."""
+        old = self.outcomes.get(tid)
+        if old is not None and (only_if_new or old == outcome):
+            return
+        if old is not None:
+            self.minutes[(int(old.completed_at // MINUTE), old.status)] -= 1
+        self.outcomes[tid] = outcome
+        self.minutes[(int(outcome.completed_at // MINUTE), outcome.status)] += 1
+        self.outcome_changes += 1
+
+    def _drop_outcome(self, tid: str) -> None:
+        old = self.outcomes.pop(tid, None)
+        if old is not None:
+            self.minutes[(int(old.completed_at // MINUTE), old.status)] -= 1
+            self.outcome_changes += 1
+
+    def forget_outcomes(self, now: float) -> None:
+        """Drop outcomes older than ``OUTCOME_KEEP_S`` (their minutes are off every chart)."""
+        floor = now - OUTCOME_KEEP_S
+        old = [tid for tid, o in self.outcomes.items() if o.completed_at < floor]
+        for tid in old:
+            self._drop_outcome(tid)
+        for minute in [m for m, n in self.minutes.items() if n <= 0 or m[0] * MINUTE < floor]:
+            del self.minutes[minute]
+
+    # -- task rows --------------------------------------------------------------------------
+
+    def _row(self, tid: str, d: TaskDef, r: StateRecord | None) -> TaskRow:
+        status = r.state if r is not None else d.status
+        worker = (r.worker_id if r is not None else d.worker_id) if status == _RUNNING else None
+        run_at = r.run_at if r is not None and r.run_at is not None else d.run_at
+        return TaskRow(
+            tid,
+            d.queue,
+            d.func,
+            status,
+            d.priority,
+            to_datetime(d.created_at),
+            to_datetime(run_at),
+            r.retry_count if r is not None else d.retry_count,
+            worker if worker is not None else (None if r is not None else d.worker_id),
+            r.error_type if r is not None else None,
+            to_datetime(r.started_at if r is not None else d.started_at),
+            to_datetime(r.completed_at if r is not None else None),
+            r.attempt if r is not None else 0,
+        )
+
+    def _set_row(self, tid: str, row: TaskRow | None) -> None:
+        if not self.task_rows_enabled:
+            return
+        old_key = self._order_key.pop(tid, None)
+        if old_key is not None:
+            at = bisect.bisect_left(self._order, old_key)
+            if at < len(self._order) and self._order[at] == old_key:
+                del self._order[at]
+        if row is None:
+            self.rows.pop(tid, None)
+        else:
+            self.rows[tid] = row
+            # Newest first; ties in id order (a stable, listing-like order).
+            key = (-(row.created_at.timestamp() if row.created_at else 0.0), tid)
+            bisect.insort(self._order, key)
+            self._order_key[tid] = key
+        self._rows_tuple = None
+
+    def task_rows(self) -> tuple[TaskRow, ...]:
+        """Every task's row, newest first (rebuilt only after a change)."""
+        if self._rows_tuple is None:
+            rows = self.rows
+            self._rows_tuple = tuple(rows[tid] for _, tid in self._order)
+        return self._rows_tuple
+
+    # -- the clock-dependent part -----------------------------------------------------------
+
+    def live_tasks(self) -> Iterator[LiveTask]:
+        """Tasks that are not final (waiting or running), joined from their objects."""
+        for tid in self.live:
+            d = self.defs.get(tid)
+            r = self.states.get(tid)
+            e = self.entries.get(tid)
+            status = r.state if r is not None else (d.status if d is not None else "pending")
+            queue = (d.queue if d else None) or (e.queue if e else None) or ""
+            run_at = (
+                r.run_at
+                if r is not None and r.run_at is not None
+                else (e.run_at if e is not None else (d.run_at if d else None))
+            )
+            yield LiveTask(
+                id=tid,
+                queue=queue,
+                func=(d.func if d else None) or (r.func if r else None) or "",
+                status=status,
+                entry=e,
+                run_at=run_at,
+                created_at=(e.created_at if e else None) or (d.created_at if d else None),
+                worker_id=(r.worker_id if r is not None else (d.worker_id if d else None)),
+                lease_expires_at=(
+                    r.lease_expires_at if r is not None else (d.lease_expires_at if d else None)
+                ),
+            )

@@ -1,0 +1,562 @@
+"""Named records the monitor keeps per object, and their decoders from index metadata.
+
+One decoder per kind of object of ``docs/architecture.md`` ("Layout of a bucket", "Index
+metadata"). A decoder takes an object's key and custom metadata (from a listing or from a
+change-feed message: both carry the same object resource) and returns its record, an
+``UnreadableRow`` (the object can never mean anything: a key outside the layout, an id the
+stores refuse, a value that does not parse) or ``None`` (no index: read the body).
+
+Times are kept as float POSIX seconds, not ``datetime``: floats are not tracked by the garbage
+collector and take a third of the memory, which matters at a million records. Rows of the
+snapshot convert them back.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+from urllib.parse import unquote
+
+from ..backend.layout import Layout, check_id
+from ..checks import describe_exception
+from ..models import (
+    ResultStatus,
+    Schedule,
+    Task,
+    TaskEvent,
+    TaskResult,
+    TaskStatus,
+    as_utc,
+)
+from .snapshot import UnreadableRow
+
+INDEX_VERSION = "1"
+
+FINAL_STATES = frozenset(
+    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED}
+)
+"""Task states after which nothing runs (``docs/architecture.md``, "Task status")."""
+
+_STATE_OF_STATUS = {
+    ResultStatus.SUCCESS.value: TaskStatus.COMPLETED.value,
+    ResultStatus.ERROR.value: TaskStatus.FAILED.value,
+    ResultStatus.CANCELLED.value: TaskStatus.CANCELLED.value,
+    ResultStatus.EXPIRED.value: TaskStatus.EXPIRED.value,
+}
+
+
+class TaskDef(NamedTuple):
+    """``tasks/{id}.json``: the definition. ``status``, ``worker_id``, ``lease_expires_at`` and
+    ``retry_count`` are what the object said when written (older writers kept the live status
+    there; the state record overrides them)."""
+
+    id: str
+    queue: str
+    func: str
+    priority: int
+    run_at: float | None
+    expires_at: float | None
+    created_at: float | None
+    status: str
+    worker_id: str | None
+    lease_expires_at: float | None
+    retry_count: int
+    started_at: float | None = None
+
+
+class Entry(NamedTuple):
+    """``queues/{queue}/{id}.json``: the task waits (or runs) in this queue."""
+
+    task_id: str
+    queue: str
+    priority: int
+    run_at: float | None
+    expires_at: float | None
+    created_at: float | None
+    lease_owner: str | None
+    lease_expires_at: float | None
+
+
+class StateRecord(NamedTuple):
+    """``results/{id}.json``: the task's live state and, once final, its outcome."""
+
+    task_id: str
+    status: str  # ResultStatus value
+    state: str  # TaskStatus value derived from it
+    queue: str | None
+    func: str | None
+    attempt: int
+    worker_id: str | None
+    lease_s: float | None
+    lease_expires_at: float | None
+    run_at: float | None
+    retry_count: int
+    created_at: float | None
+    started_at: float | None
+    completed_at: float | None
+    error_type: str | None
+    expires_at: float | None
+
+
+class Heartbeat(NamedTuple):
+    """``workers/{worker_id}.json``."""
+
+    id: str
+    state: str
+    last_seen: float | None
+    started_at: float | None
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    running: tuple[str, ...]
+    processed: int
+    failed: int
+    concurrency: int
+
+
+class EventObject(NamedTuple):
+    """``events/{id}.json``: a batch of events (``batch``) or one event (the old form)."""
+
+    id: str
+    batch: bool
+    events: int
+    first_ts: float | None
+    last_ts: float | None
+    types: tuple[str, ...]
+    tasks: tuple[str, ...]
+    worker: str | None
+    queue: str | None
+
+
+class PausedQueue(NamedTuple):
+    """``paused/{queue}.json``: the queue is paused (by whom, since when)."""
+
+    queue: str
+    actor: str | None
+    at: float | None
+
+
+class ScheduleRecord(NamedTuple):
+    """``schedules/{id}.json``: always read from its body (rows need most of its fields)."""
+
+    id: str
+    schedule: Schedule
+
+
+Record = TaskDef | Entry | StateRecord | Heartbeat | EventObject | PausedQueue | ScheduleRecord
+Decoded = Record | UnreadableRow | None
+Decoder = Callable[[str, Mapping[str, str]], Decoded]
+
+KINDS = ("tasks", "queues", "results", "schedules", "workers", "paused", "events")
+"""Every prefix of the layout the monitor models (``paused/`` is under the same prefix)."""
+
+
+def untext(value: str | None) -> str:
+    """A metadata value back to its text (``%XX`` escapes of ``backend/index.py``)."""
+    if not value:
+        return ""
+    return unquote(value) if "%" in value else value
+
+
+def ts(value: str | None) -> float | None:
+    """An ISO time from metadata as POSIX seconds (``OverflowError`` raises: caller reports)."""
+    if not value:
+        return None
+    return as_utc(datetime.fromisoformat(value)).timestamp()
+
+
+def to_datetime(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, UTC) if value is not None else None
+
+
+def _int(value: str | None) -> int:
+    return int(value) if value else 0
+
+
+def _opt(value: str | None) -> str | None:
+    return untext(value) or None
+
+
+def _list(value: str | None) -> tuple[str, ...]:
+    # Items are escaped one by one (a comma inside one is %2C), so split before unescaping.
+    return tuple(untext(p) for p in (value or "").split(",") if p)
+
+
+def kind_of(layout: Layout, key: str) -> str | None:
+    """Which prefix ``key`` lives under, None outside the layout's prefix."""
+    if not key.startswith(layout.prefix):
+        return None
+    head = key[len(layout.prefix) :].split("/", 1)[0]
+    return head if head in KINDS else None
+
+
+def paused_prefix(layout: Layout) -> str:
+    return f"{layout.prefix}paused/"
+
+
+def folder_of(layout: Layout, kind: str) -> str:
+    return paused_prefix(layout) if kind == "paused" else str(getattr(layout, kind))
+
+
+_REFUSED_HINT = re.compile(r"[\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _checked_id(key: str, folder: str, what: str) -> str | UnreadableRow:
+    """The id in ``{folder}{id}.json``, or why the stores would never hand this object out."""
+    name = key[len(folder) :]
+    if not name.endswith(".json") or "/" in name or name == ".json":
+        return UnreadableRow(key=key, reason=f"outside the layout (expected {folder}<id>.json)")
+    ident = name[:-5]
+    try:
+        check_id(ident, what)
+    except ValueError as exc:
+        shown = _REFUSED_HINT.sub("?", ident[:60]) + ("..." if len(ident) > 60 else "")
+        return UnreadableRow(key=key, reason=f"{what} {shown!r} refused by the stores: {exc}"[:300])
+    return ident
+
+
+def _report(key: str, exc: BaseException) -> UnreadableRow:
+    return UnreadableRow(
+        key=key, reason=f"bad index metadata: {type(exc).__name__}: {describe_exception(exc)}"
+    )
+
+
+def _indexed(md: Mapping[str, str]) -> bool:
+    return md.get("omniq_index") == INDEX_VERSION
+
+
+def task_decoder(layout: Layout) -> Decoder:
+    folder = layout.tasks
+
+    def decode(key: str, md: Mapping[str, str]) -> Decoded:
+        ident = _checked_id(key, folder, "task id")
+        if isinstance(ident, UnreadableRow) or not _indexed(md):
+            return ident if isinstance(ident, UnreadableRow) else None
+        try:
+            return TaskDef(
+                id=ident,
+                queue=untext(md["queue"]),
+                func=untext(md.get("func")),
+                priority=_int(md.get("priority")),
+                run_at=ts(md.get("run_at")),
+                expires_at=ts(md.get("expires_at")),
+                created_at=ts(md.get("created_at")),
+                status=TaskStatus(md.get("status") or "pending").value,
+                worker_id=_opt(md.get("worker_id")),
+                lease_expires_at=ts(md.get("lease_expires_at")),
+                retry_count=_int(md.get("retry_count")),
+                started_at=ts(md.get("started_at")),
+            )
+        except Exception as exc:
+            return _report(key, exc)
+
+    return decode
+
+
+def entry_decoder(layout: Layout) -> Decoder:
+    def decode(key: str, md: Mapping[str, str]) -> Decoded:
+        queue = layout.queue_of_entry(key)
+        if queue is None:
+            return UnreadableRow(
+                key=key, reason="not a queue entry key (expected queues/<queue>/<id>.json)"
+            )
+        ident = _checked_id(key, layout.queue(queue) if _safe(queue) else key, "task id")
+        if isinstance(ident, UnreadableRow) or not _indexed(md):
+            return ident if isinstance(ident, UnreadableRow) else None
+        try:
+            return Entry(
+                task_id=ident,
+                queue=queue,
+                priority=_int(md.get("priority")),
+                run_at=ts(md.get("run_at")),
+                expires_at=ts(md.get("expires_at")),
+                created_at=ts(md.get("created_at")),
+                lease_owner=_opt(md.get("lease_owner")),
+                lease_expires_at=ts(md.get("lease_expires_at")),
+            )
+        except Exception as exc:
+            return _report(key, exc)
+
+    return decode
+
+
+def _safe(queue: str) -> bool:
+    try:
+        check_id(queue, "queue name")
+    except ValueError:
+        return False
+    return True
+
+
+def state_of(status: str, worker_id: str | None) -> str:
+    """The task state a result record means when it does not say (older writers)."""
+    if status == ResultStatus.PENDING.value:
+        return TaskStatus.RUNNING.value if worker_id else TaskStatus.PENDING.value
+    return _STATE_OF_STATUS[status]
+
+
+def result_decoder(layout: Layout) -> Decoder:
+    folder = layout.results
+
+    def decode(key: str, md: Mapping[str, str]) -> Decoded:
+        ident = _checked_id(key, folder, "task id")
+        if isinstance(ident, UnreadableRow) or not _indexed(md):
+            return ident if isinstance(ident, UnreadableRow) else None
+        try:
+            status = ResultStatus(md["status"]).value
+            worker = _opt(md.get("worker_id"))
+            state = md.get("state")
+            lease = md.get("lease_s")
+            return StateRecord(
+                task_id=ident,
+                status=status,
+                state=TaskStatus(state).value if state else state_of(status, worker),
+                queue=_opt(md.get("queue")),
+                func=_opt(md.get("func")),
+                attempt=_int(md.get("attempt")),
+                worker_id=worker,
+                lease_s=float(lease) if lease else None,
+                lease_expires_at=ts(md.get("lease_expires_at")),
+                run_at=ts(md.get("run_at")),
+                retry_count=_int(md.get("retry_count")),
+                created_at=ts(md.get("created_at")),
+                started_at=ts(md.get("started_at")),
+                completed_at=ts(md.get("completed_at")),
+                error_type=_opt(md.get("error_type")),
+                expires_at=ts(md.get("expires_at")),
+            )
+        except Exception as exc:
+            return _report(key, exc)
+
+    return decode
+
+
+def worker_decoder(layout: Layout) -> Decoder:
+    folder = layout.workers
+
+    def decode(key: str, md: Mapping[str, str]) -> Decoded:
+        ident = _checked_id(key, folder, "worker id")
+        if isinstance(ident, UnreadableRow) or not _indexed(md):
+            return ident if isinstance(ident, UnreadableRow) else None
+        try:
+            return Heartbeat(
+                id=ident,
+                state=md.get("state") or "running",
+                last_seen=ts(md.get("last_seen")),
+                started_at=ts(md.get("started_at")),
+                host=untext(md.get("host")),
+                pid=_int(md.get("pid")),
+                queues=_list(md.get("queues")),
+                running=_list(md.get("running")),
+                processed=_int(md.get("processed")),
+                failed=_int(md.get("failed")),
+                concurrency=_int(md.get("concurrency")),
+            )
+        except Exception as exc:
+            return _report(key, exc)
+
+    return decode
+
+
+def event_decoder(layout: Layout) -> Decoder:
+    folder = layout.events
+
+    def decode(key: str, md: Mapping[str, str]) -> Decoded:
+        ident = _checked_id(key, folder, "event id")
+        if isinstance(ident, UnreadableRow) or not _indexed(md):
+            return ident if isinstance(ident, UnreadableRow) else None
+        try:
+            if md.get("batch") == "1":
+                return EventObject(
+                    id=ident,
+                    batch=True,
+                    events=_int(md.get("count")),
+                    first_ts=ts(md.get("first_ts")),
+                    last_ts=ts(md.get("last_ts")),
+                    types=_list(md.get("types")),
+                    tasks=_list(md.get("tasks")),
+                    worker=_opt(md.get("worker")),
+                    queue=None,
+                )
+            at = ts(md.get("timestamp"))
+            task = _opt(md.get("task"))
+            return EventObject(
+                id=ident,
+                batch=False,
+                events=1,
+                first_ts=at,
+                last_ts=at,
+                types=(md["type"],),
+                tasks=(task,) if task else (),
+                worker=None,
+                queue=_opt(md.get("queue")),
+            )
+        except Exception as exc:
+            return _report(key, exc)
+
+    return decode
+
+
+def paused_decoder(layout: Layout) -> Decoder:
+    folder = paused_prefix(layout)
+
+    def decode(key: str, md: Mapping[str, str]) -> Decoded:
+        ident = _checked_id(key, folder, "queue name")
+        if isinstance(ident, UnreadableRow):
+            return ident
+        try:
+            # A pause means the object exists; the actor and time are for display.
+            return PausedQueue(queue=ident, actor=_opt(md.get("actor")), at=ts(md.get("at")))
+        except Exception:
+            return PausedQueue(queue=ident, actor=None, at=None)
+
+    return decode
+
+
+def schedule_decoder(layout: Layout) -> Decoder:
+    folder = layout.schedules
+
+    def decode(key: str, md: Mapping[str, str]) -> Decoded:
+        ident = _checked_id(key, folder, "schedule id")
+        return ident if isinstance(ident, UnreadableRow) else None
+
+    return decode
+
+
+def decoders(layout: Layout) -> dict[str, Decoder]:
+    """The metadata decoder of every kind, for ``layout``."""
+    return {
+        "tasks": task_decoder(layout),
+        "queues": entry_decoder(layout),
+        "results": result_decoder(layout),
+        "schedules": schedule_decoder(layout),
+        "workers": worker_decoder(layout),
+        "paused": paused_decoder(layout),
+        "events": event_decoder(layout),
+    }
+
+
+# -- bodies (objects without index metadata) ------------------------------------------------
+
+
+def _load(key: str, data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _Bad(key, "not valid JSON") from exc
+
+
+class _Bad(Exception):
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(reason)
+        self.row = UnreadableRow(key=key, reason=reason)
+
+
+def _model(model: type[Any], key: str, data: bytes) -> Any:
+    try:
+        return model.model_validate_json(data)
+    except Exception as exc:
+        raise _Bad(key, f"not a valid {model.__name__}: {describe_exception(exc, 200)}") from exc
+
+
+def _sec(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+def parse_body(layout: Layout, kind: str, key: str, data: bytes) -> Record | UnreadableRow:
+    """The record of an object read from its body (no index metadata, or a schedule)."""
+    try:
+        return _parse_body(layout, kind, key, data)
+    except _Bad as bad:
+        return bad.row
+    except Exception as exc:
+        return UnreadableRow(key=key, reason=f"{type(exc).__name__}: {describe_exception(exc)}")
+
+
+def _parse_body(layout: Layout, kind: str, key: str, data: bytes) -> Record | UnreadableRow:
+    name = Layout.name_of(key)
+    if kind == "schedules":
+        return ScheduleRecord(name, _model(Schedule, key, data))
+    if kind == "tasks":
+        t: Task = _model(Task, key, data)
+        return TaskDef(
+            t.id, t.queue_name, t.func, t.priority, _sec(t.run_at), _sec(t.expires_at),
+            _sec(t.created_at), t.status.value, t.worker_id, _sec(t.lease_expires_at),
+            t.retry_count, _sec(t.started_at),
+        )  # fmt: skip
+    if kind == "results":
+        r: TaskResult = _model(TaskResult, key, data)
+        return StateRecord(
+            r.task_id, r.status.value, state_of(r.status.value, r.worker_id), None, None, 0,
+            r.worker_id, None, None, None, 0, _sec(r.created_at), _sec(r.started_at),
+            _sec(r.completed_at), r.error_type, _sec(r.expires_at),
+        )  # fmt: skip
+    if kind == "queues":
+        queue = layout.queue_of_entry(key) or ""
+        doc = _load(key, data)
+        if isinstance(doc, dict) and "func" not in doc:
+            # This backend's small entry body: ranking fields lived in the lost metadata.
+            return Entry(name, queue, 0, None, None, None, None, None)
+        task: Task = _model(Task, key, data)
+        return Entry(
+            name, queue, task.priority, _sec(task.run_at), _sec(task.expires_at),
+            _sec(task.created_at), None, None,
+        )  # fmt: skip
+    if kind == "workers":
+        doc = _load(key, data)
+        if not isinstance(doc, dict) or "last_seen" not in doc:
+            return UnreadableRow(key=key, reason="not a worker heartbeat: no index metadata")
+        fields = {
+            str(k): ",".join(map(str, v)) if isinstance(v, list) else ("" if v is None else str(v))
+            for k, v in doc.items()
+        }
+        fields["omniq_index"] = INDEX_VERSION
+        decoded = worker_decoder(layout)(key, fields)
+        if not isinstance(decoded, Heartbeat):
+            return UnreadableRow(key=key, reason="not a worker heartbeat: bad field values")
+        return decoded
+    if kind == "events":
+        events = parse_event_body(key, data)
+        if isinstance(events, UnreadableRow):
+            return events
+        stamps = [e.timestamp.timestamp() for e in events]
+        return EventObject(
+            name, len(events) != 1 or _is_batch(data), len(events),
+            min(stamps, default=None), max(stamps, default=None),
+            tuple(dict.fromkeys(e.event_type.value for e in events)),
+            tuple(dict.fromkeys(e.task_id for e in events if e.task_id)), None, None,
+        )  # fmt: skip
+    return UnreadableRow(key=key, reason="outside the layout")
+
+
+def _is_batch(data: bytes) -> bool:
+    return b'"events"' in data[:200]
+
+
+def parse_event_body(key: str, data: bytes) -> list[TaskEvent] | UnreadableRow:
+    """The events in an event object: a batch ``{"schema_version":1,"events":[...]}`` or one
+    ``TaskEvent``. A batch with some bad events keeps the good ones (and says nothing: the
+    batch as a whole is readable)."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return UnreadableRow(key=key, reason="not valid JSON")
+    if isinstance(doc, dict) and isinstance(doc.get("events"), list):
+        out: list[TaskEvent] = []
+        for item in doc["events"]:
+            try:
+                out.append(TaskEvent.model_validate(item))
+            except Exception:
+                continue
+        if doc["events"] and not out:
+            return UnreadableRow(key=key, reason="an event batch with no valid event")
+        return out
+    try:
+        return [TaskEvent.model_validate(doc)]
+    except Exception as exc:
+        return UnreadableRow(
+            key=key, reason=f"not a valid TaskEvent: {describe_exception(exc, 200)}"
+        )

@@ -1,0 +1,1 @@
+"""Where the monitor learns of changes: listings, the event tail, a Pub/Sub change feed."""

@@ -1,0 +1,201 @@
+"""Listings as a change source: a full listing of every prefix, and the rolling reconcile.
+
+Both compare each listed object's generation with the model and decode only what changed; the
+full listing also withdraws what it no longer shows. The rolling reconcile lists one key range
+per poll (a cursor over the prefixes, in key order) so that, beside a change feed, the whole
+bucket is re-listed about every ``reconcile_s`` at a bounded cost per poll; what it corrects is
+the feed's drift.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ...backend.layout import Layout
+from ...backend.objectstore import ObjectInfo
+from ...backend.storeapi import ObjectStoreAPI
+from ..io import gather
+from ..model import BucketModel
+from ..records import Decoder, folder_of
+
+LISTED_KINDS = ("tasks", "queues", "results", "schedules", "workers", "paused")
+"""The prefixes a listing covers (events are tailed: ``sources/events.py``)."""
+PAGE = 1000
+"""Objects per list request (GCS's maximum)."""
+LIST_CONCURRENCY = 4
+"""List requests in flight per poll (each page is parsed as it lands)."""
+SPLIT_EVERY = 10_000
+"""A prefix over this many objects is listed as concurrent key ranges (real GCS pages one
+after another: 100,000 tasks would otherwise be 100 sequential requests)."""
+SLICE = 2_000
+"""Objects applied between two yields to the event loop (about 5-10 ms of work)."""
+MAX_RECONCILE_PAGES = 8
+
+
+@dataclass(slots=True)
+class Applied:
+    """What applying a listing (or one range of it) did."""
+
+    changed: int = 0
+    removed: int = 0
+    need_body: list[ObjectInfo] = field(default_factory=list)
+    stale: list[ObjectInfo] = field(default_factory=list)
+    """Objects the model had not heard of at all (for drift: their ``updated``)."""
+
+
+async def apply_listing(
+    model: BucketModel,
+    kind: str,
+    infos: Sequence[ObjectInfo],
+    decode: Decoder,
+    *,
+    before: int,
+    lo: str | None = None,
+    hi: str | None = None,
+    sorted_keys: Sequence[str] | None = None,
+) -> Applied:
+    """Apply a listing of ``kind`` that covered keys in ``[lo, hi]`` (None: unbounded) and
+    was requested when the model's seq was ``before``. Yields to the loop every ``SLICE``."""
+    out = Applied()
+    listed: set[str] = set()
+    for start in range(0, len(infos), SLICE):
+        for info in infos[start : start + SLICE]:
+            key = info.key
+            if key.endswith("/"):
+                continue  # a console's "folder" marker, not part of the layout
+            listed.add(key)
+            known = model.generation(kind, key)
+            if known is not None and known >= info.generation:
+                continue
+            value = decode(key, info.metadata)
+            if value is None:
+                out.need_body.append(info)
+                continue
+            if model.offer(kind, key, info.generation, value):
+                out.changed += 1
+                out.stale.append(info)
+        await asyncio.sleep(0)
+    if sorted_keys is None:
+        candidates: Sequence[str] = list(model.keys(kind))
+    else:
+        first = 0 if lo is None else bisect.bisect_left(sorted_keys, lo)
+        last = len(sorted_keys) if hi is None else bisect.bisect_right(sorted_keys, hi)
+        candidates = sorted_keys[first:last]
+    for n, key in enumerate(candidates):
+        inside = (lo is None or key >= lo) and (hi is None or key <= hi)
+        if inside and key not in listed and model.withdraw(kind, key, None, before=before):
+            out.removed += 1
+        if n % SLICE == SLICE - 1:
+            await asyncio.sleep(0)
+    return out
+
+
+class FullListing:
+    """Lists every prefix (big ones as concurrent key ranges) into the model."""
+
+    def __init__(self, layout: Layout, decoders: dict[str, Decoder]) -> None:
+        self._layout = layout
+        self._decoders = decoders
+        self._splits: dict[str, tuple[str, ...]] = {kind: () for kind in LISTED_KINDS}
+
+    async def run(self, store: ObjectStoreAPI, model: BucketModel) -> Applied:
+        before = model.seq
+        limit = asyncio.Semaphore(LIST_CONCURRENCY)
+
+        async def listed(kind: str) -> list[ObjectInfo]:
+            prefix = folder_of(self._layout, kind)
+            bounds = [None, *self._splits[kind], None]
+
+            async def part(lo: str | None, hi: str | None) -> list[ObjectInfo]:
+                async with limit:
+                    return await store.list(prefix, start_offset=lo, end_offset=hi)
+
+            parts = await gather(*(part(lo, hi) for lo, hi in itertools.pairwise(bounds)))
+            return [info for chunk in parts for info in chunk]
+
+        listings = await gather(*(listed(kind) for kind in LISTED_KINDS))
+        total = Applied()
+        for kind, infos in zip(LISTED_KINDS, listings, strict=True):
+            applied = await apply_listing(model, kind, infos, self._decoders[kind], before=before)
+            total.changed += applied.changed
+            total.removed += applied.removed
+            total.need_body.extend(applied.need_body)
+            if len(infos) > SPLIT_EVERY:
+                self._splits[kind] = tuple(
+                    infos[i].key for i in range(SPLIT_EVERY, len(infos), SPLIT_EVERY)
+                )
+            else:
+                self._splits[kind] = ()
+        return total
+
+
+@dataclass(slots=True)
+class ReconcileStep:
+    """One poll's share of the rolling reconcile."""
+
+    applied: Applied
+    requests: int
+    pass_completed: bool
+
+
+class Reconciler:
+    """A cursor over every listed prefix in key order; each step lists a few pages from it.
+
+    Pages per step: enough that a pass over ``objects`` objects takes about ``reconcile_s``
+    at one step per ``interval`` seconds, at least 1 and at most ``MAX_RECONCILE_PAGES``.
+    """
+
+    def __init__(self, layout: Layout, decoders: dict[str, Decoder], reconcile_s: float) -> None:
+        self._layout = layout
+        self._decoders = decoders
+        self.reconcile_s = reconcile_s
+        self._kind = 0
+        self._cursor: str | None = None
+        self._sorted: list[str] | None = None
+        self.pass_drift = 0
+        self.last_pass_drift: int | None = None
+        self.passes = 0
+
+    def pages_per_step(self, objects: int, interval: float) -> int:
+        steps = max(1.0, self.reconcile_s / max(interval, 0.001))
+        return max(1, min(MAX_RECONCILE_PAGES, math.ceil(objects / PAGE / steps)))
+
+    async def step(self, store: ObjectStoreAPI, model: BucketModel, pages: int) -> ReconcileStep:
+        kind = LISTED_KINDS[self._kind]
+        if self._sorted is None:
+            # Keys learned after this copy are checked on the next pass: a removal needs a
+            # listing requested after the model learned the key anyway.
+            self._sorted = await asyncio.to_thread(sorted, model.keys(kind))
+        prefix = folder_of(self._layout, kind)
+        before = model.seq
+        want = pages * PAGE
+        infos = await store.list(prefix, start_offset=self._cursor, limit=want)
+        requests = max(1, math.ceil(len(infos) / PAGE))
+        at_end = len(infos) < want
+        lo = self._cursor
+        hi = None if at_end else infos[-1].key
+        applied = await apply_listing(
+            model, kind, infos, self._decoders[kind], before=before, lo=lo, hi=hi,
+            sorted_keys=self._sorted,
+        )  # fmt: skip
+        completed = False
+        if at_end:
+            self._kind = (self._kind + 1) % len(LISTED_KINDS)
+            self._cursor = None
+            self._sorted = None
+            completed = self._kind == 0
+        else:
+            self._cursor = infos[-1].key
+        return ReconcileStep(applied, requests, completed)
+
+    def count(self, corrected: int, completed: bool) -> None:
+        self.pass_drift += corrected
+        if completed:
+            self.last_pass_drift = self.pass_drift
+            self.pass_drift = 0
+            self.passes += 1
