@@ -5,12 +5,16 @@ test drives Chromium through the DevTools protocol and reads the terminal's *buf
 of cells xterm.js paints. textual-serve's script keeps its xterm ``Terminal`` in a closure, so
 before the page loads we install a one-shot setter for the property it stores it in
 (``this.terminal = new Terminal(...)``) that also hands it to ``window``.
+
+The server machinery here (``serving``, ``running_chromium``, ``browser_page``, ``seed_queue``)
+is shared with ``test_web_security.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
@@ -23,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +97,8 @@ QUEUE_ROW = re.compile(rf"{re.escape(QUEUE)}\s+1\s")
 SCREEN_TIMEOUT = 30.0
 
 ServeFn = Callable[[list[str], int, dict[str, str]], "Served"]
+# The line the server prints once it listens, with the URL to open (token included).
+BANNER = re.compile(r"Serving the OmniQ console on (\S+)")
 
 
 def chromium_binary() -> str:
@@ -147,11 +153,26 @@ def log_tail(path: Path, limit: int = 3000) -> str:
 
 @dataclass
 class Served:
-    """A running textual-serve server, in a process group of its own."""
+    """A running textual-serve server, in a process group of its own.
+
+    ``url`` is the URL to open (with the token): given when the test chose the token, else read
+    from the banner by ``wait_until_up``.
+    """
 
     proc: subprocess.Popen[bytes]
-    url: str
+    port: int
     log: Path
+    url: str = ""
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def token(self) -> str:
+        match = re.search(r"[?&]token=([^&]+)", self.url)
+        assert match, f"no token in the printed URL {self.url!r}"
+        return match.group(1)
 
     def consoles(self) -> list[psutil.Process]:
         """The console processes textual-serve started for browser connections."""
@@ -172,6 +193,7 @@ class Served:
         return found
 
     def wait_until_up(self, timeout: float = 20.0) -> None:
+        """Wait for the banner with the URL, then for the page to answer 200 at that URL."""
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -179,30 +201,43 @@ class Served:
                     f"server exited with {self.proc.returncode}:\n{log_tail(self.log)}",
                     pytrace=False,
                 )
-            try:
-                with urllib.request.urlopen(self.url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
+            if not self.url and (match := BANNER.search(log_tail(self.log, 100_000))):
+                self.url = match.group(1)
+            if self.url:
+                try:
+                    with urllib.request.urlopen(self.url, timeout=2) as response:
+                        if response.status == 200:
+                            return
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    pass
             if time.monotonic() > deadline:
-                pytest.fail(f"server did not answer on {self.url}:\n{log_tail(self.log)}", pytrace=False)
+                pytest.fail(
+                    f"server printed no URL or did not answer on {self.url or self.origin}:\n"
+                    f"{log_tail(self.log)}",
+                    pytrace=False,
+                )
             time.sleep(0.1)
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[ServeFn]:
-    """Start servers (argv, port, env) in their own process groups; all stopped at teardown."""
+@contextmanager
+def serving(tmp_path: Path) -> Iterator[ServeFn]:
+    """Start servers (argv, port, env) in their own process groups; all stopped at the end."""
     started: list[Served] = []
 
     def start(argv: list[str], port: int, env: dict[str, str]) -> Served:
         log = tmp_path / f"server-{len(started)}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=env, start_new_session=True,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
             )
-        served = Served(proc, f"http://127.0.0.1:{port}/", log)
+        # With its token given, the URL is known without reading the banner.
+        token = env.get("OMNIQ_SERVE_TOKEN")
+        served = Served(proc, port, log, f"http://127.0.0.1:{port}/?token={token}" if token else "")
         started.append(served)
         served.wait_until_up()
         return served
@@ -215,7 +250,13 @@ def serve(tmp_path: Path) -> Iterator[ServeFn]:
 
 
 @pytest.fixture
-def chromium(tmp_path: Path) -> Iterator[str]:
+def serve(tmp_path: Path) -> Iterator[ServeFn]:
+    with serving(tmp_path) as start:
+        yield start
+
+
+@contextmanager
+def running_chromium(tmp_path: Path) -> Iterator[str]:
     """A headless Chromium with a fresh profile; yields its DevTools HTTP address."""
     binary = chromium_binary()
     profile = tmp_path / "chromium-profile"
@@ -224,7 +265,9 @@ def chromium(tmp_path: Path) -> Iterator[str]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
@@ -233,13 +276,21 @@ def chromium(tmp_path: Path) -> Iterator[str]:
         deadline = time.monotonic() + 20
         while not (active_port.exists() and len(active_port.read_text().split()) >= 2):
             if proc.poll() is not None:
-                pytest.fail(f"chromium exited with {proc.returncode}:\n{log_tail(log)}", pytrace=False)
+                pytest.fail(
+                    f"chromium exited with {proc.returncode}:\n{log_tail(log)}", pytrace=False
+                )
             if time.monotonic() > deadline:
                 pytest.fail(f"chromium opened no DevTools port:\n{log_tail(log)}", pytrace=False)
             time.sleep(0.05)
         yield f"http://127.0.0.1:{active_port.read_text().split()[0]}"
     finally:
         stop_process_group(proc)
+
+
+@pytest.fixture
+def chromium(tmp_path: Path) -> Iterator[str]:
+    with running_chromium(tmp_path) as devtools_url:
+        yield devtools_url
 
 
 class DevTools:
@@ -267,10 +318,16 @@ class DevTools:
     async def close_page(self) -> None:
         """Close the tab as a user would. (Navigating away is not the same: the back/forward
         cache may keep the page, and its websocket, alive.)"""
-        try:
+        # The page's DevTools connection may end before it answers.
+        with contextlib.suppress(ConnectionError):
             await self.call("Page.close")
-        except ConnectionError:
-            pass  # the page's DevTools connection may end before it answers
+
+    async def press(self, *keys: str) -> None:
+        """Type printable keys into the page's terminal, as a user would."""
+        await self.call("Runtime.evaluate", expression="window.__omniqTerminal.focus()")
+        for key in keys:
+            await self.call("Input.dispatchKeyEvent", type="keyDown", key=key, text=key)
+            await self.call("Input.dispatchKeyEvent", type="keyUp", key=key)
 
     async def screen(self) -> dict[str, Any]:
         """The page's terminal rows as text, plus the page's state classes."""
@@ -305,7 +362,7 @@ class DevTools:
                 break
             await asyncio.sleep(0.2)
         shot = await self.call("Page.captureScreenshot", format="png")
-        screenshot.write_bytes(base64.b64decode(shot["data"]))
+        await asyncio.to_thread(screenshot.write_bytes, base64.b64decode(shot["data"]))
         pytest.fail(
             f"the page {problem} (terminal captured: {state.get('captured')}, body class: "
             f"{state.get('bodyClass')!r}, screenshot: {screenshot}).\nTerminal text:\n"
@@ -328,22 +385,30 @@ async def browser_page(devtools_url: str) -> AsyncIterator[DevTools]:
             yield devtools
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float, failure: str) -> float:
+async def wait_until(condition: Callable[[], bool], within: float, failure: str) -> float:
+    """Poll ``condition`` until it holds (the seconds that took), failing after ``within``."""
     start = time.monotonic()
     while not condition():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"{failure} (waited {timeout:.0f} s)", pytrace=False)
+        if time.monotonic() - start > within:
+            pytest.fail(f"{failure} (waited {within:.0f} s)", pytrace=False)
         await asyncio.sleep(0.1)
     return time.monotonic() - start
 
 
-@pytest.fixture
-def seeded_bucket(bucket: str) -> str:
-    """The test bucket holding one pending task in QUEUE, for the dashboard to show."""
+def seed_queue(bucket: str) -> str:
+    """Put one pending task in QUEUE of ``bucket``, for the dashboard to show; its id."""
     from omniq_console.backend.gcs import GCSBackend
 
+    task = Task(func="proof:job", queue_name=QUEUE)
     with GCSBackend(bucket) as backend:
-        backend.task_storage.enqueue_sync(Task(func="proof:job", queue_name=QUEUE))
+        backend.task_storage.enqueue_sync(task)
+    return task.id
+
+
+@pytest.fixture
+def seeded_bucket(bucket: str) -> str:
+    """The test bucket holding one pending task in QUEUE."""
+    seed_queue(bucket)
     return bucket
 
 
@@ -352,14 +417,27 @@ async def test_serve_command_shows_the_dashboard_in_chromium_and_leaves_no_proce
     seeded_bucket: str, chromium: str, serve: ServeFn, tmp_path: Path
 ) -> None:
     port = free_port()
-    # The server inherits STORAGE_EMULATOR_HOST (gcs_env) and hands it to each console.
+    # The server inherits STORAGE_EMULATOR_HOST (gcs_env) and hands it to each console; it
+    # makes up its token and prints the URL with it.
+    server_env = {k: v for k, v in os.environ.items() if k != "OMNIQ_SERVE_TOKEN"}
     served = serve(
-        [sys.executable, "-m", "omniq_console", "serve", "--bucket", seeded_bucket,
-         "--port", str(port), "--refresh", "0.5"],
+        [
+            sys.executable,
+            "-m",
+            "omniq_console",
+            "serve",
+            "--bucket",
+            seeded_bucket,
+            "--port",
+            str(port),
+            "--refresh",
+            "0.5",
+        ],
         port,
-        dict(os.environ),
+        server_env,
     )
     assert served.consoles() == [], "a console ran before any browser connected"
+    assert len(served.token) == 32, f"not a token_urlsafe(24): {served.url}"
 
     async with browser_page(chromium) as page:
         await page.call("Page.navigate", url=served.url)
@@ -392,6 +470,7 @@ async def test_serve_console_env_reaches_each_console(
 ) -> None:
     # The server itself does not know the emulator: only `env` can point the console at it.
     server_env = {k: v for k, v in os.environ.items() if k != "STORAGE_EMULATOR_HOST"}
+    server_env["OMNIQ_SERVE_TOKEN"] = "env-token-0123456789abcdef"
     port = free_port()
     code = (
         "import json, sys\n"
@@ -399,16 +478,21 @@ async def test_serve_console_env_reaches_each_console(
         "args, port, env = json.loads(sys.argv[1])\n"
         "serve_console(args, port=port, env=env)\n"
     )
-    spec = [["--bucket", seeded_bucket, "--refresh", "0.5"], port,
-            {"STORAGE_EMULATOR_HOST": gcs_env.url}]
+    spec = [
+        ["--bucket", seeded_bucket, "--refresh", "0.5"],
+        port,
+        {"STORAGE_EMULATOR_HOST": gcs_env.url},
+    ]
     served = serve([sys.executable, "-c", code, json.dumps(spec)], port, server_env)
+    assert served.token == "env-token-0123456789abcdef", "the server ignored OMNIQ_SERVE_TOKEN"
 
     async with browser_page(chromium) as page:
         await page.call("Page.navigate", url=served.url)
         await page.wait_for_dashboard(
             [*DASHBOARD_WORDS, seeded_bucket], QUEUE_ROW, served, tmp_path / "page.png"
         )
-    assert "OmniQ console" in urllib.request.urlopen(served.url, timeout=5).read().decode()
+    async with aiohttp.ClientSession() as session, session.get(served.url) as response:
+        assert "OmniQ console" in await response.text()
 
 
 def test_console_command_quotes_every_argument() -> None:
@@ -426,7 +510,9 @@ def test_web_module_imports_no_textual() -> None:
         "('textual', 'textual_serve', 'IPython'))\n"
         "assert not loaded, loaded\n"
     )
-    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0, result.stderr
 
 
