@@ -10,8 +10,9 @@ rules that change what the next matching requests see:
   the request reaches the emulator or AFTER the emulator applied it (the "response lost" case);
 - ``outage()``: fail everything until ``clear()``; ``outage(seconds=N)``: for N seconds;
 - ``corrupt(times)``: change one byte of the next matching answers' bodies (a download
-  corrupted in transit); ``split_hash_headers = True`` sends ``x-goog-hash`` as one header per
-  hash (``crc32c=...`` and ``md5=...`` apart), as GCS may.
+  corrupted in transit); ``corrupt_uploads(times)``: change the last byte of the media of the
+  next matching multipart uploads on their way in; ``split_hash_headers = True`` sends
+  ``x-goog-hash`` as one header per hash (``crc32c=...`` and ``md5=...`` apart), as GCS may.
 
 ``GCSRulesProxy`` (below) adds a model of the limits GCS enforces and the emulator does not;
 see its docstring.
@@ -41,7 +42,7 @@ import google_crc32c
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-Action = Literal["status", "delay", "drop_before", "drop_after", "corrupt"]
+Action = Literal["status", "delay", "drop_before", "drop_after", "corrupt", "corrupt_upload"]
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp recomputes for the forwarded message.
 _HOP_HEADERS = frozenset(
@@ -293,6 +294,15 @@ class FaultProxy:
         """Change one byte of the body of the next ``times`` matching forwarded answers."""
         return self.add(Rule("corrupt", times, method, path, where))
 
+    def corrupt_uploads(
+        self,
+        times: int | None = 1,
+        *,
+        where: Callable[[ProxyRequest], bool] | None = None,
+    ) -> Rule:
+        """Change the last media byte of the next ``times`` multipart uploads on their way in."""
+        return self.add(Rule("corrupt_upload", times, "POST", "uploadType=multipart", where))
+
     def remove(self, rule: Rule) -> None:
         with self._lock:
             if rule in self._rules:
@@ -339,8 +349,12 @@ class FaultProxy:
                     plan.delay += rule.seconds
                 elif rule.action == "corrupt":
                     plan.corrupt = True
-                elif plan.terminal is None:
+                elif rule.action == "corrupt_upload":
+                    plan.corrupt_upload = True
+                else:
+                    # The first terminal rule decides; later ones keep their hits for later.
                     plan.terminal = rule
+                    break
         return plan
 
     def _record(self, request: ProxyRequest, outcome: str, status: int | None, auth: bool) -> None:
@@ -370,6 +384,12 @@ class FaultProxy:
         if rule is not None and rule.action == "drop_before":
             self._record(info, "dropped-before", None, auth)
             return self._drop(request)
+
+        if plan.corrupt_upload:
+            # The media part ends just before the closing "\r\n--boundary--".
+            end = body.rfind(b"\r\n--")
+            if end > 0:
+                body = body[: end - 1] + bytes([body[end - 1] ^ 0x01]) + body[end:]
 
         async def forward() -> Answer:
             return await self._forward(request, body)
@@ -435,6 +455,7 @@ class _Plan:
     delay: float = 0.0
     terminal: Rule | None = None
     corrupt: bool = False
+    corrupt_upload: bool = False
 
 
 @dataclass

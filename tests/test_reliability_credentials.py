@@ -62,9 +62,7 @@ def refusing_server() -> Iterator[FakeTokenServer]:
 
 def _everything_said(err: BaseException, caplog: pytest.LogCaptureFixture) -> str:
     """What an operator or a log file could ever see of this failure."""
-    return "\n".join(
-        [str(err), repr(err), "".join(traceback.format_exception(err)), caplog.text]
-    )
+    return "\n".join([str(err), repr(err), "".join(traceback.format_exception(err)), caplog.text])
 
 
 async def _fail(store: ObjectStore) -> BaseException:
@@ -87,8 +85,9 @@ async def test_refused_service_account_is_a_clear_secret_free_error(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     account = service_account_file(tmp_path, refusing_server.url)
-    store = ObjectStore("b-creds", token=str(account.path), endpoint_url=_closed_endpoint(),
-                        retry=FAST_RETRY)
+    store = ObjectStore(
+        "b-creds", token=str(account.path), endpoint_url=_closed_endpoint(), retry=FAST_RETRY
+    )
     err = await _fail(store)
     assert refusing_server.requests >= 1  # the key really was used to ask for a token
     assert_secret_free(_everything_said(err, caplog), account.secrets, (account.file_text,))
@@ -103,8 +102,7 @@ async def test_granted_token_never_shows_when_the_endpoint_is_down(
     caplog.set_level(logging.DEBUG)
     account = service_account_file(tmp_path, granting_server.url)
     endpoint = _closed_endpoint()
-    store = ObjectStore("b-creds", token=str(account.path), endpoint_url=endpoint,
-                        retry=FAST_RETRY)
+    store = ObjectStore("b-creds", token=str(account.path), endpoint_url=endpoint, retry=FAST_RETRY)
     err = await _fail(store)
     assert granting_server.requests == 1
     assert isinstance(err, BackendUnavailableError)
@@ -125,8 +123,9 @@ async def test_bearer_token_sent_during_an_outage_is_not_in_the_error(
     caplog.set_level(logging.DEBUG)
     account = service_account_file(tmp_path, granting_server.url)
     fault_proxy.outage(503)
-    store = ObjectStore("b-creds", token=str(account.path), endpoint_url=fault_proxy.url,
-                        retry=FAST_RETRY)
+    store = ObjectStore(
+        "b-creds", token=str(account.path), endpoint_url=fault_proxy.url, retry=FAST_RETRY
+    )
     err = await _fail(store)
     # The requests did carry the token: the proxy saw an Authorization header on each.
     assert fault_proxy.records and all(r.authorized for r in fault_proxy.records)
@@ -147,8 +146,9 @@ async def test_unusable_private_key_is_a_clear_secret_free_error(
         "-----END PRIVATE KEY-----\n"
     )
     account = service_account_file(tmp_path, granting_server.url, private_key=bogus)
-    store = ObjectStore("b-creds", token=str(account.path), endpoint_url=_closed_endpoint(),
-                        retry=FAST_RETRY)
+    store = ObjectStore(
+        "b-creds", token=str(account.path), endpoint_url=_closed_endpoint(), retry=FAST_RETRY
+    )
     err = await _fail(store)
     assert_secret_free(_everything_said(err, caplog), account.secrets, (account.file_text,))
     assert isinstance(err, AuthenticationError), f"{type(err).__name__}: {err}"
@@ -162,8 +162,9 @@ async def test_token_file_that_is_not_json_is_a_clear_secret_free_error(
     path = tmp_path / "creds.json"
     secret = "password=hunter2-do-not-print-me-4242"
     path.write_text(secret + "\n")
-    store = ObjectStore("b-creds", token=str(path), endpoint_url=_closed_endpoint(),
-                        retry=FAST_RETRY)
+    store = ObjectStore(
+        "b-creds", token=str(path), endpoint_url=_closed_endpoint(), retry=FAST_RETRY
+    )
     err = await _fail(store)
     assert_secret_free(_everything_said(err, caplog), [secret])
     assert isinstance(err, AuthenticationError)
@@ -183,8 +184,9 @@ async def test_authorized_user_secrets_never_show(
     }
     path = tmp_path / "user.json"
     path.write_text(json.dumps(info))
-    store = ObjectStore("b-creds", token=str(path), endpoint_url=_closed_endpoint(),
-                        retry=FAST_RETRY)
+    store = ObjectStore(
+        "b-creds", token=str(path), endpoint_url=_closed_endpoint(), retry=FAST_RETRY
+    )
     err = await _fail(store)
     assert_secret_free(
         _everything_said(err, caplog), [info["client_secret"], info["refresh_token"]]
@@ -220,8 +222,9 @@ async def test_snapshots_never_carry_credentials(
     caplog.set_level(logging.DEBUG)
     account = service_account_file(tmp_path, granting_server.url)
     secrets = [*account.secrets, FakeTokenServer.ACCESS_TOKEN]
-    backend = GCSBackend(proxy_bucket, token=str(account.path), endpoint_url=fault_proxy.url,
-                         retry=FAST_RETRY)
+    backend = GCSBackend(
+        proxy_bucket, token=str(account.path), endpoint_url=fault_proxy.url, retry=FAST_RETRY
+    )
     async with backend:
         await backend.async_task_storage.enqueue(Task(func="m:f"))
         monitor = Monitor(backend, poll_timeout=5)
@@ -243,23 +246,78 @@ def test_snapshot_command_fails_in_one_secret_free_line(
 ) -> None:
     with FakeTokenServer(grant=grant) as server:
         account = service_account_file(tmp_path, server.url)
-        fault_proxy.outage(503)
+        # An endpoint that echoes the request's Authorization header in its error (the
+        # command's retry deadline is GCS's two minutes, so no outage here).
+        echoed = f"Invalid Credentials; Authorization: Bearer {FakeTokenServer.ACCESS_TOKEN}"
+        fault_proxy.fail(401, times=None, message=echoed)
         env = {
             **os.environ,
             "STORAGE_EMULATOR_HOST": fault_proxy.url,
             "OMNIQ_LOG_LEVEL": "DEBUG",
         }
         done = subprocess.run(
-            [sys.executable, "-m", "omniq_console", "snapshot", "--bucket", proxy_bucket,
-             "--token", str(account.path)],
-            env=env, capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "omniq_console",
+                "snapshot",
+                "--bucket",
+                proxy_bucket,
+                "--token",
+                str(account.path),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         asked = server.requests
     output = done.stdout + done.stderr
     assert done.returncode != 0, output
     assert asked >= 1, "the --token credentials were not used"
     assert "Traceback" not in output
-    assert_secret_free(output, [*account.secrets, FakeTokenServer.ACCESS_TOKEN],
-                       (account.file_text,))
+    assert_secret_free(
+        output, [*account.secrets, FakeTokenServer.ACCESS_TOKEN], (account.file_text,)
+    )
     if not grant:
         assert "credential" in done.stderr.lower(), done.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("password=hunter2-do-not-print-me-4242\n", "the file is not JSON (line 1 column 1)"),
+        (
+            {"type": "service_account", "private_key": "SECRET-KEY-4242", "token_uri": "x"},
+            "not a service-account or authorized-user JSON key (missing 'client_email')",
+        ),
+        (
+            {"type": "authorized_user", "client_id": "id", "client_secret": "SECRET-4242"},
+            "not a service-account or authorized-user JSON key (missing 'refresh_token')",
+        ),
+        ({"type": "external_account", "audience": "SECRET-4242"}, "'external_account'"),
+        (
+            {
+                "type": "service_account",
+                "client_email": "a@b.iam.gserviceaccount.com",
+                "private_key": "-----BEGIN PRIVATE KEY-----\nU0VDUkVULTQyNDI=\n-----END "
+                "PRIVATE KEY-----\n",
+                "token_uri": "http://127.0.0.1:9/token",
+            },
+            "its private_key cannot be loaded",
+        ),
+    ],
+    ids=["not-json", "no-client-email", "no-refresh-token", "unsupported-type", "bad-pem"],
+)
+async def test_a_bad_credentials_file_says_what_is_wrong_with_it(
+    tmp_path: Path, content: str | dict[str, str], reason: str
+) -> None:
+    path = tmp_path / "key.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    store = ObjectStore("b-creds", token=str(path), endpoint_url=_closed_endpoint())
+    with pytest.raises(AuthenticationError) as err:
+        await store.open()
+    message = str(err.value)
+    assert message.startswith(f"cannot load GCS credentials (file {path}): ")
+    assert reason in message and "KeyError" not in message and "\n" not in message
+    assert "4242" not in message and "SECRET" not in message

@@ -331,7 +331,7 @@ class ObjectStore:
                     body = await response.read()
                     status = response.status
                     resp_headers = response.headers
-            except (aiohttp.ClientConnectorDNSError, aiohttp.ClientSSLError) as exc:
+            except (aiohttp.ClientConnectorDNSError, aiohttp.ClientSSLError, UnicodeError) as exc:
                 # A name that does not resolve, or a certificate refused, will not heal in
                 # the next two minutes: say so at once.
                 self.stats.record(kind, time.perf_counter() - started, error=True)
@@ -379,6 +379,9 @@ class ObjectStore:
         if isinstance(exc, aiohttp.ClientConnectorDNSError):
             reason = exc.os_error.strerror or describe_exception(exc.os_error)
             return f"cannot connect to {self.where}: its host name does not resolve ({reason})"
+        if isinstance(exc, UnicodeError):
+            # Python's IDNA codec refuses the name (an empty or over-long label).
+            return f"cannot connect to {self.where}: not a valid host name"
         if isinstance(exc, aiohttp.ClientSSLError):
             return f"cannot connect to {self.where}: TLS failed ({describe_exception(exc)})"
         if isinstance(exc, aiohttp.ClientConnectorError):
@@ -440,7 +443,11 @@ class ObjectStore:
         except _HTTPFailure as failure:
             if failure.status == 404:
                 raise BucketNotFoundError(self.bucket) from None
-            if failure.status in (401, 403):
+            if failure.status == 401:
+                raise AuthenticationError(
+                    f"GCS refused the credentials ({self._token_origin()}): {failure.message}"
+                ) from None
+            if failure.status == 403:
                 raise AuthenticationError(
                     f"the credentials may not list gs://{self.bucket}/{prefix} "
                     f"({failure.status}: {failure.message}); they need storage.objects.list "

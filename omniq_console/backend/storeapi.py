@@ -75,9 +75,11 @@ class RetryPolicy:
 
     def ceiling(self, retry: int) -> float:
         """The longest sleep before retry number ``retry`` (0 for the first retry)."""
-        # min() before the power would overflow: 2**1100 is past a float.
-        exponent = min(retry, 1024)
-        return float(min(self.max_delay, self.base_delay * self.multiplier**exponent))
+        try:
+            grown = self.base_delay * self.multiplier**retry
+        except OverflowError:  # hours into an outage: long past the cap anyway
+            return float(self.max_delay)
+        return float(min(self.max_delay, grown))
 
     def delay(self, retry: int, rand: float | None = None) -> float:
         """The sleep before retry number ``retry``: full jitter below :meth:`ceiling`.
