@@ -35,7 +35,7 @@ from omniq_console.models import (
     utcnow,
 )
 from omniq_console.monitor import Monitor, Snapshot, take_snapshot
-from omniq_console.monitor import monitor as monitor_module
+from omniq_console.monitor.sources import listing as listing_module
 
 
 async def put_task(
@@ -387,9 +387,9 @@ async def test_task_detail_reads_one_task_on_demand(backend: GCSBackend) -> None
     assert detail.result is not None and detail.result.error_type == "E"
     assert [e.event_type for e in detail.events] == ["enqueued", "failed"]
     assert detail.unreadable == ()
-    # Two bodies and one listing; its events were read by the poll already.
+    # Two bodies, one listing of events and the two event objects that name the task.
     assert backend.store.stats.since(before).count == {
-        "list": 1, "get": 2, "write": 0, "delete": 0, "bucket": 0,
+        "list": 1, "get": 4, "write": 0, "delete": 0, "bucket": 0,
     }  # fmt: skip
 
     missing = await monitor.task_detail("no-such-task")
@@ -437,12 +437,12 @@ async def test_polls_never_overlap_and_subscribers_get_each_snapshot(
     inside = peak = 0
     real = monitor._poll_once
 
-    async def counted() -> Snapshot:
+    async def counted(reconcile: bool) -> Snapshot:
         nonlocal inside, peak
         inside += 1
         peak = max(peak, inside)
         try:
-            return await real()
+            return await real(reconcile)
         finally:
             inside -= 1
 
@@ -464,15 +464,16 @@ async def test_polls_never_overlap_and_subscribers_get_each_snapshot(
 async def test_large_prefixes_are_listed_as_key_ranges(
     backend: GCSBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(monitor_module, "SPLIT_EVERY", 3)
+    monkeypatch.setattr(listing_module, "SPLIT_EVERY", 3)
     for i in range(10):
         await backend.async_task_storage.enqueue(Task(func=f"f{i}", queue_name="r"))
     monitor = Monitor(backend)
     first = await monitor.poll()
     before = backend.store.stats.copy()
     second = await monitor.poll()
-    # tasks/ and queues/ as 4 ranges each (split every 3rd key); the others whole; events tail.
-    assert backend.store.stats.since(before).count["list"] == 4 + 4 + 1 + 1 + 1 + 1
+    # tasks/ and queues/ as 4 ranges each (split every 3rd key); results/, schedules/,
+    # workers/ and paused/ whole; the events tail.
+    assert backend.store.stats.since(before).count["list"] == 4 + 4 + 1 + 1 + 1 + 1 + 1
     assert second.tasks == first.tasks and second.queues[0].depth_trend == (10, 10)
     assert second.task_rows is first.task_rows
     await backend.async_task_storage.dequeue(["r"])

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from omniq_console.backend.gcs import GCSBackend
+from omniq_console.backend.layout import Layout
 from omniq_console.backend.objectstore import RetryPolicy
 from omniq_console.demo.emulator import Emulator
 from omniq_console.models import Task
@@ -165,7 +166,8 @@ async def test_one_run_loop_per_monitor(backend: GCSBackend) -> None:
 @pytest.mark.parametrize("bad", [0, -1, math.nan, math.inf])
 def test_bad_settings_are_refused(bad: float) -> None:
     class Nothing:
-        store = layout = None
+        store = None
+        layout = Layout()
         bucket_name = prefix = "x"
 
     with pytest.raises(ValueError, match="interval"):

@@ -29,7 +29,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -416,41 +416,47 @@ class Monitor:
             )
             await self._read_bodies(store, applied.need_body)
             self._listed = True
-            event_keys = [i.key for i in event_infos]
+            new_events = [(i.key, i.metadata) for i in event_infos]
             if feed is not None:
                 await self._apply_feed(store, feed)
         else:
-            event_keys = await self._apply_feed(store, feed)
+            new_events = await self._apply_feed(store, feed)
             if reconcile and time.monotonic() - self._last_reconcile >= self._interval * 0.9:
                 await self._reconcile(store, feed)
-        await self._tail.read_new(store, self.model, event_keys, now)
+        await self._tail.read_new(store, self.model, new_events, now)
         self.model.forget_outcomes(now.timestamp())
         return self._build(now)
 
-    async def _apply_feed(self, store: ObjectStoreAPI, feed: PubSubFeed) -> list[str]:
+    async def _apply_feed(
+        self, store: ObjectStoreAPI, feed: PubSubFeed
+    ) -> list[tuple[str, Mapping[str, str]]]:
         """Apply buffered notifications, then acknowledge them; returns new event keys."""
         changes = feed.take()
         need: list[ObjectInfo] = []
-        event_keys: list[str] = []
+        event_keys: list[tuple[str, Mapping[str, str]]] = []
         layout = self._backend.layout
         for n, change in enumerate(changes):
             self._apply_change(layout, change, need, event_keys)
             if n % 2000 == 1999:
                 await asyncio.sleep(0)
         await self._read_bodies(store, need)
-        self._tail.mark_seen(event_keys)
+        self._tail.mark_seen(k for k, _ in event_keys)
         await feed.ack([c.ack_id for c in changes])
         return event_keys
 
     def _apply_change(
-        self, layout: Layout, change: Change, need: list[ObjectInfo], event_keys: list[str]
+        self,
+        layout: Layout,
+        change: Change,
+        need: list[ObjectInfo],
+        event_keys: list[tuple[str, Mapping[str, str]]],
     ) -> None:
         kind = kind_of(layout, change.key)
         if kind is None:
             return
         if kind == "events":
             if change.metadata is not None:
-                event_keys.append(change.key)
+                event_keys.append((change.key, change.metadata))
             return
         if change.metadata is None:
             self.model.withdraw(kind, change.key, change.generation)

@@ -16,7 +16,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .snapshot import Snapshot
+from .snapshot import RequestFigures, Snapshot
 
 MAX_ROWS = 20
 """Rows shown per table (events, schedules, stuck tasks, workers, unreadable objects)."""
@@ -190,8 +190,7 @@ def _requests(s: Snapshot) -> Text:
     return Text(
         f"Requests: {r.total} ({kinds or 'none'}), {r.errors} errors, {r.retries} retries; "
         f"last poll {r.last_poll_requests} requests in {r.last_poll_ms:.0f} ms; "
-        f"mean latency {r.mean_latency_ms:.1f} ms; {r.requests_per_minute:.1f}/min, "
-        f"about ${r.cost_per_hour_usd:.4f}/hour",
+        f"mean latency {r.mean_latency_ms:.1f} ms; " + _rate(r),
         style="dim",
     )
 
@@ -239,3 +238,13 @@ def snapshot_html(snapshot: Snapshot, *, width: int = 120) -> str:
 
 
 __all__ = ["render_snapshot", "snapshot_html", "snapshot_text"]
+
+
+def _rate(r: RequestFigures) -> str:
+    """The request rate and its price, or why there is none yet (a rate needs a window)."""
+    if r.paused:
+        return "paused: no live cost"
+    if r.requests_per_minute is None or r.cost_per_hour_usd is None:
+        return "rate: measuring (needs 60 s of polling)"
+    per_min, cost = r.requests_per_minute, r.cost_per_hour_usd
+    return f"{per_min:.1f}/min over {r.window_s:.0f} s, about ${cost:.4f}/hour"

@@ -482,6 +482,8 @@ def _parse_body(layout: Layout, kind: str, key: str, data: bytes) -> Record | Un
         return ScheduleRecord(name, _model(Schedule, key, data))
     if kind == "tasks":
         t: Task = _model(Task, key, data)
+        if t.id != name:
+            return UnreadableRow(key=key, reason=f"its id {t.id!r} does not match its key")
         return TaskDef(
             t.id, t.queue_name, t.func, t.priority, _sec(t.run_at), _sec(t.expires_at),
             _sec(t.created_at), t.status.value, t.worker_id, _sec(t.lease_expires_at),
@@ -489,6 +491,10 @@ def _parse_body(layout: Layout, kind: str, key: str, data: bytes) -> Record | Un
         )  # fmt: skip
     if kind == "results":
         r: TaskResult = _model(TaskResult, key, data)
+        if r.task_id != name:
+            return UnreadableRow(
+                key=key, reason=f"its task_id {r.task_id!r} does not match its key"
+            )
         return StateRecord(
             r.task_id, r.status.value, state_of(r.status.value, r.worker_id), None, None, 0,
             r.worker_id, None, None, None, 0, _sec(r.created_at), _sec(r.started_at),

@@ -12,7 +12,7 @@ live slots.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -144,11 +144,23 @@ class EventTail:
     # -- both modes -------------------------------------------------------------------------
 
     async def read_new(
-        self, store: ObjectStoreAPI, model: BucketModel, keys: Sequence[str], now: datetime
+        self,
+        store: ObjectStoreAPI,
+        model: BucketModel,
+        new: Sequence[tuple[str, Mapping[str, str]]],
+        now: datetime,
     ) -> None:
-        """Read the newest ``BODIES_PER_POLL`` of ``keys`` (key order is time order) into rows,
-        and their completed/failed events into outcomes the model lacks."""
-        shown = sorted(set(keys))[-BODIES_PER_POLL:]
+        """Read the newest new event objects (key order is time order) into rows: as many as
+        hold ``keep`` events, at most ``BODIES_PER_POLL``; their completed/failed events
+        become outcomes where the model has no result record."""
+        shown: list[str] = []
+        held = 0
+        for key, metadata in sorted(dict(new).items(), reverse=True):
+            if held >= self.keep or len(shown) >= BODIES_PER_POLL:
+                break
+            shown.append(key)
+            decoded = self._decode(key, metadata)
+            held += decoded.events if isinstance(decoded, EventObject) else 1
         bodies = await read_many(store, shown)
         seen_at = now.timestamp()
         for key in shown:
