@@ -9,6 +9,7 @@ object written by a newer, unknown version is refused rather than misread.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -28,10 +29,26 @@ def utcnow() -> datetime:
 
 
 def as_utc(value: datetime) -> datetime:
-    """A datetime in UTC; a naive one is taken to be UTC already."""
+    """A datetime in UTC; a naive one is taken to be UTC already.
+
+    ``ValueError`` (not ``OverflowError``) when the instant has no UTC form: a valid ISO date
+    such as ``0001-01-01T00:00:00+01:00`` is out of range once converted. Every decoder already
+    turns ``ValueError`` into a report about the one object that carried it.
+    """
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"date {value.isoformat()} is out of range in UTC") from None
+
+
+def add_time(value: datetime, delta: timedelta) -> datetime:
+    """``value + delta``, with ``ValueError`` instead of ``OverflowError`` past year 9999."""
+    try:
+        return value + delta
+    except OverflowError:
+        raise ValueError(f"{value.isoformat()} + {delta} is out of range") from None
 
 
 def new_id() -> str:
@@ -39,16 +56,30 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+_id_lock = threading.Lock()
+_last_id: tuple[int, int] = (0, 0)  # (ms, counter) of the newest id made by this process
+
+
 def new_event_id(at: datetime | None = None) -> str:
     """A UUIDv7-style id whose string form sorts by creation time.
 
-    Event keys are tailed with ``startOffset``, so ids must sort lexicographically in the
-    order events happened (millisecond precision, random below that).
+    Event and batch keys are tailed with ``startOffset``, so ids sort lexicographically in the
+    order they were made: millisecond time, then a 12-bit counter that makes ids from one
+    process strictly increasing even within one millisecond (or when ``at`` goes back a
+    little), then random bits.
     """
+    global _last_id
     ms = int((at.timestamp() if at is not None else time.time()) * 1000) & ((1 << 48) - 1)
-    rand_a = int.from_bytes(os.urandom(2), "big") & 0xFFF
+    with _id_lock:
+        last_ms, counter = _last_id
+        if ms <= last_ms and last_ms - ms < 10_000:
+            # Same millisecond, or a clock that stepped back a little: keep counting up.
+            ms, counter = (last_ms, counter + 1) if counter < 0xFFF else (last_ms + 1, 0)
+        else:
+            counter = int.from_bytes(os.urandom(1), "big")  # room to count up within the ms
+        _last_id = (ms, counter)
     rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
-    value = (ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
+    value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand_b
     return str(uuid.UUID(int=value))
 
 
@@ -76,6 +107,14 @@ class ResultStatus(StrEnum):
     ERROR = "error"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
+
+
+_TASK_STATUS_OF_OUTCOME = {
+    ResultStatus.SUCCESS: TaskStatus.COMPLETED,
+    ResultStatus.ERROR: TaskStatus.FAILED,
+    ResultStatus.CANCELLED: TaskStatus.CANCELLED,
+    ResultStatus.EXPIRED: TaskStatus.EXPIRED,
+}
 
 
 class EventType(StrEnum):
@@ -176,16 +215,25 @@ class Task(OmniQModel):
     status: TaskStatus = TaskStatus.PENDING
     created_at: datetime = Field(default_factory=utcnow)
     retry_count: int = 0
-    # Claim state: who runs the task and until when its lease holds (see backend/queue.py).
+    # Claim state: who runs the task and until when its lease holds. Stored in the task's
+    # state record (results/{id}.json) and overlaid here by ``get_task``.
     worker_id: str | None = None
     lease_expires_at: datetime | None = None
     started_at: datetime | None = None
     updated_at: datetime | None = None
+    # The state record this view was derived from: its generation (None: no record yet) is
+    # what the next transition compare-and-swaps on.
+    _record: TaskResult | None = PrivateAttr(default=None)
+
+    @property
+    def record(self) -> TaskResult | None:
+        """The state record (``results/{id}.json``) this task's status was read from."""
+        return self._record
 
     @model_validator(mode="after")
     def _derive_expiry(self) -> Self:
         if self.ttl is not None and self.expires_at is None:
-            self.__dict__["expires_at"] = as_utc(self.created_at) + self.ttl
+            self.__dict__["expires_at"] = add_time(as_utc(self.created_at), self.ttl)
         return self
 
     @field_validator("max_retries", "retry_count")
@@ -230,12 +278,35 @@ class TaskResult(OmniQModel):
     worker_id: str | None = None
     execution_time: float | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # The task's state record (docs/architecture.md, "Task status is derived from which objects
+    # exist"): while ``status`` is pending, ``lease_owner`` says who runs attempt ``attempt``,
+    # or, when None, the task waits (until ``run_at``) for its next claim.
+    attempt: int = 0
+    lease_owner: str | None = None
+    lease_seconds: float | None = None
+    lease_expires_at: datetime | None = None
+    run_at: datetime | None = None
+    retry_count: int = 0
+    queue_name: str | None = None
+    func: str | None = None
+
+    @property
+    def task_status(self) -> TaskStatus:
+        """The status of the task this record belongs to."""
+        if self.status == ResultStatus.PENDING:
+            return TaskStatus.RUNNING if self.lease_owner else TaskStatus.PENDING
+        return _TASK_STATUS_OF_OUTCOME[self.status]
+
+    @property
+    def is_final(self) -> bool:
+        """True once the task has an outcome (success, error, cancelled, expired)."""
+        return self.status != ResultStatus.PENDING
 
     @model_validator(mode="after")
     def _derive_expiry(self) -> Self:
         if self.ttl is not None and self.expires_at is None:
             base = self.completed_at or self.created_at
-            self.__dict__["expires_at"] = as_utc(base) + self.ttl
+            self.__dict__["expires_at"] = add_time(as_utc(base), self.ttl)
         return self
 
     def is_expired(self, now: datetime | None = None) -> bool:
@@ -266,6 +337,12 @@ class TaskEvent(OmniQModel):
         if not self.id:
             self.__dict__["id"] = new_event_id(self.timestamp)
         return self
+
+
+class EventBatch(OmniQModel):
+    """The body of ``events/{batch_id}.json``: the events one worker flushed at once."""
+
+    events: list[TaskEvent] = Field(default_factory=list)
 
 
 class Schedule(OmniQModel):
@@ -303,7 +380,7 @@ class Schedule(OmniQModel):
         if self.max_runs is not None and self.max_runs < 1:
             raise ValueError("max_runs must be at least 1")
         if self.ttl is not None and self.expires_at is None:
-            self.__dict__["expires_at"] = as_utc(self.created_at) + self.ttl
+            self.__dict__["expires_at"] = add_time(as_utc(self.created_at), self.ttl)
         if self.next_run is None and self.status == ScheduleStatus.ACTIVE and self.run_count == 0:
             self.__dict__["next_run"] = self._first_run()
         return self

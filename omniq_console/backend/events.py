@@ -1,28 +1,83 @@
-"""Lifecycle events on GCS: ``events/{event_id}.json``, written once, never changed.
+"""Lifecycle events on GCS: batches ``events/{batch_id}.json`` and single ``events/{id}.json``.
 
-Event ids sort by time (UUIDv7-style), so a key-ordered listing is already oldest first and a
-monitor can tail new events with ``startOffset``. Filters (task, type, time range) are decided
-on listing metadata; only the bodies of matching events are read, and with ``limit`` only as
-many as are returned.
+Workers write their events as one batch object per flush, about once a second
+(``EventBatcher``): a task's lifecycle costs a share of one write, not one write per event
+(docs/architecture.md, "Events"). ``log_event`` still writes a single event at once (operator
+audits, the seed API). Batch ids and event ids sort by time (UUIDv7-style, strictly increasing
+within a process), so a key-ordered listing is oldest first and a monitor can tail new objects
+with ``startOffset``. Filters (task, type, time range) are decided on listing metadata where it
+can decide; only the bodies of matching objects are read.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from ..models import EventType, TaskEvent, as_utc, utcnow
-from .errors import ConflictError
-from .index import event_index, event_metadata
+from ..models import EventBatch, EventType, TaskEvent, as_utc, new_event_id, utcnow
+from ..stopping import StopSignal
+from .errors import (
+    ConflictError,
+    CorruptObjectError,
+    ObjectNotFoundError,
+    StorageError,
+    UnreadableObject,
+)
+from .index import event_batch_index, event_batch_metadata, event_index, event_metadata
 from .layout import check_id
-from .listing import ItemList, StoreBase, bounded_gather
+from .listing import ItemList, StoreBase, bounded_gather, parse_model
 from .objectstore import ObjectInfo
 from .sync import sync_twin
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 1.0
+"""How often a worker's ``EventBatcher`` writes what it has buffered."""
+MAX_BUFFERED_EVENTS = 10_000
+"""A batcher that cannot write (an outage) keeps at most this many events; older ones go first."""
 
 
 class AsyncGCSEventStorage(StoreBase):
-    """An append-only log of task and schedule lifecycle events."""
+    """An append-only log of task and schedule lifecycle events.
+
+    ``record(event)`` is how the runtime logs: buffered, and written with the other events of
+    this process as one batch about once a second. ``log_event`` writes one event at once.
+    Close the backend (or ``await flush()``) to write what is buffered.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batcher = EventBatcher(self)
+        self._flusher: asyncio.Task[None] | None = None
+
+    def record(self, event: TaskEvent) -> None:
+        """Log ``event`` with the next batch (within about a second); never blocks or fails.
+
+        Must be called on the event loop the backend is open on.
+        """
+        self._check_writable("log event", self.layout.events)
+        self.batcher.add(event)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(
+                self.batcher.run(), name="omniq-event-batcher"
+            )
+
+    async def flush(self) -> int:
+        """Write the buffered events now; return how many were written."""
+        return await self.batcher.flush()
+
+    async def aclose(self) -> None:
+        """Stop the background flusher after a last flush (the backend calls this on close)."""
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None and not flusher.done():
+            self.batcher.stop()
+            await asyncio.gather(flusher, return_exceptions=True)
+        await self.batcher.flush()
 
     async def log_event(self, event: TaskEvent) -> TaskEvent:
         """Append ``event``; ``ConflictError`` if a *different* event with its id exists already.
@@ -40,6 +95,19 @@ class AsyncGCSEventStorage(StoreBase):
                 raise ConflictError(key, 0, f"an event with id {event.id} exists already") from exc
         return event
 
+    async def log_events(self, events: Sequence[TaskEvent]) -> str | None:
+        """Append ``events`` as one batch object; return its key (None when there were none)."""
+        if not events:
+            return None
+        batch_id = new_event_id()
+        key = self.layout.event(batch_id)
+        self._check_writable("log events", key)
+        batch = EventBatch(events=list(events))
+        await self.reader.write(
+            key, batch, event_batch_metadata(batch_id, events), if_generation_match=0
+        )
+        return key
+
     async def get_events(
         self,
         task_id: str | None = None,
@@ -50,7 +118,8 @@ class AsyncGCSEventStorage(StoreBase):
     ) -> ItemList[TaskEvent]:
         """Events oldest first, filtered by task, type and time range (both ends inclusive).
 
-        ``limit`` returns the oldest ``limit`` matches and reads only their bodies.
+        ``limit`` returns the oldest ``limit`` matches. Single events are decided on their
+        listing metadata; a batch is read when its metadata says it may hold a match.
         """
         if task_id is not None:
             check_id(task_id, "task id")
@@ -69,35 +138,57 @@ class AsyncGCSEventStorage(StoreBase):
             )
 
         infos = await self._list(self.layout.events)
-        rows: list[tuple[datetime, str, ObjectInfo | TaskEvent]] = []
-        unindexed: list[ObjectInfo] = []
+        singles: list[ObjectInfo] = []
+        batches: list[ObjectInfo] = []
         for info in infos:
             idx = event_index(info)
-            if idx is None:
-                unindexed.append(info)
-            elif keep(idx.task_id, idx.event_type, idx.timestamp):
-                rows.append((idx.timestamp or _EPOCH, info.key, info))
-        bodies = await self.reader.read_listed(unindexed, TaskEvent)
-        rows.extend(
-            (e.timestamp, self.layout.event(e.id), e)
-            for e in bodies
-            if keep(e.task_id, e.event_type, e.timestamp)
+            if idx is not None:
+                if keep(idx.task_id, idx.event_type, idx.timestamp):
+                    singles.append(info)
+                continue
+            bidx = event_batch_index(info)
+            if bidx is None:
+                batches.append(info)  # no usable index: its body decides
+                continue
+            if start is not None and bidx.last_ts is not None and bidx.last_ts < start:
+                continue
+            if end is not None and bidx.first_ts is not None and bidx.first_ts > end:
+                continue
+            if wanted is not None and wanted.value not in bidx.types:
+                continue
+            if task_id is not None and not bidx.tasks_truncated and task_id not in bidx.tasks:
+                continue
+            batches.append(info)
+        found, unreadable = await self.read_events(singles + batches)
+        rows = sorted(
+            (e for e in found if keep(e.task_id, e.event_type, e.timestamp)),
+            key=lambda e: (e.timestamp, e.id),
         )
-        rows.sort(key=lambda row: (row[0], row[1]))
-        page = rows if limit is None else rows[:limit]
-        read = await self.reader.read_listed(
-            [item for _, _, item in page if isinstance(item, ObjectInfo)], TaskEvent
-        )
-        by_id = {e.id: e for e in read}
-        out: ItemList[TaskEvent] = ItemList(unreadable=[*bodies.unreadable, *read.unreadable])
-        for _, key, item in page:
-            event = item if isinstance(item, TaskEvent) else by_id.get(self.layout.name_of(key))
-            if event is not None:
-                out.append(event)
-        return out
+        return ItemList(rows if limit is None else rows[:limit], unreadable=unreadable)
+
+    async def read_events(
+        self, infos: Sequence[ObjectInfo]
+    ) -> tuple[list[TaskEvent], list[UnreadableObject]]:
+        """The events in listed event objects (batches or single events), and what failed."""
+        unreadable: list[UnreadableObject] = []
+
+        async def one(info: ObjectInfo) -> list[TaskEvent]:
+            try:
+                got = await self.store.read(info.key)
+            except ObjectNotFoundError:
+                return []  # deleted since it was listed (an event cleanup): gone, not broken
+            try:
+                return events_in(info.key, got.data)
+            except CorruptObjectError as exc:
+                unreadable.append(UnreadableObject(exc.key, exc.reason))
+                return []
+
+        lists = await bounded_gather(infos, one)
+        return [e for events in lists for e in events], unreadable
 
     async def cleanup_old_events(self, older_than: timedelta | datetime) -> int:
-        """Delete events older than a cutoff (an age, or a point in time); return how many."""
+        """Delete events older than a cutoff (an age, or a point in time); return how many
+        objects were deleted (a batch goes once its newest event is older than the cutoff)."""
         if isinstance(older_than, timedelta):
             cutoff = utcnow() - older_than
         elif isinstance(older_than, datetime):
@@ -107,21 +198,107 @@ class AsyncGCSEventStorage(StoreBase):
         self._check_writable("clean up events", self.layout.events)
         infos = await self._list(self.layout.events)
         old: list[str] = []
-        unindexed: list[ObjectInfo] = []
+        unknown: list[ObjectInfo] = []
         for info in infos:
             idx = event_index(info)
-            if idx is None or idx.timestamp is None:
-                unindexed.append(info)
-            elif idx.timestamp < cutoff:
+            bidx = event_batch_index(info) if idx is None else None
+            newest = idx.timestamp if idx is not None else bidx.last_ts if bidx else None
+            if newest is None:
+                unknown.append(info)
+            elif newest < cutoff:
                 old.append(info.key)
-        bodies = await self.reader.read_listed(unindexed, TaskEvent)
-        old.extend(self.layout.event(e.id) for e in bodies if e.timestamp < cutoff)
+        for info in unknown:
+            try:
+                events = events_in(info.key, (await self.store.read(info.key)).data)
+            except (CorruptObjectError, StorageError):
+                continue  # reported by readers; never deleted on a guess
+            if events and max(e.timestamp for e in events) < cutoff:
+                old.append(info.key)
         return sum(await bounded_gather(old, self.reader.delete))
+
+
+def events_in(key: str, data: bytes) -> list[TaskEvent]:
+    """The events a stored body holds: a batch's list, or one single event.
+
+    ``CorruptObjectError`` naming ``key`` when it is neither.
+    """
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raw = None  # parse_model says why
+    if isinstance(raw, dict) and isinstance(raw.get("events"), list) and "event_type" not in raw:
+        return list(parse_model(EventBatch, key, data).events)
+    return [parse_model(TaskEvent, key, data)]
+
+
+class EventBatcher:
+    """Buffers one process's events and writes them as one batch about once a second.
+
+    ``add`` never blocks and never fails; ``run()`` flushes every ``interval`` until stopped,
+    then flushes what is left. A flush that fails keeps its events for the next one (at most
+    ``MAX_BUFFERED_EVENTS``; beyond that the oldest are dropped and counted in ``dropped``).
+    """
+
+    def __init__(self, storage: AsyncGCSEventStorage, *, interval: float = FLUSH_INTERVAL_S):
+        self.storage = storage
+        self.interval = interval
+        self.dropped = 0
+        self.written = 0
+        self._buffer: list[TaskEvent] = []
+        self._stop = StopSignal()
+        self._lock: asyncio.Lock | None = None
+
+    def add(self, event: TaskEvent) -> None:
+        """Queue ``event`` for the next flush."""
+        self._buffer.append(event)
+        excess = len(self._buffer) - MAX_BUFFERED_EVENTS
+        if excess > 0:
+            del self._buffer[:excess]
+            self.dropped += excess
+
+    @property
+    def pending(self) -> int:
+        """Events buffered and not yet written."""
+        return len(self._buffer)
+
+    async def flush(self) -> int:
+        """Write what is buffered as one batch now; return how many events were written."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            events, self._buffer = self._buffer, []
+            if not events:
+                return 0
+            try:
+                await self.storage.log_events(events)
+            except (StorageError, OSError) as exc:
+                log.warning(
+                    "%d event(s) not written yet (kept for the next flush): %s", len(events), exc
+                )
+                self._buffer[:0] = events
+                return 0
+            self.written += len(events)
+            return len(events)
+
+    async def run(self) -> None:
+        """Flush every ``interval`` seconds until ``stop()``; then a last flush."""
+        self._stop.bind()
+        try:
+            while not await self._stop.wait(self.interval):
+                await self.flush()
+        finally:
+            self._stop = StopSignal()  # a later record() may start the flusher again
+            await asyncio.shield(self.flush())
+
+    def stop(self) -> None:
+        """End ``run()`` after a last flush (from any thread)."""
+        self._stop.set()
 
 
 class GCSEventStorage(AsyncGCSEventStorage):
     """Event storage with blocking ``*_sync`` twins (open the backend with ``with backend:``)."""
 
     log_event_sync = sync_twin(AsyncGCSEventStorage.log_event)
+    log_events_sync = sync_twin(AsyncGCSEventStorage.log_events)
     get_events_sync = sync_twin(AsyncGCSEventStorage.get_events)
     cleanup_old_events_sync = sync_twin(AsyncGCSEventStorage.cleanup_old_events)

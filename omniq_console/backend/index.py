@@ -1,4 +1,4 @@
-"""Index fields kept in each object's GCS custom metadata (DESIGN decision 2).
+"""Index fields kept in each object's GCS custom metadata (docs/architecture.md, "Index metadata").
 
 A listing returns every object's metadata, so queue depths, status counts and outcome charts
 come from listings alone: about one request per 1,000 objects and no body reads. Each kind has
@@ -9,7 +9,7 @@ usable index (say, written by another OmniQ backend): the caller reads its body 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import unquote
@@ -52,6 +52,39 @@ def _text(value: str, limit: int) -> str:
     )
 
 
+METADATA_LIMIT_BYTES = 8 * 1024
+"""GCS's limit on an object's custom metadata: UTF-8 bytes of all keys and values together."""
+_METADATA_BUDGET = METADATA_LIMIT_BYTES - 512  # room for the fixed fields beside a long list
+
+
+def metadata_bytes(metadata: Mapping[str, str]) -> int:
+    """The size GCS counts for custom metadata: UTF-8 bytes of every key and value."""
+    return sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
+
+
+def joined_within(items: Sequence[str], budget: int) -> tuple[str, int]:
+    """``items`` escaped and comma-joined in at most ``budget`` bytes, cut at whole items.
+
+    Returns the text and how many items were left out (0 when all fit): a reader can say
+    "and N more" instead of showing half an id.
+    """
+    out: list[str] = []
+    used = 0
+    for i, item in enumerate(items):
+        escaped = _text(item, 200).replace(",", "%2C")
+        cost = len(escaped) + (1 if out else 0)
+        if used + cost > budget:
+            return ",".join(out), len(items) - i
+        out.append(escaped)
+        used += cost
+    return ",".join(out), 0
+
+
+def split_joined(value: str | None) -> tuple[str, ...]:
+    """The items of a ``joined_within`` value."""
+    return tuple(_untext(part) for part in (value or "").split(",") if part)
+
+
 def _untext(value: str | None) -> str:
     return unquote(value) if value else ""
 
@@ -85,19 +118,34 @@ class QueueEntryIndex:
     run_at: datetime | None
     expires_at: datetime | None
     created_at: datetime | None
-    # A claim in progress: the worker that won the entry, until when (see backend/queue.py).
-    lease_owner: str | None
-    lease_expires_at: datetime | None
+    # Hints written by the rare transitions back to pending (retry, release, requeue,
+    # operator retry): the state record's generation to compare-and-swap on, and its attempt.
+    record_generation: int | None = None
+    attempt: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class ResultIndex:
+    """A result record's index: the outcome, and the task's state while it has none."""
+
     task_id: str
     status: ResultStatus
     completed_at: datetime | None
     error_type: str | None
     # None also when an older index did not record it: see ``"expires_at" in info.metadata``.
     expires_at: datetime | None = None
+    state: TaskStatus = TaskStatus.COMPLETED
+    queue: str | None = None
+    func: str | None = None
+    attempt: int = 0
+    worker_id: str | None = None  # the lease holder while running, else who ran it last
+    lease_s: float | None = None
+    lease_expires_at: datetime | None = None  # the holder's wall clock: display only
+    run_at: datetime | None = None
+    retry_count: int = 0
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    generation: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,36 +217,28 @@ def task_index(info: ObjectInfo) -> TaskIndex | None:
             lease_expires_at=_parse_ts(md.get("lease_expires_at")),
             retry_count=int(md.get("retry_count") or 0),
         )
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, OverflowError):
         return None
 
 
 # -- queue entries ----------------------------------------------------------------------------
 
 
-def queue_entry_metadata(
-    task: Task, lease_owner: str | None = None, lease_expires_at: datetime | None = None
-) -> dict[str, str]:
-    return {
+def queue_entry_metadata(task: Task, record: TaskResult | None = None) -> dict[str, str]:
+    """The entry's ranking fields; with ``record`` (a pending-again state record), the hints
+    that let a claimer compare-and-swap on it without reading it first."""
+    run_at = record.run_at if record is not None and record.run_at else task.run_at
+    md = {
         "omniq_index": INDEX_VERSION,
         "priority": str(task.priority),
-        "run_at": _ts(task.run_at),
+        "run_at": _ts(run_at),
         "expires_at": _ts(task.expires_at),
         "created_at": _ts(task.created_at),
-        "lease_owner": _text(lease_owner or "", 200),
-        "lease_expires_at": _ts(lease_expires_at),
     }
-
-
-def claimed_entry_metadata(
-    metadata: Mapping[str, str], lease_owner: str | None, lease_expires_at: datetime | None
-) -> dict[str, str]:
-    """A listed queue entry's metadata with its claim set (or cleared, with ``None``)."""
-    return {
-        **metadata,
-        "lease_owner": _text(lease_owner or "", 200),
-        "lease_expires_at": _ts(lease_expires_at),
-    }
+    if record is not None and record.generation:
+        md["record_generation"] = str(record.generation)
+        md["attempt"] = str(record.attempt)
+    return md
 
 
 def queue_entry_index(info: ObjectInfo, layout: Layout) -> QueueEntryIndex | None:
@@ -214,10 +254,10 @@ def queue_entry_index(info: ObjectInfo, layout: Layout) -> QueueEntryIndex | Non
             run_at=_parse_ts(md.get("run_at")),
             expires_at=_parse_ts(md.get("expires_at")),
             created_at=_parse_ts(md.get("created_at")),
-            lease_owner=_untext(md.get("lease_owner")) or None,
-            lease_expires_at=_parse_ts(md.get("lease_expires_at")),
+            record_generation=int(md["record_generation"]) if md.get("record_generation") else None,
+            attempt=int(md.get("attempt") or 0),
         )
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
 
 
@@ -225,9 +265,21 @@ def queue_entry_index(info: ObjectInfo, layout: Layout) -> QueueEntryIndex | Non
 
 
 def result_metadata(result: TaskResult) -> dict[str, str]:
+    """The index of a result, which is also the task's state record (docs/architecture.md)."""
     return {
         "omniq_index": INDEX_VERSION,
         "status": result.status.value,
+        "state": result.task_status.value,
+        "queue": _text(result.queue_name or "", 200),
+        "func": _text(result.func or "", 200),
+        "attempt": str(result.attempt),
+        "worker_id": _text(result.lease_owner or result.worker_id or "", 200),
+        "lease_s": f"{result.lease_seconds:g}" if result.lease_seconds else "",
+        "lease_expires_at": _ts(result.lease_expires_at),
+        "run_at": _ts(result.run_at),
+        "retry_count": str(result.retry_count),
+        "created_at": _ts(result.created_at),
+        "started_at": _ts(result.started_at),
         "completed_at": _ts(result.completed_at),
         "error_type": _text(result.error_type or "", 200),
         "expires_at": _ts(result.expires_at),
@@ -239,20 +291,57 @@ def result_index(info: ObjectInfo) -> ResultIndex | None:
     if md.get("omniq_index") != INDEX_VERSION:
         return None
     try:
+        status = ResultStatus(md["status"])
+        state = TaskStatus(md["state"]) if md.get("state") else _state_of(status, md)
         return ResultIndex(
             task_id=Layout.name_of(info.key),
-            status=ResultStatus(md["status"]),
+            status=status,
             completed_at=_parse_ts(md.get("completed_at")),
             error_type=_untext(md.get("error_type")) or None,
             expires_at=_parse_ts(md.get("expires_at")),
+            state=state,
+            queue=_untext(md.get("queue")) or None,
+            func=_untext(md.get("func")) or None,
+            attempt=int(md.get("attempt") or 0),
+            worker_id=_untext(md.get("worker_id")) or None,
+            lease_s=float(md["lease_s"]) if md.get("lease_s") else None,
+            lease_expires_at=_parse_ts(md.get("lease_expires_at")),
+            run_at=_parse_ts(md.get("run_at")),
+            retry_count=int(md.get("retry_count") or 0),
+            created_at=_parse_ts(md.get("created_at")),
+            started_at=_parse_ts(md.get("started_at")),
+            generation=info.generation,
         )
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, OverflowError):
         return None
+
+
+def _state_of(status: ResultStatus, md: Mapping[str, str]) -> TaskStatus:
+    """The task status of a record written before records carried ``state``."""
+    if status == ResultStatus.PENDING:
+        return TaskStatus.RUNNING if md.get("worker_id") else TaskStatus.PENDING
+    return TaskResult(task_id="x", status=status).task_status
 
 
 def result_index_of(result: TaskResult) -> ResultIndex:
     return ResultIndex(
-        result.task_id, result.status, result.completed_at, result.error_type, result.expires_at
+        result.task_id,
+        result.status,
+        result.completed_at,
+        result.error_type,
+        result.expires_at,
+        state=result.task_status,
+        queue=result.queue_name,
+        func=result.func,
+        attempt=result.attempt,
+        worker_id=result.lease_owner or result.worker_id,
+        lease_s=result.lease_seconds,
+        lease_expires_at=result.lease_expires_at,
+        run_at=result.run_at,
+        retry_count=result.retry_count,
+        created_at=result.created_at,
+        started_at=result.started_at,
+        generation=result.generation or 0,
     )
 
 
@@ -281,7 +370,7 @@ def event_index(info: ObjectInfo) -> EventIndex | None:
             queue=_untext(md.get("queue")) or None,
             timestamp=_parse_ts(md.get("timestamp")),
         )
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, OverflowError):
         return None
 
 
@@ -306,7 +395,7 @@ def schedule_index(info: ObjectInfo) -> ScheduleIndex | None:
             status=ScheduleStatus(md["status"]),
             next_run=_parse_ts(md.get("next_run")),
         )
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, OverflowError):
         return None
 
 
@@ -327,21 +416,37 @@ class WorkerIndex:
     running: tuple[str, ...]  # task ids it runs now
     processed: int
     failed: int
+    concurrency: int = 0
+    running_funcs: tuple[str, ...] = ()  # the function of each running task, same order
+    # Items left out of ``queues`` / ``running`` to keep the metadata under GCS's 8 KiB.
+    queues_truncated: int = 0
+    running_truncated: int = 0
 
 
 def worker_metadata(worker: WorkerIndex) -> dict[str, str]:
-    return {
+    """A heartbeat's metadata, under GCS's 8 KiB whatever the names: long lists are cut at
+    whole items and the number left out is recorded."""
+    md = {
         "omniq_index": INDEX_VERSION,
-        "state": worker.state,
+        "state": _text(worker.state, 20),
         "last_seen": _ts(worker.last_seen),
         "started_at": _ts(worker.started_at),
         "host": _text(worker.host, 100),
         "pid": str(worker.pid),
-        "queues": _text(",".join(worker.queues), 1000),
-        "running": _text(",".join(worker.running), 2000),
         "processed": str(worker.processed),
         "failed": str(worker.failed),
+        "concurrency": str(worker.concurrency),
     }
+    budget = _METADATA_BUDGET - metadata_bytes(md)
+    queues, queues_cut = joined_within(worker.queues, budget // 3)
+    running, running_cut = joined_within(worker.running, budget // 3)
+    funcs, _ = joined_within(worker.running_funcs[: len(worker.running) - running_cut], budget // 3)
+    md.update(queues=queues, running=running, running_funcs=funcs)
+    if queues_cut:
+        md["queues_truncated"] = str(queues_cut)
+    if running_cut:
+        md["running_truncated"] = str(running_cut)
+    return md
 
 
 def worker_index(info: ObjectInfo) -> WorkerIndex | None:
@@ -356,10 +461,97 @@ def worker_index(info: ObjectInfo) -> WorkerIndex | None:
             started_at=_parse_ts(md.get("started_at")),
             host=_untext(md.get("host")),
             pid=int(md.get("pid") or 0),
-            queues=tuple(q for q in _untext(md.get("queues")).split(",") if q),
-            running=tuple(t for t in _untext(md.get("running")).split(",") if t),
+            queues=split_joined(md.get("queues")),
+            running=split_joined(md.get("running")),
             processed=int(md.get("processed") or 0),
             failed=int(md.get("failed") or 0),
+            concurrency=int(md.get("concurrency") or 0),
+            running_funcs=split_joined(md.get("running_funcs")),
+            queues_truncated=int(md.get("queues_truncated") or 0),
+            running_truncated=int(md.get("running_truncated") or 0),
         )
     except ValueError:
+        return None
+
+
+# -- event batches ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EventBatchIndex:
+    """One worker's flush of events: what a listing tells without reading the batch."""
+
+    id: str
+    count: int
+    first_ts: datetime | None
+    last_ts: datetime | None
+    worker: str | None
+    types: tuple[str, ...]
+    tasks: tuple[str, ...]
+    tasks_truncated: int
+
+
+def event_batch_metadata(batch_id: str, events: Sequence[TaskEvent]) -> dict[str, str]:
+    """The index of an event batch, under GCS's 8 KiB: task ids are cut at whole ids."""
+    stamps = [e.timestamp for e in events]
+    workers = {e.worker_id for e in events if e.worker_id}
+    md = {
+        "omniq_index": INDEX_VERSION,
+        "batch": "1",
+        "count": str(len(events)),
+        "first_ts": _ts(min(stamps)) if stamps else "",
+        "last_ts": _ts(max(stamps)) if stamps else "",
+        "worker": _text(next(iter(workers)), 200) if len(workers) == 1 else "",
+        "types": ",".join(sorted({e.event_type.value for e in events})),
+    }
+    tasks = list(dict.fromkeys(e.task_id for e in events if e.task_id))
+    text, cut = joined_within(tasks, _METADATA_BUDGET - metadata_bytes(md))
+    md["tasks"] = text
+    if cut:
+        md["tasks_truncated"] = str(cut)
+    return md
+
+
+def event_batch_index(info: ObjectInfo) -> EventBatchIndex | None:
+    md = info.metadata
+    if md.get("omniq_index") != INDEX_VERSION or md.get("batch") != "1":
+        return None
+    try:
+        return EventBatchIndex(
+            id=Layout.name_of(info.key),
+            count=int(md.get("count") or 0),
+            first_ts=_parse_ts(md.get("first_ts")),
+            last_ts=_parse_ts(md.get("last_ts")),
+            worker=_untext(md.get("worker")) or None,
+            types=tuple(t for t in (md.get("types") or "").split(",") if t),
+            tasks=split_joined(md.get("tasks")),
+            tasks_truncated=int(md.get("tasks_truncated") or 0),
+        )
+    except (ValueError, OverflowError):
+        return None
+
+
+# -- paused queues ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PausedIndex:
+    queue: str
+    actor: str | None
+    at: datetime | None
+
+
+def paused_metadata(actor: str, at: datetime) -> dict[str, str]:
+    return {"omniq_index": INDEX_VERSION, "actor": _text(actor, 200), "at": _ts(at)}
+
+
+def paused_index(info: ObjectInfo) -> PausedIndex | None:
+    md = info.metadata
+    try:
+        return PausedIndex(
+            queue=Layout.name_of(info.key),
+            actor=_untext(md.get("actor")) or None,
+            at=_parse_ts(md.get("at")),
+        )
+    except (ValueError, OverflowError):
         return None

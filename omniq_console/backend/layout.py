@@ -2,7 +2,9 @@
 
 The layout is OmniQ's: ``{prefix}tasks/{id}.json``, ``{prefix}queues/{queue}/{id}.json``,
 ``{prefix}results/{task_id}.json``, ``{prefix}events/{event_id}.json``,
-``{prefix}schedules/{id}.json``; plus ``{prefix}workers/{worker_id}.json`` for heartbeats.
+``{prefix}schedules/{id}.json``; plus ``{prefix}workers/{worker_id}.json`` for heartbeats and
+``{prefix}paused/{queue}.json`` for paused queues. ``results/{id}.json`` is also the task's state
+record and ``events/`` holds batches (docs/architecture.md, "Layout of a bucket").
 """
 
 from __future__ import annotations
@@ -78,6 +80,10 @@ class Layout:
     def workers(self) -> str:
         return f"{self.prefix}workers/"
 
+    @property
+    def paused(self) -> str:
+        return f"{self.prefix}paused/"
+
     def queue(self, queue_name: str) -> str:
         return f"{self.queues}{check_id(queue_name, 'queue name')}/"
 
@@ -99,6 +105,9 @@ class Layout:
 
     def worker(self, worker_id: str) -> str:
         return f"{self.workers}{check_id(worker_id, 'worker id')}.json"
+
+    def paused_queue(self, queue_name: str) -> str:
+        return f"{self.paused}{check_id(queue_name, 'queue name')}.json"
 
     @staticmethod
     def name_of(key: str) -> str:

@@ -1,40 +1,23 @@
-"""The task queue on GCS: atomic claims with leases (DESIGN decisions 3 to 5).
+"""The task queue on GCS: atomic, fenced claims that mutate no object name twice a second.
 
-Objects
--------
-``tasks/{id}.json`` holds the whole Task (status and claim fields: ``worker_id``,
-``lease_expires_at``, ``started_at``). ``queues/{q}/{id}.json`` is the queue entry: a small body
-(task id, queue) whose custom metadata carries the ranking fields (priority, run_at, expires_at,
-created_at) and, while a worker claims it, ``lease_owner``/``lease_expires_at``. A PENDING task
-has an entry; a RUNNING or final task has none, except for the moments between two writes below.
+The objects, the transitions and the order of writes are those of docs/architecture.md
+("Layout of a bucket", "Transitions"); the rules of each transition live in
+``backend/lifecycle.py``. This module keeps only the GCS write order:
 
-Order of writes (a crash between any two leaves a state that a later call finishes)
--------------------------------------------------------------------------------------
-enqueue:  (1) task, create-only  (2) entry, create-only.
-          Crash after 1: a PENDING task without entry; ``requeue_expired`` creates the entry
-          once the task is older than its grace period.
-dequeue:  (1) entry CAS on the listed generation, setting lease_owner/lease_expires_at: exactly
-              one worker wins the entry
-          (2) task CAS: PENDING (or RUNNING with an expired lease) -> RUNNING with worker_id,
-              lease_expires_at, started_at: exactly one worker wins the task
-          (3) entry delete.
-          Crash after 1: the entry's claim expires with its lease; the entry is a candidate again.
-          Crash after 2: the task is RUNNING and its entry left; a later claimer of the entry
-          finds the task RUNNING: lease live -> it deletes the stale entry; lease expired ->
-          it takes the task over.
-          Crash after 3 (the worker died running it): ``requeue_expired`` puts it back.
-requeue_expired, release, update_task to PENDING: (1) entry, create-only (an existing one is
-          fine) (2) task CAS to PENDING. Crash after 1: an entry whose task is RUNNING with an
-          expired lease, which a claimer takes over.
-update_task leaving PENDING, cleanup_expired_tasks: (1) task CAS (2) entry delete. Crash after
-          1: a stale entry, deleted by the next claimer that reads its task.
+- ``enqueue``: (1) ``tasks/{id}.json`` create-only (2) ``queues/{q}/{id}.json`` create-only.
+- a claim: (1) the state record ``results/{id}.json``, create-only when the task has none, else
+  a compare-and-swap on the generation the entry's hint names. Exactly one claimer wins.
+- an outcome of the lease holder (complete, fail, retry, release): (1) the record CAS on the
+  generation the holder itself last wrote (the fence) (2) final: entry delete; back to pending:
+  the entry's hint rewritten (record generation, run_at) so claimers see it in their next
+  listing.
+- ``maintain`` (each worker's reaper): dead leases requeued, final tasks' left-over entries
+  deleted, pending-again records whose entry hint is missing repaired, tasks left without an
+  entry by a crash inside ``enqueue`` given one, pending tasks past ``expires_at`` expired.
 
-The emulator ignores preconditions on DELETE, so no step relies on a conditional delete: every
-decision is a conditional (multipart) write.
-
-Arguments are not changed by the methods that compute a new state (``dequeue``,
-``renew_lease``, ``release``): they return a new Task. ``enqueue`` and ``update_task`` write the
-task they are given and set its ``generation`` (and ``updated_at``) to what was stored.
+A writer never writes a name again within ``NAME_WRITE_GAP_S`` of its own last write of it; no
+decision depends on comparing wall clocks of different machines (leases are judged dead by an
+unchanged generation on the observer's monotonic clock).
 """
 
 from __future__ import annotations
@@ -46,25 +29,32 @@ import os
 import random
 import secrets
 import socket
-import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from ..models import SCHEMA_VERSION, Task, TaskStatus, as_utc, utcnow
+from ..clock import SYSTEM_CLOCK, Clock
+from ..models import SCHEMA_VERSION, Task, TaskResult, TaskStatus
+from . import lifecycle
 from .bridge import SyncBridge
 from .errors import ConflictError, CorruptObjectError, ObjectNotFoundError, StorageError
 from .index import (
-    TaskIndex,
-    claimed_entry_metadata,
+    PausedIndex,
+    QueueEntryIndex,
+    ResultIndex,
+    paused_index,
+    paused_metadata,
     queue_entry_index,
     queue_entry_metadata,
+    result_index,
+    result_metadata,
     task_index,
-    task_index_of,
     task_metadata,
 )
 from .layout import Layout, check_id
-from .listing import BodyReader, ItemList, StoreBase, bounded_gather
+from .lifecycle import MIN_LEASE_S, NAME_WRITE_GAP_S, Transition
+from .listing import BodyReader, ItemList, StoreBase, bounded_gather, layout_name
 from .objectstore import ObjectInfo, ObjectStore
 from .sync import sync_twin
 
@@ -72,7 +62,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_SECONDS = 30.0
 REPAIR_GRACE_SECONDS = 30.0
-"""A PENDING task without a queue entry is repaired once it is this old (enqueue's window)."""
+"""A repair (a missing entry, a stale hint) waits until the same state was seen this long."""
+LEASE_MARGIN_S = 2.0
+"""A lease is dead when its record is unchanged for its lease length plus this margin."""
 BEST_FEW = 16
 """After a lost claim, the next candidate is drawn at random among this many of the best of the
 same priority. Measured with 16 worker processes: a window of 4 left the losers racing each
@@ -84,23 +76,20 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def default_worker_id() -> str:
-    """An id unique to this process and backend: host, pid and a random suffix."""
-    host = socket.gethostname().split(".")[0] or "host"
-    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+    """``host-pid-xxxxxx``: readable in the console, unique across restarts, a safe key."""
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())
+    return f"{host.strip('-')[:40] or 'worker'}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def _iso(value: datetime | None) -> str:
-    return as_utc(value).isoformat() if value is not None else ""
-
-
-def _entry_body(
-    task_id: str, queue: str, owner: str | None = None, until: datetime | None = None
-) -> bytes:
-    body: dict[str, object] = {"schema_version": SCHEMA_VERSION, "task_id": task_id, "queue": queue}
-    if owner is not None:
-        # The nonce makes every claim's bytes unique: ObjectStore settles a 412 by comparing the
-        # stored bytes with its own, and two identical claims must never both look like wins.
-        body.update(lease_owner=owner, lease_expires_at=_iso(until), claim=secrets.token_hex(8))
+def _entry_body(task_id: str, queue: str) -> bytes:
+    # The nonce makes every write's bytes unique: ObjectStore settles a 412 after a lost answer
+    # by comparing the stored bytes with its own.
+    body = {
+        "schema_version": SCHEMA_VERSION,
+        "task_id": task_id,
+        "queue": queue,
+        "nonce": secrets.token_hex(8),
+    }
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -109,7 +98,43 @@ class _Candidate:
     rank: tuple[int, datetime, str]
     info: ObjectInfo
     queue: str
-    task_id: str
+    index: QueueEntryIndex
+
+
+@dataclass
+class Maintenance:
+    """What one ``maintain`` pass did (each list holds task ids)."""
+
+    requeued: list[tuple[str, Transition]] = field(default_factory=list)
+    expired: list[tuple[str, Transition]] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    stale_entries: int = 0
+
+
+class _Watch:
+    """Observations on this process's monotonic clock: ``(key, version)`` first seen when.
+
+    ``held(key, version, seconds)`` is True once the same version of ``key`` was seen for at
+    least ``seconds``; a new version restarts the count. Nothing here reads a wall clock.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._seen: dict[str, tuple[object, float]] = {}
+
+    def held(self, key: str, version: object, seconds: float) -> bool:
+        now = self._clock.monotonic()
+        seen = self._seen.get(key)
+        if seen is None or seen[0] != version:
+            self._seen[key] = (version, now)
+            return seconds <= 0
+        return now - seen[1] >= seconds
+
+    def keep_only(self, keys: Iterable[str]) -> None:
+        """Forget everything not in ``keys`` (objects that are gone or moved on)."""
+        alive = set(keys)
+        for key in [k for k in self._seen if k not in alive]:
+            del self._seen[key]
 
 
 class AsyncGCSQueue(StoreBase):
@@ -124,12 +149,88 @@ class AsyncGCSQueue(StoreBase):
         *,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         worker_id: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         super().__init__(store, layout, reader, bridge)
-        if lease_seconds <= 0:
-            raise ValueError(f"lease_seconds must be positive, not {lease_seconds!r}")
-        self.lease_seconds = float(lease_seconds)
+        self.lease_seconds = _check_lease(lease_seconds)
         self.worker_id = worker_id or default_worker_id()
+        self.clock = clock
+        # Names this process wrote, and when (monotonic): the per-name gap is kept from these.
+        self._written: OrderedDict[str, float] = OrderedDict()
+        # Entries whose task is taken (a claim of ours won or lost): skipped until their
+        # generation changes (a retry or a release rewrites the entry) or a lease has passed.
+        self._skip: dict[str, tuple[int, float]] = {}
+        self._watch = _Watch(clock)
+
+    # -- the per-name gap ---------------------------------------------------------------------
+
+    async def _gap(self, key: str) -> None:
+        """Wait until ``NAME_WRITE_GAP_S`` has passed since this process last wrote ``key``."""
+        wrote = self._written.get(key)
+        if wrote is not None:
+            wait = wrote + NAME_WRITE_GAP_S - self.clock.monotonic()
+            if wait > 0:
+                await self.clock.sleep(wait)
+
+    def _wrote(self, key: str) -> None:
+        now = self.clock.monotonic()
+        self._written[key] = now
+        self._written.move_to_end(key)
+        while self._written:
+            oldest, at = next(iter(self._written.items()))
+            if now - at <= NAME_WRITE_GAP_S:
+                break
+            del self._written[oldest]
+
+    async def _write_record(self, record: TaskResult, expected: int) -> TaskResult:
+        """Write a state record: create-only (``expected=0``) or CAS on ``expected``."""
+        key = self.layout.result(record.task_id)
+        await self._gap(key)
+        try:
+            await self.reader.write(
+                key, record, result_metadata(record), if_generation_match=expected
+            )
+        finally:
+            self._wrote(key)
+        return record
+
+    async def _write_entry(
+        self, task: Task, record: TaskResult | None, expected: int | None
+    ) -> ObjectInfo | None:
+        """Create (``expected`` 0 or None) or rewrite the entry's hint; never fatal.
+
+        A failed hint delays a claim (the reaper repairs it), it never loses a task.
+        """
+        key = self.layout.queue_entry(task.queue_name, task.id)
+        await self._gap(key)
+        try:
+            return await self.store.write(
+                key,
+                _entry_body(task.id, task.queue_name),
+                metadata=queue_entry_metadata(task, record),
+                if_generation_match=expected or 0,
+            )
+        except ConflictError:
+            if not expected:
+                return None  # it exists: fine for a create
+            log.info("queue entry %s changed meanwhile; the reaper repairs its hint", key)
+            return None
+        except StorageError as exc:
+            log.warning("queue entry %s not written (%s); the reaper repairs it", key, exc)
+            return None
+        finally:
+            self._wrote(key)
+
+    async def _drop_entry(self, queue: str, task_id: str) -> None:
+        key = self.layout.queue_entry(queue, task_id)
+        await self._gap(key)
+        try:
+            await self.store.delete(key)
+        except StorageError as exc:
+            # Harmless if it stays: the reaper deletes entries of final tasks.
+            log.warning("could not delete queue entry %s: %s", key, exc)
+        finally:
+            self._wrote(key)
 
     # -- enqueue and read ---------------------------------------------------------------------
 
@@ -139,7 +240,7 @@ class AsyncGCSQueue(StoreBase):
         ``ConflictError`` when a different task with this id exists already.
         """
         task_key = self.layout.task(task.id)
-        entry_key = self.layout.queue_entry(task.queue_name, task.id)
+        self.layout.queue_entry(task.queue_name, task.id)
         self._check_writable("enqueue", task_key)
         if task.status != TaskStatus.PENDING:
             raise ValueError(
@@ -149,16 +250,35 @@ class AsyncGCSQueue(StoreBase):
             await self.reader.write(task_key, task, task_metadata(task), if_generation_match=0)
         except ConflictError as exc:
             raise ConflictError(task_key, 0, f"a task with id {task.id} exists already") from exc
-        await self._ensure_entry(task, entry_key)
+        self._wrote(task_key)
+        await self._write_entry(task, None, 0)
         return task.id
 
+    async def get_record(self, task_id: str) -> TaskResult | None:
+        """The task's state record (``results/{id}.json``), or None when it has none."""
+        return await self.reader.read(self.layout.result(task_id), TaskResult)
+
     async def get_task(self, task_id: str) -> Task | None:
-        """The task as stored now, or None; ``CorruptObjectError`` when its body is unreadable."""
-        return await self.reader.read(self.layout.task(task_id), Task)
+        """The task with its current status, or None; ``CorruptObjectError`` when unreadable.
+
+        Two GETs in parallel: the definition and the state record.
+        """
+        task, record = await asyncio.gather(
+            self.reader.read(self.layout.task(task_id), Task), self.get_record(task_id)
+        )
+        return None if task is None else lifecycle.overlay(task, record)
 
     async def get_queue_size(self, queue_name: str) -> int:
-        """Pending tasks in the queue (delayed ones included): one listing, no body read."""
-        return len(await self._list_entries(self.layout.queue(queue_name)))
+        """Tasks waiting in the queue (delayed ones included, running ones not)."""
+        entries, records = await asyncio.gather(
+            self._list_entries(self.layout.queue(queue_name)), self._records()
+        )
+
+        def waiting(info: ObjectInfo) -> bool:
+            record = records.get(Layout.name_of(info.key))
+            return record is None or record.state == TaskStatus.PENDING
+
+        return sum(1 for info in entries if waiting(info))
 
     async def list_tasks(
         self,
@@ -167,47 +287,86 @@ class AsyncGCSQueue(StoreBase):
         limit: int | None = None,
         offset: int = 0,
     ) -> ItemList[Task]:
-        """Tasks oldest first (by ``created_at``), filtered on listing metadata.
+        """Tasks oldest first (by ``created_at``), with their current status.
 
-        Only the bodies of the page asked for (``offset``, ``limit``) are read, plus those of
-        tasks without index metadata. Unparseable tasks are named in ``.unreadable``.
+        Filtered on listing metadata (tasks' and state records'); only the bodies of the page
+        asked for (``offset``, ``limit``) are read. Unparseable objects are in ``.unreadable``.
         """
         if queue_name is not None:
             check_id(queue_name, "queue name")
         wanted = TaskStatus(status) if status is not None else None
         if offset < 0 or (limit is not None and limit < 0):
             raise ValueError("offset and limit must not be negative")
-
-        def keep(queue: str, st: TaskStatus) -> bool:
-            return (queue_name is None or queue == queue_name) and (wanted is None or st == wanted)
-
-        infos = await self._list(self.layout.tasks)
-        rows: list[tuple[datetime, str, ObjectInfo | Task]] = []
+        infos, records = await asyncio.gather(self._list(self.layout.tasks), self._records())
+        rows: list[tuple[datetime, str, ObjectInfo]] = []
         unindexed: list[ObjectInfo] = []
         for info in infos:
             idx = task_index(info)
+            rec = records.get(Layout.name_of(info.key))
+            state = rec.state if rec is not None else TaskStatus.PENDING
             if idx is None:
                 unindexed.append(info)
-            elif keep(idx.queue, idx.status):
+            elif (queue_name is None or idx.queue == queue_name) and wanted in (None, state):
                 rows.append((idx.created_at or _EPOCH, info.key, info))
-        bodies = await self.reader.read_listed(unindexed, Task)
-        rows.extend(
-            (t.created_at, self.layout.task(t.id), t)
-            for t in bodies
-            if keep(t.queue_name, t.status)
-        )
         rows.sort(key=lambda row: (row[0], row[1]))
-        page = rows[offset : None if limit is None else offset + limit]
-        to_read = [item for _, _, item in page if isinstance(item, ObjectInfo)]
-        read = await self.reader.read_listed(to_read, Task)
-        by_id = {t.id: t for t in read}
-        out: ItemList[Task] = ItemList(unreadable=[*bodies.unreadable, *read.unreadable])
-        for _, key, item in page:
-            task = item if isinstance(item, Task) else by_id.get(Layout.name_of(key))
-            # The object may have changed between listing and read: the body decides.
-            if task is not None and keep(task.queue_name, task.status):
-                out.append(task)
+        page = [info for _, _, info in rows[offset : None if limit is None else offset + limit]]
+        tasks = await self.reader.read_listed([*page, *unindexed], Task)
+        by_id = {t.id: t for t in tasks}
+        record_infos = [
+            ObjectInfo(self.layout.result(i), r.generation, 0, None, {})
+            for i, r in records.items()
+            if i in by_id
+        ]
+        read = await self.reader.read_listed(record_infos, TaskResult)
+        rec_by_id = {r.task_id: r for r in read}
+        out: ItemList[Task] = ItemList(unreadable=[*tasks.unreadable, *read.unreadable])
+        views = [lifecycle.overlay(t, rec_by_id.get(t.id)) for t in tasks]
+        views.sort(key=lambda t: (t.created_at, t.id))
+        for view in views:
+            if (queue_name is None or view.queue_name == queue_name) and wanted in (
+                None,
+                view.status,
+            ):
+                out.append(view)
+        if unindexed:
+            return ItemList(
+                out[offset : None if limit is None else offset + limit], unreadable=out.unreadable
+            )
         return out
+
+    # -- paused queues ------------------------------------------------------------------------
+
+    async def paused_queues(self) -> dict[str, PausedIndex]:
+        """The paused queues (one listing of ``paused/``), by name."""
+        out: dict[str, PausedIndex] = {}
+        for info in await self.store.list(self.layout.paused):
+            if layout_name(self.layout.paused, info.key) is None:
+                continue
+            idx = paused_index(info)
+            if idx is not None:
+                out[idx.queue] = idx
+        return out
+
+    async def pause_queue(self, queue_name: str, *, actor: str) -> bool:
+        """Stop workers claiming from ``queue_name``; False when it was paused already."""
+        key = self.layout.paused_queue(queue_name)
+        self._check_writable("pause queue", key)
+        try:
+            await self.store.write(
+                key,
+                json.dumps({"queue": queue_name, "actor": actor}).encode(),
+                metadata=paused_metadata(actor, self.clock.now()),
+                if_generation_match=0,
+            )
+        except ConflictError:
+            return False
+        return True
+
+    async def resume_queue(self, queue_name: str) -> bool:
+        """Let workers claim from ``queue_name`` again; False when it was not paused."""
+        key = self.layout.paused_queue(queue_name)
+        self._check_writable("resume queue", key)
+        return await self.store.delete(key)
 
     # -- claims -------------------------------------------------------------------------------
 
@@ -221,34 +380,42 @@ class AsyncGCSQueue(StoreBase):
     ) -> Task | None:
         """Claim the best ready task of ``queues`` (highest priority, then oldest).
 
-        The task returned is RUNNING, owned by ``worker_id`` until ``lease_expires_at`` (renew
-        it with ``renew_lease``); exactly one worker gets each task. Delayed (``run_at`` in the
-        future) and expired tasks are never handed out. ``timeout=None`` looks once and returns
-        None when there is nothing; a positive ``timeout`` waits up to that many seconds.
+        The task returned is RUNNING, owned by ``worker_id`` under a lease of
+        ``lease_seconds`` (renew it with ``renew_lease``); exactly one worker gets each task.
+        Delayed, expired and paused-queue tasks are never handed out. ``timeout=None`` looks
+        once and returns None when there is nothing; a positive ``timeout`` waits up to that
+        many seconds.
         """
         names = [queues] if isinstance(queues, str) else list(dict.fromkeys(queues))
         if not names:
             raise ValueError("dequeue needs at least one queue name")
-        prefixes = [self.layout.queue(name) for name in names]
-        self._check_writable("dequeue", prefixes[0])
+        for name in names:
+            self.layout.queue(name)
+        self._check_writable("dequeue", self.layout.queue(names[0]))
         # A worker id is also the key of its heartbeat (workers/{id}.json): same rules as ids.
         worker = check_id(worker_id or self.worker_id, "worker id")
-        lease = self.lease_seconds if lease_seconds is None else float(lease_seconds)
-        if lease <= 0:
-            raise ValueError(f"lease_seconds must be positive, not {lease_seconds!r}")
-        deadline = None if not timeout or timeout <= 0 else time.monotonic() + timeout
+        lease = self.lease_seconds if lease_seconds is None else _check_lease(lease_seconds)
+        deadline = None if not timeout or timeout <= 0 else self.clock.monotonic() + timeout
         while True:
-            task = await self._dequeue_pass(prefixes, worker, lease)
+            task = await self.claim_pass(names, worker, lease)
             if task is not None or deadline is None:
                 return task
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self.clock.monotonic()
             if remaining <= 0:
                 return None
-            await asyncio.sleep(min(remaining, random.uniform(*POLL_INTERVAL)))
+            await self.clock.sleep(min(remaining, random.uniform(*POLL_INTERVAL)))
 
-    async def _dequeue_pass(self, prefixes: list[str], worker: str, lease: float) -> Task | None:
-        now = utcnow()
-        listings = await asyncio.gather(*(self._list_entries(prefix) for prefix in prefixes))
+    async def claim_pass(
+        self, queues: Sequence[str], worker: str, lease: float, *, paused: Iterable[str] = ()
+    ) -> Task | None:
+        """One look at ``queues`` (one listing each, and one of ``paused/`` unless the caller
+        passes what it listed): claim the best candidate, or None."""
+        skip = set(paused) or set(await self.paused_queues())
+        active = [q for q in queues if q not in skip]
+        if not active:
+            return None
+        now = self.clock.now()
+        listings = await asyncio.gather(*(self._list_entries(self.layout.queue(q)) for q in active))
         candidates = sorted(
             (c for infos in listings for c in self._candidates(infos, now)), key=lambda c: c.rank
         )
@@ -264,262 +431,235 @@ class AsyncGCSQueue(StoreBase):
         return None
 
     def _candidates(self, infos: Iterable[ObjectInfo], now: datetime) -> Iterable[_Candidate]:
+        mono = self.clock.monotonic()
         for info in infos:
             queue = self.layout.queue_of_entry(info.key)
-            if queue is None:
-                continue
             idx = queue_entry_index(info, self.layout)
-            if idx is None:
-                # No usable index: rank it as priority 0 by write time; step 2 reads the task.
-                yield _Candidate(
-                    (0, info.updated or _EPOCH, info.key), info, queue, Layout.name_of(info.key)
-                )
-                continue
-            if idx.lease_owner and idx.lease_expires_at is not None and idx.lease_expires_at > now:
-                continue  # another worker is claiming it
+            if queue is None or idx is None:
+                continue  # not ours to rank: the reaper reports or repairs it
+            skip = self._skip.get(idx.task_id)
+            if skip is not None:
+                if skip[0] == info.generation and mono < skip[1]:
+                    continue  # its task is taken and nothing has changed since
+                del self._skip[idx.task_id]
             if idx.run_at is not None and idx.run_at > now:
                 continue
             if idx.expires_at is not None and idx.expires_at <= now:
-                continue  # left for cleanup_expired_tasks
+                continue  # left for the reaper to expire
             rank = (-idx.priority, idx.created_at or info.updated or _EPOCH, info.key)
-            yield _Candidate(rank, info, queue, idx.task_id)
+            yield _Candidate(rank, info, queue, idx)
 
     async def _claim(self, cand: _Candidate, worker: str, lease: float) -> Task | None:
-        now = utcnow()
-        until = now + timedelta(seconds=lease)
-        entry_key = cand.info.key
-        # Step 1: win the entry.
+        task_id = cand.index.task_id
         try:
-            claimed = await self.store.write(
-                entry_key,
-                _entry_body(cand.task_id, cand.queue, worker, until),
-                metadata=claimed_entry_metadata(cand.info.metadata, worker, until),
-                if_generation_match=cand.info.generation,
-            )
-        except ConflictError:
+            task = await self.reader.read(self.layout.task(task_id), Task)
+        except CorruptObjectError as exc:
+            log.warning("skipping the queue entry of an unreadable task: %s", exc)
+            self._lose(cand, lease)
             return None
-        task_key = self.layout.task(cand.task_id)
-        for _ in range(2):
-            # Step 2: win the task.
-            try:
-                task = await self.reader.read(task_key, Task)
-            except CorruptObjectError as exc:
-                log.warning("dropping the queue entry of an unreadable task: %s", exc)
-                await self._drop_entry(entry_key)
-                return None
-            if (
-                task is None
-                or task.queue_name != cand.queue
-                or task.status.is_final
-                or (task.status == TaskStatus.RUNNING and not task.lease_expired(now))
-            ):
-                await self._drop_entry(entry_key)  # stale: the task is gone, moved, done or run
-                return None
-            if task.is_expired(now) or (
-                task.status == TaskStatus.PENDING and not task.is_ready(now)
-            ):
-                # The entry's index was wrong or missing: put it back, unclaimed and corrected.
-                await self._restore_entry(entry_key, claimed.generation, queue_entry_metadata(task))
-                return None
-            running = task.model_copy(deep=True)
-            running.status = TaskStatus.RUNNING
-            running.worker_id = worker
-            running.lease_expires_at = until
-            running.started_at = now
-            running.updated_at = now
-            try:
-                await self.reader.write(
-                    task_key, running, task_metadata(running), if_generation_match=task.generation
-                )
-            except ConflictError:
-                continue  # changed meanwhile (cancelled, taken over...): re-read and decide again
-            # Step 3: the entry has done its job.
-            await self._drop_entry(entry_key)
-            return running
-        await self._restore_entry(entry_key, claimed.generation, cand.info.metadata)
-        return None
-
-    async def _drop_entry(self, entry_key: str) -> None:
+        if task is None or task.queue_name != cand.queue:
+            self._lose(cand, lease)  # deleted or moved: the reaper removes the entry
+            return None
+        expected = cand.index.record_generation or 0
+        record: TaskResult | None = None
+        if expected:
+            # A pending-again record: its hint names the generation; the body is in the cache
+            # when we wrote or read it, else one GET.
+            record = self.reader.cache.get(self.layout.result(task_id), expected, TaskResult)
+            if record is None:
+                record = await self.get_record(task_id)
+                if record is None or record.generation != expected:
+                    self._lose(cand, lease)
+                    return None
+        now = self.clock.now()
         try:
-            await self.store.delete(entry_key)
-        except StorageError as exc:
-            # Harmless if it stays: the next claimer reads the task and deletes it then.
-            log.warning("could not delete queue entry %s: %s", entry_key, exc)
-
-    async def _restore_entry(
-        self, entry_key: str, generation: int, metadata: Mapping[str, str]
-    ) -> None:
-        task_id = Layout.name_of(entry_key)
-        queue = self.layout.queue_of_entry(entry_key) or ""
+            transition = lifecycle.claim(task, record, worker=worker, lease_s=lease, now=now)
+        except lifecycle.TransitionError:
+            self._lose(cand, lease)
+            return None
         try:
-            await self.store.write(
-                entry_key,
-                _entry_body(task_id, queue),
-                metadata=claimed_entry_metadata(metadata, None, None),
-                if_generation_match=generation,
-            )
-        except (ConflictError, StorageError) as exc:
-            # Not fatal: our claim on the entry expires with its lease.
-            log.info("queue entry %s not restored: %s", entry_key, exc)
-
-    async def _ensure_entry(self, task: Task, entry_key: str | None = None) -> None:
-        """Create the queue entry of a PENDING task; an existing one is fine."""
-        key = entry_key or self.layout.queue_entry(task.queue_name, task.id)
-        try:
-            await self.store.write(
-                key,
-                _entry_body(task.id, task.queue_name),
-                metadata=queue_entry_metadata(task),
-                if_generation_match=0,
-            )
+            await self._write_record(transition.record, expected)
         except ConflictError:
-            pass
+            self._lose(cand, lease)
+            return None
+        self._skip_entry(cand, lease)  # ours now: the next pass does not try it again
+        return lifecycle.overlay(task, transition.record)
 
-    # -- leases -------------------------------------------------------------------------------
+    def _lose(self, cand: _Candidate, lease: float) -> None:
+        self._skip_entry(cand, lease)
+
+    def _skip_entry(self, cand: _Candidate, lease: float) -> None:
+        self._skip[cand.index.task_id] = (cand.info.generation, self.clock.monotonic() + lease)
+
+    # -- the lease holder's writes ------------------------------------------------------------
+
+    def _held(self, task: Task) -> TaskResult:
+        record = task.record
+        if record is None or record.generation is None:
+            raise ValueError(
+                f"task {task.id} carries no state record: only a task returned by dequeue "
+                "(or renew_lease) has a lease"
+            )
+        return record
 
     async def renew_lease(self, task: Task, lease_seconds: float | None = None) -> Task:
         """Extend the lease of a RUNNING task this worker holds; return the task as stored.
 
-        ``ConflictError`` when the task changed since ``task`` was read (cancelled, released,
-        taken over after the lease ran out): the worker no longer owns it.
+        ``ConflictError`` when the record changed since ``task`` was returned (cancelled,
+        requeued after the lease was judged dead): the worker no longer owns it.
         """
-        key = self.layout.task(task.id)
-        self._check_writable("renew lease", key)
-        self._need_generation(task)
-        if task.status != TaskStatus.RUNNING:
+        self._check_writable("renew lease", self.layout.result(task.id))
+        record = self._held(task)
+        lease = self.lease_seconds if lease_seconds is None else _check_lease(lease_seconds)
+        if task.status != TaskStatus.RUNNING or not record.lease_owner:
             raise ValueError(
                 f"task {task.id} is {task.status.value}: only a running task has a lease"
             )
-        lease = self.lease_seconds if lease_seconds is None else float(lease_seconds)
-        if lease <= 0:
-            raise ValueError(f"lease_seconds must be positive, not {lease_seconds!r}")
-        now = utcnow()
-        renewed = task.model_copy(deep=True)
-        renewed.lease_expires_at = now + timedelta(seconds=lease)
-        renewed.updated_at = now
-        await self._cas_task(
-            renewed, task.generation, "its lease was lost (cancelled, released or taken over)"
+        renewed = lifecycle.renew(
+            record, worker=record.lease_owner, lease_s=lease, now=self.clock.now()
         )
-        return renewed
+        await self._fenced(renewed, record, "its lease was lost (cancelled or requeued)")
+        return lifecycle.overlay(task, renewed)
 
-    async def release(self, task: Task) -> Task:
-        """Put a RUNNING task back in its queue as PENDING (say, on shutdown); return it."""
-        key = self.layout.task(task.id)
-        self._check_writable("release", key)
-        self._need_generation(task)
-        if task.status != TaskStatus.RUNNING:
+    async def finish(self, task: Task, transition: Transition) -> Task:
+        """Write the lease holder's outcome (``transition`` from ``backend/lifecycle.py``).
+
+        Fenced: a compare-and-swap on the record generation the holder last wrote, so an
+        outcome lands only while the lease is still this worker's; ``ConflictError``
+        otherwise (nothing written). Then the entry goes (final) or its hint is rewritten
+        (pending again, so claimers see it in their next listing).
+        """
+        self._check_writable("finish", self.layout.result(task.id))
+        record = self._held(task)
+        await self._fenced(transition.record, record, "its lease was lost; outcome dropped")
+        await self._after_record(task, transition)
+        return lifecycle.overlay(task, transition.record)
+
+    async def release(self, task: Task, reason: str = "released") -> Task:
+        """Put a RUNNING task this worker holds back in its queue (say, on shutdown)."""
+        record = self._held(task)
+        if not record.lease_owner:
             raise ValueError(
                 f"task {task.id} is {task.status.value}: only a running task is released"
             )
-        pending = self._as_pending(task, utcnow())
-        await self._ensure_entry(pending)
-        await self._cas_task(pending, task.generation, "it changed since it was claimed")
-        return pending
-
-    async def requeue_expired(
-        self, now: datetime | None = None, *, grace_seconds: float = REPAIR_GRACE_SECONDS
-    ) -> list[str]:
-        """Return RUNNING tasks whose lease ran out to their queue; return their ids.
-
-        At-least-once: ``retry_count`` is unchanged (the task did not fail, its worker
-        vanished). The caller logs a ``lease_expired`` event for each id. Also repairs a
-        PENDING task left without a queue entry (a crash inside ``enqueue``) once it is older
-        than ``grace_seconds``; those are logged, not returned.
-        """
-        self._check_writable("requeue expired tasks", self.layout.tasks)
-        now = as_utc(now) if now is not None else utcnow()
-        task_infos, entry_infos = await asyncio.gather(
-            self._list(self.layout.tasks), self._list_entries(self.layout.queues)
+        transition = lifecycle.release(
+            record, worker=record.lease_owner, now=self.clock.now(), reason=reason
         )
-        entries = self._entry_set(entry_infos)
-        states = await self._task_states(task_infos)
-        expired = [
-            (info, st)
-            for info, st in states
-            if st.status == TaskStatus.RUNNING and _lease_over(st, now)
-        ]
-        cutoff = now - timedelta(seconds=grace_seconds)
-        orphans = [
-            (info, st)
-            for info, st in states
-            if st.status == TaskStatus.PENDING
-            and (st.queue, st.id) not in entries
-            and (info.updated or st.created_at or now) <= cutoff
-        ]
+        return await self.finish(task, transition)
 
-        async def requeue(item: tuple[ObjectInfo, TaskIndex]) -> str | None:
-            task = await self._body_at(item[0])
-            if task is None or not task.lease_expired(now):
-                return None
-            pending = self._as_pending(task, utcnow())
-            await self._ensure_entry(pending)
-            try:
-                await self.reader.write(
-                    self.layout.task(task.id),
-                    pending,
-                    task_metadata(pending),
-                    if_generation_match=task.generation,
-                )
-            except ConflictError:
-                return None  # renewed, finished or requeued by someone else meanwhile
-            return task.id
+    async def _fenced(self, new: TaskResult, old: TaskResult, advice: str) -> None:
+        assert old.generation is not None
+        try:
+            await self._write_record(new, old.generation)
+        except ConflictError as exc:
+            raise ConflictError(
+                self.layout.result(new.task_id), old.generation, f"task {new.task_id}: {advice}"
+            ) from exc
 
-        async def repair(item: tuple[ObjectInfo, TaskIndex]) -> None:
-            # Read fresh, not from the cache: a claimer may have taken the task (and deleted
-            # its entry) between the two listings, and must not get a stale entry back.
-            try:
-                task = await self.reader.read(item[0].key, Task)
-            except CorruptObjectError as exc:
-                log.warning("skipping unreadable task: %s", exc)
-                return
-            if task is not None and task.status == TaskStatus.PENDING:
-                log.info("re-creating the missing queue entry of pending task %s", task.id)
-                await self._ensure_entry(task)
+    async def _after_record(self, task: Task, transition: Transition) -> None:
+        if transition.final:
+            await self._drop_entry(task.queue_name, task.id)
+            return
+        # Back to pending: the entry's hint (record generation, run_at) lets claimers see it.
+        key = self.layout.queue_entry(task.queue_name, task.id)
+        current = await self.store.list(key, limit=1)
+        expected = current[0].generation if current and current[0].key == key else 0
+        await self._write_entry(task, transition.record, expected)
 
-        requeued = await bounded_gather(expired, requeue)
-        await bounded_gather(orphans, repair)
-        return [task_id for task_id in requeued if task_id is not None]
+    # -- operator transitions -----------------------------------------------------------------
 
-    # -- updates ------------------------------------------------------------------------------
+    async def apply(self, task: Task, transition: Transition) -> Task:
+        """Write an operator's transition (cancel, retry) of ``task`` as read by ``get_task``.
+
+        A compare-and-swap on the record generation that was read (create-only when the task
+        had no record): ``ConflictError`` when the task moved on since.
+        """
+        key = self.layout.result(task.id)
+        self._check_writable("update", key)
+        read = task.record
+        expected = read.generation if read is not None and read.generation else 0
+        try:
+            await self._write_record(transition.record, expected)
+        except ConflictError as exc:
+            raise ConflictError(
+                key, expected, f"task {task.id}: re-read it and decide again"
+            ) from exc
+        if not transition.final and (read is None or read.is_final):
+            # From final back to pending: the entry was deleted with the outcome.
+            await self._write_entry(task, transition.record, 0)
+            return lifecycle.overlay(task, transition.record)
+        await self._after_record(task, transition)
+        return lifecycle.overlay(task, transition.record)
 
     async def update_task(self, task: Task) -> Task:
-        """Write ``task`` if it is unchanged since it was read (compare-and-swap on its generation).
+        """Write ``task`` if it is unchanged since it was read (compare-and-swap).
 
-        Keeps the queue entry consistent: a task that becomes PENDING gets an entry (written
-        before the task), one that leaves PENDING loses it (after). ``ConflictError`` when the
-        stored task changed since ``task`` was read: re-read it and decide again.
+        Definition fields (priority, run_at, metadata, ...) are a compare-and-swap on the task
+        object; a status change is the matching transition on its state record: to CANCELLED
+        (cancel) or, from a final status, to PENDING (retry). Workers change the other
+        statuses through ``dequeue``/``finish``. ``ConflictError`` when either object changed
+        since ``task`` was read: re-read it and decide again.
         """
         key = self.layout.task(task.id)
         self.layout.queue(task.queue_name)
         self._check_writable("update", key)
-        expected = self._need_generation(task)
-        old = self.reader.cache.get(key, expected, Task)
-        if old is None:
-            old = await self.reader.read(key, Task)
-            if old is None:
-                raise ObjectNotFoundError(key, "task")
-            if old.generation != expected:
-                raise ConflictError(key, expected, f"task {task.id}: re-read it and decide again")
-        was_pending = old.status == TaskStatus.PENDING
-        is_pending = task.status == TaskStatus.PENDING
-        moved = old.queue_name != task.queue_name
-        if is_pending and (not was_pending or moved):
-            await self._ensure_entry(task)
-        task.updated_at = utcnow()
-        await self._cas_task(task, expected, "re-read it and decide again")
-        if was_pending and (not is_pending or moved):
-            await self._drop_entry(self.layout.queue_entry(old.queue_name, old.id))
-        elif was_pending and is_pending and queue_entry_metadata(old) != queue_entry_metadata(task):
-            # Same queue, new ranking (priority, run_at, expiry): the entry's index follows.
-            await self.store.write(
-                self.layout.queue_entry(task.queue_name, task.id),
-                _entry_body(task.id, task.queue_name),
-                metadata=queue_entry_metadata(task),
+        expected = task.generation
+        if expected is None:
+            raise ValueError(
+                f"task {task.id} was never read from or written to the bucket: "
+                "get it with get_task first"
             )
-        return task
+        current = await self.get_task(task.id)
+        if current is None:
+            raise ObjectNotFoundError(key, "task")
+        if current.generation != expected or _record_gen(current) != _record_gen(task):
+            raise ConflictError(key, expected, f"task {task.id}: re-read it and decide again")
+        if current.queue_name != task.queue_name:
+            raise ValueError(f"task {task.id}: moving a task to another queue is not supported")
+        definition = task.model_copy(deep=True)
+        definition.__dict__.update(
+            status=TaskStatus.PENDING, worker_id=None, lease_expires_at=None, started_at=None
+        )
+        definition.updated_at = self.clock.now()
+        changed_definition = _definition(definition) != _definition(current)
+        if changed_definition:
+            await self._gap(key)
+            try:
+                await self.reader.write(
+                    key, definition, task_metadata(definition), if_generation_match=expected
+                )
+            except ConflictError as exc:
+                raise ConflictError(key, expected, f"task {task.id}: re-read it") from exc
+            finally:
+                self._wrote(key)
+            current = lifecycle.overlay(definition, current.record)
+        if task.status == current.status:
+            if changed_definition and current.status == TaskStatus.PENDING:
+                await self._rewrite_entry(definition, current.record)
+            return current
+        now = self.clock.now()
+        if task.status == TaskStatus.CANCELLED:
+            transition = lifecycle.cancel(current, current.record, actor="update_task", now=now)
+        elif task.status == TaskStatus.PENDING:
+            transition = lifecycle.operator_retry(
+                current, current.record, actor="update_task", now=now
+            )
+        else:
+            raise ValueError(
+                f"task {task.id}: a change to {task.status.value} is made by the worker that "
+                "runs it (dequeue, finish), not by update_task"
+            )
+        return await self.apply(current, transition)
+
+    async def _rewrite_entry(self, task: Task, record: TaskResult | None) -> None:
+        key = self.layout.queue_entry(task.queue_name, task.id)
+        current = await self.store.list(key, limit=1)
+        expected = current[0].generation if current and current[0].key == key else 0
+        await self._write_entry(task, record, expected)
 
     async def delete_task(self, task_id: str) -> bool:
-        """Delete a task, its queue entry and its result; False when the task did not exist."""
+        """Delete a task, its queue entry and its state record; False when the task did not
+        exist."""
         key = self.layout.task(task_id)
         self._check_writable("delete", key)
         try:
@@ -528,147 +668,180 @@ class AsyncGCSQueue(StoreBase):
         except CorruptObjectError:
             task, exists = None, True
         if task is not None:
-            if task.status == TaskStatus.PENDING:
-                await self.reader.delete(self.layout.queue_entry(task.queue_name, task_id))
-        elif exists:
-            # Unreadable body, unknown queue: find its entries by name.
+            await self.reader.delete(self.layout.queue_entry(task.queue_name, task_id))
+        else:
+            # Unreadable (or no) body, unknown queue: find its entries by name.
             suffix = f"/{task_id}.json"
             for info in await self._list_entries(self.layout.queues):
-                if info.key.endswith(suffix) and self.layout.queue_of_entry(info.key):
+                if info.key.endswith(suffix):
                     await self.store.delete(info.key)
         deleted = await self.reader.delete(key)
         await self.reader.delete(self.layout.result(task_id))
         return exists and deleted
 
-    async def cleanup_expired_tasks(self) -> int:
-        """Mark PENDING tasks past ``expires_at`` EXPIRED and drop their entries; return how many.
+    # -- housekeeping -------------------------------------------------------------------------
 
-        A RUNNING task whose lease ran out and that has expired is marked EXPIRED too, and
-        entries left behind by tasks that are gone or finished are deleted.
+    async def maintain(self, *, grace_seconds: float = REPAIR_GRACE_SECONDS) -> Maintenance:
+        """One reaper pass (three listings): requeue dead leases, expire what waited too long,
+        remove final tasks' entries, repair what a crash left half-written.
+
+        Dead leases are judged on this process's monotonic clock: a running record whose
+        generation stays the same for its lease length (plus ``LEASE_MARGIN_S``) across passes
+        has not been renewed, whatever any machine's wall clock says. The first pass of a new
+        process only observes.
         """
-        self._check_writable("clean up expired tasks", self.layout.tasks)
-        now = utcnow()
-        task_infos, entry_infos = await asyncio.gather(
-            self._list(self.layout.tasks), self._list_entries(self.layout.queues)
+        self._check_writable("maintain", self.layout.tasks)
+        tasks, entries, records = await asyncio.gather(
+            self._list(self.layout.tasks), self._list_entries(self.layout.queues), self._records()
         )
-        entries = self._entry_set(entry_infos)
-        states = await self._task_states(task_infos)
-        due = [
-            (info, st)
-            for info, st in states
-            if (st.status == TaskStatus.PENDING or _lease_over(st, now))
-            and st.expires_at is not None
-            and st.expires_at <= now
-        ]
+        now = self.clock.now()
+        report = Maintenance()
+        entry_by_id: dict[str, ObjectInfo] = {}
+        for info in entries:
+            entry_by_id.setdefault(Layout.name_of(info.key), info)
+        watched: list[str] = []
+        dead: list[tuple[str, ResultIndex]] = []
+        for task_id, rec in records.items():
+            entry = entry_by_id.get(task_id)
+            if rec.state == TaskStatus.RUNNING:
+                watched.append(key := f"lease:{task_id}")
+                lease = (rec.lease_s or self.lease_seconds) + LEASE_MARGIN_S
+                if self._watch.held(key, rec.generation, lease):
+                    dead.append((task_id, rec))
+            elif rec.state != TaskStatus.PENDING and entry is not None:
+                # The finisher deletes its entry right after the outcome: one still there a
+                # few seconds later was left by a crash.
+                watched.append(key := f"stale:{task_id}")
+                if self._watch.held(key, rec.generation, NAME_WRITE_GAP_S * 2):
+                    await self._delete_stale(entry, report)
+            elif rec.state == TaskStatus.PENDING:
+                hint = queue_entry_index(entry, self.layout) if entry is not None else None
+                if hint is None or hint.record_generation != rec.generation:
+                    watched.append(key := f"hint:{task_id}")
+                    if self._watch.held(key, rec.generation, grace_seconds):
+                        await self._repair_hint(task_id, entry, report)
+        await bounded_gather(dead, lambda item: self._requeue(item[0], item[1], report))
+        for info in tasks:
+            task_id = Layout.name_of(info.key)
+            found = records.get(task_id)
+            if found is None and task_id not in entry_by_id:
+                watched.append(key := f"orphan:{task_id}")
+                if self._watch.held(key, info.generation, grace_seconds):
+                    await self._repair_orphan(info, report)
+            idx = task_index(info)
+            waiting = found is None or found.state == TaskStatus.PENDING
+            if waiting and idx is not None and idx.expires_at is not None and idx.expires_at <= now:
+                await self._expire(task_id, report)
+        self._watch.keep_only(watched)
+        return report
 
-        async def expire(item: tuple[ObjectInfo, TaskIndex]) -> bool:
-            task = await self._body_at(item[0])
-            if task is None or not task.is_expired(now):
-                return False
-            if task.status != TaskStatus.PENDING and not task.lease_expired(now):
-                return False
-            expired = task.model_copy(deep=True)
-            expired.status = TaskStatus.EXPIRED
-            expired.lease_expires_at = None
-            expired.updated_at = utcnow()
-            try:
-                await self.reader.write(
-                    self.layout.task(task.id),
-                    expired,
-                    task_metadata(expired),
-                    if_generation_match=task.generation,
-                )
-            except ConflictError:
-                return False
-            if (task.queue_name, task.id) in entries:
-                await self._drop_entry(self.layout.queue_entry(task.queue_name, task.id))
-            return True
+    async def _requeue(self, task_id: str, listed: ResultIndex, report: Maintenance) -> None:
+        """A dead lease: back to pending (CAS on the generation seen unchanged)."""
+        record = await self.get_record(task_id)
+        if record is None or record.generation != listed.generation or not record.lease_owner:
+            return  # renewed or finished since the listing
+        transition = lifecycle.requeue(record, reaper=self.worker_id, now=self.clock.now())
+        try:
+            await self._write_record(transition.record, listed.generation)
+        except ConflictError:
+            return
+        task = await self.reader.read(self.layout.task(task_id), Task)
+        if task is not None:
+            await self._rewrite_entry(task, transition.record)
+        report.requeued.append((task_id, transition))
 
-        count = sum(await bounded_gather(due, expire))
-        # Entries past their expiry are never handed out, so when their task is gone or no
-        # longer waiting nobody else would delete them.
-        listed = {Layout.name_of(info.key) for info in task_infos}
-        known = {st.id: st for _, st in states}
-        for info in entry_infos:
-            idx = queue_entry_index(info, self.layout)
-            if idx is None or idx.expires_at is None or idx.expires_at > now:
-                continue
-            st = known.get(idx.task_id)
-            gone = idx.task_id not in listed
-            done = st is not None and st.status != TaskStatus.PENDING and not _lease_over(st, now)
-            if gone or done:
-                await self._drop_entry(info.key)
-        return count
+    async def _delete_stale(self, entry: ObjectInfo, report: Maintenance) -> None:
+        try:
+            await self.store.delete(entry.key)
+            report.stale_entries += 1
+        except StorageError as exc:
+            log.warning("stale queue entry %s not deleted: %s", entry.key, exc)
+
+    async def _repair_hint(
+        self, task_id: str, entry: ObjectInfo | None, report: Maintenance
+    ) -> None:
+        """A pending-again record whose entry does not name it (a crash between the two)."""
+        task = await self.reader.read(self.layout.task(task_id), Task)
+        record = await self.get_record(task_id)
+        if task is not None and record is not None and not record.is_final:
+            await self._write_entry(task, record, entry.generation if entry else 0)
+            report.repaired.append(task_id)
+
+    async def _repair_orphan(self, info: ObjectInfo, report: Maintenance) -> None:
+        """A task without entry or record: a crash inside ``enqueue``."""
+        try:
+            task = await self.reader.read(info.key, Task)
+        except CorruptObjectError as exc:
+            log.warning("skipping unreadable task: %s", exc)
+            return
+        if task is not None:
+            log.info("re-creating the missing queue entry of pending task %s", task.id)
+            await self._write_entry(task, None, 0)
+            report.repaired.append(task.id)
+
+    async def _expire(self, task_id: str, report: Maintenance) -> None:
+        try:
+            task = await self.get_task(task_id)
+        except CorruptObjectError as exc:
+            log.warning("skipping unreadable task: %s", exc)
+            return
+        if task is None:
+            return
+        try:
+            transition = lifecycle.expire(task, task.record, now=self.clock.now())
+            await self.apply(task, transition)
+        except (lifecycle.TransitionError, ConflictError):
+            return  # claimed or changed meanwhile
+        report.expired.append((task_id, transition))
+
+    async def requeue_expired(self, *, grace_seconds: float = REPAIR_GRACE_SECONDS) -> list[str]:
+        """Return tasks whose lease is dead to their queue; return their ids (one reaper pass,
+        see ``maintain``)."""
+        report = await self.maintain(grace_seconds=grace_seconds)
+        return [task_id for task_id, _ in report.requeued]
+
+    async def cleanup_expired_tasks(self) -> int:
+        """Mark pending tasks past ``expires_at`` EXPIRED and drop their entries; return how
+        many (one reaper pass, see ``maintain``)."""
+        return len((await self.maintain()).expired)
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _entry_set(self, entry_infos: Iterable[ObjectInfo]) -> set[tuple[str, str]]:
-        out: set[tuple[str, str]] = set()
-        for info in entry_infos:
-            queue = self.layout.queue_of_entry(info.key)
-            if queue is not None:
-                out.add((queue, Layout.name_of(info.key)))
+    async def _records(self) -> dict[str, ResultIndex]:
+        """Every state record's index, by task id (one listing of ``results/``)."""
+        out: dict[str, ResultIndex] = {}
+        for info in await self._list(self.layout.results):
+            idx = result_index(info)
+            if idx is not None:
+                out[idx.task_id] = idx
         return out
 
-    async def _task_states(self, infos: Sequence[ObjectInfo]) -> list[tuple[ObjectInfo, TaskIndex]]:
-        """The index of every listed task: from metadata, or from its body when it has none."""
-        out: list[tuple[ObjectInfo, TaskIndex]] = []
-        unindexed: list[ObjectInfo] = []
-        for info in infos:
-            idx = task_index(info)
-            if idx is None:
-                unindexed.append(info)
-            else:
-                out.append((info, idx))
-        by_key = {info.key: info for info in unindexed}
-        for task in await self.reader.read_listed(unindexed, Task):
-            out.append((by_key[self.layout.task(task.id)], task_index_of(task)))
-        return out
 
-    async def _body_at(self, info: ObjectInfo) -> Task | None:
-        """The task body as listed (from the cache when its generation is known), else now."""
-        cached = self.reader.cache.get(info.key, info.generation, Task)
-        if cached is not None:
-            return cached
-        try:
-            return await self.reader.read(info.key, Task)
-        except CorruptObjectError as exc:
-            log.warning("skipping unreadable task: %s", exc)
-            return None
-
-    async def _cas_task(self, task: Task, expected: int | None, advice: str) -> None:
-        key = self.layout.task(task.id)
-        try:
-            await self.reader.write(key, task, task_metadata(task), if_generation_match=expected)
-        except ConflictError as exc:
-            raise ConflictError(key, expected, f"task {task.id}: {advice}") from exc
-
-    @staticmethod
-    def _need_generation(task: Task) -> int:
-        if task.generation is None:
-            raise ValueError(
-                f"task {task.id} was never read from or written to the bucket: "
-                "get it with get_task first"
-            )
-        return task.generation
-
-    @staticmethod
-    def _as_pending(task: Task, now: datetime) -> Task:
-        pending = task.model_copy(deep=True)
-        pending.status = TaskStatus.PENDING
-        pending.worker_id = None
-        pending.lease_expires_at = None
-        pending.started_at = None
-        pending.updated_at = now
-        return pending
+def _record_gen(task: Task) -> int | None:
+    return task.record.generation if task.record is not None else None
 
 
-def _lease_over(st: TaskIndex, now: datetime) -> bool:
-    return (
-        st.status == TaskStatus.RUNNING
-        and st.lease_expires_at is not None
-        and st.lease_expires_at <= now
-    )
+def _definition(task: Task) -> Mapping[str, object]:
+    data = task.model_dump(mode="json")
+    for volatile in (
+        "status",
+        "worker_id",
+        "lease_expires_at",
+        "started_at",
+        "updated_at",
+        "retry_count",
+    ):
+        data.pop(volatile, None)
+    return data
+
+
+def _check_lease(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= MIN_LEASE_S:
+        raise ValueError(
+            f"lease_seconds must be at least {MIN_LEASE_S:g} (renewals every third of it stay "
+            f"a second apart, GCS's per-name limit), not {value!r}"
+        )
+    return float(value)
 
 
 class GCSQueue(AsyncGCSQueue):
@@ -685,6 +858,8 @@ class GCSQueue(AsyncGCSQueue):
     renew_lease_sync = sync_twin(AsyncGCSQueue.renew_lease)
     release_sync = sync_twin(AsyncGCSQueue.release)
     requeue_expired_sync = sync_twin(AsyncGCSQueue.requeue_expired)
+    pause_queue_sync = sync_twin(AsyncGCSQueue.pause_queue)
+    resume_queue_sync = sync_twin(AsyncGCSQueue.resume_queue)
 
 
 def _same_priority_window(candidates: Sequence[_Candidate]) -> int:

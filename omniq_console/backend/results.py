@@ -1,4 +1,9 @@
-"""Task results on GCS: ``results/{task_id}.json``, one object per task, overwritten on ``set``."""
+"""Task results on GCS: ``results/{task_id}.json``, one object per task, also its state record.
+
+While a task waits or runs its result is ``pending`` and says who holds the lease; once it has
+an outcome the object holds it (docs/architecture.md, "Task status is derived from which
+objects exist"). ``list_results`` and ``cleanup_expired_results`` see only outcomes.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +22,17 @@ class AsyncGCSResultStorage(StoreBase):
     """The outcome of each task, with its status, completion time and expiry in the index."""
 
     async def set(self, result: TaskResult) -> TaskResult:
-        """Store ``result`` (replacing any earlier result of the task); sets its generation."""
+        """Store ``result``; sets its generation.
+
+        Never a blind overwrite: the result object is also the task's state record
+        (docs/architecture.md), so a result read from the bucket (``get``) is replaced only if
+        unchanged since (compare-and-swap on its generation), and a new one only if the task
+        has none yet. ``ConflictError`` otherwise: re-read and decide again.
+        """
         key = self.layout.result(result.task_id)
         self._check_writable("store result", key)
-        await self.reader.write(key, result, result_metadata(result))
+        expected = result.generation or 0
+        await self.reader.write(key, result, result_metadata(result), if_generation_match=expected)
         return result
 
     async def get(self, task_id: str) -> TaskResult | None:
@@ -38,7 +50,8 @@ class AsyncGCSResultStorage(StoreBase):
     ) -> ItemList[TaskResult]:
         """Results newest first (by completion time), filtered on listing metadata.
 
-        Only the bodies of the results returned are read (plus those without index metadata).
+        Without ``status``, only outcomes (the state records of waiting and running tasks are
+        left out; ask for ``status="pending"`` to see them). Only the bodies of the results returned are read (plus those without index metadata).
         """
         wanted = ResultStatus(status) if status is not None else None
         if limit is not None and limit < 0:
@@ -50,13 +63,13 @@ class AsyncGCSResultStorage(StoreBase):
             idx = result_index(info)
             if idx is None:
                 unindexed.append(info)
-            elif wanted is None or idx.status == wanted:
+            elif _wanted(idx.status, wanted):
                 rows.append((idx.completed_at or info.updated or _EPOCH, info.key, info))
         bodies = await self.reader.read_listed(unindexed, TaskResult)
         rows.extend(
             (r.completed_at or r.created_at, self.layout.result(r.task_id), r)
             for r in bodies
-            if wanted is None or r.status == wanted
+            if _wanted(r.status, wanted)
         )
         rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
         page = rows if limit is None else rows[:limit]
@@ -67,7 +80,7 @@ class AsyncGCSResultStorage(StoreBase):
         out: ItemList[TaskResult] = ItemList(unreadable=[*bodies.unreadable, *read.unreadable])
         for _, key, item in page:
             result = item if isinstance(item, TaskResult) else by_id.get(self.layout.name_of(key))
-            if result is not None and (wanted is None or result.status == wanted):
+            if result is not None and _wanted(result.status, wanted):
                 out.append(result)
         return out
 
@@ -91,6 +104,10 @@ class AsyncGCSResultStorage(StoreBase):
         bodies = await self.reader.read_listed(unknown, TaskResult)
         expired.extend(self.layout.result(r.task_id) for r in bodies if r.is_expired(now))
         return sum(await bounded_gather(expired, self.reader.delete))
+
+
+def _wanted(status: ResultStatus, wanted: ResultStatus | None) -> bool:
+    return status == wanted if wanted is not None else status != ResultStatus.PENDING
 
 
 class GCSResultStorage(AsyncGCSResultStorage):

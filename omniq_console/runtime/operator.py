@@ -18,26 +18,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..backend import lifecycle
 from ..backend.errors import ConflictError, CorruptObjectError, ObjectNotFoundError, StorageError
 from ..backend.layout import check_id
 from ..models import (
     EventType,
-    ResultStatus,
     Schedule,
     ScheduleStatus,
     Task,
     TaskEvent,
-    TaskResult,
     TaskStatus,
     utcnow,
 )
 from .registry import TaskOptions, submit_task
 
-RETRYABLE = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED})
+RETRYABLE = frozenset(
+    {TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED, TaskStatus.COMPLETED}
+)
 CANCELLABLE = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING})
 _BULK_CONCURRENCY = 16
 
@@ -63,6 +64,38 @@ def _status(value: TaskStatus | str, what: str = "expected_status") -> TaskStatu
     except ValueError:
         known = ", ".join(s.value for s in TaskStatus)
         raise ValueError(f"{what} {value!r} is not a task status ({known})") from None
+
+
+class StateChanged(ConflictError, ValueError):
+    """A single-task action met a task that moved on since the operator saw it.
+
+    ``now_status`` is its status after a re-read ("" when it is gone) and ``allowed`` the
+    actions that apply to it now: the console says what the task is now and offers those.
+    """
+
+    def __init__(self, task_id: str, now_status: str, allowed: tuple[str, ...], message: str):
+        super().__init__(f"tasks/{task_id}.json", None, message)
+        self.task_id = task_id
+        self.now_status = now_status
+        self.allowed = allowed
+        self.args = (message,)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    @classmethod
+    def of(cls, task: Task | None, why: str | None, *, task_id: str = "") -> StateChanged:
+        """The error for ``task`` as re-read (None: gone), with ``why`` or a default message."""
+        if task is None:
+            return cls(task_id, "", (), why or f"task {task_id} no longer exists")
+        status = task.status.value
+        where = (
+            f" on worker {task.worker_id}"
+            if task.status == TaskStatus.RUNNING and task.worker_id
+            else ""
+        )
+        message = why or f"task {task.id} is now {status}{where}"
+        return cls(task.id, status, lifecycle.allowed_task_actions(status), message)
 
 
 class Operator:
@@ -134,42 +167,48 @@ class Operator:
                 actor=self.actor,
                 message=f"triggered by {self.actor}",
             )
+        await self._count_run(schedule)
         return task_id
+
+    async def _count_run(self, schedule: Schedule) -> None:
+        """Record a triggered run on the schedule (last run, run count); its plan is kept."""
+        for _ in range(3):
+            schedule.last_run = utcnow()
+            schedule.run_count += 1
+            self._stamp(schedule, "trigger_schedule")
+            try:
+                await self.backend.async_schedule_storage.update_schedule(schedule)
+                return
+            except ConflictError:
+                schedule = await self._schedule(schedule.id, None)  # fired meanwhile: again
+        logger.warning("run of schedule %s not counted: it kept changing", schedule.id)
 
     # -- tasks -------------------------------------------------------------------------------
 
     async def retry_task(
         self, task_id: str, *, expected_status: TaskStatus | str | None = None
     ) -> Task:
-        """Put a failed, cancelled or expired task back in its queue as PENDING.
+        """Put a finished (failed, cancelled, expired or completed) task back in its queue.
 
-        Its retry count starts again from 0 and its old result is removed (so that
-        ``get_result`` waits for the new run). A task with a TTL gets a fresh expiry.
+        Its retry count starts again from 0 and its old outcome is replaced by a pending
+        record (so that ``get_result`` waits for the new run). A task with a TTL gets a fresh
+        expiry.
         """
         task = await self._task(task_id, expected_status)
         if task.status not in RETRYABLE:
-            raise ValueError(
-                f"task {task_id} is {task.status.value}; only failed, cancelled or expired "
-                "tasks can be retried"
+            raise StateChanged.of(
+                task, f"task {task_id} is {task.status.value}; only finished tasks can be retried"
             )
         previous = task.status
         now = utcnow()
-        task.status = TaskStatus.PENDING
-        task.retry_count = 0
-        task.run_at = None
-        task.worker_id = None
-        task.lease_expires_at = None
-        task.started_at = None
-        task.updated_at = now
+        again = task.model_copy(deep=True)
+        again._generation = task.generation
+        again._record = task.record
+        again.status = TaskStatus.PENDING
         if task.ttl is not None:
-            task.expires_at = now + task.ttl
+            again.expires_at = now + task.ttl
         elif task.expires_at is not None and task.expires_at <= now:
-            task.expires_at = None
-        try:
-            old_result = await self.backend.async_result_storage.get(task_id)
-            unreadable_result = False
-        except CorruptObjectError:
-            old_result, unreadable_result = None, True
+            again.expires_at = None
         async with self._audited(
             "retry_task",
             task_id,
@@ -177,57 +216,31 @@ class Operator:
             queue_name=task.queue_name,
             extra={"previous_status": previous.value},
         ):
-            saved = await self.backend.async_task_storage.update_task(task)
-        # The old result goes after the swap, and only at the generation read above: a result
-        # a fast worker already wrote for the new run is kept (GCS honours the delete
-        # precondition; the emulator ignores it).
-        if old_result is not None and old_result.generation is not None:
-            try:
-                await self.backend.store.delete(
-                    self.backend.layout.result(task_id),
-                    if_generation_match=old_result.generation,
-                )
-            except ConflictError:
-                pass  # the new run's result: keep it
-        elif unreadable_result:
-            await self.backend.async_result_storage.delete(task_id)
-        return saved
+            return await self._changed(task_id, self.backend.async_task_storage.update_task(again))
 
     async def cancel_task(
         self, task_id: str, *, expected_status: TaskStatus | str | None = None
     ) -> Task:
-        """Cancel a pending or running task; a running one's worker drops its outcome."""
+        """Cancel a pending or running task; a running one's worker is fenced out (its
+        outcome can no longer land) and stops at its next lease renewal."""
         task = await self._task(task_id, expected_status)
         if task.status not in CANCELLABLE:
-            raise ValueError(
-                f"task {task_id} is {task.status.value}; only pending or running tasks can be "
-                "cancelled"
+            raise StateChanged.of(
+                task,
+                f"task {task_id} is {task.status.value}; only pending "
+                "or running tasks can be cancelled",
             )
-        previous = task.status
-        now = utcnow()
-        task.status = TaskStatus.CANCELLED
-        task.lease_expires_at = None
-        task.updated_at = now
+        transition = lifecycle.cancel(task, task.record, actor=self.actor, now=utcnow())
         async with self._audited(
             "cancel_task",
             task_id,
             task_id=task_id,
             queue_name=task.queue_name,
-            extra={"previous_status": previous.value},
+            extra={"previous_status": task.status.value},
         ):
-            saved = await self.backend.async_task_storage.update_task(task)
-        # A result, so that whoever waits on get_result learns the task will not run.
-        await self.backend.async_result_storage.set(
-            TaskResult(
-                task_id=task_id,
-                status=ResultStatus.CANCELLED,
-                error=f"cancelled by {self.actor}",
-                error_type="Cancelled",
-                completed_at=now,
-                worker_id=task.worker_id,
+            return await self._changed(
+                task_id, self.backend.async_task_storage.apply(task, transition)
             )
-        )
-        return saved
 
     async def delete_task(
         self, task_id: str, *, expected_status: TaskStatus | str | None = None
@@ -277,6 +290,88 @@ class Operator:
         skipped with the reason; nothing outside ``task_ids`` is touched. Every id is checked
         before anything is written: one bad id raises ``ValueError`` and nothing changes.
         """
+        return await self._bulk(
+            "retry_tasks", task_ids, expected_status, RETRYABLE, self.retry_task
+        )
+
+    async def cancel_tasks(
+        self,
+        task_ids: Sequence[str],
+        expected_status: TaskStatus | str | Mapping[str, TaskStatus | str] | None = None,
+    ) -> BulkOutcome:
+        """Cancel exactly ``task_ids``, skipping any that moved on (see ``retry_tasks``)."""
+        return await self._bulk(
+            "cancel_tasks", task_ids, expected_status, CANCELLABLE, self.cancel_task
+        )
+
+    async def delete_tasks(
+        self,
+        task_ids: Sequence[str],
+        expected_status: TaskStatus | str | Mapping[str, TaskStatus | str] | None = None,
+    ) -> BulkOutcome:
+        """Delete exactly ``task_ids``, skipping any that moved on (see ``retry_tasks``)."""
+
+        async def delete(task_id: str, *, expected_status: TaskStatus | str | None) -> bool:
+            if not await self.delete_task(task_id, expected_status=expected_status):
+                raise ObjectNotFoundError(self.backend.layout.task(task_id), "task")
+            return True
+
+        return await self._bulk(
+            "delete_tasks", task_ids, expected_status, frozenset(TaskStatus), delete
+        )
+
+    # -- queues ------------------------------------------------------------------------------
+
+    async def pause_queue(self, queue: str) -> None:
+        """Stop workers on every machine claiming from ``queue`` (within one claim cycle).
+
+        The state lives in the bucket (``paused/{queue}.json``). ``ValueError`` when paused
+        already.
+        """
+        check_id(queue, "queue name")
+        async with self._audited("pause_queue", queue, queue_name=queue):
+            if not await self.backend.async_task_storage.pause_queue(queue, actor=self.actor):
+                raise ValueError(f"queue {queue} is already paused")
+
+    async def resume_queue(self, queue: str) -> None:
+        """Let workers claim from ``queue`` again. ``ValueError`` when it was not paused."""
+        check_id(queue, "queue name")
+        async with self._audited("resume_queue", queue, queue_name=queue):
+            if not await self.backend.async_task_storage.resume_queue(queue):
+                raise ValueError(f"queue {queue} is not paused")
+
+    async def purge_queue(self, queue: str, task_ids: Sequence[str]) -> BulkOutcome:
+        """Delete exactly ``task_ids`` (the pending tasks the operator counted) from ``queue``.
+
+        An id that is no longer pending, or not in this queue, is skipped with the reason.
+        """
+        check_id(queue, "queue name")
+
+        async def purge(task_id: str, *, expected_status: TaskStatus | str | None) -> bool:
+            task = await self._task(task_id, expected_status)
+            if task.queue_name != queue:
+                raise ValueError(f"it is in queue {task.queue_name}, not {queue}")
+            return await self.delete_task(task_id, expected_status=TaskStatus.PENDING)
+
+        return await self._bulk(
+            "purge_queue",
+            task_ids,
+            TaskStatus.PENDING,
+            frozenset({TaskStatus.PENDING}),
+            purge,
+            target=queue,
+        )
+
+    async def _bulk(
+        self,
+        action: str,
+        task_ids: Sequence[str],
+        expected_status: TaskStatus | str | Mapping[str, TaskStatus | str] | None,
+        allowed: frozenset[TaskStatus],
+        one_action: Callable[..., Awaitable[object]],
+        *,
+        target: str | None = None,
+    ) -> BulkOutcome:
         if isinstance(task_ids, str):
             raise ValueError("task_ids must be a sequence of ids, not one string")
         ids = list(dict.fromkeys(task_ids))
@@ -290,15 +385,15 @@ class Operator:
         else:
             single = _status(expected_status) if expected_status is not None else None
             expected = dict.fromkeys(ids, single)
-        outcome = BulkOutcome()
         results: dict[str, tuple[str, str | None]] = {}
         gate = asyncio.Semaphore(_BULK_CONCURRENCY)
 
         async def one(task_id: str) -> None:
             async with gate:
-                results[task_id] = await self._retry_one(task_id, expected[task_id])
+                results[task_id] = await self._one(task_id, expected[task_id], allowed, one_action)
 
         await asyncio.gather(*(one(i) for i in ids))
+        outcome = BulkOutcome()
         for task_id in ids:
             kind, why = results[task_id]
             if kind == "done":
@@ -308,11 +403,12 @@ class Operator:
             else:
                 outcome.failed.append((task_id, why or ""))
         if outcome.total:
-            # A summary of what the single retries (each audited) added up to.
+            # A summary of what the single actions (each audited) added up to.
             await self.backend.async_event_storage.log_event(
                 self._event(
-                    "retry_tasks",
-                    f"{len(ids)} tasks",
+                    action,
+                    target or f"{len(ids)} tasks",
+                    queue_name=target,
                     extra={
                         "done": len(outcome.done),
                         "skipped": len(outcome.skipped),
@@ -322,7 +418,13 @@ class Operator:
             )
         return outcome
 
-    async def _retry_one(self, task_id: str, expected: TaskStatus | None) -> tuple[str, str | None]:
+    async def _one(
+        self,
+        task_id: str,
+        expected: TaskStatus | None,
+        allowed: frozenset[TaskStatus],
+        action: Callable[..., Awaitable[object]],
+    ) -> tuple[str, str | None]:
         try:
             task = await self.backend.async_task_storage.get_task(task_id)
         except StorageError as exc:
@@ -331,12 +433,12 @@ class Operator:
             return "skipped", "the task no longer exists"
         if expected is not None and task.status != expected:
             return "skipped", f"its status changed from {expected.value} to {task.status.value}"
-        if task.status not in RETRYABLE:
-            return "skipped", f"it is {task.status.value}, which cannot be retried"
+        if task.status not in allowed:
+            return "skipped", f"it is {task.status.value}, which this action does not apply to"
         try:
-            await self.retry_task(task_id, expected_status=task.status)
+            await action(task_id, expected_status=task.status)
         except ConflictError:
-            return "skipped", "it was changed by someone else during the retry"
+            return "skipped", "it was changed by someone else meanwhile"
         except ObjectNotFoundError:
             return "skipped", "the task no longer exists"
         except ValueError as exc:
@@ -344,6 +446,15 @@ class Operator:
         except StorageError as exc:
             return "failed", str(exc)
         return "done", None
+
+    async def _changed(self, task_id: str, write: Awaitable[Task]) -> Task:
+        """``write``, or ``StateChanged`` saying what the task is now when it lost its
+        compare-and-swap."""
+        try:
+            return await write
+        except ConflictError:
+            now = await self.backend.async_task_storage.get_task(task_id)
+            raise StateChanged.of(now, None, task_id=task_id) from None
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -384,11 +495,8 @@ class Operator:
 
     def _check_status(self, task: Task, expected: TaskStatus) -> None:
         if task.status != expected:
-            raise ConflictError(
-                self.backend.layout.task(task.id),
-                task.generation,
-                f"task {task.id} is {task.status.value} now, not {expected.value} as shown; "
-                "refresh and try again",
+            raise StateChanged.of(
+                task, f"task {task.id} is {task.status.value} now, not {expected.value} as shown"
             )
 
     def _event(

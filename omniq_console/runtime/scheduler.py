@@ -11,13 +11,14 @@ schedule each of them does, in this order:
    (uuid5) and the enqueue is create-only, so a retried or repeated enqueue of the same run
    can never produce a second task.
 
-A scheduler killed between its swap (2) and its enqueue (3) loses that one run: at most once
-per due time, never twice. The schedule itself goes on at its next due time.
+An enqueue that fails after the swap was won is retried on the next ticks (the id is
+deterministic, so a retry can never make a second task). A scheduler *killed* between its swap
+(2) and its enqueue (3) loses that one run: at most once per due time, never twice. The schedule
+itself goes on at its next due time.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -30,12 +31,13 @@ from ..models import (
     EventType,
     Schedule,
     ScheduleStatus,
+    Task,
     TaskEvent,
     as_utc,
     utcnow,
 )
+from ..stopping import StopSignal
 from .registry import TaskOptions, submit_task
-from .worker import _wait_event
 
 logger = logging.getLogger(__name__)
 
@@ -75,29 +77,26 @@ class Scheduler:
         self.expiry_sweep_interval = float(expiry_sweep_interval)
         self.fired = 0
         self.conflicts = 0
-        self._stopping: asyncio.Event | None = None
-        self._stop_requested = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = StopSignal()
         self._last_sweep: float | None = None
+        # Runs whose swap this scheduler won but whose enqueue failed: retried each tick.
+        self._owed: dict[str, tuple[Schedule, Task, datetime]] = {}
+        # (schedule id, reason) already logged: a broken schedule is reported once, not per tick.
+        self._reported: set[tuple[str, str]] = set()
 
     def stop(self) -> None:
         """Return from ``run()`` after the current tick (safe from a signal handler)."""
-        self._stop_requested = True
-        if self._loop is not None and self._stopping is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._stopping.set)
+        self._stop.set()
 
     async def run(self) -> None:
         """Tick every ``interval`` seconds until ``stop()``; a failing tick is logged, not fatal."""
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
-        if self._stop_requested:
-            return
-        while not self._stopping.is_set():
+        self._stop.bind()
+        while not self._stop.is_set():
             try:
                 await self.tick()
             except (StorageError, OSError) as exc:
                 logger.warning("%s: tick failed: %s", self.scheduler_id, exc)
-            await _wait_event(self._stopping, self.interval)
+            await self._stop.wait(self.interval)
 
     async def tick(self, now: datetime | None = None) -> list[str]:
         """Fire every schedule due at ``now``; returns the task ids this scheduler enqueued."""
@@ -107,17 +106,27 @@ class Scheduler:
         if self._last_sweep is None or clock - self._last_sweep >= self.expiry_sweep_interval:
             self._last_sweep = clock
             await self.sweep_expired(now)
+        fired: list[str] = [t for t in [await self._enqueue_owed(i) for i in list(self._owed)] if t]
         ready: list[Schedule] = list(await store.get_ready_schedules(now))
-        fired: list[str] = []
         for schedule in ready:
             try:
                 task_id = await self._fire(schedule, now)
-            except (StorageError, ValueError) as exc:
+            except ValueError as exc:
+                # A schedule that cannot plan its next run (a cron that never fires, a date
+                # out of range): reported once, and the other schedules go on.
+                self._report_once(schedule.id, str(exc))
+                continue
+            except StorageError as exc:
                 logger.warning("%s: schedule %s not fired: %s", self.scheduler_id, schedule.id, exc)
                 continue
             if task_id is not None:
                 fired.append(task_id)
         return fired
+
+    def _report_once(self, schedule_id: str, reason: str) -> None:
+        if (schedule_id, reason) not in self._reported:
+            self._reported.add((schedule_id, reason))
+            logger.warning("%s: schedule %s not fired: %s", self.scheduler_id, schedule_id, reason)
 
     async def _fire(self, schedule: Schedule, now: datetime) -> str | None:
         if schedule.status != ScheduleStatus.ACTIVE or schedule.next_run is None:
@@ -142,6 +151,13 @@ class Scheduler:
             metadata={"schedule_id": schedule.id, "due": due.isoformat(), "fire": fire},
             now=now,
         )
+        self._owed[task.id] = (planned, task, due)
+        return await self._enqueue_owed(task.id)
+
+    async def _enqueue_owed(self, run_id: str) -> str | None:
+        """Enqueue a run whose swap we won; kept for the next tick when storage fails."""
+        planned, task, due = self._owed[run_id]
+        schedule = planned
         try:
             task_id = await submit_task(
                 self.backend,
@@ -151,12 +167,23 @@ class Scheduler:
             )
         except ConflictError:
             # The run's task exists already (create-only): it was enqueued once, and only once.
+            del self._owed[run_id]
             logger.info(
                 "%s: run %s of %s was enqueued already", self.scheduler_id, task.id, schedule.id
             )
             return None
+        except StorageError as exc:
+            logger.warning(
+                "%s: run %s of %s not enqueued yet (retried next tick): %s",
+                self.scheduler_id,
+                task.id,
+                schedule.id,
+                exc,
+            )
+            return None
+        del self._owed[run_id]
         self.fired += 1
-        await self._log_schedule(
+        self._log_schedule(
             planned,
             EventType.SCHEDULE_FIRED,
             f"fired run {planned.run_count} (due {due.isoformat()})",
@@ -191,7 +218,7 @@ class Scheduler:
         self._stamp(ended)
         if not await self._swap(ended):
             return False
-        await self._log_schedule(
+        self._log_schedule(
             ended, EventType.EXPIRED, f"schedule expired at {ended.expires_at}; completed"
         )
         return True
@@ -217,7 +244,7 @@ class Scheduler:
             self.conflicts += 1
             return False
 
-    async def _log_schedule(
+    def _log_schedule(
         self,
         schedule: Schedule,
         event_type: EventType,
@@ -234,7 +261,4 @@ class Scheduler:
             message=message,
             details=details or {},
         )
-        try:
-            await self.backend.async_event_storage.log_event(event)
-        except (StorageError, OSError) as exc:
-            logger.warning("%s: %s event not written: %s", self.scheduler_id, event_type.value, exc)
+        self.backend.async_event_storage.record(event)

@@ -1,27 +1,29 @@
 """The worker: claims tasks from the bucket, runs them, stores what happened.
 
-One task's life in a worker, and the order of its writes (each step leaves a state the next
-step, or another worker's reaper, can finish):
+One task's life in a worker (the writes and their order are those of docs/architecture.md,
+"Transitions"):
 
-1. ``dequeue`` claims the task atomically; it is RUNNING with our ``worker_id`` and a lease.
-2. ``dequeued`` and ``executing`` events are written (a worker that dies while running the
-   task has left its name on the task's timeline).
-3. While it runs, the lease is renewed every ``lease_seconds / 3``. A renewal that loses its
-   compare-and-swap means the task was cancelled, deleted or taken over after our lease
-   expired: we stop (an async function is cancelled) and write nothing more for it.
-4. On success: the result is written first, then the task is marked COMPLETED (compare-and-
-   swap), then the ``completed`` event. A crash between the result and the task update leaves
-   a RUNNING task whose lease expires: it runs again (at-least-once), and its new result
-   replaces the old one. Writing the task first would instead risk a COMPLETED task without a
-   result, its value lost.
-5. On failure with retries left: the task goes back to PENDING with ``run_at`` pushed out by
-   ``retry_delay * 2**retry_count`` (compare-and-swap), then a ``retry`` event. Without
-   retries left: an error result, the task FAILED, a ``failed`` event.
-6. On shutdown (``stop()``, SIGINT/SIGTERM): no more claims; running tasks get a grace period,
-   then are released back to their queue (``release``) so another worker takes them.
+1. A claim writes the task's state record: the task is RUNNING, attempt ``n``, under our lease.
+   ``dequeued`` and ``executing`` go into this process's next event batch.
+2. While it runs, the lease is renewed every ``lease_seconds / 3`` (a compare-and-swap on the
+   record). A renewal that loses its compare-and-swap means the task was cancelled or requeued
+   after our lease was judged dead: we stop (an async function is cancelled) and write nothing
+   more for it. A renewal is never cancelled mid-request: the outcome waits for it and uses the
+   generation it returned.
+3. When the function returns, the slot is free at once and the outcome is written in the
+   background, fenced: a compare-and-swap on the record generation we last wrote, at least a
+   second after that write (GCS's per-name limit). Success -> COMPLETED with the value; a failure
+   with retries left -> PENDING with ``run_at`` pushed out by ``retry_delay * 2**retry_count``;
+   without -> FAILED. Only the current lease holder's outcome can land, and ``get_result`` always
+   agrees with the task's status: both are the same object.
+4. On shutdown (``stop()``, SIGINT/SIGTERM): no more claims; running tasks get ``shutdown_grace``;
+   then async ones are cancelled and released to their queue. A sync function cannot be
+   interrupted: its lease is kept alive until its thread ends and its outcome is written as
+   usual (the process stays until then; a SIGKILL ends it and the lease dies with it).
 
 Alongside: a heartbeat (``workers/{id}.json``, everything in custom metadata) every few
-seconds, and a reaper that returns tasks whose lease expired (dead workers) to their queue.
+seconds, and a reaper (``AsyncGCSQueue.maintain``) that requeues dead leases, expires what
+waited too long and repairs what a crash left half-written.
 """
 
 from __future__ import annotations
@@ -36,25 +38,21 @@ import random
 import socket
 import time
 import traceback as tb
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
+from ..backend import lifecycle
 from ..backend.errors import ConflictError, ObjectNotFoundError, StorageError
 from ..backend.index import WorkerIndex, worker_metadata
 from ..backend.layout import check_id
-from ..models import (
-    EventType,
-    ResultStatus,
-    Task,
-    TaskEvent,
-    TaskResult,
-    TaskStatus,
-    utcnow,
-)
+from ..backend.lifecycle import Failure, Transition
+from ..backend.queue import default_worker_id
+from ..clock import SYSTEM_CLOCK, Clock
+from ..models import EventType, Task, TaskEvent, TaskStatus
+from ..stopping import StopSignal
 from .registry import TaskRegistry, TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -63,9 +61,6 @@ _current_task: contextvars.ContextVar[Task | None] = contextvars.ContextVar(
     "omniq_current_task", default=None
 )
 
-# A lease confirmed longer ago than this is confirmed again before an outcome is written: it
-# narrows the window in which a task cancelled by an operator could still get our result.
-_CONFIRM_AFTER_S = 1.0
 # Backoff after a storage error while claiming, so a broken bucket is not hammered.
 _ERROR_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 
@@ -79,28 +74,25 @@ def current_task() -> Task | None:
     return _current_task.get()
 
 
-def default_worker_id() -> str:
-    """``host-pid-xxxx``: readable in the console, unique across restarts."""
-    host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())
-    return f"{host.strip('.-')[:40] or 'worker'}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
-
-
 @dataclass
-class _Claim:
-    """A task this worker holds: the newest version we wrote (for the next compare-and-swap)."""
+class _Run:
+    """A task this worker holds: the view of its newest record (for the next compare-and-swap)."""
 
     task: Task
-    confirmed_at: float = field(default_factory=time.monotonic)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     lost: bool = False
+    done: bool = False
     call: asyncio.Future[Any] | None = None
+    sync: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class _Failure:
-    error_type: str
-    message: str
-    traceback: str | None
-    retryable: bool = True
+class _Outcome:
+    """What the function did: a value, or a failure."""
+
+    value: Any = None
+    failure: Failure | None = None
+    execution_time: float = 0.0
 
 
 class Worker:
@@ -109,16 +101,18 @@ class Worker:
     ``await worker.run()`` returns after ``worker.stop()``. Cancelling ``run()`` stops at once:
     running tasks are released to their queue without a grace period.
 
-    - ``lease_seconds``: how long a claim holds without renewal (renewed every third of it);
-      a dead worker's tasks run again about this long after it died.
+    - ``lease_seconds``: how long a claim holds without renewal (renewed every third of it;
+      at least 3 s); a dead worker's tasks run again about this long after it died.
     - ``poll_interval`` / ``poll_timeout``: the shortest and longest pause between two looks
-      at idle queues (each look is one listing per queue); the pause doubles while idle.
+      at idle queues (each look is one listing per queue and one of ``paused/``); the pause
+      doubles while idle.
     - ``heartbeat_interval``: seconds between heartbeats (``workers/{worker_id}.json``).
-    - ``reap_interval``: seconds between looks for expired leases (default: ``lease_seconds``).
-    - ``shutdown_grace``: seconds running tasks get to finish on ``stop()`` before release.
+    - ``reap_interval``: seconds between reaper passes (default: ``lease_seconds``).
+    - ``shutdown_grace``: seconds running tasks get to finish on ``stop()``.
+    - ``clock``: wall and monotonic time (tests pass a ``FakeClock``).
 
-    ``processed`` counts tasks run to an outcome (success, failure or a scheduled retry);
-    ``failed`` those of them that raised.
+    ``processed`` counts tasks run to an outcome that landed (success, failure or a scheduled
+    retry); ``failed`` those of them that raised.
     """
 
     def __init__(
@@ -135,16 +129,19 @@ class Worker:
         heartbeat_interval: float = 5.0,
         reap_interval: float | None = None,
         shutdown_grace: float = 10.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         queue_list = [queues] if isinstance(queues, str) else list(queues)
         if not queue_list:
             raise ValueError("a worker needs at least one queue")
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        if lease_seconds <= 0:
-            raise ValueError("lease_seconds must be positive")
+        if lease_seconds < lifecycle.MIN_LEASE_S:
+            raise ValueError(f"lease_seconds must be at least {lifecycle.MIN_LEASE_S:g}")
         if poll_interval <= 0 or poll_timeout <= 0:
             raise ValueError("poll_interval and poll_timeout must be positive")
+        if heartbeat_interval < 1:
+            raise ValueError("heartbeat_interval must be at least 1 s (GCS's per-name limit)")
         self.backend = backend
         self.registry = registry
         self.queues: tuple[str, ...] = tuple(check_id(q, "queue name") for q in queue_list)
@@ -156,16 +153,18 @@ class Worker:
         self.heartbeat_interval = float(heartbeat_interval)
         self.reap_interval = float(reap_interval if reap_interval is not None else lease_seconds)
         self.shutdown_grace = float(shutdown_grace)
+        self.clock = clock
         self.started_at: datetime | None = None
         self.processed = 0
         self.failed = 0
-        self._running: dict[str, asyncio.Task[None]] = {}
-        self._stop_requested = False
-        self._stopping: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running: dict[str, _Run] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stop = StopSignal()
         self._slot_free: asyncio.Event | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._started = False
+        self._paused_seen: set[str] = set()
+        self._beat_gen = 0
 
     # -- public ------------------------------------------------------------------------------
 
@@ -179,33 +178,19 @@ class Worker:
 
         Safe to call from a signal handler, another thread, or before ``run()`` started.
         """
-        self._stop_requested = True
-        loop, event = self._loop, self._stopping
-        if loop is None or event is None:
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            event.set()
-        elif not loop.is_closed():
-            loop.call_soon_threadsafe(event.set)
+        self._stop.set()
 
     async def run(self) -> None:
         """Claim and run tasks until ``stop()``; then drain and write a last heartbeat."""
         if self._started:
             raise RuntimeError("a Worker runs once; create a new one")
         self._started = True
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
+        self._stop.bind()
         self._slot_free = asyncio.Event()
-        if self._stop_requested:
-            self._stopping.set()
         self._executor = ThreadPoolExecutor(
             max_workers=self.concurrency, thread_name_prefix=f"omniq-{self.worker_id}"
         )
-        self.started_at = utcnow()
+        self.started_at = self.clock.now()
         loops: list[asyncio.Task[None]] = []
         graceful = True
         try:
@@ -219,12 +204,13 @@ class Worker:
             graceful = False
             raise
         finally:
-            self._stopping.set()
+            self._stop.set()
             for loop_task in loops:
                 loop_task.cancel()
-            await self._drain(self.shutdown_grace if graceful else 0.0)
+            await asyncio.shield(self._drain(self.shutdown_grace if graceful else 0.0))
             await asyncio.gather(*loops, return_exceptions=True)
             try:
+                await self.backend.async_event_storage.flush()
                 await self._beat("stopped")
             except (StorageError, OSError) as exc:
                 logger.warning("worker %s: last heartbeat failed: %s", self.worker_id, exc)
@@ -233,20 +219,23 @@ class Worker:
     # -- claiming ----------------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
-        assert self._stopping is not None and self._slot_free is not None
+        assert self._slot_free is not None
         errors = 0
         pause = self.poll_interval
         queue = self.backend.async_task_storage
-        while not self._stopping.is_set():
+        while not self._stop.is_set():
             if len(self._running) >= self.concurrency:
                 self._slot_free.clear()
-                await self._wait_either(self._slot_free)
+                await self._wait_slot()
                 continue
             try:
-                task = await queue.dequeue(
+                paused = set(await queue.paused_queues())
+                self._say_paused(paused)
+                task = await queue.claim_pass(
                     list(self.queues),
-                    worker_id=self.worker_id,
-                    lease_seconds=self.lease_seconds,
+                    self.worker_id,
+                    self.lease_seconds,
+                    paused=paused or (),
                 )
                 errors = 0
             except StorageError as exc:
@@ -258,125 +247,132 @@ class Worker:
                     exc,
                     delay,
                 )
-                await self._sleep_unless_stopped(delay)
+                await self._stop.wait(delay)
                 continue
             if task is None:
                 # Every look is a listing per queue (a billed request): an idle worker looks
                 # less and less often, a busy one at once again. Jitter keeps workers apart.
-                await self._sleep_unless_stopped(pause * random.uniform(0.8, 1.2))
+                await self._stop.wait(pause * random.uniform(0.8, 1.2))
                 pause = min(pause * 2, self.poll_timeout)
                 continue
             pause = self.poll_interval
-            if self._stopping.is_set():
-                await self._release(_Claim(task), "worker stopping")
-                break
-            runner = asyncio.create_task(self._run_claimed(task), name=f"omniq-task-{task.id}")
-            self._running[task.id] = runner
+            run = _Run(task)
+            self._running[task.id] = run
+            runner = asyncio.create_task(self._run_claimed(run), name=f"omniq-task-{task.id}")
+            self._tasks.add(runner)
+            runner.add_done_callback(self._tasks.discard)
 
-    async def _wait_either(self, event: asyncio.Event) -> None:
-        assert self._stopping is not None
-        waiters = [asyncio.create_task(event.wait()), asyncio.create_task(self._stopping.wait())]
+    def _say_paused(self, paused: set[str]) -> None:
+        """Log once when one of our queues is paused, and once when it is resumed."""
+        ours = paused & set(self.queues)
+        for name in sorted(ours - self._paused_seen):
+            logger.info("worker %s: queue %s is paused; not claiming from it", self.worker_id, name)
+        for name in sorted(self._paused_seen - ours):
+            logger.info("worker %s: queue %s resumed; claiming again", self.worker_id, name)
+        self._paused_seen = ours
+
+    async def _wait_slot(self) -> None:
+        assert self._slot_free is not None
+        waiters = [
+            asyncio.create_task(self._slot_free.wait()),
+            asyncio.create_task(self._stop.wait()),
+        ]
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
 
-    async def _sleep_unless_stopped(self, seconds: float) -> None:
-        assert self._stopping is not None
-        await _wait_event(self._stopping, seconds)
-
     async def _drain(self, grace: float) -> None:
-        """Give running tasks ``grace`` seconds, then cancel them (they release themselves)."""
-        runners = list(self._running.values())
-        if not runners:
+        """Give running tasks ``grace`` seconds; then cancel async ones (they release
+        themselves). A sync function cannot be interrupted: on a graceful stop we wait for its
+        thread with its lease kept alive, and write its outcome; on a cancelled ``run()`` it is
+        left to the process's end, when its lease dies (never handed back while it runs)."""
+        if not self._tasks:
             return
         if grace > 0:
-            await asyncio.wait(runners, timeout=grace)
-        late = [r for r in runners if not r.done()]
-        for runner in late:
-            runner.cancel()
-        if late:
-            await asyncio.gather(*late, return_exceptions=True)
+            await asyncio.wait(list(self._tasks), timeout=grace)
+        waiting = []
+        for runner, run in self._runners():
+            if run is not None and run.sync and grace <= 0:
+                continue
+            if run is not None and not run.sync and run.call is not None:
+                run.call.cancel()
+            waiting.append(runner)
+        if waiting:
+            await asyncio.gather(*waiting, return_exceptions=True)
+
+    def _runners(self) -> list[tuple[asyncio.Task[None], _Run | None]]:
+        """Each task runner with its run (None once its outcome is being written)."""
+        by_name = {f"omniq-task-{run.task.id}": run for run in self._running.values()}
+        return [(r, by_name.get(r.get_name())) for r in self._tasks if not r.done()]
 
     # -- running one task ----------------------------------------------------------------------
 
-    async def _run_claimed(self, task: Task) -> None:
-        claim = _Claim(task)
+    async def _run_claimed(self, run: _Run) -> None:
+        renewer = asyncio.create_task(self._renew_loop(run))
         try:
-            await self._execute(claim)
-        except asyncio.CancelledError:
-            if claim.call is not None:
-                claim.call.cancel()
-            if not claim.lost:
-                await self._release(claim, "worker stopped before the task finished")
-            raise
-        except Exception:
-            # A storage failure while recording the outcome: the task stays RUNNING under our
-            # (soon expired) lease and the reaper hands it out again. Never lost.
-            logger.exception("worker %s: recording task %s failed", self.worker_id, task.id)
+            outcome = await self._execute(run)
         finally:
-            self._running.pop(task.id, None)
+            self._running.pop(run.task.id, None)
             assert self._slot_free is not None
             self._slot_free.set()
+        try:
+            if outcome is None:
+                await self._release(run, "worker stopped before the task finished")
+            else:
+                await self._settle(run, outcome)
+        except StorageError as exc:
+            # The outcome could not be written within the retry deadline: the task stays
+            # RUNNING under our lease, which dies, and it runs again. Never lost.
+            logger.error(
+                "worker %s: recording task %s failed: %s", self.worker_id, run.task.id, exc
+            )
+        finally:
+            await self._stop_renewer(run, renewer)
 
-    async def _execute(self, claim: _Claim) -> None:
-        task = claim.task
+    async def _execute(self, run: _Run) -> _Outcome | None:
+        """Run the function; its outcome, or None when it was cancelled by a stop."""
+        task = run.task
+        queue_event = functools.partial(self._record, task)
         spec = self.registry.get(task.func)
+        queue_event(EventType.DEQUEUED, message=f"claimed by {self.worker_id}")
         if spec is None:
-            await self._log(task, EventType.DEQUEUED, message=f"claimed by {self.worker_id}")
             known = ", ".join(self.registry.names()[:20]) or "none"
-            await self._finish_failure(
-                claim,
-                _Failure(
+            return _Outcome(
+                failure=Failure(
                     "UnknownTaskError",
                     f"no function named {task.func!r} is registered in worker "
                     f"{self.worker_id} (registered: {known}); register it with @omniq.task",
                     None,
                     retryable=False,
-                ),
-                started_at=utcnow(),
-                execution_time=0.0,
+                )
             )
-            return
-        # Written before the function starts, so that a worker killed while running it has
-        # left its name on the task's timeline.
-        await asyncio.gather(
-            self._log(task, EventType.DEQUEUED, message=f"claimed by {self.worker_id}"),
-            self._log(task, EventType.EXECUTING, message=f"running {task.func}"),
-        )
-        started_at = utcnow()
+        queue_event(EventType.EXECUTING, message=f"running {task.func}")
+        run.sync = not spec.is_async
         t0 = time.perf_counter()
-        claim.call = asyncio.ensure_future(self._call(spec, task))
-        renewer = asyncio.create_task(self._renew_loop(claim))
+        run.call = asyncio.ensure_future(self._call(spec, task))
         try:
-            await asyncio.wait({claim.call})
-        finally:
-            renewer.cancel()
-            await asyncio.gather(renewer, return_exceptions=True)
-        execution_time = time.perf_counter() - t0
-        if claim.lost:
-            logger.info(
-                "worker %s: task %s was cancelled or taken over while it ran; outcome dropped",
-                self.worker_id,
-                task.id,
-            )
-            return
-        call = claim.call
+            await asyncio.wait({run.call})
+        except asyncio.CancelledError:
+            run.call.cancel()
+            raise
+        elapsed = time.perf_counter() - t0
+        call = run.call
         if call.cancelled():
-            failure = _Failure("CancelledError", "the task function was cancelled", None)
-            await self._finish_failure(claim, failure, started_at, execution_time)
-            return
+            if run.lost or self._stop.is_set():
+                return None
+            failure = Failure("CancelledError", "the task function was cancelled", None)
+            return _Outcome(failure=failure, execution_time=elapsed)
         exc = call.exception()
         if exc is None:
-            await self._finish_success(claim, call.result(), started_at, execution_time)
-            return
-        failure = _Failure(
+            return _Outcome(value=call.result(), execution_time=elapsed)
+        failure = Failure(
             type(exc).__name__,
             str(exc),
             "".join(tb.format_exception(type(exc), exc, exc.__traceback__)),
         )
-        await self._finish_failure(claim, failure, started_at, execution_time)
+        return _Outcome(failure=failure, execution_time=elapsed)
 
     async def _call(self, spec: TaskSpec, task: Task) -> Any:
         _current_task.set(task)
@@ -392,228 +388,170 @@ class Worker:
             return await result
         return result
 
-    async def _renew_loop(self, claim: _Claim) -> None:
+    async def _renew_loop(self, run: _Run) -> None:
         queue = self.backend.async_task_storage
         interval = self.lease_seconds / 3
         while True:
-            await asyncio.sleep(interval)
+            await self.clock.sleep(interval)
+            async with run.lock:
+                if run.done or run.lost:
+                    return
+                try:
+                    run.task = await queue.renew_lease(run.task, lease_seconds=self.lease_seconds)
+                    interval = self.lease_seconds / 3
+                except (ConflictError, ObjectNotFoundError):
+                    self._lose(run)
+                    return
+                except StorageError as exc:
+                    # Transient: the lease still holds until it is judged dead; try again sooner.
+                    logger.warning(
+                        "worker %s: lease renewal of %s failed: %s",
+                        self.worker_id,
+                        run.task.id,
+                        exc,
+                    )
+                    interval = max(lifecycle.NAME_WRITE_GAP_S, self.lease_seconds / 6)
+
+    async def _stop_renewer(self, run: _Run, renewer: asyncio.Task[None]) -> None:
+        # Under the lock the renewer is not in the middle of a request: cancelling it now
+        # can never leave a landed renewal whose generation we do not know.
+        async with run.lock:
+            run.done = True
+            renewer.cancel()
+        await asyncio.gather(renewer, return_exceptions=True)
+
+    def _lose(self, run: _Run) -> None:
+        run.lost = True
+        if run.call is not None and not run.call.done() and not run.sync:
+            run.call.cancel()
+        logger.info(
+            "worker %s: task %s was cancelled or requeued while it ran; outcome dropped",
+            self.worker_id,
+            run.task.id,
+        )
+
+    async def _settle(self, run: _Run, outcome: _Outcome) -> None:
+        """Write the outcome, fenced on the record generation we last wrote."""
+        queue = self.backend.async_task_storage
+        async with run.lock:
+            if run.lost:
+                return
+            record = run.task.record
+            assert record is not None
+            transition = self._transition(run.task, record, outcome)
             try:
-                claim.task = await queue.renew_lease(claim.task, lease_seconds=self.lease_seconds)
-                claim.confirmed_at = time.monotonic()
-                interval = self.lease_seconds / 3
+                run.task = await queue.finish(run.task, transition)
             except (ConflictError, ObjectNotFoundError):
-                self._lose(claim)
+                self._lose(run)
                 return
-            except StorageError as exc:
-                # Transient: the lease still holds until it expires; try again sooner.
-                logger.warning(
-                    "worker %s: lease renewal of %s failed: %s", self.worker_id, claim.task.id, exc
+            run.done = True
+        self.processed += 1
+        if outcome.failure is not None:
+            self.failed += 1
+        self._record(
+            run.task,
+            transition.event,
+            message=transition.message,
+            execution_time=outcome.execution_time,
+            details=transition.details,
+            error_type=outcome.failure.error_type if outcome.failure else None,
+            error_message=outcome.failure.message if outcome.failure else None,
+            traceback=outcome.failure.traceback if outcome.failure else None,
+        )
+
+    def _transition(self, task: Task, record: Any, outcome: _Outcome) -> Transition:
+        now = self.clock.now()
+        if outcome.failure is None:
+            transition = lifecycle.complete(
+                record,
+                worker=self.worker_id,
+                value=outcome.value,
+                execution_time=outcome.execution_time,
+                now=now,
+            )
+            try:
+                transition.record.to_json()
+            except Exception as exc:  # pydantic cannot serialise every Python object
+                failure = Failure(
+                    "UnserializableResultError",
+                    f"the task returned a {type(outcome.value).__name__}, which cannot be "
+                    f"stored as JSON: {exc}",
+                    None,
+                    retryable=False,
                 )
-                interval = max(0.2, self.lease_seconds / 6)
-
-    def _lose(self, claim: _Claim) -> None:
-        claim.lost = True
-        if claim.call is not None and not claim.call.done():
-            claim.call.cancel()
-
-    async def _confirm(self, claim: _Claim) -> bool:
-        """Check (by renewing it) that the lease is still ours before writing an outcome."""
-        if time.monotonic() - claim.confirmed_at < _CONFIRM_AFTER_S:
-            return True
-        try:
-            claim.task = await self.backend.async_task_storage.renew_lease(
-                claim.task, lease_seconds=self.lease_seconds
-            )
-        except (ConflictError, ObjectNotFoundError):
-            self._lose(claim)
-            return False
-        claim.confirmed_at = time.monotonic()
-        return True
-
-    async def _update(self, claim: _Claim, task: Task) -> bool:
-        """Compare-and-swap ``task``; False (and nothing overwritten) when the claim was lost."""
-        try:
-            claim.task = await self.backend.async_task_storage.update_task(task)
-            return True
-        except (ConflictError, ObjectNotFoundError):
-            self._lose(claim)
-            logger.info(
-                "worker %s: task %s changed under us; outcome dropped", self.worker_id, task.id
-            )
-            return False
-
-    async def _finish_success(
-        self, claim: _Claim, value: Any, started_at: datetime, execution_time: float
-    ) -> None:
-        task = claim.task
-        result = TaskResult(
-            task_id=task.id,
-            status=ResultStatus.SUCCESS,
-            result=value,
-            started_at=started_at,
-            completed_at=utcnow(),
-            worker_id=self.worker_id,
-            execution_time=execution_time,
-        )
-        try:
-            result.to_json()
-        except Exception as exc:  # pydantic cannot serialise every Python object
-            failure = _Failure(
-                "UnserializableResultError",
-                f"the task returned a {type(value).__name__}, which cannot be stored as JSON: "
-                f"{exc}",
-                None,
-                retryable=False,
-            )
-            await self._finish_failure(claim, failure, started_at, execution_time)
-            return
-        if not await self._confirm(claim):
-            return
-        await self.backend.async_result_storage.set(result)
-        done = claim.task.model_copy(deep=True)
-        done.status = TaskStatus.COMPLETED
-        done.lease_expires_at = None
-        done.updated_at = utcnow()
-        if not await self._update(claim, done):
-            return
-        self.processed += 1
-        await self._log(
-            done,
-            EventType.COMPLETED,
-            message=f"completed in {execution_time:.3f} s",
-            execution_time=execution_time,
+                return self._transition(
+                    task, record, _Outcome(failure=failure, execution_time=outcome.execution_time)
+                )
+            return transition
+        return lifecycle.fail_or_retry(
+            task,
+            record,
+            outcome.failure,
+            worker=self.worker_id,
+            execution_time=outcome.execution_time,
+            now=now,
         )
 
-    async def _finish_failure(
-        self, claim: _Claim, failure: _Failure, started_at: datetime, execution_time: float
-    ) -> None:
-        if not await self._confirm(claim):
-            return
-        task = claim.task  # as renewed by the confirmation: the generation to swap on
-        self.processed += 1
-        self.failed += 1
-        if failure.retryable and task.retry_count < task.max_retries:
-            delay = task.retry_delay.total_seconds() * 2**task.retry_count
-            retry = task.model_copy(deep=True)
-            retry.status = TaskStatus.PENDING
-            retry.retry_count = task.retry_count + 1
-            retry.run_at = utcnow() + timedelta(seconds=delay)
-            retry.worker_id = None
-            retry.lease_expires_at = None
-            retry.started_at = None
-            retry.updated_at = at = utcnow()  # the event's time: before another claim's
-            if not await self._update(claim, retry):
-                return
-            await self._log(
-                retry,
-                EventType.RETRY,
-                timestamp=at,
-                message=(
-                    f"attempt {retry.retry_count} of {task.max_retries} in {delay:g} s after "
-                    f"{failure.error_type}"
-                ),
-                error_type=failure.error_type,
-                error_message=failure.message,
-                traceback=failure.traceback,
-                execution_time=execution_time,
-                details={
-                    "retry_count": retry.retry_count,
-                    "max_retries": task.max_retries,
-                    "delay_s": delay,
-                    "run_at": retry.run_at.isoformat() if retry.run_at else None,
-                },
-            )
-            return
-        result = TaskResult(
-            task_id=task.id,
-            status=ResultStatus.ERROR,
-            error=failure.message,
-            error_type=failure.error_type,
-            traceback=failure.traceback,
-            started_at=started_at,
-            completed_at=utcnow(),
-            worker_id=self.worker_id,
-            execution_time=execution_time,
-        )
-        await self.backend.async_result_storage.set(result)
-        failed = task.model_copy(deep=True)
-        failed.status = TaskStatus.FAILED
-        failed.lease_expires_at = None
-        failed.updated_at = utcnow()
-        if not await self._update(claim, failed):
-            return
-        await self._log(
-            failed,
-            EventType.FAILED,
-            message=f"{failure.error_type}: {failure.message}"[:500],
-            error_type=failure.error_type,
-            error_message=failure.message,
-            traceback=failure.traceback,
-            execution_time=execution_time,
-            details={"retry_count": task.retry_count, "retryable": failure.retryable},
-        )
-
-    async def _release(self, claim: _Claim, reason: str) -> None:
+    async def _release(self, run: _Run, reason: str) -> None:
         """Hand a task we hold back to its queue (PENDING), so another worker runs it."""
-        if claim.task.status != TaskStatus.RUNNING:
-            return  # its outcome is written already: nothing to give back
-        try:
-            at = utcnow()  # the event's time: before the next claim's
-            released = await self.backend.async_task_storage.release(claim.task)
-        except (ConflictError, ObjectNotFoundError):
-            return  # someone else changed it already: nothing of ours to give back
-        except StorageError as exc:
-            logger.warning(
-                "worker %s: could not release task %s (%s); it returns when its lease expires",
-                self.worker_id,
-                claim.task.id,
-                exc,
-            )
-            return
-        await self._log(
+        async with run.lock:
+            if run.lost or run.task.status != TaskStatus.RUNNING:
+                return
+            try:
+                released = await self.backend.async_task_storage.release(run.task, reason)
+            except (ConflictError, ObjectNotFoundError):
+                return  # someone else changed it already: nothing of ours to give back
+            except StorageError as exc:
+                logger.warning(
+                    "worker %s: could not release task %s (%s); it returns when its lease dies",
+                    self.worker_id,
+                    run.task.id,
+                    exc,
+                )
+                return
+            run.done = True
+        self._record(
             released,
             EventType.ENQUEUED,
-            timestamp=at,
             message=f"released by {self.worker_id}: {reason}",
             details={"reason": "released", "released_by": self.worker_id},
         )
 
     # -- events --------------------------------------------------------------------------------
 
-    async def _log(self, task: Task, event_type: EventType, **fields: Any) -> None:
-        """Write one event; an event that cannot be written is logged, never fatal to a task."""
-        event = TaskEvent(
-            task_id=task.id,
-            event_type=event_type,
-            worker_id=self.worker_id,
-            queue_name=task.queue_name,
-            **fields,
-        )
+    def _record(self, task: Task, event_type: EventType, **fields: Any) -> None:
+        """Add an event to this process's next batch (written about once a second)."""
         try:
-            await self.backend.async_event_storage.log_event(event)
-        except (StorageError, OSError) as exc:
-            logger.warning(
-                "worker %s: event %s of task %s not written: %s",
-                self.worker_id,
-                event_type.value,
-                task.id,
-                exc,
+            self.backend.async_event_storage.record(
+                TaskEvent(
+                    task_id=task.id,
+                    event_type=event_type,
+                    worker_id=self.worker_id,
+                    queue_name=task.queue_name,
+                    timestamp=self.clock.now(),
+                    **fields,
+                )
             )
+        except (StorageError, ValueError) as exc:
+            logger.warning("worker %s: event %s not recorded: %s", self.worker_id, event_type, exc)
 
     # -- heartbeat and reaper ------------------------------------------------------------------
 
     async def _beat(self, state: str) -> None:
+        runs = list(self._running.values())
         index = WorkerIndex(
             id=self.worker_id,
             state=state,
-            last_seen=utcnow(),
+            last_seen=self.clock.now(),
             started_at=self.started_at,
             host=socket.gethostname(),
             pid=os.getpid(),
             queues=self.queues,
-            running=tuple(self._running),
+            running=tuple(r.task.id for r in runs),
             processed=self.processed,
             failed=self.failed,
+            concurrency=self.concurrency,
+            running_funcs=tuple(r.task.func for r in runs),
         )
         body = {
             "id": index.id,
@@ -621,17 +559,28 @@ class Worker:
             "last_seen": index.last_seen.isoformat() if index.last_seen else None,
             "concurrency": self.concurrency,
             "lease_seconds": self.lease_seconds,
+            "queues": list(self.queues),
         }
         store, layout = self.backend.store, self.backend.layout
-        await store.write(
-            layout.worker(self.worker_id),
-            json.dumps(body).encode(),
-            metadata=worker_metadata(index),
-        )
+        key = layout.worker(self.worker_id)
+        data = json.dumps(body).encode()
+        # Conditional, so a retried heartbeat can never overwrite a newer one.
+        try:
+            info = await store.write(
+                key, data, metadata=worker_metadata(index), if_generation_match=self._beat_gen
+            )
+        except ConflictError:
+            # A heartbeat of an earlier process with our id: continue from its generation.
+            listed = await store.list(key, limit=1)
+            self._beat_gen = listed[0].generation if listed and listed[0].key == key else 0
+            info = await store.write(
+                key, data, metadata=worker_metadata(index), if_generation_match=self._beat_gen
+            )
+        self._beat_gen = info.generation
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.heartbeat_interval)
+            await self.clock.sleep(self.heartbeat_interval)
             try:
                 await self._beat("running")
             except (StorageError, OSError) as exc:
@@ -639,57 +588,36 @@ class Worker:
 
     async def _reap_loop(self) -> None:
         # Workers started together would otherwise all reap at the same instants.
-        await asyncio.sleep(random.uniform(0.1, 1.0) * self.reap_interval)
+        await self.clock.sleep(random.uniform(0.1, 1.0) * self.reap_interval)
         while True:
             try:
                 await self.reap()
             except (StorageError, OSError) as exc:
-                logger.warning("worker %s: reaping expired leases failed: %s", self.worker_id, exc)
-            await asyncio.sleep(self.reap_interval)
+                logger.warning("worker %s: reaper pass failed: %s", self.worker_id, exc)
+            await self.clock.sleep(self.reap_interval)
 
     async def reap(self) -> list[str]:
-        """Return tasks whose lease expired (their worker died) to their queue; log each.
+        """One reaper pass: requeue tasks whose lease is dead, expire tasks that waited past
+        their ``expires_at``, repair what a crash left; log each. Returns the requeued ids.
 
-        Also marks tasks that waited past their ``expires_at`` EXPIRED (nobody else would:
-        a queue never hands them out). Returns the ids of the requeued tasks.
+        A lease is judged dead on this process's monotonic clock (the record's generation
+        unchanged for its lease length across passes), so the first pass only observes.
         """
-        queue = self.backend.async_task_storage
-        at = utcnow()  # the events' time: before any new claim of the requeued tasks
-        ids: list[str] = await queue.requeue_expired()
-        expired = await queue.cleanup_expired_tasks()
-        if expired:
-            logger.info("worker %s: %d task(s) expired before they ran", self.worker_id, expired)
-        if not ids:
-            return ids
-        tasks = await asyncio.gather(*(queue.get_task(i) for i in ids), return_exceptions=True)
-        for task_id, task in zip(ids, tasks, strict=True):
-            queue_name = task.queue_name if isinstance(task, Task) else None
-            event = TaskEvent(
-                task_id=task_id,
-                event_type=EventType.LEASE_EXPIRED,
-                timestamp=at,
-                worker_id=self.worker_id,
-                queue_name=queue_name,
-                message=f"lease expired; returned to its queue by {self.worker_id}",
-                details={"reaper": self.worker_id},
-            )
-            try:
-                await self.backend.async_event_storage.log_event(event)
-            except (StorageError, OSError) as exc:
-                logger.warning(
-                    "worker %s: lease_expired event not written: %s", self.worker_id, exc
+        report = await self.backend.async_task_storage.maintain()
+        for task_id, transition in [*report.requeued, *report.expired]:
+            self.backend.async_event_storage.record(
+                TaskEvent(
+                    task_id=task_id,
+                    event_type=transition.event,
+                    worker_id=self.worker_id,
+                    queue_name=transition.record.queue_name,
+                    timestamp=self.clock.now(),
+                    message=transition.message,
+                    details=transition.details,
                 )
-        return ids
-
-
-async def _wait_event(event: asyncio.Event, timeout: float) -> None:
-    """Wait until ``event`` is set or ``timeout`` passed.
-
-    Not ``asyncio.wait_for``: on Python 3.11 it can swallow a cancellation that arrives as the
-    event is set (a stop and a cancel together), turning "stop now" into a graceful stop.
-    """
-    waiter = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait({waiter}, timeout=timeout)
-    finally:
-        waiter.cancel()
+            )
+        if report.expired:
+            logger.info(
+                "worker %s: %d task(s) expired before they ran", self.worker_id, len(report.expired)
+            )
+        return [task_id for task_id, _ in report.requeued]

@@ -1,0 +1,337 @@
+"""The task state machine: every transition of a task, as one pure function each.
+
+A task's status lives in its state record (``results/{id}.json``, a ``TaskResult``; see
+docs/architecture.md, "Task status is derived from which objects exist"). Each function here
+takes the task's definition and its current record (None when there is none), refuses a state it
+is not allowed from (``TransitionError``), and returns a ``Transition``: the new record, the event
+it records, and whether the task is final (its queue entry goes). Nothing here touches storage:
+``backend/queue.py`` writes the records in the order docs/architecture.md gives. Times come from
+the caller (``now``), so the clock is injected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..models import EventType, ResultStatus, Task, TaskResult, TaskStatus, add_time
+
+NAME_WRITE_GAP_S = 1.05
+"""GCS takes about one mutation of an object name per second: a writer waits this long after
+its own last write of a name before it writes that name again (docs/architecture.md, "GCS's
+per-name limit")."""
+
+MIN_LEASE_S = 3.0
+"""The shortest lease: renewals every third of it must stay at least a second apart."""
+
+
+class TransitionError(ValueError):
+    """The transition is not allowed from the task's current state."""
+
+    def __init__(self, task_id: str, action: str, status: TaskStatus, allowed: str) -> None:
+        self.task_id = task_id
+        self.status = status
+        super().__init__(
+            f"cannot {action} task {task_id}: it is {status.value} (only {allowed} tasks can)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A task's next state record, and what to record about the change."""
+
+    record: TaskResult
+    event: EventType
+    message: str
+    final: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def status_of(record: TaskResult | None) -> TaskStatus:
+    """The status of a task whose state record is ``record`` (None: never claimed)."""
+    return TaskStatus.PENDING if record is None else record.task_status
+
+
+_ACTIONS: dict[TaskStatus, tuple[str, ...]] = {
+    TaskStatus.PENDING: ("cancel", "delete"),
+    TaskStatus.RUNNING: ("cancel", "delete"),
+    TaskStatus.COMPLETED: ("retry", "delete"),
+    TaskStatus.FAILED: ("retry", "delete"),
+    TaskStatus.CANCELLED: ("retry", "delete"),
+    TaskStatus.EXPIRED: ("retry", "delete"),
+}
+
+
+def allowed_task_actions(status: TaskStatus | str) -> tuple[str, ...]:
+    """The operator actions (of ``retry``, ``cancel``, ``delete``) a task in ``status`` allows."""
+    try:
+        return _ACTIONS[TaskStatus(status)]
+    except ValueError:
+        return ("delete",)
+
+
+def _refuse(task_id: str, action: str, record: TaskResult | None, allowed: str) -> TransitionError:
+    return TransitionError(task_id, action, status_of(record), allowed)
+
+
+def _base(task: Task, record: TaskResult | None, now: datetime) -> TaskResult:
+    """The fields every record of ``task`` carries, continued from ``record``."""
+    if record is not None:
+        return record.model_copy(deep=True)
+    return TaskResult(
+        task_id=task.id,
+        status=ResultStatus.PENDING,
+        created_at=now,
+        queue_name=task.queue_name,
+        func=task.func,
+    )
+
+
+def _pending_again(rec: TaskResult, run_at: datetime) -> None:
+    rec.status = ResultStatus.PENDING
+    rec.lease_owner = None
+    rec.lease_seconds = None
+    rec.lease_expires_at = None
+    rec.run_at = run_at
+
+
+def _not_before(now: datetime, run_at: datetime | None = None) -> datetime:
+    """A pending-again record's ``run_at``: the next claim rewrites the record, so not within
+    a second of this write."""
+    soonest = add_time(now, timedelta(seconds=NAME_WRITE_GAP_S))
+    return soonest if run_at is None or run_at < soonest else run_at
+
+
+# -- claims -------------------------------------------------------------------------------------
+
+
+def claim(
+    task: Task, record: TaskResult | None, *, worker: str, lease_s: float, now: datetime
+) -> Transition:
+    """A worker takes a pending task: attempt ``attempt + 1`` runs under its lease."""
+    if record is not None and (record.is_final or record.lease_owner):
+        raise _refuse(task.id, "claim", record, "pending")
+    if record is not None and record.run_at is not None and record.run_at > now:
+        raise TransitionError(task.id, "claim", TaskStatus.PENDING, "ready (run_at passed)")
+    rec = _base(task, record, now)
+    rec.attempt = (record.attempt if record is not None else 0) + 1
+    rec.lease_owner = worker
+    rec.worker_id = worker
+    rec.lease_seconds = lease_s
+    rec.lease_expires_at = add_time(now, timedelta(seconds=lease_s))
+    rec.started_at = now
+    rec.run_at = None
+    return Transition(rec, EventType.DEQUEUED, f"claimed by {worker} (attempt {rec.attempt})")
+
+
+def renew(record: TaskResult, *, worker: str, lease_s: float, now: datetime) -> TaskResult:
+    """The lease holder extends its lease."""
+    if record.is_final or record.lease_owner != worker:
+        raise _refuse(record.task_id, "renew the lease of", record, "running (own)")
+    rec = record.model_copy(deep=True)
+    rec.lease_seconds = lease_s
+    rec.lease_expires_at = add_time(now, timedelta(seconds=lease_s))
+    return rec
+
+
+def requeue(record: TaskResult, *, reaper: str, now: datetime) -> Transition:
+    """A dead lease: the task goes back to pending (its attempt stays counted)."""
+    if record.is_final or not record.lease_owner:
+        raise _refuse(record.task_id, "requeue", record, "running")
+    owner = record.lease_owner
+    rec = record.model_copy(deep=True)
+    _pending_again(rec, _not_before(now))
+    return Transition(
+        rec,
+        EventType.LEASE_EXPIRED,
+        f"lease of {owner} expired; returned to its queue by {reaper}",
+        details={"reaper": reaper, "previous_owner": owner, "attempt": record.attempt},
+    )
+
+
+def release(record: TaskResult, *, worker: str, now: datetime, reason: str) -> Transition:
+    """The lease holder hands the task back unfinished (say, on shutdown)."""
+    if record.is_final or record.lease_owner != worker:
+        raise _refuse(record.task_id, "release", record, "running (own)")
+    rec = record.model_copy(deep=True)
+    _pending_again(rec, _not_before(now))
+    return Transition(
+        rec,
+        EventType.ENQUEUED,
+        f"released by {worker}: {reason}",
+        details={"reason": "released", "released_by": worker},
+    )
+
+
+# -- outcomes of the lease holder --------------------------------------------------------------
+
+
+def _own_outcome(record: TaskResult, worker: str, action: str) -> TaskResult:
+    if record.is_final or record.lease_owner != worker:
+        raise _refuse(record.task_id, action, record, "running (own)")
+    rec = record.model_copy(deep=True)
+    rec.lease_owner = None
+    rec.lease_expires_at = None
+    rec.run_at = None
+    return rec
+
+
+def complete(
+    record: TaskResult,
+    *,
+    worker: str,
+    value: Any,
+    execution_time: float,
+    now: datetime,
+) -> Transition:
+    """The lease holder's success."""
+    rec = _own_outcome(record, worker, "complete")
+    rec.status = ResultStatus.SUCCESS
+    rec.result = value
+    rec.error = rec.error_type = rec.traceback = None
+    rec.completed_at = now
+    rec.execution_time = execution_time
+    return Transition(
+        rec,
+        EventType.COMPLETED,
+        f"completed in {execution_time:.3f} s",
+        final=True,
+        details={"attempt": rec.attempt},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What went wrong in one attempt."""
+
+    error_type: str
+    message: str
+    traceback: str | None = None
+    retryable: bool = True
+
+
+def fail_or_retry(
+    task: Task,
+    record: TaskResult,
+    failure: Failure,
+    *,
+    worker: str,
+    execution_time: float,
+    now: datetime,
+) -> Transition:
+    """The lease holder's failure: a retry later while retries are left, else FAILED."""
+    rec = _own_outcome(record, worker, "fail")
+    rec.error, rec.error_type, rec.traceback = (
+        failure.message,
+        failure.error_type,
+        failure.traceback,
+    )
+    rec.execution_time = execution_time
+    if failure.retryable and record.retry_count < task.max_retries:
+        delay = task.retry_delay.total_seconds() * 2**record.retry_count
+        rec.retry_count = record.retry_count + 1
+        _pending_again(rec, _not_before(now, add_time(now, timedelta(seconds=delay))))
+        assert rec.run_at is not None
+        return Transition(
+            rec,
+            EventType.RETRY,
+            f"attempt {rec.retry_count} of {task.max_retries} in {delay:g} s after "
+            f"{failure.error_type}",
+            details={
+                "retry_count": rec.retry_count,
+                "max_retries": task.max_retries,
+                "delay_s": delay,
+                "run_at": rec.run_at.isoformat(),
+            },
+        )
+    rec.status = ResultStatus.ERROR
+    rec.completed_at = now
+    return Transition(
+        rec,
+        EventType.FAILED,
+        f"{failure.error_type}: {failure.message}"[:500],
+        final=True,
+        details={"retry_count": record.retry_count, "retryable": failure.retryable},
+    )
+
+
+# -- operator and housekeeping -----------------------------------------------------------------
+
+
+def cancel(task: Task, record: TaskResult | None, *, actor: str, now: datetime) -> Transition:
+    """An operator cancels a pending or running task; a running one's worker is fenced out."""
+    if record is not None and record.is_final:
+        raise _refuse(task.id, "cancel", record, "pending or running")
+    previous = status_of(record)
+    rec = _base(task, record, now)
+    rec.status = ResultStatus.CANCELLED
+    rec.lease_owner = None
+    rec.lease_expires_at = None
+    rec.run_at = None
+    rec.error, rec.error_type = f"cancelled by {actor}", "Cancelled"
+    rec.completed_at = now
+    return Transition(
+        rec,
+        EventType.CANCELLED,
+        f"cancelled by {actor} (was {previous.value})",
+        final=True,
+        details={"previous_status": previous.value, "actor": actor},
+    )
+
+
+def operator_retry(
+    task: Task, record: TaskResult | None, *, actor: str, now: datetime
+) -> Transition:
+    """An operator puts a finished task back in its queue; its retry count starts from 0."""
+    if record is None or not record.is_final:
+        raise _refuse(task.id, "retry", record, "completed, failed, cancelled or expired")
+    previous = status_of(record)
+    rec = record.model_copy(deep=True)
+    _pending_again(rec, _not_before(now))
+    rec.retry_count = 0
+    rec.result = None
+    rec.error = rec.error_type = rec.traceback = None
+    rec.completed_at = None
+    rec.execution_time = None
+    rec.worker_id = None
+    rec.started_at = None
+    return Transition(
+        rec,
+        EventType.ENQUEUED,
+        f"retried by {actor} (was {previous.value})",
+        details={"reason": "operator_retry", "previous_status": previous.value, "actor": actor},
+    )
+
+
+def expire(task: Task, record: TaskResult | None, *, now: datetime) -> Transition:
+    """A task that waited past its ``expires_at`` without running."""
+    if record is not None and (record.is_final or record.lease_owner):
+        raise _refuse(task.id, "expire", record, "pending")
+    if not task.is_expired(now):
+        raise TransitionError(task.id, "expire", TaskStatus.PENDING, "past their expires_at")
+    rec = _base(task, record, now)
+    rec.status = ResultStatus.EXPIRED
+    rec.run_at = None
+    rec.error, rec.error_type = "expired before it ran", "Expired"
+    rec.completed_at = now
+    return Transition(rec, EventType.EXPIRED, "expired before it ran", final=True)
+
+
+def overlay(task: Task, record: TaskResult | None) -> Task:
+    """``task`` (its definition) with status and claim fields from its state record."""
+    view = task.model_copy(deep=True)
+    view._generation = task.generation
+    view._record = record
+    if record is None:
+        return view
+    view.__dict__.update(
+        status=record.task_status,
+        worker_id=record.lease_owner or record.worker_id,
+        lease_expires_at=record.lease_expires_at,
+        started_at=record.started_at,
+        retry_count=record.retry_count,
+        run_at=record.run_at if record.run_at is not None else task.run_at,
+        updated_at=record.completed_at or record.started_at or task.updated_at,
+    )
+    return view
