@@ -12,7 +12,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from .errors import MetadataTooLargeError
 
@@ -157,6 +157,7 @@ def check_metadata(key: str, metadata: Mapping[str, str]) -> None:
         raise MetadataTooLargeError(key, size, METADATA_LIMIT_BYTES)
 
 
+@runtime_checkable
 class ObjectStoreAPI(Protocol):
     """What the stores use of an object store (``ObjectStore`` and ``MemoryObjectStore``)."""
 

@@ -1,0 +1,276 @@
+"""MemoryObjectStore: ``ObjectStore``'s API and GCS's rules, in memory, for fast tests.
+
+Lifecycle and store tests run against it in milliseconds, with time under the test's control:
+generations strictly increase, ``if_generation_match`` is honoured on writes and deletes
+(``0``: create only; a generation: compare-and-swap) and a lost precondition is a
+``ConflictError``, absent objects are ``ObjectNotFoundError``, custom metadata over 8 KiB of
+UTF-8 is refused, listings come in key order in pages of 1,000 (each page one counted
+request), and, with ``per_name_limit=True``, a second mutation of one name within a second of
+the injected clock raises ``RateLimitedError`` (a precondition failure is not a mutation), as
+GCS answers 429. The emulator stays the place for integration tests and races between
+processes.
+
+Several stores can share one :class:`MemoryServer` (one "GCS"), as workers share a bucket.
+This module does not import gcsfs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import (
+    BucketNotFoundError,
+    ConflictError,
+    ObjectNotFoundError,
+    RateLimitedError,
+    ReadOnlyError,
+    StorageError,
+)
+from .storeapi import (
+    ACCESS_MODES,
+    CONSISTENCY_MODES,
+    ObjectData,
+    ObjectInfo,
+    RequestStats,
+    check_metadata,
+)
+
+_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    data: bytes
+    generation: int
+    updated: datetime
+    metadata: Mapping[str, str]
+
+
+class MemoryServer:
+    """Buckets held in memory, shared by every ``MemoryObjectStore`` built on it.
+
+    ``clock`` (seconds since the epoch, ``time.time`` by default) stamps ``updated`` and
+    decides the per-name rule; ``per_name_limit`` turns on GCS's one mutation per name per
+    ``hot_seconds``.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        per_name_limit: bool = False,
+        hot_seconds: float = 1.0,
+    ) -> None:
+        self.clock = clock
+        self.per_name_limit = per_name_limit
+        self.hot_seconds = hot_seconds
+        self.buckets: dict[str, dict[str, _Stored]] = {}
+        self._generation = 0
+        # (bucket, name) -> clock() of its last successful mutation.
+        self._last_mutation: dict[tuple[str, str], float] = {}
+
+    def create_bucket(self, name: str) -> None:
+        """Create bucket ``name``; an existing one is kept as it is."""
+        self.buckets.setdefault(name, {})
+
+    def objects(self, bucket: str) -> dict[str, _Stored]:
+        """The objects of ``bucket`` (``BucketNotFoundError`` when it does not exist)."""
+        try:
+            return self.buckets[bucket]
+        except KeyError:
+            raise BucketNotFoundError(bucket) from None
+
+    def next_generation(self) -> int:
+        self._generation += 1
+        return self._generation
+
+    def check_rate(self, bucket: str, key: str) -> None:
+        """``RateLimitedError`` if ``key`` was mutated less than ``hot_seconds`` ago."""
+        if not self.per_name_limit:
+            return
+        last = self._last_mutation.get((bucket, key))
+        if last is not None and self.clock() - last < self.hot_seconds:
+            raise RateLimitedError(
+                f"gs://{bucket}/{key} was mutated {self.clock() - last:.3f} s ago: GCS takes "
+                f"about one mutation of a name per second (429 rateLimitExceeded)"
+            )
+
+    def mutated(self, bucket: str, key: str) -> None:
+        self._last_mutation[(bucket, key)] = self.clock()
+
+
+class MemoryObjectStore:
+    """The same API as ``ObjectStore`` (see ``ObjectStoreAPI``), over a :class:`MemoryServer`.
+
+    Without ``server`` it builds its own, with ``bucket`` created, ``clock`` and
+    ``per_name_limit``; with one, those two come from the server. Requests are counted in
+    ``stats`` as ``ObjectStore`` counts them (one per request, a page of a listing each).
+    """
+
+    def __init__(
+        self,
+        bucket: str = "memory",
+        *,
+        server: MemoryServer | None = None,
+        access: str = "read_write",
+        consistency: str = "md5",
+        clock: Callable[[], float] | None = None,
+        per_name_limit: bool = False,
+        project: str | None = None,
+    ) -> None:
+        if access not in ACCESS_MODES:
+            raise ValueError(f"access must be one of {', '.join(ACCESS_MODES)}, not {access!r}")
+        if consistency not in CONSISTENCY_MODES:
+            raise ValueError(
+                f"consistency must be one of {', '.join(CONSISTENCY_MODES)}, not {consistency!r}"
+            )
+        if server is None:
+            server = MemoryServer(clock=clock or time.time, per_name_limit=per_name_limit)
+            server.create_bucket(bucket)
+        elif clock is not None or per_name_limit:
+            raise ValueError("clock and per_name_limit belong to the shared server")
+        self.server = server
+        self.bucket = bucket
+        self.project = project
+        self.access = access
+        self.consistency = consistency
+        # What GCSBackend reads of an ObjectStore besides the API: no credentials here.
+        self.token: Any = None
+        self.gcs_kwargs: dict[str, Any] = {}
+        self.stats = RequestStats()
+        self._open = False
+
+    @property
+    def read_only(self) -> bool:
+        return self.access == "read_only"
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    async def open(self) -> None:
+        self._open = True
+
+    async def close(self) -> None:
+        self._open = False
+
+    async def _request(self, kind: str) -> None:
+        if not self._open:
+            raise StorageError("the backend is not open: use 'async with backend:' first")
+        # Let other tasks run between requests, as a real round trip would.
+        await asyncio.sleep(0)
+        self.stats.record(kind, 0.0, error=False)
+
+    def _refuse_if_read_only(self, operation: str, key: str) -> None:
+        if self.read_only:
+            raise ReadOnlyError(operation, key)
+
+    def _info(self, key: str, stored: _Stored) -> ObjectInfo:
+        return ObjectInfo(key, stored.generation, len(stored.data), stored.updated, stored.metadata)
+
+    async def check_bucket(self, prefix: str = "") -> None:
+        """``BucketNotFoundError`` unless the bucket exists (one listing request)."""
+        await self._request("list")
+        self.server.objects(self.bucket)
+
+    async def create_bucket(self) -> None:
+        self._refuse_if_read_only("create bucket", self.bucket)
+        await self._request("bucket")
+        self.server.create_bucket(self.bucket)
+
+    async def list(
+        self,
+        prefix: str,
+        *,
+        start_offset: str | None = None,
+        end_offset: str | None = None,
+        limit: int | None = None,
+    ) -> list[ObjectInfo]:
+        """Objects under ``prefix`` in key order; ``start_offset`` inclusive, ``end_offset``
+        exclusive; one counted request per page of 1,000."""
+        await self._request("list")
+        objects = self.server.objects(self.bucket)
+        keys = sorted(
+            key
+            for key in objects
+            if key.startswith(prefix)
+            and (start_offset is None or key >= start_offset)
+            and (end_offset is None or key < end_offset)
+        )
+        if limit is not None:
+            keys = keys[: max(1, limit)]
+        for _ in range(1, (len(keys) + _PAGE_SIZE - 1) // _PAGE_SIZE):
+            self.stats.record("list", 0.0, error=False)
+        return [self._info(key, objects[key]) for key in keys]
+
+    async def read(self, key: str) -> ObjectData:
+        await self._request("get")
+        stored = self.server.objects(self.bucket).get(key)
+        if stored is None:
+            raise ObjectNotFoundError(key)
+        return ObjectData(key, stored.data, stored.generation, stored.metadata)
+
+    def _check_precondition(self, key: str, current: _Stored | None, expected: int | None) -> None:
+        if expected is None:
+            return
+        holds = (
+            current is None
+            if expected == 0
+            else (current is not None and current.generation == expected)
+        )
+        if not holds:
+            self.stats.conflicts += 1
+            raise ConflictError(key, expected)
+
+    async def write(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        if_generation_match: int | None = None,
+    ) -> ObjectInfo:
+        """Store ``data``; ``if_generation_match`` as in ``ObjectStore.write``."""
+        self._refuse_if_read_only("write", key)
+        if metadata:
+            check_metadata(key, metadata)
+        await self._request("write")
+        objects = self.server.objects(self.bucket)
+        self._check_precondition(key, objects.get(key), if_generation_match)
+        self._check_rate(key, "write")
+        stored = _Stored(
+            bytes(data),
+            self.server.next_generation(),
+            datetime.fromtimestamp(self.server.clock(), UTC),
+            dict(metadata or {}),
+        )
+        objects[key] = stored
+        self.server.mutated(self.bucket, key)
+        return self._info(key, stored)
+
+    async def delete(self, key: str, *, if_generation_match: int | None = None) -> bool:
+        """Delete ``key``; False when it was already absent."""
+        self._refuse_if_read_only("delete", key)
+        await self._request("delete")
+        objects = self.server.objects(self.bucket)
+        current = objects.get(key)
+        if current is None:
+            return False
+        self._check_precondition(key, current, if_generation_match)
+        self._check_rate(key, "delete")
+        del objects[key]
+        self.server.mutated(self.bucket, key)
+        return True
+
+    def _check_rate(self, key: str, kind: str) -> None:
+        try:
+            self.server.check_rate(self.bucket, key)
+        except RateLimitedError:
+            self.stats.rate_limited += 1
+            self.stats.errors[kind] += 1
+            raise
