@@ -10,13 +10,24 @@ import argparse
 import asyncio
 import gc
 import json
+import shlex
+import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .settings import ConsoleSettings, SettingsError, resolve
+from .backend.config import DEFAULT_REFRESH
+from .checks import describe_exception
+
+if TYPE_CHECKING:
+    from .settings import BackendSettings
 
 EXIT_USAGE = 2
+PROBE_DEADLINE = 3.0
+"""Seconds the CLI tries to reach the bucket before it says why it cannot (not the 2 minutes a
+running backend rides out)."""
+DEMO_REFRESH = 1.0
+"""The demo polls every second: its emulator answers in milliseconds, and there is much to see."""
 
 _DESCRIPTION = """\
 An operator console for OmniQ task queues stored in Google Cloud Storage.
@@ -27,7 +38,9 @@ An operator console for OmniQ task queues stored in Google Cloud Storage.
   omniq-console serve --bucket B          serve the console to a browser
 
 Settings come from flags, then environment variables (OMNIQ_BUCKET, OMNIQ_PREFIX, OMNIQ_PROJECT,
-GOOGLE_APPLICATION_CREDENTIALS, STORAGE_EMULATOR_HOST, OMNIQ_CONFIG), then the config file.
+OMNIQ_SUBSCRIPTION, GOOGLE_APPLICATION_CREDENTIALS, STORAGE_EMULATOR_HOST, OMNIQ_CONFIG), then the
+config file (JSON or TOML: bucket_name, prefix, project, token, access, ..., subscription,
+refresh, actor).
 """
 
 
@@ -35,7 +48,9 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("bucket")
     group.add_argument("--bucket", metavar="NAME", help="GCS bucket (env OMNIQ_BUCKET)")
     group.add_argument(
-        "--prefix", metavar="P", help="key prefix inside the bucket (env OMNIQ_PREFIX; default omniq/)"
+        "--prefix",
+        metavar="P",
+        help="key prefix inside the bucket (env OMNIQ_PREFIX; default omniq/)",
     )
     group.add_argument("--project", metavar="ID", help="GCP project id (env OMNIQ_PROJECT)")
     group.add_argument(
@@ -51,10 +66,13 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _console_options(parser: argparse.ArgumentParser) -> None:
+def _console_options(parser: argparse.ArgumentParser, *, refresh_default: float) -> None:
     group = parser.add_argument_group("console")
     group.add_argument(
-        "--refresh", type=float, metavar="SECONDS", help="seconds between polls (default 2)"
+        "--refresh",
+        type=float,
+        metavar="SECONDS",
+        help=f"seconds between polls (default {refresh_default:g})",
     )
     group.add_argument(
         "--read-only",
@@ -66,6 +84,15 @@ def _console_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _feed_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--subscription",
+        metavar="projects/P/subscriptions/S",
+        help="Pub/Sub subscription to the bucket's change notifications (env "
+        "OMNIQ_SUBSCRIPTION): after one listing, follow changes instead of re-listing",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omniq-console",
@@ -74,7 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version())
     _connection_options(parser)
-    _console_options(parser)
+    _console_options(parser, refresh_default=DEFAULT_REFRESH)
+    _feed_option(parser)
     return parser
 
 
@@ -85,7 +113,9 @@ def _snapshot_parser() -> argparse.ArgumentParser:
     )
     _connection_options(parser)
     parser.add_argument(
-        "--include-tasks", action="store_true", help="also list every task (large buckets: large output)"
+        "--include-tasks",
+        action="store_true",
+        help="also list every task (large buckets: large output)",
     )
     parser.add_argument("--compact", action="store_true", help="one line of JSON, no indentation")
     return parser
@@ -95,13 +125,20 @@ def _demo_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omniq-console demo",
         description="Start a local GCS emulator with a simulated OmniQ fleet and open the console "
-        "on it. Quitting the console stops everything.",
+        "on it; the emulator's address and the variables that point other commands at it "
+        "(omniq-console snapshot, a notebook) are printed first. Quitting the console stops "
+        "everything.",
     )
     parser.add_argument("--seed", type=int, help="make the fleet's workload reproducible")
     parser.add_argument(
         "--speed", type=float, default=1.0, help="fleet workload multiplier (default 1.0)"
     )
-    _console_options(parser)
+    parser.add_argument(
+        "--no-console",
+        action="store_true",
+        help="run the emulator and the fleet without the console, until Ctrl+C",
+    )
+    _console_options(parser, refresh_default=DEMO_REFRESH)
     return parser
 
 
@@ -110,7 +147,9 @@ def _serve_parser() -> argparse.ArgumentParser:
         prog="omniq-console serve",
         description="Serve the console to web browsers (each browser tab runs its own console).",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     parser.add_argument(
         "--demo", action="store_true", help="serve the demo (emulator + simulated fleet)"
@@ -123,7 +162,8 @@ def _serve_parser() -> argparse.ArgumentParser:
         "set it with --host 0.0.0.0 or behind a proxy",
     )
     _connection_options(parser)
-    _console_options(parser)
+    _console_options(parser, refresh_default=DEFAULT_REFRESH)
+    _feed_option(parser)
     return parser
 
 
@@ -133,63 +173,87 @@ def _version() -> str:
     return f"omniq-console {__version__}"
 
 
-def _settings(args: argparse.Namespace) -> ConsoleSettings:
-    return resolve(
-        bucket=args.bucket,
+def _settings(args: argparse.Namespace) -> BackendSettings:
+    """The flags given, over the environment, over the config file."""
+    from .settings import load_settings
+
+    return load_settings(
+        bucket_name=args.bucket,
         prefix=args.prefix,
         project=args.project,
         token=args.token,
         config=args.config,
-        read_only=getattr(args, "read_only", False),
+        subscription=getattr(args, "subscription", None),
         refresh=getattr(args, "refresh", None),
         actor=getattr(args, "actor", None),
+        read_only=getattr(args, "read_only", False),
     )
 
 
-def build_backend(settings: ConsoleSettings) -> Any:
-    """The GCSBackend for these settings (not yet opened)."""
-    from .backend.gcs import create_gcs_backend_from_config
+async def probe(settings: BackendSettings) -> None:
+    """Fail within about :data:`PROBE_DEADLINE` seconds, with the store's one-line reason, when
+    the bucket cannot be used (missing, refused credentials, endpoint down or unresolvable)."""
+    from .backend.gcs import GCSBackend
+    from .backend.objectstore import RetryPolicy
 
-    return create_gcs_backend_from_config(settings.backend_config())
+    retry = RetryPolicy(base_delay=0.25, max_delay=1.0, deadline=PROBE_DEADLINE)
+    async with GCSBackend.from_settings(settings, retry=retry):
+        pass
 
 
-async def run_console(settings: ConsoleSettings) -> None:
-    """Open the backend (checking the bucket first), then run the dashboard until quit."""
+async def run_console(settings: BackendSettings) -> None:
+    """Check the bucket (quickly), then open the backend and run the dashboard until quit."""
     from .monitor.monitor import Monitor
     from .runtime.operator import Operator
+    from .settings import make_backend
     from .tui.app import build_app
 
-    backend = build_backend(settings)
-    async with backend:
+    await probe(settings)
+    async with make_backend(settings) as backend:
         # A big bucket's poll allocates ~150,000 objects; with 100,000 task rows alive, CPython's
         # default thresholds run full collections several times a poll, ~165 ms of stalled UI
         # each (measured). The app also freezes what exists once the first snapshot is shown.
         gc.set_threshold(20_000, 5, 1000)
-        monitor = Monitor(backend, interval=settings.refresh)
-        read_only = settings.read_only or backend.read_only
-        operator = None if read_only else Operator(backend, actor=settings.actor)
+        monitor = Monitor(backend, interval=settings.refresh, subscription=settings.subscription)
+        operator = None if backend.read_only else Operator(backend, actor=settings.actor)
         app = build_app(
             monitor,
             operator=operator,
-            bucket=settings.bucket,
+            bucket=settings.bucket_name,
             prefix=settings.prefix,
-            read_only=read_only,
+            read_only=backend.read_only,
         )
         await app.run_async()
 
 
-async def _check_bucket(settings: ConsoleSettings) -> None:
-    async with build_backend(settings):
-        pass
-
-
-async def _snapshot(settings: ConsoleSettings, include_tasks: bool) -> dict[str, Any]:
+async def _snapshot(settings: BackendSettings, include_tasks: bool) -> dict[str, Any]:
     from .monitor.monitor import take_snapshot
+    from .settings import make_backend
 
-    async with build_backend(settings) as backend:
+    await probe(settings)
+    async with make_backend(settings) as backend:
         snapshot = await take_snapshot(backend, include_tasks=include_tasks)
     data: dict[str, Any] = snapshot.to_json_dict(include_tasks=include_tasks)
     return data
+
+
+def demo_exports(
+    *,
+    endpoint: str,
+    bucket: str,
+    prefix: str,
+    subscription: str | None = None,
+    pubsub_host: str | None = None,
+) -> list[str]:
+    """The shell lines that point ``omniq-console snapshot`` (or a notebook) at a demo."""
+    values = {
+        "STORAGE_EMULATOR_HOST": endpoint,
+        "OMNIQ_BUCKET": bucket,
+        "OMNIQ_PREFIX": prefix,
+        "OMNIQ_SUBSCRIPTION": subscription,
+        "PUBSUB_EMULATOR_HOST": pubsub_host,
+    }
+    return [f"export {name}={shlex.quote(value)}" for name, value in values.items() if value]
 
 
 def _cmd_console(argv: Sequence[str]) -> int:
@@ -207,20 +271,40 @@ def _cmd_snapshot(argv: Sequence[str]) -> int:
 
 
 def _cmd_demo(argv: Sequence[str]) -> int:
+    from .backend.config import BackendSettings
     from .demo.environment import DemoEnvironment
 
     args = _demo_parser().parse_args(argv)
     with DemoEnvironment(seed=args.seed, speed=args.speed) as demo:
-        settings = ConsoleSettings(
-            bucket=demo.bucket,
-            prefix=demo.prefix,
-            endpoint_url=demo.url,
-            read_only=args.read_only,
-            refresh=args.refresh or 1.0,
-            **({"actor": args.actor} if args.actor else {}),
-        )
+        exports = demo_exports(endpoint=demo.url, bucket=demo.bucket, prefix=demo.prefix)
+        print(f"demo: GCS emulator at {demo.url}, bucket {demo.bucket}, prefix {demo.prefix}")
+        print("demo: to point omniq-console snapshot (or a notebook) at it, run:")
+        print("\n".join(f"  {line}" for line in exports), flush=True)
+        if args.no_console:
+            print("demo: running until Ctrl+C", flush=True)
+            _wait_for_interrupt()
+            return 0
+        options = {
+            "bucket_name": demo.bucket,
+            "prefix": demo.prefix,
+            "endpoint_url": demo.url,
+            "access": "read_only" if args.read_only else "read_write",
+            "refresh": DEMO_REFRESH if args.refresh is None else args.refresh,
+            "actor": args.actor,
+        }
+        settings = BackendSettings.given({k: v for k, v in options.items() if v is not None})
         asyncio.run(run_console(settings))
     return 0
+
+
+def _wait_for_interrupt() -> None:
+    """Block until SIGINT or SIGTERM arrives (then return, so the caller stops in order)."""
+    stops = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    try:
+        signal.sigwait(stops)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _cmd_serve(argv: Sequence[str]) -> int:
@@ -228,7 +312,7 @@ def _cmd_serve(argv: Sequence[str]) -> int:
 
     args = _serve_parser().parse_args(argv)
     console_args: list[str] = []
-    for flag in ("prefix", "project", "token", "config", "refresh", "actor"):
+    for flag in ("prefix", "project", "token", "config", "refresh", "actor", "subscription"):
         value = getattr(args, flag)
         if value is not None:
             console_args += [f"--{flag}", str(value)]
@@ -243,8 +327,8 @@ def _cmd_serve(argv: Sequence[str]) -> int:
         settings = _settings(args)
         # Each browser tab starts its own console; a bad bucket or credentials would show only
         # as a blank page there. Check once, here, and fail with a clear message instead.
-        asyncio.run(_check_bucket(settings))
-        serve_console(["--bucket", settings.bucket, *console_args], **serve_options)
+        asyncio.run(probe(settings))
+        serve_console(["--bucket", settings.bucket_name, *console_args], **serve_options)
         return 0
     from .demo.environment import DemoEnvironment
 
@@ -271,11 +355,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         args = args[1:]
     try:
         code = command(args)
-    except (SettingsError, StorageError, EmulatorUnavailableError, ImportError) as exc:
-        print(f"omniq-console: error: {exc}", file=sys.stderr)
-        code = EXIT_USAGE
-    except ValueError as exc:  # bad option values from the backend's own checks
-        print(f"omniq-console: error: {exc}", file=sys.stderr)
+    except (StorageError, EmulatorUnavailableError, ImportError, ValueError) as exc:
+        # ValueError: SettingsError, and the checks of ids and arguments.
+        print(f"omniq-console: error: {describe_exception(exc, limit=1000)}", file=sys.stderr)
         code = EXIT_USAGE
     except KeyboardInterrupt:
         code = 130

@@ -6,14 +6,18 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from omniq_console.cli import PROBE_DEADLINE, demo_exports
 from omniq_console.demo.emulator import Emulator, free_port
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "omniq_console", *args],
         capture_output=True,
@@ -36,13 +40,23 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str)
 def test_help_explains_every_option() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
-    for option in ("--bucket", "--prefix", "--project", "--token", "--config", "--refresh", "--read-only"):
+    for option in (
+        *("--bucket", "--prefix", "--project", "--token", "--config", "--refresh"),
+        *("--read-only", "--subscription", "OMNIQ_SUBSCRIPTION"),
+    ):
         assert option in result.stdout
     for command in ("snapshot", "demo", "serve"):
         assert command in result.stdout
     for command in ("snapshot", "demo", "serve"):
         sub = run_cli(command, "--help")
         assert sub.returncode == 0 and f"omniq-console {command}" in sub.stdout
+
+
+def test_help_states_each_commands_real_refresh_default() -> None:
+    assert "seconds between polls (default 2)" in run_cli("--help").stdout
+    demo = run_cli("demo", "--help").stdout
+    assert "seconds between polls (default 1)" in demo
+    assert "--no-console" in demo
 
 
 def test_console_script_is_installed() -> None:
@@ -61,9 +75,9 @@ def test_bad_credentials_file_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "key.json"
     bad.write_text('{"type": "service_account", "private_key": "not a key"}')
     result = run_cli(
-        "snapshot", "--bucket", "some-bucket", "--token", str(bad),
+        *("snapshot", "--bucket", "some-bucket", "--token", str(bad)),
         env={"STORAGE_EMULATOR_HOST": ""},
-    )  # fmt: skip
+    )
     assert_one_line_error(result, "credentials")
     assert "not a key" not in result.stderr
 
@@ -73,31 +87,47 @@ def test_missing_bucket_on_the_server(gcs_env: Emulator) -> None:
     assert_one_line_error(result, "no-such-bucket", "does not exist")
 
 
-def test_unreachable_server_is_a_clear_error() -> None:
-    result = run_cli(
-        "snapshot", "--bucket", "any-bucket",
-        env={"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{free_port()}"},
-    )  # fmt: skip
-    assert_one_line_error(result, "did not answer")
+@pytest.mark.parametrize(
+    ("endpoint", "words"),
+    [
+        (f"http://127.0.0.1:{free_port()}", ("did not answer", "connection refused")),
+        # Refused by the host-name codec before any request: no DNS lookup leaves the machine.
+        ("http://bad..host:1", ()),
+    ],
+)
+def test_an_unreachable_endpoint_fails_at_once(endpoint: str, words: tuple[str, ...]) -> None:
+    started = time.monotonic()
+    result = run_cli("snapshot", "--bucket", "any-bucket", env={"STORAGE_EMULATOR_HOST": endpoint})
+    took = time.monotonic() - started
+    assert_one_line_error(result, *words)
+    assert "ssl:default" not in result.stderr
+    assert took < PROBE_DEADLINE + 5, f"took {took:.1f} s to give up"
 
 
 def test_snapshot_prints_the_bucket_as_json(bucket: str) -> None:
     from omniq_console.backend.gcs import GCSBackend
-    from omniq_console.models import Schedule, Task, TaskEvent, EventType
+    from omniq_console.models import EventType, Schedule, Task, TaskEvent
 
     with GCSBackend(bucket_name=bucket) as backend:
         for i in range(3):
-            backend.task_storage.enqueue_sync(Task(func="app:send", queue_name="emails", priority=i))
-        backend.schedule_storage.save_schedule_sync(
-            Schedule(schedule_type="cron", func="app:report", cron_expression="0 * * * *", id="hourly")
+            task = Task(func="app:send", queue_name="emails", priority=i)
+            backend.task_storage.enqueue_sync(task)
+        hourly = Schedule(
+            schedule_type="cron", func="app:report", cron_expression="0 * * * *", id="hourly"
         )
+        backend.schedule_storage.save_schedule_sync(hourly)
         backend.event_storage.log_event_sync(
-            TaskEvent(event_type=EventType.ENQUEUED, task_id="t1", queue_name="emails", message="hi")
+            TaskEvent(
+                event_type=EventType.ENQUEUED, task_id="t1", queue_name="emails", message="hi"
+            )
         )
     result = run_cli("snapshot", "--bucket", bucket)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    for key in ("taken_at", "stale", "queues", "tasks", "results", "schedules", "events", "unreadable", "requests"):
+    for key in (
+        *("taken_at", "stale", "queues", "tasks", "results", "schedules", "events"),
+        *("unreadable", "requests"),
+    ):
         assert key in data
     assert data["stale"] is False
     (emails,) = [q for q in data["queues"] if q["name"] == "emails"]
@@ -106,26 +136,76 @@ def test_snapshot_prints_the_bucket_as_json(bucket: str) -> None:
     assert data["tasks"]["pending"] == 3
     (hourly,) = data["schedules"]
     assert {k: hourly[k] for k in ("id", "func", "schedule_type", "status", "run_count")} == {
-        "id": "hourly", "func": "app:report", "schedule_type": "cron", "status": "active", "run_count": 0,
-    }  # fmt: skip
+        "id": "hourly",
+        "func": "app:report",
+        "schedule_type": "cron",
+        "status": "active",
+        "run_count": 0,
+    }
     assert hourly["next_run"] and hourly["last_run"] is None
     (event,) = data["events"]
-    assert (event["event_type"], event["task_id"], event["queue_name"], event["message"]) == (
-        "enqueued", "t1", "emails", "hi",
-    )  # fmt: skip
+    fields = ("event_type", "task_id", "queue_name", "message")
+    assert tuple(event[k] for k in fields) == ("enqueued", "t1", "emails", "hi")
     assert data["unreadable"] == []
     assert data["requests"]["total"] > 0
 
 
+def test_snapshot_reports_a_bad_object_without_a_traceback(bucket: str) -> None:
+    from omniq_console.backend.gcs import GCSBackend
+    from omniq_console.models import Task
+
+    with GCSBackend(bucket_name=bucket) as backend:
+        backend.task_storage.enqueue_sync(Task(func="app:ok", queue_name="emails"))
+        broken = backend.store.write(f"{backend.layout.schedules}broken.json", b"{not json")
+        backend.bridge.run(broken)
+    result = run_cli("snapshot", "--bucket", bucket)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    data = json.loads(result.stdout)
+    assert any("broken" in json.dumps(entry) for entry in data["unreadable"]), data["unreadable"]
+    assert data["tasks"]["pending"] == 1
+
+
 @pytest.mark.parametrize(
-    "args",
+    ("args", "words"),
     [
-        ["snapshot", "--bucket", "b-bucket", "--prefix", "a/../b"],
-        ["--bucket", "b-bucket", "--refresh", "-1"],
+        (["snapshot", "--bucket", "b-bucket", "--prefix", "a/../b"], ("prefix segment",)),
+        (["--bucket", "b-bucket", "--refresh", "-1"], ("refresh must be more than 0",)),
+        (["--bucket", "b-bucket", "--subscription", "feed"], ("projects/PROJECT/subscriptions",)),
+        (["snapshot", "--bucket", "Bad!Name"], ("not a valid GCS bucket name",)),
     ],
 )
-def test_bad_values_are_clear_errors(gcs_env: Emulator, args: list[str]) -> None:
-    assert_one_line_error(run_cli(*args))
+def test_bad_values_are_clear_errors(
+    gcs_env: Emulator, args: list[str], words: tuple[str, ...]
+) -> None:
+    assert_one_line_error(run_cli(*args), *words)
+
+
+def test_bad_config_file_is_one_line(tmp_path: Path, gcs_env: Emulator) -> None:
+    config = tmp_path / "omniq.toml"
+    config.write_text('bucket_name = "b-bucket"\nbukcet = "typo"\n')
+    result = run_cli("snapshot", "--config", str(config))
+    assert_one_line_error(result, "unknown option(s): bukcet")
+
+
+def test_demo_exports_name_every_variable_a_client_needs() -> None:
+    plain = demo_exports(endpoint="http://127.0.0.1:4443", bucket="omniq-demo", prefix="omniq/")
+    assert plain == [
+        "export STORAGE_EMULATOR_HOST=http://127.0.0.1:4443",
+        "export OMNIQ_BUCKET=omniq-demo",
+        "export OMNIQ_PREFIX=omniq/",
+    ]
+    fed = demo_exports(
+        endpoint="http://127.0.0.1:4443",
+        bucket="omniq-demo",
+        prefix="omniq/",
+        subscription="projects/demo/subscriptions/console",
+        pubsub_host="127.0.0.1:8085",
+    )
+    assert fed[3:] == [
+        "export OMNIQ_SUBSCRIPTION=projects/demo/subscriptions/console",
+        "export PUBSUB_EMULATOR_HOST=127.0.0.1:8085",
+    ]
 
 
 def test_serve_checks_the_bucket_before_serving(gcs_env: Emulator) -> None:

@@ -1,8 +1,10 @@
 """The sync API's one bridge: a background thread with an event loop that runs coroutines.
 
 Sync callers (``with backend:``, ``queue.enqueue_sync``) submit coroutines here and wait for
-them; the backend's HTTP session lives on this loop, so it works the same from a script, a
-thread, or a notebook whose own loop is already running.
+them (:meth:`SyncBridge.run`); async code on another loop awaits them here
+(:meth:`SyncBridge.call`). The backend's HTTP session lives on this loop, so it works the same
+from a script, a thread, or a notebook whose own loop is already running. This is the only
+place that moves a coroutine from one event loop to another.
 """
 
 from __future__ import annotations
@@ -26,9 +28,16 @@ class SyncBridge:
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The bridge's loop while it runs, else ``None``."""
         return self._loop
 
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._loop is not None
+
     def start(self) -> None:
+        """Start the loop's thread (a second call does nothing)."""
         with self._lock:
             if self._loop is not None:
                 return
@@ -56,7 +65,21 @@ class SyncBridge:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         return future.result(timeout)
 
+    async def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on the bridge's loop from async code on any loop.
+
+        Cancelling the caller cancels ``coro`` too.
+        """
+        loop = self._loop
+        if loop is None:
+            coro.close()
+            raise RuntimeError("the sync API is not open: use 'with backend:' first")
+        if asyncio.get_running_loop() is loop:
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
     def stop(self) -> None:
+        """Stop the loop and join its thread (a second call does nothing)."""
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None

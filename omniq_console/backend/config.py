@@ -1,20 +1,44 @@
-"""Checks of the backend's options, and ``create_gcs_backend_from_config``.
+"""``BackendSettings``: the one model of every option, validated once, wherever it came from.
 
-Every bad value is a ``ValueError`` at construction that names the option and what is allowed,
-before any network request.
+One pydantic-settings model holds what opens a backend (the keys of
+``create_gcs_backend_from_config``) and what the console adds (``subscription``, ``refresh``,
+``actor``). It is filled in one of two ways, and validated the same way in both:
+
+- :meth:`BackendSettings.load` (what the CLI and the notebook use): keyword arguments (flags)
+  beat the environment, which beats the config file (``config=`` or ``OMNIQ_CONFIG``; JSON, or
+  TOML when the name ends in ``.toml``, in the shape of :data:`CONFIG_KEYS`);
+- :meth:`BackendSettings.given` (what ``GCSBackend(...)`` and ``create_gcs_backend_from_config``
+  use): exactly the values passed, no environment, no file.
+
+Every bad value is a :class:`SettingsError` (a ``ValueError``) that names the option and what
+is allowed, before any network request. This module builds no backend (``backend/gcs.py``
+does), so it imports nothing of it.
 """
 
 from __future__ import annotations
 
-import math
+import getpass
+import json
+import os
 import re
+import socket
+import tomllib
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, ClassVar, Literal, get_args
 
-from .objectstore import ACCESS_MODES, CONSISTENCY_MODES
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-if TYPE_CHECKING:
-    from .gcs import GCSBackend
+from ..checks import check_seconds
+from .layout import normalize_prefix
+
+Access = Literal["read_only", "read_write", "full_control"]
+Consistency = Literal["md5", "crc32c", "size", "none"]
+
+DEFAULT_PREFIX = "omniq/"
+DEFAULT_REFRESH = 2.0
 
 CONFIG_KEYS = (
     "bucket_name",
@@ -28,7 +52,22 @@ CONFIG_KEYS = (
     "endpoint_url",
     "lease_seconds",
 )
-"""The keys ``create_gcs_backend_from_config`` accepts; anything else is a ``ValueError``."""
+"""The backend's options: the keys ``create_gcs_backend_from_config`` reads."""
+
+CONSOLE_KEYS = ("subscription", "refresh", "actor")
+"""The console's options; a config file may hold them beside :data:`CONFIG_KEYS`."""
+
+ENVIRONMENT = {
+    "OMNIQ_BUCKET": "bucket_name",
+    "OMNIQ_PREFIX": "prefix",
+    "OMNIQ_PROJECT": "project",
+    "OMNIQ_SUBSCRIPTION": "subscription",
+    "GOOGLE_APPLICATION_CREDENTIALS": "token",
+    "STORAGE_EMULATOR_HOST": "endpoint_url",
+}
+"""The environment variables :meth:`BackendSettings.load` reads, and the option each sets.
+
+``OMNIQ_CONFIG`` names the config file. An empty variable counts as unset."""
 
 # gcsfs options the backend sets itself (freshness, async use, credentials): a second value
 # through gcs_kwargs would silently change what the backend guarantees, or clash at open.
@@ -48,6 +87,20 @@ RESERVED_GCS_KWARGS = frozenset(
 )
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$")
+_SUBSCRIPTION_RE = re.compile(r"^projects/[^/\s]+/subscriptions/[^/\s]+$")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or wrong; the message says which and how to fix it."""
+
+
+def default_actor() -> str:
+    """Who the audit log says did an action: user@host."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
 
 
 def check_bucket_name(bucket_name: object) -> str:
@@ -67,65 +120,233 @@ def check_bucket_name(bucket_name: object) -> str:
     return bucket_name
 
 
-def check_options(
-    *,
-    bucket_name: object,
-    access: object,
-    consistency: object,
-    cache_timeout: object,
-    lease_seconds: object,
-    gcs_kwargs: Mapping[str, Any],
-) -> None:
-    """Raise ``ValueError`` naming the first bad option."""
-    check_bucket_name(bucket_name)
-    if access not in ACCESS_MODES:
-        raise ValueError(f"access must be one of {', '.join(ACCESS_MODES)}, not {access!r}")
-    if consistency not in CONSISTENCY_MODES:
-        raise ValueError(
-            f"consistency must be one of {', '.join(CONSISTENCY_MODES)}, not {consistency!r}"
-        )
-    _check_seconds("cache_timeout", cache_timeout, allow_zero=True)
-    _check_seconds("lease_seconds", lease_seconds, allow_zero=False)
-    clash = sorted(RESERVED_GCS_KWARGS & set(gcs_kwargs))
-    if clash:
-        raise ValueError(
-            f"gcsfs option(s) {', '.join(clash)} are set by the backend itself; use the "
-            "backend's own arguments (token, project, access, consistency, endpoint_url)"
-        )
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> object:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
 
 
-def _check_seconds(name: str, value: object, *, allow_zero: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a number of seconds, not {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        least = "0 or more" if allow_zero else "more than 0"
-        raise ValueError(f"{name} must be {least} seconds, not {value!r}")
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A JSON (or, named ``*.toml``, TOML) config file as a dict, with errors naming the file."""
+    file = Path(path).expanduser()
+    kind = "TOML" if file.suffix == ".toml" else "JSON"
+    try:
+        text = file.read_text()
+    except FileNotFoundError:
+        raise SettingsError(f"config file not found: {file}") from None
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {file}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text) if kind == "TOML" else json.loads(text)
+    except ValueError as exc:  # TOMLDecodeError and JSONDecodeError are both ValueErrors
+        raise SettingsError(f"config file {file} is not valid {kind}: {exc}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"config file {file} must hold a table/object of settings")
+    return data
 
 
-def create_gcs_backend_from_config(config: Mapping[str, Any]) -> GCSBackend:
-    """A ``GCSBackend`` from a dict (say, a parsed config file).
+class _Environment(PydanticBaseSettingsSource):
+    """The variables of :data:`ENVIRONMENT` that are set and not empty."""
 
-    Keys: ``bucket_name`` (required), ``prefix``, ``project``, ``token``, ``access``,
-    ``consistency``, ``cache_timeout``, ``endpoint_url``, ``lease_seconds``, and ``gcs_kwargs``
-    (a dict of extra gcsfs options). An unknown key is a ``ValueError``.
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads the whole table at once
+
+    def __call__(self) -> dict[str, Any]:
+        return {
+            option: os.environ[var] for var, option in ENVIRONMENT.items() if os.environ.get(var)
+        }
+
+
+class _ConfigFile(PydanticBaseSettingsSource):
+    """The config file named by the ``config`` keyword, else by ``OMNIQ_CONFIG``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], given: Mapping[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._path = given.get("config") or os.environ.get("OMNIQ_CONFIG") or None
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        if self._path is None:
+            return {}
+        return {**read_config_file(self._path), "config": Path(self._path)}
+
+
+class BackendSettings(BaseSettings):
+    """Every option of a backend and of the console watching it, validated.
+
+    Backend options (:data:`CONFIG_KEYS`): ``bucket_name`` (required), ``prefix`` (normalised:
+    ``"omniq"`` -> ``"omniq/"``, ``""`` for the bucket's root), ``project``, ``token`` (a
+    service-account file, ``"anon"``, a credentials object...), ``access``, ``consistency``,
+    ``cache_timeout`` (seconds, ``0`` disables the body cache), ``endpoint_url`` (an emulator),
+    ``lease_seconds`` (a claim's lease; ``None``: the queue's default) and ``gcs_kwargs``
+    (extra gcsfs options). Console options
+    (:data:`CONSOLE_KEYS`): ``subscription`` (``projects/P/subscriptions/S``: the change feed),
+    ``refresh`` (seconds between polls) and ``actor`` (the audit log's name for actions).
+    ``config`` is the file the values were read from, if any.
     """
-    from .gcs import GCSBackend
 
-    if not isinstance(config, Mapping):
-        raise ValueError(f"config must be a mapping, not {type(config).__name__}")
-    unknown = sorted(str(key) for key in config if key not in CONFIG_KEYS)
+    model_config = SettingsConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    bucket_name: str
+    prefix: str = DEFAULT_PREFIX
+    project: str | None = None
+    token: Any = Field(default=None, repr=False)  # may be a raw access token
+    access: Access = "read_write"
+    consistency: Consistency = "md5"
+    cache_timeout: float = 300.0
+    endpoint_url: str | None = None
+    lease_seconds: float | None = None
+    gcs_kwargs: dict[str, Any] = Field(default_factory=dict)
+    subscription: str | None = None
+    refresh: float = DEFAULT_REFRESH
+    actor: str = Field(default_factory=default_actor)
+    config: Path | None = None
+
+    # True in the subclass that reads only what it is given (see ``given``).
+    _given_only: ClassVar[bool] = False
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier sources win: flags, then the environment, then the file.
+        if cls._given_only:
+            return (init_settings,)
+        given: Mapping[str, Any] = getattr(init_settings, "init_kwargs", {})
+        return init_settings, _Environment(settings_cls), _ConfigFile(settings_cls, given)
+
+    @classmethod
+    def load(cls, **flags: Any) -> BackendSettings:
+        """Settings from ``flags`` (``None`` means not given), then the environment, then the
+        config file (``config=`` or ``OMNIQ_CONFIG``)."""
+        return _validated(cls, {key: value for key, value in flags.items() if value is not None})
+
+    @classmethod
+    def given(cls, values: Mapping[str, Any]) -> BackendSettings:
+        """Settings from ``values`` alone: no environment, no config file."""
+        if not isinstance(values, Mapping):
+            raise SettingsError(f"config must be a mapping, not {type(values).__name__}")
+        return _validated(_GivenSettings, dict(values))
+
+    # -- checks (each option has exactly one) --------------------------------------------------
+
+    @field_validator("bucket_name", mode="before")
+    @classmethod
+    def _bucket_name(cls, value: object) -> str:
+        return check_bucket_name(value)
+
+    @field_validator("prefix", mode="before")
+    @classmethod
+    def _prefix(cls, value: object) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"prefix must be a string, not {type(value).__name__}")
+        return normalize_prefix(value)
+
+    @field_validator("access", mode="before")
+    @classmethod
+    def _access(cls, value: object) -> object:
+        return _check_choice("access", value, get_args(Access))
+
+    @field_validator("consistency", mode="before")
+    @classmethod
+    def _consistency(cls, value: object) -> object:
+        return _check_choice("consistency", value, get_args(Consistency))
+
+    @field_validator("cache_timeout", mode="before")
+    @classmethod
+    def _cache_timeout(cls, value: object) -> float:
+        return check_seconds("cache_timeout", value, allow_zero=True)
+
+    @field_validator("lease_seconds", "refresh", mode="before")
+    @classmethod
+    def _positive_seconds(cls, value: object, info: ValidationInfo) -> float | None:
+        return None if value is None else check_seconds(str(info.field_name), value)
+
+    @field_validator("endpoint_url", mode="before")
+    @classmethod
+    def _endpoint_url(cls, value: object) -> object:
+        # STORAGE_EMULATOR_HOST is often written without a scheme (127.0.0.1:4443).
+        if isinstance(value, str) and value and "://" not in value:
+            return f"http://{value}"
+        return value
+
+    @field_validator("gcs_kwargs", mode="before")
+    @classmethod
+    def _gcs_kwargs(cls, value: object) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise ValueError(f"gcs_kwargs must be a mapping, not {type(value).__name__}")
+        repeated = sorted(str(key) for key in value if key in CONFIG_KEYS)
+        if repeated:
+            raise ValueError(f"gcs_kwargs must not repeat backend options: {', '.join(repeated)}")
+        clash = sorted(RESERVED_GCS_KWARGS & set(value))
+        if clash:
+            raise ValueError(
+                f"gcsfs option(s) {', '.join(clash)} are set by the backend itself; use the "
+                "backend's own arguments (token, project, access, consistency, endpoint_url)"
+            )
+        return dict(value)
+
+    @field_validator("subscription", mode="before")
+    @classmethod
+    def _subscription(cls, value: object) -> object:
+        if value is not None and not (isinstance(value, str) and _SUBSCRIPTION_RE.match(value)):
+            raise ValueError(
+                f"subscription must look like projects/PROJECT/subscriptions/NAME, not {value!r}"
+            )
+        return value
+
+    # -- what the settings mean -----------------------------------------------------------------
+
+    @property
+    def read_only(self) -> bool:
+        """True when every write is refused (``access="read_only"``)."""
+        return self.access == "read_only"
+
+    def backend_options(self) -> dict[str, Any]:
+        """The backend's options (:data:`CONFIG_KEYS`), as ``create_gcs_backend_from_config``
+        takes them."""
+        return {key: getattr(self, key) for key in CONFIG_KEYS}
+
+
+class _GivenSettings(BackendSettings):
+    """The same model and checks, filled from the given values alone."""
+
+    _given_only: ClassVar[bool] = True
+
+    def __repr_name__(self) -> str:
+        return "BackendSettings"
+
+
+def _validated(cls: type[BackendSettings], values: dict[str, Any]) -> BackendSettings:
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line for a validation failure: the first bad option, in words that say the fix."""
+    unknown = [str(error["loc"][0]) for error in exc.errors() if error["type"] == "extra_forbidden"]
     if unknown:
-        raise ValueError(
-            f"unknown GCS backend option(s): {', '.join(unknown)}; "
-            f"known: {', '.join(CONFIG_KEYS)} (gcsfs options go under 'gcs_kwargs')"
+        return (
+            f"unknown option(s): {', '.join(sorted(unknown))}; known: "
+            f"{', '.join((*CONFIG_KEYS, *CONSOLE_KEYS))} (gcsfs options go under 'gcs_kwargs')"
         )
-    if "bucket_name" not in config:
-        raise ValueError("config needs 'bucket_name'")
-    options = dict(config)
-    gcs_kwargs = options.pop("gcs_kwargs", None) or {}
-    if not isinstance(gcs_kwargs, Mapping):
-        raise ValueError(f"gcs_kwargs must be a mapping, not {type(gcs_kwargs).__name__}")
-    bad = sorted(str(key) for key in gcs_kwargs if not isinstance(key, str) or key in CONFIG_KEYS)
-    if bad:
-        raise ValueError(f"gcs_kwargs must not repeat backend options: {', '.join(bad)}")
-    return GCSBackend(**options, **gcs_kwargs)
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "missing" and where == "bucket_name":
+        return (
+            "no bucket given: pass --bucket NAME, set OMNIQ_BUCKET, or put bucket_name in the "
+            "config file"
+        )
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return message if where and where in message else f"{where}: {message}"

@@ -1,24 +1,25 @@
 """OmniQ's Google Cloud Storage backend: ``GCSBackend`` and its four stores.
 
-Everything ``gcs-backend.md`` names is importable from here::
+Everything ``docs/gcs-backend.md`` names is importable from here::
 
     from omniq_console.backend.gcs import GCSBackend, create_gcs_backend_from_config
 
 ``async with backend:`` opens it on the caller's event loop; ``with backend:`` starts the one
 sync bridge (a background loop) and opens it there, for the ``*_sync`` methods. Opening checks
 that the bucket exists (``BucketNotFoundError``) and that the credentials work
-(``AuthenticationError``).
+(``AuthenticationError``). Options are checked once, by ``BackendSettings``
+(``backend/config.py``), before anything is built.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from types import TracebackType
-from typing import Any, Self
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Self
 
 from .bridge import SyncBridge
-from .config import CONFIG_KEYS, check_options, create_gcs_backend_from_config
+from .config import CONFIG_KEYS, BackendSettings
 from .errors import AuthenticationError
 from .events import AsyncGCSEventStorage, GCSEventStorage
 from .layout import Layout
@@ -28,12 +29,16 @@ from .queue import DEFAULT_LEASE_SECONDS, AsyncGCSQueue, GCSQueue, default_worke
 from .results import AsyncGCSResultStorage, GCSResultStorage
 from .schedules import AsyncGCSScheduleStorage, GCSScheduleStorage
 
+if TYPE_CHECKING:
+    from .storeapi import ObjectStoreAPI
+
 __all__ = [
     "CONFIG_KEYS",
     "AsyncGCSEventStorage",
     "AsyncGCSQueue",
     "AsyncGCSResultStorage",
     "AsyncGCSScheduleStorage",
+    "BackendSettings",
     "GCSBackend",
     "GCSEventStorage",
     "GCSQueue",
@@ -53,8 +58,11 @@ class GCSBackend:
     ``md5``, ``crc32c``, ``size`` or ``none``. ``cache_timeout``: seconds a parsed body stays
     cached, keyed by its generation, so it is never stale (``0`` disables the cache); listings
     are never cached. Extra keyword arguments go to gcsfs (``block_size=...``), except the
-    test and tuning options ``endpoint_url``, ``retry`` (a ``RetryPolicy``) and
-    ``lease_seconds`` (a claimed task's default lease).
+    test and tuning options ``endpoint_url``, ``retry`` (a ``RetryPolicy``), ``lease_seconds``
+    (a claimed task's default lease) and ``object_store``: an object with ``ObjectStore``'s API
+    (say, the in-memory store) to use instead of building one for the bucket.
+
+    A bad option is a ``ValueError`` (``SettingsError``) here, before any request.
     """
 
     def __init__(
@@ -70,40 +78,66 @@ class GCSBackend:
         endpoint_url: str | None = None,
         retry: RetryPolicy | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        object_store: ObjectStoreAPI | None = None,
         **gcs_kwargs: Any,
     ) -> None:
-        check_options(
-            bucket_name=bucket_name,
-            access=access,
-            consistency=consistency,
-            cache_timeout=cache_timeout,
-            lease_seconds=lease_seconds,
-            gcs_kwargs=gcs_kwargs,
-        )
-        self.layout = Layout(prefix)
-        self.store = ObjectStore(
-            bucket_name,
-            project=project,
-            token=token,
-            access=access,
-            consistency=consistency,
-            endpoint_url=endpoint_url,
+        options = {
+            "bucket_name": bucket_name,
+            "prefix": prefix,
+            "project": project,
+            "token": token,
+            "access": access,
+            "consistency": consistency,
+            "cache_timeout": cache_timeout,
+            "endpoint_url": endpoint_url,
+            "lease_seconds": lease_seconds,
+            "gcs_kwargs": gcs_kwargs,
+        }
+        self._build(BackendSettings.given(options), retry, object_store)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: BackendSettings,
+        *,
+        retry: RetryPolicy | None = None,
+        object_store: ObjectStoreAPI | None = None,
+    ) -> GCSBackend:
+        """The backend for already validated settings (``settings.load_settings()``)."""
+        backend = cls.__new__(cls)
+        backend._build(settings, retry, object_store)
+        return backend
+
+    def _build(
+        self,
+        settings: BackendSettings,
+        retry: RetryPolicy | None,
+        object_store: ObjectStoreAPI | None,
+    ) -> None:
+        self.settings = settings
+        self.layout = Layout(settings.prefix)
+        self.store: ObjectStoreAPI = object_store or ObjectStore(
+            settings.bucket_name,
+            project=settings.project,
+            token=settings.token,
+            access=settings.access,
+            consistency=settings.consistency,
+            endpoint_url=settings.endpoint_url,
             retry=retry,
-            gcs_kwargs=gcs_kwargs,
+            gcs_kwargs=settings.gcs_kwargs,
         )
-        self.cache_timeout = float(cache_timeout)
+        self.cache_timeout = settings.cache_timeout
         self.cache = BodyCache(self.cache_timeout)
-        self.lease_seconds = float(lease_seconds)
-        self.bridge = SyncBridge(name=f"omniq-sync-{bucket_name}")
+        self.lease_seconds = settings.lease_seconds or DEFAULT_LEASE_SECONDS
+        self.bridge = SyncBridge(name=f"omniq-sync-{settings.bucket_name}")
         self._opens = 0
         self._mode: str | None = None
         reader = BodyReader(self.store, self.cache)
         parts = (self.store, self.layout, reader, self.bridge)
         worker_id = default_worker_id()
-        self._async_task_storage = AsyncGCSQueue(
-            *parts, lease_seconds=lease_seconds, worker_id=worker_id
-        )
-        self._task_storage = GCSQueue(*parts, lease_seconds=lease_seconds, worker_id=worker_id)
+        lease = self.lease_seconds
+        self._async_task_storage = AsyncGCSQueue(*parts, lease_seconds=lease, worker_id=worker_id)
+        self._task_storage = GCSQueue(*parts, lease_seconds=lease, worker_id=worker_id)
         self._async_result_storage = AsyncGCSResultStorage(*parts)
         self._result_storage = GCSResultStorage(*parts)
         self._async_event_storage = AsyncGCSEventStorage(*parts)
@@ -115,6 +149,7 @@ class GCSBackend:
 
     @property
     def bucket_name(self) -> str:
+        """The bucket's name."""
         return self.store.bucket
 
     @property
@@ -124,27 +159,32 @@ class GCSBackend:
 
     @property
     def project(self) -> str | None:
+        """The GCP project id, if one was given."""
         return self.store.project
 
     @property
     def access(self) -> str:
+        """``read_only``, ``read_write`` or ``full_control``."""
         return self.store.access
 
     @property
     def consistency(self) -> str:
+        """How writes and reads are verified: ``md5``, ``crc32c``, ``size`` or ``none``."""
         return self.store.consistency
 
     @property
     def gcs_kwargs(self) -> dict[str, Any]:
         """The extra gcsfs options (a copy)."""
-        return dict(self.store.gcs_kwargs)
+        return dict(self.settings.gcs_kwargs)
 
     @property
     def read_only(self) -> bool:
+        """True when every write is refused before a request is sent."""
         return self.store.read_only
 
     @property
     def is_open(self) -> bool:
+        """True between opening (``with``/``async with``/``aopen``) and the last close."""
         return self._opens > 0
 
     def __repr__(self) -> str:
@@ -157,18 +197,22 @@ class GCSBackend:
 
     @property
     def async_task_storage(self) -> AsyncGCSQueue:
+        """The task queue (async methods)."""
         return self._async_task_storage
 
     @property
     def async_result_storage(self) -> AsyncGCSResultStorage:
+        """The result store (async methods)."""
         return self._async_result_storage
 
     @property
     def async_event_storage(self) -> AsyncGCSEventStorage:
+        """The event log (async methods)."""
         return self._async_event_storage
 
     @property
     def async_schedule_storage(self) -> AsyncGCSScheduleStorage:
+        """The schedule store (async methods)."""
         return self._async_schedule_storage
 
     @property
@@ -178,14 +222,17 @@ class GCSBackend:
 
     @property
     def result_storage(self) -> GCSResultStorage:
+        """The result store with ``*_sync`` methods (inside ``with backend:``)."""
         return self._result_storage
 
     @property
     def event_storage(self) -> GCSEventStorage:
+        """The event log with ``*_sync`` methods (inside ``with backend:``)."""
         return self._event_storage
 
     @property
     def schedule_storage(self) -> GCSScheduleStorage:
+        """The schedule store with ``*_sync`` methods (inside ``with backend:``)."""
         return self._schedule_storage
 
     # -- opening and closing ------------------------------------------------------------------
@@ -198,6 +245,7 @@ class GCSBackend:
         await self._open("async")
 
     async def aclose(self) -> None:
+        """Close what ``aopen`` opened (the last of nested opens closes the session)."""
         await self._close()
 
     async def _open(self, mode: str) -> None:
@@ -220,7 +268,7 @@ class GCSBackend:
     async def _check_token_file(self) -> None:
         # gcsfs takes a string it cannot open as a raw access token and asks Google about it:
         # a mistyped service-account path would fail with a network error naming no file.
-        token = self.store.token
+        token = self.settings.token
         looks_like_file = isinstance(token, str) and token.lower().endswith(".json")
         if looks_like_file and not await asyncio.to_thread(os.path.isfile, token):
             raise AuthenticationError(f"service-account file {token!r} does not exist")
@@ -237,12 +285,7 @@ class GCSBackend:
         await self.aopen()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     def __enter__(self) -> Self:
@@ -259,14 +302,21 @@ class GCSBackend:
             raise
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         try:
             self.bridge.run(self._close())
         finally:
             if self._opens == 0:
                 self.bridge.stop()
+
+
+def create_gcs_backend_from_config(config: Mapping[str, Any]) -> GCSBackend:
+    """A ``GCSBackend`` from a dict (say, a parsed config file), read as it is.
+
+    Keys: ``bucket_name`` (required), ``prefix``, ``project``, ``token``, ``access``,
+    ``consistency``, ``cache_timeout``, ``endpoint_url``, ``lease_seconds``, and ``gcs_kwargs``
+    (a dict of extra gcsfs options); the console's keys (``subscription``, ``refresh``,
+    ``actor``) are allowed, so one file serves both. An unknown key is a ``ValueError``. The
+    environment is not read: ``settings.load_settings`` is what adds it.
+    """
+    return GCSBackend.from_settings(BackendSettings.given(config))

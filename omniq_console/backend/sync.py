@@ -7,6 +7,7 @@ A sync store class subclasses its async class and declares each twin in one line
 
 The twin has the async method's signature and docstring (``help()`` and IDEs show them) and
 runs the coroutine on the backend's one :class:`~omniq_console.backend.bridge.SyncBridge`.
+The ``OmniQ`` facade declares its blocking methods the same way (``name="enqueue"``).
 """
 
 from __future__ import annotations
@@ -23,28 +24,36 @@ S = TypeVar("S", bound="HasBridge")
 
 
 class HasBridge(Protocol):
+    """Anything with a sync bridge: the stores, and the ``OmniQ`` facade."""
+
     @property
     def bridge(self) -> SyncBridge: ...
 
 
 def sync_twin(
     method: Callable[Concatenate[S, P], Coroutine[Any, Any, R]],
+    *,
+    name: str | None = None,
 ) -> Callable[Concatenate[S, P], R]:
-    """A blocking method that runs ``method`` on the instance's bridge and returns its result."""
+    """A blocking method that runs ``method`` on the instance's bridge and returns its result.
 
-    name = method.__name__
+    It is named ``name`` (default: the async method's name plus ``_sync``).
+    """
+
+    async_name = method.__name__
 
     def twin(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        # Looked up on the instance, so a subclass overriding the async method is honoured.
-        bound: Callable[P, Coroutine[Any, Any, R]] = getattr(self, name)
-        return self.bridge.run(bound(*args, **kwargs))
+        # The bridge first: creating the coroutine and then failing to run it would leave it
+        # never awaited. Looked up on the instance, so a subclass's override is honoured.
+        bridge = self.bridge
+        bound: Callable[P, Coroutine[Any, Any, R]] = getattr(self, async_name)
+        return bridge.run(bound(*args, **kwargs))
 
     functools.update_wrapper(twin, method)
 
-    twin.__name__ = f"{method.__name__}_sync"
-    twin.__qualname__ = f"{method.__qualname__}_sync"
+    twin.__name__ = name or f"{async_name}_sync"
+    twin.__qualname__ = f"{method.__qualname__.rpartition('.')[0]}.{twin.__name__}".lstrip(".")
     twin.__doc__ = (
-        f"Blocking twin of ``{method.__name__}`` (runs on the backend's sync bridge; "
-        f"open it with ``with backend:``).\n\n{method.__doc__ or ''}"
+        f"Blocking twin of ``{async_name}`` (runs it on the sync bridge).\n\n{method.__doc__ or ''}"
     )
     return twin

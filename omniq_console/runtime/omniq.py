@@ -24,16 +24,18 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures
 import signal
 import threading
 from collections.abc import Callable, Coroutine, Sequence
+from contextlib import AsyncExitStack, ExitStack
 from datetime import datetime, timedelta
-from types import TracebackType
 from typing import Any, Self, TypeVar, overload
 
+from ..backend.bridge import SyncBridge
 from ..backend.errors import ConflictError, ObjectNotFoundError
+from ..backend.gcs import GCSBackend
 from ..backend.layout import check_id
+from ..backend.sync import sync_twin
 from ..models import (
     ResultStatus,
     Schedule,
@@ -44,6 +46,7 @@ from ..models import (
     as_utc,
     utcnow,
 )
+from ..stopping import StopSignal
 from .registry import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_QUEUE,
@@ -69,13 +72,14 @@ _RESULT_POLL = (0.05, 1.0)  # first and longest pause between two looks at a res
 class OmniQ:
     """Tasks, workers and schedules of one application on one backend."""
 
-    def __init__(self, backend: Any, *, default_queue: str = DEFAULT_QUEUE) -> None:
+    def __init__(self, backend: GCSBackend, *, default_queue: str = DEFAULT_QUEUE) -> None:
         self.backend = backend
         self.default_queue = check_id(default_queue, "queue name")
         self.registry = TaskRegistry()
-        self._owns_sync_open = False
-        self._owns_async_open = False
-        self._async_loop: asyncio.AbstractEventLoop | None = None
+        # What OmniQ opened itself, and so closes: the backend on its sync bridge (blocking
+        # API), or on the caller's loop (async API). A backend opened by the caller is not here.
+        self._sync_open = ExitStack()
+        self._async_open = AsyncExitStack()
         self._lock = threading.Lock()
 
     # -- tasks -------------------------------------------------------------------------------
@@ -170,31 +174,10 @@ class OmniQ:
         task = options.build_task(name, args, kwargs, run_at=when, now=now)
         return await self._in_backend(submit_task(self.backend, task))
 
-    def enqueue(
-        self,
-        func_or_name: TaskFunction | str,
-        /,
-        *args: Any,
-        queue: str | None = None,
-        priority: int | None = None,
-        run_at: datetime | None = None,
-        delay: timedelta | float | None = None,
-        **kwargs: Any,
-    ) -> str:
-        """Blocking twin of :meth:`enqueue_async`; returns the task id."""
-        return self._sync(
-            self.enqueue_async(
-                func_or_name,
-                *args,
-                queue=queue,
-                priority=priority,
-                run_at=run_at,
-                delay=delay,
-                **kwargs,
-            )
-        )
+    enqueue = sync_twin(enqueue_async, name="enqueue")
 
-    async def get_result_async(self, task_id: str, timeout: float | None = None) -> TaskResult:
+    # The blocking twin, get_result(task_id, timeout=30), has no asyncio.timeout to lean on.
+    async def get_result_async(self, task_id: str, timeout: float | None = None) -> TaskResult:  # noqa: ASYNC109
         """Wait for the final result of a task and return it.
 
         ``timeout=None`` waits as long as it takes; otherwise ``TimeoutError`` after
@@ -203,15 +186,18 @@ class OmniQ:
         that, so a caller never waits forever on a task that will not run.
         """
         check_id(task_id, "task id")
-        return await self._in_backend(self._wait_result(task_id, timeout))
+        scope = asyncio.timeout(timeout)
+        try:
+            async with scope:
+                return await self._in_backend(self._wait_result(task_id))
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            raise TimeoutError(f"no result for task {task_id} after {timeout} s") from None
 
-    def get_result(self, task_id: str, timeout: float | None = None) -> TaskResult:
-        """Blocking twin of :meth:`get_result_async`."""
-        return self._sync(self.get_result_async(task_id, timeout))
+    get_result = sync_twin(get_result_async, name="get_result")
 
-    async def _wait_result(self, task_id: str, timeout: float | None) -> TaskResult:
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+    async def _wait_result(self, task_id: str) -> TaskResult:
         pause = _RESULT_POLL[0]
         results = self.backend.async_result_storage
         queue = self.backend.async_task_storage
@@ -229,11 +215,6 @@ class OmniQ:
                 if result is not None and result.status in _FINAL_RESULTS:
                     return result
                 return _result_of_final(task.id, task.status, task.updated_at)
-            if deadline is not None:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise TimeoutError(f"no result for task {task_id} after {timeout} s")
-                pause = min(pause, remaining)
             await asyncio.sleep(pause)
             pause = min(pause * 2, _RESULT_POLL[1])
 
@@ -290,37 +271,7 @@ class OmniQ:
         schedule = Schedule(**fields)
         return await self._in_backend(self._save_schedule(schedule, schedule_id is not None))
 
-    def schedule(
-        self,
-        func_or_name: TaskFunction | str,
-        /,
-        *args: Any,
-        cron: str | None = None,
-        interval: timedelta | float | None = None,
-        at: datetime | None = None,
-        queue: str | None = None,
-        max_runs: int | None = None,
-        ttl: timedelta | float | None = None,
-        schedule_id: str | None = None,
-        paused: bool = False,
-        **kwargs: Any,
-    ) -> str:
-        """Blocking twin of :meth:`schedule_async`; returns the schedule id."""
-        return self._sync(
-            self.schedule_async(
-                func_or_name,
-                *args,
-                cron=cron,
-                interval=interval,
-                at=at,
-                queue=queue,
-                max_runs=max_runs,
-                ttl=ttl,
-                schedule_id=schedule_id,
-                paused=paused,
-                **kwargs,
-            )
-        )
+    schedule = sync_twin(schedule_async, name="schedule")
 
     async def _save_schedule(self, schedule: Schedule, declared: bool) -> str:
         store = self.backend.async_schedule_storage
@@ -390,153 +341,106 @@ class OmniQ:
     def _run_until_signalled(
         self, main: Callable[[], Coroutine[Any, Any, None]], stop: Callable[[], None]
     ) -> None:
-        """Run ``main()`` on the sync bridge; SIGINT/SIGTERM call ``stop`` (twice: cancel)."""
-        loop = self._open_sync()
-        started = threading.Event()
-        holder: list[asyncio.Task[Any]] = []
+        """Run ``main()`` on the sync bridge until it returns.
+
+        SIGINT/SIGTERM (when called from the main thread): the first calls ``stop`` (a clean
+        stop), the second cancels ``main()``; either way this returns once it has finished,
+        so a worker has released what it held.
+        """
+        stopping, aborting = StopSignal(), StopSignal()
 
         async def supervised() -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            holder.append(task)
-            started.set()
-            await main()
+            run = asyncio.create_task(main())
 
-        future = asyncio.run_coroutine_threadsafe(supervised(), loop)
-        seen = 0
+            async def relay(requested: StopSignal, action: Callable[[], object]) -> None:
+                await requested.wait()
+                action()
+
+            relays = [
+                asyncio.create_task(relay(stopping, stop)),
+                asyncio.create_task(relay(aborting, run.cancel)),
+            ]
+            try:
+                await run
+            except asyncio.CancelledError:
+                if not aborting.is_set():
+                    raise
+            finally:
+                for task in relays:
+                    task.cancel()
 
         def on_signal(signum: int, frame: object) -> None:
-            nonlocal seen
-            seen += 1
-            if seen == 1:
-                stop()
-            elif holder:
-                # Cancel the task itself (not the future): the worker still releases what it
-                # holds, and we return only once it has.
-                loop.call_soon_threadsafe(holder[0].cancel)
+            (aborting if stopping.is_set() else stopping).set()
 
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, on_signal)
         try:
-            while True:
-                try:
-                    future.result(timeout=0.5)  # a timeout lets the main thread take signals
-                    return
-                except TimeoutError:
-                    continue
-                except concurrent.futures.CancelledError:
-                    return
+            self.bridge.run(supervised())
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
     # -- opening the backend -------------------------------------------------------------------
 
-    def _open_sync(self) -> asyncio.AbstractEventLoop:
-        """The loop the blocking API runs on: the sync bridge, opened if needed."""
+    @property
+    def bridge(self) -> SyncBridge:
+        """The backend's sync bridge, which the blocking API runs on (opened on first use)."""
+        return self._open_sync()
+
+    def _open_sync(self) -> SyncBridge:
         with self._lock:
-            loop = self.backend.bridge.loop
-            if loop is not None:
-                return loop
+            bridge = self.backend.bridge
+            if bridge.running:
+                return bridge
             if self.backend.is_open:
-                if self._async_loop is not None and not self._async_loop.is_closed():
-                    return self._async_loop
                 raise RuntimeError(
-                    "the backend is open for async use: use the async methods (enqueue_async, "
-                    "get_result_async, ...) from its event loop"
+                    "the backend is open for async use, so a blocking OmniQ method cannot run "
+                    "on it: await its async twin (enqueue_async, get_result_async, ...)"
                 )
-            self.backend.__enter__()
-            self._owns_sync_open = True
+            self._sync_open.enter_context(self.backend)
             atexit.register(self.close)
-            loop = self.backend.bridge.loop
-            assert loop is not None
-            return loop
+            return bridge
 
-    def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
-        try:
-            loop = self._open_sync()
-        except BaseException:
-            coro.close()
-            raise
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            coro.close()
-            raise RuntimeError(
-                "a blocking OmniQ method was called from async code; await its "
-                "async twin (enqueue_async, get_result_async, ...)"
-            )
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
-
-    async def _backend_loop(self) -> asyncio.AbstractEventLoop | None:
-        """Open the backend for async use if nobody did; the bridge's loop when it is open there.
-
-        A backend opened with ``with backend:`` lives on the sync bridge: its HTTP session
-        belongs to that loop, so async calls from another loop are run there.
-        """
-        running = asyncio.get_running_loop()
-        bridge_loop = self.backend.bridge.loop
-        if bridge_loop is not None:
-            return None if bridge_loop is running else bridge_loop
-        if not self.backend.is_open:
-            await self.backend.aopen()
-            self._owns_async_open = True
-        self._async_loop = running
-        return None
+    async def _open_async(self) -> None:
+        """Open the backend on the running loop, unless it is open already (anywhere)."""
+        if not self.backend.bridge.running and not self.backend.is_open:
+            await self._async_open.enter_async_context(self.backend)
 
     async def _in_backend(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await ``coro`` where the backend's HTTP session lives (this loop, or the bridge)."""
         try:
-            elsewhere = await self._backend_loop()
+            await self._open_async()
         except BaseException:
             coro.close()
             raise
-        if elsewhere is not None:
-            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, elsewhere))
+        if self.backend.bridge.running:
+            return await self.backend.bridge.call(coro)
         return await coro
 
     def close(self) -> None:
         """Close the backend if OmniQ opened it for the blocking API."""
         atexit.unregister(self.close)
-        if self._owns_sync_open:
-            self._owns_sync_open = False
-            self.backend.__exit__(None, None, None)
+        self._sync_open.close()
 
     async def aclose(self) -> None:
         """Close what OmniQ opened (for async use, and for the blocking API)."""
-        if self._owns_async_open:
-            self._owns_async_open = False
-            self._async_loop = None
-            await self.backend.aclose()
-        if self._owns_sync_open:
-            await asyncio.to_thread(self.close)
+        await self._async_open.aclose()
+        await asyncio.to_thread(self.close)
 
     def __enter__(self) -> Self:
         self._open_sync()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     async def __aenter__(self) -> Self:
-        await self._backend_loop()
+        await self._open_async()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
 
