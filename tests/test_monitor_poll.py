@@ -13,8 +13,6 @@ from omniq_console.backend.gcs import GCSBackend
 from omniq_console.backend.index import (
     WorkerIndex,
     event_metadata,
-    queue_entry_metadata,
-    result_metadata,
     schedule_metadata,
     task_metadata,
     worker_metadata,
@@ -38,23 +36,49 @@ from omniq_console.monitor import Monitor, Snapshot, take_snapshot
 from omniq_console.monitor.sources import listing as listing_module
 
 
+def _iso(value: datetime | None) -> str:
+    return value.isoformat() if value is not None else ""
+
+
+def task_md(task: Task) -> dict[str, str]:
+    """A task definition's index metadata (docs/architecture.md, "Index metadata")."""
+    return {
+        "omniq_index": "1", "status": "pending", "queue": task.queue_name,
+        "priority": str(task.priority), "func": task.func, "run_at": _iso(task.run_at),
+        "expires_at": _iso(task.expires_at), "created_at": _iso(task.created_at),
+    }  # fmt: skip
+
+
+def record_md(task_id: str, state: str, status: str, **fields: str) -> dict[str, str]:
+    """A state record's index metadata; ``fields`` as named in docs/architecture.md."""
+    return {"omniq_index": "1", "status": status, "state": state, "attempt": "1", **fields}
+
+
 async def put_task(
-    b: GCSBackend, task: Task, *, entry: bool = False, lease: tuple[str, datetime] | None = None
+    b: GCSBackend, task: Task, *, entry: bool = False, record: dict[str, str] | None = None
 ) -> None:
-    await b.store.write(b.layout.task(task.id), task.to_json(), metadata=task_metadata(task))
+    """A task as the write protocol leaves it: definition, queue entry (while not final) and
+    state record (once claimed or final)."""
+    md = task_md(task)
+    await b.store.write(b.layout.task(task.id), task.to_json(), metadata=md)
     if entry:
-        owner, until = lease if lease else (None, None)
+        keys = ("omniq_index", "priority", "run_at", "expires_at", "created_at")
         await b.store.write(
             b.layout.queue_entry(task.queue_name, task.id),
             b'{"schema_version":1}',
-            metadata=queue_entry_metadata(task, owner, until),
+            metadata={k: md[k] for k in keys},
         )
+    if record is not None:
+        await b.store.write(b.layout.result(task.id), b"{}", metadata=record)
 
 
 async def put_result(b: GCSBackend, result: TaskResult) -> None:
-    await b.store.write(
-        b.layout.result(result.task_id), result.to_json(), metadata=result_metadata(result)
-    )
+    state = {"success": "completed", "error": "failed"}.get(result.status.value, "cancelled")
+    md = record_md(
+        result.task_id, state, result.status.value,
+        completed_at=_iso(result.completed_at), error_type=result.error_type or "",
+    )  # fmt: skip
+    await b.store.write(b.layout.result(result.task_id), result.to_json(), metadata=md)
 
 
 async def put_schedule(b: GCSBackend, schedule: Schedule) -> None:
@@ -66,6 +90,10 @@ async def put_schedule(b: GCSBackend, schedule: Schedule) -> None:
 async def put_worker(b: GCSBackend, worker_id: str, state: str, last_seen: datetime) -> None:
     index = WorkerIndex(worker_id, state, last_seen, last_seen, "host-a", 42, ("alpha",), (), 7, 1)
     await b.store.write(b.layout.worker(worker_id), b"{}", metadata=worker_metadata(index))
+
+
+def by_row(snap: Snapshot, tid: str) -> Any:
+    return next(r for r in snap.task_rows if r.id == tid)
 
 
 def queue(snap: Snapshot, name: str) -> dict[str, object]:
@@ -81,27 +109,33 @@ async def test_seeded_state_counts(backend: GCSBackend) -> None:
     def pending(created: datetime, **kw: Any) -> Task:
         return Task(func="mod.work", queue_name="alpha", created_at=created, **kw)
 
-    # alpha: 4 ready (one of them a claim whose lease ran out), 1 delayed, 1 expired, 1 claimed.
+    # alpha: 4 ready, 1 delayed, 1 expired, 1 retry waiting for its run_at (its record says
+    # pending, without a worker), 1 running and 1 stuck: entries stay while a task is not final.
     await put_task(backend, pending(ago(60)), entry=True)
     await put_task(backend, pending(ago(30)), entry=True)
     await put_task(backend, pending(ago(10)), entry=True)
-    await put_task(backend, pending(ago(20)), entry=True, lease=("w-gone", ago(5)))
+    await put_task(backend, pending(ago(20)), entry=True)
     await put_task(backend, pending(ago(5), run_at=now + timedelta(minutes=5)), entry=True)
     await put_task(backend, pending(ago(500), expires_at=ago(1)), entry=True)
-    await put_task(backend, pending(ago(1)), entry=True, lease=("w-1", now + timedelta(seconds=20)))
+    retry = pending(ago(50))
+    await put_task(backend, retry, entry=True, record=record_md(
+        retry.id, "pending", "pending", retry_count="1", run_at=_iso(now + timedelta(seconds=9)),
+    ))  # fmt: skip
 
-    def running(q: str, lease_end: datetime, worker: str) -> Task:
-        return Task(
-            func="mod.run", queue_name=q, status=TaskStatus.RUNNING, worker_id=worker,
-            lease_expires_at=lease_end, started_at=ago(100), created_at=ago(200),
+    def running(q: str, lease_end: datetime, worker: str) -> tuple[Task, dict[str, str]]:
+        task = Task(func="mod.run", queue_name=q, created_at=ago(200))
+        md = record_md(
+            task.id, "running", "pending", worker_id=worker, lease_s="30", queue=q,
+            lease_expires_at=_iso(lease_end), started_at=_iso(ago(100)), func="mod.run",
         )  # fmt: skip
+        return task, md
 
-    stuck = running("alpha", ago(45), "w-dead")
-    await put_task(backend, running("alpha", now + timedelta(seconds=30), "w-1"))
-    await put_task(backend, stuck)
-    await put_task(backend, running("beta", now + timedelta(seconds=30), "w-2"))
-    done = [Task(func="f", queue_name="beta", status=TaskStatus.COMPLETED) for _ in range(2)]
-    failed = Task(func="f", queue_name="beta", status=TaskStatus.FAILED, created_at=ago(1000))
+    stuck, stuck_md = running("alpha", ago(45), "w-dead")
+    for t, md in (running("alpha", now + timedelta(seconds=30), "w-1"), (stuck, stuck_md),
+                  running("beta", now + timedelta(seconds=30), "w-2")):  # fmt: skip
+        await put_task(backend, t, entry=True, record=md)
+    done = [Task(func="f", queue_name="beta") for _ in range(2)]
+    failed = Task(func="f", queue_name="beta", created_at=ago(1000))
     for t in (*done, failed):
         await put_task(backend, t)
 
@@ -138,10 +172,10 @@ async def test_seeded_state_counts(backend: GCSBackend) -> None:
 
     assert not snap.stale and snap.error is None and snap.unreadable == ()
     alpha = queue(snap, "alpha")
-    assert (alpha["pending"], alpha["delayed"], alpha["running"]) == (4, 1, 2)
-    assert (alpha["expired"], alpha["claimed"]) == (1, 1)
+    assert (alpha["pending"], alpha["delayed"], alpha["running"]) == (4, 2, 2)
+    assert (alpha["expired"], alpha["claimed"]) == (1, 0)
     assert alpha["oldest_pending_age_s"] == pytest.approx(60)
-    assert alpha["depth_trend"] == (5,)
+    assert alpha["depth_trend"] == (6,)
     beta = queue(snap, "beta")
     assert (beta["pending"], beta["delayed"], beta["running"]) == (0, 0, 1)
     assert beta["oldest_pending_age_s"] is None
@@ -151,7 +185,8 @@ async def test_seeded_state_counts(backend: GCSBackend) -> None:
 
     assert [(s.id, s.worker_id, s.overdue_s) for s in snap.stuck] == [(stuck.id, "w-dead", 45.0)]
 
-    assert snap.results == {"pending": 0, "success": 2, "error": 3, "cancelled": 0, "expired": 0}
+    # Running tasks' and the waiting retry's records say "pending" (no outcome yet).
+    assert snap.results == {"pending": 4, "success": 2, "error": 3, "cancelled": 0, "expired": 0}
     assert snap.failures_by_type == {"ValueError": 2, "KeyError": 1}
     assert snap.failure_rate == pytest.approx(1 / 3)
     assert len(snap.results_per_minute) == 30
@@ -174,6 +209,7 @@ async def test_seeded_state_counts(backend: GCSBackend) -> None:
     assert workers["w-alive"].queues == ("alpha",) and workers["w-alive"].processed == 7
 
     assert len(snap.task_rows) == 13
+    assert by_row(snap, retry.id).retry_count == 1 and by_row(snap, stuck.id).worker_id == "w-dead"
     by_id = {r.id: r for r in snap.task_rows}
     assert by_id[failed.id].error_type == "ValueError" and by_id[failed.id].status == "failed"
     created = [r.created_at for r in snap.task_rows if r.created_at is not None]
@@ -186,7 +222,7 @@ async def test_seeded_state_counts(backend: GCSBackend) -> None:
 
     # The trend line grows by one sample per poll.
     again = await monitor.poll()
-    assert queue(again, "alpha")["depth_trend"] == (5, 5)
+    assert queue(again, "alpha")["depth_trend"] == (6, 6)
 
 
 async def test_quiet_poll_reads_no_bodies(backend: GCSBackend) -> None:
@@ -195,9 +231,12 @@ async def test_quiet_poll_reads_no_bodies(backend: GCSBackend) -> None:
         await queue_.enqueue(Task(func=f"f{i}", queue_name="q1"))
     task = await queue_.dequeue(["q1"])
     assert task is not None
-    await backend.async_result_storage.set(
-        TaskResult(task_id=task.id, status=ResultStatus.SUCCESS, completed_at=utcnow())
-    )
+    # Its worker completes it: the state record says success, the entry goes.
+    await backend.store.write(
+        backend.layout.result(task.id), b"{}",
+        metadata=record_md(task.id, "completed", "success", completed_at=_iso(utcnow())),
+    )  # fmt: skip
+    await backend.store.delete(backend.layout.queue_entry("q1", task.id))
     for kind in (EventType.ENQUEUED, EventType.DEQUEUED, EventType.COMPLETED):
         await backend.async_event_storage.log_event(TaskEvent(task_id=task.id, event_type=kind))
     schedule = Schedule(
@@ -214,9 +253,9 @@ async def test_quiet_poll_reads_no_bodies(backend: GCSBackend) -> None:
     before = backend.store.stats.copy()
     second = await monitor.poll()
     delta = backend.store.stats.since(before)
-    # Five prefixes listed whole, one listing for the event tail, and not one body.
-    assert delta.count == {"list": 6, "get": 0, "write": 0, "delete": 0, "bucket": 0}
-    assert second.requests.last_poll_requests == 6
+    # Six prefixes listed whole, one listing for the event tail, and not one body.
+    assert delta.count == {"list": 7, "get": 0, "write": 0, "delete": 0, "bucket": 0}
+    assert second.requests.last_poll_requests == 7
     assert second.events == first.events and second.schedules == first.schedules
     assert second.tasks == first.tasks and second.queues[0].pending == 2
     assert second.task_rows is first.task_rows  # nothing changed: the rows are reused
@@ -242,9 +281,10 @@ async def test_quiet_poll_reads_no_bodies(backend: GCSBackend) -> None:
     assert len(kept) == 3
 
     figures = fourth.requests
-    assert figures.total == first.requests.total + 6 + 8 + 6
-    assert figures.by_kind["list"] == 8 + 6 + 6 + 6 and figures.errors == 0
-    assert figures.requests_per_minute > 0 and figures.cost_per_hour_usd > 0
+    assert figures.total == first.requests.total + 7 + 9 + 7
+    assert figures.by_kind["list"] == 9 + 7 + 7 + 7 and figures.errors == 0
+    # Four polls within a second are no window to measure a rate over.
+    assert figures.requests_per_minute is None and figures.cost_per_hour_usd is None
     assert figures.mean_latency_ms > 0 and figures.last_poll_ms > 0
 
 

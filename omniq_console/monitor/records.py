@@ -20,7 +20,9 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from urllib.parse import unquote
 
+from ..backend.errors import CorruptObjectError
 from ..backend.layout import Layout, check_id
+from ..backend.listing import parse_model
 from ..checks import describe_exception
 from ..models import (
     ResultStatus,
@@ -457,8 +459,10 @@ class _Bad(Exception):
 
 def _model(model: type[Any], key: str, data: bytes) -> Any:
     try:
-        return model.model_validate_json(data)
-    except Exception as exc:
+        return parse_model(model, key, data)
+    except CorruptObjectError as exc:
+        raise _Bad(key, exc.reason) from exc
+    except Exception as exc:  # OverflowError and the like: this object's problem alone
         raise _Bad(key, f"not a valid {model.__name__}: {describe_exception(exc, 200)}") from exc
 
 
