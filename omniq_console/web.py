@@ -330,19 +330,14 @@ def serve_console(
     guard = serve_guard(
         console_args, host=host, port=port, public_url=public_url, token=token, actor=actor
     )
-    try:
-        import textual_serve.server  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(
-            f"serving the console to a browser needs textual-serve: {SERVE_INSTALL_HINT}"
-        ) from exc
     server = _guarded_server(
         console_args,
         guard,
         host=host,
         port=port,
         title=title,
-        public_url=public_url or _default_public_url(host, port),
+        # textual-serve appends absolute paths to it.
+        public_url=(public_url or _default_public_url(host, port)).rstrip("/"),
     )
     with _environment(env):
         server.serve()
@@ -358,12 +353,18 @@ def _guarded_server(
     public_url: str,
 ) -> Server:
     """A textual-serve ``Server`` that checks every request with ``guard`` and starts each
-    console with its connection's actor."""
+    console with its connection's actor. ImportError when textual-serve is not installed."""
+    try:
+        from textual_serve.server import Server
+    except ImportError as exc:
+        raise ImportError(
+            f"serving the console to a browser needs textual-serve: {SERVE_INSTALL_HINT}"
+        ) from exc
+    # textual-serve's own dependencies.
     import aiohttp_jinja2
     import jinja2
     from aiohttp import web
     from rich.logging import RichHandler
-    from textual_serve.server import Server
 
     base_command = console_command(console_args)
     read_only = "--read-only" in console_args

@@ -50,8 +50,9 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     # The page links a Google font: resolve nothing but loopback, so no request leaves the
-    # machine and the font fails at once instead of holding back window.onload.
-    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    # machine and the font fails at once instead of holding back window.onload. (localhost is
+    # another site than 127.0.0.1 on the same address: a cross-site page for a test.)
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost",
     "--window-size=1400,900",
     "--remote-debugging-port=0",
 ]

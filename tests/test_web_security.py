@@ -11,6 +11,7 @@ another local process would use) or headless Chromium.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -19,12 +20,13 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web as aioweb
 from test_browser import (
     DASHBOARD_WORDS,
     QUEUE_ROW,
@@ -263,6 +265,53 @@ async def test_an_action_taken_in_the_browser_is_audited_as_the_served_actor(
     assert audit.task_id == task_id and audit.details["action"] == "delete_task", audit
     assert audit.actor == served_actor(token), audit.actor
     assert audit.actor != default_actor()
+
+
+@contextlib.asynccontextmanager
+async def page_server(html: str) -> AsyncIterator[str]:
+    """A one-page web server on 127.0.0.1, for the browser to reach as another site; its URL
+    with the host name ``localhost`` (127.0.0.1 and localhost are different sites)."""
+
+    async def page(request: aioweb.Request) -> aioweb.Response:
+        return aioweb.Response(text=html, content_type="text/html")
+
+    app = aioweb.Application()
+    app.router.add_get("/", page)
+    runner = aioweb.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await aioweb.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://localhost:{port}/"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.browser
+async def test_the_console_runs_inside_a_cross_site_iframe_as_in_a_notebook(
+    bucket: str, chromium: str, serve: ServeFn
+) -> None:
+    # A notebook shows the console in an iframe of another site (Jupyter on localhost, a VS Code
+    # webview), where a SameSite cookie is neither stored nor sent: the token must be enough.
+    seed_queue(bucket)
+    token = secrets.token_urlsafe(24)
+    served = start_server(serve, ["--bucket", bucket, "--refresh", "0.5"], token=token)
+    frame = f'<iframe src="{served.url}" width="1200" height="800"></iframe>'
+    async with page_server(frame) as notebook, browser_page(chromium) as page:
+        await page.call("Page.navigate", url=notebook)
+        # A console starts only once the framed page loaded its assets and its websocket
+        # passed the token and origin checks.
+        started = await wait_until(
+            lambda: len(served.consoles()) == 1,
+            20,
+            f"the framed page started no console:\n{log_tail(served.log)}",
+        )
+        await page.close_page()
+        ended = await wait_until(lambda: not served.consoles(), 15, "the console outlived its page")
+    print(
+        f"framed console started {started:.1f} s after navigation, ended {ended:.1f} s after close"
+    )
+    assert "refused" not in log_tail(served.log, 1_000_000)
 
 
 def test_the_token_comes_from_the_environment_or_is_made_up() -> None:
