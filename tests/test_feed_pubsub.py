@@ -14,6 +14,7 @@ from pubsub_fixtures import Feed
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.models import utcnow
 from omniq_console.monitor import Monitor, Snapshot, take_snapshot
+from omniq_console.monitor.sources.pubsub import PubSubFeed
 
 WAIT_S = 15.0
 
@@ -34,9 +35,12 @@ async def enqueue(b: GCSBackend, tid: str, queue: str = "alpha") -> None:
 
 
 def record(tid: str, state: str, status: str, **extra: str) -> dict[str, str]:
-    return {"omniq_index": "1", "status": status, "state": state, "queue": "alpha",
-            "func": "app.work", "attempt": "1", "worker_id": "w-1", "lease_s": "30",
-            "lease_expires_at": iso(30), "created_at": iso(-5), "started_at": iso(-1), **extra}  # fmt: skip
+    """A state record's index metadata (docs/architecture.md, "Index metadata")."""
+    return {
+        "omniq_index": "1", "status": status, "state": state, "queue": "alpha",
+        "func": "app.work", "attempt": "1", "worker_id": "w-1", "lease_s": "30",
+        "lease_expires_at": iso(30), "created_at": iso(-5), "started_at": iso(-1), **extra,
+    }  # fmt: skip
 
 
 async def claim(b: GCSBackend, tid: str) -> int:
@@ -53,21 +57,35 @@ async def complete(b: GCSBackend, tid: str, generation: int) -> None:
     await b.store.delete(b.layout.queue_entry("alpha", tid))
 
 
-async def wait_for(what: str, check: Callable[[], bool]) -> None:
-    async with asyncio.timeout(WAIT_S):
-        while not check():
-            await asyncio.sleep(0.02)
-    assert check(), what
+async def wait_feed(monitor: Monitor, what: str, check: Callable[[PubSubFeed], bool]) -> None:
+    feed = monitor.feed
+    assert feed is not None, monitor.feed_error
+    try:
+        async with asyncio.timeout(WAIT_S):
+            await feed.wait_until(check)
+    except TimeoutError:
+        raise AssertionError(f"waited {WAIT_S} s for {what}") from None
+
+
+def received(monitor: Monitor) -> int:
+    assert monitor.feed is not None, monitor.feed_error
+    return monitor.feed.received
+
+
+async def pull_all(feed: Feed, count: int) -> list[dict[str, object]]:
+    """What the side subscription got, once it holds ``count`` messages."""
+    got: list[dict[str, object]] = []
+    for _ in range(int(WAIT_S / 0.05)):
+        got += await asyncio.to_thread(feed.pubsub.pull, feed.name)
+        if len(got) >= count:
+            return got
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the side subscription got {len(got)} of {count} notifications")
 
 
 async def feed_poll(monitor: Monitor, received_before: int, count: int = 1) -> Snapshot:
     """Wait until the feed has buffered ``count`` more messages, then poll without a listing."""
-    feed = monitor._feed
-    assert feed is not None, monitor.feed_error
-    try:
-        await wait_for(f"{count} message(s)", lambda: feed.received >= received_before + count)
-    except TimeoutError:
-        raise AssertionError(f"the feed delivered no {count} message(s) in {WAIT_S} s") from None
+    await wait_feed(monitor, f"{count} message(s)", lambda f: f.received >= received_before + count)
     lists = feed_backend_lists(monitor)
     snap = await monitor.poll(reconcile=False)
     assert feed_backend_lists(monitor) == lists, "a feed poll must not list"
@@ -86,29 +104,28 @@ async def test_each_change_is_on_the_next_poll_without_a_listing(
     try:
         first = await monitor.poll()
         assert first.changes == "pubsub" and first.tasks["pending"] == 0
-        assert monitor._feed is not None
         tid = "t-" + uuid.uuid4().hex[:8]
 
-        seen = monitor._feed.received
+        seen = received(monitor)
         await enqueue(b, tid)
         snap = await feed_poll(monitor, seen, 2)
         alpha = next(q for q in snap.queues if q.name == "alpha")
         assert (snap.tasks["pending"], alpha.pending) == (1, 1)
 
-        seen = monitor._feed.received
+        seen = received(monitor)
         gen = await claim(b, tid)
         snap = await feed_poll(monitor, seen)
         alpha = next(q for q in snap.queues if q.name == "alpha")
         assert (snap.tasks["running"], alpha.pending, alpha.running) == (1, 0, 1)
         assert snap.task_rows[0].worker_id == "w-1"
 
-        seen = monitor._feed.received
+        seen = received(monitor)
         await complete(b, tid, gen)
         snap = await feed_poll(monitor, seen, 2)
         assert snap.tasks["completed"] == 1 and snap.results["success"] == 1
         assert sum(m.success for m in snap.results_per_minute) == 1
 
-        seen = monitor._feed.received
+        seen = received(monitor)
         await b.store.write(
             f"{b.layout.prefix}paused/alpha.json", b"{}",
             metadata={"omniq_index": "1", "actor": "ops", "at": iso()}, if_generation_match=0,
@@ -117,7 +134,7 @@ async def test_each_change_is_on_the_next_poll_without_a_listing(
         alpha = next(q for q in snap.queues if q.name == "alpha")
         assert alpha.paused and alpha.paused_by == "ops"
 
-        seen = monitor._feed.received
+        seen = received(monitor)
         await b.store.delete(b.layout.task(tid))
         await b.store.delete(b.layout.result(tid))
         snap = await feed_poll(monitor, seen, 2)
@@ -144,8 +161,7 @@ async def test_schedule_pause_arrives_through_the_feed(
         info = await b.store.write(b.layout.schedule(schedule.id), schedule.to_json(),
                                    metadata={"omniq_index": "1", "status": "active"})  # fmt: skip
         await monitor.poll()
-        assert monitor._feed is not None
-        seen = monitor._feed.received
+        seen = received(monitor)
         paused = schedule.model_copy(update={"status": ScheduleStatus.PAUSED})
         await b.store.write(b.layout.schedule(schedule.id), paused.to_json(),
                             metadata={"omniq_index": "1", "status": "paused"},
@@ -182,24 +198,16 @@ async def test_duplicated_reordered_and_lost_messages_are_right_after_one_reconc
         await b.store.delete(b.layout.task(ids[5]))
         await b.store.delete(b.layout.queue_entry("alpha", ids[5]))
 
-        real: list[dict[str, object]] = []
-        await wait_for(
-            "the real notifications",
-            lambda: bool(real.extend(ps.pull(feed.name))) or len(real) >= 24,
-        )
-        assert len(real) == 24, len(
-            real
-        )  # an overwrite also notifies the delete of the old generation
+        # 12 creates, 4 claims, 2 completions (the new generation, the delete of the one it
+        # replaced, the entry's delete), 2 deletes.
+        real = await pull_all(feed, 24)
+        assert len(real) == 24
         forwarded = _messages(real)
         lost = forwarded[3::4]  # every fourth one never arrives
         kept = [m for m in forwarded if m not in lost]
         replay = list(reversed(kept)) + kept[:5]  # out of order, then duplicates
         ps.publish(private, replay)
-        assert monitor._feed is not None
-        await wait_for(
-            "the forwarded messages",
-            lambda: monitor._feed is not None and monitor._feed.received >= len(replay),
-        )
+        await wait_feed(monitor, "the forwarded messages", lambda f: f.received >= len(replay))
         await monitor.poll(reconcile=False)
         passes = monitor.reconciler.passes
         async with asyncio.timeout(WAIT_S):
@@ -214,11 +222,8 @@ async def test_duplicated_reordered_and_lost_messages_are_right_after_one_reconc
         ]
         assert sorted(r[:4] for r in snap.task_rows) == sorted(r[:4] for r in truth.task_rows)
         assert snap.feed_drift is not None and snap.feed_drift >= 1
-        assert (truth.tasks["completed"], truth.tasks["running"], truth.tasks["pending"]) == (
-            2,
-            2,
-            1,
-        )
+        counts = truth.tasks
+        assert (counts["completed"], counts["running"], counts["pending"]) == (2, 2, 1)
     finally:
         await monitor.aclose()
 
@@ -231,9 +236,7 @@ async def test_a_dead_feed_falls_back_to_listing_and_says_so(
     try:
         assert (await monitor.poll()).changes == "pubsub"
         feed.pubsub.delete_subscription(feed.name)
-        await wait_for(
-            "the feed to fail", lambda: monitor._feed is None or monitor._feed.error is not None
-        )
+        await wait_feed(monitor, "the feed to fail", lambda f: f.error is not None)
         await enqueue(b, "after-death")
         snap = await monitor.poll()
         assert snap.changes == "listing"

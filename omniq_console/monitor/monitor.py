@@ -191,6 +191,11 @@ class Monitor:
         return self._failures
 
     @property
+    def feed(self) -> PubSubFeed | None:
+        """The change feed while it runs (None in listing mode)."""
+        return self._feed
+
+    @property
     def changes(self) -> str:
         """``"pubsub"`` while the change feed is live, ``"listing"`` otherwise."""
         return "pubsub" if self._feed is not None and self._feed.live else "listing"

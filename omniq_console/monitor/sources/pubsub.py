@@ -114,12 +114,14 @@ class PubSubFeed:
         self.last_message_at: float | None = None
         """Wall-clock time (POSIX seconds) a message last arrived."""
         self.started_at = time.time()
+        self._progress: asyncio.Condition | None = None
 
     @property
     def live(self) -> bool:
         return self.error is None and self._task is not None and not self._task.done()
 
     async def start(self) -> None:
+        self._progress = asyncio.Condition()
         self._client = SubscriberClient(api_root=self._api_root)
         self._task = asyncio.create_task(self._pull_forever(), name="omniq-pubsub-pull")
 
@@ -132,6 +134,19 @@ class PubSubFeed:
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+    async def wait_until(self, predicate: Callable[[PubSubFeed], bool]) -> None:
+        """Wait until ``predicate(self)`` holds, checked after every pull (and when the feed
+        dies): for callers that need "the feed has delivered N messages" without polling."""
+        if self._progress is None:
+            raise RuntimeError("the feed is not started")
+        async with self._progress:
+            await self._progress.wait_for(lambda: predicate(self))
+
+    async def _notify(self) -> None:
+        if self._progress is not None:
+            async with self._progress:
+                self._progress.notify_all()
 
     def take(self) -> list[Change]:
         """The messages buffered since the last call (acknowledge them once applied)."""
@@ -158,6 +173,12 @@ class PubSubFeed:
             self._task.cancel()
 
     async def _pull_forever(self) -> None:
+        try:
+            await self._pull_loop()
+        finally:
+            await self._notify()
+
+    async def _pull_loop(self) -> None:
         assert self._client is not None
         while True:
             try:
@@ -211,6 +232,7 @@ class PubSubFeed:
                 await self.ack(bad)
             if self._on_message is not None:
                 self._on_message()
+            await self._notify()
 
     def _count_error(self, exc: BaseException) -> bool:
         self.errors_in_row += 1
