@@ -49,6 +49,13 @@ SHUTDOWN_GRACE_S = 2.0
 """How long the kernel's exit waits for a dashboard's Monitor to close its connections."""
 
 
+def _descendants(box: Any) -> list[Any]:
+    found: list[Any] = []
+    for child in getattr(box, "children", ()):
+        found += [child, *_descendants(child)]
+    return found
+
+
 def _describe_bulk(label: str, outcome: BulkOutcome) -> str:
     text = f"{label}: {len(outcome.done)} of {outcome.total} done"
     if outcome.skipped:
@@ -145,6 +152,7 @@ class Dashboard:
             ]  # fmt: skip
             self._sync_buttons()
         self.widget = widgets.VBox(children)
+        self._widgets: list[Any] = [self.widget, *_descendants(self.widget)]
 
     @property
     def url(self) -> str:
@@ -242,14 +250,24 @@ class Dashboard:
                 await asyncio.wait_for(published.wait(), remaining)
 
     async def refresh(self, *, within: float = 30.0) -> Snapshot:
-        """Poll now and return the snapshot that poll publishes."""
+        """Poll now and return the snapshot that poll publishes.
+
+        The panel's widgets then send their state again from the calling cell: the Monitor's
+        own updates are tagged with the cell that started it (the kernel keeps the parent
+        message per task), and tools that record only the running cell's messages (nbclient,
+        papermill) would otherwise save the panel as it was when that cell ended.
+        """
         if self.monitor is None:
-            return await self.wait_for(within=within, what="the first snapshot")
-        seen = self.snapshots
-        self.monitor.request_poll()
-        return await self.wait_for(
-            lambda _: self.snapshots > seen, within=within, what="a fresh poll"
-        )
+            snapshot = await self.wait_for(within=within, what="the first snapshot")
+        else:
+            seen = self.snapshots
+            self.monitor.request_poll()
+            snapshot = await self.wait_for(
+                lambda _: self.snapshots > seen, within=within, what="a fresh poll"
+            )
+        for widget in self._widgets:
+            widget.send_state()
+        return snapshot
 
     def state(self) -> dict[str, Any]:
         """What the panel shows now, as plain data (JSON-ready)."""
