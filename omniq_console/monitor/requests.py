@@ -50,8 +50,11 @@ class RequestMeter:
     """Counts a store's requests while the monitor has work in flight (overlapping polls and
     details are counted once), and turns samples into rates."""
 
-    def __init__(self, stats: Callable[[], RequestStats]) -> None:
+    def __init__(
+        self, stats: Callable[[], RequestStats], clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._stats = stats
+        self._clock = clock
         self._totals = RequestStats()
         self._active = 0
         self._start: RequestStats | None = None
@@ -84,7 +87,7 @@ class RequestMeter:
         t = self.totals()
         self._samples.append(
             RateSample(
-                time.monotonic(),
+                self._clock(),
                 t.total,
                 t.count["list"] + t.count["write"],
                 t.count["get"] + t.count["bucket"],
@@ -98,7 +101,7 @@ class RequestMeter:
     def figures(self, *, paused: bool) -> RequestFigures:
         t = self.totals()
         seconds = sum(t.seconds.values())
-        now = time.monotonic()
+        now = self._clock()
         samples = [s for s in self._samples if now - s.at <= RATE_WINDOW_S]
         span = samples[-1].at - samples[0].at if len(samples) >= 2 else 0.0
         has_window = span >= RATE_MIN_WINDOW_S or (

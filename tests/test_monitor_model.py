@@ -1,0 +1,188 @@
+"""The monitor's model: generation rules for mixed, repeated and reordered change sources,
+running aggregates that equal a recount, and request rates that wait for a window."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from omniq_console.backend.layout import Layout
+from omniq_console.backend.objectstore import RequestStats
+from omniq_console.monitor.model import BucketModel
+from omniq_console.monitor.records import Entry, StateRecord, TaskDef, decoders
+from omniq_console.monitor.requests import RequestMeter
+
+LAYOUT = Layout("omniq/")
+NOW = 1_800_000_000.0
+
+
+def task(tid: str, queue: str = "q", created: float = NOW - 60) -> TaskDef:
+    return TaskDef(tid, queue, "f", 0, None, None, created, "pending", None, None, 0)
+
+
+def entry(tid: str, queue: str = "q") -> Entry:
+    return Entry(tid, queue, 0, None, None, NOW - 60, None, None)
+
+
+def state(
+    tid: str, st: str, status: str, *, done: float | None = None, error: str | None = None
+) -> StateRecord:
+    return StateRecord(
+        tid, status, st, "q", "f", 1, "w" if st == "running" else None, 30.0, NOW + 30, None,
+        0, NOW - 60, NOW - 30, done, error, None,
+    )  # fmt: skip
+
+
+def test_newer_generations_replace_and_older_or_equal_change_nothing() -> None:
+    m = BucketModel(LAYOUT)
+    key = LAYOUT.result("t1")
+    m.offer("tasks", LAYOUT.task("t1"), 1, task("t1"))
+    assert m.offer("results", key, 5, state("t1", "running", "pending"))
+    assert not m.offer("results", key, 5, state("t1", "running", "pending"))  # duplicate
+    assert not m.offer("results", key, 3, state("t1", "failed", "error", done=NOW))  # older
+    assert m.task_counts["running"] == 1
+    assert m.offer("results", key, 9, state("t1", "completed", "success", done=NOW))
+    assert (m.task_counts["running"], m.task_counts["completed"]) == (0, 1)
+
+
+def test_a_delete_removes_only_the_generation_it_names_and_stays_deleted() -> None:
+    m = BucketModel(LAYOUT)
+    key = LAYOUT.task("t1")
+    m.offer("tasks", key, 7, task("t1"))
+    # An overwrite's notice about the generation it replaced changes nothing.
+    assert not m.withdraw("tasks", key, 6)
+    assert m.task_counts["pending"] == 1
+    assert m.withdraw("tasks", key, 7)
+    assert m.task_counts["pending"] == 0
+    # The finalize of that generation arriving late does not bring it back.
+    assert not m.offer("tasks", key, 7, task("t1"))
+    # A delete that overtook its own finalize: the finalize is refused when it comes.
+    assert not m.withdraw("tasks", LAYOUT.task("t2"), 4)
+    assert not m.offer("tasks", LAYOUT.task("t2"), 4, task("t2"))
+    assert m.offer("tasks", LAYOUT.task("t2"), 5, task("t2"))  # a newer object is new
+
+
+def test_a_listing_removes_only_what_the_model_knew_before_it_was_requested() -> None:
+    m = BucketModel(LAYOUT)
+    m.offer("tasks", LAYOUT.task("old"), 1, task("old"))
+    before = m.seq
+    m.offer("tasks", LAYOUT.task("new"), 1, task("new"))  # arrived while the listing ran
+    assert not m.withdraw("tasks", LAYOUT.task("new"), None, before=before)
+    assert m.withdraw("tasks", LAYOUT.task("old"), None, before=before)
+    assert set(m.defs) == {"new"}
+
+
+def _final_state(
+    events: list[tuple[str, str, int, object]],
+) -> dict[tuple[str, str], tuple[int, object]]:
+    out: dict[tuple[str, str], tuple[int, object]] = {}
+    for kind, key, gen, value in events:
+        cur = out.get((kind, key))
+        if cur is None or gen > cur[0]:
+            out[(kind, key)] = (gen, value)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_running_aggregates_equal_a_recount_whatever_the_order(seed: int) -> None:
+    rng = random.Random(seed)
+    history: list[tuple[str, str, int, object]] = []
+    gen = 0
+    for i in range(60):
+        tid = f"t{i:03d}"
+        queue = rng.choice(["a", "b"])
+        gen += 1
+        history.append(("tasks", LAYOUT.task(tid), gen, task(tid, queue)))
+        gen += 1
+        history.append(("queues", LAYOUT.queue_entry(queue, tid), gen, entry(tid, queue)))
+        steps = rng.randint(0, 3)
+        if steps >= 1:
+            gen += 1
+            history.append(("results", LAYOUT.result(tid), gen, state(tid, "running", "pending")))
+        if steps >= 2:
+            gen += 1
+            outcome = rng.choice([("completed", "success", None), ("failed", "error", "E")])
+            history.append(("results", LAYOUT.result(tid), gen,
+                            state(tid, outcome[0], outcome[1], done=NOW - rng.randint(0, 900),
+                                  error=outcome[2])))  # fmt: skip
+            gen += 1
+            history.append(("queues", LAYOUT.queue_entry(queue, tid), gen, None))  # deleted
+    shuffled = history + rng.sample(history, 40)  # duplicates
+    rng.shuffle(shuffled)
+
+    live = BucketModel(LAYOUT)
+    for kind, key, g, value in shuffled:
+        if value is None:
+            live.withdraw(kind, key, _created_gen(history, kind, key))
+        else:
+            live.offer(kind, key, g, value)  # type: ignore[arg-type]
+    once = BucketModel(LAYOUT)
+    for (kind, key), (g, value) in sorted(_final_state(history).items()):
+        if value is not None:
+            once.offer(kind, key, g, value)  # type: ignore[arg-type]
+    assert live.task_counts == once.task_counts
+    assert live.result_counts == once.result_counts
+    assert live.failures == once.failures
+    assert +live.minutes == +once.minutes
+    assert live.live == once.live and set(live.entries) == set(once.entries)
+    assert live.task_rows() == once.task_rows()
+
+
+def _created_gen(history: list[tuple[str, str, int, object]], kind: str, key: str) -> int:
+    return next(g for k, name, g, v in history if k == kind and name == key and v is not None)
+
+
+def test_outcomes_outlive_deleted_result_records() -> None:
+    m = BucketModel(LAYOUT)
+    m.offer("tasks", LAYOUT.task("t"), 1, task("t"))
+    m.offer("results", LAYOUT.result("t"), 2, state("t", "completed", "success", done=NOW))
+    m.withdraw("results", LAYOUT.result("t"), 2)  # the TTL cleanup
+    assert m.result_counts["success"] == 0
+    assert sum(n for (_, s), n in m.minutes.items() if s == "success") == 1
+    m.forget_outcomes(NOW + 7 * 3600)
+    assert not m.outcomes and not +m.minutes
+
+
+def test_metadata_the_stores_would_refuse_is_reported_with_its_reason() -> None:
+    decode = decoders(LAYOUT)
+    bad_ids = ["esc\x1bape", "rtl\u202eevil", "x" * 201, "nul\x00id"]
+    for ident in bad_ids:
+        row = decode["tasks"](f"{LAYOUT.tasks}{ident}.json", {"omniq_index": "1", "queue": "q"})
+        assert row is not None and "refused by the stores" in getattr(row, "reason", ""), ident
+        assert "\x1b" not in row.reason and "\u202e" not in row.reason and "\x00" not in row.reason
+    # An out-of-range date (it overflows when made UTC) is this object's problem only.
+    md = {"omniq_index": "1", "queue": "q", "created_at": "0001-01-01T00:00:00+01:00"}
+    row = decode["tasks"](LAYOUT.task("t"), md)
+    assert row is not None and "out of range" in getattr(row, "reason", "")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_rate_needs_a_window_and_a_paused_monitor_has_no_live_cost() -> None:
+    stats = RequestStats()
+    clock = Clock()
+    meter = RequestMeter(lambda: stats, clock)
+    meter.sample()
+    with meter.metered():  # requests count while the monitor has work in flight
+        stats.count["list"] += 600
+    clock.now += 10
+    meter.sample()
+    first = meter.figures(paused=False)
+    assert first.requests_per_minute is None and first.cost_per_hour_usd is None
+    with meter.metered():
+        stats.count["list"] += 600
+    clock.now += 20
+    meter.sample()  # 3 polls over 30 s: a window
+    figures = meter.figures(paused=False)
+    assert figures.requests_per_minute == pytest.approx(2400)
+    assert figures.cost_per_hour_usd == pytest.approx(2400 * 60 * 0.05 / 10_000)
+    assert figures.window_s == 30
+    paused = meter.figures(paused=True)
+    assert paused.paused and paused.requests_per_minute is None
