@@ -30,7 +30,7 @@ import random
 import secrets
 import socket
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -118,12 +118,12 @@ class _Watch:
     least ``seconds``; a new version restarts the count. Nothing here reads a wall clock.
     """
 
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
+    def __init__(self, monotonic: Callable[[], float]) -> None:
+        self._monotonic = monotonic
         self._seen: dict[str, tuple[object, float]] = {}
 
     def held(self, key: str, version: object, seconds: float) -> bool:
-        now = self._clock.monotonic()
+        now = self._monotonic()
         seen = self._seen.get(key)
         if seen is None or seen[0] != version:
             self._seen[key] = (version, now)
@@ -160,7 +160,7 @@ class AsyncGCSQueue(StoreBase):
         # Entries whose task is taken (a claim of ours won or lost): skipped until their
         # generation changes (a retry or a release rewrites the entry) or a lease has passed.
         self._skip: dict[str, tuple[int, float]] = {}
-        self._watch = _Watch(clock)
+        self._watch = _Watch(lambda: self.clock.monotonic())
 
     # -- the per-name gap ---------------------------------------------------------------------
 
@@ -221,16 +221,21 @@ class AsyncGCSQueue(StoreBase):
         finally:
             self._wrote(key)
 
-    async def _drop_entry(self, queue: str, task_id: str) -> None:
-        key = self.layout.queue_entry(queue, task_id)
+    async def _delete(self, key: str) -> bool:
+        """Delete ``key`` (a mutation too: the per-name gap applies)."""
         await self._gap(key)
         try:
-            await self.store.delete(key)
+            return await self.reader.delete(key)
+        finally:
+            self._wrote(key)
+
+    async def _drop_entry(self, queue: str, task_id: str) -> None:
+        key = self.layout.queue_entry(queue, task_id)
+        try:
+            await self._delete(key)
         except StorageError as exc:
             # Harmless if it stays: the reaper deletes entries of final tasks.
             log.warning("could not delete queue entry %s: %s", key, exc)
-        finally:
-            self._wrote(key)
 
     # -- enqueue and read ---------------------------------------------------------------------
 
@@ -351,6 +356,7 @@ class AsyncGCSQueue(StoreBase):
         """Stop workers claiming from ``queue_name``; False when it was paused already."""
         key = self.layout.paused_queue(queue_name)
         self._check_writable("pause queue", key)
+        await self._gap(key)
         try:
             await self.store.write(
                 key,
@@ -360,13 +366,19 @@ class AsyncGCSQueue(StoreBase):
             )
         except ConflictError:
             return False
+        finally:
+            self._wrote(key)
         return True
 
     async def resume_queue(self, queue_name: str) -> bool:
         """Let workers claim from ``queue_name`` again; False when it was not paused."""
         key = self.layout.paused_queue(queue_name)
         self._check_writable("resume queue", key)
-        return await self.store.delete(key)
+        await self._gap(key)
+        try:
+            return await self.store.delete(key)
+        finally:
+            self._wrote(key)
 
     # -- claims -------------------------------------------------------------------------------
 
@@ -521,6 +533,14 @@ class AsyncGCSQueue(StoreBase):
         await self._fenced(renewed, record, "its lease was lost (cancelled or requeued)")
         return lifecycle.overlay(task, renewed)
 
+    async def ready_to_write(self, task: Task) -> None:
+        """Wait until this process may write ``task``'s state record again (the per-name gap).
+
+        A holder calls it before it computes an outcome, so that times in the outcome (a
+        retry's ``run_at``) count from the write itself.
+        """
+        await self._gap(self.layout.result(task.id))
+
     async def finish(self, task: Task, transition: Transition) -> Task:
         """Write the lease holder's outcome (``transition`` from ``backend/lifecycle.py``).
 
@@ -542,6 +562,7 @@ class AsyncGCSQueue(StoreBase):
             raise ValueError(
                 f"task {task.id} is {task.status.value}: only a running task is released"
             )
+        await self.ready_to_write(task)
         transition = lifecycle.release(
             record, worker=record.lease_owner, now=self.clock.now(), reason=reason
         )
@@ -668,15 +689,15 @@ class AsyncGCSQueue(StoreBase):
         except CorruptObjectError:
             task, exists = None, True
         if task is not None:
-            await self.reader.delete(self.layout.queue_entry(task.queue_name, task_id))
+            await self._delete(self.layout.queue_entry(task.queue_name, task_id))
         else:
             # Unreadable (or no) body, unknown queue: find its entries by name.
             suffix = f"/{task_id}.json"
             for info in await self._list_entries(self.layout.queues):
                 if info.key.endswith(suffix):
-                    await self.store.delete(info.key)
-        deleted = await self.reader.delete(key)
-        await self.reader.delete(self.layout.result(task_id))
+                    await self._delete(info.key)
+        deleted = await self._delete(key)
+        await self._delete(self.layout.result(task_id))
         return exists and deleted
 
     # -- housekeeping -------------------------------------------------------------------------
@@ -752,7 +773,7 @@ class AsyncGCSQueue(StoreBase):
 
     async def _delete_stale(self, entry: ObjectInfo, report: Maintenance) -> None:
         try:
-            await self.store.delete(entry.key)
+            await self._delete(entry.key)
             report.stale_entries += 1
         except StorageError as exc:
             log.warning("stale queue entry %s not deleted: %s", entry.key, exc)

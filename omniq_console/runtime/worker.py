@@ -438,6 +438,7 @@ class Worker:
                 return
             record = run.task.record
             assert record is not None
+            await queue.ready_to_write(run.task)
             transition = self._transition(run.task, record, outcome)
             try:
                 run.task = await queue.finish(run.task, transition)
