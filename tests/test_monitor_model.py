@@ -12,6 +12,7 @@ from omniq_console.backend.objectstore import RequestStats
 from omniq_console.monitor.model import BucketModel
 from omniq_console.monitor.records import Entry, StateRecord, TaskDef, decoders
 from omniq_console.monitor.requests import RequestMeter
+from omniq_console.monitor.snapshot import UnreadableRow
 
 LAYOUT = Layout("omniq/")
 NOW = 1_800_000_000.0
@@ -149,12 +150,12 @@ def test_metadata_the_stores_would_refuse_is_reported_with_its_reason() -> None:
     bad_ids = ["esc\x1bape", "rtl\u202eevil", "x" * 201, "nul\x00id"]
     for ident in bad_ids:
         row = decode["tasks"](f"{LAYOUT.tasks}{ident}.json", {"omniq_index": "1", "queue": "q"})
-        assert row is not None and "refused by the stores" in getattr(row, "reason", ""), ident
+        assert isinstance(row, UnreadableRow) and "refused by the stores" in row.reason, ident
         assert "\x1b" not in row.reason and "\u202e" not in row.reason and "\x00" not in row.reason
     # An out-of-range date (it overflows when made UTC) is this object's problem only.
     md = {"omniq_index": "1", "queue": "q", "created_at": "0001-01-01T00:00:00+01:00"}
     row = decode["tasks"](LAYOUT.task("t"), md)
-    assert row is not None and "out of range" in getattr(row, "reason", "")
+    assert isinstance(row, UnreadableRow) and "out of range" in row.reason
 
 
 class Clock:
