@@ -173,20 +173,17 @@ def _version() -> str:
     return f"omniq-console {__version__}"
 
 
+# Flags that mean the same to every command, and that serve passes on to each console.
+_SHARED_FLAGS = ("prefix", "project", "token", "config", "refresh", "actor", "subscription")
+
+
 def _settings(args: argparse.Namespace) -> BackendSettings:
     """The flags given, over the environment, over the config file."""
     from .settings import load_settings
 
+    flags = {name: getattr(args, name, None) for name in _SHARED_FLAGS}
     return load_settings(
-        bucket_name=args.bucket,
-        prefix=args.prefix,
-        project=args.project,
-        token=args.token,
-        config=args.config,
-        subscription=getattr(args, "subscription", None),
-        refresh=getattr(args, "refresh", None),
-        actor=getattr(args, "actor", None),
-        read_only=getattr(args, "read_only", False),
+        bucket_name=args.bucket, read_only=getattr(args, "read_only", False), **flags
     )
 
 
@@ -312,7 +309,7 @@ def _cmd_serve(argv: Sequence[str]) -> int:
 
     args = _serve_parser().parse_args(argv)
     console_args: list[str] = []
-    for flag in ("prefix", "project", "token", "config", "refresh", "actor", "subscription"):
+    for flag in _SHARED_FLAGS:
         value = getattr(args, flag)
         if value is not None:
             console_args += [f"--{flag}", str(value)]

@@ -37,8 +37,10 @@ from omniq_console.models import (
 
 def _fixtures() -> tuple[Task, TaskResult, TaskEvent, Schedule]:
     task = Task(func="app:work", queue_name="default")
+    # The result of another task, one never claimed: a claim creates the task's record, and
+    # set() never overwrites a record it did not read.
     result = TaskResult(
-        task_id=task.id, status=ResultStatus.SUCCESS, result=3, completed_at=utcnow()
+        task_id="finished-elsewhere", status=ResultStatus.SUCCESS, result=3, completed_at=utcnow()
     )
     event = TaskEvent(task_id=task.id, event_type=EventType.COMPLETED)
     schedule = Schedule(
@@ -79,10 +81,13 @@ async def test_quick_start_and_components_async(bucket: str) -> None:
     async with backend:
         storage = backend.async_result_storage
         await storage.set(result)
-        result = await storage.get(task_id)
+        result = await storage.get(result.task_id)
         assert result is not None and result.result == 3
         results = await storage.list_results(status="success", limit=10)
-        assert [r.task_id for r in results] == [task_id]
+        assert [r.task_id for r in results] == [result.task_id]
+        # The dequeued task's state record: a pending result, held by this backend's worker.
+        record = await storage.get(task_id)
+        assert record is not None and record.status == ResultStatus.PENDING
 
     async with backend:
         storage = backend.async_event_storage
@@ -102,11 +107,14 @@ async def test_quick_start_and_components_async(bucket: str) -> None:
         schedules = await storage.list_schedules(status="active")
         assert [s.id for s in schedules] == [schedule.id]
 
-    # The layout of the document's "Storage Structure".
+    # The layout of the document's "Storage Structure": the dequeued task keeps its entry in
+    # the queue until it is final, and its state record is in results/.
     keys = {info.key for info in await _listing(backend)}
     assert keys == {
         f"production/tasks/{task_id}.json",
+        f"production/queues/default/{task_id}.json",
         f"production/results/{task_id}.json",
+        f"production/results/{result.task_id}.json",
         f"production/events/{event.id}.json",
         f"production/schedules/{schedule.id}.json",
     }
@@ -141,7 +149,7 @@ def test_quick_start_and_components_sync(bucket: str) -> None:
     with backend:
         storage = backend.result_storage
         storage.set_sync(result)
-        result = storage.get_sync(task_id)
+        result = storage.get_sync(result.task_id)
         assert result is not None and result.status == ResultStatus.SUCCESS
 
     with backend:

@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 
 from omniq_console import OmniQ
+from omniq_console.backend import lifecycle
 from omniq_console.backend.errors import ConflictError, ObjectNotFoundError
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.models import ResultStatus, ScheduleStatus, ScheduleType, TaskStatus, utcnow
@@ -142,13 +143,13 @@ async def test_get_result_times_out_or_names_a_missing_task(backend: GCSBackend)
         await omniq.get_result_async("no-such-task", timeout=1)
     with pytest.raises(ValueError):
         await omniq.get_result_async("a/b")
-    # A task that ended without a result still answers (here: expired before it ran).
+    # A task that ended before it ran still answers (here: cancelled while pending).
     task = await backend.async_task_storage.get_task(task_id)
     assert task is not None
-    task.status = TaskStatus.EXPIRED
-    await backend.async_task_storage.update_task(task)
+    cancelled = lifecycle.cancel(task, task.record, actor="ops", now=utcnow())
+    await backend.async_task_storage.apply(task, cancelled)
     result = await omniq.get_result_async(task_id, timeout=1)
-    assert result.status == ResultStatus.EXPIRED and "expired" in (result.error or "")
+    assert result.status == ResultStatus.CANCELLED and "ops" in (result.error or "")
 
 
 async def test_schedules_of_every_kind(backend: GCSBackend) -> None:

@@ -28,6 +28,7 @@ import signal
 import threading
 from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack, ExitStack
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Self, TypeVar, overload
 
@@ -101,18 +102,7 @@ class OmniQ:
         ttl: timedelta | float | None = None,
     ) -> Callable[[F], F]: ...
 
-    def task(
-        self,
-        func: F | None = None,
-        /,
-        *,
-        name: str | None = None,
-        queue: str | None = None,
-        priority: int = 0,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        retry_delay: timedelta | float = DEFAULT_RETRY_DELAY,
-        ttl: timedelta | float | None = None,
-    ) -> F | Callable[[F], F]:
+    def task(self, func: F | None = None, /, **options: Any) -> F | Callable[[F], F]:
         """Register a task function (sync or async), bare (``@omniq.task``) or with options.
 
         The function is returned unchanged (it can still be called directly). It is known to
@@ -120,16 +110,10 @@ class OmniQ:
         are seconds or timedeltas; a failed task is retried after ``retry_delay * 2**n``.
         """
 
+        queue = options.pop("queue", None) or self.default_queue
+
         def register(f: F) -> F:
-            self.registry.register(
-                f,
-                name=name,
-                queue=queue or self.default_queue,
-                priority=priority,
-                max_retries=max_retries,
-                retry_delay=retry_delay,
-                ttl=ttl,
-            )
+            self.registry.register(f, queue=queue, **options)
             return f
 
         return register(func) if func is not None else register
@@ -138,15 +122,11 @@ class OmniQ:
         self, func_or_name: TaskFunction | str, queue: str | None, priority: int | None
     ) -> tuple[str, TaskOptions]:
         name, spec = self.registry.resolve(func_or_name)
-        base = TaskOptions.of(spec)
-        if spec is None:
-            base = TaskOptions(queue=self.default_queue)
-        return name, TaskOptions(
+        base = TaskOptions.of(spec) if spec is not None else TaskOptions(queue=self.default_queue)
+        return name, replace(
+            base,
             queue=check_id(queue, "queue name") if queue is not None else base.queue,
             priority=int(priority) if priority is not None else base.priority,
-            max_retries=base.max_retries,
-            retry_delay=base.retry_delay,
-            ttl=base.ttl,
         )
 
     async def enqueue_async(
@@ -176,14 +156,13 @@ class OmniQ:
 
     enqueue = sync_twin(enqueue_async, name="enqueue")
 
-    # The blocking twin, get_result(task_id, timeout=30), has no asyncio.timeout to lean on.
-    async def get_result_async(self, task_id: str, timeout: float | None = None) -> TaskResult:  # noqa: ASYNC109
+    async def get_result_async(self, task_id: str, timeout: float | None = None) -> TaskResult:
         """Wait for the final result of a task and return it.
 
         ``timeout=None`` waits as long as it takes; otherwise ``TimeoutError`` after
         ``timeout`` seconds. ``ObjectNotFoundError`` when neither the task nor a result exists.
-        A task that ended without a result (expired before it ran, say) gets one describing
-        that, so a caller never waits forever on a task that will not run.
+        A task that ended before it ran (cancelled, expired) has a final result too, so a
+        caller never waits forever on a task that will not run.
         """
         check_id(task_id, "task id")
         scope = asyncio.timeout(timeout)
@@ -198,23 +177,15 @@ class OmniQ:
     get_result = sync_twin(get_result_async, name="get_result")
 
     async def _wait_result(self, task_id: str) -> TaskResult:
+        # The result is the task's state record (docs/architecture.md, "Task status is derived
+        # from which objects exist"): a task is final exactly when its record is.
         pause = _RESULT_POLL[0]
-        results = self.backend.async_result_storage
-        queue = self.backend.async_task_storage
         while True:
-            result = await results.get(task_id)
+            result = await self.backend.async_result_storage.get(task_id)
             if result is not None and result.status in _FINAL_RESULTS:
                 return result
-            task = await queue.get_task(task_id)
-            if task is None and result is None:
+            if result is None and await self.backend.async_task_storage.get_task(task_id) is None:
                 raise ObjectNotFoundError(self.backend.layout.task(task_id), "task")
-            if task is not None and task.status.is_final:
-                # Final without a final result: look once more (the worker writes the result
-                # first), then describe how it ended.
-                result = await results.get(task_id)
-                if result is not None and result.status in _FINAL_RESULTS:
-                    return result
-                return _result_of_final(task.id, task.status, task.updated_at)
             await asyncio.sleep(pause)
             pause = min(pause * 2, _RESULT_POLL[1])
 
@@ -458,19 +429,3 @@ def _same_definition(a: Schedule, b: Schedule) -> bool:
         "ttl",
     )
     return all(getattr(a, f) == getattr(b, f) for f in fields)
-
-
-def _result_of_final(task_id: str, status: TaskStatus, at: datetime | None) -> TaskResult:
-    outcome = {
-        TaskStatus.EXPIRED: ResultStatus.EXPIRED,
-        TaskStatus.CANCELLED: ResultStatus.CANCELLED,
-        TaskStatus.COMPLETED: ResultStatus.SUCCESS,
-    }.get(status, ResultStatus.ERROR)
-    note = f"the task ended {status.value} without a stored result"
-    return TaskResult(
-        task_id=task_id,
-        status=outcome,
-        error=None if outcome == ResultStatus.SUCCESS else note,
-        completed_at=at,
-        metadata={"note": note},
-    )

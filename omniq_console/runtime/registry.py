@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -58,23 +58,6 @@ def as_timedelta(value: timedelta | float | int | None, what: str) -> timedelta 
 
 
 @dataclass(frozen=True, slots=True)
-class TaskSpec:
-    """A registered task function and its per-task defaults."""
-
-    name: str
-    func: TaskFunction
-    queue: str = DEFAULT_QUEUE
-    priority: int = 0
-    max_retries: int = DEFAULT_MAX_RETRIES
-    retry_delay: timedelta = DEFAULT_RETRY_DELAY
-    ttl: timedelta | None = None
-
-    @property
-    def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.func)
-
-
-@dataclass(frozen=True, slots=True)
 class TaskOptions:
     """How one task is to be queued; the options a spec or a schedule supplies."""
 
@@ -85,10 +68,11 @@ class TaskOptions:
     ttl: timedelta | None = None
 
     @classmethod
-    def of(cls, spec: TaskSpec | None) -> TaskOptions:
+    def of(cls, spec: TaskOptions | None) -> TaskOptions:
+        """Just the options of ``spec`` (defaults for ``None``)."""
         if spec is None:
             return cls()
-        return cls(spec.queue, spec.priority, spec.max_retries, spec.retry_delay, spec.ttl)
+        return cls(**{option.name: getattr(spec, option.name) for option in fields(cls)})
 
     def to_metadata(self) -> dict[str, Any]:
         """The form kept in a schedule's metadata (JSON-friendly)."""
@@ -155,6 +139,19 @@ class TaskOptions:
         if task_id is not None:
             fields["id"] = check_id(task_id, "task id")
         return Task(**fields)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSpec(TaskOptions):
+    """A registered task function and its per-task defaults (the options it is queued with)."""
+
+    name: str
+    func: TaskFunction
+
+    @property
+    def is_async(self) -> bool:
+        """True for an ``async def`` task (awaited on the worker's loop, not in a thread)."""
+        return inspect.iscoroutinefunction(self.func)
 
 
 class TaskRegistry:
