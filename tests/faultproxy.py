@@ -531,9 +531,10 @@ class GCSRulesProxy(FaultProxy):
     - Outages (``outage(seconds=N)``), corrupted downloads (``corrupt()``) and split hash
       headers (``split_hash_headers``) come from ``FaultProxy``; its rules apply first.
 
-    What it measured: ``mutations`` (name -> the ``time.monotonic()`` of each successful
-    mutation), ``mutation_counts()``, ``max_mutations_per_second()`` (the most mutations of
-    one name within any window of one second), ``writes`` (mutation requests received),
+    What it measured: ``mutations`` (object name -> the ``time.monotonic()`` of each
+    successful mutation; the rules themselves are kept per bucket and name),
+    ``mutation_counts()``, ``max_mutations_per_second()`` (the most mutations of one name
+    within any window of one second), ``writes`` (mutation requests received),
     ``rate_limited`` (429s answered by the model). Resumable uploads are validated but their
     name is not tracked (OmniQ sends multipart uploads only).
     """
@@ -558,8 +559,9 @@ class GCSRulesProxy(FaultProxy):
         self.writes = 0
         self.rate_limited = 0
         self.mutations: dict[str, list[float]] = {}
-        self._names: dict[str, _NameState] = {}
-        self._name_locks: dict[str, asyncio.Lock] = {}
+        # Keyed by (bucket, name): one proxy may serve many tests' buckets.
+        self._names: dict[tuple[str, str], _NameState] = {}
+        self._name_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     @property
     def role(self) -> str:
@@ -629,18 +631,19 @@ class GCSRulesProxy(FaultProxy):
             self.writes += 1
         if mutation.name is None:
             return await forward()
-        lock = self._name_locks.setdefault(mutation.name, asyncio.Lock())
+        where = (_bucket_of(info.path), mutation.name)
+        lock = self._name_locks.setdefault(where, asyncio.Lock())
         async with lock:
-            return await self._mutate(info, mutation.name, mutation.precondition, forward)
+            return await self._mutate(info, where, mutation.precondition, forward)
 
     async def _mutate(
         self,
         info: ProxyRequest,
-        name: str,
+        where: tuple[str, str],
         precondition: int | None,
         forward: Callable[[], Awaitable[Answer]],
     ) -> Answer:
-        state = self._names.get(name)
+        state = self._names.get(where)
         if state is not None and time.monotonic() - state.last < self.hot_seconds:
             if precondition is not None and _contradicts(state, precondition):
                 return _model_answer(412, _PRECONDITION_FAILED, "conditionNotMet")
@@ -657,11 +660,11 @@ class GCSRulesProxy(FaultProxy):
             return answer
         now = time.monotonic()
         if info.kind == "delete":
-            self._names[name] = _NameState(now, exists=False, generation=None)
+            self._names[where] = _NameState(now, exists=False, generation=None)
         else:
-            self._names[name] = _NameState(now, exists=True, generation=_generation(answer))
+            self._names[where] = _NameState(now, exists=True, generation=_generation(answer))
         with self._lock:
-            self.mutations.setdefault(name, []).append(now)
+            self.mutations.setdefault(where[1], []).append(now)
         return answer
 
     def _invalid(self, mutation: _Mutation) -> str | None:
@@ -746,6 +749,12 @@ def _parse_mutation(
         resource = _json_object(body)
         return _Mutation(None, precondition, resource.get("metadata"), None, {})
     return None
+
+
+def _bucket_of(path: str) -> str:
+    """The bucket of an object request's path (``.../b/<bucket>/o...``)."""
+    after = path.split("?", 1)[0].split("/b/", 1)[-1]
+    return unquote(after.split("/", 1)[0])
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

@@ -19,6 +19,13 @@ in front of it and refuses the same way (its docstring has every rule). Use:
   without ``endpoint_url`` use it), returned as a full environment for subprocesses (which
   use the default policy: 1 s initial backoff, 120 s deadline).
 
+- ``pytest --gcs-rules``: a whole run under the model. ``storage_endpoint`` is then the URL
+  of one session-wide ``GCSRulesProxy`` (``gcs_rules_session``, role ``"objectAdmin"``) in
+  front of the emulator, else the emulator's own URL; a ``gcs_env`` fixture that sets
+  ``STORAGE_EMULATOR_HOST`` to ``storage_endpoint`` puts every test that uses it under the
+  model. The model keeps its per-name state per bucket, so tests on their own buckets do not
+  interfere.
+
 Import ``RULES_RETRY`` from here when building more clients on the same proxy.
 """
 
@@ -36,6 +43,32 @@ from omniq_console.backend.objectstore import RetryPolicy
 from omniq_console.demo.emulator import Emulator
 
 RULES_RETRY = RetryPolicy(base_delay=0.05, max_delay=0.5, deadline=15.0, request_timeout=5.0)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--gcs-rules",
+        action="store_true",
+        default=False,
+        help="run emulator tests through the GCS rules model (429s, roles, limits)",
+    )
+
+
+@pytest.fixture(scope="session")
+def gcs_rules_session(emulator: Emulator) -> Iterator[GCSRulesProxy]:
+    """One rules model for the whole session, in front of the session emulator."""
+    with GCSRulesProxy(emulator.url, role="objectAdmin") as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def storage_endpoint(request: pytest.FixtureRequest, emulator: Emulator) -> str:
+    """Where clients should go: the session's rules model under ``--gcs-rules``, else the
+    emulator itself."""
+    if request.config.getoption("--gcs-rules"):
+        proxy: GCSRulesProxy = request.getfixturevalue("gcs_rules_session")
+        return proxy.url
+    return emulator.url
 
 
 @pytest.fixture

@@ -351,3 +351,13 @@ async def test_rules_backend_is_open_through_the_model(
     assert rules_backend.is_open and rules_backend.bucket_name == gcs_rules.bucket
     assert isinstance(gcs_rules, FaultProxy) and gcs_rules.upstream == emulator.url
     assert gcs_rules.role == "objectAdmin"
+
+
+def test_storage_endpoint_is_the_emulator_unless_asked(
+    storage_endpoint: str, emulator: Emulator, request: pytest.FixtureRequest
+) -> None:
+    if request.config.getoption("--gcs-rules"):
+        proxy: GCSRulesProxy = request.getfixturevalue("gcs_rules_session")
+        assert storage_endpoint == proxy.url != emulator.url
+    else:
+        assert storage_endpoint == emulator.url

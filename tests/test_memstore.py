@@ -24,6 +24,7 @@ from omniq_console.backend.errors import (
 from omniq_console.backend.memstore import MemoryObjectStore, MemoryServer
 from omniq_console.backend.objectstore import ObjectStore
 from omniq_console.backend.storeapi import ObjectStoreAPI
+from omniq_console.demo.emulator import Emulator
 
 
 @pytest.fixture(params=["emulator", "memory"])
@@ -31,7 +32,9 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[ObjectStoreAPI]
     """An open store on a fresh bucket: ObjectStore on the emulator, or MemoryObjectStore."""
     opened: ObjectStoreAPI
     if request.param == "emulator":
-        opened = ObjectStore(request.getfixturevalue("bucket"))
+        # The emulator itself, even under --gcs-rules: these checks compare plain semantics.
+        emulator: Emulator = request.getfixturevalue("emulator")
+        opened = ObjectStore(request.getfixturevalue("bucket"), endpoint_url=emulator.url)
     else:
         opened = MemoryObjectStore("mem-bucket")
     await opened.open()
