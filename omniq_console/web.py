@@ -372,20 +372,30 @@ def _guarded_server(
 
     @web.middleware
     async def check_request(request: web.Request, handler: Handler) -> web.StreamResponse:
+        websocket = (
+            request.path == websocket_path
+            or request.headers.get("Upgrade", "").lower() == "websocket"
+        )
         refusal = guard.refusal(
             method=request.method,
             path=request.path,
             query_token=request.query.get("token"),
             origin=request.headers.get("Origin"),
-            websocket=request.path == websocket_path
-            or request.headers.get("Upgrade", "").lower() == "websocket",
+            websocket=websocket,
         )
-        if refusal is not None:
+        if refusal is None:
+            return await handler(request)
+        if websocket or request.method not in _SAFE_METHODS:
+            # An attempt to drive a console; a refused page or asset (a browser's favicon
+            # request) shows in the access log already.
             logging.getLogger("omniq_console.web").warning(
-                "refused %s from %s: %s", request.method, request.remote, refusal
+                "refused a %s %s from %s: %s",
+                "websocket" if websocket else request.method,
+                "connection" if websocket else "request",
+                request.remote,
+                refusal,
             )
-            return web.Response(status=403, text=f"{refusal}\n")
-        return await handler(request)
+        return web.Response(status=403, text=f"{refusal}\n")
 
     async def harden(request: web.Request, response: web.StreamResponse) -> None:
         # The page and its asset URLs carry the token: never send them on as a referrer, and
