@@ -17,6 +17,8 @@ from .groups import FailureGroup
 
 MAX_ROWS = 12
 """Rows shown per table; the rest is counted in a caption."""
+EVENT_ROWS = 8
+"""Events shown (newest first): the panel stays one screen high."""
 CHART_MINUTES = 30
 """Minutes of outcomes in the chart."""
 
@@ -64,18 +66,22 @@ def age(seconds: float | None) -> str:
 
 
 def _table(
-    headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: frozenset[int], total: int
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    numeric: frozenset[int],
+    total: int,
+    limit: int = MAX_ROWS,
 ) -> str:
     head = "".join(f'<th style="{_TH}">{html.escape(h)}</th>' for h in headers)
     body = "".join(
         "<tr>"
         + "".join(f'<td style="{_NUM if i in numeric else _TD}">{c}</td>' for i, c in enumerate(r))
         + "</tr>"
-        for r in rows[:MAX_ROWS]
+        for r in rows[:limit]
     )
     caption = ""
-    if total > min(len(rows), MAX_ROWS):
-        caption = f'<div style="{_DIM}">{min(len(rows), MAX_ROWS)} of {total} shown</div>'
+    if total > min(len(rows), limit):
+        caption = f'<div style="{_DIM}">{min(len(rows), limit)} of {total} shown</div>'
     return (
         f'<table style="border-collapse:collapse;width:100%"><tr>{head}</tr>{body}</table>'
         + caption
@@ -204,7 +210,7 @@ def _failures(groups: Sequence[FailureGroup]) -> str:
 
 def _schedules(s: Snapshot) -> str:
     if not s.schedules:
-        return _card("Schedules", _empty("no schedules"))
+        return _card("Schedules", _empty("no schedules"), wide=True)
     rows = [
         (
             _e(r.id),
@@ -217,7 +223,7 @@ def _schedules(s: Snapshot) -> str:
         for r in s.schedules
     ]
     headers = ("schedule", "func", "status", "next run", "last run", "runs")
-    return _card("Schedules", _table(headers, rows, frozenset({5}), len(rows)))
+    return _card("Schedules", _table(headers, rows, frozenset({5}), len(rows)), wide=True)
 
 
 def _workers(s: Snapshot) -> str:
@@ -250,10 +256,11 @@ def _events(s: Snapshot) -> str:
             _e(e.queue_name),
             _e(e.message or e.error_message or e.error_type),
         )
-        for e in s.events
+        for e in s.events[:EVENT_ROWS]
     ]
     headers = ("time", "event", "task", "queue", "message")
-    return _card("Recent events", _table(headers, rows, frozenset(), len(rows)), wide=True)
+    table = _table(headers, rows, frozenset(), len(s.events), EVENT_ROWS)
+    return _card("Recent events", table, wide=True)
 
 
 def _tasks(s: Snapshot) -> str:
@@ -298,7 +305,7 @@ def dashboard_html(
     if s.connecting:
         return message_html(f"connecting to gs://{s.bucket}/{s.prefix} (attempt {s.attempt}) ...")
     grid = "".join(
-        (_queues(s), _outcomes(s), _failures(tuple(groups)), _schedules(s), _workers(s), _events(s))
+        (_queues(s), _outcomes(s), _failures(tuple(groups)), _workers(s), _schedules(s), _events(s))
     )
     return (
         f'<div class="omniq-dashboard" style="{_FONT};color:#1f2328">'

@@ -118,13 +118,11 @@ class Dashboard:
         if not self.read_only:
             wide = widgets.Layout(width="360px")
             self.schedule_select = widgets.Dropdown(description="Schedule", options=[], layout=wide)
-            self.pause_button = widgets.Button(description="Pause", icon="pause")
-            self.resume_button = widgets.Button(description="Resume", icon="play")
-            self.trigger_button = widgets.Button(description="Run now", icon="bolt")
+            self.pause_button = widgets.Button(description="Pause")
+            self.resume_button = widgets.Button(description="Resume")
+            self.trigger_button = widgets.Button(description="Run now")
             self.group_select = widgets.Dropdown(description="Failures", options=[], layout=wide)
-            self.retry_button = widgets.Button(
-                description="Retry group...", icon="redo", button_style="warning"
-            )
+            self.retry_button = widgets.Button(description="Retry group...", button_style="warning")
             self.confirm_text = widgets.HTML()
             self.confirm_yes = widgets.Button(button_style="danger")
             self.confirm_no = widgets.Button(description="No")
