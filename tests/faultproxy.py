@@ -679,7 +679,7 @@ class GCSRulesProxy(FaultProxy):
         if mutation.media is None:
             return None
         for algorithm, declared in mutation.declared_hashes.items():
-            actual = _hash(algorithm, mutation.media)
+            actual = gcs_hash(algorithm, mutation.media)
             if declared != actual:
                 label = "MD5 hash" if algorithm == "md5" else "CRC32C"
                 return (
@@ -712,7 +712,12 @@ def _generation(answer: Answer) -> int | None:
         return int(value) if value and value.isdigit() else None
 
 
-def _hash(algorithm: str, data: bytes) -> str:
+def gcs_hash(algorithm: str, data: bytes) -> str:
+    """GCS's ``md5Hash``/``crc32c`` of ``data`` (base64; CRC32C big-endian).
+
+    Computed here rather than with the backend's helpers on purpose: a model that shared the
+    client's hashing code would accept the client's hashing mistakes.
+    """
     if algorithm == "md5":
         digest = hashlib.md5(data, usedforsecurity=False).digest()
     else:

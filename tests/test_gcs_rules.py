@@ -7,8 +7,6 @@ client's handling of it (that is ``test_gcs_rules_objectstore.py``).
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -17,7 +15,7 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
-from faultproxy import GCSRulesProxy
+from faultproxy import GCSRulesProxy, gcs_hash
 
 from omniq_console.demo.emulator import Emulator
 
@@ -26,10 +24,6 @@ from omniq_console.demo.emulator import Emulator
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
-
-
-def _md5(data: bytes) -> str:
-    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
 
 
 async def upload(
@@ -182,10 +176,13 @@ async def test_custom_metadata_over_8_kib_of_utf8_is_refused(
 async def test_an_upload_whose_hash_does_not_match_its_body_is_refused(
     gcs_rules: GCSRulesProxy, http: aiohttp.ClientSession, field: str
 ) -> None:
-    wrong = _md5(b"something else") if field == "md5Hash" else "AAAAAA=="
-    status, answer = await upload(http, gcs_rules, "h.json", b'{"a":1}', **{field: wrong})
+    algorithm = "md5" if field == "md5Hash" else "crc32c"
+    body = b'{"a":1}'
+    wrong = gcs_hash(algorithm, b"something else")
+    status, answer = await upload(http, gcs_rules, "h.json", body, **{field: wrong})
     assert status == 400 and "doesn't match calculated" in answer["error"]["message"]
-    assert (await upload(http, gcs_rules, "h.json", b'{"a":1}', md5Hash=_md5(b'{"a":1}')))[0] == 200
+    right = gcs_hash(algorithm, body)
+    assert (await upload(http, gcs_rules, "h.json", body, **{field: right}))[0] == 200
 
 
 async def test_an_outage_answers_503_to_everything_for_its_duration(

@@ -86,6 +86,7 @@ class MemoryServer:
             raise BucketNotFoundError(bucket) from None
 
     def next_generation(self) -> int:
+        """A generation greater than every one handed out before (GCS's are unique too)."""
         self._generation += 1
         return self._generation
 
@@ -101,6 +102,7 @@ class MemoryServer:
             )
 
     def mutated(self, bucket: str, key: str) -> None:
+        """Note a successful mutation of ``key`` now, for the per-name rule."""
         self._last_mutation[(bucket, key)] = self.clock()
 
 
@@ -154,9 +156,11 @@ class MemoryObjectStore:
         return self._open
 
     async def open(self) -> None:
+        """Start accepting requests (nothing to connect to)."""
         self._open = True
 
     async def close(self) -> None:
+        """Refuse requests until opened again; the server keeps the objects."""
         self._open = False
 
     async def _request(self, kind: str) -> None:
@@ -179,6 +183,7 @@ class MemoryObjectStore:
         self.server.objects(self.bucket)
 
     async def create_bucket(self) -> None:
+        """Create this store's bucket on its server; an existing one is fine."""
         self._refuse_if_read_only("create bucket", self.bucket)
         await self._request("bucket")
         self.server.create_bucket(self.bucket)
@@ -209,6 +214,7 @@ class MemoryObjectStore:
         return [self._info(key, objects[key]) for key in keys]
 
     async def read(self, key: str) -> ObjectData:
+        """The body of ``key`` and its generation; ``ObjectNotFoundError`` when it is absent."""
         await self._request("get")
         stored = self.server.objects(self.bucket).get(key)
         if stored is None:

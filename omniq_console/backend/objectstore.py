@@ -232,10 +232,12 @@ class ObjectStore:
 
     @property
     def read_only(self) -> bool:
+        """Whether writes and deletes are refused before anything is sent."""
         return self.access == "read_only"
 
     @property
     def is_open(self) -> bool:
+        """Whether ``open()`` has built the HTTP session (and ``close()`` has not yet run)."""
         return self._fs is not None
 
     async def open(self) -> None:
@@ -269,6 +271,7 @@ class ObjectStore:
         self._loop = asyncio.get_running_loop()
 
     async def close(self) -> None:
+        """Close the HTTP session; ``open()`` may be called again afterwards."""
         fs, self._fs = self._fs, None
         if fs is not None and fs._session is not None:
             await fs._session.close()
