@@ -75,7 +75,7 @@ async def test_status_bar_shows_source_freshness_and_cost() -> None:
         line = status.content.plain
         assert "gs://acme-jobs/omniq/" in line
         assert "data 0s old" in line
-        assert "every 2s" in line
+        assert "every 2 s" in line
         assert "150 req/min" in line and "$0.0452/h" in line
         assert not status.has_class("-stale")
 
@@ -106,7 +106,7 @@ async def test_refresh_interval_and_pause_keys_drive_the_source() -> None:
         assert source.interval == 5.0
         await pilot.press("minus", "minus")
         assert source.interval == 1.0
-        assert "every 1s" in app.screen.query_one(StatusBar).content.plain
+        assert "every 1 s" in app.screen.query_one(StatusBar).content.plain
         await pilot.press("P")
         assert source.paused
         assert "polling paused" in app.screen.query_one(StatusBar).content.plain

@@ -504,15 +504,28 @@ class RecordingOperator:
 BACKGROUND_GROUPS = frozenset({"monitor"})
 
 
-async def settle(pilot: Pilot[None], rounds: int = 400) -> None:
-    """Wait until the app's short-lived workers (filters, detail loads, actions) are done
-    and what they posted has been handled. The source's own ``run()`` never ends: ignored."""
+async def settle(pilot: Pilot[None], timeout_s: float = 10.0) -> None:
+    """Wait until the app's short-lived workers (filters, detail loads, actions, scans) are
+    done and what they posted has been handled; fail, naming them, if they are not done
+    within ``timeout_s``. The source's own ``run()`` never ends: it is not waited for."""
     app = pilot.app
-    for _ in range(rounds):
-        await pilot.pause()
-        if not any(w.is_running for w in app.workers if w.group not in BACKGROUND_GROUPS):
+    await pilot.pause()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        busy = [w for w in app.workers if w.is_running and w.group not in BACKGROUND_GROUPS]
+        if not busy:
             break
-        await asyncio.sleep(0.01)
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            names = ", ".join(f"{w.group}/{w.description or w.name}" for w in busy)
+            raise AssertionError(f"settle: workers still running after {timeout_s} s: {names}")
+        try:
+            await asyncio.wait_for(app.workers.wait_for_complete(busy), remaining)
+        except TimeoutError:
+            continue
+        await pilot.pause()
+    # What the finished workers posted (a page, a notification) is handled in these rounds.
     await pilot.pause()
     await pilot.pause()
 

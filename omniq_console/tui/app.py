@@ -8,37 +8,43 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 from textual.app import App, SystemCommand
-from textual.binding import Binding, BindingType
-from textual.css.query import NoMatches
+from textual.binding import Binding
+from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from ..monitor.snapshot import Snapshot, TaskRow
 from .actions import ActionRunner
+from .context import ProvidesCommands
 from .messages import OpenTask, ShowQueueTasks, SnapshotUpdated
 from .operations import ConsoleOperator
 from .screens.detail import TaskDetailScreen
-from .screens.help import HelpScreen, HelpSection
+from .screens.help import HelpScreen, HelpSection, offered
 from .screens.main import VIEWS, MainScreen
 from .source import SnapshotSource
 from .taskfilter import TaskFilter
 from .thresholds import Thresholds
-from .views.base import View
-from .views.events import EventsView
-from .views.results import ResultsView
-from .views.schedules import SchedulesView
 from .views.tasks import TasksView
-from .widgets.status_bar import StatusBar, StatusState
 
 INTERVALS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 """Poll intervals ``+`` and ``-`` step through, in seconds."""
 
 
 class ConsoleApp(App[None]):
-    """The on-call dashboard: renders the source's snapshots, runs the operator's actions."""
+    """The on-call dashboard: renders the source's snapshots, runs the operator's actions.
+
+    Its state (``snapshot``, ``interval``, ``polling_paused``) is reactive: the views and the
+    status bar watch it and redraw themselves; nothing here reaches into a screen to update it.
+    """
 
     CSS_PATH = "app.tcss"
     TITLE = "omniq-console"
+
+    # always_update: comparing two 100,000-row snapshots field by field costs more than
+    # redrawing, and a new snapshot object always means a new poll.
+    snapshot: reactive[Snapshot | None] = reactive(None, always_update=True, init=False)
+    interval: reactive[float | None] = reactive(None, init=False)
+    polling_paused: reactive[bool] = reactive(False, init=False)
 
     def __init__(
         self,
@@ -62,47 +68,34 @@ class ConsoleApp(App[None]):
         self.clock = clock
         if title:
             self.title = title
-        self.actions = ActionRunner(self, source, operator, read_only=read_only)
-        self.snapshot: Snapshot | None = None
+        self._actions = ActionRunner(self, source, operator, read_only=read_only)
         self._received_at = 0.0
-        self.interval: float | None = None
         self._interval_chosen = False
-        self.polling_paused = False
         self._unsubscribe: Callable[[], None] | None = None
         self._gc_frozen = False
 
     # Setup and data flow
 
     @property
+    def actions(self) -> ActionRunner:
+        """Runs the operator's actions (confirmation, worker, poll)."""
+        return self._actions
+
+    @property
     def can_act(self) -> bool:
         """True when action keys and commands are offered."""
-        return self.actions.enabled
+        return self._actions.enabled
 
     def get_default_screen(self) -> Screen[None]:
-        return MainScreen()
+        return MainScreen(VIEWS)
 
-    @property
-    def main(self) -> MainScreen:
-        screen = self.screen_stack[0]
-        assert isinstance(screen, MainScreen)
-        return screen
-
-    @property
-    def active_view(self) -> View | None:
-        return self.main.active_view
-
-    def start(self) -> None:
-        """Start polling and listening; called once the main screen exists to show data."""
-        if self._unsubscribe is not None:
-            return
+    def on_mount(self) -> None:
         self._unsubscribe = self.source.subscribe(self._publish)
         self.run_worker(
             self.source.run(), name="monitor", group="monitor", exclusive=True, exit_on_error=False
         )
         if self.source.latest is not None:
             self._publish(self.source.latest)
-        self.set_interval(1.0, self._tick)
-        self._show_status()
 
     def on_unmount(self) -> None:
         if self._unsubscribe is not None:
@@ -113,15 +106,11 @@ class ConsoleApp(App[None]):
         self.post_message(SnapshotUpdated(snapshot))
 
     def on_snapshot_updated(self, message: SnapshotUpdated) -> None:
-        self.snapshot = message.snapshot
         self._received_at = self.clock()
-        if not self._interval_chosen:
-            self.interval = message.snapshot.poll_interval_s
-        if not self.main.is_attached:
-            return
         with self.batch_update():
-            self.main.show_snapshot(message.snapshot)
-            self._show_status()
+            if not self._interval_chosen:
+                self.interval = message.snapshot.poll_interval_s
+            self.snapshot = message.snapshot
         if not self._gc_frozen and not self.is_headless:
             self.call_after_refresh(self.freeze_long_lived_objects)
 
@@ -162,28 +151,6 @@ class ConsoleApp(App[None]):
             return 0.0
         return self.snapshot.age_s + max(0.0, self.clock() - self._received_at)
 
-    def _show_status(self) -> None:
-        try:
-            bar = self.main.query_one(StatusBar)
-        except NoMatches:  # a timer firing while the app exits and its screen is torn down
-            return
-        bar.show(
-            StatusState(
-                bucket=self.bucket or (self.snapshot.bucket if self.snapshot else ""),
-                prefix=self.prefix or (self.snapshot.prefix if self.snapshot else ""),
-                snapshot=self.snapshot,
-                age_s=self.data_age(),
-                interval_s=self.interval,
-                polling_paused=self.polling_paused,
-                read_only=self.read_only,
-            )
-        )
-
-    def _tick(self) -> None:
-        self._show_status()
-        if self.snapshot is not None:
-            self.main.tick()
-
     # Navigation
 
     def on_open_task(self, message: OpenTask) -> None:
@@ -197,8 +164,10 @@ class ConsoleApp(App[None]):
         self.push_screen(TaskDetailScreen(task_id, row))
 
     def on_show_queue_tasks(self, message: ShowQueueTasks) -> None:
-        self.main.action_show_view("tasks")
-        self.main.query_one(TasksView).set_filter(TaskFilter(queue=message.queue))
+        main = self.screen_stack[0]
+        if isinstance(main, MainScreen):
+            main.action_show_view("tasks")
+            main.query_one(TasksView).set_filter(TaskFilter(queue=message.queue))
 
     # Keys of the main screen
 
@@ -212,40 +181,39 @@ class ConsoleApp(App[None]):
         current = self.interval if self.interval is not None else 2.0
         index = min(range(len(INTERVALS)), key=lambda i: abs(INTERVALS[i] - current))
         index = max(0, min(len(INTERVALS) - 1, index + step))
-        self.interval = INTERVALS[index]
         self._interval_chosen = True
-        self.source.set_interval(self.interval)
-        self._show_status()
+        self.interval = INTERVALS[index]
+        self.source.set_interval(INTERVALS[index])
 
     def action_toggle_polling(self) -> None:
         """Pause polling, or resume it."""
         self.polling_paused = not self.polling_paused
-        if self.polling_paused:
+
+    def watch_polling_paused(self, paused: bool) -> None:
+        if paused:
             self.source.pause()
         else:
             self.source.resume()
             self.source.request_poll()
-        self._show_status()
 
     def action_help(self) -> None:
-        """Show every key, by where it works (action keys only when actions are offered)."""
-
-        def keys(bindings: Iterable[BindingType], actions: frozenset[str]) -> list[Binding]:
-            return [
-                b
-                for b in bindings
-                if isinstance(b, Binding) and (self.can_act or b.action not in actions)
-            ]
-
-        sections: list[HelpSection] = [("Everywhere", keys(MainScreen.BINDINGS, frozenset()))]
-        for _, view in VIEWS:
-            sections.append((f"{view.TITLE} view", keys(view.BINDINGS, view.ACTIONS)))
-        sections.append(("Task detail", keys(TaskDetailScreen.BINDINGS, TaskDetailScreen.ACTIONS)))
+        """Show every key, by where it works: action keys only where they apply now."""
+        main = self.screen_stack[0]
+        active = main.active_view if isinstance(main, MainScreen) else None
+        sections: list[HelpSection] = [("Everywhere", offered(MainScreen.BINDINGS, None))]
+        for view in main.views if isinstance(main, MainScreen) else ():
+            title = f"{view.TITLE} view" + (" (shown now)" if view is active else "")
+            sections.append((title, offered(view.BINDINGS, view)))
+        detail = [b for b in TaskDetailScreen.BINDINGS if isinstance(b, Binding)]
+        if not self.can_act:
+            detail = [b for b in detail if b.action not in TaskDetailScreen.ACTIONS]
+        sections.append(("Task detail", detail))
         sections.append(
             (
                 "Tables",
                 [
                     Binding("enter", "", "Open the row (task, queue, group)"),
+                    Binding("o", "", "Sort by the next column (or click a header)"),
                     Binding("tab", "", "Next panel or filter"),
                 ],
             )
@@ -256,62 +224,30 @@ class ConsoleApp(App[None]):
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        if not isinstance(screen, MainScreen):
-            return
-        for name, view_class in VIEWS:
+        if isinstance(screen, MainScreen):
+            for name, view_class in VIEWS:
+                yield SystemCommand(
+                    f"Show {view_class.TITLE}",
+                    f"Switch to the {view_class.TITLE.lower()} view",
+                    lambda name=name: screen.action_show_view(name),
+                )
+            yield SystemCommand("Refresh now", "Poll the bucket now", self.action_refresh_now)
             yield SystemCommand(
-                f"Show {view_class.TITLE}",
-                f"Switch to the {view_class.TITLE.lower()} view",
-                lambda name=name: screen.action_show_view(name),
-            )
-        yield SystemCommand("Refresh now", "Poll the bucket now", self.action_refresh_now)
-        yield SystemCommand(
-            "Resume polling" if self.polling_paused else "Pause polling",
-            "Stop or restart polling the bucket",
-            self.action_toggle_polling,
-        )
-        yield SystemCommand(
-            "Poll less often", "Longer poll interval", lambda: self.action_change_interval(1)
-        )
-        yield SystemCommand(
-            "Poll more often", "Shorter poll interval", lambda: self.action_change_interval(-1)
-        )
-        yield SystemCommand("Help", "Every key, by view", self.action_help)
-        if not self.can_act:
-            return
-        view = screen.active_view
-        if isinstance(view, TasksView):
-            yield SystemCommand(
-                "Retry selected task", "Put the task back in its queue", view.action_retry
-            )
-            yield SystemCommand("Cancel selected task", "Asks first", view.action_cancel)
-            yield SystemCommand("Delete selected task", "Asks first", view.action_delete)
-            yield SystemCommand(
-                "Retry all failed tasks of the current filter",
-                "Asks first, with the count",
-                view.action_retry_all,
-            )
-        elif isinstance(view, ResultsView):
-            yield SystemCommand(
-                "Retry selected failure", "Put the task back in its queue", view.action_retry
+                "Resume polling" if self.polling_paused else "Pause polling",
+                "Stop or restart polling the bucket",
+                self.action_toggle_polling,
             )
             yield SystemCommand(
-                "Retry all failures of this group",
-                "Asks first, with the count",
-                view.action_retry_group,
+                "Poll less often", "Longer poll interval", lambda: self.action_change_interval(1)
             )
-        elif isinstance(view, SchedulesView):
-            yield SystemCommand("Pause selected schedule", "Stop it firing", view.action_pause)
-            yield SystemCommand("Resume selected schedule", "Fire again", view.action_resume)
             yield SystemCommand(
-                "Run selected schedule now", "Enqueue one run now", view.action_trigger
+                "Poll more often", "Shorter poll interval", lambda: self.action_change_interval(-1)
             )
-        elif isinstance(view, EventsView):
-            yield SystemCommand(
-                "Resume event tail" if view.paused else "Pause event tail",
-                "Stop or restart the live tail",
-                view.action_toggle_tail,
-            )
+            yield SystemCommand("Help", "Every key, by view", self.action_help)
+        # Each view (and the detail screen) offers its own commands: the app knows none.
+        provider = screen.active_view if isinstance(screen, MainScreen) else screen
+        if isinstance(provider, ProvidesCommands):
+            yield from provider.commands()
 
 
 def build_app(

@@ -14,6 +14,19 @@ def count(value: int) -> str:
     return f"{value:,}"
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 task``, ``2 tasks``, ``1,500 tasks`` (``words`` for irregular plurals)."""
+    return f"{n:,} {word if n == 1 else (words or word + 's')}"
+
+
+def every(seconds: float) -> str:
+    """A poll interval as people write it: ``every 2 s``, ``every 3.3 s``, ``every 2 min``."""
+    if seconds >= 120 and seconds % 60 == 0:
+        return f"every {seconds / 60:g} min"
+    shown = f"{seconds:.1f}".removesuffix(".0") if seconds < 100 else f"{seconds:.0f}"
+    return f"every {shown} s"
+
+
 def duration(seconds: float | None) -> str:
     """A compact duration: ``45s``, ``3m 05s``, ``2h 03m``, ``3d 04h``."""
     if seconds is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -17,11 +17,9 @@ from textual.widgets import Footer, Static
 from ...models import Task, TaskResult
 from ...monitor.snapshot import EventRow, TaskDetail, TaskRow
 from .. import cells, fmt
+from ..context import ConsoleContext, console_of
 from ..operations import describe_error
 from ..text import literal
-
-if TYPE_CHECKING:
-    from ..app import ConsoleApp
 
 
 def _fields(rows: list[tuple[str, Text]]) -> Table:
@@ -122,8 +120,8 @@ class TaskDetailScreen(Screen[None]):
         self.detail: TaskDetail | None = None
 
     @property
-    def console(self) -> ConsoleApp:
-        return cast("ConsoleApp", self.app)
+    def console(self) -> ConsoleContext:
+        return console_of(self)
 
     def compose(self) -> ComposeResult:
         heading = Text("Task ", style="bold", end="")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
+from textual.dom import DOMNode
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
@@ -19,6 +20,22 @@ INTRO = (
 )
 
 HelpSection = tuple[str, Sequence[Binding]]
+
+
+def offered(bindings: Iterable[BindingType], node: DOMNode | None) -> list[Binding]:
+    """The bindings ``node`` offers now (its ``check_action`` says yes), all without a node.
+
+    The help screen lists what the keys would do here and now: an action the selection
+    does not allow (cancel on a failed task) or a read-only console forbids is left out.
+    """
+    shown: list[Binding] = []
+    for binding in bindings:
+        if not isinstance(binding, Binding):
+            continue
+        action = binding.action.split("(", 1)[0]
+        if node is None or node.check_action(action, ()):
+            shown.append(binding)
+    return shown
 
 
 def help_text(sections: Sequence[HelpSection], key_display: dict[str, str]) -> Text:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, cast
+from collections.abc import Sequence
+from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
-from ...monitor.snapshot import Snapshot
 from ..views.base import View
 from ..views.events import EventsView
 from ..views.overview import OverviewView
@@ -19,9 +19,6 @@ from ..views.schedules import SchedulesView
 from ..views.tasks import TasksView
 from ..views.workers import WorkersView
 from ..widgets.status_bar import StatusBar
-
-if TYPE_CHECKING:
-    from ..app import ConsoleApp
 
 VIEWS: tuple[tuple[str, type[View]], ...] = (
     ("overview", OverviewView),
@@ -69,21 +66,29 @@ class MainScreen(Screen[None]):
         Binding("q", "app.quit", "Quit"),
     ]
 
-    @property
-    def console(self) -> ConsoleApp:
-        return cast("ConsoleApp", self.app)
+    # Classes the stylesheet lays out by: below 120 columns panels stack, below 36 rows the
+    # overview scrolls instead of squeezing its panels to a border.
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
+        (0, "-narrow"),
+        (120, "-wide"),
+    ]
+    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-short"), (36, "-tall")]
+
+    def __init__(self, views: Sequence[tuple[str, type[View]]]) -> None:
+        super().__init__()
+        self._view_classes = tuple(views)
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
-        with TabbedContent(initial="overview", id="views"):
-            for number, (name, view) in enumerate(VIEWS, start=1):
+        with TabbedContent(initial=self._view_classes[0][0], id="views"):
+            for number, (name, view) in enumerate(self._view_classes, start=1):
                 with TabPane(f"{number} {view.TITLE}", id=name):
                     yield view(id=f"view-{name}")
         yield Footer()
 
     @property
     def views(self) -> list[View]:
-        return [self.query_one(f"#view-{name}", View) for name, _ in VIEWS]
+        return [self.query_one(f"#view-{name}", View) for name, _ in self._view_classes]
 
     def view(self, name: str) -> View:
         return self.query_one(f"#view-{name}", View)
@@ -94,7 +99,6 @@ class MainScreen(Screen[None]):
         return self.view(active) if active else None
 
     def on_mount(self) -> None:
-        self.console.start()
         self.call_after_refresh(self._focus_active)
 
     def _focus_active(self) -> None:
@@ -111,11 +115,3 @@ class MainScreen(Screen[None]):
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.pane.id is not None:
             self.view(event.pane.id).on_activated()
-
-    def show_snapshot(self, snapshot: Snapshot) -> None:
-        for view in self.views:
-            view.show_snapshot(snapshot)
-
-    def tick(self) -> None:
-        if (view := self.active_view) is not None:
-            view.tick()

@@ -2,49 +2,110 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar, cast
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import ClassVar
 
+from textual.app import SystemCommand
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widget import Widget
+from textual.widgets import TabbedContent, TabPane
 
 from ...monitor.snapshot import Snapshot, TaskRow
-
-if TYPE_CHECKING:
-    from ..app import ConsoleApp
+from ..context import ConsoleContext, console_of
 
 PAGE_KEYS = Binding.Group("page", compact=True)
 """``[`` and ``]``, shown as one entry in the footer."""
 
 
-class View(Vertical):
-    """One tab of the main screen, redrawn from each snapshot.
+@dataclass(frozen=True, slots=True)
+class PaletteEntry:
+    """A command a view offers in the palette: it runs ``action`` when ``check_action``
+    allows it, exactly as the key would."""
 
-    ``ACTIONS`` names the actions that change the bucket: their bindings are hidden, and the
-    actions refuse, when the console has no operator or is read-only.
+    title: str
+    help: str
+    action: str
+
+
+class View(Vertical):
+    """One tab of the main screen, drawn from the app's ``snapshot`` reactive.
+
+    Only the visible view draws a new snapshot; a hidden one is marked dirty and draws the
+    latest when it is shown. ``ACTIONS`` names the actions that change the bucket: their
+    bindings and commands are offered only when the console can act and
+    :meth:`action_applies` says the selection allows it (``refresh_bindings`` on each change
+    of selection keeps the footer true). ``PALETTE`` lists the view's palette commands.
     """
 
     ACTIONS: ClassVar[frozenset[str]] = frozenset()
     TITLE: ClassVar[str] = ""
+    PALETTE: ClassVar[tuple[PaletteEntry, ...]] = ()
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._dirty = True
+        self._console_ctx: ConsoleContext | None = None
 
     @property
-    def console(self) -> ConsoleApp:
-        return cast("ConsoleApp", self.app)
+    def console(self) -> ConsoleContext:
+        """The app, as the small part of it a view uses."""
+        if self._console_ctx is None:
+            self._console_ctx = console_of(self)
+        return self._console_ctx
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "snapshot", self._snapshot_arrived, init=False)
+        if self.console.snapshot is not None:
+            self._snapshot_arrived(self.console.snapshot)
+
+    @property
+    def shown(self) -> bool:
+        """Whether the view's tab is the one on screen."""
+        # The tab switcher's own display flags are set after the views mount: ask it instead.
+        pane = next((n for n in self.ancestors if isinstance(n, TabPane)), None)
+        tabs = next((n for n in self.ancestors if isinstance(n, TabbedContent)), None)
+        return pane is None or tabs is None or tabs.active == pane.id
+
+    def _snapshot_arrived(self, snapshot: Snapshot | None) -> None:
+        if snapshot is None:
+            return
+        if self.shown:
+            self._dirty = False
+            self.show_snapshot(snapshot)
+        else:
+            self._dirty = True
+
+    def on_activated(self) -> None:
+        """The view became the visible tab: catch up with the latest snapshot."""
+        snapshot = self.console.snapshot
+        if self._dirty and snapshot is not None:
+            self._dirty = False
+            self.show_snapshot(snapshot)
+        self.refresh_bindings()
+
+    def show_snapshot(self, snapshot: Snapshot) -> None:
+        """Draw ``snapshot``; called for the visible view only."""
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in self.ACTIONS:
-            return self.console.can_act
+            return self.console.can_act and self.action_applies(action)
         return True
 
-    def show_snapshot(self, snapshot: Snapshot) -> None:
-        """Show ``snapshot``; called for every new one, visible or not."""
+    def action_applies(self, action: str) -> bool:
+        """Whether ``action`` (one of ``ACTIONS``) applies to what is selected now."""
+        return True
 
-    def tick(self) -> None:
-        """Called every second: refresh what depends on the clock (countdowns)."""
+    def commands(self) -> Iterable[SystemCommand]:
+        """The view's palette commands that apply now (the same test as the keys)."""
+        for entry in self.PALETTE:
+            if self.check_action(entry.action, ()):
+                yield SystemCommand(entry.title, entry.help, partial(self._run, entry.action))
 
-    def on_activated(self) -> None:
-        """The view became the visible tab."""
+    def _run(self, action: str) -> None:
+        self.call_later(self.run_action, action)
 
     @property
     def main_widget(self) -> Widget | None:
@@ -61,31 +122,21 @@ class FilteredView(View):
     """A view showing a filtered page of the snapshot's task rows.
 
     Filtering 100,000 rows runs in a thread (``start_filter``); only the newest request's
-    answer is shown (answers carry the ``generation`` they were asked with). A hidden view
-    does not filter: it is marked dirty and filters when shown.
+    answer is shown (answers carry the ``generation`` they were asked with).
     """
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._generation = 0
-        self._dirty = True
 
-    def refilter_when_shown(self) -> None:
-        if self.console.active_view is self:
-            self.refilter()
-        else:
-            self._dirty = True
-
-    def on_activated(self) -> None:
-        if self._dirty:
-            self.refilter()
+    def show_snapshot(self, snapshot: Snapshot) -> None:
+        self.refilter()
 
     def refilter(self) -> None:
         """Filter the latest snapshot's rows again, in a thread; the newest request wins."""
         snapshot = self.console.snapshot
         if snapshot is None:
             return
-        self._dirty = False
         self._generation += 1
         self.start_filter(snapshot.task_rows, self._generation)
 

@@ -132,7 +132,7 @@ class ResultsView(FilteredView):
         text.append("   failure rate ", style="bold")
         text.append(fmt.percent(rate), style=self.console.thresholds.failure_rate(rate).style)
         self.query_one("#results-outcomes", Static).update(text)
-        self.refilter_when_shown()
+        super().show_snapshot(snapshot)
 
     def start_filter(self, rows: Sequence[TaskRow], generation: int) -> None:
         self._find(tuple(rows), self.queue, self._group, self._start, generation)

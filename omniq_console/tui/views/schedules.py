@@ -44,11 +44,16 @@ class SchedulesView(View):
     def table(self) -> KeyedTable[tuple[ScheduleRow, datetime]]:
         return self.query_one("#schedules-table", KeyedTable)
 
+    def on_mount(self) -> None:
+        # Countdowns move between polls; a hidden view does not redraw them.
+        self.set_interval(1.0, self.tick)
+
     def show_snapshot(self, snapshot: Snapshot) -> None:
         self._draw(snapshot)
 
     def tick(self) -> None:
-        if (snapshot := self.console.snapshot) is not None:
+        """Redraw the countdowns from the clock (once a second, while shown)."""
+        if self.shown and (snapshot := self.console.snapshot) is not None:
             self._draw(snapshot)
 
     def _draw(self, snapshot: Snapshot) -> None:

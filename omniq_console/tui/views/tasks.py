@@ -131,7 +131,7 @@ class TasksView(FilteredView):
         queues = tuple(sorted({q.name for q in snapshot.queues}))
         if queues != self._queues:
             self._set_queue_options(queues)
-        self.refilter_when_shown()
+        super().show_snapshot(snapshot)
 
     def start_filter(self, rows: Sequence[TaskRow], generation: int) -> None:
         self._filter_in_thread(tuple(rows), self.filter, self._start, generation)

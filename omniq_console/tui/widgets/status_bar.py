@@ -8,7 +8,8 @@ from rich.text import Text
 from textual.widgets import Static
 
 from ...monitor.snapshot import Snapshot
-from ..fmt import count, duration
+from ..context import ConsoleContext, console_of
+from ..fmt import duration, every, plural
 from ..text import literal
 
 _SEPARATOR = (" │ ", "dim")
@@ -28,23 +29,40 @@ class StatusState:
     read_only: bool
 
 
+def _where(state: StatusState) -> str:
+    prefix = "/" + state.prefix.lstrip("/") if state.prefix else ""
+    return f"gs://{state.bucket}{prefix}"
+
+
 def status_text(state: StatusState) -> Text:
-    """The status bar's line (bucket and prefix come from the operator, yet stay literal)."""
+    """The status bar's text (bucket and prefix come from the operator, yet stay literal).
+
+    No rate or cost is shown until the monitor has measured one over a window, and none while
+    polling is paused: a paused console costs nothing. The freshness dot is green only while
+    polling runs and the data is fresh.
+    """
     text = Text(end="")
-    text.append(" gs://", style="bold")
-    text.append_text(literal(state.bucket, "bold"))
-    text.append_text(literal("/" + state.prefix.lstrip("/") if state.prefix else "", "bold"))
+    text.append(" ")
+    text.append_text(literal(_where(state), "bold"))
     text.append(*_SEPARATOR)
     snap = state.snapshot
-    if snap is None:
-        text.append("waiting for the first poll…", style="italic")
+    connecting = snap is None or getattr(snap, "connecting", False)
+    if connecting:
+        attempt = getattr(snap, "attempt", 0) if snap is not None else 0
+        text.append("connecting to ", style="italic")
+        text.append_text(literal(_where(state), "italic"))
+        text.append(f" (attempt {max(attempt, 1)})…", style="italic")
+        if snap is not None and snap.error:
+            text.append(" ")
+            text.append_text(literal(snap.error, "yellow"))
     elif snap.stale:
         text.append(f" STALE: data {duration(state.age_s)} old ", style="bold white on red")
         if snap.error:
             text.append(" ")
             text.append_text(literal(snap.error, "red"))
     else:
-        text.append("● ", style="green")
+        if not state.polling_paused:
+            text.append("● ", style="green")
         text.append(f"data {duration(state.age_s)} old")
         if snap.error:
             text.append("  last poll failed: ", style="yellow")
@@ -53,14 +71,20 @@ def status_text(state: StatusState) -> Text:
     if state.polling_paused:
         text.append(" polling paused ", style="bold black on yellow")
     elif state.interval_s is not None:
-        text.append(f"every {state.interval_s:g}s")
-    if snap is not None:
+        text.append(every(state.interval_s))
+    if snap is not None and not connecting:
+        changes = getattr(snap, "changes", "listing")
+        text.append(" · changes: ")
+        text.append("Pub/Sub" if changes == "pubsub" else "listing", style="dim")
         figures = snap.requests
+        rate = figures.requests_per_minute
+        if not state.polling_paused and rate is not None:
+            text.append(*_SEPARATOR)
+            text.append(f"{rate:,.0f} req/min")
+            if figures.cost_per_hour_usd is not None:
+                text.append(f" · ~${figures.cost_per_hour_usd:.4f}/h", style="dim")
         text.append(*_SEPARATOR)
-        text.append(f"{figures.requests_per_minute:,.0f} req/min")
-        text.append(f" · ~${figures.cost_per_hour_usd:.4f}/h", style="dim")
-        text.append(*_SEPARATOR)
-        text.append(f"{count(sum(snap.tasks.values()))} tasks")
+        text.append(plural(sum(snap.tasks.values()), "task"))
     if state.read_only:
         text.append(*_SEPARATOR)
         text.append("read-only", style="bold cyan")
@@ -68,7 +92,41 @@ def status_text(state: StatusState) -> Text:
 
 
 class StatusBar(Static):
-    """One line at the top of the main screen; red when the data is stale."""
+    """At the top of the main screen; red when the data is stale. Wraps at whole words.
+
+    It watches the app's ``snapshot``, ``interval`` and ``polling_paused`` and redraws the
+    data age once a second with its own timer.
+    """
+
+    def on_mount(self) -> None:
+        app = self.app
+        for name in ("snapshot", "interval", "polling_paused"):
+            self.watch(app, name, self._changed, init=False)
+        self.set_interval(1.0, self.redraw)
+        self.redraw()
+
+    def _changed(self, _: object) -> None:
+        self.redraw()
+
+    @property
+    def _console(self) -> ConsoleContext:
+        return console_of(self)
+
+    def redraw(self) -> None:
+        """Draw the current state (the data age moves with the clock)."""
+        console = self._console
+        snapshot = console.snapshot
+        self.show(
+            StatusState(
+                bucket=console.bucket or (snapshot.bucket if snapshot else ""),
+                prefix=console.prefix or (snapshot.prefix if snapshot else ""),
+                snapshot=snapshot,
+                age_s=console.data_age(),
+                interval_s=console.interval,
+                polling_paused=console.polling_paused,
+                read_only=console.read_only,
+            )
+        )
 
     def show(self, state: StatusState) -> None:
         self.set_class(state.snapshot is not None and state.snapshot.stale, "-stale")
