@@ -107,6 +107,7 @@ _TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~-]{16,256}")
 # URL-unreserved characters only: the token goes into a query and a path without encoding.
 _SESSION_PREFIX = "/t/"
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
+_ALL_INTERFACES = frozenset({"0.0.0.0", "::", "[::]"})
 _ACTOR_LIMIT = 100
 _REFUSED_TOKEN = (
     "403 Forbidden: open this console with its full URL, including the ?token=... that "
@@ -237,7 +238,7 @@ def serve_guard(
     The token is ``token``, else ``OMNIQ_SERVE_TOKEN``, else random. The actor's name is
     ``actor``, else ``--actor`` in ``console_args``, else ``OMNIQ_SERVE_ACTOR``, else
     ``serve:<token id>``; each connection appends ``@<its address>``. Allowed origins: the
-    address served on and ``public_url``.
+    address served on and ``public_url`` (required when ``host`` is all interfaces).
     """
     env = os.environ if environ is None else environ
     secret = check_token(token) if token is not None else serve_token(env)
@@ -249,7 +250,16 @@ def serve_guard(
         raise ValueError(
             f"the served actor must be at most {_ACTOR_LIMIT} printable characters, got {name!r}"
         )
-    origins = {origin_of(_default_public_url(host, port))}
+    origins: set[str | None] = set()
+    if host in _ALL_INTERFACES:
+        # No browser loads a page from 0.0.0.0: its address must be given.
+        if public_url is None:
+            raise ValueError(
+                f"serving on all interfaces ({host}) needs the public URL browsers use "
+                "(--public-url): only pages of that origin may connect"
+            )
+    else:
+        origins.add(origin_of(_default_public_url(host, port)))
     if public_url is not None:
         origins.add(origin_of(public_url))
     if None in origins:

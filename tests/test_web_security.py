@@ -356,7 +356,11 @@ def test_origins_compare_by_scheme_host_and_port() -> None:
     guard = web.serve_guard(
         [], host="0.0.0.0", port=8000, token="t" * 32, public_url="https://ops.example/omniq/"
     )
-    assert guard.origins == {"http://0.0.0.0:8000", "https://ops.example:443"}
+    assert guard.origins == {"https://ops.example:443"}
+    with pytest.raises(ValueError, match="public URL"):
+        web.serve_guard([], host="0.0.0.0", port=8000, token="t" * 32)
+    local = web.serve_guard([], host="127.0.0.1", port=8000, token="t" * 32)
+    assert local.origins == {"http://127.0.0.1:8000"}
 
     def verdict(origin: str | None, *, method: str = "GET", websocket: bool = True) -> str | None:
         return guard.refusal(
