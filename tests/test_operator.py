@@ -8,8 +8,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from protocol_helpers import task_in, tasks_in
 
 from omniq_console import OmniQ
+from omniq_console.backend import lifecycle
 from omniq_console.backend.errors import (
     BackendUnavailableError,
     ConflictError,
@@ -21,8 +23,8 @@ from omniq_console.models import (
     ResultStatus,
     ScheduleStatus,
     Task,
-    TaskResult,
     TaskStatus,
+    utcnow,
 )
 from omniq_console.runtime import BulkOutcome, Operator
 
@@ -36,27 +38,13 @@ async def _audits(backend: GCSBackend) -> list[Any]:
     return list(await backend.async_event_storage.get_events(event_type=EventType.OPERATOR_ACTION))
 
 
-async def _task_in(backend: GCSBackend, status: TaskStatus, queue: str = "default") -> Task:
-    """A task stored in ``status``, with an error result when it failed."""
-    q = backend.async_task_storage
-    task = Task(func="jobs:work", args=(1,), queue_name=queue, max_retries=2)
-    await q.enqueue(task)
-    if status == TaskStatus.PENDING:
-        return await q.get_task(task.id)  # type: ignore[return-value]
-    claimed = await q.dequeue([queue], worker_id="w1")
-    assert claimed is not None and claimed.id == task.id
-    if status == TaskStatus.RUNNING:
-        return claimed
-    claimed.status = status
-    claimed.retry_count = 2
-    await q.update_task(claimed)
-    if status == TaskStatus.FAILED:
-        await backend.async_result_storage.set(
-            TaskResult(
-                task_id=task.id, status=ResultStatus.ERROR, error="boom", error_type="ValueError"
-            )
-        )
-    return claimed
+async def _task_in(
+    backend: GCSBackend, status: TaskStatus, queue: str = "default", *, retries: int = 0
+) -> Task:
+    """A task brought to ``status`` through the protocol (a failed one with an error result)."""
+    return await task_in(
+        backend, status, queue=queue, retries=retries, args=(1,), max_retries=max(retries, 2)
+    )
 
 
 async def _schedule(backend: GCSBackend, **kw: Any) -> str:
@@ -104,7 +92,7 @@ async def test_concurrent_change_between_read_and_write_is_a_conflict(
     backend: GCSBackend, op: Operator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     schedule_id = await _schedule(backend)
-    task = await _task_in(backend, TaskStatus.FAILED)
+    task, touched = await tasks_in(backend, [TaskStatus.FAILED, TaskStatus.FAILED], args=(1,))
     store = backend.async_schedule_storage
     queue = backend.async_task_storage
     real_get_schedule, real_get_task = store.get_schedule, queue.get_task
@@ -116,38 +104,58 @@ async def test_concurrent_change_between_read_and_write_is_a_conflict(
         await store.update_schedule(other)
         return read
 
+    interfered: set[str] = set()
+
     async def get_task_then_someone_writes(tid: str):  # type: ignore[no-untyped-def]
         read = await real_get_task(tid)
-        other = await real_get_task(tid)
-        other.metadata = {"touched": "by a concurrent console"}
-        await queue.update_task(other)
+        if tid not in interfered:  # once: the writes re-read the task through get_task
+            interfered.add(tid)
+            if tid == task.id:  # another console retries it: it moved on
+                await Operator(backend, "bob").retry_task(tid)
+            else:  # another console only edits its metadata: its status is what was seen
+                other = await real_get_task(tid)
+                other.metadata = {"touched": "by a concurrent console"}
+                await queue.update_task(other)
         return read
 
     monkeypatch.setattr(store, "get_schedule", get_schedule_then_someone_writes)
     monkeypatch.setattr(queue, "get_task", get_task_then_someone_writes)
     with pytest.raises(ConflictError):
         await op.pause_schedule(schedule_id)
-    with pytest.raises(ConflictError):
+    with pytest.raises(ConflictError, match="pending"):
         await op.retry_task(task.id)
+    # A change that left the status as seen is no reason to refuse: the retry is made on
+    # the task as it is now, and the other console's change is kept.
+    retried = await op.retry_task(touched.id)
     monkeypatch.undo()
     stored = await store.get_schedule(schedule_id)
     assert stored is not None and stored.status == ScheduleStatus.ACTIVE
     assert stored.metadata["touched"] == "by a concurrent console"
     again = await queue.get_task(task.id)
-    assert again is not None and again.status == TaskStatus.FAILED
-    assert await _audits(backend) == []
+    assert again is not None and again.status == TaskStatus.PENDING  # bob's retry, once
+    kept = await queue.get_task(touched.id)
+    assert kept is not None and kept.status == TaskStatus.PENDING
+    assert kept.metadata == {"touched": "by a concurrent console"}
+    assert retried.generation == kept.generation
+    audits = await _audits(backend)
+    assert [(a.actor, a.task_id) for a in audits] == [("bob", task.id), ("alice@ops", touched.id)]
 
 
 async def test_trigger_schedule_enqueues_one_run_now(backend: GCSBackend, op: Operator) -> None:
     schedule_id = await _schedule(backend, paused=True)
+    planned = await backend.async_schedule_storage.get_schedule(schedule_id)
+    assert planned is not None
     task_id = await op.trigger_schedule(schedule_id)
+    await backend.async_event_storage.flush()  # its enqueued event goes with the next batch
     task = await backend.async_task_storage.get_task(task_id)
     assert task is not None and task.status == TaskStatus.PENDING
     assert (task.func, task.args, task.queue_name) == ("jobs:report", (5,), "reports")
     assert task.metadata["triggered_by"] == "alice@ops"
     assert await backend.async_task_storage.get_queue_size("reports") == 1
     stored = await backend.async_schedule_storage.get_schedule(schedule_id)
-    assert stored is not None and stored.status == ScheduleStatus.PAUSED and stored.run_count == 0
+    # The triggered run is counted; the schedule's own plan is left as it was.
+    assert stored is not None and stored.status == ScheduleStatus.PAUSED and stored.run_count == 1
+    assert stored.last_run is not None and stored.next_run == planned.next_run
     events = await backend.async_event_storage.get_events(task_id=task_id)
     kinds = [(e.event_type, e.actor) for e in events]
     assert (EventType.ENQUEUED, "alice@ops") in kinds and (
@@ -157,14 +165,23 @@ async def test_trigger_schedule_enqueues_one_run_now(backend: GCSBackend, op: Op
 
 
 async def test_retry_task(backend: GCSBackend, op: Operator) -> None:
-    failed = await _task_in(backend, TaskStatus.FAILED, queue="billing")
+    failed = await _task_in(backend, TaskStatus.FAILED, queue="billing", retries=1)
+    assert failed.retry_count == 1
     retried = await op.retry_task(failed.id, expected_status="failed")
     stored = await backend.async_task_storage.get_task(failed.id)
     assert stored is not None and stored.status == TaskStatus.PENDING
-    assert stored.retry_count == 0 and stored.worker_id is None and stored.run_at is None
+    assert stored.retry_count == 0 and stored.worker_id is None
+    # Due again within one claim cycle: a second after the write, GCS's per-name limit.
+    assert stored.run_at is not None
+    assert stored.run_at <= utcnow() + timedelta(seconds=lifecycle.NAME_WRITE_GAP_S)
     assert stored.generation == retried.generation
     assert await backend.async_task_storage.get_queue_size("billing") == 1
-    assert await backend.async_result_storage.get(failed.id) is None  # get_result waits anew
+    # The old outcome is replaced by a pending record: get_result waits for the new run.
+    record = await backend.async_result_storage.get(failed.id)
+    assert record is not None and record.status == ResultStatus.PENDING
+    assert record.error is None and record.lease_owner is None
+    with pytest.raises(TimeoutError):
+        await OmniQ(backend).get_result_async(failed.id, timeout=0.3)
     (audit,) = await _audits(backend)
     assert audit.details == {
         "action": "retry_task",
@@ -178,23 +195,22 @@ async def test_retry_task(backend: GCSBackend, op: Operator) -> None:
         await op.retry_task(failed.id, expected_status=TaskStatus.FAILED)
     with pytest.raises(ValueError, match="not a task status"):
         await op.retry_task(failed.id, expected_status="broken")
+    again = await backend.async_task_storage.dequeue(["billing"], timeout=5)
+    assert again is not None and again.id == failed.id  # handed out again
 
 
 async def test_retry_of_an_expired_task_gives_it_a_new_life(
     backend: GCSBackend, op: Operator
 ) -> None:
     q = backend.async_task_storage
-    task = Task(func="jobs:late", ttl=timedelta(seconds=30))
-    await q.enqueue(task)
-    stored = await q.get_task(task.id)
-    assert stored is not None
-    stored.status = TaskStatus.EXPIRED
-    stored.expires_at = stored.created_at  # long gone
-    await q.update_task(stored)
+    # Its expires_at is long gone (the helper expires it the way the reaper does).
+    task = await task_in(backend, TaskStatus.EXPIRED, func="jobs:late", ttl=timedelta(seconds=30))
+    assert task.is_expired()
     retried = await op.retry_task(task.id)
     assert retried.status == TaskStatus.PENDING and retried.expires_at is not None
     assert not retried.is_expired()
-    assert await q.dequeue(["default"]) is not None  # handed out again
+    again = await q.dequeue(["default"], timeout=5)  # due a second after the retry's write
+    assert again is not None and again.id == task.id  # handed out again
 
 
 async def test_cancel_task(backend: GCSBackend, op: Operator) -> None:
@@ -276,7 +292,8 @@ async def test_bad_ids_are_refused_before_anything_is_sent(
         await op.retry_tasks(failed.id)  # one string, not a list of ids
     stored = await backend.async_task_storage.get_task(failed.id)
     assert stored is not None and stored.status == TaskStatus.FAILED  # nothing half-done
-    assert backend.store.stats.since(before).total == sent + 1  # only the read just above
+    # Only the read just above: two GETs, the definition and the state record.
+    assert backend.store.stats.since(before).total == sent + 2
     with pytest.raises(ValueError):
         Operator(backend, " ")
 
