@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiohttp
@@ -159,7 +159,7 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> FaultProxy:
+    def start(self) -> Self:
         """Start serving in a daemon thread; returns once the port is bound."""
         if self._loop is not None:
             return self
@@ -218,7 +218,7 @@ class FaultProxy:
             self._thread.join(10)
         loop.close()
 
-    def __enter__(self) -> FaultProxy:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -33,11 +33,12 @@ async def upload(
     data: bytes = b"{}",
     *,
     if_generation_match: int | None = None,
-    **resource: Any,
+    resource: Mapping[str, object] | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    """A multipart upload as GCS clients send it; returns status and JSON answer."""
+    """A multipart upload as GCS clients send it (``resource``: more JSON fields, such as
+    ``metadata`` or ``md5Hash``); returns status and JSON answer."""
     boundary = "b0undary"
-    meta = json.dumps({"name": name, **resource})
+    meta = json.dumps({"name": name, **(resource or {})})
     body = (
         (
             f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{meta}\r\n"
@@ -165,9 +166,13 @@ async def test_custom_metadata_over_8_kib_of_utf8_is_refused(
     gcs_rules: GCSRulesProxy, http: aiohttp.ClientSession
 ) -> None:
     # 8,192 bytes exactly is allowed: key "k" + 8,191 bytes.
-    assert (await upload(http, gcs_rules, "m1.json", metadata={"k": "x" * 8191}))[0] == 200
+    assert (await upload(http, gcs_rules, "m1.json", resource={"metadata": {"k": "x" * 8191}}))[
+        0
+    ] == 200
     # Counted in UTF-8 bytes, not characters: 4,096 two-byte characters plus a key.
-    status, answer = await upload(http, gcs_rules, "m2.json", metadata={"k": "é" * 4096})
+    status, answer = await upload(
+        http, gcs_rules, "m2.json", resource={"metadata": {"k": "é" * 4096}}
+    )
     assert status == 400 and "8193 bytes" in answer["error"]["message"]
     assert gcs_rules.mutation_counts() == {"m1.json": 1}
 
@@ -179,10 +184,10 @@ async def test_an_upload_whose_hash_does_not_match_its_body_is_refused(
     algorithm = "md5" if field == "md5Hash" else "crc32c"
     body = b'{"a":1}'
     wrong = gcs_hash(algorithm, b"something else")
-    status, answer = await upload(http, gcs_rules, "h.json", body, **{field: wrong})
+    status, answer = await upload(http, gcs_rules, "h.json", body, resource={field: wrong})
     assert status == 400 and "doesn't match calculated" in answer["error"]["message"]
     right = gcs_hash(algorithm, body)
-    assert (await upload(http, gcs_rules, "h.json", body, **{field: right}))[0] == 200
+    assert (await upload(http, gcs_rules, "h.json", body, resource={field: right}))[0] == 200
 
 
 async def test_an_outage_answers_503_to_everything_for_its_duration(

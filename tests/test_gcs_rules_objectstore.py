@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -56,6 +57,21 @@ def test_the_default_policy_is_googles() -> None:
     # Full jitter: anywhere from 0 up to the ceiling.
     assert policy.delay(3, rand=0.0) == 0.0 and policy.delay(3, rand=0.5) == 4.0
     assert all(0 <= policy.delay(5) <= 32 for _ in range(100))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"deadline": 0}, "deadline must be more than 0"),
+        ({"base_delay": -1}, "base_delay must be more than 0"),
+        ({"request_timeout": float("inf")}, "request_timeout must be a number"),
+        ({"multiplier": 0.5}, "multiplier must be 1 or more"),
+        ({"attempts": 0}, "attempts must be 1 or more"),
+    ],
+)
+def test_a_nonsensical_policy_is_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RetryPolicy(**options)
 
 
 @pytest.mark.parametrize("rand", [0.01, 0.5, 0.999])

@@ -6,6 +6,7 @@ client reports (result, error, ``stats``) and what reached the emulator (the pro
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -110,9 +111,7 @@ async def test_burst_longer_than_budget_raises_one_clear_line(
     assert isinstance(err.value, ConnectionError)
 
 
-async def test_dropped_connections_are_retried(
-    store: ObjectStore, fault_proxy: FaultProxy
-) -> None:
+async def test_dropped_connections_are_retried(store: ObjectStore, fault_proxy: FaultProxy) -> None:
     await store.write(KEY, b'{"v":1}')
     fault_proxy.reset_records()
     fault_proxy.drop(times=2, path="alt=media")
@@ -239,8 +238,12 @@ async def test_answers_slower_than_the_timeout_fail_clearly_in_bounded_time(
         assert store.stats.retries == 2
     finally:
         await store.close()
-    # A request whose client gave up is never forwarded late by the proxy.
-    time.sleep(1.2)
+    # A request whose client gave up is never forwarded late by the proxy: each of the three
+    # is recorded once its delay is over, as abandoned.
+    deadline = time.monotonic() + 5.0
+    while len(fault_proxy.records) < 3:
+        assert time.monotonic() < deadline, "the proxy did not finish the 3 delayed requests"
+        await asyncio.sleep(0.05)
     assert {r.outcome for r in fault_proxy.records} == {"abandoned"}
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from ..checks import check_seconds
 from .errors import MetadataTooLargeError
 
 ACCESS_MODES = ("read_only", "read_write", "full_control")
@@ -65,9 +66,7 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         for name in ("base_delay", "max_delay", "deadline", "request_timeout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ValueError(f"RetryPolicy.{name} must be a positive number, not {value!r}")
+            check_seconds(f"RetryPolicy.{name}", getattr(self, name))
         if self.multiplier < 1:
             raise ValueError(f"RetryPolicy.multiplier must be 1 or more, not {self.multiplier!r}")
         if self.attempts is not None and self.attempts < 1:
