@@ -55,7 +55,7 @@ async def test_task_runs_and_its_result_and_events_are_stored(backend: GCSBacken
         return x + y
 
     task_id = await omniq.enqueue_async(add, 1, 2)
-    worker = omniq.worker("default", worker_id="w-one", heartbeat_interval=0.5)
+    worker = omniq.worker("default", worker_id="w-one", heartbeat_interval=1)
     running = _start(worker)
     result = await omniq.get_result_async(task_id, timeout=10)
     worker.stop()
@@ -258,7 +258,7 @@ async def test_lost_lease_does_not_overwrite_the_newer_state(backend: GCSBackend
         return "finished"
 
     task_id = await omniq.enqueue_async(long_job)
-    worker = omniq.worker(worker_id="w-lease", lease_seconds=0.9)
+    worker = omniq.worker(worker_id="w-lease", lease_seconds=3)
     running = _start(worker)
 
     async def is_running():  # type: ignore[no-untyped-def]
@@ -267,8 +267,7 @@ async def test_lost_lease_does_not_overwrite_the_newer_state(backend: GCSBackend
 
     await _until(is_running)
     await Operator(backend, "alice").cancel_task(task_id)
-    await _until(lambda: _async(seen == ["cancelled"]), timeout=3)
-    await asyncio.sleep(0.5)
+    await _until(lambda: _async(seen == ["cancelled"]), timeout=5)  # at its next renewal
     worker.stop()
     await running
     task = await backend.async_task_storage.get_task(task_id)
@@ -283,20 +282,12 @@ async def _async(value: bool) -> bool:
     return value
 
 
-@pytest.mark.parametrize("kind", ["async", "sync"])
-async def test_stop_mid_task_releases_it_to_its_queue(backend: GCSBackend, kind: str) -> None:
+async def test_stop_mid_task_releases_an_async_task_to_its_queue(backend: GCSBackend) -> None:
     omniq = OmniQ(backend)
 
-    if kind == "async":
-
-        @omniq.task(name="slow")
-        async def slow() -> None:
-            await asyncio.sleep(30)
-    else:
-
-        @omniq.task(name="slow")
-        def slow() -> None:
-            time.sleep(1.5)  # a thread cannot be interrupted; its outcome is dropped
+    @omniq.task(name="slow")
+    async def slow() -> None:
+        await asyncio.sleep(30)
 
     task_id = await omniq.enqueue_async("slow")
     worker = omniq.worker(worker_id="w-stop", shutdown_grace=0.3)
@@ -305,18 +296,15 @@ async def test_stop_mid_task_releases_it_to_its_queue(backend: GCSBackend, kind:
     started = time.monotonic()
     worker.stop()
     await asyncio.wait_for(running, 10)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 4
     task = await backend.async_task_storage.get_task(task_id)
     assert task is not None and task.status == TaskStatus.PENDING and task.worker_id is None
     assert await backend.async_task_storage.get_queue_size("default") == 1
-    assert await backend.async_result_storage.get(task_id) is None
+    result = await backend.async_result_storage.get(task_id)
+    assert result is not None and result.status == ResultStatus.PENDING  # the state record
     last = (await _events(backend, task_id))[-1]
     assert last.event_type == EventType.ENQUEUED and last.details["released_by"] == "w-stop"
-    if kind == "sync":
-        await asyncio.sleep(1.6)  # the abandoned thread ends; the task stays released
-        again = await backend.async_task_storage.get_task(task_id)
-        assert again is not None and again.status == TaskStatus.PENDING
-    # Another worker takes it from there.
+    # Another worker takes it from there (within one claim cycle once the record may change).
     omniq2 = OmniQ(backend)
     omniq2.task(name="slow")(lambda: "done")
     worker2 = omniq2.worker(worker_id="w-next")
@@ -325,6 +313,38 @@ async def test_stop_mid_task_releases_it_to_its_queue(backend: GCSBackend, kind:
     worker2.stop()
     await running2
     assert result.result == "done" and result.worker_id == "w-next"
+
+
+async def test_graceful_stop_keeps_a_sync_tasks_lease_until_its_thread_ends(
+    backend: GCSBackend,
+) -> None:
+    """A thread cannot be interrupted: handing its task back would run it twice at once."""
+    omniq = OmniQ(backend)
+    runs: list[str] = []
+
+    @omniq.task(name="slow_sync")
+    def slow_sync() -> str:
+        runs.append("start")
+        time.sleep(4.5)  # longer than the grace and than a lease of 3 s
+        return "finished"
+
+    task_id = await omniq.enqueue_async("slow_sync")
+    worker = omniq.worker(worker_id="w-sync", shutdown_grace=0.2, lease_seconds=3)
+    running = _start(worker)
+    await _until(lambda: _async(bool(worker.running_task_ids)))
+    other = OmniQ(backend)
+    other.task(name="slow_sync")(lambda: "stolen")
+    thief = other.worker(worker_id="w-thief", reap_interval=0.3, lease_seconds=3)
+    thief_run = _start(thief)
+    worker.stop()
+    await asyncio.wait_for(running, 15)
+    thief.stop()
+    await thief_run
+    result = await backend.async_result_storage.get(task_id)
+    assert result is not None and result.result == "finished" and result.worker_id == "w-sync"
+    assert runs == ["start"]
+    kinds = [(e.event_type, e.worker_id) for e in await _events(backend, task_id)]
+    assert (EventType.DEQUEUED, "w-thief") not in kinds
 
 
 async def test_stop_lets_a_short_task_finish_within_the_grace(backend: GCSBackend) -> None:
@@ -362,14 +382,14 @@ _WORKER_SCRIPT = textwrap.dedent(
 
     if sys.argv[2] == "sync":
         print("READY", flush=True)
-        omniq.run_worker_sync(["default"], worker_id="doomed", lease_seconds=2,
+        omniq.run_worker_sync(["default"], worker_id="doomed", lease_seconds=3,
                               heartbeat_interval=1, shutdown_grace=0.2)
         print("STOPPED", flush=True)
     else:
         async def main():
             async with omniq:
                 print("READY", flush=True)
-                await omniq.run_worker(["default"], worker_id="doomed", lease_seconds=2,
+                await omniq.run_worker(["default"], worker_id="doomed", lease_seconds=3,
                                        heartbeat_interval=1)
         asyncio.run(main())
     """
@@ -408,6 +428,12 @@ async def test_killed_worker_task_is_run_again_by_another_worker(
         await _wait_line(proc, "RUNNING")
         task = await backend.async_task_storage.get_task(task_id)
         assert task is not None and task.status == TaskStatus.RUNNING and task.worker_id == "doomed"
+
+        async def claim_logged():  # type: ignore[no-untyped-def]
+            # Events go out in the worker's batch about a second after the claim.
+            return any(e.worker_id == "doomed" for e in await _events(backend, task_id))
+
+        await _until(claim_logged)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -416,7 +442,7 @@ async def test_killed_worker_task_is_run_again_by_another_worker(
             proc.wait()
     rescuer = OmniQ(backend)
     rescuer.task(name="tests.job")(lambda: "second run")
-    worker = rescuer.worker(worker_id="rescuer", lease_seconds=1, reap_interval=0.3)
+    worker = rescuer.worker(worker_id="rescuer", lease_seconds=3, reap_interval=0.3)
     running = _start(worker)
     result = await rescuer.get_result_async(task_id, timeout=15)
     worker.stop()

@@ -327,7 +327,8 @@ def overlay(task: Task, record: TaskResult | None) -> Task:
         return view
     view.__dict__.update(
         status=record.task_status,
-        worker_id=record.lease_owner or record.worker_id,
+        # While it waits, nobody runs it; once final, who ran it last.
+        worker_id=record.lease_owner or (record.worker_id if record.is_final else None),
         lease_expires_at=record.lease_expires_at,
         started_at=record.started_at,
         retry_count=record.retry_count,

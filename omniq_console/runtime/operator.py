@@ -41,6 +41,7 @@ RETRYABLE = frozenset(
 )
 CANCELLABLE = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING})
 _BULK_CONCURRENCY = 16
+_SWAP_ATTEMPTS = 4  # a running task's record changes at every lease renewal
 
 logger = logging.getLogger(__name__)
 
@@ -199,24 +200,27 @@ class Operator:
             raise StateChanged.of(
                 task, f"task {task_id} is {task.status.value}; only finished tasks can be retried"
             )
-        previous = task.status
-        now = utcnow()
-        again = task.model_copy(deep=True)
-        again._generation = task.generation
-        again._record = task.record
-        again.status = TaskStatus.PENDING
-        if task.ttl is not None:
-            again.expires_at = now + task.ttl
-        elif task.expires_at is not None and task.expires_at <= now:
-            again.expires_at = None
+
+        def retried(task: Task) -> Awaitable[Task]:
+            now = utcnow()
+            again = task.model_copy(deep=True)
+            again._generation = task.generation
+            again._record = task.record
+            again.status = TaskStatus.PENDING
+            if task.ttl is not None:
+                again.expires_at = now + task.ttl
+            elif task.expires_at is not None and task.expires_at <= now:
+                again.expires_at = None
+            return self.backend.async_task_storage.update_task(again)
+
         async with self._audited(
             "retry_task",
             task_id,
             task_id=task_id,
             queue_name=task.queue_name,
-            extra={"previous_status": previous.value},
+            extra={"previous_status": task.status.value},
         ):
-            return await self._changed(task_id, self.backend.async_task_storage.update_task(again))
+            return await self._swap(task, retried)
 
     async def cancel_task(
         self, task_id: str, *, expected_status: TaskStatus | str | None = None
@@ -230,7 +234,11 @@ class Operator:
                 f"task {task_id} is {task.status.value}; only pending "
                 "or running tasks can be cancelled",
             )
-        transition = lifecycle.cancel(task, task.record, actor=self.actor, now=utcnow())
+
+        def cancelled(task: Task) -> Awaitable[Task]:
+            transition = lifecycle.cancel(task, task.record, actor=self.actor, now=utcnow())
+            return self.backend.async_task_storage.apply(task, transition)
+
         async with self._audited(
             "cancel_task",
             task_id,
@@ -238,9 +246,7 @@ class Operator:
             queue_name=task.queue_name,
             extra={"previous_status": task.status.value},
         ):
-            return await self._changed(
-                task_id, self.backend.async_task_storage.apply(task, transition)
-            )
+            return await self._swap(task, cancelled)
 
     async def delete_task(
         self, task_id: str, *, expected_status: TaskStatus | str | None = None
@@ -447,14 +453,19 @@ class Operator:
             return "failed", str(exc)
         return "done", None
 
-    async def _changed(self, task_id: str, write: Awaitable[Task]) -> Task:
-        """``write``, or ``StateChanged`` saying what the task is now when it lost its
-        compare-and-swap."""
-        try:
-            return await write
-        except ConflictError:
-            now = await self.backend.async_task_storage.get_task(task_id)
-            raise StateChanged.of(now, None, task_id=task_id) from None
+    async def _swap(self, task: Task, write: Callable[[Task], Awaitable[Task]]) -> Task:
+        """``write(task)``; when it loses its compare-and-swap, re-read: a task whose status
+        is unchanged (its worker only renewed its lease) is written again, one that moved on
+        raises ``StateChanged`` saying what it is now."""
+        for _ in range(_SWAP_ATTEMPTS):
+            try:
+                return await write(task)
+            except ConflictError:
+                now = await self.backend.async_task_storage.get_task(task.id)
+                if now is None or now.status != task.status:
+                    raise StateChanged.of(now, None, task_id=task.id) from None
+                task = now
+        raise StateChanged.of(task, f"task {task.id} kept changing; try again")
 
     # -- helpers -----------------------------------------------------------------------------
 
