@@ -33,23 +33,31 @@ def _interval(**kw: Any) -> Schedule:
 # -- results ----------------------------------------------------------------------------------
 
 
-async def test_results_set_overwrites_and_lists_newest_first(backend: GCSBackend) -> None:
+async def test_results_set_replaces_only_what_was_read_and_lists_newest_first(
+    backend: GCSBackend,
+) -> None:
     rs = backend.async_result_storage
     now = utcnow()
     for i, status in enumerate([ResultStatus.SUCCESS, ResultStatus.ERROR, ResultStatus.SUCCESS]):
         await rs.set(
             TaskResult(task_id=f"t{i}", status=status, completed_at=now + timedelta(seconds=i))
         )
-    await rs.set(
-        TaskResult(
-            task_id="t1",
-            status=ResultStatus.SUCCESS,
-            result={"x": 1},
-            completed_at=now - timedelta(seconds=1),
-        )
-    )
+    # The result is the task's state record: never overwritten blind, only replaced as read.
+    blind = TaskResult(task_id="t1", status=ResultStatus.SUCCESS, result={"blind": True})
+    with pytest.raises(ConflictError):
+        await rs.set(blind)
+    read = await rs.get("t1")
+    assert read is not None and read.status == ResultStatus.ERROR
+    stale = read.model_copy(deep=True)
+    stale._generation = read.generation
+    read.status, read.result = ResultStatus.SUCCESS, {"x": 1}
+    read.completed_at = now - timedelta(seconds=1)
+    await rs.set(read)
+    with pytest.raises(ConflictError):  # swapped on a generation that is gone
+        await rs.set(stale)
     got = await rs.get("t1")
     assert got is not None and got.result == {"x": 1} and got.status == ResultStatus.SUCCESS
+    assert got.generation == read.generation
     assert [r.task_id for r in await rs.list_results()] == ["t2", "t0", "t1"]
     assert [r.task_id for r in await rs.list_results(status="success", limit=2)] == ["t2", "t0"]
     assert await rs.list_results(status=ResultStatus.ERROR) == []
@@ -60,9 +68,13 @@ async def test_results_set_overwrites_and_lists_newest_first(backend: GCSBackend
 async def test_cleanup_expired_results_decides_on_metadata(backend: GCSBackend) -> None:
     rs = backend.async_result_storage
     old = utcnow() - timedelta(hours=2)
-    await rs.set(TaskResult(task_id="old", completed_at=old, ttl=timedelta(hours=1)))
-    await rs.set(TaskResult(task_id="fresh", completed_at=utcnow(), ttl=timedelta(hours=1)))
-    await rs.set(TaskResult(task_id="forever"))
+    # Outcomes (a pending record is a waiting task's state, not a result to list).
+    done = ResultStatus.SUCCESS
+    await rs.set(TaskResult(task_id="old", status=done, completed_at=old, ttl=timedelta(hours=1)))
+    await rs.set(
+        TaskResult(task_id="fresh", status=done, completed_at=utcnow(), ttl=timedelta(hours=1))
+    )
+    await rs.set(TaskResult(task_id="forever", status=done))
     backend.cache.clear()
     before = backend.store.stats.copy()
     assert await rs.cleanup_expired_results() == 1
@@ -105,6 +117,51 @@ async def test_events_filter_on_metadata_and_read_only_what_is_returned(bucket: 
         assert await es.cleanup_old_events(base + timedelta(minutes=3)) == 3
         assert await es.cleanup_old_events(timedelta(minutes=6, seconds=30)) == 1
         assert [e.id for e in await es.get_events()] == [e.id for e in logged[4:]]
+
+
+async def test_event_batches_are_read_only_when_their_index_may_match(bucket: str) -> None:
+    async with GCSBackend(bucket, cache_timeout=0) as backend:
+        es = backend.async_event_storage
+        base = utcnow() - timedelta(minutes=10)
+        first = [
+            TaskEvent(task_id="a", event_type=EventType.ENQUEUED, timestamp=base),
+            TaskEvent(
+                task_id="b", event_type=EventType.COMPLETED, timestamp=base + timedelta(minutes=1)
+            ),
+        ]
+        second = [
+            TaskEvent(
+                task_id="c", event_type=EventType.FAILED, timestamp=base + timedelta(minutes=5)
+            )
+        ]
+        keys = [await es.log_events(first), await es.log_events(second)]
+        assert await es.log_events([]) is None
+        # One object per batch, listed in the order they were written.
+        assert [i.key for i in await backend.store.list(backend.layout.events)] == keys
+        for query, expected in (
+            ({"task_id": "c"}, ["c"]),
+            ({"event_type": "completed"}, ["b"]),
+            ({"start_time": base + timedelta(minutes=4)}, ["c"]),
+            ({"end_time": base + timedelta(seconds=30)}, ["a"]),
+        ):
+            before = backend.store.stats.copy()
+            found = await es.get_events(**query)
+            used = backend.store.stats.since(before)
+            assert [e.task_id for e in found] == expected, query
+            assert used.count["get"] == 1, query  # the other batch's index ruled it out
+        # The runtime's way: buffered, one batch per flush.
+        es.record(TaskEvent(task_id="d", event_type=EventType.RETRY))
+        es.record(TaskEvent(task_id="d", event_type=EventType.DEQUEUED))
+        assert es.batcher.pending == 2
+        assert await es.flush() == 2 and es.batcher.pending == 0
+        assert len(await backend.store.list(backend.layout.events)) == 3
+        assert [e.event_type for e in await es.get_events(task_id="d")] == [
+            EventType.RETRY,
+            EventType.DEQUEUED,
+        ]
+        # A batch goes once its newest event is older than the cutoff.
+        assert await es.cleanup_old_events(base + timedelta(minutes=2)) == 1
+        assert [e.task_id for e in await es.get_events()] == ["c", "d", "d"]
 
 
 # -- schedules --------------------------------------------------------------------------------
