@@ -26,7 +26,7 @@ from omniq_console.backend.errors import (
     RateLimitedError,
 )
 from omniq_console.backend.gcs import GCSBackend
-from omniq_console.backend.objectstore import ObjectStore, RetryPolicy
+from omniq_console.backend.objectstore import ObjectStore, RetryNotice, RetryPolicy
 from omniq_console.demo.emulator import Emulator, free_port
 
 KEY = "omniq/results/t1.json"
@@ -377,3 +377,16 @@ def test_storage_endpoint_is_the_emulator_unless_asked(
         assert storage_endpoint == proxy.url != emulator.url
     else:
         assert storage_endpoint == emulator.url
+
+
+async def test_each_retry_is_announced_before_its_backoff(
+    store: ObjectStore, gcs_rules: GCSRulesProxy
+) -> None:
+    notices: list[RetryNotice] = []
+    store.on_retry = notices.append
+    secret = "ya29.SECRET-IN-A-503"
+    gcs_rules.fail(503, times=2, path="/o?", message=f"busy; Authorization: Bearer {secret}")
+    await store.list("omniq/")
+    assert [(n.kind, n.attempt) for n in notices] == [("list", 2), ("list", 3)]
+    assert all(n.endpoint == gcs_rules.url and "503" in n.reason for n in notices)
+    assert all(secret not in n.reason and 0 <= n.delay <= SHORT.ceiling(1) for n in notices)

@@ -23,7 +23,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 from multidict import CIMultiDictProxy
 
-from ..checks import describe_exception
+from ..checks import describe_exception, mask_secrets
 from .errors import (
     AuthenticationError,
     BackendUnavailableError,
@@ -50,6 +50,7 @@ from .storeapi import (
     ObjectData,
     ObjectInfo,
     RequestStats,
+    RetryNotice,
     RetryPolicy,
     check_metadata,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "ObjectInfo",
     "ObjectStore",
     "RequestStats",
+    "RetryNotice",
     "RetryPolicy",
 ]
 
@@ -160,8 +162,9 @@ class ObjectStore:
     body that does not match it) and checks every hash GCS sends with a download; ``size``
     checks the stored size of a write; ``none`` checks nothing.
 
-    Retries follow ``retry`` (a ``RetryPolicy``) for idempotent requests only. A write
-    without ``if_generation_match`` is never retried once it may have reached GCS: its first
+    Retries follow ``retry`` (a ``RetryPolicy``) for idempotent requests only; ``on_retry``,
+    when set, is called with a ``RetryNotice`` before each backoff. A write without
+    ``if_generation_match`` is never retried once it may have reached GCS: its first
     transient failure raises ``BackendUnavailableError`` (the write may or may not have
     landed). Every write of OmniQ's protocol carries a precondition.
     """
@@ -198,6 +201,8 @@ class ObjectStore:
         self.retry = retry or RetryPolicy()
         self.gcs_kwargs = dict(gcs_kwargs or {})
         self.stats = RequestStats()
+        # Told of every retry before its backoff (a console shows "attempt n" meanwhile).
+        self.on_retry: Callable[[RetryNotice], None] | None = None
         self._fs: GCSFileSystem | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -373,6 +378,9 @@ class ObjectStore:
             if out_of_attempts or time.monotonic() - began + pause > policy.deadline:
                 self._give_up(kind, attempt, time.monotonic() - began, last)
             self.stats.retries += 1
+            if self.on_retry is not None:
+                reason = mask_secrets(self._transport_failure(last))
+                self.on_retry(RetryNotice(kind, attempt + 1, pause, reason, self.where))
             await asyncio.sleep(pause)
 
     def _transport_failure(self, exc: BaseException) -> str:

@@ -89,6 +89,20 @@ class RetryPolicy:
         return self.ceiling(retry) * draw
 
 
+@dataclass(frozen=True, slots=True)
+class RetryNotice:
+    """A retry about to happen: what failed, which attempt comes next, after what pause.
+
+    For a caller that shows progress ("connecting to ... (attempt 3)") while it waits.
+    """
+
+    kind: str
+    attempt: int  # the attempt about to be made, counting from 1
+    delay: float  # seconds of backoff before it
+    reason: str  # why the previous attempt failed, in words, secrets masked
+    endpoint: str
+
+
 @dataclass
 class RequestStats:
     """Requests sent, by kind (list/get/write/delete/bucket), with errors and latency.
