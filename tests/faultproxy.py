@@ -615,8 +615,7 @@ class GCSRulesProxy(FaultProxy):
             info.method in WRITE_METHODS and info.kind == "other" and "/o/" in info.path
         )
         if info.kind == "bucket" and self.role != "owner":
-            permission = "storage.buckets.get" if info.method == "GET" else "storage.buckets.update"
-            return _forbidden(permission)
+            return _forbidden(_bucket_permission(info))
         if object_write and self.role == "objectViewer":
             permission = (
                 "storage.objects.delete" if info.method == "DELETE" else ("storage.objects.create")
@@ -686,6 +685,16 @@ class GCSRulesProxy(FaultProxy):
                     f'Provided {label} "{declared}" doesn\'t match calculated {label} "{actual}".'
                 )
         return None
+
+
+def _bucket_permission(info: ProxyRequest) -> str:
+    """The IAM permission a bucket request (``/storage/v1/b[/<bucket>]``) needs."""
+    one_bucket = urlsplit(info.path).path.rstrip("/") != "/storage/v1/b"
+    if info.method == "GET":
+        return "storage.buckets.get" if one_bucket else "storage.buckets.list"
+    if info.method == "POST":
+        return "storage.buckets.create"
+    return "storage.buckets.delete" if info.method == "DELETE" else "storage.buckets.update"
 
 
 def _forbidden(permission: str) -> Answer:

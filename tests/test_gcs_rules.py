@@ -142,6 +142,9 @@ async def test_object_roles_may_not_read_bucket_metadata(
         assert response.status == 403
     assert "storage.buckets.get" in answer["error"]["message"]
     assert await status_of(http, "PATCH", bucket_url) == 403
+    async with http.get(f"{gcs_rules.url}/storage/v1/b?project=p") as response:
+        assert response.status == 403
+        assert "storage.buckets.list" in (await response.json())["error"]["message"]
     assert await status_of(http, "GET", f"{bucket_url}/o?maxResults=1") == 200
     writes = (await upload(http, gcs_rules, "r.json"))[0]
     assert writes == (403 if role == "objectViewer" else 200)
