@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from protocol_helpers import fail_once
 
-from omniq_console.backend.errors import CorruptObjectError, ReadOnlyError
+from omniq_console.backend import lifecycle
+from omniq_console.backend.errors import CorruptObjectError, ReadOnlyError, UnreadableObject
+from omniq_console.backend.events import AsyncGCSEventStorage
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.backend.index import task_index, task_metadata
+from omniq_console.backend.lifecycle import Failure
 from omniq_console.models import (
     EventType,
     ResultStatus,
@@ -20,15 +24,26 @@ from omniq_console.models import (
     Task,
     TaskEvent,
     TaskResult,
-    TaskStatus,
     utcnow,
 )
 
 
-def _stored_task(status: TaskStatus = TaskStatus.RUNNING) -> Task:
-    task = Task(func="m:f", status=status, lease_expires_at=utcnow())
+def _stored_task() -> Task:
+    task = Task(func="m:f")
     task._generation = 1
     return task
+
+
+def _held_task() -> Task:
+    """A task as ``dequeue`` returns it: running under a lease, with its state record."""
+    task = _stored_task()
+    claimed = lifecycle.claim(task, None, worker="w1", lease_s=30.0, now=utcnow())
+    claimed.record._generation = 1
+    return lifecycle.overlay(task, claimed.record)
+
+
+async def _record(e: AsyncGCSEventStorage) -> None:
+    e.record(TaskEvent(event_type=EventType.ENQUEUED))
 
 
 def _stored_schedule() -> Schedule:
@@ -46,13 +61,37 @@ def _write_calls(b: GCSBackend) -> list[tuple[str, Callable[[], Awaitable[Any]]]
         ("update_task", lambda: q.update_task(_stored_task())),
         ("delete_task", lambda: q.delete_task("t1")),
         ("cleanup_expired_tasks", lambda: q.cleanup_expired_tasks()),
-        ("renew_lease", lambda: q.renew_lease(_stored_task())),
-        ("release", lambda: q.release(_stored_task())),
+        ("renew_lease", lambda: q.renew_lease(_held_task())),
+        ("release", lambda: q.release(_held_task())),
         ("requeue_expired", lambda: q.requeue_expired()),
+        ("maintain", lambda: q.maintain()),
+        (
+            "finish",
+            lambda: q.finish(
+                held := _held_task(),
+                lifecycle.complete(
+                    held.record,  # type: ignore[arg-type]
+                    worker="w1",
+                    value=1,
+                    execution_time=0.1,
+                    now=utcnow(),
+                ),
+            ),
+        ),
+        (
+            "apply",
+            lambda: q.apply(
+                task := _stored_task(), lifecycle.cancel(task, None, actor="ops", now=utcnow())
+            ),
+        ),
+        ("pause_queue", lambda: q.pause_queue("default", actor="ops")),
+        ("resume_queue", lambda: q.resume_queue("default")),
         ("set", lambda: r.set(TaskResult(task_id="t1"))),
         ("delete", lambda: r.delete("t1")),
         ("cleanup_expired_results", lambda: r.cleanup_expired_results()),
         ("log_event", lambda: e.log_event(TaskEvent(event_type=EventType.ENQUEUED))),
+        ("log_events", lambda: e.log_events([TaskEvent(event_type=EventType.ENQUEUED)])),
+        ("record", lambda: _record(e)),
         ("cleanup_old_events", lambda: e.cleanup_old_events(timedelta(days=1))),
         ("save_schedule", lambda: s.save_schedule(_stored_schedule())),
         ("update_schedule", lambda: s.update_schedule(_stored_schedule())),
@@ -147,7 +186,7 @@ async def _put_bad(backend: GCSBackend, folder: str, good: dict[str, Any]) -> di
     return keys
 
 
-def _assert_reported(unreadable: list, expected: dict[str, str]) -> None:
+def _assert_reported(unreadable: Sequence[UnreadableObject], expected: dict[str, str]) -> None:
     reasons = {u.key: u.reason for u in unreadable}
     assert set(reasons) == set(expected)
     for key, fragment in expected.items():
@@ -179,7 +218,7 @@ async def test_corrupt_tasks_are_named(backend_rw: GCSBackend) -> None:
 async def test_corrupt_results_events_schedules_are_named(backend_rw: GCSBackend) -> None:
     b = backend_rw
     rs, es, ss = b.async_result_storage, b.async_event_storage, b.async_schedule_storage
-    await rs.set(TaskResult(task_id="ok"))
+    await rs.set(TaskResult(task_id="ok", status=ResultStatus.SUCCESS))
     event = await es.log_event(TaskEvent(event_type=EventType.ENQUEUED, task_id="ok"))
     schedule = await ss.save_schedule(
         Schedule(schedule_type=ScheduleType.INTERVAL, func="m:f", interval=timedelta(1))
@@ -191,11 +230,11 @@ async def test_corrupt_results_events_schedules_are_named(backend_rw: GCSBackend
         b.layout.schedules,
         {"id": "future", "schedule_type": "interval", "func": "m:f", "interval": 60},
     )
-    with pytest.raises(CorruptObjectError, match="results/future.json"):
+    with pytest.raises(CorruptObjectError, match=r"results/future\.json"):
         await rs.get("future")
-    with pytest.raises(CorruptObjectError, match="schedules/not-json.json"):
+    with pytest.raises(CorruptObjectError, match=r"schedules/not-json\.json"):
         await ss.get_schedule("not-json")
-    with pytest.raises(CorruptObjectError, match="schedules/wrong-shape.json"):
+    with pytest.raises(CorruptObjectError, match=r"schedules/wrong-shape\.json"):
         await ss.pause_schedule("wrong-shape")
 
     results = await rs.list_results()
@@ -245,9 +284,7 @@ async def test_hostile_text_in_index_metadata_round_trips(backend_rw: GCSBackend
     assert index is not None and index.func == text and index.queue == "é-queue"
     claimed = await q.dequeue(["é-queue"], worker_id="wörker")
     assert claimed is not None and claimed.func == text
-    await b.async_result_storage.set(
-        TaskResult(task_id=task_id, status=ResultStatus.ERROR, error_type=text)
-    )
+    await fail_once(b, claimed, Failure(text, "boom", retryable=False))
     [failed] = await b.async_result_storage.list_results(status="error")
     assert failed.error_type == text
     await b.async_event_storage.log_event(
