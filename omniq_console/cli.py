@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .backend.config import DEFAULT_REFRESH
 from .checks import describe_exception
+from .stopping import StopSignal
 
 if TYPE_CHECKING:
     from .settings import BackendSettings
@@ -279,7 +280,7 @@ def _cmd_demo(argv: Sequence[str]) -> int:
         print("\n".join(f"  {line}" for line in exports), flush=True)
         if args.no_console:
             print("demo: running until Ctrl+C", flush=True)
-            _wait_for_interrupt()
+            asyncio.run(_until_interrupted())
             return 0
         options = {
             "bucket_name": demo.bucket,
@@ -294,14 +295,13 @@ def _cmd_demo(argv: Sequence[str]) -> int:
     return 0
 
 
-def _wait_for_interrupt() -> None:
-    """Block until SIGINT or SIGTERM arrives (then return, so the caller stops in order)."""
-    stops = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
-    try:
-        signal.sigwait(stops)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+async def _until_interrupted() -> None:
+    """Return once SIGINT or SIGTERM arrives, so the caller stops what it started in order."""
+    stop = StopSignal()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 def _cmd_serve(argv: Sequence[str]) -> int:

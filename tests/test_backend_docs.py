@@ -1,15 +1,24 @@
-"""Every example of gcs-backend.md, as written (import path ``omniq_console.backend.gcs``),
-async and sync, plus the options and opening errors the document promises."""
+"""docs/gcs-backend.md is the backend's contract: every python example in it runs as written,
+in order, on the emulator; its tables name what the code has; and the options, layout and
+opening errors it promises are checked one by one."""
 
 from __future__ import annotations
 
+import ast
+import asyncio
 import logging
+import re
 import subprocess
 import sys
+import textwrap
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from omniq_console.backend import errors, gcs
+from omniq_console.backend.config import ENVIRONMENT
 from omniq_console.backend.errors import AuthenticationError, BucketNotFoundError
 from omniq_console.backend.gcs import (
     AsyncGCSEventStorage,
@@ -33,6 +42,49 @@ from omniq_console.models import (
     TaskResult,
     utcnow,
 )
+
+DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "gcs-backend.md"
+_BLOCK = re.compile(r"^(?P<indent>[ ]*)```(?P<lang>\w*)\n(?P<body>.*?)^(?P=indent)```", re.M | re.S)
+
+
+def _blocks(lang: str) -> list[str]:
+    text = DOCUMENT.read_text()
+    return [textwrap.dedent(m["body"]) for m in _BLOCK.finditer(text) if m["lang"] == lang]
+
+
+def test_every_python_example_of_the_document_runs_in_order(bucket: str) -> None:
+    blocks = _blocks("python")
+    assert len(blocks) >= 15, "the document lost its examples"
+    namespace: dict[str, Any] = {"__name__": "gcs_backend_md"}
+    flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+    with asyncio.Runner() as runner:
+        for number, block in enumerate(blocks, 1):
+            source = block.replace("my-omniq-bucket", bucket).replace("my-bucket", bucket)
+            code = compile(source, f"gcs-backend.md example {number}", "exec", flags=flags)
+            outcome = eval(code, namespace)  # a coroutine when the example awaits
+            if asyncio.iscoroutine(outcome):
+                runner.run(outcome)
+    # What the examples left behind is what the document says they do.
+    assert namespace["stored"].result == 3
+    assert [r.task_id for r in namespace["results"]] == ["finished-elsewhere"]
+    assert [e.id for e in namespace["events"]] == [namespace["event"].id]
+    assert [s.id for s in namespace["ready"]] == [namespace["schedule"].id]
+    assert namespace["claimed"] is not None
+    assert namespace["in_memory"].store is namespace["store"]
+    assert isinstance(namespace["result"], str)  # the integration example's task id
+    assert not namespace["backend"].is_open
+
+
+def test_the_documents_tables_match_the_code() -> None:
+    text = DOCUMENT.read_text()
+    documented_env = dict(re.findall(r"^\| `([A-Z_]+)` \| `(\w+)`", text, re.M))
+    assert documented_env == ENVIRONMENT
+    for name in re.findall(r"^\| `(\w+Error)` \|", text, re.M):
+        assert issubclass(getattr(errors, name), errors.StorageError), name
+    for name in gcs.__all__:
+        assert re.search(rf"\b{name}\b", text), f"the document does not name {name}"
+    assert "roles/storage.objectAdmin" in text and "roles/storage.objectViewer" in text
+    assert "storage.buckets.get" in text
 
 
 def _fixtures() -> tuple[Task, TaskResult, TaskEvent, Schedule]:

@@ -3,20 +3,25 @@ quitting stops everything it started."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import json
 import os
 import pty
 import re
 import select
 import signal
 import struct
+import subprocess
 import sys
 import termios
 import time
 
 import psutil
 
-ANSI = re.compile(rb"\x1b\[[0-9;?<>=]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|\x1b[()][A-Za-z0-9]|\x1b[=>78]")
+ANSI = re.compile(
+    rb"\x1b\[[0-9;?<>=]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|\x1b[()][A-Za-z0-9]|\x1b[=>78]"
+)
 
 
 def _read_until(fd: int, pattern: re.Pattern[bytes], timeout: float, seen: bytearray) -> bool:
@@ -63,7 +68,9 @@ def test_demo_shows_the_fleet_and_quits_cleanly() -> None:
     seen = bytearray()
     try:
         # The fleet's queues appear once the first snapshot of its work has arrived.
-        shown = _read_until(fd, re.compile(rb"omniq-demo[\s\S]*critical|critical[\s\S]*omniq-demo"), 90, seen)
+        shown = _read_until(
+            fd, re.compile(rb"omniq-demo[\s\S]*critical|critical[\s\S]*omniq-demo"), 90, seen
+        )
         text = ANSI.sub(b"", bytes(seen)).decode("utf-8", "replace")
         assert shown, f"the demo never showed the dashboard; screen text:\n{text[-3000:]}"
         assert "Traceback" not in text
@@ -74,10 +81,8 @@ def test_demo_shows_the_fleet_and_quits_cleanly() -> None:
         status = None
         while time.monotonic() < deadline:
             select.select([fd], [], [], 0.2)
-            try:
+            with contextlib.suppress(OSError):
                 os.read(fd, 65536)
-            except OSError:
-                pass
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 break
@@ -95,3 +100,66 @@ def test_demo_shows_the_fleet_and_quits_cleanly() -> None:
         for proc in _alive(children):
             proc.kill()
         os.close(fd)
+
+
+def _lines_until(proc: subprocess.Popen[bytes], last: str, timeout: float) -> list[str]:
+    """What ``proc`` printed up to the line holding ``last``; fails naming what it waited for."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], deadline - time.monotonic())
+        if not ready:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise AssertionError(f"the demo exited before printing {last!r}: {seen!r}")
+        seen += chunk
+        lines = seen.decode().splitlines()
+        if any(last in line for line in lines):
+            return lines
+    raise AssertionError(f"the demo did not print {last!r} within {timeout} s: {seen!r}")
+
+
+def test_demo_prints_what_points_snapshot_at_it() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMNIQ_", "STORAGE_EMU"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "omniq_console", "demo", "--no-console", "--seed", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    children: list[psutil.Process] = []
+    try:
+        lines = _lines_until(proc, "running until Ctrl+C", timeout=60)
+        children = _demo_children(proc.pid)
+        exports = dict(
+            line.strip().removeprefix("export ").split("=", 1)
+            for line in lines
+            if line.strip().startswith("export ")
+        )
+        assert exports["STORAGE_EMULATOR_HOST"].startswith("http://127.0.0.1:")
+        assert exports["STORAGE_EMULATOR_HOST"] in lines[0]  # the endpoint, said first
+        assert (exports["OMNIQ_BUCKET"], exports["OMNIQ_PREFIX"]) == ("omniq-demo", "omniq/")
+        snapshot = subprocess.run(
+            [sys.executable, "-m", "omniq_console", "snapshot", "--compact"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**env, **exports},
+        )
+        assert snapshot.returncode == 0, snapshot.stderr
+        assert json.loads(snapshot.stdout)["stale"] is False
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        deadline = time.monotonic() + 10
+        while _alive(children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _alive(children) == [], "the demo left processes behind"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for child in _alive(children):
+            child.kill()

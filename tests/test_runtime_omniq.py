@@ -4,7 +4,12 @@ options, enqueue options, waiting for results, schedules, and opening/closing th
 from __future__ import annotations
 
 import asyncio
+import select
+import signal
+import subprocess
+import sys
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -223,3 +228,70 @@ async def test_async_api_on_a_backend_opened_for_sync_use(bucket: str) -> None:
         assert found is not None and found.func == "jobs:x"
     finally:
         await asyncio.to_thread(backend.__exit__, None, None, None)
+
+
+_SLOW_WORKER = """
+import asyncio, sys
+from omniq_console import OmniQ
+from omniq_console.backend.gcs import GCSBackend
+
+omniq = OmniQ(GCSBackend(sys.argv[1]))
+
+
+@omniq.task(name="tests.slow")
+async def slow() -> None:
+    print("RUNNING", flush=True)
+    await asyncio.sleep(120)
+
+
+omniq.run_worker_sync(["default"], poll_timeout=0.2, shutdown_grace=120)
+print("STOPPED", flush=True)
+"""
+
+
+def _wait_for_line(proc: subprocess.Popen[str], line: str, timeout: float) -> None:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], deadline - time.monotonic())
+        if not ready:
+            break
+        got = proc.stdout.readline()
+        if not got:
+            raise AssertionError(f"the worker exited before printing {line}")
+        if got.strip() == line:
+            return
+    raise AssertionError(f"the worker did not print {line} within {timeout} s")
+
+
+def test_run_worker_sync_second_signal_cancels_what_the_first_waits_for(bucket: str) -> None:
+    with OmniQ(GCSBackend(bucket)) as omniq:
+        omniq.enqueue("tests.slow")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_WORKER, bucket],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_line(proc, "RUNNING", timeout=30)
+        proc.send_signal(signal.SIGINT)  # a clean stop would wait 120 s for the task...
+        proc.send_signal(signal.SIGINT)  # ...the second cancels it
+        _wait_for_line(proc, "STOPPED", timeout=15)
+        assert proc.wait(15) == 0
+        assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_blocking_call_on_a_backend_open_for_async_use_is_refused(bucket: str) -> None:
+    async def main() -> None:
+        async with GCSBackend(bucket) as backend:
+            omniq = OmniQ(backend)
+            with pytest.raises(RuntimeError, match="async twin"):
+                await asyncio.to_thread(omniq.enqueue, "jobs:x")  # from another thread, too
+            assert await omniq.enqueue_async("jobs:x")
+
+    asyncio.run(main())

@@ -14,7 +14,9 @@ import pytest
 from omniq_console.backend.config import ENVIRONMENT, BackendSettings
 from omniq_console.backend.errors import AuthenticationError
 from omniq_console.backend.gcs import GCSBackend, create_gcs_backend_from_config
+from omniq_console.backend.memstore import MemoryObjectStore
 from omniq_console.backend.objectstore import ObjectStore
+from omniq_console.models import Task
 from omniq_console.settings import SettingsError, load_settings, make_backend
 
 SUBSCRIPTION = "projects/p/subscriptions/s"
@@ -229,3 +231,18 @@ def test_config_module_imports_without_the_backend_in_a_fresh_interpreter() -> N
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+async def test_an_in_memory_store_runs_the_backend_without_http() -> None:
+    store = MemoryObjectStore("memory-bucket")
+    await store.open()
+    await store.create_bucket()
+    await store.close()
+    backend = GCSBackend("memory-bucket", prefix="fast/", object_store=store)
+    async with backend:
+        task_id = await backend.async_task_storage.enqueue(Task(func="app:work"))
+        assert await backend.async_task_storage.get_queue_size("default") == 1
+        assert [info.key for info in await store.list("fast/tasks/")] == [
+            f"fast/tasks/{task_id}.json"
+        ]
+    assert not store.is_open

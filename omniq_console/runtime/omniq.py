@@ -43,7 +43,6 @@ from ..models import (
     ScheduleStatus,
     ScheduleType,
     TaskResult,
-    TaskStatus,
     as_utc,
     utcnow,
 )
