@@ -8,6 +8,7 @@ windows sort durations per queue, so they are recomputed at most every ``THROUGH
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,6 +26,7 @@ from .snapshot import (
     WorkerRow,
 )
 
+SLICE = 2_000
 TREND_LENGTH = 30
 RESULT_MINUTES = 30
 FAILURE_WINDOW_S = 300.0
@@ -45,6 +47,7 @@ class Parts:
     queues: tuple[QueueStats, ...]
     results_per_minute: tuple[ResultMinute, ...]
     failure_rate: float
+    outcome_window_s: float
     outcome_source: str
     schedules: tuple[ScheduleRow, ...]
     stuck: tuple[StuckTask, ...]
@@ -111,7 +114,8 @@ class SnapshotBuilder:
         self._throughput_changes = model.outcome_changes
         return out
 
-    def build(self, model: BucketModel, now_dt: datetime, thresholds: Thresholds) -> Parts:
+    async def build(self, model: BucketModel, now_dt: datetime, thresholds: Thresholds) -> Parts:
+        """The snapshot's parts; yields to the event loop every ``SLICE`` tasks."""
         now = now_dt.timestamp()
         running: dict[str, int] = {}
         pending: dict[str, int] = {}
@@ -121,7 +125,9 @@ class SnapshotBuilder:
         oldest: dict[str, float] = {}
         stuck: list[StuckTask] = []
         funcs: dict[str, str] = {}
-        for t in model.live_tasks():
+        for n, t in enumerate(model.live_tasks()):
+            if n % SLICE == SLICE - 1:
+                await asyncio.sleep(0)
             if t.status == "running":
                 running[t.queue] = running.get(t.queue, 0) + 1
                 funcs[t.id] = t.func
@@ -195,19 +201,14 @@ class SnapshotBuilder:
                 for s in ("success", "error", "cancelled", "expired")
             }
             bars.append(ResultMinute(minute=to_datetime(m * MINUTE), **counts))  # type: ignore[arg-type]
-        floor = now - FAILURE_WINDOW_S
-        ok = err = 0
-        events_used = False
-        for o in model.outcomes.values():
-            if floor <= o.completed_at <= now:
-                if o.status == "error":
-                    err += 1
-                elif o.status == "success":
-                    ok += 1
-            if o.source == "events":
-                events_used = True
-        removed = any(tid not in model.states for tid in model.outcomes)
-        source = "results+events" if events_used or removed else "results"
+        # The failure rate over the last FAILURE_WINDOW_S, from the minute counters: whole
+        # minutes, the current one included (so the window is 5 to 6 minutes wide).
+        last = int(now // MINUTE)
+        span = range(last - int(FAILURE_WINDOW_S // MINUTE), last + 1)
+        ok = sum(model.minutes.get((m, "success"), 0) for m in span)
+        err = sum(model.minutes.get((m, "error"), 0) for m in span)
+        source = "results+events" if model.detached else "results"
+        window_s = now - span.start * MINUTE
 
         schedules = [
             schedule_row(key, rec, gen, now_dt, thresholds.overdue_grace)
@@ -252,6 +253,7 @@ class SnapshotBuilder:
             queues=tuple(queues),
             results_per_minute=tuple(bars),
             failure_rate=err / (ok + err) if ok + err else 0.0,
+            outcome_window_s=round(window_s, 1),
             outcome_source=source,
             schedules=tuple(schedules),
             stuck=tuple(stuck),

