@@ -104,7 +104,7 @@ def status_of(url: str) -> int:
 
 
 SEED = """
-import asyncio, json, os, time
+import asyncio, atexit, json, os, time
 from omniq_console import OmniQ
 from omniq_console.notebook import console, dashboard, session
 from omniq_console.notebook.widget import MONITOR_TASK_PREFIX
@@ -144,14 +144,27 @@ await fail(2)
 for i in range(3):
     await omniq.enqueue_async(send, f"user{i}@example.com")
 await omniq.schedule_async(send, "ops@example.com", interval=3600, schedule_id="nightly")
+def report_exit():
+    # Registered before any dashboard: runs after the notebook package's own exit hook.
+    with open(os.environ["TEST_EXIT_REPORT"], "w") as report:
+        json.dump([{"closed": b.closed, "released": not b.backend.is_open} for b in boards], report)
+
+boards = []
+atexit.register(report_exit)
 print(os.getpid())
 """
 
 DASHBOARD = 'board = dashboard(BUCKET, interval=INTERVAL, actor="analyst@notebook")'
 
 
-async def test_dashboard_in_a_real_kernel(bucket: str, backend: GCSBackend) -> None:
-    env = {**os.environ, "OMNIQ_BUCKET": bucket, "TEST_INTERVAL": str(INTERVAL)}
+async def test_dashboard_in_a_real_kernel(bucket: str, backend: GCSBackend, tmp_path: Path) -> None:
+    exit_report = tmp_path / "exit.json"
+    env = {
+        **os.environ,
+        "OMNIQ_BUCKET": bucket,
+        "TEST_INTERVAL": str(INTERVAL),
+        "TEST_EXIT_REPORT": str(exit_report),
+    }
     async with kernel(env) as k:
         kernel_pid = int((await k.run(SEED)).split()[-1])
         board_cell = len(k.nb.cells)
@@ -265,7 +278,10 @@ async def test_dashboard_in_a_real_kernel(bucket: str, backend: GCSBackend) -> N
         assert status_of(served["url"].split("?")[0]) == 403
         processes = descendants(kernel_pid)
         assert served["pid"] in {p.pid for p in processes}
+        await k.run("boards += [first_board, board, lab, ro]")
     assert_all_gone(processes)
+    # The kernel's exit stopped every live dashboard and let its Monitor close the backend.
+    assert json.loads(exit_report.read_text()) == [{"closed": True, "released": True}] * 4
 
     audits = await backend.async_event_storage.get_events(event_type=EventType.OPERATOR_ACTION)
     actions = {(a.actor, a.details["action"]) for a in audits}

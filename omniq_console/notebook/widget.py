@@ -35,7 +35,7 @@ from .groups import FailureGroup, failure_groups
 from .render import dashboard_html, message_html
 
 try:
-    import ipywidgets as widgets  # type: ignore[import-untyped]
+    import ipywidgets as widgets  # type: ignore[import-untyped,unused-ignore]
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(f"the notebook dashboard needs ipywidgets: {NOTEBOOK_INSTALL_HINT}") from exc
 
