@@ -50,6 +50,10 @@ __all__ = [
 ]
 
 
+# The settings ObjectStore takes as keywords, besides the bucket and the retry policy.
+_STORE_OPTIONS = ("project", "token", "access", "consistency", "endpoint_url", "gcs_kwargs")
+
+
 class GCSBackend:
     """OmniQ storage (task queue, results, events, schedules) in one GCS bucket under a prefix.
 
@@ -116,15 +120,9 @@ class GCSBackend:
     ) -> None:
         self.settings = settings
         self.layout = Layout(settings.prefix)
+        store_options = {name: getattr(settings, name) for name in _STORE_OPTIONS}
         self.store: ObjectStoreAPI = object_store or ObjectStore(
-            settings.bucket_name,
-            project=settings.project,
-            token=settings.token,
-            access=settings.access,
-            consistency=settings.consistency,
-            endpoint_url=settings.endpoint_url,
-            retry=retry,
-            gcs_kwargs=settings.gcs_kwargs,
+            settings.bucket_name, retry=retry, **store_options
         )
         self.cache_timeout = settings.cache_timeout
         self.cache = BodyCache(self.cache_timeout)
