@@ -277,7 +277,12 @@ class GCSBackend:
         self._opens -= 1
         if self._opens == 0:
             self._mode = None
-            await self.store.close()
+            try:
+                # Events recorded for the next batch are written before the session goes.
+                for events in (self._async_event_storage, self._event_storage):
+                    await events.aclose()
+            finally:
+                await self.store.close()
 
     async def __aenter__(self) -> Self:
         await self.aopen()
