@@ -15,7 +15,8 @@ import psutil
 import pytest
 
 from omniq_console import OmniQ
-from omniq_console.backend.gcs import GCSBackend
+from omniq_console.backend.gcs import GCSBackend, RetryPolicy
+from omniq_console.demo.emulator import free_port
 from omniq_console.monitor.snapshot import (
     EventRow,
     QueueStats,
@@ -284,3 +285,24 @@ def test_console_serves_with_its_token_and_close_leaves_no_process(bucket: str) 
 def test_console_of_a_missing_bucket_raises_the_servers_message(gcs_env: object) -> None:
     with pytest.raises(RuntimeError, match="omniq-console serve exited with code"):
         NotebookConsole("no-such-bucket-for-the-console", key="test:console-missing")
+
+
+async def test_an_unreachable_bucket_is_retried_and_said(bucket: str) -> None:
+    unreachable = GCSBackend(
+        bucket,
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        retry=RetryPolicy(attempts=1, request_timeout=2.0),
+    )
+    board = dashboard(unreachable, interval=0.1, key="test:unreachable")
+    second = asyncio.Event()
+    board.panel.observe(
+        lambda change: "(attempt 2)" in change["new"] and second.set(), names="value"
+    )
+    try:
+        async with asyncio.timeout(30):
+            await second.wait()  # the second attempt to reach the bucket, announced
+        assert f"connecting to gs://{bucket}/omniq/" in board.panel.value
+        assert board.error and not board.closed and board.snapshot is None
+    finally:
+        board.close()
+    await board.wait_closed()

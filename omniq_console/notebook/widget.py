@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import Any
 
+from ..backend.errors import BackendUnavailableError
 from ..backend.gcs import GCSBackend
 from ..checks import check_seconds, describe_exception
 from ..models import ScheduleStatus, TaskStatus
@@ -45,6 +46,8 @@ MONITOR_TASK_PREFIX = "omniq-dashboard:"
 """Name prefix of the asyncio task that runs a dashboard's Monitor (one per live dashboard)."""
 DEFAULT_INTERVAL = 2.0
 """Seconds between polls of a dashboard given a backend (a bucket name uses the settings)."""
+OPEN_BACKOFF_MAX_S = 30.0
+"""Longest wait between two attempts to reach an unreachable bucket."""
 SHUTDOWN_GRACE_S = 2.0
 """How long the kernel's exit waits for a dashboard's Monitor to close its connections."""
 
@@ -181,11 +184,7 @@ class Dashboard:
 
     async def _run(self) -> None:
         try:
-            try:
-                await self.backend.aopen()
-            except Exception as exc:
-                self.error = f"cannot open {self.url}: {describe_exception(exc)}"
-                self.panel.value = message_html(self.error, error=True)
+            if not await self._open():
                 return
             try:
                 self.monitor = Monitor(self.backend, interval=self.interval)
@@ -199,6 +198,29 @@ class Dashboard:
         finally:
             self._stopped.set()
             self._wake()
+
+    async def _open(self) -> bool:
+        """Open the backend, retrying while it is unreachable; False when it cannot be used
+        (a missing bucket, refused credentials, a bad option): the panel says why."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self.backend.aopen()
+                return True
+            except (BackendUnavailableError, TimeoutError, ConnectionError) as exc:
+                delay = min(OPEN_BACKOFF_MAX_S, self.interval * 2 ** min(attempt, 16))
+                self.error = describe_exception(exc)
+                self.panel.value = message_html(
+                    f"connecting to {self.url} (attempt {attempt}): {self.error}; "
+                    f"trying again in {delay:.0f}s",
+                    error=True,
+                )
+                await asyncio.sleep(delay)
+            except Exception as exc:
+                self.error = f"cannot open {self.url}: {describe_exception(exc)}"
+                self.panel.value = message_html(self.error, error=True)
+                return False
 
     def _on_snapshot(self, snapshot: Snapshot) -> None:
         if self._closed:
