@@ -88,6 +88,8 @@ class NotebookConsole:
                 env={**os.environ, TOKEN_ENV: token},
                 # Its own group: textual-serve's console processes are stopped with it.
                 start_new_session=True,
+                # Killed with the kernel however it dies (cells run on the kernel's main
+                # thread, which lives as long as the kernel).
                 preexec_fn=die_with_parent,
             )
         try:
@@ -166,6 +168,10 @@ class NotebookConsole:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
         self._logdir.cleanup()
+
+    def release(self) -> None:
+        """Close (the cell was run again: its iframe is gone with the old output)."""
+        self.close()
 
 
 def console(

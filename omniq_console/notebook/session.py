@@ -20,7 +20,12 @@ log = logging.getLogger(__name__)
 
 
 class Closable(Protocol):
+    """What a cell's live object offers: ``close()`` stops it; ``release()`` stops it and
+    frees what it displays, when its cell made a new one."""
+
     def close(self) -> None: ...
+
+    def release(self) -> None: ...
 
 
 _live: dict[str, Closable] = {}
@@ -66,7 +71,7 @@ def execution_count() -> int | None:
 
 
 def register(key: str, obj: Closable) -> None:
-    """Make ``obj`` the live object of ``key``, closing the one it replaces."""
+    """Make ``obj`` the live object of ``key``, releasing the one it replaces."""
     global _hooked
     with _lock:
         old = _live.get(key)
@@ -75,7 +80,7 @@ def register(key: str, obj: Closable) -> None:
             atexit.register(close_all)
             _hooked = True
     if old is not None and old is not obj:
-        old.close()
+        old.release()
 
 
 def unregister(key: str, obj: Closable) -> None:

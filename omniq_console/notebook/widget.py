@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
@@ -39,8 +38,6 @@ try:
     import ipywidgets as widgets  # type: ignore[import-untyped,unused-ignore]
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(f"the notebook dashboard needs ipywidgets: {NOTEBOOK_INSTALL_HINT}") from exc
-
-log = logging.getLogger(__name__)
 
 MONITOR_TASK_PREFIX = "omniq-dashboard:"
 """Name prefix of the asyncio task that runs a dashboard's Monitor (one per live dashboard)."""
@@ -105,7 +102,13 @@ class Dashboard:
         self.last_action: str | None = None
         self._closed = False
         self._displayed_in: int | None = None
-        self._loop = asyncio.get_running_loop()
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "a dashboard runs its Monitor on the running event loop: make it in a Jupyter "
+                "cell (or from async code)"
+            ) from None
         self._published = asyncio.Event()
         self._stopped = asyncio.Event()
         self._actions: set[Future[None]] = set()
@@ -346,6 +349,12 @@ class Dashboard:
             with contextlib.suppress(Exception):
                 self._loop.run_until_complete(asyncio.wait({self._task}, timeout=SHUTDOWN_GRACE_S))
 
+    def release(self) -> None:
+        """Close, and close the widgets too (their views go blank): the cell was run again."""
+        self.close()
+        for widget in self._widgets:
+            widget.close()
+
     async def wait_closed(self) -> None:
         """Wait until the Monitor has stopped and released the backend."""
         await self._stopped.wait()
@@ -455,26 +464,16 @@ class Dashboard:
 
     async def _perform(self, label: str, run: Callable[[], Awaitable[str]]) -> None:
         try:
-            message = await run()
+            message, failed = await run(), False
         except Exception as exc:
-            message = f"{label} failed: {describe_exception(exc)}"
-        self._report(message)
+            message, failed = f"{label} failed: {describe_exception(exc)}", True
+        self._report(message, error=failed)
         if self.monitor is not None:
             self.monitor.request_poll()
 
-    def _report(self, message: str) -> None:
+    def _report(self, message: str, *, error: bool = False) -> None:
         self.last_action = message
-        self.action_status.value = message_html(message, error="failed" in message)
-
-
-def _spawn_check() -> None:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        raise RuntimeError(
-            "dashboard() runs its Monitor on the running event loop: call it in a Jupyter "
-            "cell (or from async code)"
-        ) from None
+        self.action_status.value = message_html(message, error=error)
 
 
 def dashboard(
@@ -504,7 +503,6 @@ def dashboard(
     ``token``, ``config``, ...) beat the ``OMNIQ_*`` environment, which beats the config file;
     ``interval`` and ``actor`` default to the settings' ``refresh`` and ``actor``.
     """
-    _spawn_check()
     if isinstance(target, GCSBackend):
         if prefix is not None or settings:
             raise ValueError("prefix and settings apply to a bucket name, not to a backend")
