@@ -32,6 +32,7 @@ from omniq_console.notebook.frames import FRAMES, NOTEBOOK_INSTALL_HINT
 from omniq_console.notebook.groups import failure_groups
 from omniq_console.notebook.render import dashboard_html
 from omniq_console.notebook.widget import MONITOR_TASK_PREFIX
+from omniq_console.runtime import Operator
 
 TAKEN = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 
@@ -303,6 +304,53 @@ async def test_an_unreachable_bucket_is_retried_and_said(bucket: str) -> None:
             await second.wait()  # the second attempt to reach the bucket, announced
         assert f"connecting to gs://{bucket}/omniq/" in board.panel.value
         assert board.error and not board.closed and board.snapshot is None
+    finally:
+        board.close()
+    await board.wait_closed()
+
+
+async def _failed(omniq: OmniQ, n: int) -> None:
+    """``n`` tasks of queue payments, failed by a real worker with ValueError."""
+
+    @omniq.task(name="payments.charge", queue="payments", max_retries=0)
+    def charge(amount: int) -> None:
+        raise ValueError(f"card declined: {amount}")
+
+    ids = [await omniq.enqueue_async(charge, i) for i in range(n)]
+    worker = omniq.worker(["payments"], poll_interval=0.1)
+    running = asyncio.ensure_future(worker.run())
+    for task_id in ids:
+        await omniq.get_result_async(task_id, timeout=60)
+    worker.stop()
+    await running
+
+
+async def test_actions_refused_or_declined_change_nothing_and_say_so(backend: GCSBackend) -> None:
+    omniq = OmniQ(backend)
+    await _failed(omniq, 2)
+    await omniq.schedule_async("app:report", interval=3600, schedule_id="nightly")
+    # A long interval: the dashboard does not see the other operator's change below.
+    board = dashboard(backend, interval=60, actor="analyst@test", key="test:refused")
+    try:
+        await board.wait_for(lambda s: bool(s.schedules and board.groups), within=20)
+        board.schedule_select.value = "nightly"
+        await Operator(backend, "someone@else").pause_schedule("nightly")
+        seen = board.snapshots
+        board.pause_button.click()  # bound to the version on screen, which is gone
+        await board.wait_for(lambda s: board.snapshots > seen, within=20, what="the re-poll")
+        assert board.last_action is not None
+        assert board.last_action.startswith("pause schedule nightly failed:")
+        assert "color:#cf222e" in board.action_status.value
+
+        board.group_select.value = board.groups[0].key
+        board.retry_button.click()
+        assert board.confirm_box.layout.display == "flex"
+        assert "Retry 2 failed tasks of ValueError in queue payments?" in board.confirm_text.value
+        board.confirm_no.click()
+        assert board.confirm_box.layout.display == "none"
+        assert board.last_action == "Retry of ValueError in payments cancelled: nothing changed."
+        snap = await board.refresh()
+        assert snap.tasks["failed"] == 2 and board.groups[0].count == 2
     finally:
         board.close()
     await board.wait_closed()
