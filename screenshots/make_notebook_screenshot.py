@@ -81,7 +81,7 @@ def execute(notebook: Path) -> nbformat.NotebookNode:
     env = {
         k: v for k, v in os.environ.items() if k not in ("OMNIQ_BUCKET", "STORAGE_EMULATOR_HOST")
     }
-    nb = nbformat.read(notebook, as_version=4)
+    nb: nbformat.NotebookNode = nbformat.read(notebook, as_version=4)  # type: ignore[no-untyped-call]
     client = NotebookClient(
         nb,
         timeout=300,
@@ -91,13 +91,15 @@ def execute(notebook: Path) -> nbformat.NotebookNode:
     )
     board = next(i for i, c in enumerate(nb.cells) if c.source.startswith("board = dashboard("))
     drill = next(i for i, c in enumerate(nb.cells) if c.source.startswith("## Drill"))
-    settle = nbformat.v4.new_code_cell(SETTLE)
+    settle = nbformat.v4.new_code_cell(SETTLE)  # type: ignore[no-untyped-call]
     with client.setup_kernel(env=env):
         for index, cell in enumerate(nb.cells[:drill]):
             client.execute_cell(cell, index)
         client.execute_cell(settle, drill)
         client.set_widgets_metadata()
-    shown = nbformat.v4.new_notebook(cells=[nb.cells[board]], metadata=nb.metadata)
+    shown: nbformat.NotebookNode = nbformat.v4.new_notebook(  # type: ignore[no-untyped-call]
+        cells=[nb.cells[board]], metadata=nb.metadata
+    )
     return shown
 
 
@@ -105,7 +107,7 @@ def to_html(nb: nbformat.NotebookNode, out_dir: Path) -> Path:
     manager, loader = fetch_js("html-manager"), fetch_js("requirejs")
     shutil.copytree(manager.parent, out_dir / "html-manager", dirs_exist_ok=True)
     shutil.copy(loader, out_dir / "require.js")
-    exporter = HTMLExporter(
+    exporter = HTMLExporter(  # type: ignore[no-untyped-call]
         template_name="lab",
         widget_renderer_url="html-manager/embed-amd.js",
         require_js_url="require.js",
@@ -145,7 +147,7 @@ def main() -> None:
     args = parser.parse_args()
     nb = execute(EXAMPLE)
     if args.keep:
-        nbformat.write(nb, args.keep)
+        nbformat.write(nb, args.keep)  # type: ignore[no-untyped-call]
     with tempfile.TemporaryDirectory() as tmp:
         page = to_html(nb, Path(tmp))
         screenshot(page, args.out.resolve(), args.width, args.height)

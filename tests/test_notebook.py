@@ -296,9 +296,12 @@ async def test_an_unreachable_bucket_is_retried_and_said(bucket: str) -> None:
     )
     board = dashboard(unreachable, interval=0.1, key="test:unreachable")
     second = asyncio.Event()
-    board.panel.observe(
-        lambda change: "(attempt 2)" in change["new"] and second.set(), names="value"
-    )
+
+    def announced(change: dict[str, Any]) -> None:
+        if "(attempt 2)" in change["new"]:
+            second.set()
+
+    board.panel.observe(announced, names="value")
     try:
         async with asyncio.timeout(30):
             await second.wait()  # the second attempt to reach the bucket, announced

@@ -33,6 +33,10 @@ INTERVAL = 1.0
 """The dashboard's poll interval in the kernel: a change must show within two of them."""
 
 
+def new_cell(code: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_code_cell(code)  # type: ignore[no-untyped-call,no-any-return]
+
+
 class Kernel:
     """One kernel and the notebook whose cells it ran (outputs kept, as Jupyter saves them)."""
 
@@ -42,7 +46,7 @@ class Kernel:
 
     async def run(self, code: str) -> str:
         """Execute ``code`` as a new cell; its stdout (raises with the traceback on error)."""
-        cell = nbformat.v4.new_code_cell(code)
+        cell = new_cell(code)
         self.nb.cells.append(cell)
         return await self.rerun(len(self.nb.cells) - 1)
 
@@ -58,7 +62,7 @@ class Kernel:
 
     async def run_with_cell_id(self, code: str, cell_id: str) -> None:
         """Execute ``code`` as JupyterLab does, with ``cellId`` in the request's metadata."""
-        kc = self.client.kc
+        kc: Any = self.client.kc  # the async client: get_shell_msg is awaitable
         content = {"code": code, "silent": False, "store_history": True,
                    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}  # fmt: skip
         msg = kc.session.msg("execute_request", content, metadata={"cellId": cell_id})
@@ -78,7 +82,7 @@ class Kernel:
 
 @asynccontextmanager
 async def kernel(env: dict[str, str]) -> AsyncIterator[Kernel]:
-    nb = nbformat.v4.new_notebook()
+    nb = nbformat.v4.new_notebook()  # type: ignore[no-untyped-call]
     # "graceful": a shutdown request, as Jupyter sends when a notebook is closed.
     client = NotebookClient(nb, timeout=120, kernel_name="python3", shutdown_kernel="graceful")
     async with client.async_setup_kernel(env=env):
@@ -293,7 +297,7 @@ async def test_example_notebook_runs_in_a_real_kernel(monkeypatch: pytest.Monkey
     # No bucket given: the notebook starts the demo (its own emulator and fleet).
     for name in ("OMNIQ_BUCKET", "OMNIQ_PREFIX", "STORAGE_EMULATOR_HOST", "OMNIQ_CONFIG"):
         monkeypatch.delenv(name, raising=False)
-    nb = nbformat.read(EXAMPLE, as_version=4)
+    nb = nbformat.read(EXAMPLE, as_version=4)  # type: ignore[no-untyped-call]
     client = NotebookClient(
         nb, timeout=180, kernel_name="python3", shutdown_kernel="graceful",
         resources={"metadata": {"path": str(EXAMPLE.parent)}},
@@ -301,7 +305,7 @@ async def test_example_notebook_runs_in_a_real_kernel(monkeypatch: pytest.Monkey
     async with client.async_setup_kernel():
         for index, cell in enumerate(nb.cells):
             await client.async_execute_cell(cell, index)
-        probe = nbformat.v4.new_code_cell("import os; print(os.getpid())")
+        probe = new_cell("import os; print(os.getpid())")
         nb.cells.append(probe)
         await client.async_execute_cell(probe, len(nb.cells) - 1)
         processes = descendants(int(probe.outputs[0]["text"]))
