@@ -345,6 +345,17 @@ async def test_actions_refused_or_declined_change_nothing_and_say_so(backend: GC
         assert board.last_action.startswith("pause schedule nightly failed:")
         assert "color:#cf222e" in board.action_status.value
 
+        # The re-poll shows it paused: Resume is offered, and Run now still is.
+        assert board.pause_button.disabled and not board.resume_button.disabled
+        board.trigger_button.click()
+        ran = await board.wait_for(
+            lambda s: any(q.name == "default" and q.pending + q.delayed == 1 for q in s.queues),
+            within=20,
+            what="the triggered run in queue default",
+        )
+        assert ran.schedules[0].status == "paused"
+        assert (board.last_action or "").startswith("Schedule nightly ran now: task ")
+
         board.group_select.value = board.groups[0].key
         board.retry_button.click()
         assert board.confirm_box.layout.display == "flex"
