@@ -22,7 +22,6 @@ from reliability_fixtures import QUEUE, Fleet, expected_runs, race_tasks
 
 from omniq_console.backend.errors import ConflictError
 from omniq_console.backend.gcs import GCSBackend
-from omniq_console.backend.index import task_index
 from omniq_console.demo.emulator import Emulator
 from omniq_console.models import (
     EventType,
@@ -47,10 +46,9 @@ async def backend(bucket: str, emulator: Emulator) -> AsyncIterator[GCSBackend]:
 
 
 async def _statuses(backend: GCSBackend) -> Counter[str]:
-    """Task statuses from one listing (index metadata only: no body reads, light on the
+    """Task statuses from listings (tasks and state records, no body reads: light on the
     emulator while the fleet works)."""
-    infos = await backend.store.list(backend.layout.tasks)
-    return Counter(idx.status.value if (idx := task_index(i)) else "unindexed" for i in infos)
+    return Counter(s.value for s in (await backend.async_task_storage.statuses()).values())
 
 
 async def _wait_all_final(backend: GCSBackend, n: int, fleet: Fleet, seconds: float) -> None:

@@ -27,9 +27,9 @@ from reliability_fixtures import (
     race_tasks,
 )
 
+from omniq_console.backend import lifecycle
 from omniq_console.backend.errors import StorageError
 from omniq_console.backend.gcs import GCSBackend
-from omniq_console.backend.index import task_index
 from omniq_console.demo.emulator import Emulator
 from omniq_console.models import (
     EventType,
@@ -39,6 +39,7 @@ from omniq_console.models import (
     Task,
     TaskResult,
     TaskStatus,
+    utcnow,
 )
 from omniq_console.monitor.monitor import Monitor
 from omniq_console.monitor.snapshot import Snapshot
@@ -104,8 +105,7 @@ async def test_workers_on_flaky_storage_lose_nothing_and_run_nothing_twice(
         burst = fault_proxy.fail(503, times=5)
         deadline = time.monotonic() + 45
         while time.monotonic() < deadline:
-            infos = await direct.store.list(direct.layout.tasks)
-            statuses = [idx.status for i in infos if (idx := task_index(i)) is not None]
+            statuses = list((await direct.async_task_storage.statuses()).values())
             if len(statuses) == len(tasks) and all(s.is_final for s in statuses):
                 break
             await asyncio.sleep(0.5)
@@ -227,12 +227,14 @@ async def _seed_for_actions(direct: GCSBackend) -> tuple[Schedule, Task, Task]:
     queue = direct.async_task_storage
     await queue.enqueue(Task(func="m:f", id="to-fail", queue_name="ops"))
     claimed = await queue.dequeue(["ops"], worker_id="w-ops")
-    assert claimed is not None
-    claimed.status = TaskStatus.FAILED
-    failed = await queue.update_task(claimed)
-    await direct.async_result_storage.set(
-        TaskResult(task_id="to-fail", status=ResultStatus.ERROR, error="boom",
-                   error_type="ValueError", traceback="Traceback: boom")
+    assert claimed is not None and claimed.record is not None
+    await queue.ready_to_write(claimed)
+    failure = lifecycle.Failure("ValueError", "boom", "Traceback: boom", retryable=False)
+    failed = await queue.finish(
+        claimed,
+        lifecycle.fail_or_retry(
+            claimed, claimed.record, failure, worker="w-ops", execution_time=0.1, now=utcnow()
+        ),
     )
     await queue.enqueue(Task(func="m:f", id="to-cancel", queue_name="ops"))
     pending = await queue.get_task("to-cancel")

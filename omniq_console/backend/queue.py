@@ -285,6 +285,17 @@ class AsyncGCSQueue(StoreBase):
 
         return sum(1 for info in entries if waiting(info))
 
+    async def statuses(self) -> dict[str, TaskStatus]:
+        """The status of every task, by id, from two listings (tasks and state records) and no
+        body reads."""
+        infos, records = await asyncio.gather(self._list(self.layout.tasks), self._records())
+        out: dict[str, TaskStatus] = {}
+        for info in infos:
+            task_id = Layout.name_of(info.key)
+            record = records.get(task_id)
+            out[task_id] = record.state if record is not None else TaskStatus.PENDING
+        return out
+
     async def list_tasks(
         self,
         queue_name: str | None = None,
