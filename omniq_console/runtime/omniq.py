@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import logging
 import signal
 import threading
 from collections.abc import Callable, Coroutine, Sequence
@@ -61,6 +62,12 @@ from .scheduler import Scheduler
 from .worker import Worker
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
+
+# Said (as warnings, so they show without any logging set up) when a stop signal is acted on.
+_FIRST_STOP = "stopping: the running work may finish (send the signal again to cancel it)"
+_SECOND_STOP = "stopping now: cancelling the running work"
 F = TypeVar("F", bound=TaskFunction)
 
 _FINAL_RESULTS = frozenset(
@@ -322,13 +329,14 @@ class OmniQ:
         async def supervised() -> None:
             run = asyncio.create_task(main())
 
-            async def relay(requested: StopSignal, action: Callable[[], object]) -> None:
+            async def relay(requested: StopSignal, action: Callable[[], object], note: str) -> None:
                 await requested.wait()
+                logger.warning(note)
                 action()
 
             relays = [
-                asyncio.create_task(relay(stopping, stop)),
-                asyncio.create_task(relay(aborting, run.cancel)),
+                asyncio.create_task(relay(stopping, stop, _FIRST_STOP)),
+                asyncio.create_task(relay(aborting, run.cancel, _SECOND_STOP)),
             ]
             try:
                 await run
