@@ -21,10 +21,12 @@ missing one is a :class:`SettingsError` naming it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .backend.config import BackendSettings, SettingsError, default_actor
-from .backend.gcs import GCSBackend
+
+if TYPE_CHECKING:
+    from .backend.gcs import GCSBackend
 
 __all__ = ["BackendSettings", "SettingsError", "default_actor", "load_settings", "make_backend"]
 
@@ -44,6 +46,9 @@ def load_settings(*, read_only: bool = False, **overrides: Any) -> BackendSettin
 
 def make_backend(settings: BackendSettings | None = None, **overrides: Any) -> GCSBackend:
     """The ``GCSBackend`` for ``settings`` (default: ``load_settings(**overrides)``), not opened."""
+    # Imported here: reading settings (and failing on a bad one) need not load gcsfs.
+    from .backend.gcs import GCSBackend
+
     if settings is None:
         settings = load_settings(**overrides)
     elif overrides:
