@@ -50,7 +50,7 @@ def test_the_documents_example_runs_as_written(bucket: str) -> None:
     omniq = OmniQ(backend=backend)
 
     @omniq.task
-    def my_task(x, y):  # type: ignore[no-untyped-def]
+    def my_task(x, y):  # type: ignore[no-untyped-def]  # the document's example, untyped
         return x + y
 
     result = omniq.enqueue(my_task, 1, 2)
