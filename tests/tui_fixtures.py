@@ -25,6 +25,7 @@ from omniq_console.models import (
 from omniq_console.monitor.snapshot import (
     EventRow,
     QueueStats,
+    QueueWindow,
     RequestFigures,
     ResultMinute,
     ScheduleRow,
@@ -255,6 +256,9 @@ def workers() -> tuple[WorkerRow, ...]:
             running=(task_id(21), task_id(22)),
             processed=1520,
             failed=6,
+            concurrency=4,
+            utilisation=0.5,
+            running_funcs=("app.mail.send_digest", "app.mail.send_digest"),
         ),
         WorkerRow(
             id="worker-b",
@@ -268,6 +272,9 @@ def workers() -> tuple[WorkerRow, ...]:
             running=(task_id(23),),
             processed=1388,
             failed=0,
+            concurrency=1,
+            utilisation=1.0,
+            running_funcs=("app.mail.send_digest",),
         ),
         WorkerRow(
             id="worker-c",
@@ -281,6 +288,10 @@ def workers() -> tuple[WorkerRow, ...]:
             running=(task_id(24),),
             processed=210,
             failed=3,
+            concurrency=2,
+            utilisation=0.5,
+            running_funcs=("app.reports.build_monthly",),
+            dead=True,
         ),
     )
 
@@ -316,6 +327,31 @@ def results_per_minute() -> tuple[ResultMinute, ...]:
     )
 
 
+def throughput(
+    per_15m: int, failed_15m: int, *, wait: float, run: float, covered_6h: float
+) -> tuple[QueueWindow, ...]:
+    """Windows of 15 min, 1 h and 6 h; the bucket holds only ``covered_6h`` of the last."""
+    out: list[QueueWindow] = []
+    for name, window_s, scale in (("15m", 900.0, 1), ("1h", 3600.0, 4), ("6h", 21600.0, 10)):
+        covered = min(window_s, covered_6h)
+        done = per_15m * scale
+        out.append(
+            QueueWindow(
+                window=name,
+                window_s=window_s,
+                completed=done,
+                failed=failed_15m * scale,
+                per_minute=done / (covered / 60),
+                wait_p50_s=wait,
+                wait_p95_s=wait * 3,
+                run_p50_s=run,
+                run_p95_s=run * 4,
+                covered_s=covered,
+            )
+        )
+    return tuple(out)
+
+
 def demo_snapshot(**changes: object) -> Snapshot:
     """The standard fixed snapshot; ``changes`` override any field."""
     rows = task_rows()
@@ -333,6 +369,7 @@ def demo_snapshot(**changes: object) -> Snapshot:
                 running=3,
                 oldest_pending_age_s=146,
                 depth_trend=(4, 6, 9, 12, 11, 14, 15, 17, 16, 17),
+                throughput=throughput(120, 6, wait=1.2, run=0.4, covered_6h=2.5 * 3600),
             ),
             QueueStats(
                 name="reports",
@@ -343,6 +380,10 @@ def demo_snapshot(**changes: object) -> Snapshot:
                 expired=2,
                 oldest_pending_age_s=900,
                 depth_trend=(300, 420, 610, 800, 950, 1100, 1250, 1390, 1460, 1500),
+                paused=True,
+                paused_by="alice",
+                paused_at=TAKEN_AT - timedelta(minutes=5),
+                throughput=throughput(8, 3, wait=640.0, run=31.0, covered_6h=2.5 * 3600),
             ),
             QueueStats(name="default", depth_trend=(0, 0, 1, 0, 0, 0, 0, 0, 0, 0)),
         ),
@@ -351,6 +392,8 @@ def demo_snapshot(**changes: object) -> Snapshot:
         results_per_minute=results_per_minute(),
         failures_by_type={"ValueError": 6, "TimeoutError": 3, ANSI_ERROR: 1},
         failure_rate=21 / 289,
+        outcome_window_s=900.0,
+        outcome_source="results+events",
         events=events(),
         schedules=schedules(),
         stuck=(
@@ -496,6 +539,28 @@ class RecordingOperator:
         self, task_ids: Sequence[str], expected_status: str | None = None
     ) -> BulkOutcome:
         self._call("retry_tasks", tuple(task_ids), expected_status=expected_status)
+        return BulkOutcome(done=list(task_ids))
+
+    async def cancel_tasks(
+        self, task_ids: Sequence[str], expected_status: str | None = None
+    ) -> BulkOutcome:
+        self._call("cancel_tasks", tuple(task_ids), expected_status=expected_status)
+        return BulkOutcome(done=list(task_ids))
+
+    async def delete_tasks(
+        self, task_ids: Sequence[str], expected_status: str | None = None
+    ) -> BulkOutcome:
+        self._call("delete_tasks", tuple(task_ids), expected_status=expected_status)
+        return BulkOutcome(done=list(task_ids))
+
+    async def pause_queue(self, queue: str) -> None:
+        self._call("pause_queue", queue)
+
+    async def resume_queue(self, queue: str) -> None:
+        self._call("resume_queue", queue)
+
+    async def purge_queue(self, queue: str, task_ids: Sequence[str]) -> BulkOutcome:
+        self._call("purge_queue", queue, tuple(task_ids))
         return BulkOutcome(done=list(task_ids))
 
 

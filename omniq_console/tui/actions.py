@@ -16,8 +16,8 @@ from textual.app import App
 
 from ..models import TaskStatus
 from ..monitor.snapshot import TaskRow
-from .fmt import count
-from .operations import ConsoleOperator, describe_bulk, describe_error
+from .fmt import count, plural
+from .operations import ConsoleOperator, StateChanged, describe_bulk, describe_error
 from .screens.confirm import ConfirmScreen
 from .source import SnapshotSource
 from .text import literal
@@ -75,9 +75,10 @@ class ActionRunner:
         call: Callable[[], Awaitable[Any]],
         success: Callable[[Any], tuple[str, bool]],
         after: Callable[[], object] | None = None,
+        on_changed: Callable[[StateChanged], None] | None = None,
     ) -> None:
         self._app.run_worker(
-            self._perform(label, call, success, after),
+            self._perform(label, call, success, after, on_changed),
             group="actions",
             description=label,
             exit_on_error=False,
@@ -89,9 +90,20 @@ class ActionRunner:
         call: Callable[[], Awaitable[Any]],
         success: Callable[[Any], tuple[str, bool]],
         after: Callable[[], object] | None,
+        on_changed: Callable[[StateChanged], None] | None = None,
     ) -> None:
         try:
             result = await call()
+        except StateChanged as changed:
+            self._app.notify(
+                describe_error(label, changed),
+                title="Changed since you saw it",
+                severity="warning",
+                markup=False,
+                timeout=12,
+            )
+            if on_changed is not None and changed.allowed:
+                on_changed(changed)
         except Exception as error:  # every failure is told to the operator, none crashes the UI
             self._app.notify(
                 describe_error(label, error),
@@ -145,6 +157,7 @@ class ActionRunner:
             lambda: op.retry_task(task_id, expected_status=expected),
             lambda _: (f"Task {task_id} is pending again.", True),
             after,
+            lambda changed: self._offer_after_change(changed, "retry", after),
         )
 
     def cancel_task(
@@ -173,6 +186,7 @@ class ActionRunner:
                 lambda: op.cancel_task(task_id, expected_status=expected),
                 lambda _: (f"Task {task_id} is cancelled.", True),
                 after,
+                lambda changed: self._offer_after_change(changed, "cancel", after),
             ),
             detail,
         )
@@ -207,6 +221,7 @@ class ActionRunner:
                     else (f"Task {task_id} was already gone.", False)
                 ),
                 after,
+                lambda changed: self._offer_after_change(changed, "delete", after),
             ),
             detail,
         )
@@ -253,6 +268,128 @@ class ActionRunner:
             detail,
         )
 
+    def _offer_after_change(
+        self, changed: StateChanged, tried: str, after: Callable[[], object] | None
+    ) -> None:
+        """The task moved on: say what it is now and offer the action for its new state
+        (the one tried when it still applies), bound to the status just read."""
+        if (op := self._operator_or_refuse()) is None:
+            return
+        action = tried if tried in changed.allowed else changed.allowed[0]
+        task_id, now = changed.task_id, changed.now_status
+        calls: dict[str, Callable[[], Awaitable[Any]]] = {
+            "retry": lambda: op.retry_task(task_id, expected_status=now),
+            "cancel": lambda: op.cancel_task(task_id, expected_status=now),
+            "delete": lambda: op.delete_task(task_id, expected_status=now),
+        }
+        verb = action.capitalize()
+        question = Text(str(changed), style="bold", end="")
+        question.append(f".\n{verb} it now, as it is ({now})?", style="bold")
+        self._confirm(
+            f"{verb} task",
+            question,
+            lambda: self._run(
+                f"{verb} task {task_id}",
+                calls[action],
+                lambda _: (f"Task {task_id}: {action} done.", True),
+                after,
+            ),
+        )
+
+    def _bulk(
+        self,
+        verb: str,
+        ids: Sequence[str],
+        what: str,
+        call: Callable[[tuple[str, ...]], Awaitable[Any]],
+        note: str,
+    ) -> None:
+        """Confirm ``verb`` of exactly ``ids`` (listed, counted), then send exactly those."""
+        chosen = tuple(ids)
+        if not chosen:
+            self._app.notify(f"No task to {verb.lower()} here.", severity="warning")
+            return
+        label = f"{verb} {plural(len(chosen), 'task')}"
+        question = Text(label, style="bold", end="")
+        if what:
+            question.append(" ")
+            question.append_text(literal(what, "bold"))
+        question.append("?", style="bold")
+        detail = Text(end="")
+        for task_id in chosen[:PREVIEW_IDS]:
+            detail.append("  ")
+            detail.append_text(literal(task_id))
+            detail.append("\n")
+        if len(chosen) > PREVIEW_IDS:
+            detail.append(f"  … and {count(len(chosen) - PREVIEW_IDS)} more\n", style="dim")
+        detail.append(note, style="dim")
+        self._confirm(
+            f"{verb} tasks",
+            question,
+            lambda: self._run(
+                label, lambda: call(chosen), lambda outcome: describe_bulk(label, outcome)
+            ),
+            detail,
+        )
+
+    def cancel_tasks(self, ids: Sequence[str], what: str) -> None:
+        """Cancel exactly ``ids`` (pending or running tasks counted), after confirmation."""
+        if (op := self._operator_or_refuse()) is None:
+            return
+        self._bulk(
+            "Cancel",
+            ids,
+            what,
+            lambda chosen: op.cancel_tasks(chosen),
+            "Only these tasks are cancelled; any that finished meanwhile is skipped.",
+        )
+
+    def delete_tasks(self, ids: Sequence[str], what: str) -> None:
+        """Delete exactly ``ids`` with their entries and results, after confirmation."""
+        if (op := self._operator_or_refuse()) is None:
+            return
+        self._bulk(
+            "Delete",
+            ids,
+            what,
+            lambda chosen: op.delete_tasks(chosen),
+            "Only these tasks are deleted, for good; their events stay.",
+        )
+
+    # Queues.
+
+    def pause_queue(self, queue: str) -> None:
+        """Stop every worker claiming from ``queue`` (within one claim cycle)."""
+        if (op := self._operator_or_refuse()) is None:
+            return
+        self._run(
+            f"Pause queue {queue}",
+            lambda: op.pause_queue(queue),
+            lambda _: (f"Queue {queue} is paused: workers stop claiming from it.", True),
+        )
+
+    def resume_queue(self, queue: str) -> None:
+        """Let workers claim from ``queue`` again."""
+        if (op := self._operator_or_refuse()) is None:
+            return
+        self._run(
+            f"Resume queue {queue}",
+            lambda: op.resume_queue(queue),
+            lambda _: (f"Queue {queue} is resumed.", True),
+        )
+
+    def purge_queue(self, queue: str, ids: Sequence[str]) -> None:
+        """Delete exactly the pending tasks ``ids`` of ``queue`` counted, after confirmation."""
+        if (op := self._operator_or_refuse()) is None:
+            return
+        self._bulk(
+            "Purge",
+            ids,
+            f"pending in queue {queue}",
+            lambda chosen: op.purge_queue(queue, chosen),
+            "Only these pending tasks are deleted; any claimed meanwhile is skipped.",
+        )
+
     # Schedules. ``generation`` is the one the operator saw: a schedule changed since is refused.
 
     def pause_schedule(self, schedule_id: str, generation: int | None = None) -> None:
@@ -275,15 +412,26 @@ class ActionRunner:
             lambda _: (f"Schedule {schedule_id} is active again.", True),
         )
 
-    def trigger_schedule(self, schedule_id: str) -> None:
-        """Enqueue one run of a schedule now."""
+    def trigger_schedule(self, schedule_id: str, *, paused: bool = False) -> None:
+        """Enqueue one run of a schedule now; a paused schedule asks first."""
         if (op := self._operator_or_refuse()) is None:
             return
-        self._run(
-            f"Run schedule {schedule_id} now",
-            lambda: op.trigger_schedule(schedule_id),
-            lambda task_id: (f"Schedule {schedule_id} enqueued task {task_id}.", True),
-        )
+
+        def run() -> None:
+            self._run(
+                f"Run schedule {schedule_id} now",
+                lambda: op.trigger_schedule(schedule_id),
+                lambda task_id: (f"Schedule {schedule_id} enqueued task {task_id}.", True),
+            )
+
+        if not paused:
+            run()
+            return
+        question = Text("Schedule ", style="bold", end="")
+        question.append_text(literal(schedule_id, "bold"))
+        question.append(" is paused. Run it once now anyway?", style="bold")
+        detail = Text("It stays paused: only this one run is enqueued.", style="dim", end="")
+        self._confirm("Run now", question, run, detail)
 
 
 def _expected(seen: TaskRow | None, status: str | None) -> str | None:

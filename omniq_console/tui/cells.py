@@ -60,8 +60,11 @@ def number(value: int, level: Level = Level.OK) -> Text:
 def queue_cells(q: QueueStats, thresholds: Thresholds, trend_width: int = 16) -> list[Text]:
     """name, pending, delayed, running, oldest pending, trend."""
     depth_level = thresholds.depth(q.pending + q.delayed)
+    name = literal(q.name, "bold")
+    if q.paused:
+        name.append(" ⏸ paused", style="bold yellow")
     return [
-        literal(q.name, "bold"),
+        name,
         number(q.pending, depth_level),
         number(q.delayed),
         number(q.running),
@@ -95,40 +98,57 @@ QUEUE_DETAIL_COLUMNS = (
 
 
 def task_cells(row: TaskRow) -> list[Text]:
-    """id, queue, function, status, priority, created, retries, worker, exception."""
+    """id, status, exception, queue, function, created, retries, priority, worker.
+
+    Status and exception come first: they are what the operator scans for, and they must
+    stay on screen when the ids and names are long.
+    """
     return [
-        literal(row.id),
+        short_id(row.id),
+        status(row.status),
+        literal(row.error_type, "red", empty=""),
         literal(row.queue_name),
         literal(row.func),
-        status(row.status),
-        Text(str(row.priority), justify="right", end=""),
-        Text(fmt.timestamp(row.created_at), end=""),
+        Text(fmt.short_timestamp(row.created_at), end=""),
         Text(str(row.retry_count), justify="right", end=""),
+        Text(str(row.priority), justify="right", end=""),
         literal(row.worker_id, empty=fmt.DASH),
-        literal(row.error_type, "red", empty=""),
     ]
 
 
 TASK_COLUMNS = (
     ("id", "Task"),
+    ("status", "Status"),
+    ("error", "Exception"),
     ("queue", "Queue"),
     ("func", "Function"),
-    ("status", "Status"),
-    ("priority", "Prio"),
     ("created", "Created (UTC)"),
     ("retries", "Retries"),
+    ("priority", "Prio"),
     ("worker", "Worker"),
-    ("error", "Exception"),
 )
 
 
 def failure_cells(row: TaskRow) -> list[Text]:
-    """id, queue, function, created, retries, worker: a failed task of a known exception."""
-    full = task_cells(row)
-    return [full[0], full[1], full[2], full[5], full[6], full[7]]
+    """id, created, queue, function, retries, worker: a failed task of a known exception."""
+    return [
+        short_id(row.id),
+        Text(fmt.short_timestamp(row.created_at), end=""),
+        literal(row.queue_name),
+        literal(row.func),
+        Text(str(row.retry_count), justify="right", end=""),
+        literal(row.worker_id, empty=fmt.DASH),
+    ]
 
 
-FAILURE_COLUMNS = tuple(c for c in TASK_COLUMNS if c[0] not in ("status", "priority", "error"))
+FAILURE_COLUMNS = (
+    ("id", "Task"),
+    ("created", "Created (UTC)"),
+    ("queue", "Queue"),
+    ("func", "Function"),
+    ("retries", "Retries"),
+    ("worker", "Worker"),
+)
 
 
 def event_cells(event: EventRow, *, short: bool = False) -> list[Text]:
@@ -202,48 +222,97 @@ SCHEDULE_COLUMNS = (
 )
 
 
+def worker_state(row: WorkerRow) -> Text:
+    """The worker's state; a dead one (heartbeat stale while it says it runs) in red."""
+    if row.dead:
+        return Text(f"{row.state} DEAD", style="bold red", end="")
+    if not row.alive:
+        return Text(f"{row.state} (silent)", style="bold red", end="")
+    return Text(row.state, style="green", end="")
+
+
+def worker_load(row: WorkerRow) -> Text:
+    """``2/4 50%``: tasks running of its slots, and that as utilisation."""
+    slots = f"/{row.concurrency}" if row.concurrency else ""
+    text = Text(f"{len(row.running)}{slots}", justify="right", end="")
+    if row.utilisation is not None:
+        level = Level.WARNING if row.utilisation >= 1 else Level.OK
+        text.append(f" {row.utilisation * 100:.0f}%", style=level.style or "dim")
+    return text
+
+
+def worker_tasks(row: WorkerRow) -> Text:
+    """What it runs: ``send_email 0193ab12…, build_report 0193ab99…`` (function, short id)."""
+    if not row.running:
+        return Text("idle", style="dim", end="")
+    parts: list[Text] = []
+    for i, task in enumerate(row.running):
+        func = row.running_funcs[i] if i < len(row.running_funcs) else ""
+        part = Text(end="")
+        if func:
+            part.append_text(literal(func.rsplit(".", 1)[-1]))
+            part.append(" ")
+        part.append_text(short_id(task))
+        parts.append(part)
+    return Text(", ", end="").join(parts)
+
+
+def heartbeat(row: WorkerRow) -> Text:
+    """Age of the last heartbeat, red when the worker is silent or dead."""
+    if row.age_s is None:
+        return Text(fmt.DASH, end="")
+    return Text(
+        f"{fmt.duration(row.age_s)} ago",
+        style="bold red" if row.dead or not row.alive else "",
+        justify="right",
+        end="",
+    )
+
+
 def worker_cells(row: WorkerRow) -> list[Text]:
-    """id, state, host, pid, queues, running, processed, failed, last seen."""
-    alive = Text(row.state if row.alive else f"{row.state} (silent)", end="")
-    alive.stylize("green" if row.alive else "bold red")
+    """id, state, heartbeat, load, done, failed, running tasks, queues, host, pid.
+
+    The short, key columns first and the long list of what it runs after them, so a busy
+    worker never pushes its heartbeat or counts off screen.
+    """
     return [
         literal(row.id, "bold"),
-        alive,
-        literal(row.host),
-        Text(str(row.pid) if row.pid else fmt.DASH, justify="right", end=""),
-        literal(", ".join(row.queues)),
-        literal(", ".join(row.running) if row.running else "idle", "" if row.running else "dim"),
+        worker_state(row),
+        heartbeat(row),
+        worker_load(row),
         number(row.processed),
         number(row.failed, Level.WARNING if row.failed else Level.OK),
-        Text(f"{fmt.duration(row.age_s)} ago" if row.age_s is not None else fmt.DASH, end=""),
+        worker_tasks(row),
+        literal(", ".join(row.queues)),
+        literal(row.host),
+        Text(str(row.pid) if row.pid else fmt.DASH, justify="right", end=""),
     ]
 
 
 WORKER_COLUMNS = (
     ("id", "Worker"),
     ("state", "State"),
-    ("host", "Host"),
-    ("pid", "PID"),
-    ("queues", "Queues"),
-    ("running", "Running"),
+    ("seen", "Heartbeat"),
+    ("load", "Running/slots"),
     ("processed", "Done"),
     ("failed", "Failed"),
-    ("seen", "Last seen"),
+    ("running", "Running (function, task)"),
+    ("queues", "Queues"),
+    ("host", "Host"),
+    ("pid", "PID"),
 )
 
 
 def worker_summary_cells(row: WorkerRow) -> list[Text]:
-    """id, state, running, last seen: the overview's short form of :func:`worker_cells`."""
-    full = worker_cells(row)
-    running = Text(", ").join(short_id(t) for t in row.running) if row.running else full[5]
-    return [full[0], full[1], running, full[8]]
+    """id, state, load, heartbeat: the overview's short form of :func:`worker_cells`."""
+    return [literal(row.id, "bold"), worker_state(row), worker_load(row), heartbeat(row)]
 
 
 WORKER_SUMMARY_COLUMNS = (
     ("id", "Worker"),
     ("state", "State"),
-    ("running", "Running"),
-    ("seen", "Seen"),
+    ("load", "Running"),
+    ("seen", "Heartbeat"),
 )
 
 

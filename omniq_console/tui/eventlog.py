@@ -21,9 +21,7 @@ class EventFilter:
             return False
         if self.task and self.task.casefold() not in (event.task_id or "").casefold():
             return False
-        if self.queue and self.queue.casefold() not in (event.queue_name or "").casefold():
-            return False
-        return True
+        return not (self.queue and self.queue.casefold() not in (event.queue_name or "").casefold())
 
 
 class EventLog:

@@ -65,6 +65,11 @@ def timestamp(when: datetime | None) -> str:
     return DASH if when is None else when.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def short_timestamp(when: datetime | None) -> str:
+    """``03-02 14:03:07`` (UTC, month-day and time: what a table column has room for)."""
+    return DASH if when is None else when.strftime("%m-%d %H:%M:%S")
+
+
 def clock_time(when: datetime | None) -> str:
     """``14:03:07`` (UTC)."""
     return DASH if when is None else when.strftime("%H:%M:%S")

@@ -10,7 +10,19 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ..backend.errors import ConflictError, ObjectNotFoundError
+from ..backend.lifecycle import allowed_task_actions
+from ..runtime.operator import StateChanged
 from .fmt import count
+
+__all__ = [
+    "CONFLICT_MESSAGE",
+    "BulkOutcomeLike",
+    "ConsoleOperator",
+    "StateChanged",
+    "allowed_task_actions",
+    "describe_bulk",
+    "describe_error",
+]
 
 CONFLICT_MESSAGE = "changed since you saw it: refresh and try again"
 
@@ -50,9 +62,26 @@ class ConsoleOperator(Protocol):
         self, task_ids: Sequence[str], expected_status: str | None = None
     ) -> BulkOutcomeLike: ...
 
+    async def cancel_tasks(
+        self, task_ids: Sequence[str], expected_status: str | None = None
+    ) -> BulkOutcomeLike: ...
+
+    async def delete_tasks(
+        self, task_ids: Sequence[str], expected_status: str | None = None
+    ) -> BulkOutcomeLike: ...
+
+    async def pause_queue(self, queue: str) -> None: ...
+
+    async def resume_queue(self, queue: str) -> None: ...
+
+    async def purge_queue(self, queue: str, task_ids: Sequence[str]) -> BulkOutcomeLike: ...
+
 
 def describe_error(action: str, error: BaseException) -> str:
     """One sentence telling the operator why ``action`` did not happen and what to do."""
+    if isinstance(error, StateChanged):
+        # It says what the task is now ("task ab12 is now running on worker w-1").
+        return f"{action}: {error}"
     if isinstance(error, ConflictError):
         return f"{action}: {CONFLICT_MESSAGE}"
     if isinstance(error, ObjectNotFoundError):

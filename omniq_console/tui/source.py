@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+from ..models import Task, TaskResult
 from ..monitor.snapshot import Snapshot, TaskDetail
 
 SnapshotCallback = Callable[[Snapshot], object]
@@ -52,6 +53,14 @@ class SnapshotSource(Protocol):
         """Read one task's body, result and event timeline."""
         ...
 
+    async def task_bodies(self, task_ids: Sequence[str]) -> dict[str, Task | None]:
+        """Read the bodies of ``task_ids`` (None: gone), a GET each unless cached."""
+        ...
+
+    async def result_bodies(self, task_ids: Sequence[str]) -> dict[str, TaskResult | None]:
+        """Read the result records of ``task_ids`` (None: none)."""
+        ...
+
 
 class StaticSource:
     """A source replaying fixed snapshots: for tests, screenshots and offline demos.
@@ -68,6 +77,7 @@ class StaticSource:
         *,
         details: Mapping[str, TaskDetail] | None = None,
     ) -> None:
+        # Bodies and results come from the details given: what a bucket would hold.
         self._pending: list[Snapshot] = (
             [snapshots] if isinstance(snapshots, Snapshot) else list(snapshots)
         )
@@ -79,6 +89,7 @@ class StaticSource:
         self.paused = False
         self.interval: float | None = None
         self.detail_requests: list[str] = []
+        self.body_requests: list[str] = []
 
     @property
     def latest(self) -> Snapshot | None:
@@ -133,3 +144,10 @@ class StaticSource:
     async def task_detail(self, task_id: str) -> TaskDetail:
         self.detail_requests.append(task_id)
         return self._details.get(task_id) or TaskDetail(task_id=task_id)
+
+    async def task_bodies(self, task_ids: Sequence[str]) -> dict[str, Task | None]:
+        self.body_requests.extend(task_ids)
+        return {i: (d.task if (d := self._details.get(i)) else None) for i in task_ids}
+
+    async def result_bodies(self, task_ids: Sequence[str]) -> dict[str, TaskResult | None]:
+        return {i: (d.result if (d := self._details.get(i)) else None) for i in task_ids}

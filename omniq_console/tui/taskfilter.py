@@ -7,7 +7,7 @@ shows one bounded page; this module is what that worker runs.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -28,7 +28,8 @@ class TaskFilter:
     """What the operator asked to see. Empty fields match everything.
 
     ``func`` and ``text`` match case-insensitively as substrings; ``text`` looks at the id,
-    function, queue, worker and exception type.
+    function, queue, worker and exception type, and at the body text known for the task
+    (its arguments, keyword arguments and error message, see :func:`body_text`).
     """
 
     queue: str | None = None
@@ -41,8 +42,12 @@ class TaskFilter:
     def is_empty(self) -> bool:
         return not (self.queue or self.status or self.func or self.error_type or self.text)
 
-    def predicate(self) -> Callable[[TaskRow], bool]:
-        """One function testing a row, with the constant parts worked out once."""
+    def predicate(self, texts: Mapping[str, str] | None = None) -> Callable[[TaskRow], bool]:
+        """One function testing a row, with the constant parts worked out once.
+
+        ``texts`` maps task ids to the casefolded body text read so far (:func:`body_text`).
+        """
+        known = texts or {}
         queue, status, error_type = self.queue, self.status, self.error_type
         func = self.func.casefold()
         text = self.text.casefold()
@@ -59,13 +64,15 @@ class TaskFilter:
                 return False
             if func and func not in row.func.casefold():
                 return False
-            if text and not any(
-                text in field.casefold()
-                for field in (row.id, row.func, row.queue_name, row.worker_id, row.error_type)
-                if field
-            ):
-                return False
-            return True
+            return not (
+                text
+                and not any(
+                    text in field.casefold()
+                    for field in (row.id, row.func, row.queue_name, row.worker_id, row.error_type)
+                    if field
+                )
+                and text not in known.get(row.id, "")
+            )
 
         return match
 
@@ -98,6 +105,10 @@ class TaskPage:
     failed_ids: tuple[str, ...]
     # The queues those failed tasks are in.
     failed_queues: tuple[str, ...] = ()
+    # Ids of every matching task, and of those a cancel applies to (pending or running):
+    # exactly what a bulk delete / bulk cancel of the filter would take.
+    ids: tuple[str, ...] = ()
+    cancellable_ids: tuple[str, ...] = ()
 
     @property
     def end(self) -> int:
@@ -141,19 +152,35 @@ def page_start(start: int, matched: int, size: int = PAGE_SIZE) -> int:
     return min(max(start, 0) // size * size, last)
 
 
+def body_text(*parts: object) -> str:
+    """What text search matches in a body: ``repr`` of args and kwargs, the error message."""
+    return " ".join(part if isinstance(part, str) else repr(part) for part in parts).casefold()
+
+
+CANCELLABLE = frozenset({TaskStatus.PENDING.value, TaskStatus.RUNNING.value})
+
+
 def select_tasks(
     rows: Sequence[TaskRow],
     flt: TaskFilter,
     start: int = 0,
     size: int = PAGE_SIZE,
+    *,
+    texts: Mapping[str, str] | None = None,
+    anchor: str | None = None,
 ) -> TaskPage:
-    """The page of ``rows`` matching ``flt`` that starts at (or before) ``start``, newest first."""
+    """The page of ``rows`` matching ``flt`` that starts at (or before) ``start``, newest first.
+
+    With ``anchor`` (the id of the first row of a page the operator moved to), the page
+    starts at that row wherever it is now: rows arriving above do not slide the page.
+    """
     if flt.is_empty:
         matched: Sequence[TaskRow] = rows
     else:
-        matched = list(filter(flt.predicate(), rows))
+        matched = list(filter(flt.predicate(texts), rows))
     ordered = sorted(matched, key=_newest_first, reverse=True)
-    start = page_start(start, len(ordered), size)
+    at = next((i for i, r in enumerate(ordered) if r.id == anchor), None) if anchor else None
+    start = at if at is not None else page_start(start, len(ordered), size)
     failed = TaskStatus.FAILED.value
     failed_rows = [r for r in ordered if r.status == failed]
     return TaskPage(
@@ -164,6 +191,8 @@ def select_tasks(
         total=len(rows),
         failed_ids=tuple(r.id for r in failed_rows),
         failed_queues=tuple(sorted({r.queue_name for r in failed_rows})),
+        ids=tuple(r.id for r in ordered),
+        cancellable_ids=tuple(r.id for r in ordered if r.status in CANCELLABLE),
     )
 
 

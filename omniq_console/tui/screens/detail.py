@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import ClassVar
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual import work
-from textual.app import ComposeResult
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
@@ -18,7 +19,8 @@ from ...models import Task, TaskResult
 from ...monitor.snapshot import EventRow, TaskDetail, TaskRow
 from .. import cells, fmt
 from ..context import ConsoleContext, console_of
-from ..operations import describe_error
+from ..fmt import plural
+from ..operations import allowed_task_actions, describe_error
 from ..text import literal
 
 
@@ -111,6 +113,8 @@ class TaskDetailScreen(Screen[None]):
         Binding("r", "retry", "Retry"),
         Binding("c", "cancel", "Cancel"),
         Binding("d", "delete", "Delete"),
+        Binding("y", "copy_id", "Copy id"),
+        Binding("Y", "copy_traceback", "Copy traceback", key_display="Y"),
     ]
 
     def __init__(self, task_id: str, row: TaskRow | None = None) -> None:
@@ -153,8 +157,39 @@ class TaskDetailScreen(Screen[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in self.ACTIONS:
-            return self.console.can_act
+            status = self._seen_status()
+            return self.console.can_act and (
+                status is None or action in allowed_task_actions(status)
+            )
+        if action == "copy_traceback":
+            result = self.detail.result if self.detail is not None else None
+            return result is not None and bool(result.traceback)
         return True
+
+    def commands(self) -> Iterable[SystemCommand]:
+        """The detail's actions that apply to the task as it is now, for the palette."""
+        for action, title in (
+            ("retry", "Retry this task"),
+            ("cancel", "Cancel this task"),
+            ("delete", "Delete this task"),
+            ("copy_id", "Copy the task id"),
+            ("copy_traceback", "Copy the traceback"),
+        ):
+            if self.check_action(action, ()):
+                yield SystemCommand(title, "Task detail", getattr(self, f"action_{action}"))
+
+    def action_copy_id(self) -> None:
+        """Copy the task id to the clipboard."""
+        self.app.copy_to_clipboard(self.task_id)
+        self.app.notify(f"Copied task id {self.task_id}", timeout=4)
+
+    def action_copy_traceback(self) -> None:
+        """Copy the traceback of the task's failure to the clipboard."""
+        result = self.detail.result if self.detail is not None else None
+        if result is not None and result.traceback:
+            self.app.copy_to_clipboard(result.traceback)
+            lines = result.traceback.count("\n") + 1
+            self.app.notify(f"Copied the traceback ({plural(lines, 'line')})", timeout=4)
 
     @work(exclusive=True, group="task-detail", exit_on_error=False, description="load task")
     async def load(self) -> None:
@@ -197,6 +232,7 @@ class TaskDetailScreen(Screen[None]):
         else:
             traceback.display = False
         self.query_one("#detail-events", Static).update(timeline(detail.events))
+        self.refresh_bindings()
 
     def _seen_status(self) -> str | None:
         # The body read for this screen is fresher than the listing row it was opened from.

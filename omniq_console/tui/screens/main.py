@@ -68,11 +68,12 @@ class MainScreen(Screen[None]):
 
     # Classes the stylesheet lays out by: below 120 columns panels stack, below 36 rows the
     # overview scrolls instead of squeezing its panels to a border.
-    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
+    HORIZONTAL_BREAKPOINTS = [  # noqa: RUF012 (Textual declares it a plain attribute)
         (0, "-narrow"),
         (120, "-wide"),
+        (160, "-huge"),
     ]
-    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-short"), (36, "-tall")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]  # noqa: RUF012
 
     def __init__(self, views: Sequence[tuple[str, type[View]]]) -> None:
         super().__init__()

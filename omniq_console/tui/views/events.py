@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import ClassVar
 
 from rich.text import Text
 from textual import on
-from textual.app import ComposeResult
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widget import Widget
@@ -16,6 +17,7 @@ from ...models import EventType
 from ...monitor.snapshot import EventRow, Snapshot
 from .. import cells
 from ..eventlog import EventFilter, EventLog
+from ..fmt import plural
 from ..messages import OpenTask
 from ..widgets.keyed_table import KeyedTable
 from .base import View
@@ -88,12 +90,19 @@ class EventsView(View):
         info = Text(end="")
         if self.paused:
             info.append(" TAIL PAUSED ", style="bold black on yellow")
-            info.append(f" {self._waiting:,} new events waiting · space resumes")
+            info.append(f" {plural(self._waiting, 'new event')} waiting · space resumes")
         else:
             info.append("● live", style="green")
             if shown is not None:
                 info.append(f" · {shown:,} events shown of {len(self.event_log):,} kept")
         self.query_one("#events-info", Static).update(info)
+
+    def commands(self) -> Iterable[SystemCommand]:
+        yield SystemCommand(
+            "Resume event tail" if self.paused else "Pause event tail",
+            "Stop or restart the live tail",
+            self.action_toggle_tail,
+        )
 
     def action_toggle_tail(self) -> None:
         self.paused = not self.paused

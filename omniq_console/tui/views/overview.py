@@ -35,7 +35,7 @@ def health_panel(snapshot: Snapshot, thresholds: Thresholds) -> Table:
     # status names come from the bucket's index.
     left: list[tuple[Text, Text]] = [
         (
-            Text("Failure rate"),
+            Text(f"Failures {fmt.duration(snapshot.outcome_window_s)}"),
             Text(fmt.percent(rate), style=thresholds.failure_rate(rate).style or "green"),
         )
     ]
@@ -44,10 +44,10 @@ def health_panel(snapshot: Snapshot, thresholds: Thresholds) -> Table:
         left.append((literal(name.capitalize()), Text(fmt.count(n), style=style)))
     stuck = len(snapshot.stuck)
     overdue = sum(1 for s in snapshot.schedules if s.overdue)
-    silent = sum(1 for w in snapshot.workers if not w.alive)
+    silent = sum(1 for w in snapshot.workers if not w.alive or w.dead)
     workers = Text(f"{len(snapshot.workers) - silent} alive", style="green")
     if silent:
-        workers.append(f", {silent} silent", style=Level.CRITICAL.style)
+        workers.append(f", {silent} silent or dead", style=Level.CRITICAL.style)
     right: list[tuple[Text, Text]] = [
         (Text("Stuck tasks"), Text(str(stuck), style=Level.CRITICAL.style if stuck else "green")),
         (
@@ -96,7 +96,7 @@ class OverviewView(View):
             queues.border_title = "Queues"
             yield queues
             chart = OutcomeChart(id="ov-chart")
-            chart.border_title = "Throughput: results per minute (UTC)"
+            chart.border_title = "Outcomes per minute (UTC)"
             yield chart
         with Horizontal(id="ov-middle"):
             health = Static(id="ov-health")
@@ -140,7 +140,11 @@ class OverviewView(View):
 
     def show_snapshot(self, snapshot: Snapshot) -> None:
         self.query_one("#ov-queues", KeyedTable).sync([(q.name, q) for q in snapshot.queues])
-        self.query_one(OutcomeChart).show(snapshot.results_per_minute)
+        chart = self.query_one(OutcomeChart)
+        chart.show(snapshot.results_per_minute)
+        minutes = len(snapshot.results_per_minute)
+        source = "results and events" if snapshot.outcome_source == "results+events" else "results"
+        chart.border_title = f"Outcomes per minute, last {minutes} min (UTC, from {source})"
         self.query_one("#ov-health", Static).update(health_panel(snapshot, self.console.thresholds))
         self.query_one("#ov-stuck", KeyedTable).sync([(s.id, s) for s in snapshot.stuck])
         self.query_one("#ov-overdue", KeyedTable).sync(

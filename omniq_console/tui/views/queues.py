@@ -1,23 +1,116 @@
-"""Queues: depth, age and trend of every queue."""
+"""Queues: depth, age and trend of every queue; pause, resume, purge; throughput and latency."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
+from textual_plotext import PlotextPlot
 
-from ...monitor.snapshot import QueueStats, Snapshot
+from ...models import TaskStatus
+from ...monitor.snapshot import QueueStats, QueueWindow, Snapshot
 from .. import cells, fmt
 from ..messages import ShowQueueTasks
+from ..text import literal
 from ..widgets.keyed_table import KeyedTable
-from .base import View
+from .base import PaletteEntry, View
+
+WINDOWS = ("15m", "1h", "6h")
+"""Throughput windows ``w`` steps through (the monitor computes each)."""
+
+
+def _seconds(value: float | None) -> Text:
+    if value is None:
+        return Text(fmt.DASH, style="dim", justify="right", end="")
+    shown = f"{value:.2f}s" if value < 10 else fmt.duration(value)
+    return Text(shown, justify="right", end="")
+
+
+def window_of(queue: QueueStats, window: str) -> QueueWindow | None:
+    """The queue's figures over ``window`` (None when the monitor has none)."""
+    return next((w for w in queue.throughput if w.window == window), None)
+
+
+def throughput_cells(item: tuple[QueueStats, QueueWindow]) -> list[Text]:
+    """queue, completed, failed, per minute, wait p50/p95, run p50/p95, covered."""
+    queue, w = item
+    return [
+        literal(queue.name, "bold"),
+        cells.number(w.completed),
+        Text(fmt.count(w.failed), style="bold red" if w.failed else "", justify="right", end=""),
+        Text(f"{w.per_minute:,.1f}", justify="right", end=""),
+        _seconds(w.wait_p50_s),
+        _seconds(w.wait_p95_s),
+        _seconds(w.run_p50_s),
+        _seconds(w.run_p95_s),
+        Text(
+            fmt.duration(w.covered_s),
+            style="yellow" if w.covered_s < w.window_s * 0.99 else "",
+            justify="right",
+            end="",
+        ),
+    ]
+
+
+THROUGHPUT_COLUMNS = (
+    ("name", "Queue"),
+    ("completed", "Completed"),
+    ("failed", "Failed"),
+    ("per_minute", "Done/min"),
+    ("wait50", "Wait p50"),
+    ("wait95", "Wait p95"),
+    ("run50", "Run p50"),
+    ("run95", "Run p95"),
+    ("covered", "Data for"),
+)
+
+
+class ThroughputChart(PlotextPlot):
+    """Completed and failed tasks per queue over the chosen window (stacked bars)."""
+
+    def show(self, rows: list[tuple[QueueStats, QueueWindow]], window: str) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.title(f"completed / failed per queue, last {window}")
+        if rows:
+            names = [q.name for q, _ in rows]
+            plt.stacked_bar(
+                names,
+                [[w.completed for _, w in rows], [w.failed for _, w in rows]],
+                # plotext's hints say one colour; a stacked bar takes one per series.
+                color=["green", "red"],  # type: ignore[arg-type]
+                width=0.4,
+                minimum=0,
+            )
+        self.refresh()
 
 
 class QueuesView(View):
-    """Every queue with its depth trend; enter shows the queue's tasks."""
+    """Every queue with its depth trend and throughput; enter shows the queue's tasks."""
 
     TITLE = "Queues"
+    ACTIONS = frozenset({"pause_queue", "resume_queue", "purge"})
+    PALETTE = (
+        PaletteEntry("Pause selected queue", "Workers stop claiming from it", "pause_queue"),
+        PaletteEntry("Resume selected queue", "Workers claim from it again", "resume_queue"),
+        PaletteEntry("Purge selected queue", "Delete its pending tasks (asks first)", "purge"),
+        PaletteEntry("Next throughput window", "15 min, 1 h, 6 h", "next_window"),
+    )
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("p", "pause_queue", "Pause queue"),
+        Binding("u", "resume_queue", "Resume queue"),
+        Binding("X", "purge", "Purge", key_display="X", tooltip="Delete its pending tasks"),
+        Binding("w", "next_window", "Window", tooltip="Throughput over 15 min, 1 h or 6 h"),
+    ]
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.window = WINDOWS[0]
 
     def compose(self) -> ComposeResult:
         yield Static(id="queues-summary", classes="view-summary")
@@ -28,25 +121,95 @@ class QueuesView(View):
             openable=True,
             id="queues-table",
         )
+        yield Static(id="queues-window", classes="view-summary")
+        with Horizontal(id="queues-throughput"):
+            yield KeyedTable(THROUGHPUT_COLUMNS, throughput_cells, id="throughput-table")
+            yield ThroughputChart(id="throughput-chart")
 
     @property
     def main_widget(self) -> Widget:
-        return self.query_one("#queues-table")
+        return self.table
+
+    @property
+    def table(self) -> KeyedTable[QueueStats]:
+        return self.query_one("#queues-table", KeyedTable)
 
     def show_snapshot(self, snapshot: Snapshot) -> None:
-        table: KeyedTable[QueueStats] = self.query_one("#queues-table", KeyedTable)
-        table.sync([(q.name, q) for q in snapshot.queues])
+        self.table.sync([(q.name, q) for q in snapshot.queues])
         waiting = sum(q.pending + q.delayed for q in snapshot.queues)
         running = sum(q.running for q in snapshot.queues)
-        self.query_one("#queues-summary", Static).update(
-            Text(
-                f"{len(snapshot.queues)} queues · {fmt.count(waiting)} waiting · "
-                f"{fmt.count(running)} running",
-                end="",
-            )
+        summary = Text(
+            f"{fmt.plural(len(snapshot.queues), 'queue')} · {fmt.count(waiting)} waiting · "
+            f"{fmt.count(running)} running",
+            end="",
         )
+        paused = [q.name for q in snapshot.queues if q.paused]
+        if paused:
+            summary.append(f" · {len(paused)} paused", style="bold yellow")
+        self.query_one("#queues-summary", Static).update(summary)
+        self._show_throughput(snapshot)
+        self.refresh_bindings()
+
+    def _show_throughput(self, snapshot: Snapshot) -> None:
+        rows = [(q, w) for q in snapshot.queues if (w := window_of(q, self.window)) is not None]
+        table: KeyedTable[tuple[QueueStats, QueueWindow]] = self.query_one(
+            "#throughput-table", KeyedTable
+        )
+        table.sync([(q.name, (q, w)) for q, w in rows])
+        self.query_one(ThroughputChart).show(rows, self.window)
+        line = Text(f"Throughput and latency, last {self.window}", style="bold", end="")
+        if rows:
+            window_s = rows[0][1].window_s
+            covered = max(w.covered_s for _, w in rows)
+            if covered < window_s * 0.99:
+                line.append(
+                    f" · the bucket holds only the last {fmt.duration(covered)} of it",
+                    style="yellow",
+                )
+        else:
+            line.append(" · no figures yet", style="dim")
+        line.append(" · w: 15m / 1h / 6h", style="dim")
+        self.query_one("#queues-window", Static).update(line)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
-        if event.row_key.value is not None:
+        if event.data_table.id == "queues-table" and event.row_key.value is not None:
             self.post_message(ShowQueueTasks(event.row_key.value))
+
+    def on_data_table_row_highlighted(self) -> None:
+        self.refresh_bindings()
+
+    def action_applies(self, action: str) -> bool:
+        queue = self.table.selected_item
+        if queue is None:
+            return False
+        if action == "pause_queue":
+            return not queue.paused
+        if action == "resume_queue":
+            return queue.paused
+        return queue.pending > 0
+
+    def action_next_window(self) -> None:
+        """Show throughput over the next window (15 min, 1 h, 6 h)."""
+        self.window = WINDOWS[(WINDOWS.index(self.window) + 1) % len(WINDOWS)]
+        if (snapshot := self.console.snapshot) is not None:
+            self._show_throughput(snapshot)
+
+    def action_pause_queue(self) -> None:
+        if (queue := self.table.selected_item) is not None:
+            self.console.actions.pause_queue(queue.name)
+
+    def action_resume_queue(self) -> None:
+        if (queue := self.table.selected_item) is not None:
+            self.console.actions.resume_queue(queue.name)
+
+    def action_purge(self) -> None:
+        queue = self.table.selected_item
+        snapshot = self.console.snapshot
+        if queue is None or snapshot is None:
+            return
+        pending = TaskStatus.PENDING.value
+        ids = [
+            r.id for r in snapshot.task_rows if r.queue_name == queue.name and r.status == pending
+        ]
+        self.console.actions.purge_queue(queue.name, ids)

@@ -29,7 +29,7 @@ from ..taskfilter import (
 )
 from ..text import literal
 from ..widgets.keyed_table import KeyedTable
-from .base import PAGE_KEYS, FilteredView
+from .base import PAGE_KEYS, FilteredView, PaletteEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +65,22 @@ class ResultsView(FilteredView):
     """Outcome counts, failures by exception type, and the failed tasks of one type."""
 
     TITLE = "Results"
-    ACTIONS = frozenset({"retry", "retry_group"})
+    ACTIONS = frozenset({"retry", "retry_group", "delete_group"})
+    PALETTE = (
+        PaletteEntry("Retry selected failure", "Put the task back in its queue", "retry"),
+        PaletteEntry(
+            "Retry all failures of this group", "Asks first, with the count", "retry_group"
+        ),
+        PaletteEntry(
+            "Delete all failures of this group", "Asks first, with the count", "delete_group"
+        ),
+        PaletteEntry("Copy the selected task id", "To the clipboard (OSC 52)", "copy_id"),
+    )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "retry", "Retry"),
         Binding("R", "retry_group", "Retry group", key_display="R"),
+        Binding("D", "delete_group", "Delete group", key_display="D"),
+        Binding("y", "copy_id", "Copy id"),
         Binding(
             "left_square_bracket", "page(-1)", "Previous page", key_display="[", group=PAGE_KEYS
         ),
@@ -122,14 +134,16 @@ class ResultsView(FilteredView):
                 if isinstance(current, str) and current in queues:
                     select.value = current
         results = snapshot.results
-        text = Text(end="")
+        text = Text("results in the bucket: ", style="dim", end="")
         for i, (name, n) in enumerate(results.items()):
             if i:
                 text.append(" · ", style="dim")
             text.append(f"{name} ")
             text.append(fmt.count(n), style=cells.STATUS_STYLES.get(name, "") if n else "dim")
         rate = snapshot.failure_rate
-        text.append("   failure rate ", style="bold")
+        text.append(
+            f"   failure rate (last {fmt.duration(snapshot.outcome_window_s)}) ", style="bold"
+        )
         text.append(fmt.percent(rate), style=self.console.thresholds.failure_rate(rate).style)
         self.query_one("#results-outcomes", Static).update(text)
         super().show_snapshot(snapshot)
@@ -178,6 +192,7 @@ class ResultsView(FilteredView):
                 info.append(f" · showing {page.start + 1:,}-{page.end:,} ([ ])", style="dim")
             info.append(" · enter: traceback", style="dim")
         self.query_one("#results-info", Static).update(info)
+        self.refresh_bindings()
 
     @on(Select.Changed)
     def _queue_changed(self, event: Select.Changed) -> None:
@@ -215,6 +230,34 @@ class ResultsView(FilteredView):
             return
         self._start = start
         self.refilter()
+
+    def action_applies(self, action: str) -> bool:
+        failures = self._failures
+        if action == "retry":
+            return self._failure_table.selected_key is not None
+        return failures is not None and failures.page is not None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "copy_id":
+            return self._failure_table.selected_key is not None
+        return super().check_action(action, parameters)
+
+    @property
+    def _failure_table(self) -> KeyedTable[TaskRow]:
+        return self.query_one("#results-failures", KeyedTable)
+
+    def action_copy_id(self) -> None:
+        """Copy the selected failed task's id to the clipboard."""
+        if (key := self._failure_table.selected_key) is not None:
+            self.app.copy_to_clipboard(key)
+            self.app.notify(f"Copied task id {key}", timeout=4)
+
+    def action_delete_group(self) -> None:
+        failures = self._failures
+        if failures is None or failures.page is None:
+            return
+        page = failures.page
+        self.console.actions.delete_tasks(page.ids, f"failed {page.failed_description()}")
 
     def action_retry(self) -> None:
         table: KeyedTable[TaskRow] = self.query_one("#results-failures", KeyedTable)

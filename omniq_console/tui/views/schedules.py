@@ -14,7 +14,7 @@ from textual.widgets import Static
 from ...monitor.snapshot import ScheduleRow, Snapshot
 from .. import cells
 from ..widgets.keyed_table import KeyedTable
-from .base import View
+from .base import PaletteEntry, View
 
 
 class SchedulesView(View):
@@ -22,6 +22,11 @@ class SchedulesView(View):
 
     TITLE = "Schedules"
     ACTIONS = frozenset({"pause", "resume", "trigger"})
+    PALETTE = (
+        PaletteEntry("Pause selected schedule", "Stop it firing", "pause"),
+        PaletteEntry("Resume selected schedule", "Fire again", "resume"),
+        PaletteEntry("Run selected schedule now", "Enqueue one run now", "trigger"),
+    )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "pause", "Pause schedule"),
         Binding("u", "resume", "Resume schedule"),
@@ -75,6 +80,20 @@ class SchedulesView(View):
             info.append(f" · {overdue} overdue", style="bold red")
         self.query_one("#schedules-info", Static).update(info)
 
+    def action_applies(self, action: str) -> bool:
+        item = self.table.selected_item
+        if item is None:
+            return False
+        status = item[0].status
+        if action == "pause":
+            return status == "active"
+        if action == "resume":
+            return status == "paused"
+        return status in ("active", "paused")
+
+    def on_data_table_row_highlighted(self) -> None:
+        self.refresh_bindings()
+
     def _selected(self) -> ScheduleRow | None:
         item = self.table.selected_item
         if item is None:
@@ -92,4 +111,4 @@ class SchedulesView(View):
 
     def action_trigger(self) -> None:
         if (row := self._selected()) is not None:
-            self.console.actions.trigger_schedule(row.id)
+            self.console.actions.trigger_schedule(row.id, paused=row.status == "paused")

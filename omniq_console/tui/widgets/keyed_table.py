@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Hashable, Sequence
 from typing import ClassVar, Generic, TypeVar
 
@@ -12,6 +13,19 @@ from textual.widgets.data_table import ColumnKey, RowDoesNotExist
 
 T = TypeVar("T", bound=Hashable)
 Cells = Sequence[Text]
+
+_NUMBER = re.compile(r"(\d[\d,]*(?:\.\d+)?)")
+
+
+def natural_key(value: str) -> tuple[tuple[int, float, str], ...]:
+    """Sort key of a cell's text: numbers by value (``1,480`` after ``20``), text by case."""
+    parts: list[tuple[int, float, str]] = []
+    for i, part in enumerate(_NUMBER.split(value)):
+        if i % 2:
+            parts.append((0, float(part.replace(",", "")), ""))
+        elif part:
+            parts.append((1, 0.0, part.casefold()))
+    return tuple(parts)
 
 
 class _KeyedText(Text):
@@ -35,10 +49,15 @@ class KeyedTable(DataTable[Text], Generic[T]):
     order. The cursor stays on the row it was on, or at the top of a ``follow_top`` table (a
     live tail) when it was there. An ``openable`` table shows ``enter`` in the footer; what
     opening does is up to whoever handles ``DataTable.RowSelected``.
+
+    ``o`` (or a click on a header) sorts by a column: the next column on each ``o``, the
+    other way on a second click of the same header; the header shows the direction. A
+    sorted table keeps its sort across syncs (numbers sort by value).
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "select_cursor", "Open", tooltip="Open the row under the cursor"),
+        Binding("o", "sort_next", "Sort", tooltip="Sort by the next column"),
     ]
 
     def __init__(
@@ -65,15 +84,16 @@ class KeyedTable(DataTable[Text], Generic[T]):
         self.openable = openable
         self._items: dict[str, T] = {}
         self._cells: dict[str, Cells] = {}
+        self._order: list[str] = []
+        # (column key, descending), or None for the order ``sync`` is given.
+        self.sorted_by: tuple[str, bool] | None = None
 
     def on_mount(self) -> None:
         for key, label in self._column_spec:
             self.add_column(Text(label), key=key)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "select_cursor" and not self.openable:
-            return False
-        return True
+        return self.openable or action != "select_cursor"
 
     @property
     def selected_key(self) -> str | None:
@@ -140,11 +160,56 @@ class KeyedTable(DataTable[Text], Generic[T]):
                     continue
                 self._items[key] = item
                 self._cells[key] = cells
-            order = [key for key, _ in rows]
+            self._order = [key for key, _ in rows]
+            order = self._sorted(self._order)
             if self.keys() != order:
                 position = {key: index for index, key in enumerate(order)}
                 self.sort(key=lambda values: position[values[0].row_key])
             self._restore_cursor(selected, at_top)
+
+    def _sorted(self, order: list[str]) -> list[str]:
+        if self.sorted_by is None:
+            return order
+        column, descending = self.sorted_by
+        index = [key for key, _ in self._column_spec].index(column)
+        return sorted(
+            order,
+            key=lambda key: natural_key(self._cells[key][index].plain),
+            reverse=descending,
+        )
+
+    def sort_by(self, column: str | None, descending: bool = False) -> None:
+        """Sort by ``column`` (None: the order given to ``sync``), keeping the selection."""
+        self.sorted_by = None if column is None else (column, descending)
+        for key, label in self._column_spec:
+            shown = Text(label)
+            if self.sorted_by is not None and key == column:
+                shown.append(" ▼" if descending else " ▲", style="bold")
+            self.columns[ColumnKey(key)].label = shown
+        selected = self.selected_key
+        order = self._sorted(self._order or self.keys())
+        position = {key: index for index, key in enumerate(order)}
+        self.sort(key=lambda values: position[values[0].row_key])
+        self._restore_cursor(selected, False)
+        self.refresh()
+
+    def action_sort_next(self) -> None:
+        """Sort by the next column (after the last: back to the given order)."""
+        keys = [key for key, _ in self._column_spec]
+        if self.sorted_by is None:
+            self.sort_by(keys[0])
+        elif (index := keys.index(self.sorted_by[0]) + 1) < len(keys):
+            self.sort_by(keys[index])
+        else:
+            self.sort_by(None)
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        column = event.column_key.value
+        if column is None:
+            return
+        descending = self.sorted_by is not None and self.sorted_by == (column, False)
+        self.sort_by(column, descending)
 
     def _update(self, key: str, column: str, cell: Text) -> None:
         # Ask Textual to re-fit the column only when this cell is wider than the column:

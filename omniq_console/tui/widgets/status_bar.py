@@ -46,9 +46,8 @@ def status_text(state: StatusState) -> Text:
     text.append_text(literal(_where(state), "bold"))
     text.append(*_SEPARATOR)
     snap = state.snapshot
-    connecting = snap is None or getattr(snap, "connecting", False)
-    if connecting:
-        attempt = getattr(snap, "attempt", 0) if snap is not None else 0
+    if snap is None or snap.connecting:
+        attempt = snap.attempt if snap is not None else 0
         text.append("connecting to ", style="italic")
         text.append_text(literal(_where(state), "italic"))
         text.append(f" (attempt {max(attempt, 1)})…", style="italic")
@@ -72,13 +71,12 @@ def status_text(state: StatusState) -> Text:
         text.append(" polling paused ", style="bold black on yellow")
     elif state.interval_s is not None:
         text.append(every(state.interval_s))
-    if snap is not None and not connecting:
-        changes = getattr(snap, "changes", "listing")
+    if snap is not None and not snap.connecting:
         text.append(" · changes: ")
-        text.append("Pub/Sub" if changes == "pubsub" else "listing", style="dim")
+        text.append("Pub/Sub" if snap.changes == "pubsub" else "listing", style="dim")
         figures = snap.requests
         rate = figures.requests_per_minute
-        if not state.polling_paused and rate is not None:
+        if not (state.polling_paused or figures.paused) and rate is not None:
             text.append(*_SEPARATOR)
             text.append(f"{rate:,.0f} req/min")
             if figures.cost_per_hour_usd is not None:
@@ -108,13 +106,9 @@ class StatusBar(Static):
     def _changed(self, _: object) -> None:
         self.redraw()
 
-    @property
-    def _console(self) -> ConsoleContext:
-        return console_of(self)
-
     def redraw(self) -> None:
         """Draw the current state (the data age moves with the clock)."""
-        console = self._console
+        console: ConsoleContext = console_of(self)
         snapshot = console.snapshot
         self.show(
             StatusState(
