@@ -35,6 +35,7 @@ _CARD = (
     "min-width:0;overflow-x:auto"
 )
 _TH = "text-align:left;padding:2px 8px 2px 0;color:#57606a;font-weight:600;white-space:nowrap"
+_TH_NUM = _TH.replace("text-align:left", "text-align:right")
 _TD = (
     "padding:2px 8px 2px 0;white-space:nowrap;max-width:28em;overflow:hidden;text-overflow:ellipsis"
 )
@@ -72,7 +73,10 @@ def _table(
     total: int,
     limit: int = MAX_ROWS,
 ) -> str:
-    head = "".join(f'<th style="{_TH}">{html.escape(h)}</th>' for h in headers)
+    head = "".join(
+        f'<th style="{_TH_NUM if i in numeric else _TH}">{html.escape(h)}</th>'
+        for i, h in enumerate(headers)
+    )
     body = "".join(
         "<tr>"
         + "".join(f'<td style="{_NUM if i in numeric else _TD}">{c}</td>' for i, c in enumerate(r))
