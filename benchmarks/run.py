@@ -1,6 +1,7 @@
 """Run the benchmarks and print one markdown table per benchmark, each figure beside its baseline.
 
-    python benchmarks/run.py [--sizes 1000,10000,100000] [--only refresh,claims,ui,memory,start]
+    python benchmarks/run.py [--sizes 1000,10000,100000]
+        [--only refresh,claims,ui,memory,start,gcsrules,changes]
 
 Progress goes to stderr; stdout holds the machine line and the tables (paste-ready). Raw
 figures also land in benchmarks/results/ (git-ignored). Traffic goes to 127.0.0.1 only.
@@ -22,7 +23,7 @@ if __package__ in (None, ""):
 
 from benchmarks.common import Table, log, machine_line, save_raw  # noqa: E402
 
-BENCHMARKS = ("refresh", "claims", "ui", "memory", "start")
+BENCHMARKS = ("refresh", "claims", "ui", "memory", "start", "gcsrules", "changes")
 DEFAULT_SIZES = "1000,10000,100000"
 
 
@@ -134,6 +135,15 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks import memory
 
             tables = memory.run(largest, live=not args.no_live)
+        elif name == "gcsrules":
+            from benchmarks import gcsrules
+
+            tables = gcsrules.run()
+        elif name == "changes":
+            from benchmarks import changes
+
+            changes.main([])  # prints its own table (its sizes go to 1,000,000 tasks)
+            tables = []
         else:
             from benchmarks import start
 

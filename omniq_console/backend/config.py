@@ -33,6 +33,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from ..checks import check_seconds
 from .layout import normalize_prefix
+from .lifecycle import check_lease
 
 Access = Literal["read_only", "read_write", "full_control"]
 Consistency = Literal["md5", "crc32c", "size", "none"]
@@ -264,10 +265,15 @@ class BackendSettings(BaseSettings):
     def _cache_timeout(cls, value: object) -> float:
         return check_seconds("cache_timeout", value, allow_zero=True)
 
-    @field_validator("lease_seconds", "refresh", mode="before")
+    @field_validator("refresh", mode="before")
     @classmethod
     def _positive_seconds(cls, value: object, info: ValidationInfo) -> float | None:
         return None if value is None else check_seconds(str(info.field_name), value)
+
+    @field_validator("lease_seconds", mode="before")
+    @classmethod
+    def _lease_seconds(cls, value: object) -> float | None:
+        return None if value is None else check_lease(value)
 
     @field_validator("endpoint_url", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..checks import check_seconds
 from ..models import EventType, ResultStatus, Task, TaskResult, TaskStatus, add_time
 
 NAME_WRITE_GAP_S = 1.05
@@ -24,6 +25,17 @@ per-name limit")."""
 
 MIN_LEASE_S = 3.0
 """The shortest lease: renewals every third of it must stay at least a second apart."""
+
+
+def check_lease(value: object, name: str = "lease_seconds") -> float:
+    """A lease length in seconds, at least ``MIN_LEASE_S``, or ``ValueError`` naming ``name``."""
+    seconds = check_seconds(name, value)
+    if seconds < MIN_LEASE_S:
+        raise ValueError(
+            f"{name} must be at least {MIN_LEASE_S:g} seconds (renewals every third of it stay "
+            f"a second apart, GCS's per-name limit), not {value!r}"
+        )
+    return seconds
 
 
 class TransitionError(ValueError):

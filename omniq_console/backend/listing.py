@@ -26,14 +26,15 @@ from ..models import OmniQModel, Schedule, Task, TaskEvent, TaskResult
 from .bridge import SyncBridge
 from .errors import CorruptObjectError, ObjectNotFoundError, ReadOnlyError, UnreadableObject
 from .layout import Layout, check_id
-from .objectstore import ObjectInfo, ObjectStore
+from .storeapi import ObjectInfo, ObjectStoreAPI
 
 T = TypeVar("T")
 R = TypeVar("R")
 M = TypeVar("M", bound=OmniQModel)
 
 READ_CONCURRENCY = 32
-"""Bodies read at once by one listing call (FIELD-NOTES: 32 in flight is the measured sweet spot)."""
+"""Bodies read at once by one listing call (32 in flight was the measured sweet spot on the
+emulator; docs/architecture.md)."""
 
 # The field that must equal the name in the object's key: a body copied under another key
 # would otherwise make every update address the wrong object.
@@ -167,7 +168,7 @@ class BodyReader:
     """Reads and writes model bodies through one ObjectStore, with the shared body cache."""
 
     def __init__(
-        self, store: ObjectStore, cache: BodyCache, *, concurrency: int = READ_CONCURRENCY
+        self, store: ObjectStoreAPI, cache: BodyCache, *, concurrency: int = READ_CONCURRENCY
     ) -> None:
         self.store = store
         self.cache = cache
@@ -263,7 +264,7 @@ class StoreBase:
     """What every store shares: the bucket, the key layout, the body reader and the sync bridge."""
 
     def __init__(
-        self, store: ObjectStore, layout: Layout, reader: BodyReader, bridge: SyncBridge
+        self, store: ObjectStoreAPI, layout: Layout, reader: BodyReader, bridge: SyncBridge
     ) -> None:
         self.store = store
         self.layout = layout

@@ -53,9 +53,9 @@ from .index import (
     task_metadata,
 )
 from .layout import Layout, check_id
-from .lifecycle import MIN_LEASE_S, NAME_WRITE_GAP_S, Transition
+from .lifecycle import NAME_WRITE_GAP_S, Transition, check_lease
 from .listing import BodyReader, ItemList, StoreBase, bounded_gather, layout_name
-from .objectstore import ObjectInfo, ObjectStore
+from .storeapi import ObjectInfo, ObjectStoreAPI
 from .sync import sync_twin
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,10 @@ BEST_FEW = 16
 """After a lost claim, the next candidate is drawn at random among this many of the best of the
 same priority. Measured with 16 worker processes: a window of 4 left the losers racing each
 other again; 16 spread them (benchmarks/claims.py)."""
+LISTING_REUSE_S = 0.5
+"""A claim pass within this long of the last listing of the same queues claims from that
+listing (the entries it won or lost are skipped): a busy worker lists a queue about twice a
+second, not once per task, which is what its CPU went to."""
 POLL_INTERVAL = (0.2, 0.5)
 """Seconds between passes of a waiting ``dequeue`` (random in this range, so workers spread)."""
 
@@ -142,7 +146,7 @@ class AsyncGCSQueue(StoreBase):
 
     def __init__(
         self,
-        store: ObjectStore,
+        store: ObjectStoreAPI,
         layout: Layout,
         reader: BodyReader,
         bridge: SyncBridge,
@@ -152,7 +156,7 @@ class AsyncGCSQueue(StoreBase):
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         super().__init__(store, layout, reader, bridge)
-        self.lease_seconds = _check_lease(lease_seconds)
+        self.lease_seconds = check_lease(lease_seconds)
         self.worker_id = worker_id or default_worker_id()
         self.clock = clock
         # Names this process wrote, and when (monotonic): the per-name gap is kept from these.
@@ -161,6 +165,8 @@ class AsyncGCSQueue(StoreBase):
         # generation changes (a retry or a release rewrites the entry) or a lease has passed.
         self._skip: dict[str, tuple[int, float]] = {}
         self._watch = _Watch(lambda: self.clock.monotonic())
+        self._listing: tuple[tuple[str, ...], float, list[ObjectInfo]] | None = None
+        self._paused: tuple[float, dict[str, PausedIndex]] | None = None
 
     # -- the per-name gap ---------------------------------------------------------------------
 
@@ -352,8 +358,11 @@ class AsyncGCSQueue(StoreBase):
 
     # -- paused queues ------------------------------------------------------------------------
 
-    async def paused_queues(self) -> dict[str, PausedIndex]:
-        """The paused queues (one listing of ``paused/``), by name."""
+    async def paused_queues(self, *, max_age_s: float = 0.0) -> dict[str, PausedIndex]:
+        """The paused queues (one listing of ``paused/``), by name; with ``max_age_s``, the
+        answer of a listing at most that old when there is one."""
+        if self._paused is not None and self.clock.monotonic() - self._paused[0] < max_age_s:
+            return dict(self._paused[1])
         out: dict[str, PausedIndex] = {}
         for info in await self.store.list(self.layout.paused):
             if layout_name(self.layout.paused, info.key) is None:
@@ -361,7 +370,8 @@ class AsyncGCSQueue(StoreBase):
             idx = paused_index(info)
             if idx is not None:
                 out[idx.queue] = idx
-        return out
+        self._paused = (self.clock.monotonic(), out)
+        return dict(out)
 
     async def pause_queue(self, queue_name: str, *, actor: str) -> bool:
         """Stop workers claiming from ``queue_name``; False when it was paused already."""
@@ -417,7 +427,7 @@ class AsyncGCSQueue(StoreBase):
         self._check_writable("dequeue", self.layout.queue(names[0]))
         # A worker id is also the key of its heartbeat (workers/{id}.json): same rules as ids.
         worker = check_id(worker_id or self.worker_id, "worker id")
-        lease = self.lease_seconds if lease_seconds is None else _check_lease(lease_seconds)
+        lease = self.lease_seconds if lease_seconds is None else check_lease(lease_seconds)
         deadline = None if not timeout or timeout <= 0 else self.clock.monotonic() + timeout
         while True:
             task = await self.claim_pass(names, worker, lease)
@@ -438,9 +448,8 @@ class AsyncGCSQueue(StoreBase):
         if not active:
             return None
         now = self.clock.now()
-        listings = await asyncio.gather(*(self._list_entries(self.layout.queue(q)) for q in active))
         candidates = sorted(
-            (c for infos in listings for c in self._candidates(infos, now)), key=lambda c: c.rank
+            self._candidates(await self._entries_of(tuple(active)), now), key=lambda c: c.rank
         )
         first = True
         while candidates:
@@ -452,6 +461,20 @@ class AsyncGCSQueue(StoreBase):
             if task is not None:
                 return task
         return None
+
+    async def _entries_of(self, queues: tuple[str, ...]) -> list[ObjectInfo]:
+        """The entries of ``queues``: a fresh listing, or the last one if it is recent and
+        still has candidates this process has not tried."""
+        mono = self.clock.monotonic()
+        if self._listing is not None:
+            listed_for, at, infos = self._listing
+            fresh = mono - at < LISTING_REUSE_S and listed_for == queues
+            if fresh and any(Layout.name_of(i.key) not in self._skip for i in infos):
+                return infos
+        listings = await asyncio.gather(*(self._list_entries(self.layout.queue(q)) for q in queues))
+        infos = [info for listing in listings for info in listing]
+        self._listing = (queues, self.clock.monotonic(), infos)
+        return infos
 
     def _candidates(self, infos: Iterable[ObjectInfo], now: datetime) -> Iterable[_Candidate]:
         mono = self.clock.monotonic()
@@ -533,7 +556,7 @@ class AsyncGCSQueue(StoreBase):
         """
         self._check_writable("renew lease", self.layout.result(task.id))
         record = self._held(task)
-        lease = self.lease_seconds if lease_seconds is None else _check_lease(lease_seconds)
+        lease = self.lease_seconds if lease_seconds is None else check_lease(lease_seconds)
         if task.status != TaskStatus.RUNNING or not record.lease_owner:
             raise ValueError(
                 f"task {task.id} is {task.status.value}: only a running task has a lease"
@@ -867,15 +890,6 @@ def _definition(task: Task) -> Mapping[str, object]:
     return data
 
 
-def _check_lease(value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= MIN_LEASE_S:
-        raise ValueError(
-            f"lease_seconds must be at least {MIN_LEASE_S:g} (renewals every third of it stay "
-            f"a second apart, GCS's per-name limit), not {value!r}"
-        )
-    return float(value)
-
-
 class GCSQueue(AsyncGCSQueue):
     """The task queue with blocking ``*_sync`` twins (open the backend with ``with backend:``)."""
 
@@ -890,6 +904,10 @@ class GCSQueue(AsyncGCSQueue):
     renew_lease_sync = sync_twin(AsyncGCSQueue.renew_lease)
     release_sync = sync_twin(AsyncGCSQueue.release)
     requeue_expired_sync = sync_twin(AsyncGCSQueue.requeue_expired)
+    get_record_sync = sync_twin(AsyncGCSQueue.get_record)
+    statuses_sync = sync_twin(AsyncGCSQueue.statuses)
+    paused_queues_sync = sync_twin(AsyncGCSQueue.paused_queues)
+    maintain_sync = sync_twin(AsyncGCSQueue.maintain)
     pause_queue_sync = sync_twin(AsyncGCSQueue.pause_queue)
     resume_queue_sync = sync_twin(AsyncGCSQueue.resume_queue)
 

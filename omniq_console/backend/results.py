@@ -51,7 +51,8 @@ class AsyncGCSResultStorage(StoreBase):
         """Results newest first (by completion time), filtered on listing metadata.
 
         Without ``status``, only outcomes (the state records of waiting and running tasks are
-        left out; ask for ``status="pending"`` to see them). Only the bodies of the results returned are read (plus those without index metadata).
+        left out; ask for ``status="pending"`` to see them). Only the bodies of the results
+        returned are read (plus those without index metadata).
         """
         wanted = ResultStatus(status) if status is not None else None
         if limit is not None and limit < 0:

@@ -20,7 +20,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..backend import lifecycle
 from ..backend.errors import ConflictError, CorruptObjectError, ObjectNotFoundError, StorageError
@@ -35,6 +35,9 @@ from ..models import (
     utcnow,
 )
 from .registry import TaskOptions, submit_task
+
+if TYPE_CHECKING:
+    from ..backend.gcs import GCSBackend
 
 RETRYABLE = frozenset(
     {TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED, TaskStatus.COMPLETED}
@@ -102,7 +105,7 @@ class StateChanged(ConflictError, ValueError):
 class Operator:
     """Operator actions on one backend, audited under ``actor`` (a user or host name)."""
 
-    def __init__(self, backend: Any, actor: str) -> None:
+    def __init__(self, backend: GCSBackend, actor: str) -> None:
         if not isinstance(actor, str) or not actor.strip():
             raise ValueError("actor must name who acts (a non-empty string)")
         self.backend = backend

@@ -48,7 +48,7 @@ from ..backend import lifecycle
 from ..backend.errors import ConflictError, ObjectNotFoundError, StorageError
 from ..backend.index import WorkerIndex, worker_metadata
 from ..backend.layout import check_id
-from ..backend.lifecycle import Failure, Transition
+from ..backend.lifecycle import NAME_WRITE_GAP_S, Failure, Transition
 from ..backend.queue import default_worker_id
 from ..clock import SYSTEM_CLOCK, Clock
 from ..models import EventType, Task, TaskEvent, TaskStatus
@@ -61,6 +61,9 @@ _current_task: contextvars.ContextVar[Task | None] = contextvars.ContextVar(
     "omniq_current_task", default=None
 )
 
+# A queue paused by an operator is seen within this long (one listing of paused/ at most this
+# often), so every worker stops claiming from it within about a claim cycle.
+_PAUSED_MAX_AGE_S = 1.0
 # Backoff after a storage error while claiming, so a broken bucket is not hammered.
 _ERROR_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 
@@ -165,6 +168,7 @@ class Worker:
         self._started = False
         self._paused_seen: set[str] = set()
         self._beat_gen = 0
+        self._beat_at: float | None = None
 
     # -- public ------------------------------------------------------------------------------
 
@@ -207,14 +211,21 @@ class Worker:
             self._stop.set()
             for loop_task in loops:
                 loop_task.cancel()
-            await asyncio.shield(self._drain(self.shutdown_grace if graceful else 0.0))
-            await asyncio.gather(*loops, return_exceptions=True)
             try:
-                await self.backend.async_event_storage.flush()
-                await self._beat("stopped")
-            except (StorageError, OSError) as exc:
-                logger.warning("worker %s: last heartbeat failed: %s", self.worker_id, exc)
-            self._executor.shutdown(wait=False, cancel_futures=True)
+                try:
+                    await asyncio.shield(self._drain(self.shutdown_grace if graceful else 0.0))
+                except asyncio.CancelledError:
+                    # Cancelled while draining gracefully: stop at once after all.
+                    await self._drain(0.0)
+                    raise
+            finally:
+                await asyncio.gather(*loops, return_exceptions=True)
+                try:
+                    await self.backend.async_event_storage.flush()
+                    await self._beat("stopped")
+                except (StorageError, OSError) as exc:
+                    logger.warning("worker %s: last heartbeat failed: %s", self.worker_id, exc)
+                self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- claiming ----------------------------------------------------------------------------
 
@@ -229,7 +240,7 @@ class Worker:
                 await self._wait_slot()
                 continue
             try:
-                paused = set(await queue.paused_queues())
+                paused = set(await queue.paused_queues(max_age_s=_PAUSED_MAX_AGE_S))
                 self._say_paused(paused)
                 task = await queue.claim_pass(
                     list(self.queues),
@@ -539,6 +550,10 @@ class Worker:
     # -- heartbeat and reaper ------------------------------------------------------------------
 
     async def _beat(self, state: str) -> None:
+        # The heartbeat is one name: never written twice within a second (the last one,
+        # "stopped", may follow a periodic one at once).
+        if self._beat_at is not None:
+            await self.clock.sleep(self._beat_at + NAME_WRITE_GAP_S - self.clock.monotonic())
         runs = list(self._running.values())
         index = WorkerIndex(
             id=self.worker_id,
@@ -578,6 +593,7 @@ class Worker:
                 key, data, metadata=worker_metadata(index), if_generation_match=self._beat_gen
             )
         self._beat_gen = info.generation
+        self._beat_at = self.clock.monotonic()
 
     async def _heartbeat_loop(self) -> None:
         while True:
