@@ -142,7 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE / "notebook.png")
     parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--height", type=int, default=1250)
+    parser.add_argument("--height", type=int, default=1290)
     parser.add_argument("--keep", type=Path, help="also write the executed cell's notebook here")
     args = parser.parse_args()
     nb = execute(EXAMPLE)

@@ -201,12 +201,14 @@ async def test_dashboard_in_a_real_kernel(bucket: str, backend: GCSBackend, tmp_
             "    await omniq.enqueue_async(send, f'late{i}@example.com')\n"
             "await fail(1)\n"
             "await Operator(seed, 'oncall@elsewhere').pause_schedule('nightly')\n"
+            "await Operator(seed, 'oncall@elsewhere').pause_queue('emails')\n"
             "changed = time.monotonic()"
         )
         seen = await k.json(
             "await board.wait_for(lambda s: queue(s, 'emails').pending == 5"
-            " and s.tasks['failed'] == 3 and s.schedules[0].status == 'paused',"
-            " within=3 * INTERVAL, what='the enqueue, the failure and the pause')\n"
+            " and s.tasks['failed'] == 3 and s.schedules[0].status == 'paused'"
+            " and queue(s, 'emails').paused,"
+            " within=3 * INTERVAL, what='the enqueue, the failure and the pauses')\n"
             "elapsed = time.monotonic() - changed\n"
             "await board.refresh()\n"
             "print(json.dumps({'elapsed': elapsed, **board.state()}))"
@@ -214,7 +216,8 @@ async def test_dashboard_in_a_real_kernel(bucket: str, backend: GCSBackend, tmp_
         assert seen["elapsed"] <= 2 * INTERVAL, seen["elapsed"]
         assert seen["failure_groups"][0]["count"] == 3
         panel = next(v for v in k.widget_values() if "omniq-dashboard" in v)
-        assert ">5</td>" in panel and "paused" in panel
+        assert seen["queues"]["emails"]["paused"] is True
+        assert ">5</td>" in panel and "paused" in panel and "PAUSED" in panel
 
         # The actions, through the widget's own buttons.
         resumed = await k.json(
@@ -226,6 +229,15 @@ async def test_dashboard_in_a_real_kernel(bucket: str, backend: GCSBackend, tmp_
             "print(json.dumps({'offered': offered, 'said': board.last_action}))"
         )
         assert resumed == {"offered": [True, False], "said": "Schedule nightly is active again."}
+        unpaused = await k.json(
+            "board.queue_select.value = 'emails'\n"
+            "offered = [board.pause_queue_button.disabled, board.resume_queue_button.disabled]\n"
+            "board.resume_queue_button.click()\n"
+            "await board.wait_for(lambda s: not queue(s, 'emails').paused, within=20,"
+            " what='the resumed queue')\n"
+            "print(json.dumps({'offered': offered, 'said': board.last_action}))"
+        )
+        assert unpaused == {"offered": [True, False], "said": "Queue emails is active again."}
         asked = await k.json(
             "board.group_select.value = board.groups[0].key\n"
             "board.retry_button.click()\n"
@@ -291,6 +303,7 @@ async def test_dashboard_in_a_real_kernel(bucket: str, backend: GCSBackend, tmp_
     actions = {(a.actor, a.details["action"]) for a in audits}
     assert ("analyst@notebook", "resume_schedule") in actions
     assert ("analyst@notebook", "retry_task") in actions
+    assert ("analyst@notebook", "resume_queue") in actions
 
 
 async def test_example_notebook_runs_in_a_real_kernel(monkeypatch: pytest.MonkeyPatch) -> None:

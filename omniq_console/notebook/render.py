@@ -12,7 +12,7 @@ import html
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from ..monitor.snapshot import QueueWindow, ResultMinute, Snapshot
+from ..monitor.snapshot import QueueStats, QueueWindow, ResultMinute, Snapshot
 from .groups import FailureGroup
 
 MAX_ROWS = 12
@@ -132,7 +132,7 @@ def _queues(s: Snapshot) -> str:
         return _card("Queues", _empty("no queues"))
     rows = [
         (
-            _e(q.name) + (f' <span style="{_PAUSED}">PAUSED</span>' if q.paused else ""),
+            _e(q.name) + (_paused(q) if q.paused else ""),
             str(q.pending),
             str(q.delayed),
             str(q.running),
@@ -144,6 +144,11 @@ def _queues(s: Snapshot) -> str:
     ]
     headers = ("queue", "pending", "delayed", "running", "oldest", "done/min", "depth trend")
     return _card("Queues", _table(headers, rows, frozenset({1, 2, 3, 4, 5}), len(rows)))
+
+
+def _paused(q: QueueStats) -> str:
+    by = html.escape(f"paused by {q.paused_by or 'someone'}", quote=True)
+    return f' <span style="{_PAUSED}" title="{by}">PAUSED</span>'
 
 
 def _per_minute(windows: Sequence[QueueWindow]) -> str:

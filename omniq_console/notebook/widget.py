@@ -26,7 +26,7 @@ from ..backend.gcs import GCSBackend
 from ..checks import check_seconds, describe_exception
 from ..models import ScheduleStatus, TaskStatus
 from ..monitor import Monitor
-from ..monitor.snapshot import ScheduleRow, Snapshot
+from ..monitor.snapshot import QueueStats, ScheduleRow, Snapshot
 from ..runtime.operator import BulkOutcome, Operator
 from ..settings import default_actor, load_settings, make_backend
 from . import session
@@ -127,6 +127,9 @@ class Dashboard:
             self.pause_button = widgets.Button(description="Pause")
             self.resume_button = widgets.Button(description="Resume")
             self.trigger_button = widgets.Button(description="Run now")
+            self.queue_select = widgets.Dropdown(description="Queue", options=[], layout=wide)
+            self.pause_queue_button = widgets.Button(description="Pause queue")
+            self.resume_queue_button = widgets.Button(description="Resume queue")
             self.group_select = widgets.Dropdown(description="Failures", options=[], layout=wide)
             self.retry_button = widgets.Button(description="Retry group...", button_style="warning")
             self.confirm_text = widgets.HTML()
@@ -140,15 +143,21 @@ class Dashboard:
             self.pause_button.on_click(lambda _: self._schedule_action("pause"))
             self.resume_button.on_click(lambda _: self._schedule_action("resume"))
             self.trigger_button.on_click(lambda _: self._schedule_action("trigger"))
+            self.pause_queue_button.on_click(lambda _: self._queue_action(pause=True))
+            self.resume_queue_button.on_click(lambda _: self._queue_action(pause=False))
             self.retry_button.on_click(lambda _: self._ask_retry())
             self.confirm_yes.on_click(lambda _: self._confirm_retry(True))
             self.confirm_no.on_click(lambda _: self._confirm_retry(False))
             self.schedule_select.observe(lambda _: self._sync_buttons(), names="value")
+            self.queue_select.observe(lambda _: self._sync_buttons(), names="value")
             self.group_select.observe(lambda _: self._sync_buttons(), names="value")
             children += [
                 widgets.HBox(
                     [self.schedule_select, self.pause_button, self.resume_button,
                      self.trigger_button]
+                ),
+                widgets.HBox(
+                    [self.queue_select, self.pause_queue_button, self.resume_queue_button]
                 ),
                 widgets.HBox([self.group_select, self.retry_button]),
                 self.confirm_box,
@@ -340,7 +349,9 @@ class Dashboard:
         if not self.read_only:
             for control in (
                 self.schedule_select, self.pause_button, self.resume_button,
-                self.trigger_button, self.group_select, self.retry_button, self.confirm_yes,
+                self.trigger_button, self.queue_select, self.pause_queue_button,
+                self.resume_queue_button, self.group_select, self.retry_button,
+                self.confirm_yes,
             ):  # fmt: skip
                 control.disabled = True
             self.confirm_box.layout.display = "none"
@@ -368,14 +379,27 @@ class Dashboard:
             (r for r in self.snapshot.schedules if r.id == self.schedule_select.value), None
         )
 
+    def _selected_queue(self) -> QueueStats | None:
+        if self.snapshot is None or not self.queue_select.value:
+            return None
+        return next((q for q in self.snapshot.queues if q.name == self.queue_select.value), None)
+
     def _selected_group(self) -> FailureGroup | None:
         return next((g for g in self.groups if g.key == self.group_select.value), None)
 
     def _sync_options(self) -> None:
         assert self.snapshot is not None
         schedules = [(f"{r.id} ({r.status})", r.id) for r in self.snapshot.schedules]
+        queues = [
+            (f"{q.name} ({'paused' if q.paused else 'active'})", q.name)
+            for q in self.snapshot.queues
+        ]
         groups = [(f"{g.error_type} in {g.queue} ({g.count})", g.key) for g in self.groups]
-        for select, options in ((self.schedule_select, schedules), (self.group_select, groups)):
+        for select, options in (
+            (self.schedule_select, schedules),
+            (self.queue_select, queues),
+            (self.group_select, groups),
+        ):
             if list(select.options) != options:
                 # Reassigning options resets the selection: keep what the operator chose.
                 chosen = select.value
@@ -394,6 +418,9 @@ class Dashboard:
             ScheduleStatus.ACTIVE.value,
             ScheduleStatus.PAUSED.value,
         )
+        queue = self._selected_queue()
+        self.pause_queue_button.disabled = busy or queue is None or queue.paused
+        self.resume_queue_button.disabled = busy or queue is None or not queue.paused
         self.retry_button.disabled = busy or self._selected_group() is None
 
     def _schedule_action(self, action: str) -> None:
@@ -416,6 +443,21 @@ class Dashboard:
 
         run = {"pause": pause, "resume": resume, "trigger": trigger}[action]
         self._act(f"{action} schedule {schedule_id}", run)
+
+    def _queue_action(self, *, pause: bool) -> None:
+        queue = self._selected_queue()
+        if queue is None or self.operator is None:
+            return
+        operator, name = self.operator, queue.name
+
+        async def run() -> str:
+            if pause:
+                await operator.pause_queue(name)
+                return f"Queue {name} is paused: workers stop claiming from it."
+            await operator.resume_queue(name)
+            return f"Queue {name} is active again."
+
+        self._act(f"{'pause' if pause else 'resume'} queue {name}", run)
 
     def _ask_retry(self) -> None:
         group = self._selected_group()
@@ -491,7 +533,8 @@ def dashboard(
     The panel refreshes in place every ``interval`` seconds: queue depths with their trend,
     outcomes per minute, failure groups, recent events, schedules, workers, the data's age and
     stale state, and the monitor's request rate and cost. Actions (pause, resume and run a
-    schedule now; retry a failure group after a confirmation naming the count) are audited
+    schedule now; pause and resume a queue; retry a failure group after a confirmation naming
+    the count) are audited
     under ``actor`` and shown only when the dashboard may write (not ``read_only``, not a
     read-only backend).
 
