@@ -5,11 +5,14 @@ keep the console filled and the bucket small."""
 from __future__ import annotations
 
 import asyncio
+import importlib
+import inspect
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from protocol_helpers import tasks_in
 
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.backend.index import worker_index
@@ -18,7 +21,6 @@ from omniq_console.models import (
     EventType,
     ResultStatus,
     ScheduleStatus,
-    Task,
     TaskResult,
     TaskStatus,
     utcnow,
@@ -54,7 +56,7 @@ async def test_fleet_runs_a_realistic_reproducible_workload(backend: GCSBackend)
     results = backend.async_result_storage
     started = time.monotonic()
     outcomes: Counter[str] = Counter()
-    fired: list = []
+    fired: list[object] = []
     while time.monotonic() - started < 20:
         await asyncio.sleep(1)
         listed = await results.list_results()
@@ -161,23 +163,21 @@ async def test_history_is_reproducible_and_cleanup_keeps_the_bucket_small(
 
     # Cleanup: finished tasks, results and events past their retention go; the rest stays.
     queue = backend.async_task_storage
-    done, failed, waiting = Task(func="x:done"), Task(func="x:failed"), Task(func="x:wait")
-    for task in (done, failed, waiting):
-        await queue.enqueue(task)
-    for task, status in ((done, TaskStatus.COMPLETED), (failed, TaskStatus.FAILED)):
-        stored = await queue.get_task(task.id)
-        assert stored is not None
-        stored.status = status
-        await queue.update_task(stored)
+    done, failed, waiting = await tasks_in(
+        backend, [TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.PENDING], func="x:work"
+    )
     later = utcnow() + fleet.retention + timedelta(seconds=1)
     removed = await fleet.cleanup(now=later)
     assert await queue.get_task(done.id) is None
+    assert await backend.async_result_storage.get(done.id) is None  # gone with its task
     assert await queue.get_task(failed.id) is not None  # kept for the operator to retry
     assert await queue.get_task(waiting.id) is not None
     # The history (weeks before `later`) is past every retention: results and events go.
-    assert list(await backend.async_result_storage.list_results()) == []
-    assert list(await backend.async_event_storage.get_events()) == []
-    assert removed == 1 + 18 + 18 * 3
+    # What stays: the failed task's outcome, and the fresh tasks' events (their audit trail).
+    assert [r.task_id for r in await backend.async_result_storage.list_results()] == [failed.id]
+    left = {e.task_id for e in await backend.async_event_storage.get_events()}
+    assert left == {done.id, failed.id, waiting.id}
+    assert removed == 1 + 18 + 18  # the task (with its record), the results, one batch each
     # Recent things stay: a fresh error result is kept for the failed retention.
     await backend.async_result_storage.set(
         TaskResult(task_id="recent", status=ResultStatus.ERROR, completed_at=utcnow())
@@ -185,27 +185,46 @@ async def test_history_is_reproducible_and_cleanup_keeps_the_bucket_small(
     assert await fleet.cleanup(now=later) == 0
 
 
+def _is_async(func: str) -> bool:
+    module, _, name = func.partition(":")
+    return inspect.iscoroutinefunction(getattr(importlib.import_module(module), name))
+
+
 async def test_cancelling_the_fleet_releases_what_its_workers_hold(backend: GCSBackend) -> None:
     fleet = Fleet(backend, seed=3, speed=0.5)
     running = asyncio.create_task(fleet.run())
     deadline = time.monotonic() + 20
-    held: list[str] = []
-    while not held:
-        assert time.monotonic() < deadline, "the fleet never ran a task"
+    funcs: dict[str, str] = {}  # task id -> its function, read once
+    while True:
+        assert time.monotonic() < deadline, "the fleet never ran an async task"
+        look = [t for w in fleet.workers for t in w.running_task_ids]
+        unknown = [t for t in look if t not in funcs]
+        if not unknown and any(_is_async(funcs[t]) for t in look):
+            held = {t: funcs[t] for t in look}
+            break
+        for task_id in unknown:
+            task = await backend.async_task_storage.get_task(task_id)
+            assert task is not None
+            funcs[task_id] = task.func
         await asyncio.sleep(0.01)
-        held = [t for w in fleet.workers for t in w.running_task_ids]
     running.cancel()  # no await since the look: these tasks are still being run
     with pytest.raises(asyncio.CancelledError):
         await running
-    assert list(await backend.async_task_storage.list_tasks(status=TaskStatus.RUNNING)) == []
     released = {
         e.task_id
         for e in await backend.async_event_storage.get_events(event_type=EventType.ENQUEUED)
         if e.details.get("reason") == "released"
     }
-    for task_id in held:
+    for task_id, func in held.items():
         task = await backend.async_task_storage.get_task(task_id)
         assert task is not None
-        assert task.status == TaskStatus.PENDING and task.worker_id is None
-        assert task_id in released  # given back at once, with an event saying so
+        if _is_async(func):
+            # Cancelled and given back at once, with an event saying so.
+            assert task.status == TaskStatus.PENDING and task.worker_id is None
+            assert task_id in released
+        else:
+            # A sync function cannot be interrupted: never handed back while its thread runs
+            # (it finished meanwhile, or it is still running under the worker's lease).
+            assert task_id not in released
+            assert task.status != TaskStatus.PENDING
     await fleet.stop()  # after the end: returns at once

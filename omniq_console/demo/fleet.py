@@ -35,7 +35,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..backend.errors import ConflictError, StorageError
-from ..backend.index import result_index, task_index, worker_index
+from ..backend.index import result_index, worker_index
+from ..backend.layout import Layout
 from ..models import (
     EventType,
     ResultStatus,
@@ -345,37 +346,31 @@ class Fleet:
 
     def _register(self) -> None:
         slow = 1.0 / self.speed
-        for func in (charge_card, fraud_check):
-            self.omniq.task(
-                func,
-                queue="critical",
-                priority=10,
-                max_retries=_MAX_RETRIES.get(func.__name__, 1),
-                retry_delay=slow,
-            )
-        for func in (
-            resize_image,
-            lookup_customer,
-            fetch_exchange_rates,
-            cleanup_sessions,
-            sync_inventory,
-        ):
-            self.omniq.task(
-                func,
-                queue="default",
-                max_retries=_MAX_RETRIES.get(func.__name__, 0),
-                retry_delay=slow,
-            )
-        for func in (send_email, send_digest):
-            self.omniq.task(
-                func,
-                queue="emails",
-                priority=5,
-                max_retries=_MAX_RETRIES.get(func.__name__, 0),
-                retry_delay=slow,
-            )
-        for func in (build_report, export_csv, backup_database):
-            self.omniq.task(func, queue="reports", max_retries=0, retry_delay=slow)
+        # (queue, priority, retries unless _MAX_RETRIES says otherwise, functions)
+        groups: list[tuple[str, int, int | None, tuple[Callable[..., Any], ...]]] = [
+            ("critical", 10, 1, (charge_card, fraud_check)),
+            (
+                "default",
+                0,
+                0,
+                (
+                    resize_image,
+                    lookup_customer,
+                    fetch_exchange_rates,
+                    cleanup_sessions,
+                    sync_inventory,
+                ),
+            ),
+            ("emails", 5, 0, (send_email, send_digest)),
+            ("reports", 0, None, (build_report, export_csv, backup_database)),
+        ]
+        for queue, priority, retries, funcs in groups:
+            for func in funcs:
+                # Reports never retry; the others as _MAX_RETRIES plans their failures.
+                tries = 0 if retries is None else _MAX_RETRIES.get(func.__name__, retries)
+                self.omniq.task(
+                    queue=queue, priority=priority, max_retries=tries, retry_delay=slow
+                )(func)
 
     def plan(self, count: int) -> list[PlannedTask]:
         """The first ``count`` tasks this fleet's producer enqueues (in order)."""
@@ -387,7 +382,7 @@ class Fleet:
     async def setup(self) -> list[str]:
         """Create the demo schedules (idempotent: existing ones are kept); returns their ids."""
         interval = max(1.0, 20.0 / self.speed)
-        declared = [
+        declared: list[dict[str, Any]] = [
             dict(
                 func=cleanup_sessions,
                 cron="* * * * *",
@@ -545,24 +540,21 @@ class Fleet:
         task_infos, result_infos, worker_infos = await asyncio.gather(
             store.list(layout.tasks), store.list(layout.results), store.list(layout.workers)
         )
+        # A task's status is its state record's (docs/architecture.md, "Task status is derived
+        # from which objects exist"): the record's index decides, the task's own does not.
+        stored_tasks = {Layout.name_of(info.key) for info in task_infos}
         doomed_tasks: list[str] = []
-        for info in task_infos:
-            idx = task_index(info)
-            if idx is None or not idx.status.is_final or info.updated is None:
-                continue
-            keep = self.retention if idx.status == TaskStatus.COMPLETED else self.failed_retention
-            if now - info.updated > keep:
-                doomed_tasks.append(idx.id)
         doomed_results: list[str] = []
-        gone = set(doomed_tasks)
         for info in result_infos:
             ridx = result_index(info)
-            if ridx is None or ridx.task_id in gone:
+            if ridx is None or not ridx.state.is_final:
                 continue
             at = ridx.completed_at or info.updated
-            keep = self.retention if ridx.status == ResultStatus.SUCCESS else self.failed_retention
-            if at is not None and now - at > keep:
-                doomed_results.append(ridx.task_id)
+            keep = self.retention if ridx.state == TaskStatus.COMPLETED else self.failed_retention
+            if at is None or now - at <= keep:
+                continue
+            # A task goes with its record; a result whose task is gone (history) goes alone.
+            (doomed_tasks if ridx.task_id in stored_tasks else doomed_results).append(ridx.task_id)
         doomed_workers: list[str] = []
         for info in worker_infos:
             widx = worker_index(info)
@@ -587,7 +579,7 @@ class Fleet:
         events = await self.backend.async_event_storage.cleanup_old_events(
             now - self.event_retention
         )
-        return sum(deleted) + events
+        return sum(1 for d in deleted if d) + int(events)
 
     # -- history -------------------------------------------------------------------------------
 
@@ -651,17 +643,21 @@ class Fleet:
                 ),
             ]
             async with gate:
-                await self.backend.async_result_storage.set(result)
-            for event in events:
-                async with gate:
-                    await self.backend.async_event_storage.log_event(event)
+                try:
+                    await self.backend.async_result_storage.set(result)
+                except ConflictError:
+                    return  # this seed's history is in the bucket already
+                # One batch per task, as a worker's flush would hold them.
+                await self.backend.async_event_storage.log_events(events)
+            written.append(task_id)
 
         items = [next(sequence) for _ in range(count)]
         rng_ids = [rng.getrandbits(128) for _ in range(count)]
         rng_workers = [rng.randrange(1_000) for _ in range(count)]
+        written: list[str] = []
         async with self.omniq:
             await asyncio.gather(*(write(i, item) for i, item in enumerate(items)))
-        return count
+        return len(written)
 
 
 class _Stopped:
