@@ -21,9 +21,12 @@ def emulator() -> Iterator[Emulator]:
 
 
 @pytest.fixture
-def gcs_env(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
-    """Point every client created in the test (and its subprocesses) at the emulator."""
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.url)
+def gcs_env(
+    emulator: Emulator, storage_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> Emulator:
+    """Point every client created in the test (and its subprocesses) at the emulator, or at
+    the GCS rules model in front of it under ``pytest --gcs-rules``."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", storage_endpoint)
     return emulator
 
 
