@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import IO
 
 import pytest
+from protocol_helpers import task_in
 
 from omniq_console import OmniQ
 from omniq_console.backend import lifecycle
@@ -113,7 +114,7 @@ async def test_registration_options_reach_the_task(backend: GCSBackend) -> None:
     )
     assert other is not None and (other.queue_name, other.priority) == ("mail-bulk", -1)
     # The same name for another function is refused; re-registering the same one is fine.
-    omniq.task(notify, queue="mail")
+    omniq.task(queue="mail")(notify)
     with pytest.raises(ValueError, match="already registered"):
         omniq.task(name=omniq.registry.resolve(notify)[0])(lambda: None)
 
@@ -157,11 +158,15 @@ async def test_get_result_times_out_or_names_a_missing_task(backend: GCSBackend)
     await backend.async_task_storage.apply(task, cancelled)
     result = await omniq.get_result_async(task_id, timeout=1)
     assert result.status == ResultStatus.CANCELLED and "ops" in (result.error or "")
+    # ... or expired before it ran, as the reaper leaves it.
+    expired = await task_in(backend, TaskStatus.EXPIRED, func="nobody:runs_this")
+    result = await omniq.get_result_async(expired.id, timeout=1)
+    assert result.status == ResultStatus.EXPIRED and "expired" in (result.error or "")
 
 
 async def test_schedules_of_every_kind(backend: GCSBackend) -> None:
     omniq = OmniQ(backend)
-    omniq.task(my_task, queue="math", priority=3, max_retries=1)
+    omniq.task(queue="math", priority=3, max_retries=1)(my_task)
     cron_id = await omniq.schedule_async(my_task, 1, 2, cron="*/5 * * * *")
     interval_id = await omniq.schedule_async(my_task, interval=timedelta(minutes=1), max_runs=3)
     at = utcnow() + timedelta(hours=2)
