@@ -48,17 +48,20 @@ from omniq_console.runtime.operator import Operator  # noqa: E402
 from omniq_console.tui import StaticSource, build_app  # noqa: E402
 
 SIZE = (140, 42)
-SHOTS: Sequence[tuple[str, Sequence[str], str]] = (
-    ("overview", (), "Overview: queues, throughput, health, stuck tasks, events, workers"),
-    ("queues", ("2",), "Queues with depth trends"),
-    ("tasks", ("3",), "Tasks, filtered in a thread, one bounded page at a time"),
-    ("results", ("4",), "Failures grouped by exception type"),
-    ("events", ("5",), "Live event tail"),
-    ("schedules", ("6",), "Schedules with next-run countdowns"),
-    ("workers", ("7",), "Workers and their heartbeats"),
-    ("task-detail", ("4", "tab", "enter"), "One task: body, result, traceback, timeline"),
-    ("bulk-retry", ("4", "R"), "A bulk retry asks first, naming exactly what will change"),
-    ("help", ("question_mark",), "Every key, by view"),
+SHOTS: Sequence[tuple[str, Sequence[str], str, tuple[int, int]]] = (
+    ("overview", (), "Overview: queues, outcomes, health, stuck tasks, events, workers", SIZE),
+    ("overview-80x24", (), "Overview in an 80x24 terminal: panels stack and scroll", (80, 24)),
+    ("queues", ("2",), "Queues: depth, pause state, throughput and latency per window", SIZE),
+    ("tasks", ("3",), "Tasks, filtered in a thread, one bounded page at a time", SIZE),
+    ("tasks-120", ("3",), "Tasks at 120 columns: status and exception first", (120, 40)),
+    ("results", ("4",), "Failures grouped by exception type", SIZE),
+    ("events", ("5",), "Live event tail", SIZE),
+    ("schedules", ("6",), "Schedules with next-run countdowns", SIZE),
+    ("workers", ("7",), "Workers: load, what each runs, heartbeat, the dead flagged", SIZE),
+    ("task-detail", ("4", "tab", "enter"), "One task: body, result, traceback, timeline", SIZE),
+    ("bulk-retry", ("4", "R"), "A bulk retry asks first, naming exactly what will change", SIZE),
+    ("purge", ("2", "X"), "Purge asks first with the exact count of pending tasks", SIZE),
+    ("help", ("question_mark",), "Every key, by view", SIZE),
 )
 
 DEFAULT_SEED = 42
@@ -95,10 +98,16 @@ class FreezableClock:
 # -- rendering -------------------------------------------------------------------------------
 
 
-async def shoot(make: Callable[[], App[None]], name: str, keys: Sequence[str], title: str) -> Path:
+async def shoot(
+    make: Callable[[], App[None]],
+    name: str,
+    keys: Sequence[str],
+    title: str,
+    size: tuple[int, int] = SIZE,
+) -> Path:
     app = make()
     path = HERE / f"{name}.svg"
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=size) as pilot:
         await settle(pilot)
         for key in keys:
             await pilot.press(key)
@@ -108,8 +117,8 @@ async def shoot(make: Callable[[], App[None]], name: str, keys: Sequence[str], t
 
 
 async def shoot_all(make: Callable[[], App[None]]) -> None:
-    for name, keys, title in SHOTS:
-        print(await shoot(make, name, keys, title))
+    for name, keys, title, size in SHOTS:
+        print(await shoot(make, name, keys, title, size))
 
 
 # -- the demo data ---------------------------------------------------------------------------

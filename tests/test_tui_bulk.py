@@ -91,7 +91,7 @@ async def test_bulk_stays_bound_to_what_was_confirmed() -> None:
         await settle(pilot)
         await pilot.press("R")
         await settle(pilot)
-        more = demo_snapshot(task_rows=task_rows() + (task_rows()[40]._replace(id="extra-1"),))
+        more = demo_snapshot(task_rows=(*task_rows(), task_rows()[40]._replace(id="extra-1")))
         source.push(more)
         await settle(pilot)
         await pilot.press("y")

@@ -7,8 +7,11 @@ operator is a recording stand-in, so each asserts what the console asked the buc
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
+from textual.pilot import Pilot
 from textual.widgets import DataTable
 from tui_fixtures import (
     TAKEN_AT,
@@ -21,14 +24,13 @@ from tui_fixtures import (
     newest_first,
     record_notifications,
     screen_text,
-    search_tasks,
     settle,
     stale_snapshot,
     task_id,
     task_rows,
 )
 
-from omniq_console.models import TaskStatus
+from omniq_console.models import Task, TaskStatus
 from omniq_console.monitor.snapshot import RequestFigures
 from omniq_console.runtime.operator import StateChanged
 from omniq_console.tui import ConsoleApp, StaticSource
@@ -225,7 +227,7 @@ async def test_text_search_finds_errors_at_once_and_arguments_in_the_background(
         # An event's error message, already in the snapshot: no body read needed.
         await pilot.press("slash", *"bad address", "enter")
         await settle(pilot)
-        assert task_id(4) in table.keys()
+        assert task_id(4) in table.keys()  # noqa: SIM118 (a table's keys, not a dict's)
         await pilot.press("x")
         await settle(pilot)
         # Arguments live in bodies: read in the background, then matched.
@@ -235,24 +237,49 @@ async def test_text_search_finds_errors_at_once_and_arguments_in_the_background(
         assert task_id(41) in source.body_requests
 
 
-async def test_the_body_scan_shows_progress_and_stops_on_its_key() -> None:
-    app, source, _ = make_app()
+class GatedSource(StaticSource):
+    """Each body read waits for a pass the test gives: the scan is caught while it runs."""
+
+    def __init__(self) -> None:
+        super().__init__(demo_snapshot())
+        self.passes = asyncio.Semaphore(0)
+
+    async def task_bodies(self, task_ids: Sequence[str]) -> dict[str, Task | None]:
+        await self.passes.acquire()
+        return await super().task_bodies(task_ids)
+
+
+async def until(pilot: Pilot[None], what: str, condition: Callable[[], bool]) -> None:
+    for _ in range(200):
+        if condition():
+            return
+        await pilot.pause()
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_the_body_scan_shows_progress_and_a_count_and_stops_on_its_key() -> None:
+    source = GatedSource()
+    app, _, _ = make_app(source)
     async with app.run_test(size=WIDE) as pilot:
         await settle(pilot)
         await pilot.press("3")
         await settle(pilot)
         view = app.screen.query_one(TasksView)
-        view.query_one("#tasks-text").value = "nothing-matches-this"
-        # Stop the scan before its first slice is read: the key is offered while it runs.
-        await pilot.pause()
-        await pilot.pause(0.3)
-        if view.scanning:
-            assert "stop_scan" in {
-                b.binding.action for b in app.screen.active_bindings.values() if b.enabled
-            }
-            await pilot.press("s")
+        await pilot.press("slash", *"nothing-matches", "enter")
+        await until(pilot, "the body scan to start", lambda: view.scanning)
+        assert view.query_one("#tasks-scan").display
+        assert "stop_scan" in offered(app)
+        source.passes.release()  # one slice of 50 bodies, then the scan waits again
+        await until(
+            pilot,
+            "the first slice to be counted",
+            lambda: "50 of 57 read" in str(view.query_one("#tasks-scan-info").content),
+        )
+        assert view.scanning
+        await pilot.press("s")
+        await until(pilot, "the scan to stop", lambda: not view.scanning)
         await settle(pilot)
-        assert not view.scanning
+        assert not view.query_one("#tasks-scan").display
         assert "stop_scan" not in offered(app)
 
 

@@ -50,7 +50,7 @@ async def test_hostile_task_renders_literally_in_the_tasks_table() -> None:
         assert "Boom\\x1b[31m" in text
         assert "\x1b" not in text
         cells = app.screen.query_one("#tasks-table").render_cell_values(HOSTILE_TASK.id)
-        assert cells[2] == MARKUP_FUNC and cells[8] == "Boom\\x1b[31m"
+        assert cells[4] == MARKUP_FUNC and cells[2] == "Boom\\x1b[31m"
 
 
 async def test_hostile_error_type_renders_literally_in_results() -> None:

@@ -62,7 +62,9 @@ async def test_footer_shows_the_keys_of_the_view() -> None:
         await pilot.press("6")
         await settle(pilot)
         keys = {b.binding.action for b in app.screen.active_bindings.values() if b.binding.show}
-        assert {"pause", "resume", "trigger", "app.help", "app.refresh_now"} <= keys
+        # The first schedule is active: pause applies, resume does not.
+        assert {"pause", "trigger", "app.help", "app.refresh_now"} <= keys
+        assert "resume" not in keys
         text = screen_text(app)
         assert "Pause schedule" in text and "Run now" in text and "Help" in text
 

@@ -16,6 +16,8 @@ from tui_fixtures import make_app, settle, stale_snapshot, task_id
 from omniq_console.tui import StaticSource
 
 SIZE = (140, 42)
+SMALL = (80, 24)
+MEDIUM = (120, 40)
 
 
 def keys_then_settle(keys: Sequence[str]) -> Callable[[Pilot[None]], object]:
@@ -48,6 +50,33 @@ def keys_then_settle(keys: Sequence[str]) -> Callable[[Pilot[None]], object]:
 def test_view(snap_compare: Callable[..., bool], keys: Sequence[str]) -> None:
     app, _, _ = make_app()
     assert snap_compare(app, terminal_size=SIZE, run_before=keys_then_settle(keys))
+
+
+MAIN_VIEWS = [
+    pytest.param((), id="overview"),
+    pytest.param(("2",), id="queues"),
+    pytest.param(("3",), id="tasks"),
+    pytest.param(("4",), id="results"),
+    pytest.param(("5",), id="events"),
+    pytest.param(("6",), id="schedules"),
+    pytest.param(("7",), id="workers"),
+]
+
+
+@pytest.mark.parametrize(
+    "size", [pytest.param(SMALL, id="80x24"), pytest.param(MEDIUM, id="120x40")]
+)
+@pytest.mark.parametrize("keys", MAIN_VIEWS)
+def test_view_at_size(
+    snap_compare: Callable[..., bool], keys: Sequence[str], size: tuple[int, int]
+) -> None:
+    app, _, _ = make_app()
+    assert snap_compare(app, terminal_size=size, run_before=keys_then_settle(keys))
+
+
+def test_stale_data_at_80_columns(snap_compare: Callable[..., bool]) -> None:
+    app, _, _ = make_app(StaticSource(stale_snapshot()))
+    assert snap_compare(app, terminal_size=SMALL, run_before=keys_then_settle(()))
 
 
 def test_stale_data(snap_compare: Callable[..., bool]) -> None:

@@ -80,7 +80,7 @@ async def test_a_new_snapshot_updates_rows_in_place() -> None:
         assert shown(app)[0] == "brand-new"  # newest first
         assert table.selected_key == cursor_on  # the cursor stays on its task
         cells = table.render_cell_values(cursor_on)
-        assert cells[3] == "running" and cells[7] == "worker-z"
+        assert cells[1] == "running" and cells[8] == "worker-z"
 
 
 async def test_a_big_snapshot_is_shown_one_page_at_a_time() -> None:

@@ -65,9 +65,9 @@ def test_text_filter_looks_at_id_function_queue_worker_and_error() -> None:
 def test_error_type_filter_and_the_unknown_group() -> None:
     rows = task_rows()
     unknown = rows[0]._replace(id="no-type", status="failed", error_type=None)
-    page = select_tasks(rows + (unknown,), TaskFilter(status="failed", error_type=NO_ERROR_TYPE))
+    page = select_tasks((*rows, unknown), TaskFilter(status="failed", error_type=NO_ERROR_TYPE))
     assert [r.id for r in page.rows] == ["no-type"]
-    groups = failure_groups(rows + (unknown,))
+    groups = failure_groups((*rows, unknown))
     assert [(g.error_type, g.count) for g in groups] == [
         ("ValueError", 6),
         ("TimeoutError", 3),

@@ -85,8 +85,8 @@ async def test_event_tail_pauses_collects_and_filters() -> None:
         )
         source.push(demo_snapshot(events=(newer, *events())))
         await settle(pilot)
-        assert newer.id not in table.keys()
-        assert "TAIL PAUSED" in info.content.plain and "1 new events waiting" in info.content.plain
+        assert newer.id not in table.keys()  # noqa: SIM118 (a table's keys)
+        assert "TAIL PAUSED" in info.content.plain and "1 new event waiting" in info.content.plain
         await pilot.press("space")
         await settle(pilot)
         assert table.keys()[0] == newer.id
@@ -110,15 +110,15 @@ async def test_workers_and_queues_views() -> None:
         await settle(pilot)
         workers = app.screen.query_one("#workers-table")
         assert workers.keys() == ["worker-a", "worker-b", "worker-c"]
-        assert workers.render_cell_values("worker-c")[1] == "busy (silent)"
-        assert "1 silent" in app.screen.query_one("#workers-info").content.plain
+        assert workers.render_cell_values("worker-c")[1] == "busy DEAD"
+        assert "1 dead" in app.screen.query_one("#workers-info").content.plain
         await pilot.press("2")
         await settle(pilot)
         queues = app.screen.query_one("#queues-table")
         reports = queues.render_cell_values("reports")
-        assert reports[:7] == ["reports", "1,480", "20", "1", "1", "2", "15m 00s"]
+        assert reports[:7] == ["reports ⏸ paused", "1,480", "20", "1", "1", "2", "15m 00s"]
         assert reports[7].endswith("█")  # the depth trend, rising to its latest value
         assert "yellow" in styles_of(queues, "reports")[5]  # expired entries wait for cleanup
         assert app.screen.query_one("#queues-summary").content.plain == (
-            "3 queues · 1,517 waiting · 4 running"
+            "3 queues · 1,517 waiting · 4 running · 1 paused"
         )

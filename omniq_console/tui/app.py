@@ -202,8 +202,12 @@ class ConsoleApp(App[None]):
         active = main.active_view if isinstance(main, MainScreen) else None
         sections: list[HelpSection] = [("Everywhere", offered(MainScreen.BINDINGS, None))]
         for view in main.views if isinstance(main, MainScreen) else ():
+            # The view shown answers for its selection; the others list their keys.
+            keys = offered(view.BINDINGS, view if view is active else None)
+            if not self.can_act:
+                keys = [b for b in keys if b.action.split("(", 1)[0] not in view.ACTIONS]
             title = f"{view.TITLE} view" + (" (shown now)" if view is active else "")
-            sections.append((title, offered(view.BINDINGS, view)))
+            sections.append((title, keys))
         detail = [b for b in TaskDetailScreen.BINDINGS if isinstance(b, Binding)]
         if not self.can_act:
             detail = [b for b in detail if b.action not in TaskDetailScreen.ACTIONS]

@@ -68,5 +68,8 @@ class OutcomeChart(PlotextPlot):
         plt.xticks(xs[::every], [m.minute.strftime("%H:%M") for m in minutes][::every])
         plt.xlim(-0.6, len(minutes) - 0.4)
         top = max(sum(getattr(m, name) for name, _ in OUTCOMES) for m in minutes)
-        plt.yticks([float(y) for y in y_ticks(top)])
+        ticks = y_ticks(top)
+        plt.yticks([float(y) for y in ticks])
+        # Bars start on the axis: without a fixed lower limit plotext pads below zero.
+        plt.ylim(0, ticks[-1])
         self.refresh()
