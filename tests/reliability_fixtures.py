@@ -82,16 +82,22 @@ class FakeTokenServer:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 server.requests += 1
                 if server.grant:
-                    status, answer = 200, {
-                        "access_token": server.ACCESS_TOKEN,
-                        "expires_in": 3600,
-                        "token_type": "Bearer",
-                    }
+                    status, answer = (
+                        200,
+                        {
+                            "access_token": server.ACCESS_TOKEN,
+                            "expires_in": 3600,
+                            "token_type": "Bearer",
+                        },
+                    )
                 else:
-                    status, answer = 400, {
-                        "error": "invalid_grant",
-                        "error_description": "Invalid JWT Signature.",
-                    }
+                    status, answer = (
+                        400,
+                        {
+                            "error": "invalid_grant",
+                            "error_description": "Invalid JWT Signature.",
+                        },
+                    )
                 body = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -38,6 +38,7 @@ from omniq_console.demo.emulator import Emulator
 from omniq_console.models import (
     SCHEMA_VERSION,
     EventType,
+    OmniQModel,
     ResultStatus,
     Schedule,
     ScheduleStatus,
@@ -70,7 +71,7 @@ json_value = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(nasty_text, inner, max_size=4),
     max_leaves=12,
 )
-zones = st.sampled_from(
+zones: st.SearchStrategy[Any] = st.sampled_from(
     [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8)), None]
 )
 # Naive datetimes (zone None) are taken to be UTC by the models.
@@ -82,8 +83,10 @@ positive_durations = st.timedeltas(
     min_value=timedelta(microseconds=1), max_value=timedelta(days=3650)
 )
 safe_ids = st.text(
-    st.characters(exclude_categories=["Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"],
-                  exclude_characters="/\\#[]*?"),
+    st.characters(
+        exclude_categories=["Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"],
+        exclude_characters="/\\#[]*?",
+    ),
     min_size=1,
     max_size=60,
 ).filter(lambda s: ".." not in s and s != ".")
@@ -163,8 +166,11 @@ def schedules(draw: st.DrawFn) -> Schedule:
         "args": tuple(draw(st.lists(json_value, max_size=3))),
         "kwargs": draw(st.dictionaries(nasty_text, json_value, max_size=3)),
         "queue_name": draw(safe_ids),
-        "created_at": draw(st.datetimes(min_value=datetime(2000, 1, 1),
-                                        max_value=datetime(2100, 1, 1), timezones=zones)),
+        "created_at": draw(
+            st.datetimes(
+                min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=zones
+            )
+        ),
         "max_runs": draw(st.none() | st.integers(1, 1000)),
         "ttl": draw(st.none() | durations),
         "status": draw(st.sampled_from([ScheduleStatus.ACTIVE, ScheduleStatus.PAUSED])),
@@ -221,8 +227,11 @@ def new_event_id_prefix_ok(event: TaskEvent) -> str:
 
 
 @settings(max_examples=200, deadline=None)
-@given(schedules(), st.lists(st.sampled_from(["run", "pause", "resume", "cancel"]), max_size=6),
-       moments)
+@given(
+    schedules(),
+    st.lists(st.sampled_from(["run", "pause", "resume", "cancel"]), max_size=6),
+    moments,
+)
 def test_schedule_round_trips_through_its_life(
     schedule: Schedule, actions: list[str], at: datetime
 ) -> None:
@@ -249,12 +258,13 @@ def test_schedule_round_trips_through_its_life(
 
 @settings(max_examples=60, deadline=None)
 @given(st.sampled_from([Task, TaskResult, TaskEvent]), st.integers(SCHEMA_VERSION + 1, 10**9))
-def test_unknown_schema_version_is_refused_clearly(model: type, version: int) -> None:
-    body = {
+def test_unknown_schema_version_is_refused_clearly(model: type[OmniQModel], version: int) -> None:
+    bodies: dict[type[OmniQModel], dict[str, Any]] = {
         Task: {"func": "f"},
         TaskResult: {"task_id": "t"},
         TaskEvent: {"event_type": "enqueued"},
-    }[model] | {"schema_version": version}
+    }
+    body = bodies[model] | {"schema_version": version}
     with pytest.raises(pydantic.ValidationError, match="upgrade omniq-console"):
         model.from_json(json.dumps(body))
 
@@ -336,8 +346,15 @@ def test_check_id_refuses_non_ids(value: object) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999, 1, 1),
-                             timezones=st.just(UTC)), min_size=2, max_size=20))
+@given(
+    st.lists(
+        st.datetimes(
+            min_value=datetime(1970, 1, 2), max_value=datetime(9999, 1, 1), timezones=st.just(UTC)
+        ),
+        min_size=2,
+        max_size=20,
+    )
+)
 def test_event_ids_sort_by_time(moments_: list[datetime]) -> None:
     ms = [int(m.timestamp() * 1000) for m in moments_]
     ids = [new_event_id(m) for m in moments_]
@@ -379,8 +396,7 @@ def test_task_index_from_listing_matches_body(task: Task, prefix: str) -> None:
         _info(layout.queue_entry(task.queue_name, task.id), queue_entry_metadata(task)), layout
     )
     assert entry is not None
-    assert (entry.task_id, entry.queue, entry.priority) == (task.id, task.queue_name,
-                                                             task.priority)
+    assert (entry.task_id, entry.queue, entry.priority) == (task.id, task.queue_name, task.priority)
     assert (entry.run_at, entry.expires_at) == (task.run_at, task.expires_at)
 
 
@@ -393,17 +409,25 @@ def test_other_indexes_from_listing_match_bodies(
     r = result_index(_info(layout.result(result.task_id), result_metadata(result)))
     expected = result_index_of(result)
     assert r is not None and (r.task_id, r.status, r.completed_at) == (
-        expected.task_id, expected.status, expected.completed_at
+        expected.task_id,
+        expected.status,
+        expected.completed_at,
     )
     assert r.error_type == ((result.error_type or "")[:200] or None)
     e = event_index(_info(layout.event(event.id), event_metadata(event)))
     assert e is not None
     assert (e.id, e.event_type, e.task_id, e.queue, e.timestamp) == (
-        event.id, event.event_type, event.task_id, event.queue_name, event.timestamp
+        event.id,
+        event.event_type,
+        event.task_id,
+        event.queue_name,
+        event.timestamp,
     )
     s = schedule_index(_info(layout.schedule(schedule.id), schedule_metadata(schedule)))
     assert s is not None and (s.id, s.status, s.next_run) == (
-        schedule.id, schedule.status, schedule.next_run
+        schedule.id,
+        schedule.status,
+        schedule.next_run,
     )
 
 
@@ -448,8 +472,9 @@ def bridged_store(bucket: str, emulator: Emulator) -> Iterator[tuple[SyncBridge,
         bridge.stop()
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(safe_ids, st.sampled_from(["", "omniq/", "x/y"]))
 def test_accepted_ids_are_stored_and_listed_under_their_own_name(
     bridged_store: tuple[SyncBridge, ObjectStore], task_id: str, prefix: str
@@ -469,4 +494,3 @@ def test_accepted_ids_are_stored_and_listed_under_their_own_name(
     assert listed[0].key.rsplit("/", 1)[0] == layout.tasks.rstrip("/")
     got = bridge.run(store.read(layout.task(task_id)), timeout=30)
     assert Task.from_json(got.data).id == task_id
-
