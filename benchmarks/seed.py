@@ -1,12 +1,14 @@
 """Fill a bucket the way a busy OmniQ fleet leaves it, and change a share of it afterwards.
 
-For ``n`` tasks: the tasks themselves (15% pending, 2% of them delayed; 5% running, a fifth of
-those with an expired lease; 60% completed, 15% failed, 3% cancelled, 2% expired), a queue
-entry per pending task, results for half the tasks, two events per task spread over the last
-hour, 20 schedules and 4 worker heartbeats. Objects are written through the stores' public API
-where one exists (``enqueue``, ``set``, ``log_event``, ``save_schedule``); a task that is no
-longer pending, and a heartbeat, are written the way the queue and the worker write them (the
-task's JSON with its index metadata).
+For ``n`` tasks (docs/architecture.md, "Layout of a bucket"): the tasks themselves (15%
+pending, 2% of them delayed; 5% running, a fifth of those with a lease nobody renews; 60%
+completed, 15% failed, 3% cancelled, 2% expired), a queue entry per task that is not final, a
+state record (``results/{id}.json``) per task that was claimed or ended, two events per task
+spread over the last hour in batches of ``EVENTS_PER_BATCH`` (as workers flush them), 20
+schedules and 4 worker heartbeats. Objects are written through the stores' public API
+(``enqueue``, the result store's create-only ``set`` of records built by
+``backend/lifecycle.py``, ``log_events``, ``save_schedule``); a final task's definition and a
+heartbeat are written the way the queue and the worker write them (JSON with index metadata).
 """
 
 from __future__ import annotations
@@ -17,16 +19,16 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+from omniq_console.backend import lifecycle
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.backend.index import WorkerIndex, task_metadata, worker_metadata
 from omniq_console.models import (
     EventType,
-    ResultStatus,
     Schedule,
     ScheduleStatus,
     ScheduleType,
@@ -59,6 +61,8 @@ STATUS_MIX = (
 SCHEDULES = 20
 WORKERS = 4
 HISTORY = timedelta(hours=1)
+EVENTS_PER_BATCH = 20
+LEASE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -73,9 +77,12 @@ class Mix:
 
     @classmethod
     def for_tasks(cls, n: int, *, tasks_only: bool = False) -> Mix:
+        """``tasks_only``: the tasks and their state records, no events, schedules, workers."""
+        records = cls(n, 0, 0, 0, 0).status_counts()
+        claimed = n - records[TaskStatus.PENDING]
         if tasks_only:
-            return cls(tasks=n, results=0, events=0, schedules=0, workers=0)
-        return cls(tasks=n, results=n // 2, events=2 * n, schedules=SCHEDULES, workers=WORKERS)
+            return cls(tasks=n, results=claimed, events=0, schedules=0, workers=0)
+        return cls(tasks=n, results=claimed, events=2 * n, schedules=SCHEDULES, workers=WORKERS)
 
     def status_counts(self) -> dict[TaskStatus, int]:
         counts: dict[TaskStatus, int] = {}
@@ -87,12 +94,14 @@ class Mix:
         return counts
 
     def objects_by_prefix(self) -> dict[str, int]:
-        """Objects under each folder of the layout (queue entries: one per pending task)."""
+        """Objects under each folder of the layout (queue entries: one per task not final;
+        events: one object per batch)."""
+        counts = self.status_counts()
         return {
             "tasks": self.tasks,
-            "queues": self.status_counts()[TaskStatus.PENDING],
+            "queues": counts[TaskStatus.PENDING] + counts[TaskStatus.RUNNING],
             "results": self.results,
-            "events": self.events,
+            "events": math.ceil(self.events / EVENTS_PER_BATCH),
             "schedules": self.schedules,
             "workers": self.workers,
         }
@@ -112,6 +121,7 @@ class SeededTask:
     func: str
     priority: int
     created_at: datetime
+    record_generation: int | None = None  # its state record's, once it has one
 
 
 @dataclass
@@ -161,6 +171,7 @@ def _spread(rng: random.Random, now: datetime, span: timedelta) -> datetime:
 
 
 def _task_for(rng: random.Random, status: TaskStatus, now: datetime) -> Task:
+    """A task's definition (its status lives in its state record, ``_record_for``)."""
     queue = rng.choice(tuple(QUEUES))
     created = _spread(rng, now, HISTORY)
     task = Task(
@@ -170,45 +181,51 @@ def _task_for(rng: random.Random, status: TaskStatus, now: datetime) -> Task:
         queue_name=queue,
         priority=QUEUES[queue],
         created_at=created,
-        status=status,
     )
     if status == TaskStatus.PENDING and rng.random() < 2 / 15:
         task.run_at = now + timedelta(minutes=rng.randrange(1, 120))
-    if status == TaskStatus.RUNNING:
-        task.worker_id = f"worker-{rng.randrange(WORKERS)}"
-        task.started_at = now - timedelta(seconds=rng.randrange(1, 60))
-        # A fifth of the running tasks belong to a worker that died: their lease is over.
-        lease = -rng.randrange(60, 600) if rng.random() < 0.2 else rng.randrange(10, 30)
-        task.lease_expires_at = now + timedelta(seconds=lease)
-    if status in (TaskStatus.FAILED, TaskStatus.COMPLETED):
-        task.retry_count = rng.choice((0, 0, 0, 1, 2))
+    if status == TaskStatus.EXPIRED:
+        task.expires_at = created + timedelta(seconds=1)
     return task
 
 
-def _result_for(rng: random.Random, task: Task, now: datetime) -> TaskResult:
-    done_at = _spread(rng, now, timedelta(minutes=30))
-    if task.status == TaskStatus.FAILED:
-        kind = rng.choice(ERRORS)
-        return TaskResult(
-            task_id=task.id,
-            status=ResultStatus.ERROR,
-            error=f"{kind}: simulated failure {rng.randrange(1000)}",
-            error_type=kind,
-            traceback=f'Traceback (most recent call last):\n  File "app.py", line 1\n{kind}\n',
-            started_at=done_at - timedelta(seconds=1),
-            completed_at=done_at,
-            worker_id=f"worker-{rng.randrange(WORKERS)}",
-            execution_time=rng.random() * 3,
-        )
-    return TaskResult(
-        task_id=task.id,
-        status=ResultStatus.SUCCESS,
-        result={"ok": True, "n": rng.randrange(1000)},
-        started_at=done_at - timedelta(seconds=1),
-        completed_at=done_at,
-        worker_id=f"worker-{rng.randrange(WORKERS)}",
-        execution_time=rng.random() * 3,
+def _record_for(rng: random.Random, task: Task, status: TaskStatus, now: datetime) -> TaskResult:
+    """The state record a fleet leaves for a task that was claimed or ended in ``status``."""
+    worker = f"worker-{rng.randrange(WORKERS)}"
+    if status == TaskStatus.CANCELLED:
+        return lifecycle.cancel(task, None, actor="ops@example.com", now=now).record
+    if status == TaskStatus.EXPIRED:
+        return lifecycle.expire(task, None, now=now).record
+    started = (
+        now - timedelta(seconds=rng.randrange(1, 60))
+        if status == TaskStatus.RUNNING
+        else _spread(rng, now, timedelta(minutes=30))
     )
+    record = lifecycle.claim(task, None, worker=worker, lease_s=LEASE_S, now=started).record
+    record.retry_count = rng.choice((0, 0, 0, 1, 2))
+    record.attempt = record.retry_count + 1
+    if status == TaskStatus.RUNNING:
+        # A fifth of the running tasks belong to a worker that died: nobody renews their lease.
+        if rng.random() < 0.2:
+            record.lease_expires_at = now - timedelta(seconds=rng.randrange(60, 600))
+        return record
+    done_at = started + timedelta(seconds=rng.random() * 3)
+    seconds = (done_at - started).total_seconds()
+    if status == TaskStatus.FAILED:
+        kind = rng.choice(ERRORS)
+        failure = lifecycle.Failure(
+            kind,
+            f"{kind}: simulated failure {rng.randrange(1000)}",
+            f'Traceback (most recent call last):\n  File "app.py", line 1\n{kind}\n',
+            retryable=False,
+        )
+        return lifecycle.fail_or_retry(
+            task, record, failure, worker=worker, execution_time=seconds, now=done_at
+        ).record
+    value = {"ok": True, "n": rng.randrange(1000)}
+    return lifecycle.complete(
+        record, worker=worker, value=value, execution_time=seconds, now=done_at
+    ).record
 
 
 _EVENT_KINDS = (
@@ -293,18 +310,22 @@ async def seed(
     statuses = [s for s, count in mix.status_counts().items() for _ in range(count)]
     rng.shuffle(statuses)
     seeded: list[SeededTask] = []
-    results_left = mix.results
-    failed_first = sorted(range(len(statuses)), key=lambda i: statuses[i] != TaskStatus.FAILED)
-    with_result = set()
-    for i in failed_first:
-        if results_left <= 0:
-            break
-        if statuses[i] in (TaskStatus.FAILED, TaskStatus.COMPLETED):
-            with_result.add(i)
-            results_left -= 1
+
+    async def claimed(at: int, task: Task, status: TaskStatus) -> None:
+        if status == TaskStatus.RUNNING:
+            await queue.enqueue(task)  # its entry stays while it is not final
+        else:
+            await store.write(
+                layout.task(task.id),
+                task.to_json(),
+                metadata=task_metadata(task),
+                if_generation_match=0,
+            )
+        record = await results.set(_record_for(rng, task, status, now))
+        seeded[at] = replace(seeded[at], record_generation=record.generation)
 
     def task_jobs() -> Iterator[Job]:
-        for i, status in enumerate(statuses):
+        for status in statuses:
             task = _task_for(rng, status, now)
             seeded.append(
                 SeededTask(
@@ -314,21 +335,17 @@ async def seed(
             if status == TaskStatus.PENDING:
                 yield partial(queue.enqueue, task)
             else:
-                yield partial(
-                    store.write,
-                    layout.task(task.id),
-                    task.to_json(),
-                    metadata=task_metadata(task),
-                    if_generation_match=0,
-                )
-            if i in with_result:
-                yield partial(results.set, _result_for(rng, task, now))
+                yield partial(claimed, len(seeded) - 1, task, status)
 
     def other_jobs() -> Iterator[Job]:
-        # Events oldest first over the last hour, so the newest are a few seconds old.
-        for k in range(mix.events):
-            at = now - HISTORY * (1 - (k + 1) / mix.events)
-            yield partial(events.log_event, _event_for(rng, rng.choice(seeded), at))
+        # Events oldest first over the last hour, so the newest are a few seconds old; one
+        # object per batch, as a worker flushes them.
+        for k in range(0, mix.events, EVENTS_PER_BATCH):
+            batch = [
+                _event_for(rng, rng.choice(seeded), now - HISTORY * (1 - (e + 1) / mix.events))
+                for e in range(k, min(k + EVENTS_PER_BATCH, mix.events))
+            ]
+            yield partial(events.log_events, batch)
         for s in _schedules(rng, now)[: mix.schedules]:
             yield partial(schedules.save_schedule, s)
         for w in range(mix.workers):
@@ -340,9 +357,9 @@ async def seed(
 
     before = store.stats.copy()
     started = time.perf_counter()
-    n = mix.tasks + mix.results
+    n = mix.tasks
     await run_jobs(task_jobs(), concurrency=concurrency, total=n, label="tasks", progress=progress)
-    m = mix.events + mix.schedules + mix.workers
+    m = mix.objects_by_prefix()["events"] + mix.schedules + mix.workers
     await run_jobs(
         other_jobs(), concurrency=concurrency, total=m, label="events", progress=progress
     )
@@ -369,13 +386,15 @@ async def change(
 ) -> ChangeReport:
     """What workers do between two polls, to ``fraction`` of the tasks, from another client.
 
-    Pending tasks are claimed (task RUNNING, entry deleted, a ``dequeued`` event); running
-    ones finish (task COMPLETED, a result, a ``completed`` event). Each changed task also
-    changes its record in ``report`` so a second call continues from there.
+    Pending tasks are claimed (their state record created, a ``dequeued`` event); running ones
+    finish (the record swapped to a success, the entry deleted, a ``completed`` event). The
+    events go in batches, as workers flush them. Each changed task also changes its record in
+    ``report`` so a second call continues from there.
     """
     rng = random.Random(seed_value)
     now = utcnow()
     store, layout = backend.store, backend.layout
+    results = backend.async_result_storage
     movable = [
         i
         for i, t in enumerate(report.tasks)
@@ -383,47 +402,40 @@ async def change(
     ]
     k = min(len(movable), max(1, math.ceil(len(report.tasks) * fraction)))
     chosen = rng.sample(movable, k)
+    logged: list[TaskEvent] = []
+
+    async def move(i: int) -> None:
+        old = report.tasks[i]
+        task = Task(
+            id=old.id,
+            func=old.func,
+            queue_name=old.queue,
+            priority=old.priority,
+            created_at=old.created_at,
+        )
+        claim = lifecycle.claim(task, None, worker="worker-0", lease_s=LEASE_S, now=now)
+        if old.status == TaskStatus.PENDING:
+            record, status, kind = claim.record, TaskStatus.RUNNING, EventType.DEQUEUED
+        else:
+            held = claim.record
+            held._generation = old.record_generation
+            done = lifecycle.complete(held, worker="worker-0", value=1, execution_time=0.1, now=now)
+            record, status, kind = done.record, TaskStatus.COMPLETED, EventType.COMPLETED
+        stored = await results.set(record)
+        if status == TaskStatus.COMPLETED:
+            await store.delete(layout.queue_entry(task.queue_name, task.id))
+        report.tasks[i] = replace(old, status=status, record_generation=stored.generation)
+        logged.append(TaskEvent(task_id=task.id, event_type=kind, queue_name=task.queue_name))
 
     def jobs() -> Iterator[Job]:
         for i in chosen:
-            old = report.tasks[i]
-            if old.status == TaskStatus.PENDING:
-                new_status, kind = TaskStatus.RUNNING, EventType.DEQUEUED
-            else:
-                new_status, kind = TaskStatus.COMPLETED, EventType.COMPLETED
-            task = Task(
-                id=old.id,
-                func=old.func,
-                queue_name=old.queue,
-                priority=old.priority,
-                created_at=old.created_at,
-                status=new_status,
-                worker_id="worker-0",
-                started_at=now,
-                lease_expires_at=now + timedelta(seconds=30)
-                if new_status == TaskStatus.RUNNING
-                else None,
-                updated_at=now,
-            )
-            report.tasks[i] = SeededTask(
-                old.id, old.queue, new_status, old.func, old.priority, old.created_at
-            )
-            yield partial(
-                store.write, layout.task(task.id), task.to_json(), metadata=task_metadata(task)
-            )
-            if old.status == TaskStatus.PENDING:
-                yield partial(store.delete, layout.queue_entry(task.queue_name, task.id))
-            else:
-                result = TaskResult(
-                    task_id=task.id, status=ResultStatus.SUCCESS, completed_at=now, result=1
-                )
-                yield partial(backend.async_result_storage.set, result)
-            event = TaskEvent(task_id=task.id, event_type=kind, queue_name=task.queue_name)
-            yield partial(backend.async_event_storage.log_event, event)
+            yield partial(move, i)
 
     before = store.stats.copy()
     started = time.perf_counter()
     await run_jobs(jobs(), concurrency=concurrency)
+    for at in range(0, len(logged), EVENTS_PER_BATCH):
+        await backend.async_event_storage.log_events(logged[at : at + EVENTS_PER_BATCH])
     delta = store.stats.since(before)
     return ChangeReport(
         changed=k,
