@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from omniq_console.backend import lifecycle
 from omniq_console.backend.bridge import SyncBridge
 from omniq_console.backend.index import (
     event_index,
@@ -494,3 +495,121 @@ def test_accepted_ids_are_stored_and_listed_under_their_own_name(
     assert listed[0].key.rsplit("/", 1)[0] == layout.tasks.rstrip("/")
     got = bridge.run(store.read(layout.task(task_id)), timeout=30)
     assert Task.from_json(got.data).id == task_id
+
+
+# -- the task state machine (backend/lifecycle.py) ------------------------------------------
+
+ACTIONS = [
+    "claim:w1",
+    "claim:w2",
+    "renew",
+    "complete",
+    "fail",
+    "fail_final",
+    "release",
+    "requeue",
+    "cancel",
+    "operator_retry",
+    "expire",
+]
+
+
+def _step(
+    task: Task, record: TaskResult | None, action: str, now: datetime
+) -> lifecycle.Transition | TaskResult:
+    owner = record.lease_owner if record is not None else None
+    if action.startswith("claim:"):
+        worker = action.partition(":")[2]
+        return lifecycle.claim(task, record, worker=worker, lease_s=30.0, now=now)
+    if action == "cancel":
+        return lifecycle.cancel(task, record, actor="ops", now=now)
+    if action == "operator_retry":
+        return lifecycle.operator_retry(task, record, actor="ops", now=now)
+    if action == "expire":
+        return lifecycle.expire(task, record, now=now)
+    if record is None:
+        raise lifecycle.TransitionError(task.id, action, TaskStatus.PENDING, "running")
+    worker = owner or "nobody"
+    if action == "renew":
+        return lifecycle.renew(record, worker=worker, lease_s=30.0, now=now)
+    if action == "complete":
+        return lifecycle.complete(record, worker=worker, value=1, execution_time=0.1, now=now)
+    if action in ("fail", "fail_final"):
+        failure = lifecycle.Failure("ValueError", "boom", retryable=action == "fail")
+        return lifecycle.fail_or_retry(
+            task, record, failure, worker=worker, execution_time=0.1, now=now
+        )
+    if action == "release":
+        return lifecycle.release(record, worker=worker, now=now, reason="stop").record
+    return lifecycle.requeue(record, reaper="r", now=now).record
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(ACTIONS), max_size=25),
+    st.integers(0, 3),
+    st.booleans(),
+)
+def test_every_walk_of_the_state_machine_keeps_its_invariants(
+    actions: list[str], max_retries: int, expirable: bool
+) -> None:
+    """Whatever order transitions are tried in: each is applied or refused with
+    ``TransitionError`` (leaving the record as it was); the status, the lease, the attempt and
+    the retry count stay coherent; a record back to pending is due no sooner than a second
+    after its write; the index of every record says what its body says."""
+    now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    created = now - timedelta(hours=1)
+    expires = now + timedelta(minutes=10) if expirable else None
+    task = Task(func="m:f", id="walk", max_retries=max_retries, created_at=created)
+    task = task.model_copy(update={"expires_at": expires})
+    record: TaskResult | None = None
+    for action in actions:
+        now += timedelta(minutes=1)
+        before = lifecycle.status_of(record)
+        frozen = None if record is None else record.model_dump_json()
+        try:
+            outcome = _step(task, record, action, now)
+        except lifecycle.TransitionError:
+            assert (None if record is None else record.model_dump_json()) == frozen
+            if action == "cancel":
+                assert "cancel" not in lifecycle.allowed_task_actions(before)
+            if action == "operator_retry":
+                assert "retry" not in lifecycle.allowed_task_actions(before)
+            continue
+        new = outcome.record if isinstance(outcome, lifecycle.Transition) else outcome
+        if isinstance(outcome, lifecycle.Transition):
+            assert outcome.final == new.is_final
+        status = lifecycle.status_of(new)
+        if action.startswith("claim:"):
+            assert before == TaskStatus.PENDING
+            assert new.attempt == (record.attempt if record else 0) + 1
+            assert status == TaskStatus.RUNNING and new.lease_owner == action.partition(":")[2]
+        else:
+            assert new.attempt == (record.attempt if record else 0)
+        if new.is_final:
+            assert new.lease_owner is None and new.lease_expires_at is None
+            assert new.completed_at == now and new.run_at is None
+        if status == TaskStatus.RUNNING:
+            assert new.lease_owner and new.lease_expires_at is not None
+        if status == TaskStatus.PENDING:
+            assert new.lease_owner is None
+            assert new.run_at is not None
+            assert new.run_at >= now + timedelta(seconds=lifecycle.NAME_WRITE_GAP_S)
+        if action == "operator_retry":
+            assert new.retry_count == 0 and new.result is None and new.error is None
+        assert 0 <= new.retry_count <= max_retries
+        index = result_index(_info(f"omniq/results/{task.id}.json", result_metadata(new)))
+        assert index is not None
+        assert (index.status, index.state, index.attempt, index.retry_count) == (
+            new.status,
+            status,
+            new.attempt,
+            new.retry_count,
+        )
+        assert index.worker_id == (new.lease_owner or new.worker_id)
+        assert index.run_at == new.run_at and index.lease_s == new.lease_seconds
+        record = new
+        # Once expired it can come back only through an operator's retry, with a new expiry.
+        if status == TaskStatus.EXPIRED:
+            task = task.model_copy(update={"expires_at": None})
+        now += timedelta(seconds=lifecycle.NAME_WRITE_GAP_S)
