@@ -657,3 +657,27 @@ async def test_overflowing_dates_everywhere_stop_no_worker_and_no_scheduler(
     reported |= {u.key for u in [*events.unreadable, *schedules.unreadable]}
     bodies = [k for k in planted if "-y9999" in k]
     assert set(bodies) <= reported, bodies
+
+
+@pytest.mark.parametrize("lease_s", ["-1e9", "-3", "nan", "inf", "1e308", "junk"])
+async def test_a_lease_length_out_of_range_neither_steals_nor_pins_a_lease(
+    bucket: str, lease_s: str
+) -> None:
+    """A running record whose index gives a lease length no worker could hold (negative, not
+    finite, not a number): a reaper takes it as unknown (its own lease length) instead of
+    judging the live lease dead at first sight, or never."""
+    async with GCSBackend(bucket) as holder, GCSBackend(bucket) as reaper:
+        held = await task_in(holder, TaskStatus.RUNNING, id="held")
+        key = holder.layout.result(held.id)
+        [info] = await holder.store.list(key)
+        body = (await holder.store.read(key)).data
+        await holder.store.write(key, body, metadata={**info.metadata, "lease_s": lease_s})
+        clock = FakeClock()
+        queue = reaper.async_task_storage
+        queue.clock = clock
+        assert (await queue.maintain()).requeued == []  # first sight: only observed
+        clock.advance(queue.lease_seconds / 2)
+        assert (await queue.maintain()).requeued == []  # still within any lease
+        clock.advance(queue.lease_seconds + LEASE_MARGIN_S)
+        requeued = [task_id for task_id, _ in (await queue.maintain()).requeued]
+        assert requeued == [held.id]  # never renewed for a whole lease: dead after all
