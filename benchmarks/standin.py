@@ -195,8 +195,20 @@ def _batch_md(events: list[dict[str, Any]], worker: str) -> dict[str, str]:
         "omniq_index": "1", "batch": "1", "count": str(len(events)),
         "first_ts": events[0]["timestamp"], "last_ts": events[-1]["timestamp"], "worker": worker,
         "types": ",".join(sorted({e["event_type"] for e in events})),
-        "tasks": ",".join(dict.fromkeys(e["task_id"] for e in events)),
-    }  # fmt: skip
+    } | _task_list(list(dict.fromkeys(e["task_id"] for e in events)))  # fmt: skip
+
+
+def _task_list(ids: list[str], budget: int = 6000) -> dict[str, str]:
+    """The batch's task ids cut at whole ids within GCS's 8 KiB of metadata (as the workers
+    write them), saying how many were left out."""
+    kept: list[str] = []
+    used = 0
+    for tid in ids:
+        if used + len(tid) + 1 > budget:
+            return {"tasks": ",".join(kept), "tasks_truncated": str(len(ids) - len(kept))}
+        kept.append(tid)
+        used += len(tid) + 1
+    return {"tasks": ",".join(kept)}
 
 
 _event_ids = iter(range(1, 1 << 62))

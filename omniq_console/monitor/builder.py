@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from ..backend.layout import Layout
 from ..models import ScheduleStatus
-from .model import MINUTE, BucketModel
+from .model import MINUTE, BucketModel, Outcome
 from .records import ScheduleRecord, to_datetime
 from .snapshot import (
     QueueStats,
@@ -68,51 +68,18 @@ class SnapshotBuilder:
         self.trends: dict[str, tuple[int, ...]] = {}
         self._throughput: dict[str, tuple[QueueWindow, ...]] = {}
         self._throughput_at = -math.inf
-        self._throughput_changes = -1
-        self.started_at: float | None = None
 
-    def throughput(self, model: BucketModel, now: float) -> dict[str, tuple[QueueWindow, ...]]:
-        fresh = now - self._throughput_at < THROUGHPUT_EVERY_S
-        if fresh and model.outcome_changes == self._throughput_changes:
+    async def throughput(
+        self, model: BucketModel, now: float
+    ) -> dict[str, tuple[QueueWindow, ...]]:
+        """Per-queue windows, recomputed at most every ``THROUGHPUT_EVERY_S`` (sorting every
+        outcome's durations), in a thread from a copy of the outcomes."""
+        if now - self._throughput_at < THROUGHPUT_EVERY_S:
             return self._throughput
-        if self.started_at is None:
-            self.started_at = now
-        oldest = min((o.completed_at for o in model.outcomes.values()), default=now)
-        out: dict[str, tuple[QueueWindow, ...]] = {}
-        by_queue: dict[str, list[tuple[float, str, float | None, float | None]]] = {}
-        for o in model.outcomes.values():
-            wait = o.started_at - o.created_at if o.started_at and o.created_at else None
-            run = o.completed_at - o.started_at if o.started_at else None
-            by_queue.setdefault(o.queue or "", []).append((o.completed_at, o.status, wait, run))
-        for queue, items in by_queue.items():
-            windows = []
-            for name, span in WINDOWS:
-                floor = now - span
-                inside = [i for i in items if i[0] >= floor]
-                waits = sorted(w for _, _, w, _ in inside if w is not None and w >= 0)
-                runs = sorted(r for _, _, _, r in inside if r is not None and r >= 0)
-                done = sum(1 for i in inside if i[1] == "success")
-                failed = sum(1 for i in inside if i[1] == "error")
-                covered = min(span, max(0.0, now - oldest))
-                windows.append(
-                    QueueWindow(
-                        window=name,
-                        window_s=span,
-                        completed=done,
-                        failed=failed,
-                        per_minute=round((done + failed) / (max(covered, 60.0) / 60), 3),
-                        wait_p50_s=_pct(waits, 0.5),
-                        wait_p95_s=_pct(waits, 0.95),
-                        run_p50_s=_pct(runs, 0.5),
-                        run_p95_s=_pct(runs, 0.95),
-                        covered_s=round(covered, 1),
-                    )
-                )
-            out[queue] = tuple(windows)
-        self._throughput = out
+        outcomes = list(model.outcomes.values())
+        self._throughput = await asyncio.to_thread(throughput_windows, outcomes, now)
         self._throughput_at = now
-        self._throughput_changes = model.outcome_changes
-        return out
+        return self._throughput
 
     async def build(self, model: BucketModel, now_dt: datetime, thresholds: Thresholds) -> Parts:
         """The snapshot's parts; yields to the event loop every ``SLICE`` tasks."""
@@ -162,7 +129,7 @@ class SnapshotBuilder:
                     oldest[q] = since
         stuck.sort(key=lambda s: (-s.overdue_s, s.id))
 
-        throughput = self.throughput(model, now)
+        throughput = await self.throughput(model, now)
         names = (
             set(model.queue_names) | set(pending) | set(delayed) | set(expired) | set(claimed)
             | set(model.paused)
@@ -288,3 +255,52 @@ def schedule_row(
         ),
         generation=generation,
     )
+
+
+def throughput_windows(outcomes: list[Outcome], now: float) -> dict[str, tuple[QueueWindow, ...]]:
+    """Completed and failed per queue over each of ``WINDOWS``, with wait (started - created)
+    and run (completed - started) percentiles; ``covered_s`` is how far back outcomes go."""
+    oldest = min((o.completed_at for o in outcomes), default=now)
+    # (completed, failed, waits, runs) per queue and window, in one pass over the outcomes.
+    acc: dict[str, list[tuple[list[int], list[float], list[float]]]] = {}
+    floors = [now - span for _, span in WINDOWS]
+    for o in outcomes:
+        slots = acc.get(o.queue or "")
+        if slots is None:
+            slots = acc[o.queue or ""] = [([0, 0], [], []) for _ in WINDOWS]
+        wait = o.started_at - o.created_at if o.started_at and o.created_at else None
+        run = o.completed_at - o.started_at if o.started_at else None
+        for (counts, waits, runs), floor in zip(slots, floors, strict=True):
+            if o.completed_at < floor:
+                continue
+            if o.status == "success":
+                counts[0] += 1
+            elif o.status == "error":
+                counts[1] += 1
+            if wait is not None and wait >= 0:
+                waits.append(wait)
+            if run is not None and run >= 0:
+                runs.append(run)
+    out: dict[str, tuple[QueueWindow, ...]] = {}
+    for queue, slots in acc.items():
+        windows = []
+        for (name, span), (counts, waits, runs) in zip(WINDOWS, slots, strict=True):
+            waits.sort()
+            runs.sort()
+            covered = min(span, max(0.0, now - oldest))
+            windows.append(
+                QueueWindow(
+                    window=name,
+                    window_s=span,
+                    completed=counts[0],
+                    failed=counts[1],
+                    per_minute=round((counts[0] + counts[1]) / (max(covered, 60.0) / 60), 3),
+                    wait_p50_s=_pct(waits, 0.5),
+                    wait_p95_s=_pct(waits, 0.95),
+                    run_p50_s=_pct(runs, 0.5),
+                    run_p95_s=_pct(runs, 0.95),
+                    covered_s=round(covered, 1),
+                )
+            )
+        out[queue] = tuple(windows)
+    return out

@@ -44,7 +44,7 @@ from .io import describe_error, read_many
 from .model import BucketModel
 from .records import decoders, kind_of, parse_body
 from .requests import RequestMeter
-from .snapshot import RequestFigures, Snapshot, TaskDetail, TaskRow, UnreadableRow
+from .snapshot import RequestFigures, Snapshot, TaskDetail, UnreadableRow
 from .sources.events import EventTail
 from .sources.listing import FullListing, Reconciler
 from .sources.pubsub import Change, PubSubFeed
@@ -56,7 +56,6 @@ SLOW_POLL_S = 0.5
 """A poll slower than this stretches the interval (see ``Monitor.effective_interval``)."""
 POLL_SHARE = 3.0
 """On a big bucket, the interval is at least this many times the last poll's duration."""
-ROWS_IN_THREAD = 20_000
 FEED_GAP_S = 0.2
 """Least time between two polls woken by feed messages (they batch up meanwhile)."""
 
@@ -524,11 +523,7 @@ class Monitor:
         )
         parts = await self._builder.build(self.model, now, thresholds)
         model = self.model
-        rows: tuple[TaskRow, ...] = ()
-        if model.task_rows_enabled:
-            # A million-row tuple is ~100 ms of work: in a thread it yields the GIL every few ms.
-            big = model.rows_stale and len(model.rows) > ROWS_IN_THREAD
-            rows = await asyncio.to_thread(model.task_rows) if big else model.task_rows()
+        rows = model.task_rows() if model.task_rows_enabled else ()
         unreadable = sorted(
             {**self._tail.unreadable, **model.unreadable}.values(), key=lambda u: u.key
         )
