@@ -122,6 +122,9 @@ class QueueEntryIndex:
     # operator retry): the state record's generation to compare-and-swap on, and its attempt.
     record_generation: int | None = None
     attempt: int = 0
+    # The task's function: a claimer writes the state record without reading the task first
+    # (only the winner reads it), so a lost claim costs no GET.
+    func: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +237,7 @@ def queue_entry_metadata(task: Task, record: TaskResult | None = None) -> dict[s
         "run_at": _ts(run_at),
         "expires_at": _ts(task.expires_at),
         "created_at": _ts(task.created_at),
+        "func": _text(task.func, 200),
     }
     if record is not None and record.generation:
         md["record_generation"] = str(record.generation)
@@ -256,6 +260,7 @@ def queue_entry_index(info: ObjectInfo, layout: Layout) -> QueueEntryIndex | Non
             created_at=_parse_ts(md.get("created_at")),
             record_generation=int(md["record_generation"]) if md.get("record_generation") else None,
             attempt=int(md.get("attempt") or 0),
+            func=_untext(md.get("func")) or None,
         )
     except (ValueError, OverflowError):
         return None

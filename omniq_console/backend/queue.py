@@ -165,7 +165,7 @@ class AsyncGCSQueue(StoreBase):
         # generation changes (a retry or a release rewrites the entry) or a lease has passed.
         self._skip: dict[str, tuple[int, float]] = {}
         self._watch = _Watch(lambda: self.clock.monotonic())
-        self._listing: tuple[tuple[str, ...], float, list[ObjectInfo]] | None = None
+        self._listing: tuple[tuple[str, ...], float, list[_Candidate]] | None = None
         self._paused: tuple[float, dict[str, PausedIndex]] | None = None
 
     # -- the per-name gap ---------------------------------------------------------------------
@@ -447,10 +447,7 @@ class AsyncGCSQueue(StoreBase):
         active = [q for q in queues if q not in skip]
         if not active:
             return None
-        now = self.clock.now()
-        candidates = sorted(
-            self._candidates(await self._entries_of(tuple(active)), now), key=lambda c: c.rank
-        )
+        candidates = self._ready(await self._ranked(tuple(active)), self.clock.now())
         first = True
         while candidates:
             # The head first; after a lost race a random one of the best few, so that workers
@@ -462,50 +459,50 @@ class AsyncGCSQueue(StoreBase):
                 return task
         return None
 
-    async def _entries_of(self, queues: tuple[str, ...]) -> list[ObjectInfo]:
-        """The entries of ``queues``: a fresh listing, or the last one if it is recent and
-        still has candidates this process has not tried."""
-        mono = self.clock.monotonic()
+    async def _ranked(self, queues: tuple[str, ...]) -> list[_Candidate]:
+        """The entries of ``queues``, decoded and ranked: from a fresh listing, or from the last
+        one if it is recent and still has entries this process has not tried."""
         if self._listing is not None:
-            listed_for, at, infos = self._listing
-            fresh = mono - at < LISTING_REUSE_S and listed_for == queues
-            if fresh and any(Layout.name_of(i.key) not in self._skip for i in infos):
-                return infos
+            listed_for, at, ranked = self._listing
+            fresh = self.clock.monotonic() - at < LISTING_REUSE_S and listed_for == queues
+            if fresh and any(c.index.task_id not in self._skip for c in ranked):
+                return ranked
         listings = await asyncio.gather(*(self._list_entries(self.layout.queue(q)) for q in queues))
-        infos = [info for listing in listings for info in listing]
-        self._listing = (queues, self.clock.monotonic(), infos)
-        return infos
+        ranked = sorted(
+            (c for listing in listings for c in self._decode(listing)), key=lambda c: c.rank
+        )
+        self._listing = (queues, self.clock.monotonic(), ranked)
+        return ranked
 
-    def _candidates(self, infos: Iterable[ObjectInfo], now: datetime) -> Iterable[_Candidate]:
-        mono = self.clock.monotonic()
+    def _decode(self, infos: Iterable[ObjectInfo]) -> Iterable[_Candidate]:
         for info in infos:
             queue = self.layout.queue_of_entry(info.key)
             idx = queue_entry_index(info, self.layout)
             if queue is None or idx is None:
                 continue  # not ours to rank: the reaper reports or repairs it
+            rank = (-idx.priority, idx.created_at or info.updated or _EPOCH, info.key)
+            yield _Candidate(rank, info, queue, idx)
+
+    def _ready(self, ranked: Sequence[_Candidate], now: datetime) -> list[_Candidate]:
+        """The candidates that may be claimed now, best first."""
+        mono = self.clock.monotonic()
+        out: list[_Candidate] = []
+        for cand in ranked:
+            idx = cand.index
             skip = self._skip.get(idx.task_id)
             if skip is not None:
-                if skip[0] == info.generation and mono < skip[1]:
+                if skip[0] == cand.info.generation and mono < skip[1]:
                     continue  # its task is taken and nothing has changed since
                 del self._skip[idx.task_id]
             if idx.run_at is not None and idx.run_at > now:
                 continue
             if idx.expires_at is not None and idx.expires_at <= now:
                 continue  # left for the reaper to expire
-            rank = (-idx.priority, idx.created_at or info.updated or _EPOCH, info.key)
-            yield _Candidate(rank, info, queue, idx)
+            out.append(cand)
+        return out
 
     async def _claim(self, cand: _Candidate, worker: str, lease: float) -> Task | None:
         task_id = cand.index.task_id
-        try:
-            task = await self.reader.read(self.layout.task(task_id), Task)
-        except CorruptObjectError as exc:
-            log.warning("skipping the queue entry of an unreadable task: %s", exc)
-            self._lose(cand, lease)
-            return None
-        if task is None or task.queue_name != cand.queue:
-            self._lose(cand, lease)  # deleted or moved: the reaper removes the entry
-            return None
         expected = cand.index.record_generation or 0
         record: TaskResult | None = None
         if expected:
@@ -517,9 +514,20 @@ class AsyncGCSQueue(StoreBase):
                 if record is None or record.generation != expected:
                     self._lose(cand, lease)
                     return None
-        now = self.clock.now()
+        if cand.index.func is not None:
+            # What the record needs of the task is in the entry: only the winner reads it.
+            definition = Task.model_construct(
+                id=task_id, func=cand.index.func, queue_name=cand.queue
+            )
+        else:
+            found = await self._definition(cand, lease)
+            if found is None:
+                return None
+            definition = found
         try:
-            transition = lifecycle.claim(task, record, worker=worker, lease_s=lease, now=now)
+            transition = lifecycle.claim(
+                definition, record, worker=worker, lease_s=lease, now=self.clock.now()
+            )
         except lifecycle.TransitionError:
             self._lose(cand, lease)
             return None
@@ -529,7 +537,25 @@ class AsyncGCSQueue(StoreBase):
             self._lose(cand, lease)
             return None
         self._skip_entry(cand, lease)  # ours now: the next pass does not try it again
+        task = definition if cand.index.func is None else await self._definition(cand, lease)
+        if task is None:
+            # Deleted (or unreadable) under our claim: undo it; the task cannot run.
+            await self._delete(self.layout.result(task_id))
+            return None
         return lifecycle.overlay(task, transition.record)
+
+    async def _definition(self, cand: _Candidate, lease: float) -> Task | None:
+        """The task of an entry, or None (and the entry skipped) when it is gone, moved or
+        unreadable (the reaper and the monitor report those)."""
+        try:
+            task = await self.reader.read(self.layout.task(cand.index.task_id), Task)
+        except CorruptObjectError as exc:
+            log.warning("skipping the queue entry of an unreadable task: %s", exc)
+            task = None
+        if task is None or task.queue_name != cand.queue:
+            self._lose(cand, lease)
+            return None
+        return task
 
     def _lose(self, cand: _Candidate, lease: float) -> None:
         self._skip_entry(cand, lease)
