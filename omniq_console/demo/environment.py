@@ -1,5 +1,10 @@
 """The demo's moving parts: an emulator, a bucket, and a simulated fleet in its own process.
 
+When the Cloud SDK's Pub/Sub emulator is installed, the demo also starts it, has the GCS
+emulator publish a notification of every object change to a topic, and makes a subscription
+(``subscription``) so the console watches by changes (docs/architecture.md, "Layers"); without
+it the console lists the bucket on every poll, and ``feed_note`` says so.
+
 The fleet runs in a child process so the console is a plain client of the bucket, exactly as
 in production (and so the fleet's work never competes with the console's event loop). Leaving
 the ``with`` block stops the fleet and the emulator; the fleet also exits by itself when its
@@ -22,10 +27,18 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from .emulator import Emulator, die_with_parent, stop_process
+from .emulator import (
+    Emulator,
+    EmulatorUnavailableError,
+    PubSubEmulator,
+    die_with_parent,
+    stop_process,
+)
 
 DEMO_BUCKET = "omniq-demo"
 DEMO_PREFIX = "omniq/"
+DEMO_TOPIC = "omniq-demo-changes"
+DEMO_SUBSCRIPTION = "omniq-demo-console"
 
 
 class DemoEnvironment:
@@ -39,12 +52,20 @@ class DemoEnvironment:
         fleet: bool = True,
         bucket: str = DEMO_BUCKET,
         prefix: str = DEMO_PREFIX,
+        feed: bool = True,
     ) -> None:
+        """``feed``: use the Pub/Sub emulator when it is installed (see ``feed_note``)."""
         self.seed = seed
         self.speed = speed
         self.with_fleet = fleet
         self.bucket = bucket
         self.prefix = prefix
+        self.want_feed = feed
+        self.pubsub: PubSubEmulator | None = None
+        self.subscription: str | None = None
+        """``projects/P/subscriptions/S`` getting the demo bucket's changes, when the feed runs."""
+        self.feed_note = "changes: listing (the change feed is off)"
+        self._saved_pubsub_host: str | None = None
         self.emulator = Emulator(tied_to_parent=True)
         self._fleet: subprocess.Popen[bytes] | None = None
         self._logdir = tempfile.TemporaryDirectory(prefix="omniq-demo-")
@@ -58,7 +79,32 @@ class DemoEnvironment:
         """Where the fleet process writes its output (the console owns the terminal)."""
         return Path(self._logdir.name) / "fleet.log"
 
+    @property
+    def pubsub_host(self) -> str | None:
+        """What ``PUBSUB_EMULATOR_HOST`` must say for a client of the demo's feed."""
+        return self.pubsub.host_port if self.pubsub is not None else None
+
+    def _start_feed(self) -> None:
+        pubsub = PubSubEmulator(project="omniq-demo")
+        try:
+            pubsub.start(tied_to_parent=True)
+            pubsub.create_topic(DEMO_TOPIC)
+            self.subscription = pubsub.create_subscription(DEMO_SUBSCRIPTION, DEMO_TOPIC)
+        except EmulatorUnavailableError as exc:
+            pubsub.stop()
+            self.feed_note = f"changes: listing (no change feed: {exc})"
+            return
+        self.pubsub = pubsub
+        self.emulator = Emulator(tied_to_parent=True, pubsub=pubsub, topic=DEMO_TOPIC)
+        # The console's Pub/Sub client finds the emulator here, as with a real deployment's
+        # PUBSUB_EMULATOR_HOST; restored on stop.
+        self._saved_pubsub_host = os.environ.get("PUBSUB_EMULATOR_HOST")
+        os.environ["PUBSUB_EMULATOR_HOST"] = pubsub.host_port
+        self.feed_note = f"changes: Pub/Sub ({self.subscription} on {pubsub.url})"
+
     def start(self) -> DemoEnvironment:
+        if self.want_feed:
+            self._start_feed()
         self.emulator.start()
         self.emulator.create_bucket(self.bucket)
         if self.with_fleet:
@@ -88,6 +134,13 @@ class DemoEnvironment:
         if fleet is not None:
             stop_process(fleet, grace=8)
         self.emulator.stop()
+        if self.pubsub is not None:
+            self.pubsub.stop()
+            self.pubsub = None
+            if self._saved_pubsub_host is None:
+                os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+            else:
+                os.environ["PUBSUB_EMULATOR_HOST"] = self._saved_pubsub_host
         self._logdir.cleanup()
 
     def __enter__(self) -> DemoEnvironment:
@@ -110,9 +163,7 @@ async def _run_fleet(args: argparse.Namespace) -> None:
     from ..backend.gcs import GCSBackend
     from .fleet import Fleet
 
-    backend = GCSBackend(
-        bucket_name=args.bucket, prefix=args.prefix, endpoint_url=args.endpoint
-    )
+    backend = GCSBackend(bucket_name=args.bucket, prefix=args.prefix, endpoint_url=args.endpoint)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -120,7 +171,7 @@ async def _run_fleet(args: argparse.Namespace) -> None:
 
     async def watch_parent() -> None:
         # Orphaned (the console was killed): stop rather than run forever.
-        while os.getppid() == args.parent:
+        while os.getppid() == args.parent:  # noqa: ASYNC110 - no event says the parent died
             await asyncio.sleep(1)
         stop.set()
 
