@@ -40,6 +40,7 @@ from omniq_console.models import (
 READS = {
     "get_task",
     "get_record",
+    "statuses",
     "get_queue_size",
     "list_tasks",
     "paused_queues",
@@ -55,7 +56,7 @@ READS = {
 UNBUFFERED = {"flush", "aclose"}
 """Write what ``record`` buffered: on a read-only backend ``record`` refuses, so there is never
 anything to write (called too, and must send nothing)."""
-NO_SYNC_TWIN = {"apply", "claim_pass", "finish", "maintain"}
+NO_SYNC_TWIN = {"apply", "claim_pass", "finish"}
 """Write methods without a blocking ``*_sync`` twin (the sync test covers the others)."""
 KEYWORDS: dict[str, dict[str, Any]] = {"pause_queue": {"actor": "auditor"}}
 
@@ -207,7 +208,7 @@ def test_every_sync_write_method_is_refused_without_a_request(
                 with pytest.raises(ReadOnlyError):
                     getattr(store, f"{name}_sync")(*args[name], **KEYWORDS.get(name, {}))
                 called += 1
-        assert called >= 21
+        assert called >= 22
         assert backend.task_storage.get_queue_size_sync("q") == 1
     assert fault_proxy.write_requests() == []
 
