@@ -309,7 +309,7 @@ def result_index(info: ObjectInfo) -> ResultIndex | None:
             func=_untext(md.get("func")) or None,
             attempt=int(md.get("attempt") or 0),
             worker_id=_untext(md.get("worker_id")) or None,
-            lease_s=float(md["lease_s"]) if md.get("lease_s") else None,
+            lease_s=_number_or_none(md.get("lease_s")),
             lease_expires_at=_parse_ts(md.get("lease_expires_at")),
             run_at=_parse_ts(md.get("run_at")),
             retry_count=int(md.get("retry_count") or 0),
@@ -318,6 +318,15 @@ def result_index(info: ObjectInfo) -> ResultIndex | None:
             generation=info.generation,
         )
     except (KeyError, ValueError, OverflowError):
+        return None
+
+
+def _number_or_none(value: str | None) -> float | None:
+    """A number from metadata, or None when it is missing or not one (the reader decides
+    what a missing value means)."""
+    try:
+        return float(value) if value else None
+    except ValueError:
         return None
 
 

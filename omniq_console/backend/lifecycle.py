@@ -25,6 +25,8 @@ per-name limit")."""
 
 MIN_LEASE_S = 3.0
 """The shortest lease: renewals every third of it must stay at least a second apart."""
+MAX_LEASE_S = 86_400.0
+"""The longest lease (a day): a longer one would pin a dead worker's task for good."""
 
 
 def check_lease(value: object, name: str = "lease_seconds") -> float:
@@ -35,7 +37,18 @@ def check_lease(value: object, name: str = "lease_seconds") -> float:
             f"{name} must be at least {MIN_LEASE_S:g} seconds (renewals every third of it stay "
             f"a second apart, GCS's per-name limit), not {value!r}"
         )
+    if seconds > MAX_LEASE_S:
+        raise ValueError(f"{name} must be at most {MAX_LEASE_S:g} seconds, not {value!r}")
     return seconds
+
+
+def lease_or(value: float | None, default: float) -> float:
+    """A lease length read from the bucket, or ``default`` when it is missing or out of
+    range: a record must neither have its lease stolen at first sight nor pinned forever."""
+    try:
+        return check_lease(value)
+    except ValueError:
+        return default
 
 
 class TransitionError(ValueError):

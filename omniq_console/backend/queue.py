@@ -786,7 +786,7 @@ class AsyncGCSQueue(StoreBase):
             entry = entry_by_id.get(task_id)
             if rec.state == TaskStatus.RUNNING:
                 watched.append(key := f"lease:{task_id}")
-                lease = (rec.lease_s or self.lease_seconds) + LEASE_MARGIN_S
+                lease = lifecycle.lease_or(rec.lease_s, self.lease_seconds) + LEASE_MARGIN_S
                 if self._watch.held(key, rec.generation, lease):
                     dead.append((task_id, rec))
             elif rec.state != TaskStatus.PENDING and entry is not None:
