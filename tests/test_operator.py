@@ -100,6 +100,7 @@ async def test_concurrent_change_between_read_and_write_is_a_conflict(
     async def get_schedule_then_someone_writes(sid: str):  # type: ignore[no-untyped-def]
         read = await real_get_schedule(sid)
         other = await real_get_schedule(sid)
+        assert other is not None
         other.metadata = {"touched": "by a concurrent console"}
         await store.update_schedule(other)
         return read
@@ -114,6 +115,7 @@ async def test_concurrent_change_between_read_and_write_is_a_conflict(
                 await Operator(backend, "bob").retry_task(tid)
             else:  # another console only edits its metadata: its status is what was seen
                 other = await real_get_task(tid)
+                assert other is not None
                 other.metadata = {"touched": "by a concurrent console"}
                 await queue.update_task(other)
         return read
