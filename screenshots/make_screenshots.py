@@ -60,7 +60,6 @@ SHOTS: Sequence[tuple[str, Sequence[str], str, tuple[int, int]]] = (
     ("workers", ("7",), "Workers: load, what each runs, heartbeat, the dead flagged", SIZE),
     ("task-detail", ("4", "tab", "enter"), "One task: body, result, traceback, timeline", SIZE),
     ("bulk-retry", ("4", "R"), "A bulk retry asks first, naming exactly what will change", SIZE),
-    ("purge", ("2", "X"), "Purge asks first with the exact count of pending tasks", SIZE),
     ("help", ("question_mark",), "Every key, by view", SIZE),
 )
 

@@ -116,7 +116,7 @@ async def test_workers_and_queues_views() -> None:
         await settle(pilot)
         queues = app.screen.query_one("#queues-table")
         reports = queues.render_cell_values("reports")
-        assert reports[:7] == ["reports ⏸ paused", "1,480", "20", "1", "1", "2", "15m 00s"]
+        assert reports[:7] == ["reports (paused)", "1,480", "20", "1", "1", "2", "15m 00s"]
         assert reports[7].endswith("█")  # the depth trend, rising to its latest value
         assert "yellow" in styles_of(queues, "reports")[5]  # expired entries wait for cleanup
         assert app.screen.query_one("#queues-summary").content.plain == (

@@ -62,7 +62,7 @@ def queue_cells(q: QueueStats, thresholds: Thresholds, trend_width: int = 16) ->
     depth_level = thresholds.depth(q.pending + q.delayed)
     name = literal(q.name, "bold")
     if q.paused:
-        name.append(" ⏸ paused", style="bold yellow")
+        name.append(" (paused)", style="bold yellow")
     return [
         name,
         number(q.pending, depth_level),
@@ -250,7 +250,8 @@ def worker_tasks(row: WorkerRow) -> Text:
         func = row.running_funcs[i] if i < len(row.running_funcs) else ""
         part = Text(end="")
         if func:
-            part.append_text(literal(func.rsplit(".", 1)[-1]))
+            # ``app.mail.send`` and ``fleet:send`` both show as ``send``: the id says which.
+            part.append_text(literal(func.replace(":", ".").rsplit(".", 1)[-1]))
             part.append(" ")
         part.append_text(short_id(task))
         parts.append(part)

@@ -35,7 +35,7 @@ def health_panel(snapshot: Snapshot, thresholds: Thresholds) -> Table:
     # status names come from the bucket's index.
     left: list[tuple[Text, Text]] = [
         (
-            Text(f"Failures {fmt.duration(snapshot.outcome_window_s)}"),
+            Text("Failure rate"),
             Text(fmt.percent(rate), style=thresholds.failure_rate(rate).style or "green"),
         )
     ]
@@ -44,10 +44,12 @@ def health_panel(snapshot: Snapshot, thresholds: Thresholds) -> Table:
         left.append((literal(name.capitalize()), Text(fmt.count(n), style=style)))
     stuck = len(snapshot.stuck)
     overdue = sum(1 for s in snapshot.schedules if s.overdue)
-    silent = sum(1 for w in snapshot.workers if not w.alive or w.dead)
-    workers = Text(f"{len(snapshot.workers) - silent} alive", style="green")
-    if silent:
-        workers.append(f", {silent} silent or dead", style=Level.CRITICAL.style)
+    dead = sum(1 for w in snapshot.workers if w.dead)
+    silent = sum(1 for w in snapshot.workers if not w.alive and not w.dead)
+    workers = Text(f"{len(snapshot.workers) - dead - silent} alive", style="green")
+    for n, word in ((dead, "dead"), (silent, "silent")):
+        if n:
+            workers.append(f", {n} {word}", style=Level.CRITICAL.style)
     right: list[tuple[Text, Text]] = [
         (Text("Stuck tasks"), Text(str(stuck), style=Level.CRITICAL.style if stuck else "green")),
         (
@@ -145,7 +147,9 @@ class OverviewView(View):
         minutes = len(snapshot.results_per_minute)
         source = "results and events" if snapshot.outcome_source == "results+events" else "results"
         chart.border_title = f"Outcomes per minute, last {minutes} min (UTC, from {source})"
-        self.query_one("#ov-health", Static).update(health_panel(snapshot, self.console.thresholds))
+        health = self.query_one("#ov-health", Static)
+        health.update(health_panel(snapshot, self.console.thresholds))
+        health.border_title = f"Health · failure rate over {snapshot.outcome_window_s / 60:g} min"
         self.query_one("#ov-stuck", KeyedTable).sync([(s.id, s) for s in snapshot.stuck])
         self.query_one("#ov-overdue", KeyedTable).sync(
             [(s.id, (s, snapshot.taken_at)) for s in snapshot.schedules if s.overdue]
