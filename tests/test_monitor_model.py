@@ -10,7 +10,7 @@ import pytest
 from omniq_console.backend.layout import Layout
 from omniq_console.backend.objectstore import RequestStats
 from omniq_console.monitor.model import BucketModel
-from omniq_console.monitor.records import Entry, StateRecord, TaskDef, decoders
+from omniq_console.monitor.records import Entry, StateRecord, TaskDef, decoders, parse_body
 from omniq_console.monitor.requests import RequestMeter
 from omniq_console.monitor.snapshot import UnreadableRow
 
@@ -152,10 +152,13 @@ def test_metadata_the_stores_would_refuse_is_reported_with_its_reason() -> None:
         row = decode["tasks"](f"{LAYOUT.tasks}{ident}.json", {"omniq_index": "1", "queue": "q"})
         assert isinstance(row, UnreadableRow) and "refused by the stores" in row.reason, ident
         assert "\x1b" not in row.reason and "\u202e" not in row.reason and "\x00" not in row.reason
-    # An out-of-range date (it overflows when made UTC) is this object's problem only.
+    # An out-of-range date (it overflows when made UTC) is this object's problem only: its
+    # body decides (read next), and is reported if it is bad too.
     md = {"omniq_index": "1", "queue": "q", "created_at": "0001-01-01T00:00:00+01:00"}
-    row = decode["tasks"](LAYOUT.task("t"), md)
-    assert isinstance(row, UnreadableRow) and "out of range" in row.reason
+    assert decode["tasks"](LAYOUT.task("t"), md) is None
+    body = b'{"id": "t", "func": "f", "created_at": "9999-12-31T23:59:59-01:00"}'
+    row = parse_body(LAYOUT, "tasks", LAYOUT.task("t"), body)
+    assert isinstance(row, UnreadableRow), row
 
 
 class Clock:

@@ -3,8 +3,9 @@
 One decoder per kind of object of ``docs/architecture.md`` ("Layout of a bucket", "Index
 metadata"). A decoder takes an object's key and custom metadata (from a listing or from a
 change-feed message: both carry the same object resource) and returns its record, an
-``UnreadableRow`` (the object can never mean anything: a key outside the layout, an id the
-stores refuse, a value that does not parse) or ``None`` (no index: read the body).
+``UnreadableRow`` (the key alone says the object can never mean anything: outside the layout,
+an id the stores refuse) or ``None`` (no index, or one with a value that does not parse: the
+body decides, and a bad body is reported with its reason).
 
 Times are kept as float POSIX seconds, not ``datetime``: floats are not tracked by the garbage
 collector and take a third of the memory, which matters at a million records. Rows of the
@@ -224,12 +225,6 @@ def _checked_id(key: str, folder: str, what: str) -> str | UnreadableRow:
     return ident
 
 
-def _report(key: str, exc: BaseException) -> UnreadableRow:
-    return UnreadableRow(
-        key=key, reason=f"bad index metadata: {type(exc).__name__}: {describe_exception(exc)}"
-    )
-
-
 def _indexed(md: Mapping[str, str]) -> bool:
     return md.get("omniq_index") == INDEX_VERSION
 
@@ -256,8 +251,8 @@ def task_decoder(layout: Layout) -> Decoder:
                 retry_count=_int(md.get("retry_count")),
                 started_at=ts(md.get("started_at")),
             )
-        except Exception as exc:
-            return _report(key, exc)
+        except Exception:
+            return None  # a bad index: the body decides (and is reported if it is bad too)
 
     return decode
 
@@ -283,8 +278,8 @@ def entry_decoder(layout: Layout) -> Decoder:
                 lease_owner=_opt(md.get("lease_owner")),
                 lease_expires_at=ts(md.get("lease_expires_at")),
             )
-        except Exception as exc:
-            return _report(key, exc)
+        except Exception:
+            return None  # a bad index: the body decides (and is reported if it is bad too)
 
     return decode
 
@@ -334,8 +329,8 @@ def result_decoder(layout: Layout) -> Decoder:
                 error_type=_opt(md.get("error_type")),
                 expires_at=ts(md.get("expires_at")),
             )
-        except Exception as exc:
-            return _report(key, exc)
+        except Exception:
+            return None  # a bad index: the body decides (and is reported if it is bad too)
 
     return decode
 
@@ -361,8 +356,8 @@ def worker_decoder(layout: Layout) -> Decoder:
                 failed=_int(md.get("failed")),
                 concurrency=_int(md.get("concurrency")),
             )
-        except Exception as exc:
-            return _report(key, exc)
+        except Exception:
+            return None  # a bad index: the body decides (and is reported if it is bad too)
 
     return decode
 
@@ -400,8 +395,8 @@ def event_decoder(layout: Layout) -> Decoder:
                 worker=None,
                 queue=_opt(md.get("queue")),
             )
-        except Exception as exc:
-            return _report(key, exc)
+        except Exception:
+            return None  # a bad index: the body decides (and is reported if it is bad too)
 
     return decode
 
