@@ -159,11 +159,25 @@ class AsyncGCSEventStorage(StoreBase):
             if task_id is not None and not bidx.tasks_truncated and task_id not in bidx.tasks:
                 continue
             batches.append(info)
-        found, unreadable = await self.read_events(singles + batches)
-        rows = sorted(
-            (e for e in found if keep(e.task_id, e.event_type, e.timestamp)),
-            key=lambda e: (e.timestamp, e.id),
-        )
+        # Oldest first by what the index says (a single event's time, a batch's first one), so
+        # that with ``limit`` only the objects that can hold the oldest matches are read.
+        ranked = sorted(singles + batches, key=_earliest)
+        rows: list[TaskEvent] = []
+        unreadable: list[UnreadableObject] = []
+        step = max(1, len(ranked) if limit is None else limit)
+        for start_at in range(0, len(ranked), step):
+            chunk = ranked[start_at : start_at + step]
+            found, bad = await self.read_events(chunk)
+            unreadable.extend(bad)
+            rows.extend(e for e in found if keep(e.task_id, e.event_type, e.timestamp))
+            rows.sort(key=lambda e: (e.timestamp, e.id))
+            following = ranked[start_at + step] if start_at + step < len(ranked) else None
+            if (
+                limit is not None
+                and len(rows) >= limit
+                and (following is None or rows[limit - 1].timestamp <= _earliest(following)[0])
+            ):
+                break
         return ItemList(rows if limit is None else rows[:limit], unreadable=unreadable)
 
     async def read_events(
@@ -215,6 +229,17 @@ class AsyncGCSEventStorage(StoreBase):
             if events and max(e.timestamp for e in events) < cutoff:
                 old.append(info.key)
         return sum(await bounded_gather(old, self.reader.delete))
+
+
+def _earliest(info: ObjectInfo) -> tuple[datetime, str]:
+    """The earliest time an event object can hold, from its index (the epoch when unknown)."""
+    idx = event_index(info)
+    if idx is not None and idx.timestamp is not None:
+        return idx.timestamp, info.key
+    bidx = event_batch_index(info)
+    if bidx is not None and bidx.first_ts is not None:
+        return bidx.first_ts, info.key
+    return _EPOCH, info.key
 
 
 def events_in(key: str, data: bytes) -> list[TaskEvent]:

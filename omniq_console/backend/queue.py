@@ -30,7 +30,7 @@ import random
 import secrets
 import socket
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -38,7 +38,13 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..models import SCHEMA_VERSION, Task, TaskResult, TaskStatus
 from . import lifecycle
 from .bridge import SyncBridge
-from .errors import ConflictError, CorruptObjectError, ObjectNotFoundError, StorageError
+from .errors import (
+    ConflictError,
+    CorruptObjectError,
+    ObjectNotFoundError,
+    StorageError,
+    UnreadableObject,
+)
 from .index import (
     PausedIndex,
     QueueEntryIndex,
@@ -113,6 +119,9 @@ class Maintenance:
     expired: list[tuple[str, Transition]] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     stale_entries: int = 0
+    # Objects a step could not use (a record or task that will not parse, a task naming an
+    # impossible queue): reported here and skipped; the rest of the pass goes on.
+    unreadable: list[UnreadableObject] = field(default_factory=list)
 
 
 class _Watch:
@@ -510,7 +519,11 @@ class AsyncGCSQueue(StoreBase):
             # when we wrote or read it, else one GET.
             record = self.reader.cache.get(self.layout.result(task_id), expected, TaskResult)
             if record is None:
-                record = await self.get_record(task_id)
+                try:
+                    record = await self.get_record(task_id)
+                except CorruptObjectError as exc:
+                    log.warning("skipping a task whose state record is unreadable: %s", exc)
+                    record = None
                 if record is None or record.generation != expected:
                     self._lose(cand, lease)
                     return None
@@ -617,6 +630,7 @@ class AsyncGCSQueue(StoreBase):
 
     async def release(self, task: Task, reason: str = "released") -> Task:
         """Put a RUNNING task this worker holds back in its queue (say, on shutdown)."""
+        self._check_writable("release", self.layout.result(task.id))
         record = self._held(task)
         if not record.lease_owner:
             raise ValueError(
@@ -794,25 +808,34 @@ class AsyncGCSQueue(StoreBase):
                 # few seconds later was left by a crash.
                 watched.append(key := f"stale:{task_id}")
                 if self._watch.held(key, rec.generation, NAME_WRITE_GAP_S * 2):
-                    await self._delete_stale(entry, report)
+                    await _guarded(report, entry.key, self._delete_stale(entry, report))
             elif rec.state == TaskStatus.PENDING:
                 hint = queue_entry_index(entry, self.layout) if entry is not None else None
                 if hint is None or hint.record_generation != rec.generation:
                     watched.append(key := f"hint:{task_id}")
                     if self._watch.held(key, rec.generation, grace_seconds):
-                        await self._repair_hint(task_id, entry, report)
-        await bounded_gather(dead, lambda item: self._requeue(item[0], item[1], report))
+                        await _guarded(
+                            report,
+                            self.layout.result(task_id),
+                            self._repair_hint(task_id, entry, report),
+                        )
+        await bounded_gather(
+            dead,
+            lambda item: _guarded(
+                report, self.layout.result(item[0]), self._requeue(item[0], item[1], report)
+            ),
+        )
         for info in tasks:
             task_id = Layout.name_of(info.key)
             found = records.get(task_id)
             if found is None and task_id not in entry_by_id:
                 watched.append(key := f"orphan:{task_id}")
                 if self._watch.held(key, info.generation, grace_seconds):
-                    await self._repair_orphan(info, report)
+                    await _guarded(report, info.key, self._repair_orphan(info, report))
             idx = task_index(info)
             waiting = found is None or found.state == TaskStatus.PENDING
             if waiting and idx is not None and idx.expires_at is not None and idx.expires_at <= now:
-                await self._expire(task_id, report)
+                await _guarded(report, info.key, self._expire(task_id, report))
         self._watch.keep_only(watched)
         return report
 
@@ -896,6 +919,16 @@ class AsyncGCSQueue(StoreBase):
             if idx is not None:
                 out[idx.task_id] = idx
         return out
+
+
+async def _guarded(report: Maintenance, key: str, step: Awaitable[None]) -> None:
+    """Run one reaper step; an object it cannot use is reported, never the end of the pass."""
+    try:
+        await step
+    except (CorruptObjectError, ValueError) as exc:
+        reason = exc.reason if isinstance(exc, CorruptObjectError) else str(exc)
+        log.warning("reaper skipped %s: %s", key, reason)
+        report.unreadable.append(UnreadableObject(key, reason))
 
 
 def _record_gen(task: Task) -> int | None:

@@ -249,7 +249,9 @@ class Worker:
                     paused=paused or (),
                 )
                 errors = 0
-            except StorageError as exc:
+            except Exception as exc:
+                # Storage trouble, or an object no check foresaw (logged with its traceback):
+                # back off and look again; one bad object never ends the worker.
                 delay = _ERROR_BACKOFF_S[min(errors, len(_ERROR_BACKOFF_S) - 1)]
                 errors += 1
                 logger.warning(
@@ -257,6 +259,7 @@ class Worker:
                     self.worker_id,
                     exc,
                     delay,
+                    exc_info=not isinstance(exc, StorageError),
                 )
                 await self._stop.wait(delay)
                 continue
@@ -611,6 +614,9 @@ class Worker:
                 await self.reap()
             except (StorageError, OSError) as exc:
                 logger.warning("worker %s: reaper pass failed: %s", self.worker_id, exc)
+            except Exception:
+                # A bug, or an object no check foresaw: the pass is lost, never the reaper.
+                logger.exception("worker %s: reaper pass failed", self.worker_id)
             await self.clock.sleep(self.reap_interval)
 
     async def reap(self) -> list[str]:
