@@ -134,7 +134,7 @@ async def test_outcome_chart_and_failure_rate_say_what_they_cover() -> None:
         )
         health = app.screen.query_one("#ov-health").content
         assert app.screen.query_one("#ov-health").border_title == (
-            "Health · failure rate over 15 min"
+            "Health · failure rate over 15m 00s"
         )
         await pilot.press("4")
         await settle(pilot)

@@ -266,3 +266,28 @@ async def test_long_lived_objects_are_frozen_once_and_never_when_headless(
         app.freeze_long_lived_objects()
         app.freeze_long_lived_objects()
         assert calls == ["collect", "freeze"]
+
+
+def test_intervals_and_plurals_read_as_people_write_them() -> None:
+    from omniq_console.tui.fmt import every, plural
+
+    assert [every(s) for s in (3.33295, 2.0, 0.5, 30.0, 120.0)] == [
+        "every 3.3 s",
+        "every 2 s",
+        "every 0.5 s",
+        "every 30 s",
+        "every 2 min",
+    ]
+    assert [plural(n, "task") for n in (0, 1, 2, 1500)] == [
+        "0 tasks",
+        "1 task",
+        "2 tasks",
+        "1,500 tasks",
+    ]
+
+
+def test_natural_sort_orders_numbers_by_value() -> None:
+    from omniq_console.tui.widgets.keyed_table import natural_key
+
+    cells = ["1,480", "20", "3", "b", "A"]
+    assert sorted(cells, key=natural_key) == ["3", "20", "1,480", "A", "b"]

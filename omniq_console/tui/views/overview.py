@@ -149,7 +149,9 @@ class OverviewView(View):
         chart.border_title = f"Outcomes per minute, last {minutes} min (UTC, from {source})"
         health = self.query_one("#ov-health", Static)
         health.update(health_panel(snapshot, self.console.thresholds))
-        health.border_title = f"Health · failure rate over {snapshot.outcome_window_s / 60:g} min"
+        health.border_title = (
+            f"Health · failure rate over {fmt.duration(snapshot.outcome_window_s)}"
+        )
         self.query_one("#ov-stuck", KeyedTable).sync([(s.id, s) for s in snapshot.stuck])
         self.query_one("#ov-overdue", KeyedTable).sync(
             [(s.id, (s, snapshot.taken_at)) for s in snapshot.schedules if s.overdue]
