@@ -3,9 +3,9 @@ slots), ids the stores refuse reported, workers' slots, throughput windows, "con
 
 from __future__ import annotations
 
-from datetime import timedelta
-
+import asyncio
 import urllib.request
+from datetime import timedelta
 
 import pytest
 
@@ -105,10 +105,29 @@ async def test_before_the_first_poll_succeeds_each_attempt_says_connecting(
 ) -> None:
     # The bucket goes away after the backend opened it: every poll fails from the first.
     url = f"{gcs_env.url}/storage/v1/b/{backend.bucket_name}"
-    urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10).close()
+    request = urllib.request.Request(url, method="DELETE")
+    await asyncio.to_thread(lambda: urllib.request.urlopen(request, timeout=10).close())
     monitor = Monitor(backend)
     first = await monitor.poll()
     second = await monitor.poll()
     assert first.connecting and first.stale and first.attempt == 1
     assert second.connecting and second.attempt == 2
     assert second.error is not None and "BucketNotFoundError" in second.error
+
+
+async def test_bodies_for_search_are_read_once_per_generation(backend: GCSBackend) -> None:
+    from omniq_console.models import Task
+
+    task = Task(func="app.mail", args=("password-reset",), queue_name="q")
+    await backend.async_task_storage.enqueue(task)
+    monitor = Monitor(backend)
+    await monitor.poll()
+    first = await monitor.task_bodies([task.id, "missing-id"])
+    found = first[task.id]
+    assert found is not None and found.args == ("password-reset",)
+    assert first["missing-id"] is None
+    before = backend.store.stats.copy()
+    again = await monitor.task_bodies([task.id])
+    assert again[task.id] == found
+    assert backend.store.stats.since(before).count["get"] == 0  # same generation: cached
+    assert (await monitor.result_bodies([task.id])) == {task.id: None}

@@ -225,8 +225,9 @@ class Snapshot(_Frozen):
         return snapshot_html(self)
 
     def to_frames(self) -> Any:
-        """The snapshot as pandas frames (see ``omniq_console.notebook.frames``)."""
-        from ..notebook.frames import snapshot_frames  # type: ignore[import-not-found,unused-ignore]
+        """The snapshot as pandas frames by part (``omniq_console.notebook.frames``; imported
+        only when asked, so that pandas stays optional)."""
+        from ..notebook.frames import snapshot_frames
 
         return snapshot_frames(self)
 
