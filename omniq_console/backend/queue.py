@@ -71,14 +71,19 @@ REPAIR_GRACE_SECONDS = 30.0
 """A repair (a missing entry, a stale hint) waits until the same state was seen this long."""
 LEASE_MARGIN_S = 2.0
 """A lease is dead when its record is unchanged for its lease length plus this margin."""
-BEST_FEW = 16
+BEST_FEW = 64
 """After a lost claim, the next candidate is drawn at random among this many of the best of the
 same priority. Measured with 16 worker processes: a window of 4 left the losers racing each
-other again; 16 spread them (benchmarks/claims.py)."""
+other again; 16 spread them (benchmarks/claims.py); 4 workers of 8 slots each (32 claimers)
+still lost 2.6 races a task at 16, hence 64."""
 LISTING_REUSE_S = 0.5
 """A claim pass within this long of the last listing of the same queues claims from that
 listing (the entries it won or lost are skipped): a busy worker lists a queue about twice a
 second, not once per task, which is what its CPU went to."""
+CONTENTION_MEMORY_S = 5.0
+"""A claim race lost makes the next passes of this process spread their first pick over the
+best few for this long (benchmarks/gcsrules.py: 4 workers of 8 slots lost 2.4 races a task
+always taking the head first)."""
 POLL_INTERVAL = (0.2, 0.5)
 """Seconds between passes of a waiting ``dequeue`` (random in this range, so workers spread)."""
 
@@ -176,6 +181,7 @@ class AsyncGCSQueue(StoreBase):
         self._watch = _Watch(lambda: self.clock.monotonic())
         self._listing: tuple[tuple[str, ...], float, list[_Candidate]] | None = None
         self._paused: tuple[float, dict[str, PausedIndex]] | None = None
+        self._contended_until = 0.0
 
     # -- the per-name gap ---------------------------------------------------------------------
 
@@ -457,12 +463,13 @@ class AsyncGCSQueue(StoreBase):
         if not active:
             return None
         candidates = self._ready(await self._ranked(tuple(active)), self.clock.now())
-        first = True
+        # The head first while this process wins its races (strict order for a lone worker);
+        # once it has lost one lately, or after a loss in this pass, a random one of the best
+        # few, so that workers do not all race for the head, and again for the next one.
+        spread = self.clock.monotonic() < self._contended_until
         while candidates:
-            # The head first; after a lost race a random one of the best few, so that workers
-            # that all lost the head do not race each other again for the next one.
-            pick = 0 if first else random.randrange(_same_priority_window(candidates))
-            first = False
+            pick = random.randrange(_same_priority_window(candidates)) if spread else 0
+            spread = True
             task = await self._claim(candidates.pop(pick), worker, lease)
             if task is not None:
                 return task
@@ -548,6 +555,7 @@ class AsyncGCSQueue(StoreBase):
             await self._write_record(transition.record, expected)
         except ConflictError:
             self._lose(cand, lease)
+            self._contended_until = self.clock.monotonic() + CONTENTION_MEMORY_S
             return None
         self._skip_entry(cand, lease)  # ours now: the next pass does not try it again
         task = definition if cand.index.func is None else await self._definition(cand, lease)
