@@ -127,6 +127,19 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> object:
     return value
 
 
+def check_access(value: object) -> Access:
+    """``value`` if it is an access mode, else ``ValueError`` listing them (the one check,
+    used by the settings model and by the object stores built without it)."""
+    _check_choice("access", value, get_args(Access))
+    return value  # type: ignore[return-value]  # one of Access's values, checked above
+
+
+def check_consistency(value: object) -> Consistency:
+    """``value`` if it is a consistency mode, else ``ValueError`` listing them."""
+    _check_choice("consistency", value, get_args(Consistency))
+    return value  # type: ignore[return-value]  # one of Consistency's values, checked above
+
+
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A JSON (or, named ``*.toml``, TOML) config file as a dict, with errors naming the file."""
     file = Path(path).expanduser()
@@ -253,12 +266,12 @@ class BackendSettings(BaseSettings):
     @field_validator("access", mode="before")
     @classmethod
     def _access(cls, value: object) -> object:
-        return _check_choice("access", value, get_args(Access))
+        return check_access(value)
 
     @field_validator("consistency", mode="before")
     @classmethod
     def _consistency(cls, value: object) -> object:
-        return _check_choice("consistency", value, get_args(Consistency))
+        return check_consistency(value)
 
     @field_validator("cache_timeout", mode="before")
     @classmethod

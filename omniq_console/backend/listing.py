@@ -4,7 +4,7 @@ Every store reads through a :class:`BodyReader`. It parses a body into its model
 with :class:`CorruptObjectError` naming the key, anything that is not JSON, not the model's
 shape, of an unknown ``schema_version``, or whose id does not match its key. A listing of many
 objects returns the good ones in an :class:`ItemList` whose ``.unreadable`` names every bad key
-and why (DESIGN decision 7: nothing is swallowed).
+and why (nothing is swallowed: docs/architecture.md).
 
 Bodies at a given generation never change, so a parsed body is cached by ``(key, generation)``:
 when a listing shows the same generation again, no GET is sent, and a cached body can never be
@@ -295,6 +295,6 @@ class StoreBase:
 
     def _check_writable(self, operation: str, key: str) -> None:
         # Checked before any request, reads included: a read-only backend sends nothing for a
-        # write method (DESIGN decision 8).
+        # write method (read_only means read only).
         if self.store.read_only:
             raise ReadOnlyError(operation, key)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .config import check_access, check_consistency
 from .errors import (
     BucketNotFoundError,
     ConflictError,
@@ -32,8 +33,6 @@ from .errors import (
     StorageError,
 )
 from .storeapi import (
-    ACCESS_MODES,
-    CONSISTENCY_MODES,
     ObjectData,
     ObjectInfo,
     RequestStats,
@@ -125,12 +124,9 @@ class MemoryObjectStore:
         per_name_limit: bool = False,
         project: str | None = None,
     ) -> None:
-        if access not in ACCESS_MODES:
-            raise ValueError(f"access must be one of {', '.join(ACCESS_MODES)}, not {access!r}")
-        if consistency not in CONSISTENCY_MODES:
-            raise ValueError(
-                f"consistency must be one of {', '.join(CONSISTENCY_MODES)}, not {consistency!r}"
-            )
+        # The settings model's own checks (one place), for a store built without it.
+        checked_access: str = check_access(access)
+        checked_consistency: str = check_consistency(consistency)
         if server is None:
             server = MemoryServer(clock=clock or time.time, per_name_limit=per_name_limit)
             server.create_bucket(bucket)
@@ -139,8 +135,8 @@ class MemoryObjectStore:
         self.server = server
         self.bucket = bucket
         self.project = project
-        self.access = access
-        self.consistency = consistency
+        self.access = checked_access
+        self.consistency = checked_consistency
         # What GCSBackend reads of an ObjectStore besides the API: no credentials here.
         self.token: Any = None
         self.gcs_kwargs: dict[str, Any] = {}

@@ -32,6 +32,7 @@ from urllib.parse import quote
 from multidict import CIMultiDictProxy
 
 from ..checks import describe_exception, mask_secrets
+from .config import check_access, check_bucket_name, check_consistency
 from .errors import (
     AuthenticationError,
     BackendUnavailableError,
@@ -181,20 +182,13 @@ class ObjectStore:
         retry: RetryPolicy | None = None,
         gcs_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
-        if not isinstance(bucket, str) or not bucket.strip():
-            raise ValueError("bucket_name must be a non-empty string")
-        if "/" in bucket:
-            raise ValueError(f"bucket_name {bucket!r} must not contain '/'")
-        if access not in ACCESS_MODES:
-            raise ValueError(f"access must be one of {', '.join(ACCESS_MODES)}, not {access!r}")
-        if consistency not in CONSISTENCY_MODES:
-            raise ValueError(
-                f"consistency must be one of {', '.join(CONSISTENCY_MODES)}, not {consistency!r}"
-            )
-        self.bucket = bucket
+        # The settings model's own checks (one place), for a store built without it.
+        self.bucket = check_bucket_name(bucket)
+        checked_access: str = check_access(access)
+        checked_consistency: str = check_consistency(consistency)
         self.project = project
-        self.access = access
-        self.consistency = consistency
+        self.access = checked_access
+        self.consistency = checked_consistency
         self.endpoint_url = endpoint_url or _emulator_host()
         # An emulator needs no credentials; asking Google for default ones would fail or hang.
         self.token = "anon" if token is None and self.endpoint_url else token

@@ -12,7 +12,7 @@ What runs: four queues (``critical`` at priority 10, ``emails`` at 5, ``default`
 ValueError, KeyError, TimeoutError, ConnectionError or OSError, run slow, or succeed only after
 retries; three in-process workers with different queue sets and concurrency; one scheduler
 with cron and interval schedules, one of them paused; and a janitor that keeps the bucket
-small (the emulator slows down as a bucket grows: FIELD-NOTES).
+small (the emulator slows down as its bucket grows).
 
 Reproducible: with ``seed=``, the sequence of tasks (queue, function, arguments, task id, the
 gap before each) and so every planned outcome is fixed. A task's outcome is decided by its
