@@ -132,7 +132,6 @@ async def test_outcome_chart_and_failure_rate_say_what_they_cover() -> None:
         assert chart.border_title == (
             "Outcomes per minute, last 15 min (UTC, from results and events)"
         )
-        health = app.screen.query_one("#ov-health").content
         assert app.screen.query_one("#ov-health").border_title == (
             "Health · failure rate over 15m 00s"
         )
