@@ -138,12 +138,18 @@ class PubSubFeed:
             self._client = None
 
     async def wait_until(self, predicate: Callable[[PubSubFeed], bool]) -> None:
-        """Wait until ``predicate(self)`` holds, checked after every pull (and when the feed
-        dies): for callers that need "the feed has delivered N messages" without polling."""
+        """Wait until ``predicate(self)`` holds, checked after every pull: for callers that
+        need "the feed has delivered N messages" without polling. ``RuntimeError`` (with the
+        reason) when the feed dies first."""
         if self._progress is None:
             raise RuntimeError("the feed is not started")
         async with self._progress:
-            await self._progress.wait_for(lambda: predicate(self))
+            await self._progress.wait_for(lambda: predicate(self) or not self._pulling())
+        if not predicate(self):
+            raise RuntimeError(f"the change feed stopped: {self.error or 'closed'}")
+
+    def _pulling(self) -> bool:
+        return self._task is not None and not self._task.done() and self.error is None
 
     async def _notify(self) -> None:
         if self._progress is not None:
