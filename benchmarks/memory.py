@@ -79,7 +79,7 @@ async def _child_steps(app: Any, source: Any, n: int, out: dict[str, float]) -> 
         await pilot.pause()
         freeze_like_the_app(app)
         await pilot.press("3")
-        tasks = app.main.query_one(TasksView)
+        tasks = app.screen_stack[0].query_one(TasksView)
         await until(lambda: tasks.page is not None and tasks.table.row_count > 0, "tasks page")
         await pilot.press("4")
         await pilot.pause()
@@ -143,7 +143,7 @@ async def _live_steps(
         await pilot.pause()
         freeze_like_the_app(app)
         await pilot.press("3")
-        tasks = app.main.query_one(TasksView)
+        tasks = app.screen_stack[0].query_one(TasksView)
         while (polls() < polls_wanted or tasks.page is None) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if polls() < polls_wanted:

@@ -83,6 +83,7 @@ class _Phases:
 
     async def settle(self) -> None:
         # The refresh that draws the step, and whatever it scheduled.
+        assert self.pilot is not None, "a step needs the running app's pilot"
         await self.pilot.pause()
         await asyncio.sleep(0.1)
         await self.pilot.pause()
@@ -107,6 +108,7 @@ class _Phases:
             await asyncio.sleep(0.002)
         seconds = time.perf_counter() - started
         if after is not None:
+            assert self.pilot is not None
             await self.pilot.pause()
             after()
         await self.settle()
@@ -161,13 +163,13 @@ async def _console_steps(
         with steps.gcw:
 
             def tasks_view() -> TasksView:
-                return app.main.query_one(TasksView)
+                return app.screen_stack[0].query_one(TasksView)
 
             async def idle() -> None:
                 await asyncio.sleep(IDLE_S)
 
             async def type_filter() -> None:
-                app.main.query_one("#tasks-func").focus()
+                app.screen_stack[0].query_one("#tasks-func").focus()
                 # Enter applies the filter at once and puts the focus back in the table (the
                 # view keys would otherwise type into the input).
                 await pilot.press(*FILTER_TEXT, "enter")
@@ -276,7 +278,7 @@ async def live_phases(n: int, interval: float = 2.0) -> tuple[list[Phase], int, 
                     steps.probe.lags.clear()
 
                     def tasks_view() -> TasksView:
-                        return app.main.query_one(TasksView)
+                        return app.screen_stack[0].query_one(TasksView)
 
                     async def watch() -> None:
                         # Long enough to hold several polls (a big bucket's polls come
