@@ -274,8 +274,15 @@ def _cmd_demo(argv: Sequence[str]) -> int:
 
     args = _demo_parser().parse_args(argv)
     with DemoEnvironment(seed=args.seed, speed=args.speed) as demo:
-        exports = demo_exports(endpoint=demo.url, bucket=demo.bucket, prefix=demo.prefix)
+        exports = demo_exports(
+            endpoint=demo.url,
+            bucket=demo.bucket,
+            prefix=demo.prefix,
+            subscription=demo.subscription,
+            pubsub_host=demo.pubsub_host,
+        )
         print(f"demo: GCS emulator at {demo.url}, bucket {demo.bucket}, prefix {demo.prefix}")
+        print(f"demo: {demo.feed_note}")
         print("demo: to point omniq-console snapshot (or a notebook) at it, run:")
         print("\n".join(f"  {line}" for line in exports), flush=True)
         if args.no_console:
@@ -289,6 +296,7 @@ def _cmd_demo(argv: Sequence[str]) -> int:
             "access": "read_only" if args.read_only else "read_write",
             "refresh": DEMO_REFRESH if args.refresh is None else args.refresh,
             "actor": args.actor,
+            "subscription": demo.subscription,
         }
         settings = BackendSettings.given({k: v for k, v in options.items() if v is not None})
         asyncio.run(run_console(settings))

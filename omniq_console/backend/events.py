@@ -325,5 +325,7 @@ class GCSEventStorage(AsyncGCSEventStorage):
 
     log_event_sync = sync_twin(AsyncGCSEventStorage.log_event)
     log_events_sync = sync_twin(AsyncGCSEventStorage.log_events)
+    flush_sync = sync_twin(AsyncGCSEventStorage.flush)
+    read_events_sync = sync_twin(AsyncGCSEventStorage.read_events)
     get_events_sync = sync_twin(AsyncGCSEventStorage.get_events)
     cleanup_old_events_sync = sync_twin(AsyncGCSEventStorage.cleanup_old_events)

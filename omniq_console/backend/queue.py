@@ -975,6 +975,10 @@ class GCSQueue(AsyncGCSQueue):
     statuses_sync = sync_twin(AsyncGCSQueue.statuses)
     paused_queues_sync = sync_twin(AsyncGCSQueue.paused_queues)
     maintain_sync = sync_twin(AsyncGCSQueue.maintain)
+    claim_pass_sync = sync_twin(AsyncGCSQueue.claim_pass)
+    ready_to_write_sync = sync_twin(AsyncGCSQueue.ready_to_write)
+    finish_sync = sync_twin(AsyncGCSQueue.finish)
+    apply_sync = sync_twin(AsyncGCSQueue.apply)
     pause_queue_sync = sync_twin(AsyncGCSQueue.pause_queue)
     resume_queue_sync = sync_twin(AsyncGCSQueue.resume_queue)
 

@@ -235,37 +235,13 @@ class ActionRunner:
         """
         if (op := self._operator_or_refuse()) is None:
             return
-        chosen = tuple(ids)
-        if not chosen:
-            self._app.notify("No failed task to retry here.", severity="warning")
-            return
-        noun = "task" if len(chosen) == 1 else "tasks"
-        question = Text(f"Retry {count(len(chosen))} failed {noun}", style="bold", end="")
-        if what:
-            question.append(" ")
-            question.append_text(literal(what, "bold"))
-        question.append("?", style="bold")
-        detail = Text(end="")
-        for task_id in chosen[:PREVIEW_IDS]:
-            detail.append("  ")
-            detail.append_text(literal(task_id))
-            detail.append("\n")
-        if len(chosen) > PREVIEW_IDS:
-            detail.append(f"  … and {count(len(chosen) - PREVIEW_IDS)} more\n", style="dim")
-        detail.append(
+        self._bulk(
+            "Retry",
+            ids,
+            what,
+            lambda chosen: op.retry_tasks(chosen, expected_status=TaskStatus.FAILED.value),
             "Only these tasks are retried; any that is no longer failed is skipped.",
-            style="dim",
-        )
-        label = f"Retry {count(len(chosen))} failed {noun}"
-        self._confirm(
-            "Retry failed tasks",
-            question,
-            lambda: self._run(
-                label,
-                lambda: op.retry_tasks(chosen, expected_status=TaskStatus.FAILED.value),
-                lambda outcome: describe_bulk(label, outcome),
-            ),
-            detail,
+            kind="failed",
         )
 
     def _offer_after_change(
@@ -303,13 +279,17 @@ class ActionRunner:
         what: str,
         call: Callable[[tuple[str, ...]], Awaitable[Any]],
         note: str,
+        *,
+        kind: str = "",
     ) -> None:
-        """Confirm ``verb`` of exactly ``ids`` (listed, counted), then send exactly those."""
+        """Confirm ``verb`` of exactly ``ids`` (listed, counted; ``kind`` says which, as in
+        "failed"), then send exactly those."""
         chosen = tuple(ids)
+        noun = f"{kind} task".strip()
         if not chosen:
-            self._app.notify(f"No task to {verb.lower()} here.", severity="warning")
+            self._app.notify(f"No {noun} to {verb.lower()} here.", severity="warning")
             return
-        label = f"{verb} {plural(len(chosen), 'task')}"
+        label = f"{verb} {plural(len(chosen), noun)}"
         question = Text(label, style="bold", end="")
         if what:
             question.append(" ")
@@ -324,7 +304,7 @@ class ActionRunner:
             detail.append(f"  … and {count(len(chosen) - PREVIEW_IDS)} more\n", style="dim")
         detail.append(note, style="dim")
         self._confirm(
-            f"{verb} tasks",
+            f"{verb} {noun}s",
             question,
             lambda: self._run(
                 label, lambda: call(chosen), lambda outcome: describe_bulk(label, outcome)
