@@ -159,11 +159,24 @@ class DemoEnvironment:
         self.stop()
 
 
+FLEET_RETRY_DEADLINE_S = 5.0
+FLEET_STOP_S = 10.0
+"""How long the fleet gets to stop cleanly once its console is gone."""
+
+
 async def _run_fleet(args: argparse.Namespace) -> None:
     from ..backend.gcs import GCSBackend
+    from ..backend.storeapi import RetryPolicy
     from .fleet import Fleet
 
-    backend = GCSBackend(bucket_name=args.bucket, prefix=args.prefix, endpoint_url=args.endpoint)
+    # The emulator is local and dies with the console: a production-length retry deadline
+    # (120 s) would keep an orphaned fleet retrying its last writes for two minutes.
+    backend = GCSBackend(
+        bucket_name=args.bucket,
+        prefix=args.prefix,
+        endpoint_url=args.endpoint,
+        retry=RetryPolicy(base_delay=0.2, max_delay=1.0, deadline=FLEET_RETRY_DEADLINE_S),
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -181,7 +194,9 @@ async def _run_fleet(args: argparse.Namespace) -> None:
         runner = asyncio.create_task(fleet.run())
         watcher = asyncio.create_task(watch_parent())
         await stop.wait()
-        await fleet.stop()
+        # Sync tasks still in their threads, or storage gone: the demo is over regardless.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(fleet.stop(), FLEET_STOP_S)
         watcher.cancel()
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
