@@ -139,8 +139,7 @@ class Worker:
             raise ValueError("a worker needs at least one queue")
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        if lease_seconds < lifecycle.MIN_LEASE_S:
-            raise ValueError(f"lease_seconds must be at least {lifecycle.MIN_LEASE_S:g}")
+        lease_seconds = lifecycle.check_lease(lease_seconds)
         if poll_interval <= 0 or poll_timeout <= 0:
             raise ValueError("poll_interval and poll_timeout must be positive")
         if heartbeat_interval < 1:
