@@ -724,7 +724,7 @@ class AsyncGCSQueue(StoreBase):
             status=TaskStatus.PENDING, worker_id=None, lease_expires_at=None, started_at=None
         )
         definition.updated_at = self.clock.now()
-        changed_definition = _definition(definition) != _definition(current)
+        changed_definition = _definition_fields(definition) != _definition_fields(current)
         if changed_definition:
             await self._gap(key)
             try:
@@ -943,7 +943,7 @@ def _record_gen(task: Task) -> int | None:
     return task.record.generation if task.record is not None else None
 
 
-def _definition(task: Task) -> Mapping[str, object]:
+def _definition_fields(task: Task) -> Mapping[str, object]:
     data = task.model_dump(mode="json")
     for volatile in (
         "status",
