@@ -664,10 +664,7 @@ class AsyncGCSQueue(StoreBase):
             await self._drop_entry(task.queue_name, task.id)
             return
         # Back to pending: the entry's hint (record generation, run_at) lets claimers see it.
-        key = self.layout.queue_entry(task.queue_name, task.id)
-        current = await self.store.list(key, limit=1)
-        expected = current[0].generation if current and current[0].key == key else 0
-        await self._write_entry(task, transition.record, expected)
+        await self._rewrite_entry(task, transition.record)
 
     # -- operator transitions -----------------------------------------------------------------
 
