@@ -8,6 +8,7 @@ from .monitor import Monitor, MonitoredBackend, Subscriber, take_snapshot
 from .notebook import render_snapshot, snapshot_html, snapshot_text
 from .snapshot import (
     EventRow,
+    PrefixUsage,
     QueueStats,
     QueueWindow,
     RequestFigures,
@@ -25,6 +26,7 @@ __all__ = [
     "EventRow",
     "Monitor",
     "MonitoredBackend",
+    "PrefixUsage",
     "QueueStats",
     "QueueWindow",
     "RequestFigures",

@@ -99,6 +99,9 @@ class ScheduleRow(_Frozen):
     # Active, and its next run is more than a grace period in the past: nobody fires it.
     overdue: bool = False
     generation: int | None = None
+    # Who paused it and when (None while active): the console shows it beside the status.
+    paused_by: str | None = None
+    paused_at: datetime | None = None
 
 
 class StuckTask(_Frozen):
@@ -153,6 +156,23 @@ class RequestFigures(_Frozen):
     window_s: float = 0.0
     # The monitor is paused: it sends nothing, so there is no live cost.
     paused: bool = False
+    # Latency by request kind ("list", "get", "write", "delete", ...) over the window, in ms.
+    latency_p50_ms: dict[str, float] = Field(default_factory=dict)
+    latency_p95_ms: dict[str, float] = Field(default_factory=dict)
+    # Failed requests by status: "412", "429", "5xx", "4xx" (other), "network".
+    errors_by_status: dict[str, int] = Field(default_factory=dict)
+    # Bodies the monitor needed: served from its cache, or read from the bucket.
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+
+class PrefixUsage(_Frozen):
+    """What one prefix of the layout holds (``tasks/``, ``queues/``, ``results/``, ...), from
+    the listings the monitor already made: no extra request."""
+
+    prefix: str
+    objects: int = 0
+    bytes: int = 0
 
 
 class TaskRow(NamedTuple):
@@ -201,6 +221,7 @@ class Snapshot(_Frozen):
     workers: tuple[WorkerRow, ...] = ()
     unreadable: tuple[UnreadableRow, ...] = ()
     requests: RequestFigures = Field(default_factory=RequestFigures)
+    storage: tuple[PrefixUsage, ...] = ()
     task_rows: tuple[TaskRow, ...] = Field(default=(), exclude=True)
     # "pubsub" while the change feed is live, "listing" otherwise.
     changes: str = "listing"
