@@ -26,9 +26,10 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
+import aiohttp
 from multidict import CIMultiDictProxy
 
 from ..checks import describe_exception, mask_secrets
@@ -58,14 +59,13 @@ from .storeapi import (
 
 # gcsfs's default filesystem asks a gRPC API for the bucket type on first use; against an
 # emulator (or any endpoint without that API) this waits about 60 s. We use the plain class
-# below, and also turn the feature off for anyone importing gcsfs after us.
+# (see ``_build_filesystem``), and also turn the feature off for anyone importing gcsfs after us.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
-try:
-    import aiohttp
+if TYPE_CHECKING:
+    # Imported when a store opens (``_build_filesystem``): gcsfs pulls google.cloud.storage and
+    # grpc (~300 ms), which a command that fails on its settings, or --help, never needs.
     from gcsfs.core import GCSFileSystem
-except ImportError as exc:  # pragma: no cover - exercised only without the dependency
-    raise ImportError("The GCS backend needs gcsfs. Install it with: pip install gcsfs") from exc
 
 __all__ = [
     "ACCESS_MODES",
@@ -257,6 +257,8 @@ class ObjectStore:
                 use_listings_cache=False,
                 **self.gcs_kwargs,
             )
+        except ImportError:
+            raise  # gcsfs is missing: not a fact about the credentials
         except Exception as exc:
             # gcsfs swallows the reason a key is unusable and re-raises something unrelated
             # (a KeyError for 'refresh_token'); say what is wrong with the key instead. The
@@ -672,6 +674,12 @@ class ObjectStore:
 
 
 def _build_filesystem(**kwargs: Any) -> GCSFileSystem:
+    try:
+        from gcsfs.core import GCSFileSystem
+    except ImportError as exc:  # pragma: no cover - exercised only without the dependency
+        raise ImportError(
+            "The GCS backend needs gcsfs. Install it with: pip install gcsfs"
+        ) from exc
     with warnings.catch_warnings():
         # "project not set - cannot list or create buckets": we never list buckets.
         warnings.filterwarnings("ignore", message="GCS project not set")

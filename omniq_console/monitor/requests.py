@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
-from ..backend.objectstore import REQUEST_KINDS, RequestStats
+from ..backend.storeapi import REQUEST_KINDS, RequestStats
 from .snapshot import RequestFigures
 
 CLASS_A_USD = 0.05 / 10_000

@@ -17,12 +17,16 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aiohttp
-from gcloud.aio.pubsub import SubscriberClient
 
 from ...checks import describe_exception
+
+if TYPE_CHECKING:
+    # Imported by ``start()``: gcloud-aio-pubsub pulls prometheus_client (~85 ms), which
+    # listing mode never needs.
+    from gcloud.aio.pubsub import SubscriberClient
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +127,8 @@ class PubSubFeed:
         return self.error is None and self._task is not None and not self._task.done()
 
     async def start(self) -> None:
+        from gcloud.aio.pubsub import SubscriberClient
+
         self._progress = asyncio.Condition()
         self._client = SubscriberClient(api_root=self._api_root)
         self._task = asyncio.create_task(self._pull_forever(), name="omniq-pubsub-pull")
