@@ -55,6 +55,7 @@ from .storeapi import (
     RetryNotice,
     RetryPolicy,
     check_metadata,
+    failure_class,
 )
 
 # gcsfs's default filesystem asks a gRPC API for the bucket type on first use; against an
@@ -338,10 +339,10 @@ class ObjectStore:
             except (aiohttp.ClientConnectorDNSError, aiohttp.ClientSSLError, UnicodeError) as exc:
                 # A name that does not resolve, or a certificate refused, will not heal in
                 # the next two minutes: say so at once.
-                self.stats.record(kind, time.perf_counter() - started, error=True)
+                self.stats.record(kind, time.perf_counter() - started, True, "network")
                 raise BackendUnavailableError(self._transport_failure(exc)) from None
             except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-                self.stats.record(kind, time.perf_counter() - started, error=True)
+                self.stats.record(kind, time.perf_counter() - started, True, "network")
                 last: BaseException = exc
                 if not idempotent and not isinstance(exc, aiohttp.ClientConnectorError):
                     self._refuse_blind_retry(kind, exc)
@@ -358,7 +359,12 @@ class ObjectStore:
             else:
                 failed = status not in ok_statuses
                 elapsed = time.perf_counter() - started
-                self.stats.record(kind, elapsed, error=failed and status != 412)
+                self.stats.record(
+                    kind,
+                    elapsed,
+                    failed and status != 412,
+                    failure_class(status) if failed else None,
+                )
                 if status not in _RETRY_STATUSES:
                     if failed:
                         raise _HTTPFailure(status, body, attempt)

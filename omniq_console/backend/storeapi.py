@@ -9,6 +9,7 @@ use these types without the GCS dependencies.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +21,11 @@ from .errors import MetadataTooLargeError
 ACCESS_MODES = ("read_only", "read_write", "full_control")
 CONSISTENCY_MODES = ("md5", "crc32c", "size", "none")
 REQUEST_KINDS = ("list", "get", "write", "delete", "bucket")
+FAILURE_CLASSES = ("412", "429", "5xx", "4xx", "network")
+"""How a failed attempt is counted: a lost precondition, rate limited, a server error, another
+client error, or no answer at all (refused, reset, timed out)."""
+LATENCY_SAMPLES = 4096
+"""Latest attempts whose duration is kept (for percentiles by kind)."""
 METADATA_LIMIT_BYTES = 8 * 1024
 """GCS's limit on an object's custom metadata: UTF-8 bytes of every key and value together."""
 
@@ -109,7 +115,10 @@ class RequestStats:
 
     Every attempt counts: a request retried twice is three in ``count``. ``retries`` is the
     number of those attempts that were retries, ``rate_limited`` the 429 answers among them,
-    ``conflicts`` the preconditions lost (412, not counted as errors).
+    ``conflicts`` the preconditions lost (412, not counted as errors). ``failures`` counts
+    failed attempts by :data:`FAILURE_CLASSES` (412 included); ``latencies`` holds the latest
+    :data:`LATENCY_SAMPLES` attempts as ``(kind, seconds)`` and ``sampled`` how many were ever
+    recorded, so that :meth:`since` can hand over the ones recorded after a copy.
     """
 
     count: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REQUEST_KINDS, 0))
@@ -118,19 +127,30 @@ class RequestStats:
     retries: int = 0
     conflicts: int = 0
     rate_limited: int = 0
+    failures: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAILURE_CLASSES, 0))
+    latencies: deque[tuple[str, float]] = field(
+        default_factory=lambda: deque(maxlen=LATENCY_SAMPLES)
+    )
+    sampled: int = 0
 
-    def record(self, kind: str, seconds: float, error: bool) -> None:
-        """Count one attempt of kind ``kind`` that took ``seconds``."""
+    def record(self, kind: str, seconds: float, error: bool, failure: str | None = None) -> None:
+        """Count one attempt of kind ``kind`` that took ``seconds``; ``failure``: its class in
+        :data:`FAILURE_CLASSES` when it failed (see :func:`failure_class`)."""
         self.count[kind] += 1
         self.seconds[kind] += seconds
         if error:
             self.errors[kind] += 1
+        if failure is not None:
+            self.failures[failure] += 1
+        self.latencies.append((kind, seconds))
+        self.sampled += 1
 
     @property
     def total(self) -> int:
         return sum(self.count.values())
 
     def copy(self) -> RequestStats:
+        """The counters as they are now (the latency samples stay here: ``since`` reads them)."""
         return RequestStats(
             dict(self.count),
             dict(self.errors),
@@ -138,10 +158,15 @@ class RequestStats:
             self.retries,
             self.conflicts,
             self.rate_limited,
+            dict(self.failures),
+            sampled=self.sampled,
         )
 
     def since(self, earlier: RequestStats) -> RequestStats:
-        """The requests made after ``earlier`` was copied."""
+        """The requests made after ``earlier`` was copied (with their latency samples, as far
+        as :data:`LATENCY_SAMPLES` reaches back)."""
+        new = min(self.sampled - earlier.sampled, len(self.latencies))
+        recent = list(self.latencies)[len(self.latencies) - new :] if new > 0 else []
         return RequestStats(
             {k: self.count[k] - earlier.count[k] for k in REQUEST_KINDS},
             {k: self.errors[k] - earlier.errors[k] for k in REQUEST_KINDS},
@@ -149,7 +174,19 @@ class RequestStats:
             self.retries - earlier.retries,
             self.conflicts - earlier.conflicts,
             self.rate_limited - earlier.rate_limited,
+            {k: self.failures[k] - earlier.failures[k] for k in FAILURE_CLASSES},
+            deque(recent, maxlen=LATENCY_SAMPLES),
+            len(recent),
         )
+
+
+def failure_class(status: int | None) -> str:
+    """The :data:`FAILURE_CLASSES` entry of a failed attempt: ``None`` when no answer came."""
+    if status is None:
+        return "network"
+    if status in (412, 429):
+        return str(status)
+    return "5xx" if status >= 500 else "4xx"
 
 
 def metadata_bytes(metadata: Mapping[str, str]) -> int:

@@ -103,6 +103,10 @@ class BodyCache:
 
     def __init__(self) -> None:
         self._items: OrderedDict[str, tuple[int, OmniQModel | None]] = OrderedDict()
+        self.hits = 0
+        """Bodies served from the cache (the model's generation matched)."""
+        self.misses = 0
+        """Bodies that had to be read."""
 
     async def bodies(
         self,
@@ -123,6 +127,8 @@ class BodyCache:
                 out[tid] = cached[1]  # type: ignore[assignment]
             else:
                 need.append(key)
+        self.hits += len(keys) - len(need)
+        self.misses += len(need)
         got = await read_many(store, need, SEARCH_CONCURRENCY)
         by_key = {key: tid for tid, key in keys.items()}
         for key in need:

@@ -48,6 +48,7 @@ from .snapshot import RequestFigures, Snapshot, TaskDetail, UnreadableRow
 from .sources.events import EventTail
 from .sources.listing import FullListing, Reconciler
 from .sources.pubsub import Change, PubSubFeed
+from .usage import StorageTally
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,9 @@ class Monitor:
         layout = backend.layout
         self._decoders = decoders(layout)
         self.model = BucketModel(layout, task_rows=task_rows)
-        self._listing = FullListing(layout, self._decoders)
-        self.reconciler = Reconciler(layout, self._decoders, float(reconcile_s))
+        self.usage = StorageTally(layout.prefix)
+        self._listing = FullListing(layout, self._decoders, self.usage)
+        self.reconciler = Reconciler(layout, self._decoders, float(reconcile_s), self.usage)
         self._tail = EventTail(layout, self._decoders["events"], self.recent_events)
         self._builder = SnapshotBuilder()
         self._bodies = BodyCache()
@@ -354,7 +356,10 @@ class Monitor:
     def request_figures(self) -> RequestFigures:
         """Requests this monitor made since it was created, and (once there is a window) their
         rate and price per hour."""
-        return self.meter.figures(paused=self._paused)
+        bodies = self._bodies
+        return self.meter.figures(
+            paused=self._paused, cache_hits=bodies.hits, cache_misses=bodies.misses
+        )
 
     def _stale(self, error: BaseException) -> Snapshot:
         now = self._clock()
@@ -552,6 +557,7 @@ class Monitor:
             workers=parts.workers,
             unreadable=tuple(unreadable),
             requests=RequestFigures(),
+            storage=self.usage.rows(),
             task_rows=rows,
             changes=self.changes,
             feed_drift=self.reconciler.last_pass_drift if self.subscription else None,

@@ -9,12 +9,13 @@ span at least ``RATE_SHORT_WINDOW_S`` (30 s): one poll extrapolated to a minute 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
-from ..backend.storeapi import REQUEST_KINDS, RequestStats
+from ..backend.storeapi import FAILURE_CLASSES, REQUEST_KINDS, RequestStats
 from .snapshot import RequestFigures
 
 CLASS_A_USD = 0.05 / 10_000
@@ -42,8 +43,32 @@ def add_into(total: RequestStats, delta: RequestStats) -> None:
         total.count[kind] += delta.count[kind]
         total.errors[kind] += delta.errors[kind]
         total.seconds[kind] += delta.seconds[kind]
+    for failure in FAILURE_CLASSES:
+        total.failures[failure] += delta.failures[failure]
     total.retries += delta.retries
     total.conflicts += delta.conflicts
+    total.latencies.extend(delta.latencies)
+    total.sampled += delta.sampled
+
+
+def latency_percentiles(
+    samples: Iterable[tuple[str, float]],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """p50 and p95 in ms by request kind, over ``(kind, seconds)`` samples (nearest rank)."""
+    by_kind: dict[str, list[float]] = {}
+    for kind, seconds in samples:
+        by_kind.setdefault(kind, []).append(seconds)
+    p50: dict[str, float] = {}
+    p95: dict[str, float] = {}
+    for kind, values in sorted(by_kind.items()):
+        values.sort()
+        p50[kind] = round(_rank(values, 0.50) * 1000, 2)
+        p95[kind] = round(_rank(values, 0.95) * 1000, 2)
+    return p50, p95
+
+
+def _rank(sorted_values: list[float], q: float) -> float:
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
 
 
 class RequestMeter:
@@ -77,6 +102,7 @@ class RequestMeter:
 
     def totals(self) -> RequestStats:
         totals = self._totals.copy()
+        totals.latencies.extend(self._totals.latencies)  # a copy leaves them behind
         if self._start is not None:
             add_into(totals, self._stats().since(self._start))
         return totals
@@ -98,7 +124,11 @@ class RequestMeter:
         """Forget the samples: after a pause the old rate says nothing about the next one."""
         self._samples.clear()
 
-    def figures(self, *, paused: bool) -> RequestFigures:
+    def figures(
+        self, *, paused: bool, cache_hits: int = 0, cache_misses: int = 0
+    ) -> RequestFigures:
+        """The totals, rates and price; latency percentiles over the monitor's latest
+        ``LATENCY_SAMPLES`` requests; ``cache_*``: the body cache's counters, passed through."""
         t = self.totals()
         seconds = sum(t.seconds.values())
         now = self._clock()
@@ -116,6 +146,7 @@ class RequestMeter:
             per_a = (last.class_a - first.class_a) / minutes
             per_b = (last.class_b - first.class_b) / minutes
             cost = round(60 * (per_a * CLASS_A_USD + per_b * CLASS_B_USD), 6)
+        p50, p95 = latency_percentiles(t.latencies)
         return RequestFigures(
             total=t.total,
             by_kind={k: t.count[k] for k in REQUEST_KINDS},
@@ -128,4 +159,9 @@ class RequestMeter:
             cost_per_hour_usd=cost,
             window_s=round(span, 1),
             paused=paused,
+            latency_p50_ms=p50,
+            latency_p95_ms=p95,
+            errors_by_status=dict(t.failures),
+            cache_hits=cache_hits,
+            cache_misses=cache_misses,
         )

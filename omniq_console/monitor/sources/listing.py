@@ -22,6 +22,7 @@ from ...backend.storeapi import ObjectStoreAPI
 from ..io import gather
 from ..model import BucketModel
 from ..records import Decoder, folder_of
+from ..usage import StorageTally
 
 LISTED_KINDS = ("tasks", "queues", "results", "schedules", "workers", "paused")
 """The prefixes a listing covers (events are tailed: ``sources/events.py``)."""
@@ -97,11 +98,15 @@ async def apply_listing(
 
 
 class FullListing:
-    """Lists every prefix (big ones as concurrent key ranges) into the model."""
+    """Lists every prefix (big ones as concurrent key ranges) into the model, and their sizes
+    into ``usage`` when given."""
 
-    def __init__(self, layout: Layout, decoders: dict[str, Decoder]) -> None:
+    def __init__(
+        self, layout: Layout, decoders: dict[str, Decoder], usage: StorageTally | None = None
+    ) -> None:
         self._layout = layout
         self._decoders = decoders
+        self._usage = usage
         self._splits: dict[str, tuple[str, ...]] = {kind: () for kind in LISTED_KINDS}
 
     async def run(self, store: ObjectStoreAPI, model: BucketModel) -> Applied:
@@ -123,6 +128,8 @@ class FullListing:
         total = Applied()
         for kind, infos in zip(LISTED_KINDS, listings, strict=True):
             applied = await apply_listing(model, kind, infos, self._decoders[kind], before=before)
+            if self._usage is not None:
+                self._usage.page(folder_of(self._layout, kind), infos)
             total.changed += applied.changed
             total.removed += applied.removed
             total.need_body.extend(applied.need_body)
@@ -151,9 +158,16 @@ class Reconciler:
     at one step per ``interval`` seconds, at least 1 and at most ``MAX_RECONCILE_PAGES``.
     """
 
-    def __init__(self, layout: Layout, decoders: dict[str, Decoder], reconcile_s: float) -> None:
+    def __init__(
+        self,
+        layout: Layout,
+        decoders: dict[str, Decoder],
+        reconcile_s: float,
+        usage: StorageTally | None = None,
+    ) -> None:
         self._layout = layout
         self._decoders = decoders
+        self._usage = usage
         self.reconcile_s = reconcile_s
         self._kind = 0
         self._cursor: str | None = None
@@ -184,6 +198,8 @@ class Reconciler:
             model, kind, infos, self._decoders[kind], before=before, lo=lo, hi=hi,
             sorted_keys=self._sorted,
         )  # fmt: skip
+        if self._usage is not None:
+            self._usage.page(prefix, infos, first=lo is None, last=at_end)
         completed = False
         if at_end:
             self._kind = (self._kind + 1) % len(LISTED_KINDS)

@@ -1,0 +1,44 @@
+"""Storage usage per prefix of the layout, from the listings the monitor makes anyway.
+
+A prefix's figure is replaced when a listing has walked all of it: the full listing of every
+poll in listing mode; in change-feed mode the start listing, then each completed walk of the
+rolling reconcile (so it is at most one reconcile pass old). No request is made for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..backend.storeapi import ObjectInfo
+from .snapshot import PrefixUsage
+
+
+class StorageTally:
+    """The latest complete count of objects and bytes under each listed prefix."""
+
+    def __init__(self, root: str = "") -> None:
+        # Figures are named relative to the layout's prefix: ``tasks/``, ``queues/``...
+        self._root = root
+        self._usage: dict[str, PrefixUsage] = {}
+        self._walks: dict[str, tuple[int, int]] = {}
+
+    def page(
+        self, prefix: str, infos: Iterable[ObjectInfo], *, first: bool = True, last: bool = True
+    ) -> None:
+        """Part of a walk over ``prefix`` in key order: ``first`` starts it again, ``last``
+        ends it and makes its totals the figure (a listing of all of it is both)."""
+        prefix = prefix.removeprefix(self._root)
+        objects, size = (0, 0) if first else self._walks.get(prefix, (0, 0))
+        for info in infos:
+            if not info.key.endswith("/"):  # a console's "folder" marker: not stored data
+                objects += 1
+                size += info.size
+        if last:
+            self._walks.pop(prefix, None)
+            self._usage[prefix] = PrefixUsage(prefix=prefix, objects=objects, bytes=size)
+        else:
+            self._walks[prefix] = (objects, size)
+
+    def rows(self) -> tuple[PrefixUsage, ...]:
+        """Every prefix walked so far, in key order."""
+        return tuple(self._usage[p] for p in sorted(self._usage))
