@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import gc
 import json
+import os
 import shlex
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,9 +27,15 @@ if TYPE_CHECKING:
     from .settings import BackendSettings
 
 EXIT_USAGE = 2
-PROBE_DEADLINE = 3.0
-"""Seconds the CLI tries to reach the bucket before it says why it cannot (not the 2 minutes a
-running backend rides out)."""
+PROBE_DEADLINE = 1.0
+"""Seconds the CLI retries its first request to the bucket before it says why it cannot (not
+the 2 minutes a running backend rides out): with the imports, an error shows within 3 s."""
+PROBE_REQUEST_TIMEOUT = 2.0
+"""The first request's own time limit: a one-object listing, where a running backend waits
+30 s for a big page."""
+CREDENTIALS_DEADLINE = 2.0
+"""Seconds the search for application default credentials may take (on GCE it asks the
+metadata server): left to itself, gcsfs retries that server for about 15 s."""
 DEMO_REFRESH = 1.0
 """The demo polls every second: its emulator answers in milliseconds, and there is much to see."""
 
@@ -37,6 +46,7 @@ An operator console for OmniQ task queues stored in Google Cloud Storage.
   omniq-console snapshot --bucket B       print one snapshot as JSON and exit
   omniq-console demo                      run a local emulator + simulated fleet, open the console
   omniq-console serve --bucket B          serve the console to a browser
+  omniq-console metrics --bucket B        serve Prometheus metrics of the bucket
 
 Settings come from flags, then environment variables (OMNIQ_BUCKET, OMNIQ_PREFIX, OMNIQ_PROJECT,
 OMNIQ_SUBSCRIPTION, GOOGLE_APPLICATION_CREDENTIALS, STORAGE_EMULATOR_HOST, OMNIQ_CONFIG), then the
@@ -168,6 +178,30 @@ def _serve_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _metrics_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="omniq-console metrics",
+        description="Serve the bucket's figures (queues, workers, schedules, the monitoring's "
+        "own requests, storage) for Prometheus at http://HOST:PORT/metrics. One monitor polls "
+        "the bucket read-only at --refresh; scrapes read its latest snapshot and send nothing "
+        "to the bucket.",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    parser.add_argument("--port", type=int, default=9464, help="port to listen on (default 9464)")
+    _connection_options(parser)
+    parser.add_argument(
+        "--refresh",
+        type=float,
+        metavar="SECONDS",
+        help=f"seconds between polls (default {DEFAULT_REFRESH:g})",
+    )
+    _feed_option(parser)
+    parser.set_defaults(read_only=True)
+    return parser
+
+
 def _version() -> str:
     from . import __version__
 
@@ -194,9 +228,53 @@ async def probe(settings: BackendSettings) -> None:
     from .backend.gcs import GCSBackend
     from .backend.objectstore import RetryPolicy
 
-    retry = RetryPolicy(base_delay=0.25, max_delay=1.0, deadline=PROBE_DEADLINE)
+    await _check_default_credentials(settings)
+    retry = RetryPolicy(
+        base_delay=0.1,
+        max_delay=0.5,
+        deadline=PROBE_DEADLINE,
+        request_timeout=PROBE_REQUEST_TIMEOUT,
+    )
     async with GCSBackend.from_settings(settings, retry=retry):
         pass
+
+
+async def _check_default_credentials(settings: BackendSettings) -> None:
+    """Fail at once when no key file is given, no emulator is set and Google's application
+    default credentials cannot be found: gcsfs would try the GCE metadata server for about
+    15 s, then go on anonymously and fail on the first request."""
+    if settings.token is not None or settings.endpoint_url is not None:
+        return
+    found: concurrent.futures.Future[bool] = concurrent.futures.Future()
+
+    def search() -> None:
+        try:
+            import google.auth
+            from google.auth.exceptions import DefaultCredentialsError
+
+            try:
+                google.auth.default()
+            except DefaultCredentialsError:
+                found.set_result(False)
+                return
+        except Exception:  # anything else is gcsfs's to report, with its own words
+            pass
+        found.set_result(True)
+
+    # A daemon thread: a search stuck on the network must not keep the process alive.
+    threading.Thread(target=search, name="omniq-credentials", daemon=True).start()
+    try:
+        ok = await asyncio.wait_for(asyncio.wrap_future(found), CREDENTIALS_DEADLINE)
+    except TimeoutError:
+        ok = False
+    if not ok:
+        from .backend.errors import AuthenticationError
+
+        raise AuthenticationError(
+            "no GCS credentials: give a key file (--token or GOOGLE_APPLICATION_CREDENTIALS), "
+            "run 'gcloud auth application-default login', or point STORAGE_EMULATOR_HOST at "
+            "an emulator"
+        )
 
 
 async def run_console(settings: BackendSettings) -> None:
@@ -265,7 +343,34 @@ def _cmd_snapshot(argv: Sequence[str]) -> int:
     data = asyncio.run(_snapshot(_settings(args), args.include_tasks))
     json.dump(data, sys.stdout, indent=None if args.compact else 2)
     sys.stdout.write("\n")
+    sys.stdout.flush()  # here, where a closed pipe is handled, not at interpreter exit
     return 0
+
+
+def _cmd_metrics(argv: Sequence[str]) -> int:
+    args = _metrics_parser().parse_args(argv)
+    asyncio.run(_serve_metrics(_settings(args), args.host, args.port))
+    return 0
+
+
+async def _serve_metrics(settings: BackendSettings, host: str, port: int) -> None:
+    from .metrics import run_metrics
+
+    await probe(settings)
+    server = asyncio.create_task(
+        run_metrics(settings, host=host, port=port, announce=lambda line: print(line, flush=True))
+    )
+    interrupted = asyncio.create_task(_until_interrupted())
+    await asyncio.wait({server, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+    server.cancel()
+    interrupted.cancel()
+    error, _ = await asyncio.gather(server, interrupted, return_exceptions=True)
+    if isinstance(error, OSError):
+        # aiohttp's message repeats the address; the system's words say it once.
+        reason = os.strerror(error.errno).lower() if error.errno else str(error)
+        raise ValueError(f"cannot listen on {host}:{port}: {reason}") from None
+    if isinstance(error, Exception):
+        raise error
 
 
 def _cmd_demo(argv: Sequence[str]) -> int:
@@ -346,7 +451,12 @@ def _cmd_serve(argv: Sequence[str]) -> int:
     return 0
 
 
-_COMMANDS = {"snapshot": _cmd_snapshot, "demo": _cmd_demo, "serve": _cmd_serve}
+_COMMANDS = {
+    "snapshot": _cmd_snapshot,
+    "demo": _cmd_demo,
+    "serve": _cmd_serve,
+    "metrics": _cmd_metrics,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -366,4 +476,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = EXIT_USAGE
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:
+        # The reader went away (`omniq-console snapshot | head`): nothing more to say to it.
+        # Point stdout at /dev/null so the interpreter's last flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
     sys.exit(code)
