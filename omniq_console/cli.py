@@ -172,6 +172,12 @@ def _serve_parser() -> argparse.ArgumentParser:
         help="address browsers use to reach the server (default http://HOST:PORT); "
         "set it with --host 0.0.0.0 or behind a proxy",
     )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="also answer GET /metrics for Prometheus (the server's token as a bearer token; "
+        "this process then polls the bucket too, read-only)",
+    )
     _connection_options(parser)
     _console_options(parser, refresh_default=DEFAULT_REFRESH)
     _feed_option(parser)
@@ -438,11 +444,23 @@ def _cmd_serve(argv: Sequence[str]) -> int:
         # Each browser tab starts its own console; a bad bucket or credentials would show only
         # as a blank page there. Check once, here, and fail with a clear message instead.
         asyncio.run(probe(settings))
+        if args.metrics:
+            serve_options["metrics"] = settings.model_copy(update={"access": "read_only"})
         serve_console(["--bucket", settings.bucket_name, *console_args], **serve_options)
         return 0
+    from .backend.config import BackendSettings
     from .demo.environment import DemoEnvironment
 
     with DemoEnvironment(seed=args.seed) as demo:
+        if args.metrics:
+            serve_options["metrics"] = BackendSettings.given(
+                {
+                    "bucket_name": demo.bucket,
+                    "prefix": demo.prefix,
+                    "endpoint_url": demo.url,
+                    "access": "read_only",
+                }
+            )
         serve_console(
             ["--bucket", demo.bucket, "--prefix", demo.prefix, *console_args],
             env={"STORAGE_EMULATOR_HOST": demo.url},

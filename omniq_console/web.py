@@ -16,6 +16,11 @@ server lets in only the holder of its URL (see ``ServeGuard``):
   origin: a page of another site cannot drive a console even if it learnt the token.
 - each console process audits its actions as the browser's actor (``serve:<token id>@<address>``
   or a given name), never as the server's Unix user.
+- with ``metrics`` settings (``serve --metrics``), ``GET /metrics`` answers Prometheus scrapes
+  that carry the token as a bearer token (``Authorization: Bearer <token>``, what a scrape
+  config's ``authorization: {credentials_file: ...}`` sends); a token in its query is refused,
+  since scrape URLs end up in Prometheus's logs and UI. The figures come from one Monitor in
+  this process (see ``omniq_console.metrics``), not from the browsers' consoles.
 
 The token travels in URLs, not in a cookie, on purpose: browsers send a host's cookies to every
 port of it, so a cookie would reach any other local user's server the browser visits on
@@ -49,6 +54,8 @@ if TYPE_CHECKING:
     from aiohttp.typedefs import Handler
     from IPython.display import IFrame
     from textual_serve.server import Server
+
+    from .settings import BackendSettings
 
 SERVE_INSTALL_HINT = "pip install 'omniq-console[serve]'"
 
@@ -106,6 +113,8 @@ ACTOR_ENV = "OMNIQ_SERVE_ACTOR"
 _TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~-]{16,256}")
 # URL-unreserved characters only: the token goes into a query and a path without encoding.
 _SESSION_PREFIX = "/t/"
+_METRICS_PATH = "/metrics"  # omniq_console.metrics.METRICS_PATH, without importing prometheus
+_BEARER = "bearer "
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
 _ALL_INTERFACES = frozenset({"0.0.0.0", "::", "[::]"})
 _ACTOR_LIMIT = 100
@@ -194,8 +203,11 @@ class ServeGuard:
         query_token: str | None,
         origin: str | None,
         websocket: bool,
+        authorization: str | None = None,
     ) -> str | None:
         """Why a request is refused (the one-line body of its 403), or None to let it in."""
+        if path == _METRICS_PATH:
+            return self._metrics_refusal(method, authorization)
         if path == "/":
             candidate = query_token
         elif path.startswith(_SESSION_PREFIX):
@@ -210,6 +222,16 @@ class ServeGuard:
             return (
                 "403 Forbidden: only a page of this console may connect to it "
                 f"(allowed origins: {', '.join(sorted(self.origins))})"
+            )
+        return None
+
+    def _metrics_refusal(self, method: str, authorization: str | None) -> str | None:
+        scheme = (authorization or "")[: len(_BEARER)].lower()
+        candidate = (authorization or "")[len(_BEARER) :].strip() if scheme == _BEARER else ""
+        if method.upper() not in _SAFE_METHODS or not _same(candidate, self.token):
+            return (
+                "403 Forbidden: scrape /metrics with the server's token as a bearer token "
+                "(Authorization: Bearer <token>)"
             )
         return None
 
@@ -307,6 +329,7 @@ def serve_console(
     public_url: str | None = None,
     token: str | None = None,
     actor: str | None = None,
+    metrics: BackendSettings | None = None,
 ) -> None:
     """Serve the console to web browsers until Ctrl+C or SIGTERM; prints the URL to open.
 
@@ -326,6 +349,9 @@ def serve_console(
     ``public_url`` is the address browsers use to reach the server (default
     ``http://host:port``); set it when serving on ``0.0.0.0`` or behind a proxy, since the
     page connects its websocket to that address and only that origin is let in.
+
+    ``metrics``: the settings of a bucket to poll in this process for ``GET /metrics``
+    (Prometheus, with the token as a bearer token); None serves no metrics.
 
     Raises ImportError (with the install command) when textual-serve is not installed, and
     ValueError for a port outside 1..65535, a bad token, actor or URL, or a malformed argument.
@@ -348,6 +374,7 @@ def serve_console(
         title=title,
         # textual-serve appends absolute paths to it.
         public_url=(public_url or _default_public_url(host, port)).rstrip("/"),
+        metrics=metrics,
     )
     with _environment(env):
         server.serve()
@@ -361,6 +388,7 @@ def _guarded_server(
     port: int,
     title: str,
     public_url: str,
+    metrics: BackendSettings | None = None,
 ) -> Server:
     """A textual-serve ``Server`` that checks every request with ``guard`` and starts each
     console with its connection's actor. ImportError when textual-serve is not installed."""
@@ -392,6 +420,7 @@ def _guarded_server(
             query_token=request.query.get("token"),
             origin=request.headers.get("Origin"),
             websocket=websocket,
+            authorization=request.headers.get("Authorization"),
         )
         if refusal is None:
             return await handler(request)
@@ -451,6 +480,10 @@ def _guarded_server(
             app.on_response_prepare.append(harden)
             app.on_startup.append(self.on_startup)
             app.on_shutdown.append(self.on_shutdown)
+            if metrics is not None:
+                from .metrics import MonitorService
+
+                MonitorService(metrics).add_to(app)
             return app
 
         async def handle_console(self, request: web.Request) -> web.StreamResponse:
@@ -469,6 +502,11 @@ def _guarded_server(
                 "only pages of this origin may connect.",
                 f"Actions are audited as {guard.actor('<browser address>')}.",
             ]
+            if metrics is not None:
+                lines.append(
+                    f"Prometheus metrics: {public_url}{_METRICS_PATH} with the same token as "
+                    "a bearer token (Authorization: Bearer <token>)."
+                )
             if not read_only:
                 lines.append(
                     "On a shared host, serve with --read-only: then no one with the URL can "

@@ -29,6 +29,7 @@ import pytest
 from aiohttp import web as aioweb
 from test_browser import (
     DASHBOARD_WORDS,
+    QUEUE,
     QUEUE_ROW,
     Served,
     ServeFn,
@@ -215,6 +216,49 @@ async def test_the_banner_says_how_to_reach_a_read_only_console(serve: ServeFn) 
         await asyncio.sleep(0.05)
     assert "serve with --read-only" not in log, log
     assert f"Serving the OmniQ console on {served.url}\n" in log
+
+
+async def test_metrics_answer_only_the_servers_token_as_a_bearer_token(
+    serve: ServeFn, bucket: str
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    seed_queue(bucket)
+    token = secrets.token_urlsafe(24)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != ACTOR_ENV} | {TOKEN_ENV: token}
+    argv = [sys.executable, "-m", "omniq_console", "serve", "--bucket", bucket]
+    served = serve([*argv, "--port", str(port), "--refresh", "0.5", "--metrics"], port, env)
+    url = f"{served.origin}/metrics"
+    bearer = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as session:
+        for what, headers, query in (
+            ("no token", {}, ""),
+            ("a wrong token", {"Authorization": f"Bearer {secrets.token_urlsafe(24)}"}, ""),
+            ("the token without its scheme", {"Authorization": token}, ""),
+            ("the token as a password", {"Authorization": f"Basic {token}"}, ""),
+            ("the token in the query", {}, f"?token={token}"),
+        ):
+            status, body = await status_of(session, url + query, headers=headers)
+            assert_refused(status, body, what)
+            assert "Bearer" in body
+        status, body = await status_of(session, url, method="POST", headers=bearer)
+        assert_refused(status, body, "a POST")
+
+        pending: float | None = None
+        deadline = time.monotonic() + 60
+        while pending != 1:
+            assert time.monotonic() < deadline, f"no figures of {QUEUE} at /metrics"
+            await asyncio.sleep(0.2)
+            status, body = await status_of(session, url, headers=bearer)
+            assert status == 200, body
+            families = {f.name: f for f in text_string_to_metric_families(body)}
+            samples = (
+                families["omniq_queue_pending"].samples if "omniq_queue_pending" in families else []
+            )
+            pending = next((s.value for s in samples if s.labels["queue"] == QUEUE), None)
+    assert served.consoles() == [], "a scrape started a console"
+    assert f"Prometheus metrics: {served.origin}/metrics" in log_tail(served.log)
 
 
 @pytest.mark.browser
