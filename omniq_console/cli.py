@@ -19,7 +19,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .backend.config import DEFAULT_REFRESH
+from .backend import DEFAULT_REFRESH
 from .checks import describe_exception
 from .stopping import StopSignal
 
@@ -477,26 +477,34 @@ _COMMANDS = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``omniq-console`` and ``python -m omniq_console``."""
+def _expected(exc: Exception) -> bool:
+    """Whether ``exc`` is a failure the user can fix (one line, exit 2), not a bug."""
+    # Imported here, once something failed: --help and a good run need neither module.
     from .backend.errors import StorageError
     from .demo.emulator import EmulatorUnavailableError
 
+    # ValueError: SettingsError, and the checks of ids and arguments.
+    return isinstance(exc, StorageError | EmulatorUnavailableError | ImportError | ValueError)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``omniq-console`` and ``python -m omniq_console``."""
     args = list(sys.argv[1:] if argv is None else argv)
     command = _COMMANDS.get(args[0], _cmd_console) if args else _cmd_console
     if command is not _cmd_console:
         args = args[1:]
     try:
         code = command(args)
-    except (StorageError, EmulatorUnavailableError, ImportError, ValueError) as exc:
-        # ValueError: SettingsError, and the checks of ids and arguments.
-        print(f"omniq-console: error: {describe_exception(exc, limit=1000)}", file=sys.stderr)
-        code = EXIT_USAGE
-    except KeyboardInterrupt:
-        code = 130
     except BrokenPipeError:
         # The reader went away (`omniq-console snapshot | head`): nothing more to say to it.
         # Point stdout at /dev/null so the interpreter's last flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 1
+    except Exception as exc:
+        if not _expected(exc):
+            raise
+        print(f"omniq-console: error: {describe_exception(exc, limit=1000)}", file=sys.stderr)
+        code = EXIT_USAGE
+    except KeyboardInterrupt:
+        code = 130
     sys.exit(code)

@@ -32,6 +32,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ..checks import check_seconds
+from . import DEFAULT_REFRESH
 from .layout import normalize_prefix
 from .lifecycle import check_lease
 
@@ -39,7 +40,6 @@ Access = Literal["read_only", "read_write", "full_control"]
 Consistency = Literal["md5", "crc32c", "size", "none"]
 
 DEFAULT_PREFIX = "omniq/"
-DEFAULT_REFRESH = 2.0
 
 CONFIG_KEYS = (
     "bucket_name",
