@@ -113,6 +113,27 @@ ACTOR_ENV = "OMNIQ_SERVE_ACTOR"
 _TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~-]{16,256}")
 # URL-unreserved characters only: the token goes into a query and a path without encoding.
 _SESSION_PREFIX = "/t/"
+_FOCUS_ON_LOAD = """<script>
+// Keys reach the console without a click first. textual-serve starts each console blurred
+// (no keys in its footer, keys ignored) and tells it "focus" only when the terminal's input
+// gets focus: give it focus once the console answers, unless the page itself has no focus
+// (an iframe in a notebook must not take the keyboard from the notebook).
+(() => {
+  const announce = () => {
+    const input = document.querySelector("#terminal .xterm-helper-textarea");
+    if (!input || !document.hasFocus()) return;
+    input.blur();  // a focus event is sent even if the input had focus before the console ran
+    input.focus({preventScroll: true});
+  };
+  const watch = new MutationObserver(() => {
+    if (!document.body.classList.contains("-first-byte")) return;
+    watch.disconnect();
+    announce();
+  });
+  watch.observe(document.body, {attributes: true, attributeFilter: ["class"]});
+})();
+</script>
+"""
 _METRICS_PATH = "/metrics"  # omniq_console.metrics.METRICS_PATH, without importing prometheus
 _BEARER = "bearer "
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
@@ -485,6 +506,13 @@ def _guarded_server(
 
                 MonitorService(metrics).add_to(app)
             return app
+
+        async def handle_index(self, request: web.Request) -> web.StreamResponse:
+            """textual-serve's page, with the terminal focused on load (``_FOCUS_ON_LOAD``)."""
+            page = await super().handle_index(request)
+            if isinstance(page, web.Response) and page.text is not None:
+                page.text = page.text.replace("</body>", f"{_FOCUS_ON_LOAD}</body>", 1)
+            return page
 
         async def handle_console(self, request: web.Request) -> web.StreamResponse:
             """textual-serve's websocket handler, with this connection's actor in context."""

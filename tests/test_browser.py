@@ -323,9 +323,11 @@ class DevTools:
         with contextlib.suppress(ConnectionError):
             await self.call("Page.close")
 
-    async def press(self, *keys: str) -> None:
-        """Type printable keys into the page's terminal, as a user would."""
-        await self.call("Runtime.evaluate", expression="window.__omniqTerminal.focus()")
+    async def press(self, *keys: str, click_first: bool = True) -> None:
+        """Type printable keys into the page's terminal, as a user would: after focusing it
+        (a click), or, with ``click_first=False``, into whatever the page focused itself."""
+        if click_first:
+            await self.call("Runtime.evaluate", expression="window.__omniqTerminal.focus()")
         for key in keys:
             await self.call("Input.dispatchKeyEvent", type="keyDown", key=key, text=key)
             await self.call("Input.dispatchKeyEvent", type="keyUp", key=key)
@@ -382,6 +384,9 @@ async def browser_page(devtools_url: str) -> AsyncIterator[DevTools]:
         async with session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
             devtools = DevTools(ws)
             await devtools.call("Page.enable")
+            # A tab a user just opened has focus; a headless page driven here has none unless
+            # emulated (then document.hasFocus() is true, as in a real browser's front tab).
+            await devtools.call("Emulation.setFocusEmulationEnabled", enabled=True)
             await devtools.call("Page.addScriptToEvaluateOnNewDocument", source=CAPTURE_TERMINAL_JS)
             yield devtools
 
@@ -394,6 +399,28 @@ async def wait_until(condition: Callable[[], bool], within: float, failure: str)
             pytest.fail(f"{failure} (waited {within:.0f} s)", pytrace=False)
         await asyncio.sleep(0.1)
     return time.monotonic() - start
+
+
+FOOTER_HELP = re.compile(r"\?\s+Help")
+"""The footer's first key (the main screen's bindings start with help)."""
+HELP_SCREEN = re.compile(r"Everywhere")
+"""The help screen's first section."""
+
+
+async def wait_until_shown(page: DevTools, pattern: re.Pattern[str], failure: str) -> None:
+    """Poll the page's terminal until ``pattern`` shows on it (SCREEN_TIMEOUT at most)."""
+    text = ""
+
+    async def shown() -> bool:
+        nonlocal text
+        text = (await page.screen())["text"]
+        return pattern.search(text) is not None
+
+    deadline = time.monotonic() + SCREEN_TIMEOUT
+    while not await shown():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{failure}; the terminal showed:\n{text}", pytrace=False)
+        await asyncio.sleep(0.2)
 
 
 def seed_queue(bucket: str) -> str:
@@ -452,6 +479,11 @@ async def test_serve_command_shows_the_dashboard_in_chromium_and_leaves_no_proce
             f"first text {first_text:.1f} s, dashboard with data {seconds:.1f} s after "
             f"navigation ({state['cols']}x{state['rows']} cells)"
         )
+
+        # Nothing clicked yet: the footer already offers the keys, and a key works.
+        await wait_until_shown(page, FOOTER_HELP, "the footer shows no keys before a click")
+        await page.press("?", click_first=False)
+        await wait_until_shown(page, HELP_SCREEN, "'?' before any click opened no help")
 
         # Closing the tab closes its websocket; textual-serve then tells that console to quit.
         await page.close_page()
