@@ -284,28 +284,51 @@ async def _check_default_credentials(settings: BackendSettings) -> None:
 
 
 async def run_console(settings: BackendSettings) -> None:
-    """Check the bucket (quickly), then open the backend and run the dashboard until quit."""
+    """Draw the dashboard at once, check the bucket (quickly) and open the backend meanwhile,
+    then poll until quit. A bucket that cannot be used ends the dashboard and raises the
+    store's error (the caller prints its one line)."""
     from .monitor.monitor import Monitor
     from .runtime.operator import Operator
     from .settings import make_backend
     from .tui.app import build_app
 
-    await probe(settings)
-    async with make_backend(settings) as backend:
-        # A big bucket's poll allocates ~150,000 objects; with 100,000 task rows alive, CPython's
-        # default thresholds run full collections several times a poll, ~165 ms of stalled UI
-        # each (measured). The app also freezes what exists once the first snapshot is shown.
-        gc.set_threshold(20_000, 5, 1000)
-        monitor = Monitor(backend, interval=settings.refresh, subscription=settings.subscription)
-        operator = None if backend.read_only else Operator(backend, actor=settings.actor)
-        app = build_app(
-            monitor,
-            operator=operator,
-            bucket=settings.bucket_name,
-            prefix=settings.prefix,
-            read_only=backend.read_only,
-        )
-        await app.run_async()
+    backend = make_backend(settings)  # not opened yet: gcsfs is imported while the UI draws
+    opened = asyncio.Event()
+
+    class OpenedMonitor(Monitor):
+        """The console's Monitor: it polls once the backend is open, so the first frame does
+        not wait for gcsfs, credentials and the first request (about half a second)."""
+
+        async def run(self) -> None:
+            await opened.wait()
+            await super().run()
+
+    # A big bucket's poll allocates ~150,000 objects; with 100,000 task rows alive, CPython's
+    # default thresholds run full collections several times a poll, ~165 ms of stalled UI
+    # each (measured). The app also freezes what exists once the first snapshot is shown.
+    gc.set_threshold(20_000, 5, 1000)
+    monitor = OpenedMonitor(backend, interval=settings.refresh, subscription=settings.subscription)
+    operator = None if backend.read_only else Operator(backend, actor=settings.actor)
+    app = build_app(
+        monitor,
+        operator=operator,
+        bucket=settings.bucket_name,
+        prefix=settings.prefix,
+        read_only=backend.read_only,
+    )
+    shown = asyncio.create_task(app.run_async())
+    try:
+        await probe(settings)
+        await backend.aopen()
+    except BaseException:
+        app.exit(return_code=EXIT_USAGE)
+        await shown
+        raise
+    try:
+        opened.set()
+        await shown
+    finally:
+        await backend.aclose()
 
 
 async def _snapshot(settings: BackendSettings, include_tasks: bool) -> dict[str, Any]:

@@ -246,3 +246,35 @@ def test_demo_exports_name_every_variable_a_client_needs() -> None:
 def test_serve_checks_the_bucket_before_serving(gcs_env: Emulator) -> None:
     result = run_cli("serve", "--bucket", "no-such-bucket", "--port", str(free_port()))
     assert_one_line_error(result, "no-such-bucket", "does not exist")
+
+
+def test_the_console_draws_before_the_bucket_answers_and_exits_with_its_error() -> None:
+    # The first frame does not wait for gcsfs, credentials and the first request; a bucket
+    # that cannot be used then ends the dashboard with the store's one line and exit 2.
+    import pty
+
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the console in a terminal
+        env = {**os.environ, "STORAGE_EMULATOR_HOST": endpoint, "TERM": "xterm-256color"}
+        argv = [sys.executable, "-m", "omniq_console", "--bucket", "any-bucket", "--read-only"]
+        os.execvpe(sys.executable, argv, env)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the child closed the terminal: it exited
+            break
+        if not chunk:
+            break
+        screen += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    text = re.sub(rb"\x1b\[[0-9;?<>=]*[ -/]*[@-~]|\x1b[@-_]", b"", screen).decode(
+        "utf-8", "replace"
+    )
+    assert os.waitstatus_to_exitcode(status) == 2, text[-2000:]
+    assert "Overview" in text, "the dashboard was not drawn while the bucket was checked"
+    # After the dashboard leaves the alternate screen: the one line, and nothing after it.
+    said = text[text.rindex("omniq-console: error: ") :].strip()
+    assert said.count("\n") == 0 and said.endswith("connection refused"), said
