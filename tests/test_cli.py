@@ -278,3 +278,30 @@ def test_the_console_draws_before_the_bucket_answers_and_exits_with_its_error() 
     # After the dashboard leaves the alternate screen: the one line, and nothing after it.
     said = text[text.rindex("omniq-console: error: ") :].strip()
     assert said.count("\n") == 0 and said.endswith("connection refused"), said
+
+
+@pytest.mark.parametrize(
+    ("module", "not_loaded"),
+    [
+        # --help and a bad setting: argparse and the settings' words only.
+        ("omniq_console.cli", ("pydantic", "gcsfs", "aiohttp", "textual", "prometheus_client")),
+        # Listing mode: gcsfs comes when a store opens, the Pub/Sub client with a feed.
+        ("omniq_console.monitor.monitor", ("gcsfs", "gcloud", "prometheus_client", "textual")),
+        # What the views and the metrics read: no poller, no HTTP stack, no rich tables.
+        ("omniq_console.monitor.snapshot", ("aiohttp", "gcsfs", "omniq_console.monitor.notebook")),
+    ],
+)
+def test_importing_loads_only_what_is_used(module: str, not_loaded: tuple[str, ...]) -> None:
+    code = f"import sys, {module}; print(sorted(m for m in {not_loaded!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", f"{module} loads {done.stdout.strip()}"
+
+
+def test_the_monitor_package_still_offers_every_name() -> None:
+    import omniq_console.monitor as monitor
+
+    for name in monitor.__all__:
+        assert getattr(monitor, name) is not None
+    with pytest.raises(AttributeError):
+        _ = monitor.NoSuchName

@@ -2,25 +2,48 @@
 
 Plain Python (no Textual): the console, ``omniq-console snapshot`` and notebooks share it. In a
 notebook, ``await take_snapshot(backend)`` returns a snapshot that displays itself as tables.
+
+The names below are imported when first used: ``from omniq_console.monitor.snapshot import
+Snapshot`` (the console's views, the metrics) then loads neither the poller and its HTTP
+stack nor the rich tables.
 """
 
-from .monitor import Monitor, MonitoredBackend, Subscriber, take_snapshot
-from .notebook import render_snapshot, snapshot_html, snapshot_text
-from .snapshot import (
-    EventRow,
-    PrefixUsage,
-    QueueStats,
-    QueueWindow,
-    RequestFigures,
-    ResultMinute,
-    ScheduleRow,
-    Snapshot,
-    StuckTask,
-    TaskDetail,
-    TaskRow,
-    UnreadableRow,
-    WorkerRow,
-)
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .monitor import Monitor, MonitoredBackend, Subscriber, take_snapshot
+    from .notebook import render_snapshot, snapshot_html, snapshot_text
+    from .snapshot import (
+        EventRow,
+        PrefixUsage,
+        QueueStats,
+        QueueWindow,
+        RequestFigures,
+        ResultMinute,
+        ScheduleRow,
+        Snapshot,
+        StuckTask,
+        TaskDetail,
+        TaskRow,
+        UnreadableRow,
+        WorkerRow,
+    )
+
+_HOMES = {
+    **dict.fromkeys(("Monitor", "MonitoredBackend", "Subscriber", "take_snapshot"), "monitor"),
+    **dict.fromkeys(("render_snapshot", "snapshot_html", "snapshot_text"), "notebook"),
+    **dict.fromkeys(
+        (
+            *("EventRow", "PrefixUsage", "QueueStats", "QueueWindow", "RequestFigures"),
+            *("ResultMinute", "ScheduleRow", "Snapshot", "StuckTask", "TaskDetail"),
+            *("TaskRow", "UnreadableRow", "WorkerRow"),
+        ),
+        "snapshot",
+    ),
+}
 
 __all__ = [
     "EventRow",
@@ -44,3 +67,10 @@ __all__ = [
     "snapshot_text",
     "take_snapshot",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'omniq_console.monitor' has no attribute {name!r}")
+    return getattr(import_module(f".{home}", __name__), name)
