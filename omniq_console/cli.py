@@ -36,6 +36,9 @@ PROBE_REQUEST_TIMEOUT = 2.0
 CREDENTIALS_DEADLINE = 2.0
 """Seconds the search for application default credentials may take (on GCE it asks the
 metadata server): left to itself, gcsfs retries that server for about 15 s."""
+METRICS_PORT = 9464
+"""``omniq-console metrics`` listens here by default: the OpenTelemetry Prometheus exporter's
+port, free of the usual ones."""
 DEMO_REFRESH = 1.0
 """The demo polls every second: its emulator answers in milliseconds, and there is much to see."""
 
@@ -195,7 +198,12 @@ def _metrics_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
     )
-    parser.add_argument("--port", type=int, default=9464, help="port to listen on (default 9464)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=METRICS_PORT,
+        help=f"port to listen on (default {METRICS_PORT})",
+    )
     _connection_options(parser)
     parser.add_argument(
         "--refresh",
@@ -271,15 +279,17 @@ async def _check_default_credentials(settings: BackendSettings) -> None:
     threading.Thread(target=search, name="omniq-credentials", daemon=True).start()
     try:
         ok = await asyncio.wait_for(asyncio.wrap_future(found), CREDENTIALS_DEADLINE)
+        why = "none were found"
     except TimeoutError:
         ok = False
+        why = f"none were found within {CREDENTIALS_DEADLINE:g} s"
     if not ok:
         from .backend.errors import AuthenticationError
 
         raise AuthenticationError(
-            "no GCS credentials: give a key file (--token or GOOGLE_APPLICATION_CREDENTIALS), "
-            "run 'gcloud auth application-default login', or point STORAGE_EMULATOR_HOST at "
-            "an emulator"
+            f"no GCS credentials ({why}): give a key file (--token or "
+            "GOOGLE_APPLICATION_CREDENTIALS), run 'gcloud auth application-default login', or "
+            "point STORAGE_EMULATOR_HOST at an emulator"
         )
 
 

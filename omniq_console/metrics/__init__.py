@@ -6,10 +6,9 @@ Only this package imports ``prometheus_client``.
 """
 
 from .collector import SnapshotCollector
-from .endpoint import DEFAULT_PORT, METRICS_PATH, MonitorService, registry_for, run_metrics
+from .endpoint import METRICS_PATH, MonitorService, registry_for, run_metrics
 
 __all__ = [
-    "DEFAULT_PORT",
     "METRICS_PATH",
     "MonitorService",
     "SnapshotCollector",

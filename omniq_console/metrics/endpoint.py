@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -24,9 +25,9 @@ if TYPE_CHECKING:
     from ..monitor.monitor import Monitor
     from ..settings import BackendSettings
 
+log = logging.getLogger(__name__)
+
 METRICS_PATH = "/metrics"
-DEFAULT_PORT = 9464
-"""The port the OpenTelemetry Prometheus exporter uses by default; free of the usual ones."""
 
 
 def registry_for(collector: SnapshotCollector) -> CollectorRegistry:
@@ -73,14 +74,20 @@ class MonitorService:
         from ..settings import make_backend
 
         settings = self._settings
-        async with make_backend(settings) as backend:
-            self._monitor = Monitor(
-                backend,
-                interval=settings.refresh,
-                subscription=settings.subscription,
-                task_rows=False,  # a scrape needs the aggregates only
-            )
-            await self._monitor.run()
+        try:
+            async with make_backend(settings) as backend:
+                self._monitor = Monitor(
+                    backend,
+                    interval=settings.refresh,
+                    subscription=settings.subscription,
+                    task_rows=False,  # a scrape needs the aggregates only
+                )
+                await self._monitor.run()
+        except Exception:
+            # Polls fail into stale snapshots; this is the backend failing to open at all.
+            # Scrapes then say omniq_monitor_up 0; the log says why.
+            log.exception("the metrics monitor of gs://%s stopped", settings.bucket_name)
+            raise
 
     async def stop(self, app: web.Application | None = None) -> None:
         """Stop polling and close the backend (an aiohttp ``on_cleanup`` hook)."""
