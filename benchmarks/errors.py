@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from omniq_console.cli import CREDENTIALS_DEADLINE, PROBE_DEADLINE
+
 from .common import ROOT, Table, emulator, log, machine_line, verdict
 
 REPEAT = 3
@@ -124,8 +126,10 @@ def run() -> list[Table]:
             )
     table.notes.append(
         "Every error is one line on stderr and exit code 2. The refused endpoint is retried "
-        "for 1 s (the first probe's deadline, cli.PROBE_DEADLINE); the search for "
-        "application default credentials is bounded at 2 s (it asks the GCE metadata server)."
+        f"for {PROBE_DEADLINE:g} s (the first probe's deadline); the search for application "
+        f"default credentials is bounded at {CREDENTIALS_DEADLINE:g} s (it may ask the GCE "
+        "metadata server). A loaded machine stretches every figure: compare with the bare "
+        "interpreter of the same run."
     )
     return [table]
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .settings import BackendSettings
 
 EXIT_USAGE = 2
-PROBE_DEADLINE = 1.0
+PROBE_DEADLINE = 0.5
 """Seconds the CLI retries its first request to the bucket before it says why it cannot (not
 the 2 minutes a running backend rides out): with the imports, an error shows within 3 s."""
 PROBE_REQUEST_TIMEOUT = 2.0
@@ -342,10 +342,11 @@ async def run_console(settings: BackendSettings) -> None:
 
 
 async def _snapshot(settings: BackendSettings, include_tasks: bool) -> dict[str, Any]:
+    await probe(settings)
+    # Imported once the bucket answered: a failing command does not load the monitor.
     from .monitor.monitor import take_snapshot
     from .settings import make_backend
 
-    await probe(settings)
     async with make_backend(settings) as backend:
         snapshot = await take_snapshot(backend, include_tasks=include_tasks)
     data: dict[str, Any] = snapshot.to_json_dict(include_tasks=include_tasks)
