@@ -239,10 +239,10 @@ def _settings(args: argparse.Namespace) -> BackendSettings:
 async def probe(settings: BackendSettings) -> None:
     """Fail within about :data:`PROBE_DEADLINE` seconds, with the store's one-line reason, when
     the bucket cannot be used (missing, refused credentials, endpoint down or unresolvable)."""
-    from .backend.gcs import GCSBackend
-    from .backend.objectstore import RetryPolicy
-
     await _check_default_credentials(settings)
+    from .backend.gcs import GCSBackend
+    from .backend.storeapi import RetryPolicy
+
     retry = RetryPolicy(
         base_delay=0.1,
         max_delay=0.5,
