@@ -80,14 +80,18 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _console_options(parser: argparse.ArgumentParser, *, refresh_default: float) -> None:
-    group = parser.add_argument_group("console")
-    group.add_argument(
+def _refresh_option(parser: argparse._ActionsContainer, *, default: float) -> None:
+    parser.add_argument(
         "--refresh",
         type=float,
         metavar="SECONDS",
-        help=f"seconds between polls (default {refresh_default:g})",
+        help=f"seconds between polls (default {default:g})",
     )
+
+
+def _console_options(parser: argparse.ArgumentParser, *, refresh_default: float) -> None:
+    group = parser.add_argument_group("console")
+    _refresh_option(group, default=refresh_default)
     group.add_argument(
         "--read-only",
         action="store_true",
@@ -205,12 +209,7 @@ def _metrics_parser() -> argparse.ArgumentParser:
         help=f"port to listen on (default {METRICS_PORT})",
     )
     _connection_options(parser)
-    parser.add_argument(
-        "--refresh",
-        type=float,
-        metavar="SECONDS",
-        help=f"seconds between polls (default {DEFAULT_REFRESH:g})",
-    )
+    _refresh_option(parser, default=DEFAULT_REFRESH)
     _feed_option(parser)
     parser.set_defaults(read_only=True)
     return parser
