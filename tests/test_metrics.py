@@ -27,7 +27,7 @@ from prometheus_client.samples import Sample
 
 from omniq_console.backend.errors import ConflictError
 from omniq_console.backend.gcs import GCSBackend
-from omniq_console.backend.storeapi import FAILURE_CLASSES, RequestStats, failure_class
+from omniq_console.backend.storeapi import FAILURE_CLASSES, ObjectInfo, RequestStats, failure_class
 from omniq_console.demo.emulator import free_port
 from omniq_console.metrics import SnapshotCollector, registry_for
 from omniq_console.models import Task
@@ -35,7 +35,6 @@ from omniq_console.monitor.monitor import Monitor
 from omniq_console.monitor.requests import RequestMeter
 from omniq_console.monitor.snapshot import Snapshot
 from omniq_console.monitor.usage import StorageTally
-from omniq_console.backend.storeapi import ObjectInfo
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "examples" / "prometheus-alerts.yml"
@@ -159,7 +158,7 @@ async def test_the_exposition_equals_the_snapshot(backend: GCSBackend) -> None:
     got = exposed(snapshot, now)
     (emails,) = [q for q in snapshot.queues if q.name == "emails"]
     assert value(got, "omniq_monitor_up") == 1
-    assert value(got, "omniq_data_age_seconds") == 7.5
+    assert value(got, "omniq_data_age_seconds") == pytest.approx(7.5)
     assert value(got, "omniq_queue_pending", queue="emails") == emails.pending == 3
     assert value(got, "omniq_queue_depth", queue="emails") == emails.pending + emails.delayed
     assert value(got, "omniq_queue_oldest_pending_age_seconds", queue="emails") == pytest.approx(
