@@ -146,13 +146,16 @@ class GCSNotifier:
             out, self._held = self._held, []
         return out
 
-    def shuffled(self, messages: Sequence[Message]) -> list[Message]:
-        """``messages`` in a random order, plus duplicates of earlier ones (at least once)."""
+    def shuffled(
+        self, messages: Sequence[Message], earlier: Sequence[Message] = ()
+    ) -> list[Message]:
+        """``messages`` in a random order, plus duplicates (at least once) of some of them
+        and of ``earlier`` ones (redeliveries of what was published before)."""
         out = list(messages)
-        earlier = self.published[: max(0, len(self.published) - len(out))] or out
-        out += [
-            self.random.choice(earlier) for _ in range(int(len(messages) * self.duplicates) + 1)
-        ]
+        pool = [*messages, *earlier]
+        if pool:
+            count = int(len(messages) * self.duplicates) + 1
+            out += [self.random.choice(pool) for _ in range(count)]
         self.random.shuffle(out)
         return out
 
@@ -165,7 +168,9 @@ class GCSNotifier:
     def flush(self, parts: int = 3) -> list[int]:
         """Publish what is held, shuffled with duplicates, in ``parts`` publishes; returns the
         size of each (wait for that many messages per part before the next, to split pulls)."""
-        messages = self.shuffled(self.take_held())
+        with self._lock:
+            earlier = self.published[: len(self.published) - len(self._held)]
+        messages = self.shuffled(self.take_held(), earlier)
         size = max(1, -(-len(messages) // parts))
         return [self.publish(messages[i : i + size]) for i in range(0, len(messages), size)]
 
