@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from ..backend.layout import Layout
 from ..backend.objectstore import ObjectData, ObjectInfo
@@ -114,7 +114,7 @@ class Monitor:
         feed_grace_s: float = 30.0,
         pubsub_api_root: str | None = None,
         topic: str | None = None,
-        pubsub_service_file: str | None = None,
+        pubsub_service_file: str | IO[str] | None = None,
     ) -> None:
         check_seconds("interval", interval)
         check_seconds("poll_timeout", poll_timeout)

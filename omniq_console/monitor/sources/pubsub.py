@@ -44,7 +44,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import aiohttp
 from gcloud.aio.pubsub import SubscriberClient
@@ -275,7 +275,7 @@ class PubSubFeed:
         topic: str | None = None,
         on_message: Callable[[], None] | None = None,
         api_root: str | None = None,
-        service_file: str | None = None,
+        service_file: str | IO[str] | None = None,
     ) -> None:
         if (subscription is None) == (topic is None):
             raise ValueError("give a subscription or a topic (one of them)")
