@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import urllib.error
 import urllib.request
+import uuid
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -322,3 +324,36 @@ async def test_a_pull_that_times_out_is_an_error_not_a_quiet_bucket(
             assert snap.changes == "listing" and "TimeoutError" in (snap.feed_error or "")
         finally:
             await monitor.aclose()
+
+
+async def test_a_topic_that_cannot_be_subscribed_falls_back_and_says_why(
+    notified: Notified, notified_backend: GCSBackend
+) -> None:
+    missing = notified.topic.rsplit("/", 1)[0] + "/no-such-topic"
+    monitor = Monitor(notified_backend, topic=missing)
+    try:
+        snap = await monitor.poll()
+        assert snap.changes == "listing"
+        assert snap.feed_error is not None and "cannot create subscription" in snap.feed_error
+        assert "pubsub.subscriptions.create" in snap.feed_error and "404" in snap.feed_error
+    finally:
+        await monitor.aclose()
+
+
+async def test_a_subscription_left_by_a_dead_console_of_the_same_name_is_taken_over(
+    notified: Notified, notified_backend: GCSBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    b = notified_backend
+    name = f"omniq-console-dead-{uuid.uuid4().hex[:6]}"
+    monkeypatch.setattr(pubsub, "subscription_name", lambda: name)
+    monkeypatch.setattr(pubsub, "_OWN_FEEDS", itertools.count(1))  # the first feed here
+    left = notified.pubsub.create_subscription(name, notified.topic.rsplit("/", 1)[1])
+    monitor = Monitor(b, topic=notified.topic)
+    try:
+        assert (await monitor.poll()).changes == "pubsub", monitor.feed_error
+        assert monitor.feed is not None and monitor.feed.subscription == left
+        await tasks_in(b, [TaskStatus.PENDING])
+        snap = await deliver(monitor, notified, notified.notifier.take_held())
+        assert snap.tasks["pending"] == 1
+    finally:
+        await monitor.aclose()

@@ -355,15 +355,25 @@ class PubSubFeed:
                         "expirationPolicy": {"ttl": f"{SUBSCRIPTION_TTL_S}s"},
                     },
                 )
+            except aiohttp.ClientResponseError as exc:
+                if exc.status != 409:
+                    self._cannot_create(exc)
+                    return
+                # Left by an earlier console of this host and pid that died (a container's
+                # pid 1): ours now; its backlog is dropped like any backlog.
+                log.info("reusing subscription %s left by an earlier console", self.subscription)
             except Exception as exc:
-                self.error = (
-                    f"cannot create subscription {self.subscription} to {self.topic}: "
-                    f"{_http_reason(exc)} (it needs pubsub.subscriptions.create on the project "
-                    "and pubsub.topics.attachSubscription on the topic)"
-                )[:300]
+                self._cannot_create(exc)
                 return
             self._created = True
         self._task = asyncio.create_task(self._pull_forever(), name="omniq-pubsub-pull")
+
+    def _cannot_create(self, exc: BaseException) -> None:
+        self.error = (
+            f"cannot create subscription {self.subscription} to {self.topic}: "
+            f"{_http_reason(exc)} (it needs pubsub.subscriptions.create on the project "
+            "and pubsub.topics.attachSubscription on the topic)"
+        )[:300]
 
     async def close(self) -> None:
         task, self._task = self._task, None
