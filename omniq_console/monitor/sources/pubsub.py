@@ -66,6 +66,8 @@ PULL_TIMEOUT_S = 10.0
 would hold while the client gives up on it keeps the messages it is handed meanwhile for a
 whole ack deadline (seen on the emulator: redelivered to the next abandoned pull, again and
 again). So a time-out is an error, reported, never taken for a quiet bucket."""
+DECODE_SLICE = 250
+"""Messages decoded between two yields to the event loop."""
 QUIET_PULL_S = 1.0
 """After an empty pull, the next one waits this long (about 86,400 small requests a day)."""
 FATAL_STATUSES = frozenset({400, 401, 403, 404})
@@ -509,8 +511,10 @@ class PubSubFeed:
             self.last_message_at = time.time()
             self.received += len(messages)
             self.received_bytes += sum(len(m.data) for m in messages)
-            for m in messages:
+            for n, m in enumerate(messages):
                 self._buffer_one(m.attributes, m.data, m.published)
+                if n % DECODE_SLICE == DECODE_SLICE - 1:
+                    await asyncio.sleep(0)  # ~20 us a message: a full pull is ~20 ms of CPU
             # Acknowledged once buffered: the model applies by generation and the reconcile
             # corrects what a crash between here and the next poll would lose, while an
             # unacknowledged message comes back after the ack deadline, again and again.
