@@ -357,3 +357,27 @@ async def test_a_subscription_left_by_a_dead_console_of_the_same_name_is_taken_o
         assert snap.tasks["pending"] == 1
     finally:
         await monitor.aclose()
+
+
+def test_a_pull_answer_is_decoded_and_bad_ones_are_named() -> None:
+    resource = {"name": "omniq/tasks/t.json", "generation": "17", "size": "2",
+                "metadata": {"status": "pending"}}  # fmt: skip
+    body = json.dumps({"receivedMessages": [{
+        "ackId": "a-1",
+        "message": {
+            "data": base64.b64encode(json.dumps(resource).encode()).decode(),
+            "attributes": {"objectId": "omniq/tasks/t.json", "objectGeneration": "17",
+                           "eventType": "OBJECT_FINALIZE", "payloadFormat": "JSON_API_V1"},
+            "messageId": "1", "publishTime": "2026-12-07T19:00:00.123456789Z",
+        },
+    }]}).encode()  # fmt: skip
+    (pulled,) = pubsub.parse_pull(body)
+    assert pulled.ack_id == "a-1" and abs(pulled.published - 1796670000.123457) < 1e-3
+    change = pubsub.parse_message(pulled.attributes, pulled.data, pulled.published)
+    assert change == pubsub.Change("omniq/tasks/t.json", 17, {"status": "pending"}, False,
+                                   pulled.published)  # fmt: skip
+    assert pubsub.parse_pull(b"{}") == []
+    with pytest.raises(pubsub.FeedMessageError, match="not a Pub/Sub pull answer"):
+        pubsub.parse_pull(b'{"receivedMessages": [{"message": {}}]}')
+    with pytest.raises(pubsub.FeedMessageError, match="not an object resource"):
+        pubsub.parse_message(pulled.attributes, b'{"metadata": ["x"]}', 0.0)
