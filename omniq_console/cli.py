@@ -52,9 +52,9 @@ An operator console for OmniQ task queues stored in Google Cloud Storage.
   omniq-console metrics --bucket B        serve Prometheus metrics of the bucket
 
 Settings come from flags, then environment variables (OMNIQ_BUCKET, OMNIQ_PREFIX, OMNIQ_PROJECT,
-OMNIQ_SUBSCRIPTION, GOOGLE_APPLICATION_CREDENTIALS, STORAGE_EMULATOR_HOST, OMNIQ_CONFIG), then the
-config file (JSON or TOML: bucket_name, prefix, project, token, access, ..., subscription,
-refresh, actor).
+OMNIQ_SUBSCRIPTION, OMNIQ_TOPIC, GOOGLE_APPLICATION_CREDENTIALS, STORAGE_EMULATOR_HOST,
+OMNIQ_CONFIG), then the config file (JSON or TOML: bucket_name, prefix, project, token, access,
+..., subscription, topic, refresh, actor).
 """
 
 
@@ -108,6 +108,12 @@ def _feed_option(parser: argparse.ArgumentParser) -> None:
         metavar="projects/P/subscriptions/S",
         help="Pub/Sub subscription to the bucket's change notifications (env "
         "OMNIQ_SUBSCRIPTION): after one listing, follow changes instead of re-listing",
+    )
+    parser.add_argument(
+        "--topic",
+        metavar="projects/P/topics/T",
+        help="Pub/Sub topic of the bucket's notifications (env OMNIQ_TOPIC): as --subscription, "
+        "through a subscription of this console's own, made at start and deleted on exit",
     )
 
 
@@ -222,7 +228,9 @@ def _version() -> str:
 
 
 # Flags that mean the same to every command, and that serve passes on to each console.
-_SHARED_FLAGS = ("prefix", "project", "token", "config", "refresh", "actor", "subscription")
+_SHARED_FLAGS = (
+    "prefix", "project", "token", "config", "refresh", "actor", "subscription", "topic",
+)  # fmt: skip
 
 
 def _settings(args: argparse.Namespace) -> BackendSettings:
@@ -298,7 +306,7 @@ async def run_console(settings: BackendSettings) -> None:
     store's error (the caller prints its one line)."""
     from .monitor.monitor import Monitor
     from .runtime.operator import Operator
-    from .settings import make_backend
+    from .settings import feed_options, make_backend
     from .tui.app import build_app
 
     backend = make_backend(settings)  # not opened yet: gcsfs is imported while the UI draws
@@ -316,7 +324,7 @@ async def run_console(settings: BackendSettings) -> None:
     # default thresholds run full collections several times a poll, ~165 ms of stalled UI
     # each (measured). The app also freezes what exists once the first snapshot is shown.
     gc.set_threshold(20_000, 5, 1000)
-    monitor = OpenedMonitor(backend, interval=settings.refresh, subscription=settings.subscription)
+    monitor = OpenedMonitor(backend, interval=settings.refresh, **feed_options(settings))
     operator = None if backend.read_only else Operator(backend, actor=settings.actor)
     app = build_app(
         monitor,
@@ -357,15 +365,16 @@ def demo_exports(
     endpoint: str,
     bucket: str,
     prefix: str,
-    subscription: str | None = None,
+    topic: str | None = None,
     pubsub_host: str | None = None,
 ) -> list[str]:
-    """The shell lines that point ``omniq-console snapshot`` (or a notebook) at a demo."""
+    """The shell lines that point ``omniq-console snapshot`` (or a notebook) at a demo. The
+    feed is given as its topic: each console makes a subscription of its own."""
     values = {
         "STORAGE_EMULATOR_HOST": endpoint,
         "OMNIQ_BUCKET": bucket,
         "OMNIQ_PREFIX": prefix,
-        "OMNIQ_SUBSCRIPTION": subscription,
+        "OMNIQ_TOPIC": topic,
         "PUBSUB_EMULATOR_HOST": pubsub_host,
     }
     return [f"export {name}={shlex.quote(value)}" for name, value in values.items() if value]
@@ -422,13 +431,15 @@ def _cmd_demo(argv: Sequence[str]) -> int:
             endpoint=demo.url,
             bucket=demo.bucket,
             prefix=demo.prefix,
-            subscription=demo.subscription,
+            topic=demo.topic,
             pubsub_host=demo.pubsub_host,
         )
         print(f"demo: GCS emulator at {demo.url}, bucket {demo.bucket}, prefix {demo.prefix}")
         print(f"demo: {demo.feed_note}")
         print("demo: to point omniq-console snapshot (or a notebook) at it, run:")
-        print("\n".join(f"  {line}" for line in exports), flush=True)
+        print("\n".join(f"  {line}" for line in exports))
+        sourced = demo.write_exports(exports)
+        print(f"demo: or, while it runs, in another shell: . {sourced}", flush=True)
         if args.no_console:
             print("demo: running until Ctrl+C", flush=True)
             asyncio.run(_until_interrupted())
@@ -440,7 +451,7 @@ def _cmd_demo(argv: Sequence[str]) -> int:
             "access": "read_only" if args.read_only else "read_write",
             "refresh": DEMO_REFRESH if args.refresh is None else args.refresh,
             "actor": args.actor,
-            "subscription": demo.subscription,
+            "topic": demo.topic,
         }
         settings = BackendSettings.given({k: v for k, v in options.items() if v is not None})
         asyncio.run(run_console(settings))

@@ -28,7 +28,14 @@ from .backend.config import BackendSettings, SettingsError, default_actor
 if TYPE_CHECKING:
     from .backend.gcs import GCSBackend
 
-__all__ = ["BackendSettings", "SettingsError", "default_actor", "load_settings", "make_backend"]
+__all__ = [
+    "BackendSettings",
+    "SettingsError",
+    "default_actor",
+    "feed_options",
+    "load_settings",
+    "make_backend",
+]
 
 
 def load_settings(*, read_only: bool = False, **overrides: Any) -> BackendSettings:
@@ -54,3 +61,15 @@ def make_backend(settings: BackendSettings | None = None, **overrides: Any) -> G
     elif overrides:
         raise TypeError("give settings or overrides, not both")
     return GCSBackend.from_settings(settings)
+
+
+def feed_options(settings: BackendSettings) -> dict[str, Any]:
+    """The ``Monitor`` keywords of the change feed in ``settings``: its subscription or topic,
+    and the key the feed authenticates with (the storage one: one identity for both)."""
+    from .backend.credentials import pubsub_service_file
+
+    return {
+        "subscription": settings.subscription,
+        "topic": settings.topic,
+        "pubsub_service_file": pubsub_service_file(settings.token),
+    }

@@ -34,8 +34,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Self
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any, Literal, Protocol, Self
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import aiohttp
 import google_crc32c
@@ -487,8 +487,23 @@ def _model_answer(status: int, message: str, reason: str) -> Answer:
 
 # -- the GCS rules model --------------------------------------------------------------------
 
-ROLES = ("owner", "objectAdmin", "objectViewer")
+ROLES = ("owner", "objectAdmin", "objectUser", "objectCreator", "objectViewer")
+SCOPES = ("cloud-platform", "read-only")
 _PRECONDITION_FAILED = "At least one of the pre-conditions you specified did not hold."
+
+
+class MutationListener(Protocol):
+    """Told of every object mutation the model forwarded (``gcs_notifier.GCSNotifier``)."""
+
+    def mutated(
+        self,
+        bucket: str,
+        name: str,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+        *,
+        metadata_only: bool = False,
+    ) -> None: ...
 
 
 @dataclass
@@ -522,9 +537,19 @@ class GCSRulesProxy(FaultProxy):
       2xx answer counts as a mutation (a 412 or a 404 does not). What the proxy knows of a
       name comes from the mutations it forwarded; names written around it are not modelled.
     - **IAM roles** (``role``, changeable at any time): ``"owner"`` may do anything;
-      ``"objectAdmin"`` gets 403 for bucket requests (``GET``/``PATCH``/list/create of
-      ``/storage/v1/b...``: ``storage.buckets.*``); ``"objectViewer"`` also gets 403 for every
-      object write and delete.
+      ``"objectAdmin"`` and ``"objectUser"`` (list, get, create, delete, update) get 403 for
+      bucket requests (``GET``/``PATCH``/list/create of ``/storage/v1/b...``:
+      ``storage.buckets.*``); ``"objectViewer"`` also gets 403 for every object write and
+      delete; ``"objectCreator"`` may only create: 403 for a listing, a read, a delete, a
+      patch, and for an upload over an existing object (an overwrite needs
+      ``storage.objects.delete``).
+    - **Access scopes** (``scope``): ``"read-only"`` is a GCE instance's default
+      (``devstorage.read_only``): reads pass, every write and delete gets 403.
+    - **Delete preconditions**: a ``DELETE`` with ``ifGenerationMatch`` that does not name the
+      object's live generation gets 412 (fake-gcs-server ignores it); of a missing object, 404.
+    - **Notifications**: with ``notifier`` set, each forwarded mutation is reported to it with
+      the object resource before and after (``gcs_notifier.GCSNotifier`` publishes what GCS
+      would to Pub/Sub).
     - **8 KiB of custom metadata** (UTF-8 bytes of keys and values) per object: 400 above.
     - **Upload hashes**: a multipart upload whose ``md5Hash`` or ``crc32c`` does not match the
       body gets 400.
@@ -554,6 +579,8 @@ class GCSRulesProxy(FaultProxy):
         # The bucket the test uses (informational: the rules apply to any bucket).
         self.bucket = bucket
         self.role = role
+        self.scope = "cloud-platform"
+        self.notifier: MutationListener | None = None
         self.hot_seconds = hot_seconds
         self.metadata_limit = metadata_limit
         self.writes = 0
@@ -572,6 +599,16 @@ class GCSRulesProxy(FaultProxy):
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
         self._role = role
+
+    @property
+    def scope(self) -> str:
+        return self._scope
+
+    @scope.setter
+    def scope(self, scope: str) -> None:
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+        self._scope = scope
 
     # -- what happened ------------------------------------------------------------------------
 
@@ -614,6 +651,10 @@ class GCSRulesProxy(FaultProxy):
         object_write = mutation is not None or (
             info.method in WRITE_METHODS and info.kind == "other" and "/o/" in info.path
         )
+        if self.scope == "read-only" and info.method in WRITE_METHODS:
+            return _model_answer(
+                403, "Provided scope(s) are not authorized", "insufficientPermissions"
+            )
         if info.kind == "bucket" and self.role != "owner":
             return _forbidden(_bucket_permission(info))
         if object_write and self.role == "objectViewer":
@@ -621,6 +662,8 @@ class GCSRulesProxy(FaultProxy):
                 "storage.objects.delete" if info.method == "DELETE" else ("storage.objects.create")
             )
             return _forbidden(permission)
+        if self.role == "objectCreator" and info.kind in _CREATOR_REFUSED:
+            return _forbidden(_CREATOR_REFUSED[info.kind])
         if mutation is None:
             return await forward()
         invalid = self._invalid(mutation)
@@ -635,6 +678,23 @@ class GCSRulesProxy(FaultProxy):
         async with lock:
             return await self._mutate(info, where, mutation.precondition, forward)
 
+    def _needs_prior(self, info: ProxyRequest, precondition: int | None) -> bool:
+        return (
+            self.notifier is not None
+            or (info.kind == "delete" and precondition is not None)
+            or (self.role == "objectCreator" and info.kind == "upload")
+        )
+
+    async def _prior(self, where: tuple[str, str]) -> dict[str, Any] | None:
+        """The object's resource as the emulator holds it now (None: absent)."""
+        assert self._session is not None
+        bucket, name = where
+        url = f"{self.upstream}/storage/v1/b/{quote(bucket, safe='')}/o/{quote(name, safe='')}"
+        async with self._session.get(url) as response:
+            if response.status != 200:
+                return None
+            return _json_object(await response.read())
+
     async def _mutate(
         self,
         info: ProxyRequest,
@@ -642,6 +702,12 @@ class GCSRulesProxy(FaultProxy):
         precondition: int | None,
         forward: Callable[[], Awaitable[Answer]],
     ) -> Answer:
+        prior = await self._prior(where) if self._needs_prior(info, precondition) else None
+        stale = prior is not None and str(prior.get("generation")) != str(precondition)
+        if info.kind == "delete" and precondition is not None and stale:
+            return _model_answer(412, _PRECONDITION_FAILED, "conditionNotMet")
+        if self.role == "objectCreator" and prior is not None:
+            return _forbidden("storage.objects.delete")
         state = self._names.get(where)
         if state is not None and time.monotonic() - state.last < self.hot_seconds:
             if precondition is not None and _contradicts(state, precondition):
@@ -664,6 +730,14 @@ class GCSRulesProxy(FaultProxy):
             self._names[where] = _NameState(now, exists=True, generation=_generation(answer))
         with self._lock:
             self.mutations.setdefault(where[1], []).append(now)
+        if self.notifier is not None:
+            after = None if info.kind == "delete" else _json_object(answer.payload)
+            if info.kind == "patch":
+                # Some emulator versions answer a patch without the resource: read it.
+                after = after if after.get("generation") else await self._prior(where)
+            self.notifier.mutated(
+                where[0], where[1], prior, after, metadata_only=info.kind == "patch"
+            )
         return answer
 
     def _invalid(self, mutation: _Mutation) -> str | None:
@@ -685,6 +759,15 @@ class GCSRulesProxy(FaultProxy):
                     f'Provided {label} "{declared}" doesn\'t match calculated {label} "{actual}".'
                 )
         return None
+
+
+_CREATOR_REFUSED = {
+    "list": "storage.objects.list",
+    "get": "storage.objects.get",
+    "delete": "storage.objects.delete",
+    "patch": "storage.objects.update",
+}
+"""What ``roles/storage.objectCreator`` lacks, by request kind (it may only create)."""
 
 
 def _bucket_permission(info: ProxyRequest) -> str:

@@ -234,11 +234,11 @@ def test_demo_exports_name_every_variable_a_client_needs() -> None:
         endpoint="http://127.0.0.1:4443",
         bucket="omniq-demo",
         prefix="omniq/",
-        subscription="projects/demo/subscriptions/console",
+        topic="projects/demo/topics/changes",
         pubsub_host="127.0.0.1:8085",
     )
     assert fed[3:] == [
-        "export OMNIQ_SUBSCRIPTION=projects/demo/subscriptions/console",
+        "export OMNIQ_TOPIC=projects/demo/topics/changes",
         "export PUBSUB_EMULATOR_HOST=127.0.0.1:8085",
     ]
 

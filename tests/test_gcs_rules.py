@@ -233,3 +233,72 @@ def test_max_mutations_per_second_counts_any_one_second_window(emulator: Emulato
     assert proxy.max_mutations_per_second() == 1
     with pytest.raises(ValueError, match="role must be one of"):
         proxy.role = "storageAdmin"
+
+
+async def delete_if(
+    http: aiohttp.ClientSession, proxy: GCSRulesProxy, name: str, generation: int
+) -> int:
+    async with http.delete(
+        f"{proxy.url}/storage/v1/b/{proxy.bucket}/o/{quote(name, safe='')}",
+        params={"ifGenerationMatch": str(generation)},
+    ) as response:
+        return response.status
+
+
+async def test_a_delete_naming_another_generation_gets_412_at_any_time(
+    gcs_rules: GCSRulesProxy, http: aiohttp.ClientSession
+) -> None:
+    gcs_rules.hot_seconds = 0.0  # the precondition itself, not the per-name rate
+    status, first = await upload(http, gcs_rules, "g.json")
+    assert status == 200
+    status, second = await upload(http, gcs_rules, "g.json", b'{"v":2}')
+    assert status == 200
+    # The generation seen before the overwrite: GCS refuses (the emulator would delete).
+    assert await delete_if(http, gcs_rules, "g.json", int(first["generation"])) == 412
+    assert gcs_rules.records[-1].outcome == "model-412"
+    assert await delete_if(http, gcs_rules, "g.json", int(second["generation"])) in (200, 204)
+    # Gone: a conditioned delete of a missing object is the emulator's 404.
+    assert await delete_if(http, gcs_rules, "g.json", int(second["generation"])) == 404
+
+
+async def test_an_object_creator_may_create_but_not_overwrite_list_read_or_delete(
+    gcs_rules: GCSRulesProxy, http: aiohttp.ClientSession
+) -> None:
+    gcs_rules.hot_seconds = 0.0
+    gcs_rules.role = "objectCreator"
+    assert (await upload(http, gcs_rules, "c.json"))[0] == 200
+    status, answer = await upload(http, gcs_rules, "c.json", b'{"v":2}')
+    assert status == 403 and "storage.objects.delete" in answer["error"]["message"]
+    base = f"{gcs_rules.url}/storage/v1/b/{gcs_rules.bucket}/o"
+    assert await status_of(http, "GET", f"{base}?maxResults=1") == 403
+    assert await status_of(http, "GET", f"{base}/c.json?alt=media") == 403
+    assert await delete(http, gcs_rules, "c.json") == 403
+
+
+async def test_an_object_user_may_list_read_overwrite_and_delete_but_not_touch_the_bucket(
+    gcs_rules: GCSRulesProxy, http: aiohttp.ClientSession
+) -> None:
+    gcs_rules.hot_seconds = 0.0
+    gcs_rules.role = "objectUser"
+    assert (await upload(http, gcs_rules, "u.json"))[0] == 200
+    assert (await upload(http, gcs_rules, "u.json", b'{"v":2}'))[0] == 200
+    base = f"{gcs_rules.url}/storage/v1/b/{gcs_rules.bucket}"
+    assert await status_of(http, "GET", f"{base}/o?maxResults=1") == 200
+    assert await status_of(http, "GET", f"{base}/o/u.json?alt=media") == 200
+    assert await delete(http, gcs_rules, "u.json") in (200, 204)
+    assert await status_of(http, "GET", base) == 403
+
+
+async def test_a_read_only_scope_reads_but_cannot_write(
+    gcs_rules: GCSRulesProxy, http: aiohttp.ClientSession
+) -> None:
+    assert (await upload(http, gcs_rules, "s.json"))[0] == 200
+    gcs_rules.scope = "read-only"
+    base = f"{gcs_rules.url}/storage/v1/b/{gcs_rules.bucket}/o"
+    assert await status_of(http, "GET", f"{base}?maxResults=1") == 200
+    assert await status_of(http, "GET", f"{base}/s.json?alt=media") == 200
+    status, answer = await upload(http, gcs_rules, "t.json")
+    assert status == 403 and "scope" in answer["error"]["message"]
+    assert await delete(http, gcs_rules, "s.json") == 403
+    with pytest.raises(ValueError, match="scope must be one of"):
+        gcs_rules.scope = "devstorage.full_control"

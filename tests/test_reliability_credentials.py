@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from faultproxy import FaultProxy
+from google.oauth2.credentials import Credentials as UserCredentials
 from reliability_fixtures import (
     FAST_RETRY,
     FakeTokenServer,
@@ -27,6 +28,7 @@ from reliability_fixtures import (
     service_account_file,
 )
 
+from omniq_console.backend.credentials import pubsub_service_file, resolve
 from omniq_console.backend.errors import (
     AuthenticationError,
     BackendUnavailableError,
@@ -34,6 +36,7 @@ from omniq_console.backend.errors import (
 )
 from omniq_console.backend.objectstore import ObjectStore
 from omniq_console.demo.emulator import free_port
+from omniq_console.monitor.sources.pubsub import PubSubFeed
 
 
 @pytest.fixture(autouse=True)
@@ -289,13 +292,17 @@ def test_snapshot_command_fails_in_one_secret_free_line(
         ("password=hunter2-do-not-print-me-4242\n", "the file is not JSON (line 1 column 1)"),
         (
             {"type": "service_account", "private_key": "SECRET-KEY-4242", "token_uri": "x"},
-            "not a service-account or authorized-user JSON key (missing 'client_email')",
+            "not a usable service_account key (missing 'client_email')",
         ),
         (
             {"type": "authorized_user", "client_id": "id", "client_secret": "SECRET-4242"},
-            "not a service-account or authorized-user JSON key (missing 'refresh_token')",
+            "not a usable authorized_user key (missing 'refresh_token')",
         ),
-        ({"type": "external_account", "audience": "SECRET-4242"}, "'external_account'"),
+        (
+            {"type": "external_account", "audience": "SECRET-4242"},
+            "not a usable external_account key (missing 'subject_token_type', 'token_url')",
+        ),
+        ({"type": "api_key", "key": "SECRET-4242"}, "type 'api_key' is not supported"),
         (
             {
                 "type": "service_account",
@@ -307,7 +314,14 @@ def test_snapshot_command_fails_in_one_secret_free_line(
             "its private_key cannot be loaded",
         ),
     ],
-    ids=["not-json", "no-client-email", "no-refresh-token", "unsupported-type", "bad-pem"],
+    ids=[
+        "not-json",
+        "no-client-email",
+        "no-refresh-token",
+        "external-account-incomplete",
+        "unsupported-type",
+        "bad-pem",
+    ],
 )
 async def test_a_bad_credentials_file_says_what_is_wrong_with_it(
     tmp_path: Path, content: str | dict[str, str], reason: str
@@ -321,3 +335,146 @@ async def test_a_bad_credentials_file_says_what_is_wrong_with_it(
     assert message.startswith(f"cannot load GCS credentials (file {path}): ")
     assert reason in message and "KeyError" not in message and "\n" not in message
     assert "4242" not in message and "SECRET" not in message
+
+
+# -- key types, the feed's credentials, and no silent anonymous access ------------------------
+
+
+def _authorized_user_file(directory: Path, token_uri: str) -> Path:
+    """gcloud's application default credentials file, as 'gcloud auth application-default
+    login' writes it (token_uri pointed at the fake server)."""
+    path = directory / "application_default_credentials.json"
+    path.write_text(
+        json.dumps(
+            {
+                "type": "authorized_user",
+                "client_id": "764086051850-fake.apps.googleusercontent.com",
+                "client_secret": "d-FL95Q19q7MQmFpd7hHD0Ty",
+                "refresh_token": "1//0gFAKE-REFRESH-TOKEN-never-shown",
+                "quota_project_id": "omniq-test",
+                "token_uri": token_uri,
+            }
+        )
+    )
+    return path
+
+
+def _external_account_file(directory: Path, token_url: str) -> Path:
+    """A Workload Identity Federation config as 'gcloud iam workload-identity-pools
+    create-cred-config' writes it, with a file-sourced subject token."""
+    subject = directory / "oidc-token.jwt"
+    subject.write_text("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJmYWtlIn0.c2lnbmF0dXJl")
+    path = directory / "wif.json"
+    path.write_text(
+        json.dumps(
+            {
+                "type": "external_account",
+                "audience": "//iam.googleapis.com/projects/123456/locations/global/"
+                "workloadIdentityPools/ci-pool/providers/ci-provider",
+                "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+                "token_url": token_url,
+                "credential_source": {"file": str(subject)},
+            }
+        )
+    )
+    return path
+
+
+async def test_a_workload_identity_federation_config_is_used(
+    tmp_path: Path, granting_server: FakeTokenServer, fault_proxy: FaultProxy, proxy_bucket: str
+) -> None:
+    path = _external_account_file(tmp_path, granting_server.url)
+    store = ObjectStore(proxy_bucket, token=str(path), endpoint_url=fault_proxy.url)
+    try:
+        await store.open()
+        assert await store.list("omniq/tasks/") == []
+    finally:
+        await store.close()
+    assert granting_server.requests >= 1  # the token exchange went to the config's token_url
+    assert fault_proxy.records and all(r.authorized for r in fault_proxy.records)
+
+
+async def test_gclouds_own_authorized_user_file_is_loaded_as_user_credentials(
+    tmp_path: Path, granting_server: FakeTokenServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _authorized_user_file(tmp_path, granting_server.url)
+    loaded = resolve(str(path), "read_write")
+    assert isinstance(loaded, UserCredentials) and loaded.refresh_token
+    # google-auth refreshes user credentials at Google's endpoint whatever the file says:
+    # here that is a closed port, and the failure is about these credentials, secret-free.
+    store = ObjectStore("b-creds", token=str(path), endpoint_url=_closed_endpoint())
+    err = await _fail(store)
+    assert isinstance(err, AuthenticationError) and f"file {path}" in str(err)
+    assert_secret_free(
+        _everything_said(err, caplog), ["1//0gFAKE-REFRESH-TOKEN", "d-FL95Q19q7MQmFpd7hHD0Ty"]
+    )
+
+
+@pytest.fixture
+def no_default_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No key file, no gcloud login, not on GCE: application default credentials fail."""
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NO_GCE_CHECK", "True")
+    monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{free_port()}")
+    monkeypatch.setenv("GCE_METADATA_IP", f"127.0.0.1:{free_port()}")
+
+
+async def test_without_credentials_nothing_connects_anonymously(
+    no_default_credentials: None,
+) -> None:
+    store = ObjectStore("b-creds", retry=FAST_RETRY)  # no token, no emulator
+    with pytest.raises(AuthenticationError) as err:
+        await store.open()
+    message = str(err.value)
+    assert "no credentials found" in message and "not connecting anonymously" in message
+    assert "GOOGLE_APPLICATION_CREDENTIALS" in message and "\n" not in message
+    assert not store.is_open
+
+
+async def test_default_credentials_of_another_project_are_used_not_dropped(
+    tmp_path: Path,
+    granting_server: FakeTokenServer,
+    fault_proxy: FaultProxy,
+    proxy_bucket: str,
+    no_default_credentials: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    account = service_account_file(tmp_path, granting_server.url)  # project omniq-test
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(account.path))
+    store = ObjectStore(
+        proxy_bucket, project="another-project", token="google_default",
+        endpoint_url=fault_proxy.url,
+    )  # fmt: skip
+    try:
+        await store.open()
+        assert await store.list("omniq/") == []
+    finally:
+        await store.close()
+    assert fault_proxy.records and all(r.authorized for r in fault_proxy.records)
+
+
+def test_the_feed_gets_the_storage_key(tmp_path: Path, granting_server: FakeTokenServer) -> None:
+    account = service_account_file(tmp_path, granting_server.url)
+    assert pubsub_service_file(str(account.path)) == str(account.path)
+    as_dict = pubsub_service_file(json.loads(account.file_text))
+    assert as_dict is not None and not isinstance(as_dict, str)
+    assert json.loads(as_dict.read())["client_email"].startswith("omniq-test@")
+    assert pubsub_service_file(None) is None and pubsub_service_file("anon") is None
+
+
+async def test_the_feed_authenticates_with_the_storage_key(
+    tmp_path: Path, granting_server: FakeTokenServer
+) -> None:
+    account = service_account_file(tmp_path, granting_server.url)
+    feed = PubSubFeed(
+        "projects/p/subscriptions/s", bucket="b", service_file=str(account.path),
+        api_root=_closed_endpoint() + "/v1",
+    )  # fmt: skip
+    await feed.start()
+    try:
+        assert feed._client is not None
+        token = await feed._client.token.get()  # the service account's grant, not GCE's
+        assert token == FakeTokenServer.ACCESS_TOKEN and granting_server.requests == 1
+    finally:
+        await feed.close()

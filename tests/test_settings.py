@@ -167,6 +167,22 @@ def test_console_options_are_checked_too() -> None:
         load_settings(bucket_name="bkt", refresh=0)
     with pytest.raises(SettingsError, match="projects/PROJECT/subscriptions/NAME"):
         load_settings(bucket_name="bkt", subscription="my-sub")
+    with pytest.raises(SettingsError, match="projects/PROJECT/topics/NAME"):
+        load_settings(bucket_name="bkt", topic="projects/p/subscriptions/s")
+
+
+def test_a_topic_comes_from_a_flag_the_environment_or_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "omniq.json"
+    config.write_text(json.dumps({"bucket_name": "bkt", "topic": "projects/f/topics/file"}))
+    assert load_settings(config=str(config)).topic == "projects/f/topics/file"
+    monkeypatch.setenv("OMNIQ_TOPIC", "projects/e/topics/env")
+    assert load_settings(config=str(config)).topic == "projects/e/topics/env"
+    flagged = load_settings(config=str(config), topic="projects/p/topics/flag")
+    assert flagged.topic == "projects/p/topics/flag" and flagged.subscription is None
+    with pytest.raises(SettingsError, match="a subscription or a topic, not both"):
+        load_settings(config=str(config), subscription=SUBSCRIPTION)
 
 
 def test_the_constructor_and_the_dict_factory_read_no_environment(

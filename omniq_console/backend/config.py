@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -55,7 +55,7 @@ CONFIG_KEYS = (
 )
 """The backend's options: the keys ``create_gcs_backend_from_config`` reads."""
 
-CONSOLE_KEYS = ("subscription", "refresh", "actor")
+CONSOLE_KEYS = ("subscription", "topic", "refresh", "actor")
 """The console's options; a config file may hold them beside :data:`CONFIG_KEYS`."""
 
 ENVIRONMENT = {
@@ -63,6 +63,7 @@ ENVIRONMENT = {
     "OMNIQ_PREFIX": "prefix",
     "OMNIQ_PROJECT": "project",
     "OMNIQ_SUBSCRIPTION": "subscription",
+    "OMNIQ_TOPIC": "topic",
     "GOOGLE_APPLICATION_CREDENTIALS": "token",
     "STORAGE_EMULATOR_HOST": "endpoint_url",
 }
@@ -89,6 +90,7 @@ RESERVED_GCS_KWARGS = frozenset(
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$")
 _SUBSCRIPTION_RE = re.compile(r"^projects/[^/\s]+/subscriptions/[^/\s]+$")
+_TOPIC_RE = re.compile(r"^projects/[^/\s]+/topics/[^/\s]+$")
 
 
 class SettingsError(ValueError):
@@ -197,7 +199,9 @@ class BackendSettings(BaseSettings):
     ``lease_seconds`` (a claim's lease; ``None``: the queue's default) and ``gcs_kwargs``
     (extra gcsfs options). Console options
     (:data:`CONSOLE_KEYS`): ``subscription`` (``projects/P/subscriptions/S``: the change feed),
-    ``refresh`` (seconds between polls) and ``actor`` (the audit log's name for actions).
+    ``topic`` (``projects/P/topics/T``: the change feed through a subscription the console
+    makes for itself and deletes on exit; not with ``subscription``), ``refresh`` (seconds
+    between polls) and ``actor`` (the audit log's name for actions).
     ``config`` is the file the values were read from, if any.
     """
 
@@ -214,6 +218,7 @@ class BackendSettings(BaseSettings):
     lease_seconds: float | None = None
     gcs_kwargs: dict[str, Any] = Field(default_factory=dict)
     subscription: str | None = None
+    topic: str | None = None
     refresh: float = DEFAULT_REFRESH
     actor: str = Field(default_factory=default_actor)
     config: Path | None = None
@@ -322,6 +327,22 @@ class BackendSettings(BaseSettings):
                 f"subscription must look like projects/PROJECT/subscriptions/NAME, not {value!r}"
             )
         return value
+
+    @field_validator("topic", mode="before")
+    @classmethod
+    def _topic(cls, value: object) -> object:
+        if value is not None and not (isinstance(value, str) and _TOPIC_RE.match(value)):
+            raise ValueError(f"topic must look like projects/PROJECT/topics/NAME, not {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_feed(self) -> BackendSettings:
+        if self.subscription is not None and self.topic is not None:
+            raise ValueError(
+                "give a subscription or a topic, not both (with a topic each console makes a "
+                "subscription of its own)"
+            )
+        return self
 
     # -- what the settings mean -----------------------------------------------------------------
 

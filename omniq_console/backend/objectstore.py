@@ -25,7 +25,6 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
@@ -33,6 +32,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 
 from ..checks import describe_exception, mask_secrets
+from . import credentials
 from .config import check_access, check_bucket_name, check_consistency
 from .errors import (
     AuthenticationError,
@@ -84,10 +84,6 @@ _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _PAGE_SIZE = 1000
 _PARSE_OFF_LOOP_BYTES = 64 * 1024
 _GCS_URL = "https://storage.googleapis.com"
-_KEY_FIELDS = {
-    "service_account": ("client_email", "private_key", "token_uri"),
-    "authorized_user": ("client_id", "client_secret", "refresh_token"),
-}
 
 
 class _HTTPFailure(Exception):
@@ -264,7 +260,7 @@ class ObjectStore:
             # gcsfs swallows the reason a key is unusable and re-raises something unrelated
             # (a KeyError for 'refresh_token'); say what is wrong with the key instead. The
             # exception's own text is never quoted: it may contain the file's contents.
-            reason = await asyncio.to_thread(_diagnose_credentials, self.token, exc)
+            reason = await asyncio.to_thread(credentials.diagnose, self.token, exc)
             raise AuthenticationError(
                 f"cannot load GCS credentials ({self._token_origin()}): {reason}"
             ) from None
@@ -686,41 +682,12 @@ def _build_filesystem(**kwargs: Any) -> GCSFileSystem:
         raise ImportError(
             "The GCS backend needs gcsfs. Install it with: pip install gcsfs"
         ) from exc
+    # Loaded here, not by gcsfs: it would fall back to anonymous access without a word.
+    kwargs["token"] = credentials.resolve(kwargs["token"], kwargs["access"])
     with warnings.catch_warnings():
         # "project not set - cannot list or create buckets": we never list buckets.
         warnings.filterwarnings("ignore", message="GCS project not set")
         return GCSFileSystem(**kwargs)
-
-
-def _diagnose_credentials(token: Any, exc: BaseException) -> str:
-    """Why ``token`` could not be loaded, naming fields and never quoting their values."""
-    if isinstance(token, str) and os.path.isfile(token):
-        try:
-            token = json.loads(Path(token).read_text(encoding="utf-8"))
-        except UnicodeDecodeError:
-            return "the file is not text (a JSON key file is expected)"
-        except json.JSONDecodeError as bad:
-            return f"the file is not JSON (line {bad.lineno} column {bad.colno})"
-        except OSError as unreadable:
-            return f"the file cannot be read ({unreadable.strerror or type(unreadable).__name__})"
-    if not isinstance(token, dict):
-        return f"{type(exc).__name__} while loading them"
-    kind = token.get("type")
-    if kind is None:
-        kind = "authorized_user" if "refresh_token" in token else "service_account"
-    fields = _KEY_FIELDS.get(str(kind))
-    if fields is None:
-        return (
-            f"a key of type {str(kind)[:40]!r} is not supported "
-            "(a service-account or authorized-user JSON key is)"
-        )
-    missing = [name for name in fields if not token.get(name)]
-    if missing:
-        names = ", ".join(repr(name) for name in missing)
-        return f"not a service-account or authorized-user JSON key (missing {names})"
-    if kind == "service_account":
-        return "its private_key cannot be loaded (not a PEM private key)"
-    return f"{type(exc).__name__} while loading them"
 
 
 def _emulator_host() -> str | None:

@@ -1,9 +1,14 @@
 """The demo's moving parts: an emulator, a bucket, and a simulated fleet in its own process.
 
-When the Cloud SDK's Pub/Sub emulator is installed, the demo also starts it, has the GCS
-emulator publish a notification of every object change to a topic, and makes a subscription
-(``subscription``) so the console watches by changes (docs/architecture.md, "Layers"); without
-it the console lists the bucket on every poll, and ``feed_note`` says so.
+When the Cloud SDK's Pub/Sub emulator is installed, the demo also starts it and has the GCS
+emulator publish a notification of every object change to a topic (``topic``); each console
+watching the demo by changes makes a subscription of its own to it (a shared subscription
+would split the changes between its clients), see docs/architecture.md, "Layers". Without it
+the console lists the bucket on every poll, and ``feed_note`` says so.
+
+``write_exports`` puts the shell lines that point another console, ``snapshot`` or a notebook
+at the demo in a file of a fixed name (``EXPORTS_FILE``), readable while the demo's dashboard
+covers the terminal, and removed when the demo stops.
 
 The fleet runs in a child process so the console is a plain client of the bucket, exactly as
 in production (and so the fleet's work never competes with the console's event loop). Leaving
@@ -38,7 +43,8 @@ from .emulator import (
 DEMO_BUCKET = "omniq-demo"
 DEMO_PREFIX = "omniq/"
 DEMO_TOPIC = "omniq-demo-changes"
-DEMO_SUBSCRIPTION = "omniq-demo-console"
+EXPORTS_FILE = Path(tempfile.gettempdir()) / f"omniq-demo-{os.getuid()}.env"
+"""Where ``write_exports`` puts the demo's export lines (``source`` it in another shell)."""
 
 
 class DemoEnvironment:
@@ -62,8 +68,9 @@ class DemoEnvironment:
         self.prefix = prefix
         self.want_feed = feed
         self.pubsub: PubSubEmulator | None = None
-        self.subscription: str | None = None
-        """``projects/P/subscriptions/S`` getting the demo bucket's changes, when the feed runs."""
+        self.topic: str | None = None
+        """``projects/P/topics/T`` receiving the demo bucket's changes, when the feed runs."""
+        self._exports: Path | None = None
         self.feed_note = "changes: listing (the change feed is off)"
         self._saved_pubsub_host: str | None = None
         self.emulator = Emulator(tied_to_parent=True)
@@ -88,8 +95,7 @@ class DemoEnvironment:
         pubsub = PubSubEmulator(project="omniq-demo")
         try:
             pubsub.start(tied_to_parent=True)
-            pubsub.create_topic(DEMO_TOPIC)
-            self.subscription = pubsub.create_subscription(DEMO_SUBSCRIPTION, DEMO_TOPIC)
+            self.topic = pubsub.create_topic(DEMO_TOPIC)
         except EmulatorUnavailableError as exc:
             pubsub.stop()
             self.feed_note = f"changes: listing (no change feed: {exc})"
@@ -100,7 +106,19 @@ class DemoEnvironment:
         # PUBSUB_EMULATOR_HOST; restored on stop.
         self._saved_pubsub_host = os.environ.get("PUBSUB_EMULATOR_HOST")
         os.environ["PUBSUB_EMULATOR_HOST"] = pubsub.host_port
-        self.feed_note = f"changes: Pub/Sub ({self.subscription} on {pubsub.url})"
+        self.feed_note = (
+            f"changes: Pub/Sub ({self.topic} on {pubsub.url}; each console subscribes itself)"
+        )
+
+    def write_exports(self, lines: list[str]) -> Path:
+        """Write ``lines`` to ``EXPORTS_FILE`` (owner-only); removed by ``stop()``."""
+        EXPORTS_FILE.unlink(missing_ok=True)
+        fd = os.open(EXPORTS_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write("# omniq-console demo: source this file to point a client at it\n")
+            out.writelines(f"{line}\n" for line in lines)
+        self._exports = EXPORTS_FILE
+        return EXPORTS_FILE
 
     def start(self) -> DemoEnvironment:
         if self.want_feed:
@@ -142,6 +160,9 @@ class DemoEnvironment:
             else:
                 os.environ["PUBSUB_EMULATOR_HOST"] = self._saved_pubsub_host
         self._logdir.cleanup()
+        exports, self._exports = self._exports, None
+        if exports is not None:
+            exports.unlink(missing_ok=True)
 
     def __enter__(self) -> DemoEnvironment:
         try:

@@ -71,7 +71,7 @@ class MonitorService:
 
     async def _run(self) -> None:
         from ..monitor.monitor import Monitor
-        from ..settings import make_backend
+        from ..settings import feed_options, make_backend
 
         settings = self._settings
         try:
@@ -79,7 +79,7 @@ class MonitorService:
                 self._monitor = Monitor(
                     backend,
                     interval=settings.refresh,
-                    subscription=settings.subscription,
+                    **feed_options(settings),
                     task_rows=False,  # a scrape needs the aggregates only
                 )
                 await self._monitor.run()

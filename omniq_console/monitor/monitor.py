@@ -7,12 +7,13 @@ Two modes (``Snapshot.changes``), see ``docs/architecture.md`` ("Layers"):
   in the listed prefixes: about ceil(N/1000) list requests (+1 for the event tail), plus one
   GET per new event object shown (at most ``BODIES_PER_POLL``), per changed schedule and per
   changed object without index metadata.
-- ``pubsub`` (``subscription=`` given): one full listing at start, then changes come from GCS
-  notifications pulled from the subscription (``sources/pubsub.py``); each poll applies them by
-  generation and acknowledges them, and lists one key range of the rolling reconcile (about
-  ``ceil(N/1000 / (reconcile_s/interval))`` list requests, at least 1). A feed that fails, or
-  that stays silent while the reconcile finds changes older than ``feed_grace_s``, falls back
-  to listing mode, and the snapshot says why (``feed_error``).
+- ``pubsub`` (``subscription=`` or ``topic=`` given): one full listing at start, then changes
+  come from GCS notifications pulled from the subscription (``sources/pubsub.py``; with
+  ``topic=`` the monitor's own subscription); each poll applies them by generation, and lists
+  one key range of the rolling reconcile (about ``ceil(N/1000 / (reconcile_s/interval))`` list
+  requests, at least 1). A feed that fails, that stays silent while the reconcile finds changes
+  older than ``feed_grace_s``, or that keeps missing changes (a subscription shared with
+  another client), falls back to listing mode, and the snapshot says why (``feed_error``).
 
 The model keeps running aggregates (``model.py``); building a snapshot only evaluates what
 depends on the clock over the tasks that are not final (``builder.py``). Listing work yields to
@@ -31,7 +32,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from ..backend.layout import Layout
 from ..backend.objectstore import ObjectData, ObjectInfo
@@ -47,7 +48,7 @@ from .requests import RequestMeter
 from .snapshot import RequestFigures, Snapshot, TaskDetail, UnreadableRow
 from .sources.events import EventTail
 from .sources.listing import FullListing, Reconciler
-from .sources.pubsub import Change, PubSubFeed
+from .sources.pubsub import Change, MissedChanges, PubSubFeed, look_up
 from .usage import StorageTally
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ CHANGE_SLICE = 200
 """Feed changes applied between two yields to the event loop (~100 us each: ~20 ms)."""
 FEED_GAP_S = 0.2
 """Least time between two polls woken by feed messages (they batch up meanwhile)."""
+PAYLOADLESS_READS = 64
+"""Changes without a payload (``payloadFormat`` ``NONE``) looked up one by one per poll at
+most; more, and the poll lists everything instead."""
 
 Subscriber = Callable[[Snapshot], Awaitable[Any] | Any]
 
@@ -87,7 +91,9 @@ class Monitor:
     ``interval``: seconds between timed polls in ``run()``. ``poll_timeout``: a poll's own time
     limit. ``recent_events``: how many events a snapshot keeps. ``clock``: the current UTC time
     (tests pass a fixed one). ``task_rows``: build ``Snapshot.task_rows``. ``subscription``:
-    ``projects/P/subscriptions/S`` receiving this bucket's notifications (change-feed mode).
+    ``projects/P/subscriptions/S`` receiving this bucket's notifications (change-feed mode);
+    ``topic``: ``projects/P/topics/T`` instead, for a subscription of the monitor's own.
+    ``pubsub_service_file``: Pub/Sub's credentials file (the storage's: ``credentials.py``).
     ``reconcile_s``: how long a whole reconcile pass takes in feed mode. ``feed_grace_s``: a
     change the feed has not delivered this long after it happened is drift.
     """
@@ -108,6 +114,8 @@ class Monitor:
         reconcile_s: float = 300.0,
         feed_grace_s: float = 30.0,
         pubsub_api_root: str | None = None,
+        topic: str | None = None,
+        pubsub_service_file: str | IO[str] | None = None,
     ) -> None:
         check_seconds("interval", interval)
         check_seconds("poll_timeout", poll_timeout)
@@ -124,7 +132,12 @@ class Monitor:
         self._max_backoff = float(max_backoff)
         self._overdue_grace = float(overdue_grace)
         self._worker_timeout = float(worker_timeout)
+        if subscription is not None and topic is not None:
+            raise ValueError("give a subscription or a topic, not both")
         self.subscription = subscription
+        self.topic = topic
+        self._pubsub_service_file = pubsub_service_file
+        self._missed = MissedChanges()
         self.feed_grace_s = float(feed_grace_s)
         self._pubsub_api_root = pubsub_api_root
 
@@ -181,11 +194,15 @@ class Monitor:
     def pause(self) -> None:
         """Stop timed polls (``request_poll()`` still polls once)."""
         self._paused = True
+        if self._feed is not None:
+            self._feed.pause()
         self._signal()
 
     def resume(self) -> None:
         """Restart timed polls; the rate window starts again (a pause is not traffic)."""
         self._paused = False
+        if self._feed is not None:
+            self._feed.resume()
         self.meter.reset_window()
         self._signal()
 
@@ -198,6 +215,10 @@ class Monitor:
     def feed(self) -> PubSubFeed | None:
         """The change feed while it runs (None in listing mode)."""
         return self._feed
+
+    @property
+    def _feed_wanted(self) -> bool:
+        return self.subscription is not None or self.topic is not None
 
     @property
     def changes(self) -> str:
@@ -394,16 +415,22 @@ class Monitor:
                 log.exception("a snapshot subscriber failed")
 
     async def _ensure_feed(self) -> None:
-        if self.subscription is None or self._feed is not None or self.feed_error is not None:
+        if self._feed is not None or self.feed_error is not None:
+            return
+        if self.subscription is None and self.topic is None:
             return
         feed = PubSubFeed(
             self.subscription,
+            topic=self.topic,
             bucket=self._backend.bucket_name,
             on_message=self._on_feed_message,
             api_root=self._pubsub_api_root,
+            service_file=self._pubsub_service_file,
         )
-        await feed.start()
         self._feed = feed
+        await feed.start()
+        if self._paused:
+            feed.pause()
 
     async def _fall_back(self, reason: str) -> None:
         log.warning("change feed not live, falling back to listing: %s", reason)
@@ -422,39 +449,50 @@ class Monitor:
         if feed is not None and feed.error is not None:
             await self._fall_back(feed.error)
             feed = None
-        if feed is None or not self._listed:
+        if feed is not None and not self._listed:
+            feed.listing_began(time.time())
+        relist = False
+        new_events: list[tuple[str, Mapping[str, str]]] = []
+        if feed is not None and self._listed:
+            relist, new_events = await self._apply_feed(store, feed)
+        if feed is None or not self._listed or relist:
             applied, event_infos = await asyncio.gather(
                 self._listing.run(store, self.model), self._tail.list_new(store, now)
             )
             await self._read_bodies(store, applied.need_body)
             self._listed = True
-            new_events = [(i.key, i.metadata) for i in event_infos]
+            new_events += [(i.key, i.metadata) for i in event_infos]
             if feed is not None:
-                await self._apply_feed(store, feed)
-        else:
-            new_events = await self._apply_feed(store, feed)
-            if reconcile and time.monotonic() - self._last_reconcile >= self._interval * 0.9:
-                await self._reconcile(store, feed)
+                # Changes that arrived during the listing; an overflow meanwhile lists again.
+                again, more = await self._apply_feed(store, feed)
+                self._listed = not again
+                new_events += more
+        elif reconcile and time.monotonic() - self._last_reconcile >= self._interval * 0.9:
+            await self._reconcile(store, feed)
         await self._tail.read_new(store, self.model, new_events, now)
         self.model.forget_outcomes(now.timestamp())
         return await self._build(now)
 
     async def _apply_feed(
         self, store: ObjectStoreAPI, feed: PubSubFeed
-    ) -> list[tuple[str, Mapping[str, str]]]:
-        """Apply buffered notifications, then acknowledge them; returns new event keys."""
-        changes = feed.take()
+    ) -> tuple[bool, list[tuple[str, Mapping[str, str]]]]:
+        """Apply buffered notifications; returns whether a full listing must replace them
+        (the buffer overflowed, or too many came without a payload) and new event keys."""
+        batch = feed.take()
         need: list[ObjectInfo] = []
+        unknown: dict[str, str] = {}
         event_keys: list[tuple[str, Mapping[str, str]]] = []
         layout = self._backend.layout
-        for n, change in enumerate(changes):
-            self._apply_change(layout, change, need, event_keys)
+        for n, change in enumerate(batch.changes):
+            self._apply_change(layout, change, need, event_keys, unknown)
             if n % CHANGE_SLICE == CHANGE_SLICE - 1:
                 await asyncio.sleep(0)
         await self._read_bodies(store, need)
         self._tail.mark_seen(k for k, _ in event_keys)
-        await feed.ack([c.ack_id for c in changes])
-        return event_keys
+        if len(unknown) > PAYLOADLESS_READS:
+            return True, event_keys
+        await self._read_bodies(store, await look_up(store, self.model, self._decoders, unknown))
+        return batch.relist, event_keys
 
     def _apply_change(
         self,
@@ -462,16 +500,22 @@ class Monitor:
         change: Change,
         need: list[ObjectInfo],
         event_keys: list[tuple[str, Mapping[str, str]]],
+        unknown: dict[str, str],
     ) -> None:
         kind = kind_of(layout, change.key)
         if kind is None:
             return
         if kind == "events":
-            if change.metadata is not None:
-                event_keys.append((change.key, change.metadata))
+            if not change.deleted:
+                event_keys.append((change.key, change.metadata or {}))
+            return
+        if change.deleted:
+            self.model.withdraw(kind, change.key, change.generation)
             return
         if change.metadata is None:
-            self.model.withdraw(kind, change.key, change.generation)
+            known = self.model.generation(kind, change.key)
+            if known is None or known < change.generation:
+                unknown[change.key] = kind
             return
         value = self._decoders[kind](change.key, change.metadata)
         if value is None:
@@ -491,6 +535,9 @@ class Monitor:
             if i.updated is None or i.updated.timestamp() <= now - self.feed_grace_s
         ]  # fmt: skip
         self.reconciler.count(len(late) + step.applied.removed, step.pass_completed)
+        if self._missed.add(len(late) + step.applied.removed, self.reconciler.passes):
+            await self._fall_back(self._missed.reason(feed.subscription))
+            return
         if late:
             changed_at = min(i.updated.timestamp() if i.updated else 0.0 for i in late)
             heard = feed.last_message_at
@@ -560,7 +607,7 @@ class Monitor:
             storage=self.usage.rows(),
             task_rows=rows,
             changes=self.changes,
-            feed_drift=self.reconciler.last_pass_drift if self.subscription else None,
+            feed_drift=self.reconciler.last_pass_drift if self._feed_wanted else None,
             feed_error=self.feed_error,
             connecting=False,
             attempt=0,
