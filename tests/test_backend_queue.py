@@ -19,7 +19,8 @@ from omniq_console.backend.errors import ConflictError
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.backend.lifecycle import Failure
 from omniq_console.backend.memstore import MemoryObjectStore
-from omniq_console.backend.queue import LEASE_MARGIN_S, REPAIR_GRACE_SECONDS, AsyncGCSQueue
+from omniq_console.backend.queue import AsyncGCSQueue
+from omniq_console.backend.reaper import LEASE_MARGIN_S, REPAIR_GRACE_SECONDS
 from omniq_console.clock import FakeClock
 from omniq_console.models import ResultStatus, Task, TaskStatus, utcnow
 

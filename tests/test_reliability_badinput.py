@@ -37,7 +37,7 @@ from omniq_console.backend.index import (
 )
 from omniq_console.backend.layout import Layout
 from omniq_console.backend.listing import ItemList
-from omniq_console.backend.queue import LEASE_MARGIN_S
+from omniq_console.backend.reaper import LEASE_MARGIN_S
 from omniq_console.clock import FakeClock
 from omniq_console.models import (
     EventBatch,

@@ -231,9 +231,10 @@ class BodyReader:
         self.cache.put(key, info.generation, value)
         return info
 
-    async def delete(self, key: str) -> bool:
+    async def delete(self, key: str, *, if_generation_match: int | None = None) -> bool:
+        """Delete ``key`` (at ``if_generation_match`` when given); False when it was absent."""
         self.cache.discard(key)
-        return await self.store.delete(key)
+        return await self.store.delete(key, if_generation_match=if_generation_match)
 
 
 def layout_name(folder: str, key: str) -> str | None:

@@ -30,28 +30,25 @@ import random
 import secrets
 import socket
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..models import SCHEMA_VERSION, Task, TaskResult, TaskStatus
 from . import lifecycle
 from .bridge import SyncBridge
+from .claims import Candidate, ClaimMemory, pick
 from .errors import (
     ConflictError,
     CorruptObjectError,
     ObjectNotFoundError,
     StorageError,
-    UnreadableObject,
 )
 from .index import (
     PausedIndex,
-    QueueEntryIndex,
     ResultIndex,
     paused_index,
     paused_metadata,
-    queue_entry_index,
     queue_entry_metadata,
     result_index,
     result_metadata,
@@ -60,30 +57,14 @@ from .index import (
 )
 from .layout import Layout, check_id
 from .lifecycle import NAME_WRITE_GAP_S, Transition, check_lease
-from .listing import BodyReader, ItemList, StoreBase, bounded_gather, layout_name
+from .listing import BodyReader, ItemList, StoreBase, layout_name
+from .reaper import REPAIR_GRACE_SECONDS, Maintenance, Reaper
 from .storeapi import ObjectInfo, ObjectStoreAPI
 from .sync import sync_twin
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_SECONDS = 30.0
-REPAIR_GRACE_SECONDS = 30.0
-"""A repair (a missing entry, a stale hint) waits until the same state was seen this long."""
-LEASE_MARGIN_S = 2.0
-"""A lease is dead when its record is unchanged for its lease length plus this margin."""
-BEST_FEW = 64
-"""After a lost claim, the next candidate is drawn at random among this many of the best of the
-same priority. Measured with 16 worker processes: a window of 4 left the losers racing each
-other again; 16 spread them (benchmarks/claims.py); 4 workers of 8 slots each (32 claimers)
-still lost 2.6 races a task at 16, hence 64."""
-LISTING_REUSE_S = 0.5
-"""A claim pass within this long of the last listing of the same queues claims from that
-listing (the entries it won or lost are skipped): a busy worker lists a queue about twice a
-second, not once per task, which is what its CPU went to."""
-CONTENTION_MEMORY_S = 5.0
-"""A claim race lost makes the next passes of this process spread their first pick over the
-best few for this long (benchmarks/gcsrules.py: 4 workers of 8 slots lost 2.4 races a task
-always taking the head first)."""
 POLL_INTERVAL = (0.2, 0.5)
 """Seconds between passes of a waiting ``dequeue`` (random in this range, so workers spread)."""
 
@@ -108,53 +89,6 @@ def _entry_body(task_id: str, queue: str) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-@dataclass(frozen=True, slots=True)
-class _Candidate:
-    rank: tuple[int, datetime, str]
-    info: ObjectInfo
-    queue: str
-    index: QueueEntryIndex
-
-
-@dataclass
-class Maintenance:
-    """What one ``maintain`` pass did (each list holds task ids)."""
-
-    requeued: list[tuple[str, Transition]] = field(default_factory=list)
-    expired: list[tuple[str, Transition]] = field(default_factory=list)
-    repaired: list[str] = field(default_factory=list)
-    stale_entries: int = 0
-    # Objects a step could not use (a record or task that will not parse, a task naming an
-    # impossible queue): reported here and skipped; the rest of the pass goes on.
-    unreadable: list[UnreadableObject] = field(default_factory=list)
-
-
-class _Watch:
-    """Observations on this process's monotonic clock: ``(key, version)`` first seen when.
-
-    ``held(key, version, seconds)`` is True once the same version of ``key`` was seen for at
-    least ``seconds``; a new version restarts the count. Nothing here reads a wall clock.
-    """
-
-    def __init__(self, monotonic: Callable[[], float]) -> None:
-        self._monotonic = monotonic
-        self._seen: dict[str, tuple[object, float]] = {}
-
-    def held(self, key: str, version: object, seconds: float) -> bool:
-        now = self._monotonic()
-        seen = self._seen.get(key)
-        if seen is None or seen[0] != version:
-            self._seen[key] = (version, now)
-            return seconds <= 0
-        return now - seen[1] >= seconds
-
-    def keep_only(self, keys: Iterable[str]) -> None:
-        """Forget everything not in ``keys`` (objects that are gone or moved on)."""
-        alive = set(keys)
-        for key in [k for k in self._seen if k not in alive]:
-            del self._seen[key]
-
-
 class AsyncGCSQueue(StoreBase):
     """Tasks in named queues, claimed atomically by workers that hold a renewable lease."""
 
@@ -175,13 +109,10 @@ class AsyncGCSQueue(StoreBase):
         self.clock = clock
         # Names this process wrote, and when (monotonic): the per-name gap is kept from these.
         self._written: OrderedDict[str, float] = OrderedDict()
-        # Entries whose task is taken (a claim of ours won or lost): skipped until their
-        # generation changes (a retry or a release rewrites the entry) or a lease has passed.
-        self._skip: dict[str, tuple[int, float]] = {}
-        self._watch = _Watch(lambda: self.clock.monotonic())
-        self._listing: tuple[tuple[str, ...], float, list[_Candidate]] | None = None
+        # The clock is looked up at each call: tests and callers may replace ``self.clock``.
+        self.claims = ClaimMemory(layout, lambda: self.clock.monotonic())
+        self.reaper = Reaper(self)
         self._paused: tuple[float, dict[str, PausedIndex]] | None = None
-        self._contended_until = 0.0
 
     # -- the per-name gap ---------------------------------------------------------------------
 
@@ -242,11 +173,11 @@ class AsyncGCSQueue(StoreBase):
         finally:
             self._wrote(key)
 
-    async def _delete(self, key: str) -> bool:
+    async def _delete(self, key: str, generation: int | None = None) -> bool:
         """Delete ``key`` (a mutation too: the per-name gap applies)."""
         await self._gap(key)
         try:
-            return await self.reader.delete(key)
+            return await self.reader.delete(key, if_generation_match=generation)
         finally:
             self._wrote(key)
 
@@ -454,70 +385,42 @@ class AsyncGCSQueue(StoreBase):
             await self.clock.sleep(min(remaining, random.uniform(*POLL_INTERVAL)))
 
     async def claim_pass(
-        self, queues: Sequence[str], worker: str, lease: float, *, paused: Iterable[str] = ()
+        self,
+        queues: Sequence[str],
+        worker: str,
+        lease: float,
+        *,
+        paused: Iterable[str] | None = None,
     ) -> Task | None:
         """One look at ``queues`` (one listing each, and one of ``paused/`` unless the caller
         passes what it listed): claim the best candidate, or None."""
-        skip = set(paused) or set(await self.paused_queues())
+        skip = set(paused) if paused is not None else set(await self.paused_queues())
         active = [q for q in queues if q not in skip]
         if not active:
             return None
-        candidates = self._ready(await self._ranked(tuple(active)), self.clock.now())
+        candidates = self.claims.ready(await self._ranked(tuple(active)), self.clock.now())
         # The head first while this process wins its races (strict order for a lone worker);
         # once it has lost one lately, or after a loss in this pass, a random one of the best
         # few, so that workers do not all race for the head, and again for the next one.
-        spread = self.clock.monotonic() < self._contended_until
+        spread = self.claims.contended()
         while candidates:
-            pick = random.randrange(_same_priority_window(candidates)) if spread else 0
-            spread = True
-            task = await self._claim(candidates.pop(pick), worker, lease)
+            task = await self._claim(candidates.pop(pick(candidates, spread)), worker, lease)
             if task is not None:
                 return task
+            spread = True
         return None
 
-    async def _ranked(self, queues: tuple[str, ...]) -> list[_Candidate]:
-        """The entries of ``queues``, decoded and ranked: from a fresh listing, or from the last
-        one if it is recent and still has entries this process has not tried."""
-        if self._listing is not None:
-            listed_for, at, ranked = self._listing
-            fresh = self.clock.monotonic() - at < LISTING_REUSE_S and listed_for == queues
-            if fresh and any(c.index.task_id not in self._skip for c in ranked):
-                return ranked
+    async def _ranked(self, queues: tuple[str, ...]) -> list[Candidate]:
+        """The entries of ``queues``, ranked: from a fresh listing, or from the last one if it
+        is recent and still has entries this process has not tried."""
+        recent = self.claims.recent(queues)
+        if recent is not None:
+            return recent
         listings = await asyncio.gather(*(self._list_entries(self.layout.queue(q)) for q in queues))
-        ranked = sorted(
-            (c for listing in listings for c in self._decode(listing)), key=lambda c: c.rank
-        )
-        self._listing = (queues, self.clock.monotonic(), ranked)
-        return ranked
+        self.claims.rank(queues, listings)
+        return self.claims.ranked()
 
-    def _decode(self, infos: Iterable[ObjectInfo]) -> Iterable[_Candidate]:
-        for info in infos:
-            queue = self.layout.queue_of_entry(info.key)
-            idx = queue_entry_index(info, self.layout)
-            if queue is None or idx is None:
-                continue  # not ours to rank: the reaper reports or repairs it
-            rank = (-idx.priority, idx.created_at or info.updated or _EPOCH, info.key)
-            yield _Candidate(rank, info, queue, idx)
-
-    def _ready(self, ranked: Sequence[_Candidate], now: datetime) -> list[_Candidate]:
-        """The candidates that may be claimed now, best first."""
-        mono = self.clock.monotonic()
-        out: list[_Candidate] = []
-        for cand in ranked:
-            idx = cand.index
-            skip = self._skip.get(idx.task_id)
-            if skip is not None:
-                if skip[0] == cand.info.generation and mono < skip[1]:
-                    continue  # its task is taken and nothing has changed since
-                del self._skip[idx.task_id]
-            if idx.run_at is not None and idx.run_at > now:
-                continue
-            if idx.expires_at is not None and idx.expires_at <= now:
-                continue  # left for the reaper to expire
-            out.append(cand)
-        return out
-
-    async def _claim(self, cand: _Candidate, worker: str, lease: float) -> Task | None:
+    async def _claim(self, cand: Candidate, worker: str, lease: float) -> Task | None:
         task_id = cand.index.task_id
         expected = cand.index.record_generation or 0
         record: TaskResult | None = None
@@ -532,7 +435,7 @@ class AsyncGCSQueue(StoreBase):
                     log.warning("skipping a task whose state record is unreadable: %s", exc)
                     record = None
                 if record is None or record.generation != expected:
-                    self._lose(cand, lease)
+                    self.claims.skip(cand, lease)
                     return None
         if cand.index.func is not None:
             # What the record needs of the task is in the entry: only the winner reads it.
@@ -549,23 +452,23 @@ class AsyncGCSQueue(StoreBase):
                 definition, record, worker=worker, lease_s=lease, now=self.clock.now()
             )
         except lifecycle.TransitionError:
-            self._lose(cand, lease)
+            self.claims.skip(cand, lease)
             return None
         try:
             await self._write_record(transition.record, expected)
         except ConflictError:
-            self._lose(cand, lease)
-            self._contended_until = self.clock.monotonic() + CONTENTION_MEMORY_S
+            self.claims.skip(cand, lease)
+            self.claims.lost_race()
             return None
-        self._skip_entry(cand, lease)  # ours now: the next pass does not try it again
+        self.claims.skip(cand, lease)  # ours now: the next pass does not try it again
         task = definition if cand.index.func is None else await self._definition(cand, lease)
         if task is None:
             # Deleted (or unreadable) under our claim: undo it; the task cannot run.
-            await self._delete(self.layout.result(task_id))
+            await self._delete(self.layout.result(task_id), None)
             return None
         return lifecycle.overlay(task, transition.record)
 
-    async def _definition(self, cand: _Candidate, lease: float) -> Task | None:
+    async def _definition(self, cand: Candidate, lease: float) -> Task | None:
         """The task of an entry, or None (and the entry skipped) when it is gone, moved or
         unreadable (the reaper and the monitor report those)."""
         try:
@@ -574,15 +477,9 @@ class AsyncGCSQueue(StoreBase):
             log.warning("skipping the queue entry of an unreadable task: %s", exc)
             task = None
         if task is None or task.queue_name != cand.queue:
-            self._lose(cand, lease)
+            self.claims.skip(cand, lease)
             return None
         return task
-
-    def _lose(self, cand: _Candidate, lease: float) -> None:
-        self._skip_entry(cand, lease)
-
-    def _skip_entry(self, cand: _Candidate, lease: float) -> None:
-        self._skip[cand.index.task_id] = (cand.info.generation, self.clock.monotonic() + lease)
 
     # -- the lease holder's writes ------------------------------------------------------------
 
@@ -783,7 +680,8 @@ class AsyncGCSQueue(StoreBase):
 
     async def maintain(self, *, grace_seconds: float = REPAIR_GRACE_SECONDS) -> Maintenance:
         """One reaper pass (three listings): requeue dead leases, expire what waited too long,
-        remove final tasks' entries, repair what a crash left half-written.
+        remove final and deleted tasks' entries, repair what a crash left half-written (see
+        ``backend/reaper.py``).
 
         Dead leases are judged on this process's monotonic clock: a running record whose
         generation stays the same for its lease length (plus ``LEASE_MARGIN_S``) across passes
@@ -791,128 +689,24 @@ class AsyncGCSQueue(StoreBase):
         process only observes.
         """
         self._check_writable("maintain", self.layout.tasks)
-        tasks, entries, records = await asyncio.gather(
-            self._list(self.layout.tasks), self._list_entries(self.layout.queues), self._records()
-        )
-        now = self.clock.now()
+        return await self.reaper.maintain(grace_seconds=grace_seconds)
+
+    async def requeue_expired(self) -> list[str]:
+        """Return tasks whose lease is dead to their queue; return their ids (one listing of
+        the records; a lease is judged dead across calls, as in ``maintain``)."""
+        self._check_writable("requeue expired", self.layout.results)
         report = Maintenance()
-        entry_by_id: dict[str, ObjectInfo] = {}
-        for info in entries:
-            entry_by_id.setdefault(Layout.name_of(info.key), info)
-        watched: list[str] = []
-        dead: list[tuple[str, ResultIndex]] = []
-        for task_id, rec in records.items():
-            entry = entry_by_id.get(task_id)
-            if rec.state == TaskStatus.RUNNING:
-                watched.append(key := f"lease:{task_id}")
-                lease = lifecycle.lease_or(rec.lease_s, self.lease_seconds) + LEASE_MARGIN_S
-                if self._watch.held(key, rec.generation, lease):
-                    dead.append((task_id, rec))
-            elif rec.state != TaskStatus.PENDING and entry is not None:
-                # The finisher deletes its entry right after the outcome: one still there a
-                # few seconds later was left by a crash.
-                watched.append(key := f"stale:{task_id}")
-                if self._watch.held(key, rec.generation, NAME_WRITE_GAP_S * 2):
-                    await _guarded(report, entry.key, self._delete_stale(entry, report))
-            elif rec.state == TaskStatus.PENDING:
-                hint = queue_entry_index(entry, self.layout) if entry is not None else None
-                if hint is None or hint.record_generation != rec.generation:
-                    watched.append(key := f"hint:{task_id}")
-                    if self._watch.held(key, rec.generation, grace_seconds):
-                        await _guarded(
-                            report,
-                            self.layout.result(task_id),
-                            self._repair_hint(task_id, entry, report),
-                        )
-        await bounded_gather(
-            dead,
-            lambda item: _guarded(
-                report, self.layout.result(item[0]), self._requeue(item[0], item[1], report)
-            ),
-        )
-        for info in tasks:
-            task_id = Layout.name_of(info.key)
-            found = records.get(task_id)
-            if found is None and task_id not in entry_by_id:
-                watched.append(key := f"orphan:{task_id}")
-                if self._watch.held(key, info.generation, grace_seconds):
-                    await _guarded(report, info.key, self._repair_orphan(info, report))
-            idx = task_index(info)
-            waiting = found is None or found.state == TaskStatus.PENDING
-            if waiting and idx is not None and idx.expires_at is not None and idx.expires_at <= now:
-                await _guarded(report, info.key, self._expire(task_id, report))
-        self._watch.keep_only(watched)
-        return report
-
-    async def _requeue(self, task_id: str, listed: ResultIndex, report: Maintenance) -> None:
-        """A dead lease: back to pending (CAS on the generation seen unchanged)."""
-        record = await self.get_record(task_id)
-        if record is None or record.generation != listed.generation or not record.lease_owner:
-            return  # renewed or finished since the listing
-        transition = lifecycle.requeue(record, reaper=self.worker_id, now=self.clock.now())
-        try:
-            await self._write_record(transition.record, listed.generation)
-        except ConflictError:
-            return
-        task = await self.reader.read(self.layout.task(task_id), Task)
-        if task is not None:
-            await self._rewrite_entry(task, transition.record)
-        report.requeued.append((task_id, transition))
-
-    async def _delete_stale(self, entry: ObjectInfo, report: Maintenance) -> None:
-        try:
-            await self._delete(entry.key)
-            report.stale_entries += 1
-        except StorageError as exc:
-            log.warning("stale queue entry %s not deleted: %s", entry.key, exc)
-
-    async def _repair_hint(
-        self, task_id: str, entry: ObjectInfo | None, report: Maintenance
-    ) -> None:
-        """A pending-again record whose entry does not name it (a crash between the two)."""
-        task = await self.reader.read(self.layout.task(task_id), Task)
-        record = await self.get_record(task_id)
-        if task is not None and record is not None and not record.is_final:
-            await self._write_entry(task, record, entry.generation if entry else 0)
-            report.repaired.append(task_id)
-
-    async def _repair_orphan(self, info: ObjectInfo, report: Maintenance) -> None:
-        """A task without entry or record: a crash inside ``enqueue``."""
-        try:
-            task = await self.reader.read(info.key, Task)
-        except CorruptObjectError as exc:
-            log.warning("skipping unreadable task: %s", exc)
-            return
-        if task is not None:
-            log.info("re-creating the missing queue entry of pending task %s", task.id)
-            await self._write_entry(task, None, 0)
-            report.repaired.append(task.id)
-
-    async def _expire(self, task_id: str, report: Maintenance) -> None:
-        try:
-            task = await self.get_task(task_id)
-        except CorruptObjectError as exc:
-            log.warning("skipping unreadable task: %s", exc)
-            return
-        if task is None:
-            return
-        try:
-            transition = lifecycle.expire(task, task.record, now=self.clock.now())
-            await self.apply(task, transition)
-        except (lifecycle.TransitionError, ConflictError):
-            return  # claimed or changed meanwhile
-        report.expired.append((task_id, transition))
-
-    async def requeue_expired(self, *, grace_seconds: float = REPAIR_GRACE_SECONDS) -> list[str]:
-        """Return tasks whose lease is dead to their queue; return their ids (one reaper pass,
-        see ``maintain``)."""
-        report = await self.maintain(grace_seconds=grace_seconds)
+        await self.reaper.requeue_dead(await self._records(), report)
         return [task_id for task_id, _ in report.requeued]
 
     async def cleanup_expired_tasks(self) -> int:
         """Mark pending tasks past ``expires_at`` EXPIRED and drop their entries; return how
-        many (one reaper pass, see ``maintain``)."""
-        return len((await self.maintain()).expired)
+        many (two listings: tasks and records)."""
+        self._check_writable("clean up expired tasks", self.layout.tasks)
+        tasks, records = await asyncio.gather(self._list(self.layout.tasks), self._records())
+        report = Maintenance()
+        await self.reaper.expire_waiting(tasks, records, report)
+        return len(report.expired)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -924,16 +718,6 @@ class AsyncGCSQueue(StoreBase):
             if idx is not None:
                 out[idx.task_id] = idx
         return out
-
-
-async def _guarded(report: Maintenance, key: str, step: Awaitable[None]) -> None:
-    """Run one reaper step; an object it cannot use is reported, never the end of the pass."""
-    try:
-        await step
-    except (CorruptObjectError, ValueError) as exc:
-        reason = exc.reason if isinstance(exc, CorruptObjectError) else str(exc)
-        log.warning("reaper skipped %s: %s", key, reason)
-        report.unreadable.append(UnreadableObject(key, reason))
 
 
 def _record_gen(task: Task) -> int | None:
@@ -978,13 +762,3 @@ class GCSQueue(AsyncGCSQueue):
     apply_sync = sync_twin(AsyncGCSQueue.apply)
     pause_queue_sync = sync_twin(AsyncGCSQueue.pause_queue)
     resume_queue_sync = sync_twin(AsyncGCSQueue.resume_queue)
-
-
-def _same_priority_window(candidates: Sequence[_Candidate]) -> int:
-    """How many of the best candidates share the head's priority, at most ``BEST_FEW``: a random
-    pick among them never hands out a lower priority before a higher one."""
-    head = candidates[0].rank[0]
-    window = 1
-    while window < min(BEST_FEW, len(candidates)) and candidates[window].rank[0] == head:
-        window += 1
-    return window
