@@ -24,7 +24,13 @@ from pydantic import ValidationError
 
 from ..models import OmniQModel, Schedule, Task, TaskEvent, TaskResult
 from .bridge import SyncBridge
-from .errors import CorruptObjectError, ObjectNotFoundError, ReadOnlyError, UnreadableObject
+from .errors import (
+    ConflictError,
+    CorruptObjectError,
+    ObjectNotFoundError,
+    ReadOnlyError,
+    UnreadableObject,
+)
 from .layout import Layout, check_id
 from .storeapi import ObjectInfo, ObjectStoreAPI
 
@@ -35,6 +41,9 @@ M = TypeVar("M", bound=OmniQModel)
 READ_CONCURRENCY = 32
 """Bodies read at once by one listing call (32 in flight was the measured sweet spot on the
 emulator; docs/architecture.md)."""
+
+TOO_DEEP = "nested too deeply to parse"
+"""The reason given for a body whose nesting exceeds what the parser takes."""
 
 # The field that must equal the name in the object's key: a body copied under another key
 # would otherwise make every update address the wrong object.
@@ -63,6 +72,8 @@ def parse_model(model: type[M], key: str, data: bytes) -> M:
         raw = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CorruptObjectError(key, f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise CorruptObjectError(key, TOO_DEEP) from None
     if not isinstance(raw, dict):
         raise CorruptObjectError(key, f"expected a JSON object, found {type(raw).__name__}")
     try:
@@ -71,6 +82,13 @@ def parse_model(model: type[M], key: str, data: bytes) -> M:
         raise CorruptObjectError(
             key, f"not a valid {model.__name__}: {_first_error(exc)}"
         ) from None
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Whatever else one body makes the validator raise (a RecursionError from nesting
+        # within the parser's limit): a report about that object, never a crash of the reader.
+        reason = TOO_DEEP if isinstance(exc, RecursionError) else f"{type(exc).__name__}: {exc}"
+        raise CorruptObjectError(key, f"not a valid {model.__name__}: {reason}"[:300]) from None
     id_field = _ID_FIELDS.get(model)
     if id_field is not None:
         found = getattr(parsed, id_field)
@@ -235,6 +253,15 @@ class BodyReader:
         """Delete ``key`` (at ``if_generation_match`` when given); False when it was absent."""
         self.cache.discard(key)
         return await self.store.delete(key, if_generation_match=if_generation_match)
+
+    async def delete_listed(self, listed: tuple[str, int]) -> bool:
+        """Delete ``(key, generation)`` as a listing saw it; False when it is gone or changed
+        since (a cleanup leaves a newer version alone)."""
+        key, generation = listed
+        try:
+            return await self.delete(key, if_generation_match=generation)
+        except ConflictError:
+            return False
 
 
 def layout_name(folder: str, key: str) -> str | None:

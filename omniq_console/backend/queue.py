@@ -37,7 +37,7 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..models import SCHEMA_VERSION, Task, TaskResult, TaskStatus
 from . import lifecycle
 from .bridge import SyncBridge
-from .claims import Candidate, ClaimMemory, pick
+from .claims import MAX_PASS_AGE_S, Candidate, ClaimMemory, pick
 from .errors import (
     ConflictError,
     CorruptObjectError,
@@ -58,7 +58,7 @@ from .index import (
 from .layout import Layout, check_id
 from .lifecycle import NAME_WRITE_GAP_S, Transition, check_lease
 from .listing import BodyReader, ItemList, StoreBase, layout_name
-from .reaper import REPAIR_GRACE_SECONDS, Maintenance, Reaper
+from .reaper import OUTAGE, REPAIR_GRACE_SECONDS, Maintenance, Reaper
 from .storeapi import ObjectInfo, ObjectStoreAPI
 from .sync import sync_twin
 
@@ -67,6 +67,10 @@ log = logging.getLogger(__name__)
 DEFAULT_LEASE_SECONDS = 30.0
 POLL_INTERVAL = (0.2, 0.5)
 """Seconds between passes of a waiting ``dequeue`` (random in this range, so workers spread)."""
+MAX_ENTRIES_NOTED = 10_000
+"""Entry generations remembered for the final outcome's delete (beyond: one listing)."""
+UNDO_ATTEMPTS = 6
+"""Tries to undo a claim of a task that cannot run (about a minute of backoff in all)."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -109,6 +113,9 @@ class AsyncGCSQueue(StoreBase):
         self.clock = clock
         # Names this process wrote, and when (monotonic): the per-name gap is kept from these.
         self._written: OrderedDict[str, float] = OrderedDict()
+        # Entries' generations as this process last saw them (claimed from, or wrote): a
+        # final outcome deletes its entry on that generation without listing it first.
+        self._entries: OrderedDict[str, int] = OrderedDict()
         # The clock is looked up at each call: tests and callers may replace ``self.clock``.
         self.claims = ClaimMemory(layout, lambda: self.clock.monotonic())
         self.reaper = Reaper(self)
@@ -156,12 +163,14 @@ class AsyncGCSQueue(StoreBase):
         key = self.layout.queue_entry(task.queue_name, task.id)
         await self._gap(key)
         try:
-            return await self.store.write(
+            info = await self.store.write(
                 key,
                 _entry_body(task.id, task.queue_name),
                 metadata=queue_entry_metadata(task, record),
                 if_generation_match=expected or 0,
             )
+            self._note_entry(task.id, info.generation)
+            return info
         except ConflictError:
             if not expected:
                 return None  # it exists: fine for a create
@@ -173,18 +182,40 @@ class AsyncGCSQueue(StoreBase):
         finally:
             self._wrote(key)
 
-    async def _delete(self, key: str, generation: int | None = None) -> bool:
-        """Delete ``key`` (a mutation too: the per-name gap applies)."""
+    async def _delete(self, key: str, generation: int) -> bool:
+        """Delete ``key`` at ``generation``, the one the caller saw (a mutation too: the
+        per-name gap applies). ``ConflictError`` when it changed since; False when absent."""
         await self._gap(key)
         try:
             return await self.reader.delete(key, if_generation_match=generation)
         finally:
             self._wrote(key)
 
+    async def _listed(self, key: str) -> ObjectInfo | None:
+        """``key`` as a one-object listing describes it (generation, metadata), or None."""
+        found = await self.store.list(key, limit=1)
+        return found[0] if found and found[0].key == key else None
+
+    def _note_entry(self, task_id: str, generation: int) -> None:
+        """Remember the generation of an entry this process claimed from or wrote."""
+        self._entries[task_id] = generation
+        self._entries.move_to_end(task_id)
+        while len(self._entries) > MAX_ENTRIES_NOTED:
+            self._entries.popitem(last=False)
+
     async def _drop_entry(self, queue: str, task_id: str) -> None:
+        """Delete a final task's entry on the generation last seen of it; never fatal."""
         key = self.layout.queue_entry(queue, task_id)
         try:
-            await self._delete(key)
+            generation = self._entries.pop(task_id, None)
+            if generation is None:
+                info = await self._listed(key)
+                if info is None:
+                    return
+                generation = info.generation
+            await self._delete(key, generation)
+        except ConflictError:
+            log.info("queue entry %s changed meanwhile; the reaper deletes it", key)
         except StorageError as exc:
             # Harmless if it stays: the reaper deletes entries of final tasks.
             log.warning("could not delete queue entry %s: %s", key, exc)
@@ -337,15 +368,21 @@ class AsyncGCSQueue(StoreBase):
             self._wrote(key)
         return True
 
-    async def resume_queue(self, queue_name: str) -> bool:
-        """Let workers claim from ``queue_name`` again; False when it was not paused."""
+    async def resume_queue(self, queue_name: str, *, generation: int | None = None) -> bool:
+        """Let workers claim from ``queue_name`` again; False when it was not paused.
+
+        Deletes ``paused/{queue}.json`` on ``generation`` (the pause the caller saw; without
+        it, the one listed now): ``ConflictError`` when it was paused again since, so a resume
+        retried after a lost answer never removes someone else's newer pause.
+        """
         key = self.layout.paused_queue(queue_name)
         self._check_writable("resume queue", key)
-        await self._gap(key)
-        try:
-            return await self.store.delete(key)
-        finally:
-            self._wrote(key)
+        if generation is None:
+            info = await self._listed(key)
+            if info is None:
+                return False
+            generation = info.generation
+        return await self._delete(key, generation)
 
     # -- claims -------------------------------------------------------------------------------
 
@@ -403,8 +440,19 @@ class AsyncGCSQueue(StoreBase):
         # once it has lost one lately, or after a loss in this pass, a random one of the best
         # few, so that workers do not all race for the head, and again for the next one.
         spread = self.claims.contended()
-        while candidates:
-            task = await self._claim(candidates.pop(pick(candidates, spread)), worker, lease)
+        # A pass works through one listing: once it is older than MAX_PASS_AGE_S, what it
+        # names may have been deleted or claimed meanwhile; the next pass lists again.
+        while candidates and self.claims.listing_age() < MAX_PASS_AGE_S:
+            cand = candidates.pop(pick(candidates, spread))
+            try:
+                task = await self._claim(cand, worker, lease)
+            except OUTAGE:
+                raise
+            except Exception:
+                # One entry no check foresaw never stops the claims of the others.
+                log.exception("skipping queue entry %s", cand.info.key)
+                self.claims.skip(cand, lease)
+                task = None
             if task is not None:
                 return task
             spread = True
@@ -461,12 +509,39 @@ class AsyncGCSQueue(StoreBase):
             self.claims.lost_race()
             return None
         self.claims.skip(cand, lease)  # ours now: the next pass does not try it again
-        task = definition if cand.index.func is None else await self._definition(cand, lease)
+        self._note_entry(task_id, cand.info.generation)
+        # The winner reads the definition (always: an old listing may name a task deleted
+        # since, and a create-only claim would re-create its record). A task that is gone,
+        # unreadable, or that anything else goes wrong with is not handed out: the claim is
+        # undone, so no running record stays behind for a task that cannot run.
+        try:
+            task = await self._definition(cand, lease)
+        except BaseException:
+            await self._undo_claim(transition.record)
+            raise
         if task is None:
-            # Deleted (or unreadable) under our claim: undo it; the task cannot run.
-            await self._delete(self.layout.result(task_id), None)
+            await self._undo_claim(transition.record)
             return None
         return lifecycle.overlay(task, transition.record)
+
+    async def _undo_claim(self, record: TaskResult) -> None:
+        """Delete the record our claim just wrote, on its generation, retried until settled:
+        gone (undone), or changed by someone else (an operator's cancel: theirs to keep)."""
+        key = self.layout.result(record.task_id)
+        assert record.generation is not None
+        for attempt in range(UNDO_ATTEMPTS):
+            try:
+                await self._delete(key, record.generation)
+                return
+            except ConflictError:
+                return  # it moved on: no longer ours to undo
+            except StorageError as exc:
+                if attempt + 1 == UNDO_ATTEMPTS:
+                    # Its lease dies unrenewed; the reaper requeues it, then deletes the
+                    # record of a task that is gone.
+                    log.warning("claim of %s not undone (%s); the reaper repairs it", key, exc)
+                    return
+                await self.clock.sleep(min(2.0**attempt, 30.0))
 
     async def _definition(self, cand: Candidate, lease: float) -> Task | None:
         """The task of an entry, or None (and the entry skipped) when it is gone, moved or
@@ -581,21 +656,18 @@ class AsyncGCSQueue(StoreBase):
             raise ConflictError(
                 key, expected, f"task {task.id}: re-read it and decide again"
             ) from exc
-        if not transition.final and (read is None or read.is_final):
-            # From final back to pending: the entry was deleted with the outcome.
-            await self._write_entry(task, transition.record, 0)
-            return lifecycle.overlay(task, transition.record)
         await self._after_record(task, transition)
         return lifecycle.overlay(task, transition.record)
 
     async def update_task(self, task: Task) -> Task:
-        """Write ``task`` if it is unchanged since it was read (compare-and-swap).
+        """Write ``task``'s definition fields (priority, run_at, metadata, ...) if it is
+        unchanged since it was read (compare-and-swap on the task object).
 
-        Definition fields (priority, run_at, metadata, ...) are a compare-and-swap on the task
-        object; a status change is the matching transition on its state record: to CANCELLED
-        (cancel) or, from a final status, to PENDING (retry). Workers change the other
-        statuses through ``dequeue``/``finish``. ``ConflictError`` when either object changed
-        since ``task`` was read: re-read it and decide again.
+        A status is not a definition field: it changes by a transition (``lifecycle.cancel``,
+        ``lifecycle.operator_retry``, ... written with ``apply``; workers through
+        ``dequeue``/``finish``); a ``task`` whose status differs from the stored one raises
+        ``ValueError``. ``ConflictError`` when the task or its record changed since ``task``
+        was read: re-read it and decide again.
         """
         key = self.layout.task(task.id)
         self.layout.queue(task.queue_name)
@@ -613,6 +685,12 @@ class AsyncGCSQueue(StoreBase):
             raise ConflictError(key, expected, f"task {task.id}: re-read it and decide again")
         if current.queue_name != task.queue_name:
             raise ValueError(f"task {task.id}: moving a task to another queue is not supported")
+        if task.status != current.status:
+            raise ValueError(
+                f"task {task.id} is {current.status.value}: a change to {task.status.value} is a "
+                "transition (lifecycle.cancel / operator_retry written with apply, or the "
+                "worker's dequeue and finish), not an update_task"
+            )
         definition = task.model_copy(deep=True)
         definition.__dict__.update(
             status=TaskStatus.PENDING, worker_id=None, lease_expires_at=None, started_at=None
@@ -630,51 +708,81 @@ class AsyncGCSQueue(StoreBase):
             finally:
                 self._wrote(key)
             current = lifecycle.overlay(definition, current.record)
-        if task.status == current.status:
-            if changed_definition and current.status == TaskStatus.PENDING:
-                await self._rewrite_entry(definition, current.record)
-            return current
-        now = self.clock.now()
-        if task.status == TaskStatus.CANCELLED:
-            transition = lifecycle.cancel(current, current.record, actor="update_task", now=now)
-        elif task.status == TaskStatus.PENDING:
-            transition = lifecycle.operator_retry(
-                current, current.record, actor="update_task", now=now
-            )
-        else:
-            raise ValueError(
-                f"task {task.id}: a change to {task.status.value} is made by the worker that "
-                "runs it (dequeue, finish), not by update_task"
-            )
-        return await self.apply(current, transition)
+        if changed_definition and current.status == TaskStatus.PENDING:
+            await self._rewrite_entry(definition, current.record)
+        return current
 
     async def _rewrite_entry(self, task: Task, record: TaskResult | None) -> None:
+        """Point the entry's hint at ``record``: a compare-and-swap on the entry as listed now;
+        an entry that is missing is created only while the task exists (a task deleted meanwhile
+        never gets its entry back: nothing else would ever delete it but the reaper)."""
         key = self.layout.queue_entry(task.queue_name, task.id)
-        current = await self.store.list(key, limit=1)
-        expected = current[0].generation if current and current[0].key == key else 0
-        await self._write_entry(task, record, expected)
+        current = await self._listed(key)
+        if current is None and await self._listed(self.layout.task(task.id)) is None:
+            log.info("task %s is gone: its queue entry is not re-created", task.id)
+            return
+        await self._write_entry(task, record, current.generation if current else 0)
 
-    async def delete_task(self, task_id: str) -> bool:
-        """Delete a task, its queue entry and its state record; False when the task did not
-        exist."""
+    async def delete_task(self, task_id: str, *, seen: Task | None = None) -> bool:
+        """Delete a task, its queue entry and its state record, each on the generation seen;
+        False when the task did not exist.
+
+        ``seen`` is the task as the caller read it (``get_task``); without it, as read now.
+        Fenced like a worker's outcome: a task that is not final first gets a cancelled
+        record (create-only, or a compare-and-swap on the record seen), so no claim, renewal
+        or outcome lands while it is deleted; ``ConflictError`` (nothing deleted) when the
+        task moved on since it was seen. Deletes are conditioned on the generations seen
+        (``ifGenerationMatch``): a retried one never removes a newer object.
+        """
         key = self.layout.task(task_id)
         self._check_writable("delete", key)
+        if seen is None:
+            try:
+                seen = await self.get_task(task_id)
+            except CorruptObjectError:
+                return await self._delete_unreadable(task_id)
+        if seen is None:
+            record = await self._listed(self.layout.result(task_id))
+            if record is not None:  # a record left without its task
+                await self._delete(record.key, record.generation)
+            return False
+        if seen.generation is None:
+            raise ValueError(f"task {task_id} was never read from the bucket: use get_task")
+        fence = seen.record
+        if fence is None or not fence.is_final:
+            transition = lifecycle.cancel(seen, seen.record, actor="delete", now=self.clock.now())
+            try:
+                fence = await self._write_record(transition.record, _record_gen(seen) or 0)
+            except ConflictError as exc:
+                raise ConflictError(
+                    self.layout.result(task_id), _record_gen(seen), f"task {task_id} moved on"
+                ) from exc
+        assert fence.generation is not None
+        # The final record stays until the task is gone: no claim can land meanwhile.
+        deleted = await self._delete(key, seen.generation)
+        await self._drop_entry(seen.queue_name, task_id)
         try:
-            task = await self.reader.read(key, Task)
-            exists = task is not None
-        except CorruptObjectError:
-            task, exists = None, True
-        if task is not None:
-            await self._delete(self.layout.queue_entry(task.queue_name, task_id))
-        else:
-            # Unreadable (or no) body, unknown queue: find its entries by name.
-            suffix = f"/{task_id}.json"
-            for info in await self._list_entries(self.layout.queues):
-                if info.key.endswith(suffix):
-                    await self._delete(info.key)
-        deleted = await self._delete(key)
-        await self._delete(self.layout.result(task_id))
-        return exists and deleted
+            await self._delete(self.layout.result(task_id), fence.generation)
+        except ConflictError:
+            # Retried by an operator meanwhile: a pending record whose task is gone, which
+            # the reaper deletes (docs/architecture.md, "Transitions").
+            log.info("the record of deleted task %s changed meanwhile; left to the reaper", task_id)
+        return deleted
+
+    async def _delete_unreadable(self, task_id: str) -> bool:
+        """Delete a task whose body or record cannot be read, on the generations listed."""
+        suffix = f"/{task_id}.json"
+        entries = [
+            i for i in await self._list_entries(self.layout.queues) if i.key.endswith(suffix)
+        ]
+        found = [
+            info
+            for key in (self.layout.task(task_id), self.layout.result(task_id))
+            if (info := await self._listed(key)) is not None
+        ]
+        for info in [*entries, *found]:
+            await self._delete(info.key, info.generation)
+        return any(info.key == self.layout.task(task_id) for info in found)
 
     # -- housekeeping -------------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ LEASE_MARGIN_S = 2.0
 
 # Failures that are about storage, not about one object: they end the pass (the worker retries
 # the next one), every other failure is reported against the object and the pass goes on.
-_OUTAGE = (BackendUnavailableError, AuthenticationError, BucketNotFoundError, MemoryError)
+OUTAGE = (BackendUnavailableError, AuthenticationError, BucketNotFoundError, MemoryError)
 
 
 @dataclass
@@ -60,6 +60,7 @@ class Maintenance:
     expired: list[tuple[str, Transition]] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     stale_entries: int = 0
+    stale_records: int = 0  # pending records of tasks that are gone
     # Objects a step could not use (a record or task that will not parse, a task naming an
     # impossible queue): reported here and skipped; the rest of the pass goes on.
     unreadable: list[UnreadableObject] = field(default_factory=list)
@@ -96,7 +97,7 @@ async def guarded(report: Maintenance, key: str, step: Awaitable[None]) -> None:
     the end of the pass (only storage being unavailable is)."""
     try:
         await step
-    except _OUTAGE:
+    except OUTAGE:
         raise
     except ConflictError:
         return  # the object moved on meanwhile: the next pass sees its new state
@@ -118,6 +119,7 @@ class Reaper:
     def __init__(self, queue: AsyncGCSQueue) -> None:
         self.queue = queue
         self.layout = queue.layout
+
         # The queue's clock at each call (a caller may replace it).
         def monotonic() -> float:
             return queue.clock.monotonic()
@@ -303,4 +305,18 @@ class Reaper:
             dangling.append(entry.key)
             if self._dangling.held(entry.key, entry.generation, grace_seconds):
                 await guarded(report, entry.key, self._delete_stale(entry, report))
+        # A pending record of a task that is gone can never run (a claim reads the task): a
+        # claim from an old listing whose undo failed, requeued since. A running one is left to
+        # its lease; a final one is an outcome, kept until its retention.
+        for task_id, rec in records.items():
+            if task_id in task_ids or rec.state != TaskStatus.PENDING:
+                continue
+            key = self.layout.result(task_id)
+            dangling.append(key)
+            if self._dangling.held(key, rec.generation, grace_seconds):
+                await guarded(report, key, self._drop_record(key, rec.generation, report))
         self._dangling.keep_only(dangling)
+
+    async def _drop_record(self, key: str, generation: int, report: Maintenance) -> None:
+        if await self.queue._delete(key, generation):
+            report.stale_records += 1
