@@ -57,7 +57,7 @@ from .index import (
 )
 from .layout import Layout, check_id
 from .lifecycle import NAME_WRITE_GAP_S, Transition, check_lease
-from .listing import BodyReader, ItemList, StoreBase, layout_name
+from .listing import MAX_NESTING, BodyReader, ItemList, StoreBase, layout_name, too_deep
 from .reaper import OUTAGE, REPAIR_GRACE_SECONDS, Maintenance, Reaper
 from .storeapi import ObjectInfo, ObjectStoreAPI
 from .sync import sync_twin
@@ -67,6 +67,8 @@ log = logging.getLogger(__name__)
 DEFAULT_LEASE_SECONDS = 30.0
 POLL_INTERVAL = (0.2, 0.5)
 """Seconds between passes of a waiting ``dequeue`` (random in this range, so workers spread)."""
+PAUSED_MAX_AGE_S = 1.0
+"""A claim pass reuses the last listing of ``paused/`` while it is younger than this."""
 MAX_ENTRIES_NOTED = 10_000
 """Entry generations remembered for the final outcome's delete (beyond: one listing)."""
 UNDO_ATTEMPTS = 6
@@ -234,6 +236,12 @@ class AsyncGCSQueue(StoreBase):
             raise ValueError(
                 f"task {task.id} is {task.status.value}: only a pending task is enqueued"
             )
+        if too_deep([task.args, task.kwargs, task.metadata], MAX_NESTING):
+            # Stored, it could never be read back (parse_model refuses such bodies).
+            raise ValueError(
+                f"task {task.id}: its args, kwargs or metadata nest lists and dicts more than "
+                f"{MAX_NESTING - 1} levels deep; such a body could not be read back"
+            )
         try:
             await self.reader.write(task_key, task, task_metadata(task), if_generation_match=0)
         except ConflictError as exc:
@@ -366,6 +374,7 @@ class AsyncGCSQueue(StoreBase):
             return False
         finally:
             self._wrote(key)
+            self._paused = None  # this process's next pass sees its own pause at once
         return True
 
     async def resume_queue(self, queue_name: str, *, generation: int | None = None) -> bool:
@@ -382,7 +391,10 @@ class AsyncGCSQueue(StoreBase):
             if info is None:
                 return False
             generation = info.generation
-        return await self._delete(key, generation)
+        try:
+            return await self._delete(key, generation)
+        finally:
+            self._paused = None
 
     # -- claims -------------------------------------------------------------------------------
 
@@ -429,9 +441,12 @@ class AsyncGCSQueue(StoreBase):
         *,
         paused: Iterable[str] | None = None,
     ) -> Task | None:
-        """One look at ``queues`` (one listing each, and one of ``paused/`` unless the caller
-        passes what it listed): claim the best candidate, or None."""
-        skip = set(paused) if paused is not None else set(await self.paused_queues())
+        """One look at ``queues`` (one listing each, and one of ``paused/`` at most once a
+        second unless the caller passes what it listed, ``()`` when nothing is paused): claim
+        the best candidate, or None."""
+        if paused is None:
+            paused = await self.paused_queues(max_age_s=PAUSED_MAX_AGE_S)
+        skip = set(paused)
         active = [q for q in queues if q not in skip]
         if not active:
             return None
@@ -516,13 +531,13 @@ class AsyncGCSQueue(StoreBase):
         # undone, so no running record stays behind for a task that cannot run.
         try:
             task = await self._definition(cand, lease)
+            view = None if task is None else lifecycle.overlay(task, transition.record)
         except BaseException:
             await self._undo_claim(transition.record)
             raise
-        if task is None:
+        if view is None:
             await self._undo_claim(transition.record)
-            return None
-        return lifecycle.overlay(task, transition.record)
+        return view
 
     async def _undo_claim(self, record: TaskResult) -> None:
         """Delete the record our claim just wrote, on its generation, retried until settled:

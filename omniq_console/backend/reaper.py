@@ -293,14 +293,15 @@ class Reaper:
         grace_seconds: float,
         report: Maintenance,
     ) -> None:
-        """Delete entries whose task and record are both gone (an operator delete that crossed
-        a transition's entry rewrite), once seen so for the grace period; conditioned on the
-        entry's generation, so an entry rewritten meanwhile stays."""
+        """Delete entries whose task is gone and whose record is gone or not running (an
+        operator delete that crossed a transition's entry rewrite), once seen so for the grace
+        period; conditioned on the entry's generation, so an entry rewritten meanwhile stays."""
         task_ids = {Layout.name_of(info.key) for info in tasks}
         dangling: list[str] = []
         for entry in entries:
             task_id = Layout.name_of(entry.key)
-            if task_id in task_ids or task_id in records:
+            record = records.get(task_id)
+            if task_id in task_ids or (record is not None and record.state == TaskStatus.RUNNING):
                 continue
             dangling.append(entry.key)
             if self._dangling.held(entry.key, entry.generation, grace_seconds):
