@@ -58,7 +58,7 @@ from .index import (
 from .layout import Layout, check_id
 from .lifecycle import NAME_WRITE_GAP_S, Transition, check_lease
 from .listing import MAX_NESTING, BodyReader, ItemList, StoreBase, layout_name, too_deep
-from .reaper import OUTAGE, REPAIR_GRACE_SECONDS, Maintenance, Reaper
+from .reaper import REPAIR_GRACE_SECONDS, SYSTEMIC, Maintenance, Reaper
 from .storeapi import ObjectInfo, ObjectStoreAPI
 from .sync import sync_twin
 
@@ -444,6 +444,7 @@ class AsyncGCSQueue(StoreBase):
         """One look at ``queues`` (one listing each, and one of ``paused/`` at most once a
         second unless the caller passes what it listed, ``()`` when nothing is paused): claim
         the best candidate, or None."""
+        self._check_writable("claim", self.layout.results)
         if paused is None:
             paused = await self.paused_queues(max_age_s=PAUSED_MAX_AGE_S)
         skip = set(paused)
@@ -461,7 +462,7 @@ class AsyncGCSQueue(StoreBase):
             cand = candidates.pop(pick(candidates, spread))
             try:
                 task = await self._claim(cand, worker, lease)
-            except OUTAGE:
+            except SYSTEMIC:
                 raise
             except Exception:
                 # One entry no check foresaw never stops the claims of the others.

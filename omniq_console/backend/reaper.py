@@ -28,6 +28,7 @@ from .errors import (
     BucketNotFoundError,
     ConflictError,
     CorruptObjectError,
+    ReadOnlyError,
     UnreadableObject,
 )
 from .index import ResultIndex, queue_entry_index, task_index
@@ -47,9 +48,16 @@ was seen this long."""
 LEASE_MARGIN_S = 2.0
 """A lease is dead when its record is unchanged for its lease length plus this margin."""
 
-# Failures that are about storage, not about one object: they end the pass (the worker retries
-# the next one), every other failure is reported against the object and the pass goes on.
-OUTAGE = (BackendUnavailableError, AuthenticationError, BucketNotFoundError, MemoryError)
+SYSTEMIC = (
+    BackendUnavailableError,
+    AuthenticationError,
+    BucketNotFoundError,
+    ReadOnlyError,
+    MemoryError,
+)
+"""Failures about storage or this process, not about one object: they end a reaper pass or a
+claim pass (the caller retries later); every other failure is reported against the object and
+the pass goes on."""
 
 
 @dataclass
@@ -97,7 +105,7 @@ async def guarded(report: Maintenance, key: str, step: Awaitable[None]) -> None:
     the end of the pass (only storage being unavailable is)."""
     try:
         await step
-    except OUTAGE:
+    except SYSTEMIC:
         raise
     except ConflictError:
         return  # the object moved on meanwhile: the next pass sees its new state
