@@ -16,8 +16,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from faultproxy import GCSRulesProxy
+from faultproxy import FaultProxy, GCSRulesProxy
 from protocol_helpers import complete, task_in
+from reliability_fixtures import (
+    FAST_RETRY,
+    fault_proxy_fixture,  # noqa: F401 - fixtures used by name
+    proxy_bucket_fixture,  # noqa: F401
+)
 
 from omniq_console.backend import lifecycle
 from omniq_console.backend.claims import MAX_PASS_AGE_S
@@ -26,6 +31,7 @@ from omniq_console.backend.gcs import GCSBackend
 from omniq_console.backend.index import queue_entry_metadata, task_metadata
 from omniq_console.backend.listing import BodyCache
 from omniq_console.backend.memstore import MemoryObjectStore, MemoryServer
+from omniq_console.backend.objectstore import ObjectStore
 from omniq_console.backend.queue import AsyncGCSQueue
 from omniq_console.backend.reaper import LEASE_MARGIN_S, REPAIR_GRACE_SECONDS
 from omniq_console.backend.storeapi import ObjectInfo
@@ -290,6 +296,31 @@ async def test_every_delete_through_the_gcs_rules_model_carries_a_generation(
         deletes = [r for r in gcs_rules.records if r.method == "DELETE"]
     assert len(deletes) >= 8
     assert [r.path for r in deletes if "ifGenerationMatch=" not in r.path] == []
+
+
+async def test_a_retried_delete_settles_a_412_by_looking_at_the_object(
+    fault_proxy: FaultProxy, proxy_bucket: str
+) -> None:
+    """Through a fault proxy in front of the emulator (which ignores delete preconditions, so
+    the 412 is injected): gone after a lost answer is ours; still there is someone else's."""
+    store = ObjectStore(proxy_bucket, endpoint_url=fault_proxy.url, retry=FAST_RETRY)
+    await store.open()
+    try:
+        info = await store.write("k/gone.json", b"{}")
+        fault_proxy.drop(times=1, after_forward=True, method="DELETE")
+        fault_proxy.fail(412, times=1, method="DELETE")
+        assert await store.delete("k/gone.json", if_generation_match=info.generation)
+        info = await store.write("k/kept.json", b"{}")
+        fault_proxy.fail(503, times=1, method="DELETE")
+        fault_proxy.fail(412, times=1, method="DELETE")
+        with pytest.raises(ConflictError):
+            await store.delete("k/kept.json", if_generation_match=info.generation)
+        assert [i.key for i in await store.list("k/")] == ["k/kept.json"]
+        fault_proxy.fail(503, times=1, method="DELETE")
+        with pytest.raises(BackendUnavailableError):  # no precondition: never retried
+            await store.delete("k/kept.json")
+    finally:
+        await store.close()
 
 
 # -- 22.3: an entry never outlives its task -------------------------------------------------

@@ -626,9 +626,9 @@ class ObjectStore:
         """Delete ``key``; False when it was already absent.
 
         ``if_generation_match`` deletes only that version (``ConflictError`` otherwise), which
-        makes the delete safe to retry: a 412 after a retry is settled by looking at the object
-        (gone: ours landed; newer: someone else's, refused). Every delete of OmniQ's protocol
-        carries it.
+        makes the delete safe to retry: a 412 is settled by looking at the object (gone: an
+        earlier sending landed; still there: someone else's newer version, refused). Every
+        delete of OmniQ's protocol carries it.
         """
         self._refuse_if_read_only("delete", key)
         try:
@@ -644,17 +644,16 @@ class ObjectStore:
                 idempotent=if_generation_match is not None,
             )
         except _HTTPFailure as failure:
-            if failure.status == 412 and failure.attempt > 0:
-                return await self._settle_delete(key, if_generation_match)
             if failure.status == 412:
-                self.stats.conflicts += 1
-                raise ConflictError(key, if_generation_match) from None
+                # Even a first attempt's 412 may follow our own landed delete: aiohttp re-sends
+                # a request whose keep-alive connection dropped, without telling us.
+                return await self._settle_delete(key, if_generation_match)
             self._raise_for(failure, key)
         return status != 404
 
     async def _settle_delete(self, key: str, expected: int | None) -> bool:
-        """A 412 on a retried delete: our earlier attempt deleted it and its answer was lost
-        (the object is gone: True), or the object is newer than the generation we saw
+        """A 412 on a delete: an earlier sending of it deleted the object and its answer was
+        lost (the object is gone: True), or the object is newer than the generation we saw
         (``ConflictError``: someone else's version, left alone)."""
         listed = [info for info in await self.list(key, limit=1) if info.key == key]
         if not listed:

@@ -257,7 +257,9 @@ class Operator:
     ) -> bool:
         """Delete a task, its queue entry and its result; False when none of them existed.
 
-        The task's events stay: they are the audit trail.
+        Fenced on what this call read (the status checked against ``expected_status``):
+        ``StateChanged`` and nothing deleted when a worker or another operator changed the
+        task since. The task's events stay: they are the audit trail.
         """
         check_id(task_id, "task id")
         expected = _status(expected_status) if expected_status is not None else None
@@ -285,8 +287,12 @@ class Operator:
             extra={"previous_status": task.status.value if task else None, "unreadable": corrupt},
         ):
             # On the generations this read saw: a task that moved on since (a worker claimed
-            # or finished it) raises ConflictError and nothing is deleted.
-            await self.backend.async_task_storage.delete_task(task_id, seen=task)
+            # or finished it) is not deleted; the operator is told what it is now.
+            try:
+                await self.backend.async_task_storage.delete_task(task_id, seen=task)
+            except ConflictError:
+                now = await self.backend.async_task_storage.get_task(task_id)
+                raise StateChanged.of(now, None, task_id=task_id) from None
         return True
 
     async def retry_tasks(
