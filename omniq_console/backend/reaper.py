@@ -202,7 +202,7 @@ class Reaper:
         hints: list[str] = []
         for task_id, rec in records.items():
             entry = entry_by_id.get(task_id)
-            if rec.state not in (TaskStatus.RUNNING, TaskStatus.PENDING) and entry is not None:
+            if rec.state.is_final and entry is not None:
                 # The finisher deletes its entry right after the outcome: one still there a
                 # few seconds later was left by a crash.
                 stale.append(task_id)
