@@ -36,7 +36,7 @@ from omniq_console.backend.queue import AsyncGCSQueue
 from omniq_console.backend.reaper import LEASE_MARGIN_S, REPAIR_GRACE_SECONDS
 from omniq_console.backend.storeapi import ObjectInfo
 from omniq_console.clock import FakeClock
-from omniq_console.models import EventType, Task, TaskStatus
+from omniq_console.models import EventType, Schedule, ScheduleStatus, ScheduleType, Task, TaskStatus
 from omniq_console.runtime import Operator
 
 DEEP = 5_000
@@ -223,6 +223,34 @@ async def test_a_resume_never_removes_a_newer_pause(mem: GCSBackend, clock: Fake
     with pytest.raises(ConflictError):  # A's delete again (a retry after a lost answer)
         await q.resume_queue("jobs", generation=seen.generation)
     assert "jobs" in await q.paused_queues()
+
+
+async def test_a_schedule_delete_never_removes_a_newer_version(
+    mem: GCSBackend, clock: FakeClock
+) -> None:
+    """A schedule deleted on the version its caller read: changed since (paused by another
+    operator), the delete is refused and the schedule stays; without a generation, the one
+    listed now; every delete carries a precondition."""
+    ss = mem.async_schedule_storage
+    schedule = Schedule(
+        schedule_type=ScheduleType.INTERVAL, func="m:tick", interval=timedelta(minutes=5)
+    )
+    await ss.save_schedule(schedule)
+    seen = await ss.get_schedule(schedule.id)
+    assert seen is not None and seen.generation is not None
+    clock.advance(2)
+    await ss.pause_schedule(schedule.id)
+    clock.advance(2)
+    with pytest.raises(ConflictError, match=schedule.id):
+        await ss.delete_schedule(schedule.id, generation=seen.generation)
+    kept = await ss.get_schedule(schedule.id)
+    assert kept is not None and kept.status == ScheduleStatus.PAUSED
+    assert await ss.delete_schedule(schedule.id) is True
+    assert await ss.get_schedule(schedule.id) is None
+    assert await ss.delete_schedule(schedule.id) is False
+    key = mem.layout.schedule(schedule.id)
+    sent = [generation for k, generation in _store(mem).deletes if k == key]
+    assert sent and None not in sent, "a schedule delete without a precondition"
 
 
 async def test_every_delete_the_protocol_sends_carries_a_generation(

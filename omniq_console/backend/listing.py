@@ -363,6 +363,11 @@ class StoreBase:
         """
         return [i for i in await self.store.list(folder) if layout_name(folder, i.key) is not None]
 
+    async def _stat(self, key: str) -> ObjectInfo | None:
+        """``key`` as a one-object listing describes it (generation, metadata), or None."""
+        found = await self.store.list(key, limit=1)
+        return found[0] if found and found[0].key == key else None
+
     async def _list_entries(self, prefix: str) -> list[ObjectInfo]:
         """Queue entries under ``prefix`` (all queues, or one): ``queues/{q}/{id}.json`` only."""
         return [

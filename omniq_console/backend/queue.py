@@ -193,11 +193,6 @@ class AsyncGCSQueue(StoreBase):
         finally:
             self._wrote(key)
 
-    async def _listed(self, key: str) -> ObjectInfo | None:
-        """``key`` as a one-object listing describes it (generation, metadata), or None."""
-        found = await self.store.list(key, limit=1)
-        return found[0] if found and found[0].key == key else None
-
     def _note_entry(self, task_id: str, generation: int) -> None:
         """Remember the generation of an entry this process claimed from or wrote."""
         self._entries[task_id] = generation
@@ -211,7 +206,7 @@ class AsyncGCSQueue(StoreBase):
         try:
             generation = self._entries.pop(task_id, None)
             if generation is None:
-                info = await self._listed(key)
+                info = await self._stat(key)
                 if info is None:
                     return
                 generation = info.generation
@@ -387,7 +382,7 @@ class AsyncGCSQueue(StoreBase):
         key = self.layout.paused_queue(queue_name)
         self._check_writable("resume queue", key)
         if generation is None:
-            info = await self._listed(key)
+            info = await self._stat(key)
             if info is None:
                 return False
             generation = info.generation
@@ -733,8 +728,8 @@ class AsyncGCSQueue(StoreBase):
         an entry that is missing is created only while the task exists (a task deleted meanwhile
         never gets its entry back: nothing else would ever delete it but the reaper)."""
         key = self.layout.queue_entry(task.queue_name, task.id)
-        current = await self._listed(key)
-        if current is None and await self._listed(self.layout.task(task.id)) is None:
+        current = await self._stat(key)
+        if current is None and await self._stat(self.layout.task(task.id)) is None:
             log.info("task %s is gone: its queue entry is not re-created", task.id)
             return
         await self._write_entry(task, record, current.generation if current else 0)
@@ -758,7 +753,7 @@ class AsyncGCSQueue(StoreBase):
             except CorruptObjectError:
                 return await self._delete_unreadable(task_id)
         if seen is None:
-            record = await self._listed(self.layout.result(task_id))
+            record = await self._stat(self.layout.result(task_id))
             if record is not None:  # a record left without its task
                 await self._delete(record.key, record.generation)
             return False
@@ -794,7 +789,7 @@ class AsyncGCSQueue(StoreBase):
         found = [
             info
             for key in (self.layout.task(task_id), self.layout.result(task_id))
-            if (info := await self._listed(key)) is not None
+            if (info := await self._stat(key)) is not None
         ]
         for info in [*entries, *found]:
             await self._delete(info.key, info.generation)
