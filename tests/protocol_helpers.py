@@ -16,7 +16,7 @@ from typing import Any
 
 from omniq_console.backend import lifecycle
 from omniq_console.backend.gcs import GCSBackend
-from omniq_console.backend.queue import LEASE_MARGIN_S
+from omniq_console.backend.reaper import LEASE_MARGIN_S
 from omniq_console.clock import FakeClock
 from omniq_console.models import EventType, Task, TaskEvent, TaskStatus, utcnow
 from omniq_console.runtime import Operator

@@ -19,7 +19,8 @@ from omniq_console.backend.errors import ConflictError
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.backend.lifecycle import Failure
 from omniq_console.backend.memstore import MemoryObjectStore
-from omniq_console.backend.queue import LEASE_MARGIN_S, REPAIR_GRACE_SECONDS, AsyncGCSQueue
+from omniq_console.backend.queue import AsyncGCSQueue
+from omniq_console.backend.reaper import LEASE_MARGIN_S, REPAIR_GRACE_SECONDS
 from omniq_console.clock import FakeClock
 from omniq_console.models import ResultStatus, Task, TaskStatus, utcnow
 
@@ -336,7 +337,7 @@ async def test_expired_pending_task_is_expired_by_the_reaper(
 # -- updates, deletes, conflicts -------------------------------------------------------------
 
 
-async def test_update_task_changes_the_definition_or_cancels_by_compare_and_swap(
+async def test_update_task_changes_the_definition_by_compare_and_swap_and_no_status(
     mem: GCSBackend, clock: FakeClock
 ) -> None:
     q = _q(mem)
@@ -355,13 +356,13 @@ async def test_update_task_changes_the_definition_or_cancels_by_compare_and_swap
     with pytest.raises(ConflictError):
         await q.update_task(stale_copy)
     clock.advance(2)
-    stale.status = TaskStatus.CANCELLED
-    assert (await q.update_task(stale)).status == TaskStatus.CANCELLED
-    running_change = await q.get_task(task_id)
-    assert running_change is not None
-    running_change.status = TaskStatus.RUNNING
-    with pytest.raises(ValueError, match="made by the worker"):
-        await q.update_task(running_change)
+    status_change = stale.model_copy(deep=True)
+    status_change._generation = stale.generation
+    status_change.status = TaskStatus.CANCELLED
+    with pytest.raises(ValueError, match="is a transition"):
+        await q.update_task(status_change)
+    cancel = lifecycle.cancel(stale, stale.record, actor="ops", now=clock.now())
+    assert (await q.apply(stale, cancel)).status == TaskStatus.CANCELLED
 
 
 async def test_delete_task_removes_entry_task_and_record(mem: GCSBackend) -> None:

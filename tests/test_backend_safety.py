@@ -320,5 +320,5 @@ async def test_keys_outside_the_layout_are_not_objects_of_the_stores(
     got = await q.dequeue(["default"])
     assert got is not None and got.id == good
     assert await q.dequeue(["default"]) is None
-    assert await q.requeue_expired(grace_seconds=0) == []
+    assert await q.requeue_expired() == []
     assert await q.cleanup_expired_tasks() == 0

@@ -278,7 +278,7 @@ def test_body_cache_drops_unused_entries_and_disables_at_zero() -> None:
     now = [0.0]
     cache = BodyCache(10, clock=lambda: now[0])
     task = Task(func="m:f")
-    cache.put("k", 5, task)
+    cache.put("k", 5, task, 100)
     assert cache.get("k", 5, Task) is not None
     assert cache.get("k", 6, Task) is None  # another generation is another body
     now[0] = 9.0
@@ -288,5 +288,5 @@ def test_body_cache_drops_unused_entries_and_disables_at_zero() -> None:
     now[0] = 28.5
     assert cache.get("k", 5, Task) is None and len(cache) == 0
     off = BodyCache(0)
-    off.put("k", 5, task)
+    off.put("k", 5, task, 100)
     assert off.get("k", 5, Task) is None and len(off) == 0

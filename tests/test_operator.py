@@ -138,7 +138,10 @@ async def test_concurrent_change_between_read_and_write_is_a_conflict(
     kept = await queue.get_task(touched.id)
     assert kept is not None and kept.status == TaskStatus.PENDING
     assert kept.metadata == {"touched": "by a concurrent console"}
-    assert retried.generation == kept.generation
+    # The retry is a transition of the state record (a compare-and-swap on it alone): what it
+    # wrote is the record now, and the definition the other console changed is kept.
+    assert retried.record is not None and kept.record is not None
+    assert retried.record.generation == kept.record.generation
     audits = await _audits(backend)
     assert [(a.actor, a.task_id) for a in audits] == [("bob", task.id), ("alice@ops", touched.id)]
 

@@ -37,7 +37,8 @@ from omniq_console.backend.index import (
 )
 from omniq_console.backend.layout import Layout
 from omniq_console.backend.listing import ItemList
-from omniq_console.backend.queue import LEASE_MARGIN_S
+from omniq_console.backend.memstore import MemoryObjectStore
+from omniq_console.backend.reaper import LEASE_MARGIN_S
 from omniq_console.clock import FakeClock
 from omniq_console.models import (
     EventBatch,
@@ -417,6 +418,7 @@ class Base:
     body: dict[str, Any]
     metadata: dict[str, str]
     name: str  # the id its store lists it by
+    raw: bytes | None = None  # the body as stored, when not json.dumps(body)
 
 
 def _base_object(backend: GCSBackend, prefix: str) -> Base:
@@ -492,7 +494,8 @@ async def _the_rest_goes_on(backend: GCSBackend, bad: Base, prefix: str, where: 
     omniq = OmniQ(backend)
     schedule_id = await omniq.schedule_async("fz:tick", interval=60, schedule_id="good-schedule")
     good = await task_in(backend, TaskStatus.PENDING, queue="work", id="good")
-    await backend.store.write(bad.key, json.dumps(bad.body).encode(), metadata=bad.metadata)
+    body = bad.raw if bad.raw is not None else json.dumps(bad.body).encode()
+    await backend.store.write(bad.key, body, metadata=bad.metadata)
 
     # The stores: every listing answers, and reports what it could not read.
     tasks = await queue.list_tasks()
@@ -573,6 +576,38 @@ def test_fuzzed_objects_under_every_prefix_stop_nothing(bucket: str, data: st.Da
             else:
                 bad.metadata[name] = data.draw(METADATA_VALUES, label="value")
             await _the_rest_goes_on(b, bad, prefix, where)
+
+    asyncio.run(run())
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    prefix=st.sampled_from(PREFIXES),
+    depth=st.one_of(st.integers(1, 3_000), st.integers(3_000, 200_000)),
+    pad=st.one_of(st.just(0), st.integers(1, 4 * 1024 * 1024)),
+    data=st.data(),
+)
+def test_deep_and_huge_bodies_under_every_prefix_stop_nothing(
+    prefix: str, depth: int, pad: int, data: st.DataObject
+) -> None:
+    """Any field of any object nested ``depth`` levels deep (past the JSON parser's recursion
+    limit too) and padded by up to 4 MB: every reader, claimer and reaper goes on around it
+    (on the in-memory store: the depth, not the transport, is under test)."""
+
+    async def run() -> None:
+        store = MemoryObjectStore("fz-deep")
+        async with GCSBackend("fz-deep", object_store=store, cache_timeout=0) as b:
+            bad = _base_object(b, prefix)
+            name = data.draw(st.sampled_from(sorted(bad.body)), label="field")
+            marker = "\u0000omniq-deep\u0000"
+            text = json.dumps({**bad.body, name: marker, "pad": "x" * pad})
+            nested = "[" * depth + "]" * depth
+            bad.raw = text.replace(json.dumps(marker), nested).encode()
+            await _the_rest_goes_on(b, bad, prefix, "body")
 
     asyncio.run(run())
 

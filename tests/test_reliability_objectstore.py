@@ -195,10 +195,11 @@ async def test_create_that_truly_lost_raises_conflict_even_after_a_lost_response
 async def test_delete_whose_response_is_lost_leaves_the_object_gone(
     store: ObjectStore, fault_proxy: FaultProxy
 ) -> None:
-    await store.write(KEY, b"{}")
+    info = await store.write(KEY, b"{}")
     fault_proxy.drop(times=1, after_forward=True, method="DELETE")
+    # Retried because it carries a precondition (GCS counts only such a delete idempotent).
     # The retry sees 404: the object is gone either way. The bool cannot tell who deleted it.
-    await store.delete(KEY)
+    await store.delete(KEY, if_generation_match=info.generation)
     assert await store.list("omniq/tasks/") == []
 
 

@@ -211,7 +211,7 @@ class AsyncGCSEventStorage(StoreBase):
             raise ValueError("older_than must be a timedelta or a datetime")
         self._check_writable("clean up events", self.layout.events)
         infos = await self._list(self.layout.events)
-        old: list[str] = []
+        old: list[tuple[str, int]] = []
         unknown: list[ObjectInfo] = []
         for info in infos:
             idx = event_index(info)
@@ -220,15 +220,16 @@ class AsyncGCSEventStorage(StoreBase):
             if newest is None:
                 unknown.append(info)
             elif newest < cutoff:
-                old.append(info.key)
+                old.append((info.key, info.generation))
         for info in unknown:
             try:
-                events = events_in(info.key, (await self.store.read(info.key)).data)
+                got = await self.store.read(info.key)
+                events = events_in(info.key, got.data)
             except (CorruptObjectError, StorageError):
                 continue  # reported by readers; never deleted on a guess
             if events and max(e.timestamp for e in events) < cutoff:
-                old.append(info.key)
-        return sum(await bounded_gather(old, self.reader.delete))
+                old.append((info.key, got.generation))
+        return sum(await bounded_gather(old, self.reader.delete_listed))
 
 
 def _earliest(info: ObjectInfo) -> tuple[datetime, str]:
@@ -249,7 +250,7 @@ def events_in(key: str, data: bytes) -> list[TaskEvent]:
     """
     try:
         raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raw = None  # parse_model says why
     if isinstance(raw, dict) and isinstance(raw.get("events"), list) and "event_type" not in raw:
         return list(parse_model(EventBatch, key, data).events)

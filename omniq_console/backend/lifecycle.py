@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..checks import check_seconds
-from ..models import EventType, ResultStatus, Task, TaskResult, TaskStatus, add_time
+from ..models import EventType, ResultStatus, Task, TaskEvent, TaskResult, TaskStatus, add_time
 
 NAME_WRITE_GAP_S = 1.05
 """GCS takes about one mutation of an object name per second: a writer waits this long after
@@ -341,6 +341,33 @@ def expire(task: Task, record: TaskResult | None, *, now: datetime) -> Transitio
     rec.error, rec.error_type = "expired before it ran", "Expired"
     rec.completed_at = now
     return Transition(rec, EventType.EXPIRED, "expired before it ran", final=True)
+
+
+def event_of(
+    transition: Transition,
+    *,
+    at: datetime,
+    worker_id: str | None = None,
+    actor: str | None = None,
+    **fields: Any,
+) -> TaskEvent:
+    """The event that records ``transition``: the one way every applier (worker, reaper,
+    operator) writes it, so that a task's timeline holds every change of its status.
+
+    ``fields`` adds what only the applier knows (a run's ``execution_time``, its error).
+    """
+    record = transition.record
+    return TaskEvent(
+        task_id=record.task_id,
+        event_type=transition.event,
+        timestamp=at,
+        message=transition.message,
+        details=dict(transition.details),
+        worker_id=worker_id,
+        queue_name=record.queue_name,
+        actor=actor,
+        **fields,
+    )
 
 
 def overlay(task: Task, record: TaskResult | None) -> Task:

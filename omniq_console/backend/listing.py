@@ -24,7 +24,13 @@ from pydantic import ValidationError
 
 from ..models import OmniQModel, Schedule, Task, TaskEvent, TaskResult
 from .bridge import SyncBridge
-from .errors import CorruptObjectError, ObjectNotFoundError, ReadOnlyError, UnreadableObject
+from .errors import (
+    ConflictError,
+    CorruptObjectError,
+    ObjectNotFoundError,
+    ReadOnlyError,
+    UnreadableObject,
+)
 from .layout import Layout, check_id
 from .storeapi import ObjectInfo, ObjectStoreAPI
 
@@ -32,9 +38,19 @@ T = TypeVar("T")
 R = TypeVar("R")
 M = TypeVar("M", bound=OmniQModel)
 
+MAX_CACHE_BYTES = 64 * 1024 * 1024
+"""What the body cache may hold, counted in stored bytes (a parsed model takes a few times
+more memory than its JSON)."""
 READ_CONCURRENCY = 32
 """Bodies read at once by one listing call (32 in flight was the measured sweet spot on the
 emulator; docs/architecture.md)."""
+
+MAX_NESTING = 100
+"""The deepest nesting of lists and objects a stored body may have: deeper ones are reported
+as unreadable (copies and validators recurse, and a stack overflow must stay one object's
+problem). No body OmniQ writes comes near it."""
+TOO_DEEP = "nested too deeply to parse"
+"""The reason given for a body whose nesting exceeds what the parser takes."""
 
 # The field that must equal the name in the object's key: a body copied under another key
 # would otherwise make every update address the wrong object.
@@ -63,20 +79,50 @@ def parse_model(model: type[M], key: str, data: bytes) -> M:
         raw = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CorruptObjectError(key, f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise CorruptObjectError(key, TOO_DEEP) from None
     if not isinstance(raw, dict):
         raise CorruptObjectError(key, f"expected a JSON object, found {type(raw).__name__}")
+    if too_deep(raw, MAX_NESTING):
+        # The parser takes it, but copying or validating it recursively would not.
+        raise CorruptObjectError(key, f"{TOO_DEEP} (more than {MAX_NESTING} levels)")
     try:
         parsed = model.model_validate(raw)
     except ValidationError as exc:
         raise CorruptObjectError(
             key, f"not a valid {model.__name__}: {_first_error(exc)}"
         ) from None
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Whatever else one body makes the validator raise (a RecursionError from nesting
+        # within the parser's limit): a report about that object, never a crash of the reader.
+        reason = TOO_DEEP if isinstance(exc, RecursionError) else f"{type(exc).__name__}: {exc}"
+        raise CorruptObjectError(key, f"not a valid {model.__name__}: {reason}"[:300]) from None
     id_field = _ID_FIELDS.get(model)
     if id_field is not None:
         found = getattr(parsed, id_field)
         if found != Layout.name_of(key):
             raise CorruptObjectError(key, f"its {id_field} {found!r} does not match its key")
     return parsed
+
+
+def too_deep(value: object, limit: int) -> bool:
+    """Whether ``value`` (parsed JSON) nests lists and dicts more than ``limit`` deep;
+    iterative, so that no depth can overflow the interpreter's stack here."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -92,6 +138,9 @@ def _first_error(exc: ValidationError) -> str:
 class BodyCache:
     """Parsed bodies by ``(key, generation)``; an entry unused for ``timeout`` seconds is dropped.
 
+    Bounded by count (``max_entries``) and by the stored size of the bodies it holds
+    (``max_bytes``): the least recently used go first, and a body larger than
+    ``max_bytes // 8`` is never kept (one 20 MB task must not pin 20 MB after it ran).
     ``timeout=0`` disables the cache. Models are mutable, so callers get deep copies.
     """
 
@@ -100,19 +149,27 @@ class BodyCache:
         timeout: float,
         *,
         max_entries: int = 20_000,
+        max_bytes: int = MAX_CACHE_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.timeout = float(timeout)
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self.hits = 0
         self.misses = 0
         self._clock = clock
-        # key -> (generation, model, last used); ordered by last use, oldest first.
-        self._entries: OrderedDict[str, tuple[int, OmniQModel, float]] = OrderedDict()
+        # key -> (generation, model, size in bytes, last used); ordered by last use.
+        self._entries: OrderedDict[str, tuple[int, OmniQModel, int, float]] = OrderedDict()
+        self._bytes = 0
 
     @property
     def enabled(self) -> bool:
         return self.timeout > 0
+
+    @property
+    def bytes(self) -> int:
+        """The stored size of the bodies held."""
+        return self._bytes
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -127,35 +184,46 @@ class BodyCache:
         if entry is None or entry[0] != generation or not isinstance(entry[1], model):
             self.misses += 1
             return None
-        self._entries[key] = (entry[0], entry[1], now)
+        self._entries[key] = (*entry[:3], now)
         self._entries.move_to_end(key)
         self.hits += 1
         return _copy_at(entry[1], generation)
 
-    def put(self, key: str, generation: int, value: OmniQModel) -> None:
-        """Remember ``value`` as the body of ``key`` at ``generation`` (a copy is kept)."""
-        if not self.enabled or generation <= 0:
+    def put(self, key: str, generation: int, value: OmniQModel, size: int) -> None:
+        """Remember ``value`` (``size`` bytes stored) as the body of ``key`` at ``generation``
+        (a copy is kept)."""
+        self.discard(key)
+        if not self.enabled or generation <= 0 or size > self.max_bytes // 8:
             return
         now = self._clock()
-        self._entries[key] = (generation, _copy_at(value, generation), now)
-        self._entries.move_to_end(key)
+        self._entries[key] = (generation, _copy_at(value, generation), size, now)
+        self._bytes += size
         self._expire(now)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        while self._entries and (
+            len(self._entries) > self.max_entries or self._bytes > self.max_bytes
+        ):
+            self._pop_oldest()
 
     def discard(self, key: str) -> None:
-        self._entries.pop(key, None)
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= entry[2]
 
     def clear(self) -> None:
         self._entries.clear()
+        self._bytes = 0
+
+    def _pop_oldest(self) -> None:
+        _, entry = self._entries.popitem(last=False)
+        self._bytes -= entry[2]
 
     def _expire(self, now: float) -> None:
         cutoff = now - self.timeout
         while self._entries:
-            _, (_, _, used) = next(iter(self._entries.items()))
-            if used > cutoff:
+            _, entry = next(iter(self._entries.items()))
+            if entry[3] > cutoff:
                 break
-            self._entries.popitem(last=False)
+            self._pop_oldest()
 
 
 def _copy_at(value: M, generation: int) -> M:
@@ -185,7 +253,7 @@ class BodyReader:
             return None
         parsed = parse_model(model, key, got.data)
         parsed._generation = got.generation
-        self.cache.put(key, got.generation, parsed)
+        self.cache.put(key, got.generation, parsed, len(got.data))
         return parsed
 
     async def read_listed(self, infos: Sequence[ObjectInfo], model: type[M]) -> ItemList[M]:
@@ -224,16 +292,27 @@ class BodyReader:
         if_generation_match: int | None = None,
     ) -> ObjectInfo:
         """Write ``value`` as the body of ``key``; its ``generation`` becomes the new one."""
+        data = value.to_json()
         info = await self.store.write(
-            key, value.to_json(), metadata=metadata, if_generation_match=if_generation_match
+            key, data, metadata=metadata, if_generation_match=if_generation_match
         )
         value._generation = info.generation
-        self.cache.put(key, info.generation, value)
+        self.cache.put(key, info.generation, value, len(data))
         return info
 
-    async def delete(self, key: str) -> bool:
+    async def delete(self, key: str, *, if_generation_match: int | None = None) -> bool:
+        """Delete ``key`` (at ``if_generation_match`` when given); False when it was absent."""
         self.cache.discard(key)
-        return await self.store.delete(key)
+        return await self.store.delete(key, if_generation_match=if_generation_match)
+
+    async def delete_listed(self, listed: tuple[str, int]) -> bool:
+        """Delete ``(key, generation)`` as a listing saw it; False when it is gone or changed
+        since (a cleanup leaves a newer version alone)."""
+        key, generation = listed
+        try:
+            return await self.delete(key, if_generation_match=generation)
+        except ConflictError:
+            return False
 
 
 def layout_name(folder: str, key: str) -> str | None:
@@ -283,6 +362,11 @@ class StoreBase:
         unsafe name) is not an object of this store: an action on it would address another key.
         """
         return [i for i in await self.store.list(folder) if layout_name(folder, i.key) is not None]
+
+    async def _stat(self, key: str) -> ObjectInfo | None:
+        """``key`` as a one-object listing describes it (generation, metadata), or None."""
+        found = await self.store.list(key, limit=1)
+        return found[0] if found and found[0].key == key else None
 
     async def _list_entries(self, prefix: str) -> list[ObjectInfo]:
         """Queue entries under ``prefix`` (all queues, or one): ``queues/{q}/{id}.json`` only."""

@@ -627,7 +627,13 @@ class ObjectStore:
         raise ConflictError(key, expected)
 
     async def delete(self, key: str, *, if_generation_match: int | None = None) -> bool:
-        """Delete ``key``; False when it was already absent. Retried: a delete is idempotent."""
+        """Delete ``key``; False when it was already absent.
+
+        ``if_generation_match`` deletes only that version (``ConflictError`` otherwise), which
+        makes the delete safe to retry: a 412 is settled by looking at the object (gone: an
+        earlier sending landed; still there: someone else's newer version, refused). Every
+        delete of OmniQ's protocol carries it.
+        """
         self._refuse_if_read_only("delete", key)
         try:
             # An absent object is an answer, not an error: deleting what may not exist (a
@@ -638,13 +644,26 @@ class ObjectStore:
                 self._object_url(key),
                 params={"ifGenerationMatch": if_generation_match},
                 ok_statuses=frozenset({200, 204, 404}),
+                # GCS counts a delete as idempotent only with a generation precondition.
+                idempotent=if_generation_match is not None,
             )
         except _HTTPFailure as failure:
             if failure.status == 412:
-                self.stats.conflicts += 1
-                raise ConflictError(key, if_generation_match) from None
+                # Even a first attempt's 412 may follow our own landed delete: aiohttp re-sends
+                # a request whose keep-alive connection dropped, without telling us.
+                return await self._settle_delete(key, if_generation_match)
             self._raise_for(failure, key)
         return status != 404
+
+    async def _settle_delete(self, key: str, expected: int | None) -> bool:
+        """A 412 on a delete: an earlier sending of it deleted the object and its answer was
+        lost (the object is gone: True), or the object is newer than the generation we saw
+        (``ConflictError``: someone else's version, left alone)."""
+        listed = [info for info in await self.list(key, limit=1) if info.key == key]
+        if not listed:
+            return True
+        self.stats.conflicts += 1
+        raise ConflictError(key, expected)
 
     # -- checks -----------------------------------------------------------------------------
 

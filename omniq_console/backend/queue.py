@@ -30,28 +30,25 @@ import random
 import secrets
 import socket
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..models import SCHEMA_VERSION, Task, TaskResult, TaskStatus
 from . import lifecycle
 from .bridge import SyncBridge
+from .claims import MAX_PASS_AGE_S, Candidate, ClaimMemory, pick
 from .errors import (
     ConflictError,
     CorruptObjectError,
     ObjectNotFoundError,
     StorageError,
-    UnreadableObject,
 )
 from .index import (
     PausedIndex,
-    QueueEntryIndex,
     ResultIndex,
     paused_index,
     paused_metadata,
-    queue_entry_index,
     queue_entry_metadata,
     result_index,
     result_metadata,
@@ -60,32 +57,22 @@ from .index import (
 )
 from .layout import Layout, check_id
 from .lifecycle import NAME_WRITE_GAP_S, Transition, check_lease
-from .listing import BodyReader, ItemList, StoreBase, bounded_gather, layout_name
+from .listing import MAX_NESTING, BodyReader, ItemList, StoreBase, layout_name, too_deep
+from .reaper import REPAIR_GRACE_SECONDS, SYSTEMIC, Maintenance, Reaper
 from .storeapi import ObjectInfo, ObjectStoreAPI
 from .sync import sync_twin
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_SECONDS = 30.0
-REPAIR_GRACE_SECONDS = 30.0
-"""A repair (a missing entry, a stale hint) waits until the same state was seen this long."""
-LEASE_MARGIN_S = 2.0
-"""A lease is dead when its record is unchanged for its lease length plus this margin."""
-BEST_FEW = 64
-"""After a lost claim, the next candidate is drawn at random among this many of the best of the
-same priority. Measured with 16 worker processes: a window of 4 left the losers racing each
-other again; 16 spread them (benchmarks/claims.py); 4 workers of 8 slots each (32 claimers)
-still lost 2.6 races a task at 16, hence 64."""
-LISTING_REUSE_S = 0.5
-"""A claim pass within this long of the last listing of the same queues claims from that
-listing (the entries it won or lost are skipped): a busy worker lists a queue about twice a
-second, not once per task, which is what its CPU went to."""
-CONTENTION_MEMORY_S = 5.0
-"""A claim race lost makes the next passes of this process spread their first pick over the
-best few for this long (benchmarks/gcsrules.py: 4 workers of 8 slots lost 2.4 races a task
-always taking the head first)."""
 POLL_INTERVAL = (0.2, 0.5)
 """Seconds between passes of a waiting ``dequeue`` (random in this range, so workers spread)."""
+PAUSED_MAX_AGE_S = 1.0
+"""A claim pass reuses the last listing of ``paused/`` while it is younger than this."""
+MAX_ENTRIES_NOTED = 10_000
+"""Entry generations remembered for the final outcome's delete (beyond: one listing)."""
+UNDO_ATTEMPTS = 6
+"""Tries to undo a claim of a task that cannot run (about a minute of backoff in all)."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -108,53 +95,6 @@ def _entry_body(task_id: str, queue: str) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-@dataclass(frozen=True, slots=True)
-class _Candidate:
-    rank: tuple[int, datetime, str]
-    info: ObjectInfo
-    queue: str
-    index: QueueEntryIndex
-
-
-@dataclass
-class Maintenance:
-    """What one ``maintain`` pass did (each list holds task ids)."""
-
-    requeued: list[tuple[str, Transition]] = field(default_factory=list)
-    expired: list[tuple[str, Transition]] = field(default_factory=list)
-    repaired: list[str] = field(default_factory=list)
-    stale_entries: int = 0
-    # Objects a step could not use (a record or task that will not parse, a task naming an
-    # impossible queue): reported here and skipped; the rest of the pass goes on.
-    unreadable: list[UnreadableObject] = field(default_factory=list)
-
-
-class _Watch:
-    """Observations on this process's monotonic clock: ``(key, version)`` first seen when.
-
-    ``held(key, version, seconds)`` is True once the same version of ``key`` was seen for at
-    least ``seconds``; a new version restarts the count. Nothing here reads a wall clock.
-    """
-
-    def __init__(self, monotonic: Callable[[], float]) -> None:
-        self._monotonic = monotonic
-        self._seen: dict[str, tuple[object, float]] = {}
-
-    def held(self, key: str, version: object, seconds: float) -> bool:
-        now = self._monotonic()
-        seen = self._seen.get(key)
-        if seen is None or seen[0] != version:
-            self._seen[key] = (version, now)
-            return seconds <= 0
-        return now - seen[1] >= seconds
-
-    def keep_only(self, keys: Iterable[str]) -> None:
-        """Forget everything not in ``keys`` (objects that are gone or moved on)."""
-        alive = set(keys)
-        for key in [k for k in self._seen if k not in alive]:
-            del self._seen[key]
-
-
 class AsyncGCSQueue(StoreBase):
     """Tasks in named queues, claimed atomically by workers that hold a renewable lease."""
 
@@ -175,13 +115,13 @@ class AsyncGCSQueue(StoreBase):
         self.clock = clock
         # Names this process wrote, and when (monotonic): the per-name gap is kept from these.
         self._written: OrderedDict[str, float] = OrderedDict()
-        # Entries whose task is taken (a claim of ours won or lost): skipped until their
-        # generation changes (a retry or a release rewrites the entry) or a lease has passed.
-        self._skip: dict[str, tuple[int, float]] = {}
-        self._watch = _Watch(lambda: self.clock.monotonic())
-        self._listing: tuple[tuple[str, ...], float, list[_Candidate]] | None = None
+        # Entries' generations as this process last saw them (claimed from, or wrote): a
+        # final outcome deletes its entry on that generation without listing it first.
+        self._entries: OrderedDict[str, int] = OrderedDict()
+        # The clock is looked up at each call: tests and callers may replace ``self.clock``.
+        self.claims = ClaimMemory(layout, lambda: self.clock.monotonic())
+        self.reaper = Reaper(self)
         self._paused: tuple[float, dict[str, PausedIndex]] | None = None
-        self._contended_until = 0.0
 
     # -- the per-name gap ---------------------------------------------------------------------
 
@@ -225,12 +165,14 @@ class AsyncGCSQueue(StoreBase):
         key = self.layout.queue_entry(task.queue_name, task.id)
         await self._gap(key)
         try:
-            return await self.store.write(
+            info = await self.store.write(
                 key,
                 _entry_body(task.id, task.queue_name),
                 metadata=queue_entry_metadata(task, record),
                 if_generation_match=expected or 0,
             )
+            self._note_entry(task.id, info.generation)
+            return info
         except ConflictError:
             if not expected:
                 return None  # it exists: fine for a create
@@ -242,18 +184,35 @@ class AsyncGCSQueue(StoreBase):
         finally:
             self._wrote(key)
 
-    async def _delete(self, key: str) -> bool:
-        """Delete ``key`` (a mutation too: the per-name gap applies)."""
+    async def _delete(self, key: str, generation: int) -> bool:
+        """Delete ``key`` at ``generation``, the one the caller saw (a mutation too: the
+        per-name gap applies). ``ConflictError`` when it changed since; False when absent."""
         await self._gap(key)
         try:
-            return await self.reader.delete(key)
+            return await self.reader.delete(key, if_generation_match=generation)
         finally:
             self._wrote(key)
 
+    def _note_entry(self, task_id: str, generation: int) -> None:
+        """Remember the generation of an entry this process claimed from or wrote."""
+        self._entries[task_id] = generation
+        self._entries.move_to_end(task_id)
+        while len(self._entries) > MAX_ENTRIES_NOTED:
+            self._entries.popitem(last=False)
+
     async def _drop_entry(self, queue: str, task_id: str) -> None:
+        """Delete a final task's entry on the generation last seen of it; never fatal."""
         key = self.layout.queue_entry(queue, task_id)
         try:
-            await self._delete(key)
+            generation = self._entries.pop(task_id, None)
+            if generation is None:
+                info = await self._stat(key)
+                if info is None:
+                    return
+                generation = info.generation
+            await self._delete(key, generation)
+        except ConflictError:
+            log.info("queue entry %s changed meanwhile; the reaper deletes it", key)
         except StorageError as exc:
             # Harmless if it stays: the reaper deletes entries of final tasks.
             log.warning("could not delete queue entry %s: %s", key, exc)
@@ -271,6 +230,12 @@ class AsyncGCSQueue(StoreBase):
         if task.status != TaskStatus.PENDING:
             raise ValueError(
                 f"task {task.id} is {task.status.value}: only a pending task is enqueued"
+            )
+        if too_deep([task.args, task.kwargs, task.metadata], MAX_NESTING):
+            # Stored, it could never be read back (parse_model refuses such bodies).
+            raise ValueError(
+                f"task {task.id}: its args, kwargs or metadata nest lists and dicts more than "
+                f"{MAX_NESTING - 1} levels deep; such a body could not be read back"
             )
         try:
             await self.reader.write(task_key, task, task_metadata(task), if_generation_match=0)
@@ -404,17 +369,27 @@ class AsyncGCSQueue(StoreBase):
             return False
         finally:
             self._wrote(key)
+            self._paused = None  # this process's next pass sees its own pause at once
         return True
 
-    async def resume_queue(self, queue_name: str) -> bool:
-        """Let workers claim from ``queue_name`` again; False when it was not paused."""
+    async def resume_queue(self, queue_name: str, *, generation: int | None = None) -> bool:
+        """Let workers claim from ``queue_name`` again; False when it was not paused.
+
+        Deletes ``paused/{queue}.json`` on ``generation`` (the pause the caller saw; without
+        it, the one listed now): ``ConflictError`` when it was paused again since, so a resume
+        retried after a lost answer never removes someone else's newer pause.
+        """
         key = self.layout.paused_queue(queue_name)
         self._check_writable("resume queue", key)
-        await self._gap(key)
+        if generation is None:
+            info = await self._stat(key)
+            if info is None:
+                return False
+            generation = info.generation
         try:
-            return await self.store.delete(key)
+            return await self._delete(key, generation)
         finally:
-            self._wrote(key)
+            self._paused = None
 
     # -- claims -------------------------------------------------------------------------------
 
@@ -454,70 +429,57 @@ class AsyncGCSQueue(StoreBase):
             await self.clock.sleep(min(remaining, random.uniform(*POLL_INTERVAL)))
 
     async def claim_pass(
-        self, queues: Sequence[str], worker: str, lease: float, *, paused: Iterable[str] = ()
+        self,
+        queues: Sequence[str],
+        worker: str,
+        lease: float,
+        *,
+        paused: Iterable[str] | None = None,
     ) -> Task | None:
-        """One look at ``queues`` (one listing each, and one of ``paused/`` unless the caller
-        passes what it listed): claim the best candidate, or None."""
-        skip = set(paused) or set(await self.paused_queues())
+        """One look at ``queues`` (one listing each, and one of ``paused/`` at most once a
+        second unless the caller passes what it listed, ``()`` when nothing is paused): claim
+        the best candidate, or None."""
+        self._check_writable("claim", self.layout.results)
+        if paused is None:
+            paused = await self.paused_queues(max_age_s=PAUSED_MAX_AGE_S)
+        skip = set(paused)
         active = [q for q in queues if q not in skip]
         if not active:
             return None
-        candidates = self._ready(await self._ranked(tuple(active)), self.clock.now())
+        candidates = self.claims.ready(await self._ranked(tuple(active)), self.clock.now())
         # The head first while this process wins its races (strict order for a lone worker);
         # once it has lost one lately, or after a loss in this pass, a random one of the best
         # few, so that workers do not all race for the head, and again for the next one.
-        spread = self.clock.monotonic() < self._contended_until
-        while candidates:
-            pick = random.randrange(_same_priority_window(candidates)) if spread else 0
-            spread = True
-            task = await self._claim(candidates.pop(pick), worker, lease)
+        spread = self.claims.contended()
+        # A pass works through one listing: once it is older than MAX_PASS_AGE_S, what it
+        # names may have been deleted or claimed meanwhile; the next pass lists again.
+        while candidates and self.claims.listing_age() < MAX_PASS_AGE_S:
+            cand = candidates.pop(pick(candidates, spread))
+            try:
+                task = await self._claim(cand, worker, lease)
+            except SYSTEMIC:
+                raise
+            except Exception:
+                # One entry no check foresaw never stops the claims of the others.
+                log.exception("skipping queue entry %s", cand.info.key)
+                self.claims.skip(cand, lease)
+                task = None
             if task is not None:
                 return task
+            spread = True
         return None
 
-    async def _ranked(self, queues: tuple[str, ...]) -> list[_Candidate]:
-        """The entries of ``queues``, decoded and ranked: from a fresh listing, or from the last
-        one if it is recent and still has entries this process has not tried."""
-        if self._listing is not None:
-            listed_for, at, ranked = self._listing
-            fresh = self.clock.monotonic() - at < LISTING_REUSE_S and listed_for == queues
-            if fresh and any(c.index.task_id not in self._skip for c in ranked):
-                return ranked
+    async def _ranked(self, queues: tuple[str, ...]) -> list[Candidate]:
+        """The entries of ``queues``, ranked: from a fresh listing, or from the last one if it
+        is recent and still has entries this process has not tried."""
+        recent = self.claims.recent(queues)
+        if recent is not None:
+            return recent
         listings = await asyncio.gather(*(self._list_entries(self.layout.queue(q)) for q in queues))
-        ranked = sorted(
-            (c for listing in listings for c in self._decode(listing)), key=lambda c: c.rank
-        )
-        self._listing = (queues, self.clock.monotonic(), ranked)
-        return ranked
+        self.claims.rank(queues, listings)
+        return self.claims.ranked()
 
-    def _decode(self, infos: Iterable[ObjectInfo]) -> Iterable[_Candidate]:
-        for info in infos:
-            queue = self.layout.queue_of_entry(info.key)
-            idx = queue_entry_index(info, self.layout)
-            if queue is None or idx is None:
-                continue  # not ours to rank: the reaper reports or repairs it
-            rank = (-idx.priority, idx.created_at or info.updated or _EPOCH, info.key)
-            yield _Candidate(rank, info, queue, idx)
-
-    def _ready(self, ranked: Sequence[_Candidate], now: datetime) -> list[_Candidate]:
-        """The candidates that may be claimed now, best first."""
-        mono = self.clock.monotonic()
-        out: list[_Candidate] = []
-        for cand in ranked:
-            idx = cand.index
-            skip = self._skip.get(idx.task_id)
-            if skip is not None:
-                if skip[0] == cand.info.generation and mono < skip[1]:
-                    continue  # its task is taken and nothing has changed since
-                del self._skip[idx.task_id]
-            if idx.run_at is not None and idx.run_at > now:
-                continue
-            if idx.expires_at is not None and idx.expires_at <= now:
-                continue  # left for the reaper to expire
-            out.append(cand)
-        return out
-
-    async def _claim(self, cand: _Candidate, worker: str, lease: float) -> Task | None:
+    async def _claim(self, cand: Candidate, worker: str, lease: float) -> Task | None:
         task_id = cand.index.task_id
         expected = cand.index.record_generation or 0
         record: TaskResult | None = None
@@ -532,7 +494,7 @@ class AsyncGCSQueue(StoreBase):
                     log.warning("skipping a task whose state record is unreadable: %s", exc)
                     record = None
                 if record is None or record.generation != expected:
-                    self._lose(cand, lease)
+                    self.claims.skip(cand, lease)
                     return None
         if cand.index.func is not None:
             # What the record needs of the task is in the entry: only the winner reads it.
@@ -549,23 +511,50 @@ class AsyncGCSQueue(StoreBase):
                 definition, record, worker=worker, lease_s=lease, now=self.clock.now()
             )
         except lifecycle.TransitionError:
-            self._lose(cand, lease)
+            self.claims.skip(cand, lease)
             return None
         try:
             await self._write_record(transition.record, expected)
         except ConflictError:
-            self._lose(cand, lease)
-            self._contended_until = self.clock.monotonic() + CONTENTION_MEMORY_S
+            self.claims.skip(cand, lease)
+            self.claims.lost_race()
             return None
-        self._skip_entry(cand, lease)  # ours now: the next pass does not try it again
-        task = definition if cand.index.func is None else await self._definition(cand, lease)
-        if task is None:
-            # Deleted (or unreadable) under our claim: undo it; the task cannot run.
-            await self._delete(self.layout.result(task_id))
-            return None
-        return lifecycle.overlay(task, transition.record)
+        self.claims.skip(cand, lease)  # ours now: the next pass does not try it again
+        self._note_entry(task_id, cand.info.generation)
+        # The winner reads the definition (always: an old listing may name a task deleted
+        # since, and a create-only claim would re-create its record). A task that is gone,
+        # unreadable, or that anything else goes wrong with is not handed out: the claim is
+        # undone, so no running record stays behind for a task that cannot run.
+        try:
+            task = await self._definition(cand, lease)
+            view = None if task is None else lifecycle.overlay(task, transition.record)
+        except BaseException:
+            await self._undo_claim(transition.record)
+            raise
+        if view is None:
+            await self._undo_claim(transition.record)
+        return view
 
-    async def _definition(self, cand: _Candidate, lease: float) -> Task | None:
+    async def _undo_claim(self, record: TaskResult) -> None:
+        """Delete the record our claim just wrote, on its generation, retried until settled:
+        gone (undone), or changed by someone else (an operator's cancel: theirs to keep)."""
+        key = self.layout.result(record.task_id)
+        assert record.generation is not None
+        for attempt in range(UNDO_ATTEMPTS):
+            try:
+                await self._delete(key, record.generation)
+                return
+            except ConflictError:
+                return  # it moved on: no longer ours to undo
+            except StorageError as exc:
+                if attempt + 1 == UNDO_ATTEMPTS:
+                    # Its lease dies unrenewed; the reaper requeues it, then deletes the
+                    # record of a task that is gone.
+                    log.warning("claim of %s not undone (%s); the reaper repairs it", key, exc)
+                    return
+                await self.clock.sleep(min(2.0**attempt, 30.0))
+
+    async def _definition(self, cand: Candidate, lease: float) -> Task | None:
         """The task of an entry, or None (and the entry skipped) when it is gone, moved or
         unreadable (the reaper and the monitor report those)."""
         try:
@@ -574,15 +563,9 @@ class AsyncGCSQueue(StoreBase):
             log.warning("skipping the queue entry of an unreadable task: %s", exc)
             task = None
         if task is None or task.queue_name != cand.queue:
-            self._lose(cand, lease)
+            self.claims.skip(cand, lease)
             return None
         return task
-
-    def _lose(self, cand: _Candidate, lease: float) -> None:
-        self._skip_entry(cand, lease)
-
-    def _skip_entry(self, cand: _Candidate, lease: float) -> None:
-        self._skip[cand.index.task_id] = (cand.info.generation, self.clock.monotonic() + lease)
 
     # -- the lease holder's writes ------------------------------------------------------------
 
@@ -684,21 +667,18 @@ class AsyncGCSQueue(StoreBase):
             raise ConflictError(
                 key, expected, f"task {task.id}: re-read it and decide again"
             ) from exc
-        if not transition.final and (read is None or read.is_final):
-            # From final back to pending: the entry was deleted with the outcome.
-            await self._write_entry(task, transition.record, 0)
-            return lifecycle.overlay(task, transition.record)
         await self._after_record(task, transition)
         return lifecycle.overlay(task, transition.record)
 
     async def update_task(self, task: Task) -> Task:
-        """Write ``task`` if it is unchanged since it was read (compare-and-swap).
+        """Write ``task``'s definition fields (priority, run_at, metadata, ...) if it is
+        unchanged since it was read (compare-and-swap on the task object).
 
-        Definition fields (priority, run_at, metadata, ...) are a compare-and-swap on the task
-        object; a status change is the matching transition on its state record: to CANCELLED
-        (cancel) or, from a final status, to PENDING (retry). Workers change the other
-        statuses through ``dequeue``/``finish``. ``ConflictError`` when either object changed
-        since ``task`` was read: re-read it and decide again.
+        A status is not a definition field: it changes by a transition (``lifecycle.cancel``,
+        ``lifecycle.operator_retry``, ... written with ``apply``; workers through
+        ``dequeue``/``finish``); a ``task`` whose status differs from the stored one raises
+        ``ValueError``. ``ConflictError`` when the task or its record changed since ``task``
+        was read: re-read it and decide again.
         """
         key = self.layout.task(task.id)
         self.layout.queue(task.queue_name)
@@ -716,6 +696,12 @@ class AsyncGCSQueue(StoreBase):
             raise ConflictError(key, expected, f"task {task.id}: re-read it and decide again")
         if current.queue_name != task.queue_name:
             raise ValueError(f"task {task.id}: moving a task to another queue is not supported")
+        if task.status != current.status:
+            raise ValueError(
+                f"task {task.id} is {current.status.value}: a change to {task.status.value} is a "
+                "transition (lifecycle.cancel / operator_retry written with apply, or the "
+                "worker's dequeue and finish), not an update_task"
+            )
         definition = task.model_copy(deep=True)
         definition.__dict__.update(
             status=TaskStatus.PENDING, worker_id=None, lease_expires_at=None, started_at=None
@@ -733,57 +719,88 @@ class AsyncGCSQueue(StoreBase):
             finally:
                 self._wrote(key)
             current = lifecycle.overlay(definition, current.record)
-        if task.status == current.status:
-            if changed_definition and current.status == TaskStatus.PENDING:
-                await self._rewrite_entry(definition, current.record)
-            return current
-        now = self.clock.now()
-        if task.status == TaskStatus.CANCELLED:
-            transition = lifecycle.cancel(current, current.record, actor="update_task", now=now)
-        elif task.status == TaskStatus.PENDING:
-            transition = lifecycle.operator_retry(
-                current, current.record, actor="update_task", now=now
-            )
-        else:
-            raise ValueError(
-                f"task {task.id}: a change to {task.status.value} is made by the worker that "
-                "runs it (dequeue, finish), not by update_task"
-            )
-        return await self.apply(current, transition)
+        if changed_definition and current.status == TaskStatus.PENDING:
+            await self._rewrite_entry(definition, current.record)
+        return current
 
     async def _rewrite_entry(self, task: Task, record: TaskResult | None) -> None:
+        """Point the entry's hint at ``record``: a compare-and-swap on the entry as listed now;
+        an entry that is missing is created only while the task exists (a task deleted meanwhile
+        never gets its entry back: nothing else would ever delete it but the reaper)."""
         key = self.layout.queue_entry(task.queue_name, task.id)
-        current = await self.store.list(key, limit=1)
-        expected = current[0].generation if current and current[0].key == key else 0
-        await self._write_entry(task, record, expected)
+        current = await self._stat(key)
+        if current is None and await self._stat(self.layout.task(task.id)) is None:
+            log.info("task %s is gone: its queue entry is not re-created", task.id)
+            return
+        await self._write_entry(task, record, current.generation if current else 0)
 
-    async def delete_task(self, task_id: str) -> bool:
-        """Delete a task, its queue entry and its state record; False when the task did not
-        exist."""
+    async def delete_task(self, task_id: str, *, seen: Task | None = None) -> bool:
+        """Delete a task, its queue entry and its state record, each on the generation seen;
+        False when the task did not exist.
+
+        ``seen`` is the task as the caller read it (``get_task``); without it, as read now.
+        Fenced like a worker's outcome: a task that is not final first gets a cancelled
+        record (create-only, or a compare-and-swap on the record seen), so no claim, renewal
+        or outcome lands while it is deleted; ``ConflictError`` (nothing deleted) when the
+        task moved on since it was seen. Deletes are conditioned on the generations seen
+        (``ifGenerationMatch``): a retried one never removes a newer object.
+        """
         key = self.layout.task(task_id)
         self._check_writable("delete", key)
+        if seen is None:
+            try:
+                seen = await self.get_task(task_id)
+            except CorruptObjectError:
+                return await self._delete_unreadable(task_id)
+        if seen is None:
+            record = await self._stat(self.layout.result(task_id))
+            if record is not None:  # a record left without its task
+                await self._delete(record.key, record.generation)
+            return False
+        if seen.generation is None:
+            raise ValueError(f"task {task_id} was never read from the bucket: use get_task")
+        fence = seen.record
+        if fence is None or not fence.is_final:
+            transition = lifecycle.cancel(seen, seen.record, actor="delete", now=self.clock.now())
+            try:
+                fence = await self._write_record(transition.record, _record_gen(seen) or 0)
+            except ConflictError as exc:
+                raise ConflictError(
+                    self.layout.result(task_id), _record_gen(seen), f"task {task_id} moved on"
+                ) from exc
+        assert fence.generation is not None
+        # The final record stays until the task is gone: no claim can land meanwhile.
+        deleted = await self._delete(key, seen.generation)
+        await self._drop_entry(seen.queue_name, task_id)
         try:
-            task = await self.reader.read(key, Task)
-            exists = task is not None
-        except CorruptObjectError:
-            task, exists = None, True
-        if task is not None:
-            await self._delete(self.layout.queue_entry(task.queue_name, task_id))
-        else:
-            # Unreadable (or no) body, unknown queue: find its entries by name.
-            suffix = f"/{task_id}.json"
-            for info in await self._list_entries(self.layout.queues):
-                if info.key.endswith(suffix):
-                    await self._delete(info.key)
-        deleted = await self._delete(key)
-        await self._delete(self.layout.result(task_id))
-        return exists and deleted
+            await self._delete(self.layout.result(task_id), fence.generation)
+        except ConflictError:
+            # Retried by an operator meanwhile: a pending record whose task is gone, which
+            # the reaper deletes (docs/architecture.md, "Transitions").
+            log.info("the record of deleted task %s changed meanwhile; left to the reaper", task_id)
+        return deleted
+
+    async def _delete_unreadable(self, task_id: str) -> bool:
+        """Delete a task whose body or record cannot be read, on the generations listed."""
+        suffix = f"/{task_id}.json"
+        entries = [
+            i for i in await self._list_entries(self.layout.queues) if i.key.endswith(suffix)
+        ]
+        found = [
+            info
+            for key in (self.layout.task(task_id), self.layout.result(task_id))
+            if (info := await self._stat(key)) is not None
+        ]
+        for info in [*entries, *found]:
+            await self._delete(info.key, info.generation)
+        return any(info.key == self.layout.task(task_id) for info in found)
 
     # -- housekeeping -------------------------------------------------------------------------
 
     async def maintain(self, *, grace_seconds: float = REPAIR_GRACE_SECONDS) -> Maintenance:
         """One reaper pass (three listings): requeue dead leases, expire what waited too long,
-        remove final tasks' entries, repair what a crash left half-written.
+        remove final and deleted tasks' entries, repair what a crash left half-written (see
+        ``backend/reaper.py``).
 
         Dead leases are judged on this process's monotonic clock: a running record whose
         generation stays the same for its lease length (plus ``LEASE_MARGIN_S``) across passes
@@ -791,128 +808,24 @@ class AsyncGCSQueue(StoreBase):
         process only observes.
         """
         self._check_writable("maintain", self.layout.tasks)
-        tasks, entries, records = await asyncio.gather(
-            self._list(self.layout.tasks), self._list_entries(self.layout.queues), self._records()
-        )
-        now = self.clock.now()
+        return await self.reaper.maintain(grace_seconds=grace_seconds)
+
+    async def requeue_expired(self) -> list[str]:
+        """Return tasks whose lease is dead to their queue; return their ids (one listing of
+        the records; a lease is judged dead across calls, as in ``maintain``)."""
+        self._check_writable("requeue expired", self.layout.results)
         report = Maintenance()
-        entry_by_id: dict[str, ObjectInfo] = {}
-        for info in entries:
-            entry_by_id.setdefault(Layout.name_of(info.key), info)
-        watched: list[str] = []
-        dead: list[tuple[str, ResultIndex]] = []
-        for task_id, rec in records.items():
-            entry = entry_by_id.get(task_id)
-            if rec.state == TaskStatus.RUNNING:
-                watched.append(key := f"lease:{task_id}")
-                lease = lifecycle.lease_or(rec.lease_s, self.lease_seconds) + LEASE_MARGIN_S
-                if self._watch.held(key, rec.generation, lease):
-                    dead.append((task_id, rec))
-            elif rec.state != TaskStatus.PENDING and entry is not None:
-                # The finisher deletes its entry right after the outcome: one still there a
-                # few seconds later was left by a crash.
-                watched.append(key := f"stale:{task_id}")
-                if self._watch.held(key, rec.generation, NAME_WRITE_GAP_S * 2):
-                    await _guarded(report, entry.key, self._delete_stale(entry, report))
-            elif rec.state == TaskStatus.PENDING:
-                hint = queue_entry_index(entry, self.layout) if entry is not None else None
-                if hint is None or hint.record_generation != rec.generation:
-                    watched.append(key := f"hint:{task_id}")
-                    if self._watch.held(key, rec.generation, grace_seconds):
-                        await _guarded(
-                            report,
-                            self.layout.result(task_id),
-                            self._repair_hint(task_id, entry, report),
-                        )
-        await bounded_gather(
-            dead,
-            lambda item: _guarded(
-                report, self.layout.result(item[0]), self._requeue(item[0], item[1], report)
-            ),
-        )
-        for info in tasks:
-            task_id = Layout.name_of(info.key)
-            found = records.get(task_id)
-            if found is None and task_id not in entry_by_id:
-                watched.append(key := f"orphan:{task_id}")
-                if self._watch.held(key, info.generation, grace_seconds):
-                    await _guarded(report, info.key, self._repair_orphan(info, report))
-            idx = task_index(info)
-            waiting = found is None or found.state == TaskStatus.PENDING
-            if waiting and idx is not None and idx.expires_at is not None and idx.expires_at <= now:
-                await _guarded(report, info.key, self._expire(task_id, report))
-        self._watch.keep_only(watched)
-        return report
-
-    async def _requeue(self, task_id: str, listed: ResultIndex, report: Maintenance) -> None:
-        """A dead lease: back to pending (CAS on the generation seen unchanged)."""
-        record = await self.get_record(task_id)
-        if record is None or record.generation != listed.generation or not record.lease_owner:
-            return  # renewed or finished since the listing
-        transition = lifecycle.requeue(record, reaper=self.worker_id, now=self.clock.now())
-        try:
-            await self._write_record(transition.record, listed.generation)
-        except ConflictError:
-            return
-        task = await self.reader.read(self.layout.task(task_id), Task)
-        if task is not None:
-            await self._rewrite_entry(task, transition.record)
-        report.requeued.append((task_id, transition))
-
-    async def _delete_stale(self, entry: ObjectInfo, report: Maintenance) -> None:
-        try:
-            await self._delete(entry.key)
-            report.stale_entries += 1
-        except StorageError as exc:
-            log.warning("stale queue entry %s not deleted: %s", entry.key, exc)
-
-    async def _repair_hint(
-        self, task_id: str, entry: ObjectInfo | None, report: Maintenance
-    ) -> None:
-        """A pending-again record whose entry does not name it (a crash between the two)."""
-        task = await self.reader.read(self.layout.task(task_id), Task)
-        record = await self.get_record(task_id)
-        if task is not None and record is not None and not record.is_final:
-            await self._write_entry(task, record, entry.generation if entry else 0)
-            report.repaired.append(task_id)
-
-    async def _repair_orphan(self, info: ObjectInfo, report: Maintenance) -> None:
-        """A task without entry or record: a crash inside ``enqueue``."""
-        try:
-            task = await self.reader.read(info.key, Task)
-        except CorruptObjectError as exc:
-            log.warning("skipping unreadable task: %s", exc)
-            return
-        if task is not None:
-            log.info("re-creating the missing queue entry of pending task %s", task.id)
-            await self._write_entry(task, None, 0)
-            report.repaired.append(task.id)
-
-    async def _expire(self, task_id: str, report: Maintenance) -> None:
-        try:
-            task = await self.get_task(task_id)
-        except CorruptObjectError as exc:
-            log.warning("skipping unreadable task: %s", exc)
-            return
-        if task is None:
-            return
-        try:
-            transition = lifecycle.expire(task, task.record, now=self.clock.now())
-            await self.apply(task, transition)
-        except (lifecycle.TransitionError, ConflictError):
-            return  # claimed or changed meanwhile
-        report.expired.append((task_id, transition))
-
-    async def requeue_expired(self, *, grace_seconds: float = REPAIR_GRACE_SECONDS) -> list[str]:
-        """Return tasks whose lease is dead to their queue; return their ids (one reaper pass,
-        see ``maintain``)."""
-        report = await self.maintain(grace_seconds=grace_seconds)
+        await self.reaper.requeue_dead(await self._records(), report)
         return [task_id for task_id, _ in report.requeued]
 
     async def cleanup_expired_tasks(self) -> int:
         """Mark pending tasks past ``expires_at`` EXPIRED and drop their entries; return how
-        many (one reaper pass, see ``maintain``)."""
-        return len((await self.maintain()).expired)
+        many (two listings: tasks and records)."""
+        self._check_writable("clean up expired tasks", self.layout.tasks)
+        tasks, records = await asyncio.gather(self._list(self.layout.tasks), self._records())
+        report = Maintenance()
+        await self.reaper.expire_waiting(tasks, records, report)
+        return len(report.expired)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -924,16 +837,6 @@ class AsyncGCSQueue(StoreBase):
             if idx is not None:
                 out[idx.task_id] = idx
         return out
-
-
-async def _guarded(report: Maintenance, key: str, step: Awaitable[None]) -> None:
-    """Run one reaper step; an object it cannot use is reported, never the end of the pass."""
-    try:
-        await step
-    except (CorruptObjectError, ValueError) as exc:
-        reason = exc.reason if isinstance(exc, CorruptObjectError) else str(exc)
-        log.warning("reaper skipped %s: %s", key, reason)
-        report.unreadable.append(UnreadableObject(key, reason))
 
 
 def _record_gen(task: Task) -> int | None:
@@ -978,13 +881,3 @@ class GCSQueue(AsyncGCSQueue):
     apply_sync = sync_twin(AsyncGCSQueue.apply)
     pause_queue_sync = sync_twin(AsyncGCSQueue.pause_queue)
     resume_queue_sync = sync_twin(AsyncGCSQueue.resume_queue)
-
-
-def _same_priority_window(candidates: Sequence[_Candidate]) -> int:
-    """How many of the best candidates share the head's priority, at most ``BEST_FEW``: a random
-    pick among them never hands out a lower priority before a higher one."""
-    head = candidates[0].rank[0]
-    window = 1
-    while window < min(BEST_FEW, len(candidates)) and candidates[window].rank[0] == head:
-        window += 1
-    return window

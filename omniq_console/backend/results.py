@@ -40,10 +40,17 @@ class AsyncGCSResultStorage(StoreBase):
         return await self.reader.read(self.layout.result(task_id), TaskResult)
 
     async def delete(self, task_id: str) -> bool:
-        """Delete the result of a task; False when there was none."""
+        """Delete the result of a task; False when there was none.
+
+        On the generation listed now (``ifGenerationMatch``): a result rewritten meanwhile
+        (the task was retried) raises ``ConflictError`` and stays.
+        """
         key = self.layout.result(task_id)
         self._check_writable("delete result", key)
-        return await self.reader.delete(key)
+        found = [info for info in await self.store.list(key, limit=1) if info.key == key]
+        if not found:
+            return False
+        return await self.reader.delete(key, if_generation_match=found[0].generation)
 
     async def list_results(
         self, status: ResultStatus | str | None = None, limit: int | None = None
@@ -94,17 +101,19 @@ class AsyncGCSResultStorage(StoreBase):
         self._check_writable("clean up expired results", self.layout.results)
         now = utcnow()
         infos = await self._list(self.layout.results)
-        expired: list[str] = []
+        expired: list[tuple[str, int]] = []
         unknown: list[ObjectInfo] = []
         for info in infos:
             idx = result_index(info)
             if idx is None or "expires_at" not in info.metadata:
                 unknown.append(info)
             elif idx.expires_at is not None and idx.expires_at <= now:
-                expired.append(info.key)
+                expired.append((info.key, info.generation))
         bodies = await self.reader.read_listed(unknown, TaskResult)
-        expired.extend(self.layout.result(r.task_id) for r in bodies if r.is_expired(now))
-        return sum(await bounded_gather(expired, self.reader.delete))
+        expired.extend(
+            (self.layout.result(r.task_id), r.generation or 0) for r in bodies if r.is_expired(now)
+        )
+        return sum(await bounded_gather(expired, self.reader.delete_listed))
 
 
 def _wanted(status: ResultStatus, wanted: ResultStatus | None) -> bool:

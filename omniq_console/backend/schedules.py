@@ -61,11 +61,27 @@ class AsyncGCSScheduleStorage(StoreBase):
             )
         return await self.save_schedule(schedule)
 
-    async def delete_schedule(self, schedule_id: str) -> bool:
-        """Delete a schedule; False when it did not exist."""
+    async def delete_schedule(self, schedule_id: str, *, generation: int | None = None) -> bool:
+        """Delete a schedule; False when it did not exist.
+
+        The delete is conditioned on ``generation`` (the schedule as the caller read it; without
+        it, as listed now), like every delete of the protocol: ``ConflictError`` when the
+        schedule changed since, so a delete retried after a lost answer never removes a newer
+        version (docs/architecture.md, "Transitions").
+        """
         key = self.layout.schedule(schedule_id)
         self._check_writable("delete schedule", key)
-        return await self.reader.delete(key)
+        if generation is None:
+            listed = await self._stat(key)
+            if listed is None:
+                return False
+            generation = listed.generation
+        try:
+            return await self.reader.delete(key, if_generation_match=generation)
+        except ConflictError as exc:
+            raise ConflictError(
+                key, generation, f"schedule {schedule_id}: re-read it and decide again"
+            ) from exc
 
     async def list_schedules(
         self, status: ScheduleStatus | str | None = None

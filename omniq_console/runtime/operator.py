@@ -39,10 +39,6 @@ from .registry import TaskOptions, submit_task
 if TYPE_CHECKING:
     from ..backend.gcs import GCSBackend
 
-RETRYABLE = frozenset(
-    {TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED, TaskStatus.COMPLETED}
-)
-CANCELLABLE = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING})
 _BULK_CONCURRENCY = 16
 _SWAP_ATTEMPTS = 4  # a running task's record changes at every lease renewal
 
@@ -199,22 +195,27 @@ class Operator:
         expiry.
         """
         task = await self._task(task_id, expected_status)
-        if task.status not in RETRYABLE:
+        if "retry" not in lifecycle.allowed_task_actions(task.status):
             raise StateChanged.of(
                 task, f"task {task_id} is {task.status.value}; only finished tasks can be retried"
             )
 
-        def retried(task: Task) -> Awaitable[Task]:
+        async def retried(task: Task) -> Task:
             now = utcnow()
-            again = task.model_copy(deep=True)
-            again._generation = task.generation
-            again._record = task.record
-            again.status = TaskStatus.PENDING
+            expires_at = task.expires_at
             if task.ttl is not None:
-                again.expires_at = now + task.ttl
+                expires_at = now + task.ttl
             elif task.expires_at is not None and task.expires_at <= now:
-                again.expires_at = None
-            return self.backend.async_task_storage.update_task(again)
+                expires_at = None
+            if expires_at != task.expires_at:
+                # A fresh expiry is a definition change (compare-and-swap on the task).
+                again = task.model_copy(deep=True)
+                again._generation = task.generation
+                again._record = task.record
+                again.expires_at = expires_at
+                task = await self.backend.async_task_storage.update_task(again)
+            transition = lifecycle.operator_retry(task, task.record, actor=self.actor, now=now)
+            return await self._apply(task, transition)
 
         async with self._audited(
             "retry_task",
@@ -231,7 +232,7 @@ class Operator:
         """Cancel a pending or running task; a running one's worker is fenced out (its
         outcome can no longer land) and stops at its next lease renewal."""
         task = await self._task(task_id, expected_status)
-        if task.status not in CANCELLABLE:
+        if "cancel" not in lifecycle.allowed_task_actions(task.status):
             raise StateChanged.of(
                 task,
                 f"task {task_id} is {task.status.value}; only pending "
@@ -240,7 +241,7 @@ class Operator:
 
         def cancelled(task: Task) -> Awaitable[Task]:
             transition = lifecycle.cancel(task, task.record, actor=self.actor, now=utcnow())
-            return self.backend.async_task_storage.apply(task, transition)
+            return self._apply(task, transition)
 
         async with self._audited(
             "cancel_task",
@@ -256,7 +257,9 @@ class Operator:
     ) -> bool:
         """Delete a task, its queue entry and its result; False when none of them existed.
 
-        The task's events stay: they are the audit trail.
+        Fenced on what this call read (the status checked against ``expected_status``):
+        ``StateChanged`` and nothing deleted when a worker or another operator changed the
+        task since. The task's events stay: they are the audit trail.
         """
         check_id(task_id, "task id")
         expected = _status(expected_status) if expected_status is not None else None
@@ -283,8 +286,13 @@ class Operator:
             queue_name=task.queue_name if task else None,
             extra={"previous_status": task.status.value if task else None, "unreadable": corrupt},
         ):
-            await self.backend.async_task_storage.delete_task(task_id)
-            await self.backend.async_result_storage.delete(task_id)
+            # On the generations this read saw: a task that moved on since (a worker claimed
+            # or finished it) is not deleted; the operator is told what it is now.
+            try:
+                await self.backend.async_task_storage.delete_task(task_id, seen=task)
+            except ConflictError:
+                now = await self.backend.async_task_storage.get_task(task_id)
+                raise StateChanged.of(now, None, task_id=task_id) from None
         return True
 
     async def retry_tasks(
@@ -299,9 +307,7 @@ class Operator:
         skipped with the reason; nothing outside ``task_ids`` is touched. Every id is checked
         before anything is written: one bad id raises ``ValueError`` and nothing changes.
         """
-        return await self._bulk(
-            "retry_tasks", task_ids, expected_status, RETRYABLE, self.retry_task
-        )
+        return await self._bulk("retry_tasks", task_ids, expected_status, "retry", self.retry_task)
 
     async def cancel_tasks(
         self,
@@ -310,7 +316,7 @@ class Operator:
     ) -> BulkOutcome:
         """Cancel exactly ``task_ids``, skipping any that moved on (see ``retry_tasks``)."""
         return await self._bulk(
-            "cancel_tasks", task_ids, expected_status, CANCELLABLE, self.cancel_task
+            "cancel_tasks", task_ids, expected_status, "cancel", self.cancel_task
         )
 
     async def delete_tasks(
@@ -325,9 +331,7 @@ class Operator:
                 raise ObjectNotFoundError(self.backend.layout.task(task_id), "task")
             return True
 
-        return await self._bulk(
-            "delete_tasks", task_ids, expected_status, frozenset(TaskStatus), delete
-        )
+        return await self._bulk("delete_tasks", task_ids, expected_status, "delete", delete)
 
     # -- queues ------------------------------------------------------------------------------
 
@@ -366,7 +370,7 @@ class Operator:
             "purge_queue",
             task_ids,
             TaskStatus.PENDING,
-            frozenset({TaskStatus.PENDING}),
+            "delete",
             purge,
             target=queue,
         )
@@ -376,7 +380,7 @@ class Operator:
         action: str,
         task_ids: Sequence[str],
         expected_status: TaskStatus | str | Mapping[str, TaskStatus | str] | None,
-        allowed: frozenset[TaskStatus],
+        verb: str,
         one_action: Callable[..., Awaitable[object]],
         *,
         target: str | None = None,
@@ -399,7 +403,7 @@ class Operator:
 
         async def one(task_id: str) -> None:
             async with gate:
-                results[task_id] = await self._one(task_id, expected[task_id], allowed, one_action)
+                results[task_id] = await self._one(task_id, expected[task_id], verb, one_action)
 
         await asyncio.gather(*(one(i) for i in ids))
         outcome = BulkOutcome()
@@ -431,7 +435,7 @@ class Operator:
         self,
         task_id: str,
         expected: TaskStatus | None,
-        allowed: frozenset[TaskStatus],
+        verb: str,
         action: Callable[..., Awaitable[object]],
     ) -> tuple[str, str | None]:
         try:
@@ -442,7 +446,7 @@ class Operator:
             return "skipped", "the task no longer exists"
         if expected is not None and task.status != expected:
             return "skipped", f"its status changed from {expected.value} to {task.status.value}"
-        if task.status not in allowed:
+        if verb not in lifecycle.allowed_task_actions(task.status):
             return "skipped", f"it is {task.status.value}, which this action does not apply to"
         try:
             await action(task_id, expected_status=task.status)
@@ -455,6 +459,19 @@ class Operator:
         except StorageError as exc:
             return "failed", str(exc)
         return "done", None
+
+    async def _apply(self, task: Task, transition: lifecycle.Transition) -> Task:
+        """Apply ``transition`` to ``task`` (compare-and-swap on its record), then write the
+        transition's event beside the ``operator_action`` audit: whoever applies a transition
+        writes its event, so the task's timeline is complete."""
+        applied = await self.backend.async_task_storage.apply(task, transition)
+        event = lifecycle.event_of(transition, at=utcnow(), actor=self.actor)
+        try:
+            await self.backend.async_event_storage.log_event(event)
+        except StorageError as exc:
+            # The change stands (its audit was written first); only its timeline entry is lost.
+            logger.warning("%s event of task %s not written: %s", transition.event, task.id, exc)
+        return applied
 
     async def _swap(self, task: Task, write: Callable[[Task], Awaitable[Task]]) -> Task:
         """``write(task)``; when it loses its compare-and-swap, re-read: a task whose status
@@ -547,7 +564,11 @@ class Operator:
             # account for. Best effort: an audit that stays records an attempt, never a lie
             # about a change that is in the bucket without one.
             try:
-                await self.backend.store.delete(self.backend.layout.event(event.id))
+                # On the generation written: a withdraw retried after a lost answer never
+                # removes anything but this audit.
+                if event.generation is not None:
+                    key = self.backend.layout.event(event.id)
+                    await self.backend.store.delete(key, if_generation_match=event.generation)
             except (StorageError, OSError) as exc:
                 logger.warning("audit of a failed %s on %s not withdrawn: %s", action, target, exc)
             raise

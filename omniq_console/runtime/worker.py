@@ -511,8 +511,16 @@ class Worker:
         async with run.lock:
             if run.lost or run.task.status != TaskStatus.RUNNING:
                 return
+            queue = self.backend.async_task_storage
             try:
-                released = await self.backend.async_task_storage.release(run.task, reason)
+                # The release transition, applied and recorded like an outcome (its event is
+                # the transition's own, not retyped here).
+                await queue.ready_to_write(run.task)
+                assert run.task.record is not None
+                transition = lifecycle.release(
+                    run.task.record, worker=self.worker_id, now=self.clock.now(), reason=reason
+                )
+                released = await queue.finish(run.task, transition)
             except (ConflictError, ObjectNotFoundError):
                 return  # someone else changed it already: nothing of ours to give back
             except StorageError as exc:
@@ -525,10 +533,7 @@ class Worker:
                 return
             run.done = True
         self._record(
-            released,
-            EventType.ENQUEUED,
-            message=f"released by {self.worker_id}: {reason}",
-            details={"reason": "released", "released_by": self.worker_id},
+            released, transition.event, message=transition.message, details=transition.details
         )
 
     # -- events --------------------------------------------------------------------------------

@@ -1,0 +1,152 @@
+"""Claim ranking: which queue entry a claimer tries next, and what it remembers between passes.
+
+A claim pass lists the queues' entries and ranks them by priority, then age, from their metadata
+alone (docs/architecture.md, "How claimers find work without reading records"). This module
+holds what one process knows between passes: its last listing (reused for a short while), the
+entries it won or lost (skipped until they change), and whether it lost a race lately (then it
+spreads its first pick over the best few). Nothing here sends a request.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from .index import QueueEntryIndex, queue_entry_index
+from .layout import Layout
+from .storeapi import ObjectInfo
+
+BEST_FEW = 64
+"""After a lost claim, the next candidate is drawn at random among this many of the best of the
+same priority. Measured with 16 worker processes: a window of 4 left the losers racing each
+other again; 16 spread them (benchmarks/claims.py); 4 workers of 8 slots each (32 claimers)
+still lost 2.6 races a task at 16, hence 64."""
+LISTING_REUSE_S = 0.5
+"""A claim pass within this long of the last listing of the same queues claims from that
+listing (the entries it won or lost are skipped): a busy worker lists a queue about twice a
+second, not once per task, which is what its CPU went to."""
+CONTENTION_MEMORY_S = 5.0
+"""A claim race lost makes the next passes of this process spread their first pick over the
+best few for this long (benchmarks/gcsrules.py: 4 workers of 8 slots lost 2.4 races a task
+always taking the head first)."""
+MAX_PASS_AGE_S = 10.0
+"""A claim pass stops trying candidates of a listing older than this: the task behind an old
+entry may have been deleted, cancelled or claimed since (the next pass lists again)."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A queue entry a claimer may try: its rank (priority, age, key), listing and index."""
+
+    rank: tuple[int, datetime, str]
+    info: ObjectInfo
+    queue: str
+    index: QueueEntryIndex
+
+
+class ClaimMemory:
+    """One process's claim state: the last listing, the entries it tried, recent contention.
+
+    The entries remembered are bounded by the listing they came from: an entry that is not in
+    the latest listing of its queues is forgotten (its task finished or was deleted), so the
+    memory never holds more than the queues' current entries.
+    """
+
+    def __init__(self, layout: Layout, monotonic: Callable[[], float]) -> None:
+        self.layout = layout
+        self._monotonic = monotonic
+        # task id -> (queue, entry generation, monotonic time until which it is skipped).
+        self._skip: dict[str, tuple[str, int, float]] = {}
+        self._listing: tuple[tuple[str, ...], float, list[Candidate]] | None = None
+        self._contended_until = 0.0
+
+    def __len__(self) -> int:
+        """How many entries are remembered as tried."""
+        return len(self._skip)
+
+    def recent(self, queues: tuple[str, ...]) -> list[Candidate] | None:
+        """The last ranked listing of ``queues`` if it is recent and still holds an entry this
+        process has not tried; else None (list again)."""
+        if self._listing is None:
+            return None
+        listed_for, at, ranked = self._listing
+        fresh = self._monotonic() - at < LISTING_REUSE_S and listed_for == queues
+        if fresh and any(c.index.task_id not in self._skip for c in ranked):
+            return ranked
+        return None
+
+    def rank(self, queues: tuple[str, ...], listings: Iterable[Iterable[ObjectInfo]]) -> None:
+        """Rank a fresh listing of ``queues`` (best first) and keep it; entries of these queues
+        that it no longer holds leave the memory."""
+        ranked = sorted(
+            (c for infos in listings for c in self._decode(infos)), key=lambda c: c.rank
+        )
+        self._listing = (queues, self._monotonic(), ranked)
+        listed = {c.index.task_id for c in ranked}
+        gone = [t for t, (q, _, _) in self._skip.items() if q in queues and t not in listed]
+        for task_id in gone:
+            del self._skip[task_id]
+
+    def listing_age(self) -> float:
+        """Seconds since the listing being claimed from was made."""
+        return float("inf") if self._listing is None else self._monotonic() - self._listing[1]
+
+    def ranked(self) -> list[Candidate]:
+        """The candidates of the last listing, best first."""
+        return [] if self._listing is None else self._listing[2]
+
+    def _decode(self, infos: Iterable[ObjectInfo]) -> Iterable[Candidate]:
+        for info in infos:
+            queue = self.layout.queue_of_entry(info.key)
+            idx = queue_entry_index(info, self.layout)
+            if queue is None or idx is None:
+                continue  # not ours to rank: the reaper reports or repairs it
+            rank = (-idx.priority, idx.created_at or info.updated or _EPOCH, info.key)
+            yield Candidate(rank, info, queue, idx)
+
+    def ready(self, ranked: Sequence[Candidate], now: datetime) -> list[Candidate]:
+        """The candidates that may be claimed now, best first."""
+        mono = self._monotonic()
+        out: list[Candidate] = []
+        for cand in ranked:
+            idx = cand.index
+            skip = self._skip.get(idx.task_id)
+            if skip is not None:
+                if skip[1] == cand.info.generation and mono < skip[2]:
+                    continue  # its task is taken and nothing has changed since
+                del self._skip[idx.task_id]
+            if idx.run_at is not None and idx.run_at > now:
+                continue
+            if idx.expires_at is not None and idx.expires_at <= now:
+                continue  # left for the reaper to expire
+            out.append(cand)
+        return out
+
+    def skip(self, cand: Candidate, lease: float) -> None:
+        """Do not try ``cand`` again until its entry changes or ``lease`` seconds have passed."""
+        until = self._monotonic() + lease
+        self._skip[cand.index.task_id] = (cand.queue, cand.info.generation, until)
+
+    def lost_race(self) -> None:
+        """A claim lost to another claimer: spread the next picks for a while."""
+        self._contended_until = self._monotonic() + CONTENTION_MEMORY_S
+
+    def contended(self) -> bool:
+        """Whether this process lost a race lately."""
+        return self._monotonic() < self._contended_until
+
+
+def pick(candidates: Sequence[Candidate], spread: bool) -> int:
+    """The index of the candidate to try: the head, or with ``spread`` a random one of the best
+    few of the head's priority (never a lower priority before a higher one)."""
+    if not spread:
+        return 0
+    head = candidates[0].rank[0]
+    window = 1
+    while window < min(BEST_FEW, len(candidates)) and candidates[window].rank[0] == head:
+        window += 1
+    return random.randrange(window)
