@@ -293,6 +293,52 @@ def test_run_worker_sync_second_signal_cancels_what_the_first_waits_for(bucket: 
             proc.wait()
 
 
+_BLOCKING_WORKER = """
+import sys, time
+from omniq_console import OmniQ
+from omniq_console.backend.gcs import GCSBackend
+
+omniq = OmniQ(GCSBackend(sys.argv[1]))
+
+
+@omniq.task(name="tests.blocking")
+def blocking() -> str:
+    print("RUNNING", flush=True)
+    time.sleep(120)
+    return "finished"
+
+
+omniq.run_worker_sync(["default"], poll_timeout=0.2, shutdown_grace=120)
+print("STOPPED", flush=True)
+"""
+
+
+def test_a_second_signal_stops_at_once_during_a_sync_tasks_thread(bucket: str) -> None:
+    # The first signal waits for the thread (up to the grace); the second stops the process
+    # at once: the thread is abandoned, its outcome not written, its lease left to expire.
+    with OmniQ(GCSBackend(bucket)) as omniq:
+        task_id = omniq.enqueue("tests.blocking")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _BLOCKING_WORKER, bucket],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_for_output(proc.stdout, "RUNNING", timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        _wait_for_output(proc.stderr, "send the signal again", timeout=10)
+        proc.send_signal(signal.SIGTERM)
+        _wait_for_output(proc.stdout, "STOPPED", timeout=15)
+        assert proc.wait(15) == 0  # not the 120 s the thread still had to run
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    with OmniQ(GCSBackend(bucket)) as omniq:
+        task = omniq.backend.task_storage.get_task_sync(task_id)
+    assert task is not None and task.status == TaskStatus.RUNNING  # no outcome: left to expire
+
+
 def test_blocking_call_on_a_backend_open_for_async_use_is_refused(bucket: str) -> None:
     async def main() -> None:
         async with GCSBackend(bucket) as backend:
