@@ -51,6 +51,7 @@ import traceback as tb
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from queue import SimpleQueue
 from typing import Any, TypeVar
 
 from ..backend import lifecycle
@@ -100,6 +101,46 @@ class _Run:
     done: bool = False
     call: asyncio.Future[Any] | None = None
     sync: bool = False
+
+
+class _DaemonThreads:
+    """Threads for sync task functions: daemons, started on demand, reused while idle.
+
+    Not an executor: the interpreter joins an executor's threads when it exits, so a stop
+    "at once" would still wait for a sync function to return. At most one thread per busy
+    slot (``concurrency``), plus any abandoned by a stop at once.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._jobs: SimpleQueue[Callable[[], None] | None] = SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._started = 0
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run ``job`` (which must not raise) in an idle thread, or a new one."""
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+            else:
+                self._started += 1
+                thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
+                thread.start()
+        self._jobs.put(job)
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+            with self._lock:
+                self._idle += 1
+
+    def close(self) -> None:
+        """Let every thread end once its job is done."""
+        with self._lock:
+            for _ in range(self._started):
+                self._jobs.put(None)
+            self._started = self._idle = 0
 
 
 class _LeaseOver(Exception):
@@ -180,6 +221,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = StopSignal()
         self._slot_free: asyncio.Event | None = None
+        self._threads: _DaemonThreads | None = None
         self._started = False
         self._paused_seen: set[str] = set()
         self._beat_gen = 0
@@ -206,6 +248,7 @@ class Worker:
         self._started = True
         self._stop.bind()
         self._slot_free = asyncio.Event()
+        self._threads = _DaemonThreads(f"omniq-{self.worker_id}")
         self.started_at = self.clock.now()
         loops: list[asyncio.Task[None]] = []
         graceful = True
@@ -237,6 +280,7 @@ class Worker:
                     await self._beat("stopped")
                 except (StorageError, OSError) as exc:
                     logger.warning("worker %s: last heartbeat failed: %s", self.worker_id, exc)
+                self._threads.close()
 
     # -- claiming ----------------------------------------------------------------------------
 
@@ -448,12 +492,9 @@ class Worker:
         return result
 
     async def _in_thread(self, call: Callable[[], Any]) -> Any:
-        """Run ``call`` in a daemon thread of its own and await what it returns.
+        """Run ``call`` in one of this worker's daemon threads and await what it returns.
 
-        Not an executor: its threads are joined when the interpreter exits, so a stop "at
-        once" would still wait for a sync function to return. At most ``concurrency`` such
-        threads run, one per slot. Cancelling the await abandons the thread: what it returns
-        then is dropped.
+        Cancelling the await abandons the call: what it returns then is dropped.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -476,7 +517,8 @@ class Worker:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(deliver, value, error)
 
-        threading.Thread(target=work, name=f"omniq-{self.worker_id}", daemon=True).start()
+        assert self._threads is not None
+        self._threads.submit(work)
         return await future
 
     async def _renew_loop(self, run: _Run) -> None:
