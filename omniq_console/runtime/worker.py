@@ -60,6 +60,7 @@ from ..backend.index import WorkerIndex, worker_metadata
 from ..backend.layout import check_id
 from ..backend.lifecycle import NAME_WRITE_GAP_S, Failure, Transition
 from ..backend.queue import default_worker_id
+from ..backend.storeapi import RetryPolicy
 from ..clock import SYSTEM_CLOCK, Clock
 from ..models import EventType, Task, TaskEvent, TaskStatus
 from ..stopping import StopSignal
@@ -76,8 +77,9 @@ _current_task: contextvars.ContextVar[Task | None] = contextvars.ContextVar(
 # A queue paused by an operator is seen within this long (one listing of paused/ at most this
 # often), so every worker stops claiming from it within about a claim cycle.
 _PAUSED_MAX_AGE_S = 1.0
-# Backoff after a storage error while claiming, so a broken bucket is not hammered.
-_ERROR_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+# Backoff after a storage error while claiming, so a broken bucket is not hammered: the
+# store's own recipe (exponential, full jitter), from half a second up to 5 s.
+_CLAIM_ERROR_BACKOFF = RetryPolicy(base_delay=0.5, max_delay=5.0)
 
 
 def current_task() -> Task | None:
@@ -286,8 +288,9 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         assert self._slot_free is not None
-        errors = 0
-        pause = self.poll_interval
+        errors = idle = 0
+        # An idle worker's looks: from poll_interval, doubling, up to poll_timeout.
+        idle_backoff = RetryPolicy(base_delay=self.poll_interval, max_delay=self.poll_timeout)
         queue = self.backend.async_task_storage
         while not self._stop.is_set():
             if len(self._running) >= self.concurrency:
@@ -308,7 +311,7 @@ class Worker:
             except Exception as exc:
                 # Storage trouble, or an object no check foresaw (logged with its traceback):
                 # back off and look again; one bad object never ends the worker.
-                delay = _ERROR_BACKOFF_S[min(errors, len(_ERROR_BACKOFF_S) - 1)]
+                delay = _CLAIM_ERROR_BACKOFF.delay(errors)
                 errors += 1
                 logger.warning(
                     "worker %s: claiming failed (%s); retrying in %.1f s",
@@ -322,10 +325,10 @@ class Worker:
             if task is None:
                 # Every look is a listing per queue (a billed request): an idle worker looks
                 # less and less often, a busy one at once again. Jitter keeps workers apart.
-                await self._stop.wait(pause * random.uniform(0.8, 1.2))
-                pause = min(pause * 2, self.poll_timeout)
+                await self._stop.wait(idle_backoff.ceiling(idle) * random.uniform(0.8, 1.2))
+                idle += 1
                 continue
-            pause = self.poll_interval
+            idle = 0
             run = _Run(task, held_until=self._claim_held_until(task, asked))
             self._running[task.id] = run
             runner = asyncio.create_task(self._run_claimed(run), name=f"omniq-task-{task.id}")
