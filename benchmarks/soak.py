@@ -12,7 +12,8 @@ file descriptors and asyncio tasks every ``--sample`` seconds.
   end, with the verdict "flat within 10% after warm-up" (end no more than 10% above the
   after-warm-up figure);
 - ``--console``: the Textual console headless (``build_app`` over a Monitor, ``run_test``)
-  over the same churn for 30 minutes, its RSS printed at 0, 10, 20 and 30 minutes.
+  over the same churn (a worker running the tasks) for 30 minutes, its RSS printed at 0, 10,
+  20 and 30 minutes.
 
     python -m benchmarks.soak                 # 10 minutes, worker and monitor
     python -m benchmarks.soak --minutes 2     # a quick look
@@ -298,7 +299,9 @@ def run(minutes: float = 10.0, *, console: bool = False, rate: float = 5.0) -> l
     """The soak of the default mode (or ``console``), as tables."""
     if console:
         checkpoints = [0.0, minutes / 3, 2 * minutes / 3, minutes]
-        children, counts = asyncio.run(_soak(["console"], minutes, rate, 10.0))
+        # A worker runs the tasks (so they finish and are cleaned up); only the console is
+        # reported.
+        children, counts = asyncio.run(_soak(["console", "worker"], minutes, rate, 10.0))
         return [console_table(children[0], checkpoints, counts)]
     children, counts = asyncio.run(_soak(["worker", "monitor"], minutes, rate, 10.0))
     return [worker_table(children, minutes, counts)]
