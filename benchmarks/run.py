@@ -1,7 +1,7 @@
 """Run the benchmarks and print one markdown table per benchmark, each figure beside its baseline.
 
     python benchmarks/run.py [--sizes 1000,10000,100000]
-        [--only refresh,claims,ui,memory,start,gcsrules,changes]
+        [--only refresh,claims,ui,memory,start,gcsrules,changes,soak] [--soak-minutes 10]
 
 Progress goes to stderr; stdout holds the machine line and the tables (paste-ready). Raw
 figures also land in benchmarks/results/ (git-ignored). Traffic goes to 127.0.0.1 only.
@@ -23,7 +23,9 @@ if __package__ in (None, ""):
 
 from benchmarks.common import Table, log, machine_line, save_raw  # noqa: E402
 
-BENCHMARKS = ("refresh", "claims", "ui", "memory", "start", "gcsrules", "changes")
+BENCHMARKS = ("refresh", "claims", "ui", "memory", "start", "gcsrules", "changes", "soak")
+# Run only when asked for: the soak alone takes --soak-minutes (10).
+DEFAULT = tuple(name for name in BENCHMARKS if name != "soak")
 DEFAULT_SIZES = "1000,10000,100000"
 
 
@@ -61,7 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"task counts (default {DEFAULT_SIZES}); the largest is the UI/memory size",
     )
     parser.add_argument(
-        "--only", type=_only, default=list(BENCHMARKS), help="comma-separated subset to run"
+        "--only",
+        type=_only,
+        default=list(DEFAULT),
+        help="comma-separated subset to run (soak only when named)",
     )
     parser.add_argument(
         "--max-measured",
@@ -92,6 +97,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--claim-workers",
         default="1,4,16",
         help="claims: worker process counts (default 1,4,16)",
+    )
+    parser.add_argument(
+        "--soak-minutes", type=float, default=10.0, help="soak: how long (default 10)"
     )
     return parser.parse_args(argv)
 
@@ -139,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks import gcsrules
 
             tables = gcsrules.run()
+        elif name == "soak":
+            from benchmarks import soak
+
+            tables = soak.run(args.soak_minutes)
         elif name == "changes":
             from benchmarks import changes
 

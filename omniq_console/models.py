@@ -12,8 +12,10 @@ import os
 import threading
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
+from collections.abc import Callable
+from copy import deepcopy
+from datetime import UTC, date, datetime, timedelta
+from enum import Enum, StrEnum
 from typing import Any, Self
 
 from croniter import croniter
@@ -147,6 +149,35 @@ class ScheduleStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+_SHARED_TYPES = frozenset({str, int, float, bool, type(None), datetime, date, timedelta, bytes})
+
+
+def _copy_values(values: dict[str, Any], memo: dict[int, Any]) -> dict[str, Any]:
+    """``values`` with immutable values shared and the others deep-copied."""
+    return {
+        key: value
+        if type(value) in _SHARED_TYPES or isinstance(value, Enum)
+        else deepcopy(value, memo)
+        for key, value in values.items()
+    }
+
+
+_FACTORIES: dict[type, tuple[tuple[str, Callable[[], Any]], ...]] = {}
+
+
+def _plain_factories(cls: type[BaseModel]) -> tuple[tuple[str, Callable[[], Any]], ...]:
+    """The fields of ``cls`` whose default is a factory taking no argument (cached)."""
+    found = _FACTORIES.get(cls)
+    if found is None:
+        found = tuple(
+            (name, field.default_factory)  # type: ignore[misc]
+            for name, field in cls.__pydantic_fields__.items()
+            if field.default_factory is not None and not field.default_factory_takes_validated_data
+        )
+        _FACTORIES[cls] = found
+    return found
+
+
 class OmniQModel(BaseModel):
     """Base of the stored models: UTC datetimes, seconds for durations, a schema version."""
 
@@ -165,6 +196,40 @@ class OmniQModel(BaseModel):
     def generation(self) -> int | None:
         """The GCS generation this object was read or written at, None when never stored."""
         return self._generation
+
+    # The claim path copies and builds these models several times a task; pydantic's generic
+    # versions cost about ten times what these do (a deepcopy call per datetime and string,
+    # and an ``inspect.signature`` per default factory per model_construct).
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        """A deep copy that shares immutable values (strings, numbers, datetimes, enums)."""
+        if memo is None:
+            memo = {}
+        cls = type(self)
+        copied = cls.__new__(cls)
+        memo[id(self)] = copied
+        setattr_ = object.__setattr__
+        setattr_(copied, "__dict__", _copy_values(self.__dict__, memo))
+        extra = self.__pydantic_extra__
+        setattr_(copied, "__pydantic_extra__", None if extra is None else deepcopy(extra, memo))
+        setattr_(copied, "__pydantic_fields_set__", set(self.__pydantic_fields_set__))
+        private = getattr(self, "__pydantic_private__", None)
+        setattr_(
+            copied, "__pydantic_private__", None if private is None else _copy_values(private, memo)
+        )
+        return copied
+
+    @classmethod
+    def model_construct(cls, _fields_set: set[str] | None = None, **values: Any) -> Self:
+        """Build without validation (pydantic's ``model_construct``), calling the default
+        factories directly: they take no argument, so pydantic's per-call inspection of
+        their signatures is pure cost."""
+        if _fields_set is None:
+            _fields_set = set(values)
+        for name, factory in _plain_factories(cls):
+            if name not in values:
+                values[name] = factory()
+        return super().model_construct(_fields_set, **values)
 
     @field_validator("schema_version")
     @classmethod

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -43,6 +43,7 @@ from omniq_console.models import (
 )
 from omniq_console.monitor.monitor import Monitor
 from omniq_console.monitor.snapshot import Snapshot
+from omniq_console.runtime import OmniQ, Scheduler, run_task_id
 from omniq_console.runtime.operator import Operator
 
 PREFIX = "faults/"
@@ -360,3 +361,54 @@ async def test_a_slow_poll_stretches_the_interval_and_the_snapshot_says_so(
     fault_proxy.clear()
     again = await monitor.poll()
     assert again.poll_interval_s == 0.2 and monitor.next_delay() == 0.2
+
+
+# -- schedulers -------------------------------------------------------------------------------
+
+
+async def _due_schedule(direct: GCSBackend) -> tuple[str, datetime]:
+    """A 60-second interval schedule; its id and first due time."""
+    schedule_id = await OmniQ(direct).schedule_async("jobs.tick", interval=60, schedule_id="tick")
+    schedule = await direct.async_schedule_storage.get_schedule(schedule_id)
+    assert schedule is not None and schedule.next_run is not None
+    return schedule_id, schedule.next_run
+
+
+async def test_a_schedule_swap_whose_answer_is_lost_still_enqueues_its_run(
+    direct: GCSBackend, proxied: GCSBackend, fault_proxy: FaultProxy
+) -> None:
+    schedule_id, due = await _due_schedule(direct)
+    now = due + timedelta(seconds=1)
+    scheduler = Scheduler(proxied, scheduler_id="lossy")
+    # Every write lands, but its answer is lost (retries included): the swap is won unseen.
+    fault_proxy.drop(times=None, after_forward=True, method="POST")
+    assert await scheduler.tick(now) == []
+    fault_proxy.clear()
+    stored = await direct.async_schedule_storage.get_schedule(schedule_id)
+    assert stored is not None and stored.run_count == 1, "the swap did not land: no test"
+    # The next tick reads the schedule back, finds its own swap, and enqueues the run.
+    assert await scheduler.tick(now + timedelta(seconds=1)) == [run_task_id(schedule_id, due)]
+    tasks = list(await direct.async_task_storage.list_tasks())
+    assert [t.id for t in tasks] == [run_task_id(schedule_id, due)]
+
+
+async def test_a_run_owed_by_a_killed_scheduler_is_enqueued_by_the_next(
+    direct: GCSBackend, proxied: GCSBackend, fault_proxy: FaultProxy
+) -> None:
+    schedule_id, due = await _due_schedule(direct)
+    now = due + timedelta(seconds=1)
+    # The swap lands; every write after it fails: the run's enqueue never happens, and the
+    # scheduler is then dropped as if killed before its next tick.
+    fault_proxy.fail(503, times=None, where=after_first_write())
+    assert await Scheduler(proxied, scheduler_id="killed").tick(now) == []
+    fault_proxy.clear()
+    assert list(await direct.async_task_storage.list_tasks()) == []
+    # Another scheduler's first tick sweeps the schedules and finishes the owed run, once.
+    later = now + timedelta(seconds=5)
+    survivor = Scheduler(direct, scheduler_id="survivor")
+    await survivor.tick(later)
+    await survivor.tick(later + timedelta(seconds=1))
+    tasks = list(await direct.async_task_storage.list_tasks())
+    assert [t.id for t in tasks] == [run_task_id(schedule_id, due)]
+    stored = await direct.async_schedule_storage.get_schedule(schedule_id)
+    assert stored is not None and stored.run_count == 1

@@ -238,7 +238,7 @@ async def test_async_api_on_a_backend_opened_for_sync_use(bucket: str) -> None:
 
 
 _SLOW_WORKER = """
-import asyncio, sys
+import asyncio, sys, time
 from omniq_console import OmniQ
 from omniq_console.backend.gcs import GCSBackend
 
@@ -249,6 +249,13 @@ omniq = OmniQ(GCSBackend(sys.argv[1]))
 async def slow() -> None:
     print("RUNNING", flush=True)
     await asyncio.sleep(120)
+
+
+@omniq.task(name="tests.blocking")
+def blocking() -> str:
+    print("RUNNING", flush=True)
+    time.sleep(120)
+    return "finished"
 
 
 omniq.run_worker_sync(["default"], poll_timeout=0.2, shutdown_grace=120)
@@ -272,9 +279,20 @@ def _wait_for_output(stream: IO[bytes] | None, text: str, timeout: float) -> Non
         seen += chunk
 
 
-def test_run_worker_sync_second_signal_cancels_what_the_first_waits_for(bucket: str) -> None:
+@pytest.mark.parametrize(
+    ("func", "signum", "left"),
+    [
+        # An async function is cancelled and its task released to its queue.
+        ("tests.slow", signal.SIGINT, TaskStatus.PENDING),
+        # A sync function's thread is abandoned: no outcome, its lease left to expire.
+        ("tests.blocking", signal.SIGTERM, TaskStatus.RUNNING),
+    ],
+)
+def test_run_worker_sync_second_signal_stops_what_the_first_waits_for(
+    bucket: str, func: str, signum: signal.Signals, left: TaskStatus
+) -> None:
     with OmniQ(GCSBackend(bucket)) as omniq:
-        omniq.enqueue("tests.slow")
+        task_id = omniq.enqueue(func)
     proc = subprocess.Popen(
         [sys.executable, "-c", _SLOW_WORKER, bucket],
         stdout=subprocess.PIPE,
@@ -282,15 +300,18 @@ def test_run_worker_sync_second_signal_cancels_what_the_first_waits_for(bucket: 
     )
     try:
         _wait_for_output(proc.stdout, "RUNNING", timeout=30)
-        proc.send_signal(signal.SIGINT)  # a clean stop would wait 120 s for the task...
+        proc.send_signal(signum)  # a clean stop would wait 120 s for the task...
         _wait_for_output(proc.stderr, "send the signal again", timeout=10)
-        proc.send_signal(signal.SIGINT)  # ...the second cancels it
+        proc.send_signal(signum)  # ...the second stops at once
         _wait_for_output(proc.stdout, "STOPPED", timeout=15)
-        assert proc.wait(15) == 0
+        assert proc.wait(15) == 0  # not the 120 s the function still had to run
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    with OmniQ(GCSBackend(bucket)) as omniq:
+        task = omniq.backend.task_storage.get_task_sync(task_id)
+    assert task is not None and task.status == left
 
 
 def test_blocking_call_on_a_backend_open_for_async_use_is_refused(bucket: str) -> None:

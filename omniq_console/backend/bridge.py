@@ -1,10 +1,10 @@
-"""The sync API's one bridge: a background thread with an event loop that runs coroutines.
+"""The sync API's one bridge: anyio's blocking portal (an event loop in a daemon thread).
 
 Sync callers (``with backend:``, ``queue.enqueue_sync``) submit coroutines here and wait for
 them (:meth:`SyncBridge.run`); async code on another loop awaits them here
-(:meth:`SyncBridge.call`). The backend's HTTP session lives on this loop, so it works the same
-from a script, a thread, or a notebook whose own loop is already running. This is the only
-place that moves a coroutine from one event loop to another.
+(:meth:`SyncBridge.call`). The backend's HTTP session lives on the portal's loop, so it works
+the same from a script, a thread, or a notebook whose own loop is already running. This is the
+only place that moves a coroutine from one event loop to another.
 """
 
 from __future__ import annotations
@@ -12,57 +12,59 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine
+from concurrent.futures import Future
+from contextlib import ExitStack
 from typing import Any, TypeVar
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 T = TypeVar("T")
 
+_NOT_OPEN = "the sync API is not open: use 'with backend:' first"
+
+
+async def _awaited(coro: Coroutine[Any, Any, T]) -> T:
+    return await coro
+
 
 class SyncBridge:
-    """Runs coroutines on a private event loop in a daemon thread."""
+    """Runs coroutines on a blocking portal's loop."""
 
     def __init__(self, name: str = "omniq-sync") -> None:
         self._name = name
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._portal: BlockingPortal | None = None
+        self._thread_id: int | None = None
+        self._exit = ExitStack()
         self._lock = threading.Lock()
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop | None:
-        """The bridge's loop while it runs, else ``None``."""
-        return self._loop
 
     @property
     def running(self) -> bool:
         """True between :meth:`start` and :meth:`stop`."""
-        return self._loop is not None
+        return self._portal is not None
 
     def start(self) -> None:
-        """Start the loop's thread (a second call does nothing)."""
+        """Start the portal's thread (a second call does nothing)."""
         with self._lock:
-            if self._loop is not None:
+            if self._portal is not None:
                 return
-            loop = asyncio.new_event_loop()
-            ready = threading.Event()
+            portal = self._exit.enter_context(start_blocking_portal("asyncio", name=self._name))
+            self._thread_id = portal.call(threading.get_ident)
+            self._portal = portal
 
-            def serve() -> None:
-                asyncio.set_event_loop(loop)
-                loop.call_soon(ready.set)
-                loop.run_forever()
-
-            self._thread = threading.Thread(target=serve, name=self._name, daemon=True)
-            self._thread.start()
-            ready.wait()
-            self._loop = loop
+    def _open(self, coro: Coroutine[Any, Any, Any]) -> BlockingPortal:
+        portal = self._portal
+        if portal is None:
+            coro.close()
+            raise RuntimeError(_NOT_OPEN)
+        return portal
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run ``coro`` on the bridge's loop and return its result (or raise its error)."""
-        if self._loop is None:
-            coro.close()
-            raise RuntimeError("the sync API is not open: use 'with backend:' first")
-        if threading.current_thread() is self._thread:
+        portal = self._open(coro)
+        if threading.get_ident() == self._thread_id:
             coro.close()
             raise RuntimeError("a sync method was called from async code; await its async twin")
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        future: Future[T] = portal.start_task_soon(_awaited, coro)
         return future.result(timeout)
 
     async def call(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -70,22 +72,22 @@ class SyncBridge:
 
         Cancelling the caller cancels ``coro`` too.
         """
-        loop = self._loop
-        if loop is None:
-            coro.close()
-            raise RuntimeError("the sync API is not open: use 'with backend:' first")
-        if asyncio.get_running_loop() is loop:
+        portal = self._open(coro)
+        if threading.get_ident() == self._thread_id:
             return await coro
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+        future: Future[T] = portal.start_task_soon(_awaited, coro)
+        return await asyncio.wrap_future(future)
 
     def stop(self) -> None:
-        """Stop the loop and join its thread (a second call does nothing)."""
+        """Cancel what still runs on the loop, stop it and join its thread (a second call does
+        nothing)."""
         with self._lock:
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
-        if loop is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(timeout=5)
-        loop.close()
+            portal, self._portal, self._thread_id = self._portal, None, None
+            if portal is None:
+                return
+            # Stopped with cancellation first: leaving the portal's context stops it without,
+            # which waits for every task still on the loop.
+            try:
+                portal.call(portal.stop, True)
+            finally:
+                self._exit.close()

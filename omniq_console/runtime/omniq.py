@@ -37,6 +37,7 @@ from ..backend.bridge import SyncBridge
 from ..backend.errors import ConflictError, ObjectNotFoundError
 from ..backend.gcs import GCSBackend
 from ..backend.layout import check_id
+from ..backend.storeapi import RetryPolicy
 from ..backend.sync import sync_twin
 from ..models import (
     ResultStatus,
@@ -73,7 +74,8 @@ F = TypeVar("F", bound=TaskFunction)
 _FINAL_RESULTS = frozenset(
     {ResultStatus.SUCCESS, ResultStatus.ERROR, ResultStatus.CANCELLED, ResultStatus.EXPIRED}
 )
-_RESULT_POLL = (0.05, 1.0)  # first and longest pause between two looks at a result
+# Pauses between two looks at a result: from 50 ms, doubling, up to a second.
+_RESULT_POLL = RetryPolicy(base_delay=0.05, max_delay=1.0)
 
 
 class OmniQ:
@@ -185,15 +187,15 @@ class OmniQ:
     async def _wait_result(self, task_id: str) -> TaskResult:
         # The result is the task's state record (docs/architecture.md, "Task status is derived
         # from which objects exist"): a task is final exactly when its record is.
-        pause = _RESULT_POLL[0]
+        looks = 0
         while True:
             result = await self.backend.async_result_storage.get(task_id)
             if result is not None and result.status in _FINAL_RESULTS:
                 return result
             if result is None and await self.backend.async_task_storage.get_task(task_id) is None:
                 raise ObjectNotFoundError(self.backend.layout.task(task_id), "task")
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, _RESULT_POLL[1])
+            await asyncio.sleep(_RESULT_POLL.ceiling(looks))
+            looks += 1
 
     # -- schedules ---------------------------------------------------------------------------
 

@@ -4,17 +4,26 @@ Several schedulers may run against one bucket (one per app instance, say). For e
 schedule each of them does, in this order:
 
 1. plan the run on a copy of the schedule (``mark_run``: run count, last and next run, or
-   COMPLETED after ``max_runs``);
+   COMPLETED after ``max_runs``), with the run it owes written into the copy
+   (``metadata["owed_run"]``: the task id, the due time, this write's token), and remember the
+   run as owed in this process *before* the swap;
 2. compare-and-swap that copy (``update_schedule`` on the generation it read). Exactly one
    scheduler wins the swap for a given due time; the others get ``ConflictError`` and skip;
-3. only the winner enqueues the task. Its id is derived from the schedule id and the due time
-   (uuid5) and the enqueue is create-only, so a retried or repeated enqueue of the same run
-   can never produce a second task.
+3. the winner enqueues the task. Its id is derived from the schedule id and the due time
+   (uuid5) and the enqueue is create-only, so a retried or repeated enqueue of the same run,
+   by this scheduler or another, can never produce a second task.
 
-An enqueue that fails after the swap was won is retried on the next ticks (the id is
-deterministic, so a retry can never make a second task). A scheduler *killed* between its swap
-(2) and its enqueue (3) loses that one run: at most once per due time, never twice. The schedule
-itself goes on at its next due time.
+A swap whose answer is lost (a storage error after the retries) is settled on the next tick
+by reading the schedule back: if it carries this write's token the swap landed and the run is
+enqueued; if the schedule moved on otherwise, the run is not ours; if it is still due, it is
+fired afresh. An enqueue that fails after the swap was won is retried on the next ticks. A
+scheduler *killed* between its swap (2) and its enqueue (3) leaves the owed run in the schedule
+body: every scheduler's sweep (at start, then every ``expiry_sweep_interval``) enqueues owed
+runs it has not checked yet whose due time is less than ``OWED_RUN_HORIZON`` old. No run is
+lost then unless no scheduler runs for that long; none is doubled (the create-only enqueue
+refuses a second task while the first exists; a run whose task was deleted within the horizon
+can be enqueued again by a scheduler that had not checked it yet). No schedule name is written
+more than once per fire: the owed run rides in the swap itself.
 """
 
 from __future__ import annotations
@@ -23,7 +32,8 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..backend.errors import ConflictError, ObjectNotFoundError, StorageError
@@ -46,9 +56,28 @@ logger = logging.getLogger(__name__)
 RUN_ID_NAMESPACE = uuid.UUID("6f1c1f8e-4c5e-5d8a-9a57-0d7b3f0c2a11")
 
 
+# The schedule metadata key of the run a swap owes (see the module docstring).
+OWED_RUN = "owed_run"
+# How old an owed run's due time may be for a sweep to still enqueue it. Past it, a run a
+# killed scheduler owed is left alone: its task may have run and been cleaned up meanwhile.
+OWED_RUN_HORIZON = timedelta(minutes=10)
+
+
 def run_task_id(schedule_id: str, due: datetime) -> str:
     """The id of the task a schedule fires for its run due at ``due``."""
     return str(uuid.uuid5(RUN_ID_NAMESPACE, f"{schedule_id}@{as_utc(due).isoformat()}"))
+
+
+@dataclass
+class _Owed:
+    """A run this scheduler owes: the schedule as planned, its task, and whether the swap that
+    planned it is known to have landed (False while its answer was lost)."""
+
+    planned: Schedule
+    task: Task
+    due: datetime
+    token: str
+    landed: bool
 
 
 class Scheduler:
@@ -79,8 +108,12 @@ class Scheduler:
         self.conflicts = 0
         self._stop = StopSignal()
         self._last_sweep: float | None = None
-        # Runs whose swap this scheduler won but whose enqueue failed: retried each tick.
-        self._owed: dict[str, tuple[Schedule, Task, datetime]] = {}
+        # Runs whose swap this scheduler made (or may have made: answer lost) and that are not
+        # enqueued yet: settled and retried each tick. Keyed by task id.
+        self._owed: dict[str, _Owed] = {}
+        # Owed runs found in schedule bodies by the sweep and checked already, by schedule id:
+        # each is enqueued (or found enqueued) once per process, not once per sweep.
+        self._swept: dict[str, str] = {}
         # (schedule id, reason) already logged: a broken schedule is reported once, not per tick.
         self._reported: set[tuple[str, str]] = set()
 
@@ -108,7 +141,10 @@ class Scheduler:
             await self.sweep_expired(now)
         fired: list[str] = [t for t in [await self._enqueue_owed(i) for i in list(self._owed)] if t]
         ready: list[Schedule] = list(await store.get_ready_schedules(now))
+        unsettled = {o.planned.id for o in self._owed.values() if not o.landed}
         for schedule in ready:
+            if schedule.id in unsettled:
+                continue  # a swap of ours may have landed: settled by reading back first
             try:
                 task_id = await self._fire(schedule, now)
             except ValueError as exc:
@@ -140,23 +176,60 @@ class Scheduler:
         planned = schedule.model_copy(deep=True)
         planned.mark_run(now)
         fire = self._stamp(planned)
-        if not await self._swap(planned):
+        task = _run_task(planned, due, fire, now)
+        planned.metadata[OWED_RUN] = {"task_id": task.id, "due": due.isoformat(), "fire": fire}
+        # Owed before the swap: a swap whose answer is lost may have landed.
+        owed = self._owed[task.id] = _Owed(planned, task, due, fire, landed=False)
+        try:
+            won = await self._swap(planned)
+        except StorageError:
+            logger.warning(
+                "%s: the swap firing schedule %s was not confirmed; settled next tick",
+                self.scheduler_id,
+                schedule.id,
+            )
+            raise
+        if not won:
+            del self._owed[task.id]
             return None
-        options = TaskOptions.from_metadata(schedule.queue_name, schedule.metadata)
-        task = options.build_task(
-            schedule.func,
-            schedule.args,
-            schedule.kwargs,
-            task_id=run_task_id(schedule.id, due),
-            metadata={"schedule_id": schedule.id, "due": due.isoformat(), "fire": fire},
-            now=now,
-        )
-        self._owed[task.id] = (planned, task, due)
+        owed.landed = True
         return await self._enqueue_owed(task.id)
 
+    async def _settle(self, owed: _Owed) -> bool:
+        """Whether a swap whose answer was lost landed, read back from the schedule.
+
+        It landed when the schedule carries its token, or when the schedule's run count reached
+        the planned one: then this due time was fired, by us or by a rival whose enqueue of the
+        same task id is create-only too, so enqueuing it cannot double it. Otherwise the owed
+        run is dropped: the swap did not land (a schedule still due is fired afresh).
+        Raises ``StorageError`` when the schedule cannot be read (settled next tick).
+        """
+        stored = await self.backend.async_schedule_storage.get_schedule(owed.planned.id)
+        if stored is not None and (
+            stored.metadata.get("last_fire") == owed.token
+            or stored.run_count >= owed.planned.run_count
+        ):
+            owed.landed = True
+            return True
+        del self._owed[owed.task.id]
+        return False
+
     async def _enqueue_owed(self, run_id: str) -> str | None:
-        """Enqueue a run whose swap we won; kept for the next tick when storage fails."""
-        planned, task, due = self._owed[run_id]
+        """Enqueue a run we owe; kept for the next tick when storage fails."""
+        owed = self._owed[run_id]
+        if not owed.landed:
+            try:
+                if not await self._settle(owed):
+                    return None
+            except StorageError as exc:
+                logger.warning(
+                    "%s: schedule %s not read back (retried next tick): %s",
+                    self.scheduler_id,
+                    owed.planned.id,
+                    exc,
+                )
+                return None
+        planned, task, due = owed.planned, owed.task, owed.due
         schedule = planned
         try:
             task_id = await submit_task(
@@ -168,6 +241,7 @@ class Scheduler:
         except ConflictError:
             # The run's task exists already (create-only): it was enqueued once, and only once.
             del self._owed[run_id]
+            self._swept[schedule.id] = task.id
             logger.info(
                 "%s: run %s of %s was enqueued already", self.scheduler_id, task.id, schedule.id
             )
@@ -182,6 +256,7 @@ class Scheduler:
             )
             return None
         del self._owed[run_id]
+        self._swept[schedule.id] = task.id  # the sweep need not check it again
         self.fired += 1
         self._log_schedule(
             planned,
@@ -204,12 +279,37 @@ class Scheduler:
         are looked for apart, every ``expiry_sweep_interval`` seconds of ticking.
         """
         now = as_utc(now) if now is not None else self.clock()
-        active = await self.backend.async_schedule_storage.list_schedules(ScheduleStatus.ACTIVE)
+        schedules = await self.backend.async_schedule_storage.list_schedules()
         ended = []
-        for schedule in active:
-            if schedule.is_expired(now) and await self._complete_expired(schedule):
+        for schedule in schedules:
+            await self._finish_owed_run(schedule, now)
+            if (
+                schedule.status == ScheduleStatus.ACTIVE
+                and schedule.is_expired(now)
+                and await self._complete_expired(schedule)
+            ):
                 ended.append(schedule.id)
         return ended
+
+    async def _finish_owed_run(self, schedule: Schedule, now: datetime) -> None:
+        """Enqueue the run a schedule's last swap owes, if no task of it exists (a scheduler
+        killed between its swap and its enqueue); once per process per owed run."""
+        owed = schedule.metadata.get(OWED_RUN)
+        if not isinstance(owed, dict) or self._swept.get(schedule.id) == owed.get("task_id"):
+            return
+        try:
+            due = as_utc(datetime.fromisoformat(str(owed["due"])))
+            task = _run_task(schedule, due, str(owed["fire"]), now)
+        except (KeyError, ValueError, TypeError) as exc:
+            self._report_once(schedule.id, f"its owed run is unreadable: {exc}")
+            return
+        if task.id != owed.get("task_id") or now - due > OWED_RUN_HORIZON:
+            self._swept[schedule.id] = str(owed.get("task_id"))
+            return
+        if task.id not in self._owed:
+            self._owed[task.id] = _Owed(schedule, task, due, str(owed["fire"]), landed=True)
+            await self._enqueue_owed(task.id)
+        self._swept[schedule.id] = task.id
 
     async def _complete_expired(self, schedule: Schedule) -> bool:
         ended = schedule.model_copy(deep=True)
@@ -262,3 +362,16 @@ class Scheduler:
             details=details or {},
         )
         self.backend.async_event_storage.record(event)
+
+
+def _run_task(schedule: Schedule, due: datetime, fire: str, now: datetime) -> Task:
+    """The task of ``schedule``'s run due at ``due`` (the same whoever builds it)."""
+    options = TaskOptions.from_metadata(schedule.queue_name, schedule.metadata)
+    return options.build_task(
+        schedule.func,
+        schedule.args,
+        schedule.kwargs,
+        task_id=run_task_id(schedule.id, due),
+        metadata={"schedule_id": schedule.id, "due": due.isoformat(), "fire": fire},
+        now=now,
+    )

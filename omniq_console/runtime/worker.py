@@ -8,18 +8,26 @@ One task's life in a worker (the writes and their order are those of docs/archit
 2. While it runs, the lease is renewed every ``lease_seconds / 3`` (a compare-and-swap on the
    record). A renewal that loses its compare-and-swap means the task was cancelled or requeued
    after our lease was judged dead: we stop (an async function is cancelled) and write nothing
-   more for it. A renewal is never cancelled mid-request: the outcome waits for it and uses the
-   generation it returned.
+   more for it. A renewal is never cancelled mid-request while the lease holds: the outcome
+   waits for it and uses the generation it returned.
+   The lease ends on this process's monotonic clock a lease length after the last write that
+   held it was sent (the claim, then each renewal that landed). A holder that could not renew
+   by then stops as if it had lost the race: an async function is cancelled; a sync function's
+   thread cannot be stopped, so its lease loss is logged and its outcome dropped. A claim whose
+   answer arrived after its lease had passed never starts the function (it is released).
 3. When the function returns, the slot is free at once and the outcome is written in the
    background, fenced: a compare-and-swap on the record generation we last wrote, at least a
    second after that write (GCS's per-name limit). Success -> COMPLETED with the value; a failure
    with retries left -> PENDING with ``run_at`` pushed out by ``retry_delay * 2**retry_count``;
    without -> FAILED. Only the current lease holder's outcome can land, and ``get_result`` always
    agrees with the task's status: both are the same object.
-4. On shutdown (``stop()``, SIGINT/SIGTERM): no more claims; running tasks get ``shutdown_grace``;
-   then async ones are cancelled and released to their queue. A sync function cannot be
-   interrupted: its lease is kept alive until its thread ends and its outcome is written as
-   usual (the process stays until then; a SIGKILL ends it and the lease dies with it).
+4. On shutdown (``stop()``, a first SIGINT/SIGTERM): no more claims; running tasks get
+   ``shutdown_grace``; then async ones are cancelled and released to their queue. A sync
+   function cannot be interrupted: its lease is kept alive until its thread ends and its
+   outcome is written as usual. Cancelling ``run()`` (a second signal) stops at once: async
+   functions are cancelled and released, a sync function's thread is abandoned (a daemon
+   thread, so the process can exit), its outcome dropped and its lease left to expire, after
+   which another worker runs the task again.
 
 Alongside: a heartbeat (``workers/{id}.json``, everything in custom metadata) every few
 seconds, and a reaper (``AsyncGCSQueue.maintain``) that requeues dead leases, expires what
@@ -29,6 +37,7 @@ waited too long and repairs what a crash left half-written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import json
@@ -36,13 +45,14 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 import traceback as tb
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from queue import SimpleQueue
+from typing import Any, TypeVar
 
 from ..backend import lifecycle
 from ..backend.errors import ConflictError, ObjectNotFoundError, StorageError
@@ -50,12 +60,15 @@ from ..backend.index import WorkerIndex, worker_metadata
 from ..backend.layout import check_id
 from ..backend.lifecycle import NAME_WRITE_GAP_S, Failure, Transition
 from ..backend.queue import default_worker_id
+from ..backend.storeapi import RetryPolicy
 from ..clock import SYSTEM_CLOCK, Clock
 from ..models import EventType, Task, TaskEvent, TaskStatus
 from ..stopping import StopSignal
 from .registry import TaskRegistry, TaskSpec
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _current_task: contextvars.ContextVar[Task | None] = contextvars.ContextVar(
     "omniq_current_task", default=None
@@ -64,8 +77,9 @@ _current_task: contextvars.ContextVar[Task | None] = contextvars.ContextVar(
 # A queue paused by an operator is seen within this long (one listing of paused/ at most this
 # often), so every worker stops claiming from it within about a claim cycle.
 _PAUSED_MAX_AGE_S = 1.0
-# Backoff after a storage error while claiming, so a broken bucket is not hammered.
-_ERROR_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+# Backoff after a storage error while claiming, so a broken bucket is not hammered: the
+# store's own recipe (exponential, full jitter), from half a second up to 5 s.
+_CLAIM_ERROR_BACKOFF = RetryPolicy(base_delay=0.5, max_delay=5.0)
 
 
 def current_task() -> Task | None:
@@ -79,14 +93,60 @@ def current_task() -> Task | None:
 
 @dataclass
 class _Run:
-    """A task this worker holds: the view of its newest record (for the next compare-and-swap)."""
+    """A task this worker holds: the view of its newest record (for the next compare-and-swap),
+    and when its lease ends on this process's monotonic clock (``held_until``)."""
 
     task: Task
+    held_until: float
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     lost: bool = False
     done: bool = False
     call: asyncio.Future[Any] | None = None
     sync: bool = False
+
+
+class _DaemonThreads:
+    """Threads for sync task functions: daemons, started on demand, reused while idle.
+
+    Not an executor: the interpreter joins an executor's threads when it exits, so a stop
+    "at once" would still wait for a sync function to return. At most one thread per busy
+    slot (``concurrency``), plus any abandoned by a stop at once.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._jobs: SimpleQueue[Callable[[], None] | None] = SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._started = 0
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run ``job`` (which must not raise) in an idle thread, or a new one."""
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+            else:
+                self._started += 1
+                thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
+                thread.start()
+        self._jobs.put(job)
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+            with self._lock:
+                self._idle += 1
+
+    def close(self) -> None:
+        """Let every thread end once its job is done."""
+        with self._lock:
+            for _ in range(self._started):
+                self._jobs.put(None)
+            self._started = self._idle = 0
+
+
+class _LeaseOver(Exception):
+    """Our lease ended (on our monotonic clock) before a renewal landed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +223,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = StopSignal()
         self._slot_free: asyncio.Event | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._threads: _DaemonThreads | None = None
         self._started = False
         self._paused_seen: set[str] = set()
         self._beat_gen = 0
@@ -190,9 +250,7 @@ class Worker:
         self._started = True
         self._stop.bind()
         self._slot_free = asyncio.Event()
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.concurrency, thread_name_prefix=f"omniq-{self.worker_id}"
-        )
+        self._threads = _DaemonThreads(f"omniq-{self.worker_id}")
         self.started_at = self.clock.now()
         loops: list[asyncio.Task[None]] = []
         graceful = True
@@ -224,20 +282,22 @@ class Worker:
                     await self._beat("stopped")
                 except (StorageError, OSError) as exc:
                     logger.warning("worker %s: last heartbeat failed: %s", self.worker_id, exc)
-                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._threads.close()
 
     # -- claiming ----------------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
         assert self._slot_free is not None
-        errors = 0
-        pause = self.poll_interval
+        errors = idle = 0
+        # An idle worker's looks: from poll_interval, doubling, up to poll_timeout.
+        idle_backoff = RetryPolicy(base_delay=self.poll_interval, max_delay=self.poll_timeout)
         queue = self.backend.async_task_storage
         while not self._stop.is_set():
             if len(self._running) >= self.concurrency:
                 self._slot_free.clear()
                 await self._wait_slot()
                 continue
+            asked = self.clock.monotonic()
             try:
                 paused = set(await queue.paused_queues(max_age_s=_PAUSED_MAX_AGE_S))
                 self._say_paused(paused)
@@ -251,7 +311,7 @@ class Worker:
             except Exception as exc:
                 # Storage trouble, or an object no check foresaw (logged with its traceback):
                 # back off and look again; one bad object never ends the worker.
-                delay = _ERROR_BACKOFF_S[min(errors, len(_ERROR_BACKOFF_S) - 1)]
+                delay = _CLAIM_ERROR_BACKOFF.delay(errors)
                 errors += 1
                 logger.warning(
                     "worker %s: claiming failed (%s); retrying in %.1f s",
@@ -265,15 +325,34 @@ class Worker:
             if task is None:
                 # Every look is a listing per queue (a billed request): an idle worker looks
                 # less and less often, a busy one at once again. Jitter keeps workers apart.
-                await self._stop.wait(pause * random.uniform(0.8, 1.2))
-                pause = min(pause * 2, self.poll_timeout)
+                await self._stop.wait(idle_backoff.ceiling(idle) * random.uniform(0.8, 1.2))
+                idle += 1
                 continue
-            pause = self.poll_interval
-            run = _Run(task)
+            idle = 0
+            run = _Run(task, held_until=self._claim_held_until(task, asked))
             self._running[task.id] = run
             runner = asyncio.create_task(self._run_claimed(run), name=f"omniq-task-{task.id}")
             self._tasks.add(runner)
             runner.add_done_callback(self._tasks.discard)
+
+    def _claim_held_until(self, task: Task, asked: float) -> float:
+        """When a fresh claim's lease ends on our monotonic clock.
+
+        The claim's write was sent between ``asked`` (before the pass) and now; its record's
+        ``lease_expires_at`` (stamped by the queue's clock just before the send) narrows that
+        down, so a long pass with lost races does not shorten a lease that was won late. The
+        wall-clock estimate is clamped to what the monotonic clock allows: a jump of the wall
+        clock can neither lengthen the lease past "sent now" nor shorten it before "sent at
+        the start of the pass".
+        """
+        mono = self.clock.monotonic()
+        earliest, latest = asked + self.lease_seconds, mono + self.lease_seconds
+        record = task.record
+        if record is None or record.lease_expires_at is None:
+            return earliest
+        wall_now: datetime = self.backend.async_task_storage.clock.now()
+        estimate = mono + (record.lease_expires_at - wall_now).total_seconds()
+        return min(max(estimate, earliest), latest)
 
     def _say_paused(self, paused: set[str]) -> None:
         """Log once when one of our queues is paused, and once when it is resumed."""
@@ -299,8 +378,8 @@ class Worker:
     async def _drain(self, grace: float) -> None:
         """Give running tasks ``grace`` seconds; then cancel async ones (they release
         themselves). A sync function cannot be interrupted: on a graceful stop we wait for its
-        thread with its lease kept alive, and write its outcome; on a cancelled ``run()`` it is
-        left to the process's end, when its lease dies (never handed back while it runs)."""
+        thread with its lease kept alive, and write its outcome; on a cancelled ``run()`` its
+        thread is abandoned and its lease left to expire (never handed back while it runs)."""
         if not self._tasks:
             return
         if grace > 0:
@@ -308,8 +387,11 @@ class Worker:
         waiting = []
         for runner, run in self._runners():
             if run is not None and run.sync and grace <= 0:
-                continue
-            if run is not None and not run.sync and run.call is not None:
+                # Stopping at once: the thread is abandoned, its outcome dropped, its lease
+                # left to expire (the renewer stops with the runner).
+                self._lose(run, "the worker was told to stop at once")
+                runner.cancel()
+            elif run is not None and not run.sync and run.call is not None:
                 run.call.cancel()
             waiting.append(runner)
         if waiting:
@@ -323,16 +405,28 @@ class Worker:
     # -- running one task ----------------------------------------------------------------------
 
     async def _run_claimed(self, run: _Run) -> None:
-        renewer = asyncio.create_task(self._renew_loop(run))
+        late = self.clock.monotonic() >= run.held_until
+        renewer = None if late else asyncio.create_task(self._renew_loop(run))
         try:
-            outcome = await self._execute(run)
-        finally:
-            self._running.pop(run.task.id, None)
-            assert self._slot_free is not None
-            self._slot_free.set()
-        try:
+            try:
+                if late:
+                    # Another worker may hold it by now: running it could run it twice at once.
+                    logger.warning(
+                        "worker %s: the claim of task %s was answered after its lease had "
+                        "passed; not running it",
+                        self.worker_id,
+                        run.task.id,
+                    )
+                    outcome = None
+                else:
+                    outcome = await self._execute(run)
+            finally:
+                self._running.pop(run.task.id, None)
+                assert self._slot_free is not None
+                self._slot_free.set()
             if outcome is None:
-                await self._release(run, "worker stopped before the task finished")
+                why = "claimed after its lease had passed" if late else "worker stopped"
+                await self._release(run, why if late else f"{why} before the task finished")
             else:
                 await self._settle(run, outcome)
         except StorageError as exc:
@@ -391,29 +485,66 @@ class Worker:
         _current_task.set(task)
         if spec.is_async:
             return await spec.func(*task.args, **task.kwargs)
-        assert self._executor is not None
         # The thread gets a copy of this context, so current_task() works in sync functions.
         ctx = contextvars.copy_context()
         call = functools.partial(ctx.run, spec.func, *task.args, **task.kwargs)
-        result = await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        result = await self._in_thread(call)
         if asyncio.iscoroutine(result):
             # A sync wrapper that returned a coroutine: run it here rather than store it.
             return await result
         return result
 
+    async def _in_thread(self, call: Callable[[], Any]) -> Any:
+        """Run ``call`` in one of this worker's daemon threads and await what it returns.
+
+        Cancelling the await abandons the call: what it returns then is dropped.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def deliver(value: Any, error: BaseException | None) -> None:
+            if future.done():
+                return  # abandoned
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+
+        def work() -> None:
+            value, error = None, None
+            try:
+                value = call()
+            except BaseException as exc:  # delivered to the awaiting task, as an executor does
+                error = exc
+            # A closed loop (RuntimeError): nobody waits for this outcome any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(deliver, value, error)
+
+        assert self._threads is not None
+        self._threads.submit(work)
+        return await future
+
     async def _renew_loop(self, run: _Run) -> None:
         queue = self.backend.async_task_storage
         interval = self.lease_seconds / 3
         while True:
-            await self.clock.sleep(interval)
+            await self.clock.sleep(min(interval, run.held_until - self.clock.monotonic()))
             async with run.lock:
                 if run.done or run.lost:
                     return
+                sent = self.clock.monotonic()
                 try:
-                    run.task = await queue.renew_lease(run.task, lease_seconds=self.lease_seconds)
+                    if sent >= run.held_until:
+                        raise _LeaseOver
+                    renewal = queue.renew_lease(run.task, lease_seconds=self.lease_seconds)
+                    run.task = await self._while_held(run, renewal)
+                    run.held_until = sent + self.lease_seconds
                     interval = self.lease_seconds / 3
+                except _LeaseOver:
+                    self._lose(run, "its lease ended before a renewal landed")
+                    return
                 except (ConflictError, ObjectNotFoundError):
-                    self._lose(run)
+                    self._lose(run, "it was cancelled or requeued while it ran")
                     return
                 except StorageError as exc:
                     # Transient: the lease still holds until it is judged dead; try again sooner.
@@ -425,23 +556,51 @@ class Worker:
                     )
                     interval = max(lifecycle.NAME_WRITE_GAP_S, self.lease_seconds / 6)
 
-    async def _stop_renewer(self, run: _Run, renewer: asyncio.Task[None]) -> None:
+    async def _while_held(self, run: _Run, request: Coroutine[Any, Any, T]) -> T:
+        """Await a renewal, but no longer than the lease holds (``_LeaseOver`` then).
+
+        A renewal stuck in retries past the lease would otherwise keep the function running
+        while another worker runs it too. Once the lease is over no outcome of ours is written,
+        so cancelling the request cannot leave a generation the outcome needs.
+        """
+        call = asyncio.ensure_future(request)
+        timer = asyncio.ensure_future(self.clock.sleep(run.held_until - self.clock.monotonic()))
+        try:
+            await asyncio.wait({call, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            if not call.done():
+                # Not awaited: a request that ignores cancellation must not hold us.
+                call.cancel()
+        if not call.done():
+            raise _LeaseOver
+        return call.result()
+
+    async def _stop_renewer(self, run: _Run, renewer: asyncio.Task[None] | None) -> None:
         # Under the lock the renewer is not in the middle of a request: cancelling it now
         # can never leave a landed renewal whose generation we do not know.
         async with run.lock:
             run.done = True
-            renewer.cancel()
-        await asyncio.gather(renewer, return_exceptions=True)
+            if renewer is not None:
+                renewer.cancel()
+        if renewer is not None:
+            await asyncio.gather(renewer, return_exceptions=True)
 
-    def _lose(self, run: _Run) -> None:
+    def _lose(self, run: _Run, why: str) -> None:
+        """We no longer hold ``run``'s lease: stop it and write nothing more for it."""
         run.lost = True
-        if run.call is not None and not run.call.done() and not run.sync:
+        running = run.call is not None and not run.call.done()
+        if running and not run.sync:
+            assert run.call is not None
             run.call.cancel()
-        logger.info(
-            "worker %s: task %s was cancelled or requeued while it ran; outcome dropped",
-            self.worker_id,
-            run.task.id,
+        # A thread cannot be stopped: a sync function runs on, and what it returns is dropped.
+        fate = (
+            "its thread runs on; outcome will be dropped"
+            if running and run.sync
+            else ("function cancelled; outcome dropped" if running else "outcome dropped")
         )
+        log = logger.warning if running else logger.info
+        log("worker %s: task %s lost: %s; %s", self.worker_id, run.task.id, why, fate)
 
     async def _settle(self, run: _Run, outcome: _Outcome) -> None:
         """Write the outcome, fenced on the record generation we last wrote."""
@@ -456,7 +615,7 @@ class Worker:
             try:
                 run.task = await queue.finish(run.task, transition)
             except (ConflictError, ObjectNotFoundError):
-                self._lose(run)
+                self._lose(run, "it was cancelled or requeued before its outcome landed")
                 return
             run.done = True
         self.processed += 1
