@@ -26,13 +26,9 @@ from omniq_console.tui import StaticSource
 from omniq_console.tui.eventlog import EventFilter, EventLog
 from omniq_console.tui.fmt import countdown, duration, sparkline
 from omniq_console.tui.operations import describe_bulk, describe_error
-from omniq_console.tui.taskfilter import (
-    NO_ERROR_TYPE,
-    TaskFilter,
-    failure_groups,
-    page_start,
-    select_tasks,
-)
+from omniq_console.monitor.groups import UNKNOWN_ERROR as NO_ERROR_TYPE
+from omniq_console.monitor.groups import failure_groups
+from omniq_console.tui.taskfilter import TaskFilter, page_start, select_tasks
 from omniq_console.tui.thresholds import Level, Thresholds
 from omniq_console.tui.widgets.keyed_table import KeyedTable
 
