@@ -189,9 +189,9 @@ class OverviewView(View):
     def action_page(self, step: int) -> None:
         """Scroll the view a page down (1) or up (-1)."""
         if step > 0:
-            self.scroll_page_down()
+            self.scroll_page_down(animate=False)
         else:
-            self.scroll_page_up()
+            self.scroll_page_up(animate=False)
 
     def show_snapshot(self, snapshot: Snapshot) -> None:
         self.query_one("#ov-attention", Static).update(
