@@ -201,8 +201,13 @@ class OverviewView(View):
         chart = self.query_one(OutcomeChart)
         chart.show(snapshot.results_per_minute)
         minutes = len(snapshot.results_per_minute)
-        source = "results and events" if snapshot.outcome_source == "results+events" else "results"
-        chart.border_title = f"Outcomes per minute, last {minutes} min (UTC, from {source})"
+        both = snapshot.outcome_source == "results+events"
+        source = "results and events" if both else "results"
+        title = f"Outcomes per minute, last {minutes} min (UTC, from {source})"
+        if len(title) + 6 > chart.size.width:
+            # A narrow panel: the same facts, short, rather than a title cut mid-word.
+            title = f"Outcomes/min, {minutes} min, UTC, {'results+events' if both else 'results'}"
+        chart.border_title = title
         health = self.query_one("#ov-health", Static)
         health.update(health_panel(snapshot, self.console.thresholds))
         health.border_title = (
