@@ -130,6 +130,7 @@ class FittedTable(KeyedTable[T]):
             columns, render_cut, follow_top=follow_top, openable=openable, id=id, classes=classes
         )
         self._column_keys = tuple(key for key, _ in columns)
+        self._measured: dict[str, tuple[Cells, list[int]]] = {}
 
     def sync(self, rows: Sequence[tuple[str, T]]) -> None:
         super().sync(rows)
@@ -145,11 +146,21 @@ class FittedTable(KeyedTable[T]):
 
     def natural_widths(self) -> list[int]:
         """What each column needs to show its widest cell and its header whole."""
-        widths = [self.columns[ColumnKey(key)].label.cell_len for key in self._column_keys]
+        labels = [self.columns[ColumnKey(key)].label.cell_len for key in self._column_keys]
+        # Measured once per row version: a sync replaces the cells of changed rows only, so
+        # a 1,000-row tail costs a lookup per row, not a measure of every cell, per poll.
+        known = self._measured
+        measured: dict[str, tuple[Cells, list[int]]] = {}
         for key in self.keys():
-            for i, cell in enumerate(self.row_cells(key)):
-                widths[i] = max(widths[i], cell.cell_len)
-        return widths
+            cells = self.row_cells(key)
+            seen = known.get(key)
+            if seen is not None and seen[0] is cells:
+                measured[key] = seen
+            else:
+                measured[key] = (cells, [cell.cell_len for cell in cells])
+        self._measured = measured
+        rows = (widths for _, widths in measured.values())
+        return [max(column) for column in zip(labels, *rows, strict=True)]
 
     def fit(self) -> None:
         """Set the columns' widths for the table's width now."""
