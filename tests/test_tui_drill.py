@@ -12,6 +12,8 @@ from tui_fixtures import TAKEN_AT, demo_snapshot, make_app, schedules, settle, t
 from omniq_console.models import Task, TaskStatus
 from omniq_console.monitor.groups import TREND_MINUTES, failure_groups
 from omniq_console.monitor.snapshot import TaskDetail, TaskRow
+from omniq_console.notebook.groups import failure_groups as notebook_groups
+from omniq_console.notebook.render import dashboard_html
 from omniq_console.tui import StaticSource
 from omniq_console.tui.screens.detail import TaskDetailScreen
 from omniq_console.tui.screens.worker import WorkerScreen
@@ -69,6 +71,10 @@ def test_failure_groups_say_since_when_and_how_often() -> None:
     values = [g for g in by_queue if g.error_type == "ValueError"]
     assert [(g.queue, g.count) for g in values] == [("emails", 6)]
     assert values[0].question() == "Retry 6 failed tasks of ValueError in queue emails?"
+    # The notebook's dashboard shows the same groups, with since when.
+    snap = snapshot()
+    page = dashboard_html(snap, notebook_groups(snap.task_rows))
+    assert "first seen" in page and "last seen" in page and ">NEW</b>" in page
 
 
 async def test_since_when_who_is_busy_and_who_touched_it() -> None:
