@@ -127,7 +127,7 @@ async def test_at_160x48_the_throughput_table_is_whole_and_sorting_marks_its_col
 
 
 async def test_sorting_sorts_the_whole_filter_and_says_so() -> None:
-    app, _, _ = make_app(StaticSource(big_snapshot(20_000)))
+    app, _, _ = make_app(StaticSource(big_snapshot(5_000)))
     async with app.run_test(size=(160, 48)) as pilot:
         await settle(pilot)
         await pilot.press("3")
