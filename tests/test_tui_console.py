@@ -96,7 +96,7 @@ async def test_key_columns_stay_whole_at_120_columns() -> None:
         assert "03-02 14:13:00" in text  # the newest failure's creation time, whole
         await pilot.press("4")
         await settle(pilot)
-        assert "Created (UTC)" in screen_text(app)
+        assert "Failed (UTC)" in screen_text(app)  # a failure lists when it failed
 
 
 async def test_stale_banner_wraps_its_error_at_whole_words_at_80_columns() -> None:

@@ -20,19 +20,15 @@ from tui_fixtures import (
 )
 
 from omniq_console.backend.errors import ConflictError
+from omniq_console.monitor.groups import UNKNOWN_ERROR as NO_ERROR_TYPE
+from omniq_console.monitor.groups import failure_groups
 from omniq_console.monitor.snapshot import EventRow, TaskDetail
 from omniq_console.runtime.operator import BulkOutcome
 from omniq_console.tui import StaticSource
 from omniq_console.tui.eventlog import EventFilter, EventLog
 from omniq_console.tui.fmt import countdown, duration, sparkline
 from omniq_console.tui.operations import describe_bulk, describe_error
-from omniq_console.tui.taskfilter import (
-    NO_ERROR_TYPE,
-    TaskFilter,
-    failure_groups,
-    page_start,
-    select_tasks,
-)
+from omniq_console.tui.taskfilter import TaskFilter, TaskOrder, page_start, select_tasks
 from omniq_console.tui.thresholds import Level, Thresholds
 from omniq_console.tui.widgets.keyed_table import KeyedTable
 
@@ -48,6 +44,26 @@ def test_select_tasks_filters_orders_and_pages() -> None:
     last = select_tasks(rows, TaskFilter(queue="emails", status="failed"), start=99, size=4)
     assert last.start == 4 and [r.id for r in last.rows] == [r.id for r in expected[4:]]
     assert last.describe() == "showing 5-6 of 6 matching (57 in all)"
+
+
+def test_an_order_sorts_the_whole_filter_before_paging() -> None:
+    rows = task_rows()
+    flt = TaskFilter(queue="emails")
+    emails = [r for r in newest_first(rows) if r.queue_name == "emails"]
+    page = select_tasks(rows, flt, size=3, order=TaskOrder("priority", descending=True))
+    # The one priority-9 task leads, then the rest newest first (ties keep that order).
+    assert [r.priority for r in page.rows] == [9, 0, 0]
+    assert page.rows[1:] == tuple(r for r in emails if r.priority == 0)[:2]
+    by_retries = select_tasks(rows, flt, start=3, size=3, order=TaskOrder("retries", False))
+    assert [r.retry_count for r in by_retries.rows] == [0, 0, 0] and by_retries.start == 3
+    last = select_tasks(rows, flt, start=len(emails) - 1, order=TaskOrder("retries", False))
+    assert last.rows[-1].retry_count == 3
+    oldest = select_tasks(rows, flt, size=1, order=TaskOrder("created", descending=False))
+    assert oldest.rows[0].id == emails[-1].id
+    assert TaskOrder().describe("Created") == "newest first"
+    assert TaskOrder("retries").describe("Retries") == "sorted by Retries ▼"
+    with pytest.raises(ValueError, match="cannot be sorted by 'args'"):
+        TaskOrder("args")
 
 
 def test_text_filter_looks_at_id_function_queue_worker_and_error() -> None:

@@ -51,15 +51,15 @@ async def test_countdowns_and_data_age_follow_the_clock_between_polls() -> None:
         await pilot.press("6")
         await settle(pilot)
         table = app.screen.query_one("#schedules-table")
-        assert table.render_cell_values("digest-every-5m")[5] == "in 4m 30s"
+        assert table.render_cell_values("digest-every-5m")[2] == "in 4m 30s"
         now[0] += 30
         # What each widget's own one-second timer does, without waiting a second for it.
         app.screen.query_one(SchedulesView).tick()
         app.screen.query_one(StatusBar).redraw()
         await settle(pilot)
-        assert table.render_cell_values("digest-every-5m")[5] == "in 4m 00s"
-        assert table.render_cell_values("digest-every-5m")[6] == "1m 00s ago"
-        assert table.render_cell_values("purge-hourly")[5] == "late 7m 30s"
+        assert table.render_cell_values("digest-every-5m")[2] == "in 4m 00s"
+        assert table.render_cell_values("digest-every-5m")[3] == "1m 00s ago"
+        assert table.render_cell_values("purge-hourly")[2] == "late 7m 30s"
         assert "data 30s old" in app.screen.query_one(StatusBar).content.plain
 
 
@@ -116,9 +116,18 @@ async def test_workers_and_queues_views() -> None:
         await settle(pilot)
         queues = app.screen.query_one("#queues-table")
         reports = queues.render_cell_values("reports")
-        assert reports[:7] == ["reports (paused)", "1,480", "20", "1", "1", "2", "15m 00s"]
-        assert reports[7].endswith("█")  # the depth trend, rising to its latest value
+        assert reports[:8] == [
+            "reports (paused)",
+            "1,480",
+            "20",
+            "1",
+            "1",
+            "2",
+            "15m 00s",
+            "alice, 5m 00s ago",
+        ]
+        assert reports[8].endswith("█")  # the depth trend, rising to its latest value
         assert "yellow" in styles_of(queues, "reports")[5]  # expired entries wait for cleanup
         assert app.screen.query_one("#queues-summary").content.plain == (
-            "3 queues · 1,517 waiting · 4 running · 1 paused"
+            "3 queues · 1,517 waiting · 4 running · 1 paused · reports by alice, 5m 00s ago"
         )

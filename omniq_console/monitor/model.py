@@ -342,7 +342,10 @@ class BucketModel:
 
     def _row(self, tid: str, d: TaskDef, r: StateRecord | None) -> TaskRow:
         status = r.state if r is not None else d.status
-        worker = (r.worker_id if r is not None else d.worker_id) if status == _RUNNING else None
+        # The lease holder while running, and who ran it once final (the finished lists name
+        # their worker); none while it waits again after a retry.
+        holds = status == _RUNNING or status in _FINAL
+        worker = (r.worker_id if r is not None else d.worker_id) if holds else None
         run_at = r.run_at if r is not None and r.run_at is not None else d.run_at
         return TaskRow(
             tid,

@@ -12,8 +12,8 @@ import html
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+from ..monitor.groups import FailureGroup
 from ..monitor.snapshot import QueueStats, QueueWindow, ResultMinute, Snapshot
-from .groups import FailureGroup
 
 MAX_ROWS = 12
 """Rows shown per table; the rest is counted in a caption."""
@@ -205,16 +205,27 @@ def _outcomes(s: Snapshot) -> str:
     return _card("Outcomes per minute", content)
 
 
-def _failures(groups: Sequence[FailureGroup]) -> str:
+def _failures(groups: Sequence[FailureGroup], now: datetime) -> str:
     if not groups:
         return _card("Failure groups", _empty("no failed tasks"))
+
+    def since(when: datetime | None) -> str:
+        return age((now - when).total_seconds()) if when is not None else "-"
+
     rows = [
-        (f'<span style="{_RED}">{_e(g.error_type)}</span>', _e(g.queue), str(g.count))
+        (
+            f'<span style="{_RED}">{_e(g.error_type)}</span>'
+            + (' <b style="color:#b07000">NEW</b>' if g.is_new else ""),
+            _e(g.queue),
+            str(g.count),
+            since(g.first_seen),
+            since(g.last_seen),
+            sparkline(g.per_minute),
+        )
         for g in groups
     ]
-    return _card(
-        "Failure groups", _table(("error", "queue", "tasks"), rows, frozenset({2}), len(rows))
-    )
+    headers = ("error", "queue", "tasks", "first seen", "last seen", "per minute, 30 min")
+    return _card("Failure groups", _table(headers, rows, frozenset({2}), len(rows)))
 
 
 def _schedules(s: Snapshot) -> str:
@@ -314,7 +325,14 @@ def dashboard_html(
     if s.connecting:
         return message_html(f"connecting to gs://{s.bucket}/{s.prefix} (attempt {s.attempt}) ...")
     grid = "".join(
-        (_queues(s), _outcomes(s), _failures(tuple(groups)), _workers(s), _schedules(s), _events(s))
+        (
+            _queues(s),
+            _outcomes(s),
+            _failures(tuple(groups), s.taken_at),
+            _workers(s),
+            _schedules(s),
+            _events(s),
+        )
     )
     return (
         f'<div class="omniq-dashboard" style="{_FONT};color:#1f2328">'

@@ -6,9 +6,10 @@ from datetime import datetime
 
 from rich.text import Text
 
+from ..monitor.groups import TREND_MINUTES, FailureGroup, failed_at
 from ..monitor.snapshot import EventRow, QueueStats, ScheduleRow, StuckTask, TaskRow, WorkerRow
 from . import fmt
-from .taskfilter import FailureGroup
+from .columns import Width
 from .text import literal
 from .thresholds import Level, Thresholds
 
@@ -78,11 +79,23 @@ def queue_cells(q: QueueStats, thresholds: Thresholds, trend_width: int = 16) ->
     ]
 
 
-def queue_detail_cells(q: QueueStats, thresholds: Thresholds) -> list[Text]:
-    """The queues view's row: :func:`queue_cells` plus claimed and expired entries."""
+def paused_by(who: str | None, when: datetime | None, now: datetime) -> Text:
+    """Who paused it and how long ago: ``alice, 5m 00s ago`` (``—`` when not known)."""
+    if who is None and when is None:
+        return Text(fmt.DASH, style="dim", end="")
+    text = literal(who or "someone", "bold yellow")
+    if when is not None:
+        text.append(f", {fmt.ago(when, now)}")
+    return text
+
+
+def queue_detail_cells(q: QueueStats, thresholds: Thresholds, now: datetime) -> list[Text]:
+    """The queues view's row: :func:`queue_cells` plus claimed and expired entries, and who
+    paused the queue and when."""
     base = queue_cells(q, thresholds, trend_width=40)
     expired = number(q.expired, Level.WARNING if q.expired else Level.OK)
-    return [*base[:4], number(q.claimed), expired, *base[4:]]
+    paused = paused_by(q.paused_by, q.paused_at, now) if q.paused else Text(end="")
+    return [*base[:4], number(q.claimed), expired, base[4], paused, base[5]]
 
 
 QUEUE_DETAIL_COLUMNS = (
@@ -93,8 +106,24 @@ QUEUE_DETAIL_COLUMNS = (
     ("claimed", "Claimed"),
     ("expired", "Expired"),
     ("oldest", "Oldest pending"),
-    ("trend", "Depth trend (pending + delayed, one bar per poll)"),
+    ("paused", "Paused by"),
+    ("trend", "Depth trend (one bar per poll)"),
 )
+QUEUE_DETAIL_WIDTHS = {
+    "name": Width(cut=8),
+    "paused": Width(cut=8),
+    # Cut, a trend would lose its newest bars: it goes whole or not at all.
+    "trend": Width(drop=1),
+}
+QUEUE_COLUMNS = (
+    ("name", "Queue"),
+    ("pending", "Pending"),
+    ("delayed", "Delayed"),
+    ("running", "Running"),
+    ("oldest", "Oldest"),
+    ("trend", "Depth trend"),
+)
+QUEUE_WIDTHS = {"name": Width(cut=8), "trend": Width(drop=1)}
 
 
 def task_cells(row: TaskRow) -> list[Text]:
@@ -127,13 +156,22 @@ TASK_COLUMNS = (
     ("priority", "Prio"),
     ("worker", "Worker"),
 )
+# At 80 columns Prio, Retries and Worker give way; from 120 every column is whole.
+TASK_WIDTHS = {
+    "error": Width(cut=9, most=32),
+    "queue": Width(cut=6),
+    "func": Width(cut=10),
+    "worker": Width(cut=8, drop=1),
+    "retries": Width(drop=2),
+    "priority": Width(drop=3),
+}
 
 
 def failure_cells(row: TaskRow) -> list[Text]:
-    """id, created, queue, function, retries, worker: a failed task of a known exception."""
+    """id, failed at, queue, function, retries, worker: a failed task of a known exception."""
     return [
         short_id(row.id),
-        Text(fmt.short_timestamp(row.created_at), end=""),
+        Text(fmt.short_timestamp(failed_at(row)), end=""),
         literal(row.queue_name),
         literal(row.func),
         Text(str(row.retry_count), justify="right", end=""),
@@ -143,12 +181,13 @@ def failure_cells(row: TaskRow) -> list[Text]:
 
 FAILURE_COLUMNS = (
     ("id", "Task"),
-    ("created", "Created (UTC)"),
+    ("failed", "Failed (UTC)"),
     ("queue", "Queue"),
     ("func", "Function"),
     ("retries", "Retries"),
     ("worker", "Worker"),
 )
+FAILURE_WIDTHS = {"queue": Width(cut=6), "func": Width(cut=10), "worker": Width(cut=8)}
 
 
 def event_cells(event: EventRow, *, short: bool = False) -> list[Text]:
@@ -178,9 +217,32 @@ EVENT_COLUMNS = (
     ("type", "Event"),
     ("task", "Task / schedule"),
     ("queue", "Queue"),
-    ("who", "Worker / actor"),
+    ("who", "Who"),
     ("what", "Message"),
 )
+# The overview's live tail: its border title says the times are UTC; a narrow panel keeps
+# time, event, who and the message, and gives up the queue, then the task.
+TAIL_COLUMNS = (
+    ("time", "Time"),
+    ("type", "Event"),
+    ("task", "Task"),
+    ("queue", "Queue"),
+    ("who", "Who"),
+    ("what", "Message"),
+)
+TAIL_WIDTHS = {
+    "task": Width(cut=9, drop=1),
+    "queue": Width(cut=6, drop=2),
+    "who": Width(cut=6),
+    "what": Width(cut=16, fill=True),
+}
+# The message fills what is left; at 80 columns the queue gives way to it.
+EVENT_WIDTHS = {
+    "task": Width(cut=9),
+    "queue": Width(cut=6, drop=2),
+    "who": Width(cut=6, drop=1),
+    "what": Width(cut=24, fill=True),
+}
 
 
 def schedule_spec(row: ScheduleRow) -> str:
@@ -192,34 +254,49 @@ def schedule_spec(row: ScheduleRow) -> str:
 
 
 def schedule_cells(row: ScheduleRow, now: datetime) -> list[Text]:
-    """id, function, type/spec, queue, status, next run, last run, runs."""
+    """id, status, next run, last run, runs, paused by, function, type/spec, queue.
+
+    What tells a paused or late schedule comes first: at 80 columns it stays on screen.
+    """
     state = status(row.status)
     if row.overdue:
         state.append(" overdue", style="bold red")
     runs = f"{row.run_count}" + (f"/{row.max_runs}" if row.max_runs else "")
     next_run = fmt.countdown(row.next_run, now) if row.status == "active" else fmt.DASH
+    paused = (
+        paused_by(row.paused_by, row.paused_at, now) if row.status == "paused" else Text(end="")
+    )
     return [
         literal(row.id),
-        literal(row.func),
-        literal(schedule_spec(row)),
-        literal(row.queue_name),
         state,
         Text(next_run, style="bold red" if row.overdue else "", end=""),
         Text(fmt.ago(row.last_run, now), end=""),
         Text(runs, justify="right", end=""),
+        paused,
+        literal(row.func),
+        literal(schedule_spec(row)),
+        literal(row.queue_name),
     ]
 
 
 SCHEDULE_COLUMNS = (
     ("id", "Schedule"),
-    ("func", "Function"),
-    ("spec", "When"),
-    ("queue", "Queue"),
     ("status", "Status"),
     ("next", "Next run"),
     ("last", "Last run"),
     ("runs", "Runs"),
+    ("paused", "Paused by"),
+    ("func", "Function"),
+    ("spec", "When"),
+    ("queue", "Queue"),
 )
+SCHEDULE_WIDTHS = {
+    "id": Width(cut=10),
+    "paused": Width(cut=9),
+    "func": Width(cut=8, drop=1),
+    "spec": Width(cut=6, drop=2),
+    "queue": Width(cut=6, drop=3),
+}
 
 
 def worker_state(row: WorkerRow) -> Text:
@@ -302,6 +379,13 @@ WORKER_COLUMNS = (
     ("host", "Host"),
     ("pid", "PID"),
 )
+WORKER_WIDTHS = {
+    "id": Width(cut=8),
+    "running": Width(cut=12, fill=True),
+    "queues": Width(cut=6, drop=1),
+    "host": Width(cut=6, drop=2),
+    "pid": Width(drop=3),
+}
 
 
 def worker_summary_cells(row: WorkerRow) -> list[Text]:
@@ -315,35 +399,91 @@ WORKER_SUMMARY_COLUMNS = (
     ("load", "Running"),
     ("seen", "Heartbeat"),
 )
+WORKER_SUMMARY_WIDTHS = {"id": Width(cut=8)}
 
 
 def stuck_cells(row: StuckTask) -> list[Text]:
-    """task, queue, function, worker, lease expired for."""
+    """task, lease lost for, worker, function, queue."""
     return [
         short_id(row.id),
-        literal(row.queue_name),
-        literal(row.func),
-        literal(row.worker_id, empty=fmt.DASH),
         Text(fmt.duration(row.overdue_s), style="bold red", justify="right", end=""),
+        literal(row.worker_id, empty=fmt.DASH),
+        literal(row.func),
+        literal(row.queue_name),
     ]
 
 
 STUCK_COLUMNS = (
     ("id", "Task"),
-    ("queue", "Queue"),
-    ("func", "Function"),
-    ("worker", "Worker"),
     ("overdue", "Lease lost"),
+    ("worker", "Worker"),
+    ("func", "Function"),
+    ("queue", "Queue"),
 )
+STUCK_WIDTHS = {
+    "worker": Width(cut=8),
+    "func": Width(cut=8, drop=1),
+    "queue": Width(cut=6, drop=2),
+}
+
+
+def overdue_cells(item: tuple[ScheduleRow, datetime]) -> list[Text]:
+    """schedule, how late, function: the overview's overdue schedules."""
+    row, now = item
+    return [
+        literal(row.id),
+        Text(fmt.countdown(row.next_run, now), style="bold red", end=""),
+        literal(row.func),
+    ]
+
+
+OVERDUE_COLUMNS = (("id", "Schedule"), ("late", "Next run"), ("func", "Function"))
+OVERDUE_WIDTHS = {"id": Width(cut=8), "func": Width(cut=8, drop=1)}
+
+
+def failure_trend(values: tuple[int, ...]) -> Text:
+    """Failures per minute as bars, the newest right; a minute without one is a dim dot."""
+    bars = fmt.sparkline(values)
+    text = Text(end="")
+    for value, bar in zip(values, bars, strict=True):
+        text.append("·" if value == 0 else bar, style="dim" if value == 0 else "red")
+    return text
+
+
+def seen(when: datetime | None, now: datetime | None) -> Text:
+    """``4m 00s ago`` (UTC time when there is no ``now`` to count from)."""
+    if when is None:
+        return Text(fmt.DASH, style="dim", end="")
+    if now is None:
+        return Text(fmt.short_timestamp(when), end="")
+    return Text(fmt.ago(when, now), justify="right", end="")
 
 
 def group_cells(group: FailureGroup) -> list[Text]:
-    """exception type, count, queues."""
+    """exception type, count, first seen (``new`` when recent), last seen, trend, queues."""
+    first = seen(group.first_seen, group.now)
+    if group.is_new:
+        first = Text.assemble(("NEW ", "bold black on yellow"), first, end="")
     return [
         literal(group.error_type, "bold red"),
         number(group.count),
+        first,
+        seen(group.last_seen, group.now),
+        failure_trend(group.per_minute),
         literal(", ".join(group.queues)),
     ]
 
 
-GROUP_COLUMNS = (("type", "Exception"), ("count", "Failed"), ("queues", "Queues"))
+GROUP_COLUMNS = (
+    ("type", "Exception"),
+    ("count", "Failed"),
+    ("first", "First seen"),
+    ("last", "Last seen"),
+    ("trend", f"Per minute, last {TREND_MINUTES} min"),
+    ("queues", "Queues"),
+)
+GROUP_WIDTHS = {
+    "type": Width(cut=8),
+    "trend": Width(drop=1),
+    "queues": Width(cut=6, drop=2),
+}

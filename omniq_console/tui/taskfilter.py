@@ -6,19 +6,17 @@ shows one bounded page; this module is what that worker runs.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ..models import TaskStatus
+from ..monitor.groups import UNKNOWN_ERROR, failed_at
 from ..monitor.snapshot import TaskRow
 
 PAGE_SIZE = 200
 """Rows shown at once in a windowed table: a screenful many times over, cheap to diff."""
 
-NO_ERROR_TYPE = "(unknown)"
-"""Group name of failed tasks whose index carries no exception type."""
 
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 
@@ -51,7 +49,7 @@ class TaskFilter:
         queue, status, error_type = self.queue, self.status, self.error_type
         func = self.func.casefold()
         text = self.text.casefold()
-        group_unknown = error_type == NO_ERROR_TYPE
+        group_unknown = error_type == UNKNOWN_ERROR
 
         def match(row: TaskRow) -> bool:
             if queue is not None and row.queue_name != queue:
@@ -92,6 +90,59 @@ class TaskFilter:
         return " ".join(parts)
 
 
+def _newest_first(row: TaskRow) -> tuple[datetime, str]:
+    return (row.created_at or _OLDEST, row.id)
+
+
+def _text(value: str | None) -> str:
+    return (value or "").casefold()
+
+
+SORT_KEYS: dict[str, Callable[[TaskRow], object]] = {
+    "id": lambda r: r.id,
+    "status": lambda r: r.status,
+    "error": lambda r: _text(r.error_type),
+    "queue": lambda r: _text(r.queue_name),
+    "func": lambda r: _text(r.func),
+    "created": _newest_first,
+    "failed": lambda r: failed_at(r) or _OLDEST,
+    "retries": lambda r: r.retry_count,
+    "priority": lambda r: r.priority,
+    "worker": lambda r: _text(r.worker_id),
+}
+"""How the whole filter is sorted by each column of the tasks tables (by column key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOrder:
+    """The column the matching rows are sorted by, before paging; ties stay newest first."""
+
+    column: str = "created"
+    descending: bool = True
+
+    def __post_init__(self) -> None:
+        if self.column not in SORT_KEYS:
+            raise ValueError(f"tasks cannot be sorted by {self.column!r}")
+
+    def sort(self, rows: Sequence[TaskRow]) -> list[TaskRow]:
+        """``rows`` in this order (a new list)."""
+        ordered = sorted(rows, key=_newest_first, reverse=True)
+        if self.column != "created":
+            # Stable: rows equal in the column keep the newest-first order.
+            ordered.sort(key=SORT_KEYS[self.column], reverse=self.descending)  # type: ignore[arg-type]
+        elif not self.descending:
+            ordered.reverse()
+        return ordered
+
+    def describe(self, label: str) -> str:
+        """``newest first``, or ``sorted by Retries ▼`` (``label`` names the column)."""
+        if self.column == "created":
+            return "newest first" if self.descending else "oldest first"
+        if self.column == "failed":
+            return "latest failure first" if self.descending else "earliest failure first"
+        return f"sorted by {label} {'▼' if self.descending else '▲'}"
+
+
 @dataclass(frozen=True, slots=True)
 class TaskPage:
     """One window of the rows that match a filter, and what a bulk action would act on."""
@@ -109,6 +160,7 @@ class TaskPage:
     # exactly what a bulk delete / bulk cancel of the filter would take.
     ids: tuple[str, ...] = ()
     cancellable_ids: tuple[str, ...] = ()
+    order: TaskOrder = TaskOrder()
 
     @property
     def end(self) -> int:
@@ -140,10 +192,6 @@ class TaskPage:
         return shown
 
 
-def _newest_first(row: TaskRow) -> tuple[datetime, str]:
-    return (row.created_at or _OLDEST, row.id)
-
-
 def page_start(start: int, matched: int, size: int = PAGE_SIZE) -> int:
     """``start`` moved onto a page boundary inside ``0 .. matched``."""
     if matched <= 0:
@@ -168,8 +216,10 @@ def select_tasks(
     *,
     texts: Mapping[str, str] | None = None,
     anchor: str | None = None,
+    order: TaskOrder = TaskOrder(),
 ) -> TaskPage:
-    """The page of ``rows`` matching ``flt`` that starts at (or before) ``start``, newest first.
+    """The page of ``rows`` matching ``flt`` that starts at (or before) ``start``, in ``order``
+    (newest first by default): the whole filter is sorted, then paged.
 
     With ``anchor`` (the id of the first row of a page the operator moved to), the page
     starts at that row wherever it is now: rows arriving above do not slide the page.
@@ -178,7 +228,7 @@ def select_tasks(
         matched: Sequence[TaskRow] = rows
     else:
         matched = list(filter(flt.predicate(texts), rows))
-    ordered = sorted(matched, key=_newest_first, reverse=True)
+    ordered = order.sort(matched)
     at = next((i for i, r in enumerate(ordered) if r.id == anchor), None) if anchor else None
     start = at if at is not None else page_start(start, len(ordered), size)
     failed = TaskStatus.FAILED.value
@@ -193,30 +243,5 @@ def select_tasks(
         failed_queues=tuple(sorted({r.queue_name for r in failed_rows})),
         ids=tuple(r.id for r in ordered),
         cancellable_ids=tuple(r.id for r in ordered if r.status in CANCELLABLE),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class FailureGroup:
-    """Failed tasks sharing one exception type."""
-
-    error_type: str
-    count: int
-    queues: tuple[str, ...]
-
-
-def failure_groups(rows: Iterable[TaskRow], queue: str | None = None) -> tuple[FailureGroup, ...]:
-    """Failed tasks grouped by exception type, largest group first."""
-    failed = TaskStatus.FAILED.value
-    counts: Counter[str] = Counter()
-    queues: defaultdict[str, set[str]] = defaultdict(set)
-    for row in rows:
-        if row.status != failed or (queue is not None and row.queue_name != queue):
-            continue
-        kind = row.error_type or NO_ERROR_TYPE
-        counts[kind] += 1
-        queues[kind].add(row.queue_name)
-    return tuple(
-        FailureGroup(kind, n, tuple(sorted(queues[kind])))
-        for kind, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        order=order,
     )

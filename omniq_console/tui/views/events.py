@@ -16,10 +16,10 @@ from textual.widgets import DataTable, Input, Select, Static
 from ...models import EventType
 from ...monitor.snapshot import EventRow, Snapshot
 from .. import cells
+from ..columns import FittedTable
 from ..eventlog import EventFilter, EventLog
 from ..fmt import plural
 from ..messages import OpenTask
-from ..widgets.keyed_table import KeyedTable
 from .base import View
 
 
@@ -48,9 +48,10 @@ class EventsView(View):
             yield Input(placeholder="task id contains…", id="events-task")
             yield Input(placeholder="queue contains…", id="events-queue")
         yield Static(id="events-info", classes="view-summary")
-        yield KeyedTable(
+        yield FittedTable(
             cells.EVENT_COLUMNS,
             cells.event_cells,
+            widths=cells.EVENT_WIDTHS,
             follow_top=True,
             openable=True,
             id="events-table",
@@ -61,8 +62,8 @@ class EventsView(View):
         return self.table
 
     @property
-    def table(self) -> KeyedTable[EventRow]:
-        return self.query_one("#events-table", KeyedTable)
+    def table(self) -> FittedTable[EventRow]:
+        return self.query_one("#events-table", FittedTable)
 
     @property
     def filter(self) -> EventFilter:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from ...monitor.snapshot import EventRow, QueueStats, ScheduleRow, Snapshot, StuckTask, WorkerRow
 from .. import cells, fmt
+from ..columns import FittedTable
 from ..messages import OpenTask, ShowQueueTasks
 from ..text import literal
 from ..thresholds import Level, Thresholds
@@ -28,8 +31,10 @@ def health_panel(snapshot: Snapshot, thresholds: Thresholds) -> Table:
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="bold", no_wrap=True, min_width=12)
     grid.add_column(no_wrap=True, min_width=6)
-    grid.add_column(style="bold", no_wrap=True, min_width=17)
-    grid.add_column(no_wrap=True, overflow="ellipsis")
+    grid.add_column(style="bold", no_wrap=True, min_width=10)
+    # Wrappable, so that Rich narrows this column (and never the figures) to fit; its cells
+    # are cut with an ellipsis instead of wrapping.
+    grid.add_column()
     rate = snapshot.failure_rate
     # Labels go in as Text: a plain str in a rich Table cell would be parsed as markup, and
     # status names come from the bucket's index.
@@ -51,9 +56,9 @@ def health_panel(snapshot: Snapshot, thresholds: Thresholds) -> Table:
         if n:
             workers.append(f", {n} {word}", style=Level.CRITICAL.style)
     right: list[tuple[Text, Text]] = [
-        (Text("Stuck tasks"), Text(str(stuck), style=Level.CRITICAL.style if stuck else "green")),
+        (Text("Stuck"), Text(str(stuck), style=Level.CRITICAL.style if stuck else "green")),
         (
-            Text("Overdue schedules"),
+            Text("Overdue"),
             Text(str(overdue), style=Level.CRITICAL.style if overdue else "green"),
         ),
         (Text("Workers"), workers),
@@ -70,28 +75,58 @@ def health_panel(snapshot: Snapshot, thresholds: Thresholds) -> Table:
     for i in range(max(len(left), len(right))):
         a, b = left[i] if i < len(left) else (Text(), Text())
         c, d = right[i] if i < len(right) else (Text(), Text())
+        d.no_wrap = True
+        d.overflow = "ellipsis"
         grid.add_row(a, b, c, d)
     return grid
 
 
+def attention_line(snapshot: Snapshot, thresholds: Thresholds) -> Text:
+    """The health panel's alarms in one line, for a narrow terminal's first screen:
+    ``failures 7.3% · 1 stuck · 1 overdue · workers 2/3 alive · 1 unreadable``."""
+    rate = snapshot.failure_rate
+    line = Text("failures ", end="")
+    line.append(fmt.percent(rate), style=thresholds.failure_rate(rate).style or "green")
+    stuck = len(snapshot.stuck)
+    overdue = sum(1 for s in snapshot.schedules if s.overdue)
+    for n, word in ((stuck, "stuck"), (overdue, "overdue")):
+        line.append(" · ", style="dim")
+        line.append(f"{n} {word}", style=Level.CRITICAL.style if n else "green")
+    alive = sum(1 for w in snapshot.workers if w.alive and not w.dead)
+    line.append(" · ", style="dim")
+    line.append(
+        f"workers {alive}/{len(snapshot.workers)} alive",
+        style=Level.CRITICAL.style if alive < len(snapshot.workers) else "green",
+    )
+    if snapshot.unreadable:
+        line.append(" · ", style="dim")
+        line.append(f"{len(snapshot.unreadable)} unreadable", style=Level.WARNING.style)
+    return line
+
+
 class OverviewView(View):
-    """Queues, outcome chart, health, stuck tasks, overdue schedules, event tail, workers."""
+    """Queues, outcome chart, health, stuck tasks, overdue schedules, event tail, workers.
+
+    On a narrow terminal the panels stack and the view scrolls (``PageDown``/``PageUp``
+    page it whichever panel has the focus); a line at the top keeps the alarms on the
+    first screen.
+    """
 
     TITLE = "Overview"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        # Priority: the focused panel would otherwise page its own few rows.
+        Binding("pagedown", "page(1)", "Page down", show=False, priority=True),
+        Binding("pageup", "page(-1)", "Page up", show=False, priority=True),
+    ]
 
     def compose(self) -> ComposeResult:
         thresholds = self.console.thresholds
+        yield Static(id="ov-attention", classes="view-summary")
         with Horizontal(id="ov-top"):
-            queues: KeyedTable[QueueStats] = KeyedTable(
-                (
-                    ("name", "Queue"),
-                    ("pending", "Pending"),
-                    ("delayed", "Delayed"),
-                    ("running", "Running"),
-                    ("oldest", "Oldest"),
-                    ("trend", "Depth trend"),
-                ),
+            queues: FittedTable[QueueStats] = FittedTable(
+                cells.QUEUE_COLUMNS,
                 lambda q: cells.queue_cells(q, thresholds),
+                widths=cells.QUEUE_WIDTHS,
                 openable=True,
                 id="ov-queues",
             )
@@ -104,34 +139,39 @@ class OverviewView(View):
             health = Static(id="ov-health")
             health.border_title = "Health"
             yield health
-            stuck: KeyedTable[StuckTask] = KeyedTable(
-                cells.STUCK_COLUMNS, cells.stuck_cells, openable=True, id="ov-stuck"
+            stuck: FittedTable[StuckTask] = FittedTable(
+                cells.STUCK_COLUMNS,
+                cells.stuck_cells,
+                widths=cells.STUCK_WIDTHS,
+                openable=True,
+                id="ov-stuck",
             )
             stuck.border_title = "Stuck tasks"
             yield stuck
-            overdue: KeyedTable[tuple[ScheduleRow, datetime]] = KeyedTable(
-                (("id", "Schedule"), ("func", "Function"), ("late", "Next run")),
-                lambda item: [
-                    literal(item[0].id),
-                    literal(item[0].func),
-                    Text(fmt.countdown(item[0].next_run, item[1]), style="bold red", end=""),
-                ],
+            overdue: FittedTable[tuple[ScheduleRow, datetime]] = FittedTable(
+                cells.OVERDUE_COLUMNS,
+                cells.overdue_cells,
+                widths=cells.OVERDUE_WIDTHS,
                 id="ov-overdue",
             )
             overdue.border_title = "Overdue schedules"
             yield overdue
         with Horizontal(id="ov-bottom"):
-            events: KeyedTable[EventRow] = KeyedTable(
-                cells.EVENT_COLUMNS,
+            events: FittedTable[EventRow] = FittedTable(
+                cells.TAIL_COLUMNS,
                 lambda e: cells.event_cells(e, short=True),
+                widths=cells.TAIL_WIDTHS,
                 follow_top=True,
                 openable=True,
                 id="ov-events",
             )
-            events.border_title = "Live events"
+            events.border_title = "Live events (UTC)"
             yield events
-            workers: KeyedTable[WorkerRow] = KeyedTable(
-                cells.WORKER_SUMMARY_COLUMNS, cells.worker_summary_cells, id="ov-workers"
+            workers: FittedTable[WorkerRow] = FittedTable(
+                cells.WORKER_SUMMARY_COLUMNS,
+                cells.worker_summary_cells,
+                widths=cells.WORKER_SUMMARY_WIDTHS,
+                id="ov-workers",
             )
             workers.border_title = "Workers"
             yield workers
@@ -140,13 +180,34 @@ class OverviewView(View):
     def main_widget(self) -> Widget:
         return self.query_one("#ov-queues")
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "page":
+            # Only when the view scrolls: otherwise the key goes on to the focused panel.
+            return self.max_scroll_y > 0
+        return super().check_action(action, parameters)
+
+    def action_page(self, step: int) -> None:
+        """Scroll the view a page down (1) or up (-1)."""
+        if step > 0:
+            self.scroll_page_down(animate=False)
+        else:
+            self.scroll_page_up(animate=False)
+
     def show_snapshot(self, snapshot: Snapshot) -> None:
+        self.query_one("#ov-attention", Static).update(
+            attention_line(snapshot, self.console.thresholds)
+        )
         self.query_one("#ov-queues", KeyedTable).sync([(q.name, q) for q in snapshot.queues])
         chart = self.query_one(OutcomeChart)
         chart.show(snapshot.results_per_minute)
         minutes = len(snapshot.results_per_minute)
-        source = "results and events" if snapshot.outcome_source == "results+events" else "results"
-        chart.border_title = f"Outcomes per minute, last {minutes} min (UTC, from {source})"
+        both = snapshot.outcome_source == "results+events"
+        source = "results and events" if both else "results"
+        title = f"Outcomes per minute, last {minutes} min (UTC, from {source})"
+        if len(title) + 6 > chart.size.width:
+            # A narrow panel: the same facts, short, rather than a title cut mid-word.
+            title = f"Outcomes/min, {minutes} min, UTC, {'results+events' if both else 'results'}"
+        chart.border_title = title
         health = self.query_one("#ov-health", Static)
         health.update(health_panel(snapshot, self.console.thresholds))
         health.border_title = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import ClassVar
 
 from rich.text import Text
@@ -15,9 +16,9 @@ from textual_plotext import PlotextPlot
 from ...models import TaskStatus
 from ...monitor.snapshot import QueueStats, QueueWindow, Snapshot
 from .. import cells, fmt
+from ..columns import FittedTable, Width
 from ..messages import ShowQueueTasks
 from ..text import literal
-from ..widgets.keyed_table import KeyedTable
 from .base import PaletteEntry, View
 
 WINDOWS = ("15m", "1h", "6h")
@@ -57,6 +58,7 @@ def throughput_cells(item: tuple[QueueStats, QueueWindow]) -> list[Text]:
     ]
 
 
+THROUGHPUT_WIDTHS = {"name": Width(cut=6)}
 THROUGHPUT_COLUMNS = (
     ("name", "Queue"),
     ("completed", "Completed"),
@@ -115,15 +117,21 @@ class QueuesView(View):
     def compose(self) -> ComposeResult:
         yield Static(id="queues-summary", classes="view-summary")
         thresholds = self.console.thresholds
-        yield KeyedTable(
+        yield FittedTable(
             cells.QUEUE_DETAIL_COLUMNS,
-            lambda q: cells.queue_detail_cells(q, thresholds),
+            lambda item: cells.queue_detail_cells(item[0], thresholds, item[1]),
+            widths=cells.QUEUE_DETAIL_WIDTHS,
             openable=True,
             id="queues-table",
         )
         yield Static(id="queues-window", classes="view-summary")
         with Horizontal(id="queues-throughput"):
-            yield KeyedTable(THROUGHPUT_COLUMNS, throughput_cells, id="throughput-table")
+            yield FittedTable(
+                THROUGHPUT_COLUMNS,
+                throughput_cells,
+                widths=THROUGHPUT_WIDTHS,
+                id="throughput-table",
+            )
             yield ThroughputChart(id="throughput-chart")
 
     @property
@@ -131,11 +139,17 @@ class QueuesView(View):
         return self.table
 
     @property
-    def table(self) -> KeyedTable[QueueStats]:
-        return self.query_one("#queues-table", KeyedTable)
+    def table(self) -> FittedTable[tuple[QueueStats, datetime]]:
+        return self.query_one("#queues-table", FittedTable)
+
+    @property
+    def selected_queue(self) -> QueueStats | None:
+        item = self.table.selected_item
+        return item[0] if item is not None else None
 
     def show_snapshot(self, snapshot: Snapshot) -> None:
-        self.table.sync([(q.name, q) for q in snapshot.queues])
+        now = self.console.now()
+        self.table.sync([(q.name, (q, now)) for q in snapshot.queues])
         waiting = sum(q.pending + q.delayed for q in snapshot.queues)
         running = sum(q.running for q in snapshot.queues)
         summary = Text(
@@ -143,17 +157,22 @@ class QueuesView(View):
             f"{fmt.count(running)} running",
             end="",
         )
-        paused = [q.name for q in snapshot.queues if q.paused]
+        paused = [q for q in snapshot.queues if q.paused]
         if paused:
             summary.append(f" · {len(paused)} paused", style="bold yellow")
+            for q in paused[:2]:
+                summary.append(" · ", style="dim")
+                summary.append_text(literal(q.name, "bold"))
+                summary.append(" by ")
+                summary.append_text(cells.paused_by(q.paused_by, q.paused_at, now))
         self.query_one("#queues-summary", Static).update(summary)
         self._show_throughput(snapshot)
         self.refresh_bindings()
 
     def _show_throughput(self, snapshot: Snapshot) -> None:
         rows = [(q, w) for q in snapshot.queues if (w := window_of(q, self.window)) is not None]
-        table: KeyedTable[tuple[QueueStats, QueueWindow]] = self.query_one(
-            "#throughput-table", KeyedTable
+        table: FittedTable[tuple[QueueStats, QueueWindow]] = self.query_one(
+            "#throughput-table", FittedTable
         )
         table.sync([(q.name, (q, w)) for q, w in rows])
         self.query_one(ThroughputChart).show(rows, self.window)
@@ -180,7 +199,7 @@ class QueuesView(View):
         self.refresh_bindings()
 
     def action_applies(self, action: str) -> bool:
-        queue = self.table.selected_item
+        queue = self.selected_queue
         if queue is None:
             return False
         if action == "pause_queue":
@@ -196,15 +215,15 @@ class QueuesView(View):
             self._show_throughput(snapshot)
 
     def action_pause_queue(self) -> None:
-        if (queue := self.table.selected_item) is not None:
+        if (queue := self.selected_queue) is not None:
             self.console.actions.pause_queue(queue.name)
 
     def action_resume_queue(self) -> None:
-        if (queue := self.table.selected_item) is not None:
+        if (queue := self.selected_queue) is not None:
             self.console.actions.resume_queue(queue.name)
 
     def action_purge(self) -> None:
-        queue = self.table.selected_item
+        queue = self.selected_queue
         snapshot = self.console.snapshot
         if queue is None or snapshot is None:
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import ClassVar
 
 from rich.text import Text
@@ -16,20 +17,17 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Select, Static
 
 from ...models import TaskStatus
+from ...monitor.groups import FailureGroup, failure_groups
 from ...monitor.snapshot import Snapshot, TaskRow
 from .. import cells, fmt
+from ..columns import FittedTable, PagedTable
 from ..messages import OpenTask
-from ..taskfilter import (
-    PAGE_SIZE,
-    FailureGroup,
-    TaskFilter,
-    TaskPage,
-    failure_groups,
-    select_tasks,
-)
+from ..taskfilter import PAGE_SIZE, TaskFilter, TaskOrder, TaskPage, select_tasks
 from ..text import literal
-from ..widgets.keyed_table import KeyedTable
 from .base import PAGE_KEYS, FilteredView, PaletteEntry
+
+LATEST_FAILURE_FIRST = TaskOrder("failed")
+"""How the failures of a group are listed until the operator sorts them otherwise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,16 +40,23 @@ class Failures:
 
 
 def find_failures(
-    rows: tuple[TaskRow, ...], queue: str | None, group: str | None, start: int
+    rows: tuple[TaskRow, ...],
+    queue: str | None,
+    group: str | None,
+    start: int,
+    *,
+    now: datetime,
+    order: TaskOrder = LATEST_FAILURE_FIRST,
 ) -> Failures:
-    """Group the failed tasks (of ``queue``) and page through the ``group`` looked at."""
-    groups = failure_groups(rows, queue)
+    """Group the failed tasks (of ``queue``) as of ``now`` and page through the ``group``
+    looked at, sorted by ``order``."""
+    groups = failure_groups(rows, queue=queue, now=now)
     if not groups:
         return Failures(groups, None, None)
     if group not in {g.error_type for g in groups}:
         group, start = groups[0].error_type, 0
     flt = TaskFilter(queue=queue, status=TaskStatus.FAILED.value, error_type=group)
-    return Failures(groups, group, select_tasks(rows, flt, start))
+    return Failures(groups, group, select_tasks(rows, flt, start, order=order))
 
 
 class FailuresFound(Message):
@@ -93,21 +98,31 @@ class ResultsView(FilteredView):
         self._group: str | None = None
         self._start = 0
         self._queues: tuple[str, ...] = ()
+        self._order = LATEST_FAILURE_FIRST
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="filters"):
             yield Select[str]((), prompt="Any queue", id="results-queue")
             yield Static(id="results-outcomes", classes="view-summary")
         with Horizontal(id="results-body"):
-            groups: KeyedTable[FailureGroup] = KeyedTable(
-                cells.GROUP_COLUMNS, cells.group_cells, openable=True, id="results-groups"
+            groups: FittedTable[FailureGroup] = FittedTable(
+                cells.GROUP_COLUMNS,
+                cells.group_cells,
+                widths=cells.GROUP_WIDTHS,
+                openable=True,
+                id="results-groups",
             )
-            groups.border_title = "Failures by exception"
+            groups.border_title = "Failures by exception (since when)"
             yield groups
             with Vertical(id="results-right"):
                 yield Static(id="results-info", classes="view-summary")
-                yield KeyedTable(
-                    cells.FAILURE_COLUMNS, cells.failure_cells, openable=True, id="results-failures"
+                yield PagedTable(
+                    cells.FAILURE_COLUMNS,
+                    cells.failure_cells,
+                    order=(self._order.column, self._order.descending),
+                    widths=cells.FAILURE_WIDTHS,
+                    openable=True,
+                    id="results-failures",
                 )
 
     @property
@@ -149,7 +164,9 @@ class ResultsView(FilteredView):
         super().show_snapshot(snapshot)
 
     def start_filter(self, rows: Sequence[TaskRow], generation: int) -> None:
-        self._find(tuple(rows), self.queue, self._group, self._start, generation)
+        snapshot = self.console.snapshot
+        now = snapshot.taken_at if snapshot is not None else self.console.now()
+        self._find(tuple(rows), self.queue, self._group, self._start, self._order, now, generation)
 
     # Named here: Textual's default description is the repr() of all 100,000 rows.
     @work(thread=True, exclusive=True, group="results-filter", description="group failures")
@@ -159,9 +176,12 @@ class ResultsView(FilteredView):
         queue: str | None,
         group: str | None,
         start: int,
+        order: TaskOrder,
+        now: datetime,
         generation: int,
     ) -> None:
-        self.post_message(FailuresFound(find_failures(rows, queue, group, start), generation))
+        failures = find_failures(rows, queue, group, start, now=now, order=order)
+        self.post_message(FailuresFound(failures, generation))
 
     def on_failures_found(self, message: FailuresFound) -> None:
         message.stop()
@@ -170,12 +190,12 @@ class ResultsView(FilteredView):
         failures = message.failures
         self._failures = failures
         self._group = failures.group
-        groups_table: KeyedTable[FailureGroup] = self.query_one("#results-groups", KeyedTable)
+        groups_table: FittedTable[FailureGroup] = self.query_one("#results-groups", FittedTable)
         groups_table.sync([(g.error_type, g) for g in failures.groups])
         if failures.group is not None and groups_table.selected_key != failures.group:
             groups_table.move_cursor(row=groups_table.get_row_index(failures.group))
         page = failures.page
-        table: KeyedTable[TaskRow] = self.query_one("#results-failures", KeyedTable)
+        table = self._failure_table
         table.sync([(r.id, r) for r in page.rows] if page is not None else [])
         info = Text(end="")
         if page is None:
@@ -185,14 +205,27 @@ class ResultsView(FilteredView):
             info.append_text(literal(failures.group, "bold red"))
             noun = "task" if page.matched == 1 else "tasks"
             info.append(f": {fmt.count(page.matched)} failed {noun}")
+            group = next(g for g in failures.groups if g.error_type == failures.group)
+            if group.first_seen is not None and group.now is not None:
+                info.append(f" since {fmt.ago(group.first_seen, group.now)}")
             if page.filter.queue:
                 info.append(" in queue ")
                 info.append_text(literal(page.filter.queue))
             if page.matched > PAGE_SIZE:
                 info.append(f" · showing {page.start + 1:,}-{page.end:,} ([ ])", style="dim")
+            label = dict(cells.FAILURE_COLUMNS)[page.order.column]
+            info.append(f" · {page.order.describe(label)}", style="bold")
             info.append(" · enter: traceback", style="dim")
         self.query_one("#results-info", Static).update(info)
         self.refresh_bindings()
+
+    @on(PagedTable.SortRequested)
+    def _sort_requested(self, event: PagedTable.SortRequested) -> None:
+        """Sort the whole group (in the filter's thread), from its first page."""
+        event.stop()
+        self._order = TaskOrder(event.column, event.descending)
+        self._start = 0
+        self.refilter()
 
     @on(Select.Changed)
     def _queue_changed(self, event: Select.Changed) -> None:
@@ -243,8 +276,8 @@ class ResultsView(FilteredView):
         return super().check_action(action, parameters)
 
     @property
-    def _failure_table(self) -> KeyedTable[TaskRow]:
-        return self.query_one("#results-failures", KeyedTable)
+    def _failure_table(self) -> PagedTable[TaskRow]:
+        return self.query_one("#results-failures", PagedTable)
 
     def action_copy_id(self) -> None:
         """Copy the selected failed task's id to the clipboard."""
@@ -260,7 +293,7 @@ class ResultsView(FilteredView):
         self.console.actions.delete_tasks(page.ids, f"failed {page.failed_description()}")
 
     def action_retry(self) -> None:
-        table: KeyedTable[TaskRow] = self.query_one("#results-failures", KeyedTable)
+        table = self._failure_table
         key = table.selected_key
         if key is None:
             self.app.notify("No failed task selected.", severity="warning")

@@ -13,7 +13,8 @@ from textual.widgets import Static
 
 from ...monitor.snapshot import ScheduleRow, Snapshot
 from .. import cells
-from ..widgets.keyed_table import KeyedTable
+from ..columns import FittedTable
+from ..text import literal
 from .base import PaletteEntry, View
 
 
@@ -35,9 +36,10 @@ class SchedulesView(View):
 
     def compose(self) -> ComposeResult:
         yield Static(id="schedules-info", classes="view-summary")
-        yield KeyedTable(
+        yield FittedTable(
             cells.SCHEDULE_COLUMNS,
             lambda item: cells.schedule_cells(*item),
+            widths=cells.SCHEDULE_WIDTHS,
             id="schedules-table",
         )
 
@@ -46,8 +48,8 @@ class SchedulesView(View):
         return self.table
 
     @property
-    def table(self) -> KeyedTable[tuple[ScheduleRow, datetime]]:
-        return self.query_one("#schedules-table", KeyedTable)
+    def table(self) -> FittedTable[tuple[ScheduleRow, datetime]]:
+        return self.query_one("#schedules-table", FittedTable)
 
     def on_mount(self) -> None:
         # Countdowns move between polls; a hidden view does not redraw them.
@@ -78,6 +80,11 @@ class SchedulesView(View):
         overdue = sum(1 for s in snapshot.schedules if s.overdue)
         if overdue:
             info.append(f" · {overdue} overdue", style="bold red")
+        for row in [s for s in snapshot.schedules if s.status == "paused"][:2]:
+            info.append(" · ", style="dim")
+            info.append_text(literal(row.id, "bold"))
+            info.append(" paused by ")
+            info.append_text(cells.paused_by(row.paused_by, row.paused_at, now))
         self.query_one("#schedules-info", Static).update(info)
 
     def action_applies(self, action: str) -> bool:

@@ -18,10 +18,10 @@ from textual.widgets import DataTable, Input, ProgressBar, Select, Static
 from ...models import TaskStatus
 from ...monitor.snapshot import Snapshot, TaskRow
 from .. import cells
+from ..columns import PagedTable
 from ..messages import OpenTask
 from ..operations import allowed_task_actions
-from ..taskfilter import PAGE_SIZE, TaskFilter, TaskPage, body_text, select_tasks
-from ..widgets.keyed_table import KeyedTable
+from ..taskfilter import PAGE_SIZE, TaskFilter, TaskOrder, TaskPage, body_text, select_tasks
 from .base import PAGE_KEYS, FilteredView, PaletteEntry
 
 TYPING_PAUSE_S = 0.2
@@ -113,6 +113,7 @@ class TasksView(FilteredView):
         self._texts: dict[str, str] = {}
         self._scanned: set[str] = set()
         self._scan_text = ""
+        self._order = TaskOrder()
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="filters"):
@@ -126,8 +127,14 @@ class TasksView(FilteredView):
         with Horizontal(id="tasks-scan"):
             yield ProgressBar(id="tasks-scan-bar", show_eta=False)
             yield Static(id="tasks-scan-info")
-        yield KeyedTable(
-            cells.TASK_COLUMNS, cells.task_cells, follow_top=True, openable=True, id="tasks-table"
+        yield PagedTable(
+            cells.TASK_COLUMNS,
+            cells.task_cells,
+            order=(self._order.column, self._order.descending),
+            widths=cells.TASK_WIDTHS,
+            follow_top=True,
+            openable=True,
+            id="tasks-table",
         )
 
     @property
@@ -135,8 +142,8 @@ class TasksView(FilteredView):
         return self.table
 
     @property
-    def table(self) -> KeyedTable[TaskRow]:
-        return self.query_one("#tasks-table", KeyedTable)
+    def table(self) -> PagedTable[TaskRow]:
+        return self.query_one("#tasks-table", PagedTable)
 
     @property
     def page(self) -> TaskPage | None:
@@ -197,7 +204,13 @@ class TasksView(FilteredView):
 
     def start_filter(self, rows: Sequence[TaskRow], generation: int) -> None:
         self._filter_in_thread(
-            tuple(rows), self.filter, self._start, self._anchor, self._texts, generation
+            tuple(rows),
+            self.filter,
+            self._order,
+            self._start,
+            self._anchor,
+            self._texts,
+            generation,
         )
 
     # A description of our own: by default Textual writes repr() of every argument into
@@ -207,12 +220,13 @@ class TasksView(FilteredView):
         self,
         rows: tuple[TaskRow, ...],
         flt: TaskFilter,
+        order: TaskOrder,
         start: int,
         anchor: str | None,
         texts: dict[str, str],
         generation: int,
     ) -> None:
-        page = select_tasks(rows, flt, start, texts=texts, anchor=anchor)
+        page = select_tasks(rows, flt, start, texts=texts, anchor=anchor, order=order)
         self.post_message(TasksSelected(page, generation))
         if flt.text and flt.text != self._scan_text:
             # The rows the other filters keep, whose bodies have not been searched yet.
@@ -291,12 +305,22 @@ class TasksView(FilteredView):
         if page.matched > PAGE_SIZE:
             pages = (page.matched - 1) // PAGE_SIZE + 1
             info.append(f" · page {page.start // PAGE_SIZE + 1:,}/{pages:,} ([ ])", style="dim")
-        info.append(" · newest first", style="dim")
+        label = dict(cells.TASK_COLUMNS)[page.order.column]
+        info.append(f" · {page.order.describe(label)}", style="bold")
         if page.failed_ids:
             info.append(f" · {len(page.failed_ids):,} failed", style="red")
         if page.filter.text:
             info.append(" · text also searched in args, kwargs, errors", style="dim")
         self.query_one("#tasks-info", Static).update(info)
+
+    @on(PagedTable.SortRequested)
+    def _sort_requested(self, event: PagedTable.SortRequested) -> None:
+        """Sort the whole filter (in the filter's thread), from its first page."""
+        event.stop()
+        self._order = TaskOrder(event.column, event.descending)
+        self._start = 0
+        self._anchor = None
+        self.refilter()
 
     @on(Select.Changed)
     def _select_changed(self, event: Select.Changed) -> None:

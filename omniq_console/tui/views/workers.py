@@ -5,30 +5,38 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.widget import Widget
-from textual.widgets import Static
+from textual.widgets import DataTable, Static
 
 from ...monitor.snapshot import Snapshot, WorkerRow
 from .. import cells
+from ..columns import FittedTable
 from ..fmt import plural
-from ..widgets.keyed_table import KeyedTable
+from ..screens.worker import WorkerScreen
 from .base import View
 
 
 class WorkersView(View):
-    """Every worker that wrote a heartbeat; silent ones in red."""
+    """Every worker that wrote a heartbeat; silent ones in red. ``enter`` opens a worker:
+    the tasks it runs and the ones it just finished."""
 
     TITLE = "Workers"
 
     def compose(self) -> ComposeResult:
         yield Static(id="workers-info", classes="view-summary")
-        yield KeyedTable(cells.WORKER_COLUMNS, cells.worker_cells, id="workers-table")
+        yield FittedTable(
+            cells.WORKER_COLUMNS,
+            cells.worker_cells,
+            widths=cells.WORKER_WIDTHS,
+            openable=True,
+            id="workers-table",
+        )
 
     @property
     def main_widget(self) -> Widget:
         return self.query_one("#workers-table")
 
     def show_snapshot(self, snapshot: Snapshot) -> None:
-        table: KeyedTable[WorkerRow] = self.query_one("#workers-table", KeyedTable)
+        table: FittedTable[WorkerRow] = self.query_one("#workers-table", FittedTable)
         table.sync([(w.id, w) for w in snapshot.workers])
         workers = snapshot.workers
         info = Text(plural(len(workers), "worker"), end="")
@@ -44,3 +52,8 @@ class WorkersView(View):
         if slots:
             info.append(f" in {plural(slots, 'slot')} ({running / slots:.0%} used)")
         self.query_one("#workers-info", Static).update(info)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value is not None:
+            self.app.push_screen(WorkerScreen(event.row_key.value))

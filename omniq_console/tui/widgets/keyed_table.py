@@ -35,7 +35,7 @@ class _KeyedText(Text):
 
 
 def _first_cell(cell: Text, key: str) -> _KeyedText:
-    keyed = _KeyedText(end="")
+    keyed = _KeyedText(end="", no_wrap=cell.no_wrap, overflow=cell.overflow)
     keyed.append_text(cell)
     keyed.row_key = key
     return keyed
