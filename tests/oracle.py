@@ -201,9 +201,7 @@ async def ground_truth(backend: GCSBackend, now: datetime, touched: set[str]) ->
         pause = paused.get(q)
         stats["paused"] = pause is not None
         stats["paused_by"] = pause.actor if pause is not None else None
-        stats["oldest"] = (
-            round(max(0.0, now.timestamp() - oldest[q]), 3) if q in oldest else None
-        )
+        stats["oldest"] = round(max(0.0, now.timestamp() - oldest[q]), 3) if q in oldest else None
 
     rows: dict[str, dict[str, Any]] = {}
     final_at: dict[str, datetime] = {}

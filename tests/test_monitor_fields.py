@@ -78,16 +78,19 @@ async def test_workers_show_slots_what_they_run_and_a_dead_heartbeat(
 
 
 async def test_throughput_windows_per_queue(backend: GCSBackend) -> None:
+    # Each outcome lands a second after the function returned (the per-name gap): run time
+    # is the function's own (execution_time), not completed - started.
     for i, (wait, run) in enumerate([(1.0, 2.0), (3.0, 4.0), (5.0, 6.0)]):
         tid = f"done-{i}"
         done = utcnow() - timedelta(minutes=i)
-        started = done - timedelta(seconds=run)
+        started = done - timedelta(seconds=run + 1.0)
         created = started - timedelta(seconds=wait)
         await backend.store.write(
             backend.layout.result(tid), b"{}",
             metadata={"omniq_index": "1", "status": "success", "state": "completed",
                       "queue": "mail", "created_at": created.isoformat(),
-                      "started_at": started.isoformat(), "completed_at": done.isoformat()},
+                      "started_at": started.isoformat(), "completed_at": done.isoformat(),
+                      "execution_time": f"{run:g}"},
         )  # fmt: skip
     snap = await Monitor(backend).poll()
     mail = next(q for q in snap.queues if q.name == "mail")

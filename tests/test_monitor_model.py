@@ -23,7 +23,7 @@ def task(tid: str, queue: str = "q", created: float = NOW - 60) -> TaskDef:
 
 
 def entry(tid: str, queue: str = "q") -> Entry:
-    return Entry(tid, queue, 0, None, None, NOW - 60, None, None)
+    return Entry(tid, queue, 0, None, None, NOW - 60, None, 0, None)
 
 
 def state(
@@ -31,7 +31,7 @@ def state(
 ) -> StateRecord:
     return StateRecord(
         tid, status, st, "q", "f", 1, "w" if st == "running" else None, 30.0, NOW + 30, None,
-        0, NOW - 60, NOW - 30, done, error, None,
+        0, NOW - 60, NOW - 30, done, error, None, 0.1,
     )  # fmt: skip
 
 

@@ -4,11 +4,12 @@ snapshot equals the bucket's ground truth, in listing mode and in change-feed mo
 
 from __future__ import annotations
 
-from oracle import Fleet, monitor_for, oracle_seed, run_oracle
+from oracle import Fleet, Truth, monitor_for, oracle_seed, run_oracle
 from pubsub_fixtures import Feed
 
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.clock import FakeClock
+from omniq_console.monitor.snapshot import Snapshot
 
 STEPS = 200
 
@@ -29,8 +30,8 @@ async def test_the_snapshot_equals_the_bucket_in_feed_mode(
     monitor = monitor_for(feed_backend, clock, subscription=feed.subscription)
     seen_modes: set[str] = set()
 
-    async def mode(n: int, label: str, snap: object, truth: object) -> None:
-        seen_modes.add(getattr(snap, "changes"))
+    async def mode(n: int, label: str, snap: Snapshot, truth: Truth) -> None:
+        seen_modes.add(snap.changes)
 
     try:
         mismatches = await run_oracle(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ..backend.layout import Layout
-from ..models import ScheduleStatus
+from ..models import Schedule, ScheduleStatus, as_utc
 from .model import MINUTE, BucketModel, Outcome
 from .records import ScheduleRecord, to_datetime
 from .snapshot import (
@@ -92,12 +92,18 @@ class SnapshotBuilder:
         oldest: dict[str, float] = {}
         stuck: list[StuckTask] = []
         funcs: dict[str, str] = {}
+        held: dict[str, list[str]] = {}
         for n, t in enumerate(model.live_tasks()):
             if n % SLICE == SLICE - 1:
                 await asyncio.sleep(0)
             if t.status == "running":
                 running[t.queue] = running.get(t.queue, 0) + 1
                 funcs[t.id] = t.func
+                if t.entry is not None:
+                    # The entry of a running task stays in its queue until the outcome.
+                    claimed[t.entry.queue] = claimed.get(t.entry.queue, 0) + 1
+                if t.worker_id is not None:
+                    held.setdefault(t.worker_id, []).append(t.id)
                 lease = t.lease_expires_at
                 if lease is not None and lease < now:
                     stuck.append(
@@ -119,8 +125,6 @@ class SnapshotBuilder:
                 expired[q] = expired.get(q, 0) + 1
             elif t.run_at is not None and t.run_at > now:
                 delayed[q] = delayed.get(q, 0) + 1
-            elif e.lease_owner and e.lease_expires_at is not None and e.lease_expires_at > now:
-                claimed[q] = claimed.get(q, 0) + 1
             else:
                 pending[q] = pending.get(q, 0) + 1
                 # A delayed task has waited since its run_at, not since it was enqueued.
@@ -183,9 +187,11 @@ class SnapshotBuilder:
         ]
         schedules.sort(key=lambda r: (r.next_run is None, r.next_run or now_dt, r.id))
 
-        defs = model.defs
         workers = []
         for w in model.workers.values():
+            # What it runs, from the state records (as Queues' running counts it): a heartbeat
+            # lists what ran when it was written, up to a heartbeat interval ago.
+            runs = tuple(sorted(held.get(w.id, ())))
             age = now - w.last_seen if w.last_seen is not None else None
             alive = (
                 w.state == "running"
@@ -202,16 +208,12 @@ class SnapshotBuilder:
                     host=w.host,
                     pid=w.pid,
                     queues=w.queues,
-                    running=w.running,
+                    running=runs,
                     processed=w.processed,
                     failed=w.failed,
                     concurrency=w.concurrency,
-                    utilisation=(
-                        round(len(w.running) / w.concurrency, 3) if w.concurrency > 0 else None
-                    ),
-                    running_funcs=tuple(
-                        funcs.get(t) or (defs[t].func if t in defs else "") for t in w.running
-                    ),
+                    utilisation=round(len(runs) / w.concurrency, 3) if w.concurrency > 0 else None,
+                    running_funcs=tuple(funcs[t] for t in runs),
                     dead=w.state == "running" and not alive,
                 )
             )
@@ -236,6 +238,7 @@ def schedule_row(
     The id is the key's: actions on the row address that object, whatever its body claims.
     """
     s = rec.schedule
+    paused_by, paused_at = paused_stamp(s) if s.status == ScheduleStatus.PAUSED else (None, None)
     return ScheduleRow(
         id=Layout.name_of(key),
         func=s.func,
@@ -254,7 +257,24 @@ def schedule_row(
             and s.next_run < now - grace
         ),
         generation=generation,
+        paused_by=paused_by,
+        paused_at=paused_at,
     )
+
+
+def paused_stamp(schedule: Schedule) -> tuple[str | None, datetime | None]:
+    """Who paused ``schedule`` and when: the operator's stamp in its body
+    (``metadata.last_operator_action``, written with the pause); (None, None) when the last
+    action recorded there is not a pause (created paused, or by a writer that does not stamp)."""
+    stamp = schedule.metadata.get("last_operator_action")
+    if not isinstance(stamp, dict) or stamp.get("action") != "pause_schedule":
+        return None, None
+    actor = stamp.get("actor")
+    try:
+        at = as_utc(datetime.fromisoformat(str(stamp.get("at"))))
+    except (TypeError, ValueError):
+        at = None
+    return (str(actor)[:200] if actor else None), at
 
 
 def throughput_windows(outcomes: list[Outcome], now: float) -> dict[str, tuple[QueueWindow, ...]]:
@@ -269,7 +289,8 @@ def throughput_windows(outcomes: list[Outcome], now: float) -> dict[str, tuple[Q
         if slots is None:
             slots = acc[o.queue or ""] = [([0, 0], [], []) for _ in WINDOWS]
         wait = o.started_at - o.created_at if o.started_at and o.created_at else None
-        run = o.completed_at - o.started_at if o.started_at else None
+        # As the function ran; completed - started also holds the outcome's per-name wait.
+        run = o.run_s
         for (counts, waits, runs), floor in zip(slots, floors, strict=True):
             if o.completed_at < floor:
                 continue

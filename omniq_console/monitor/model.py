@@ -51,6 +51,7 @@ _FINAL = frozenset(s.value for s in TaskStatus) - {
 }
 _ERROR = ResultStatus.ERROR.value
 _RUNNING = TaskStatus.RUNNING.value
+_PENDING = TaskStatus.PENDING.value
 
 
 class Known(NamedTuple):
@@ -70,6 +71,9 @@ class Outcome(NamedTuple):
     started_at: float | None
     completed_at: float
     source: str  # "results" or "events"
+    # Seconds the function ran, as its worker measured it (None: not recorded). The record's
+    # completed_at is later: the outcome waits out the per-name second before it is written.
+    run_s: float | None = None
 
 
 class Contribution(NamedTuple):
@@ -247,7 +251,9 @@ class BucketModel:
         old = self._contrib.pop(tid, None)
         if old is not None:
             self._count(old, -1)
-        status = r.state if r is not None else (d.status if d is not None else None)
+        # Derived as ``get_task`` derives it: no state record means pending, whatever the
+        # definition said when it was written.
+        status = r.state if r is not None else (_PENDING if d is not None else None)
         if d is None and r is None and e is None:
             self.live.pop(tid, None)
             self._set_row(tid, None)
@@ -271,10 +277,18 @@ class BucketModel:
         else:
             self.live.pop(tid, None)
         if r is not None and r.state in _FINAL and r.completed_at is not None:
-            started = r.started_at if r.started_at is not None else (d.started_at if d else None)
             created = (d.created_at if d else None) or r.created_at
             self.add_outcome(
-                tid, Outcome(r.status, queue, created, started, r.completed_at, "results")
+                tid,
+                Outcome(
+                    r.status,
+                    queue,
+                    created,
+                    r.started_at,
+                    r.completed_at,
+                    "results",
+                    r.execution_time,
+                ),
             )
         elif r is not None and r.state not in _FINAL:
             # A retried (operator retry) task is no longer an outcome.
@@ -341,24 +355,20 @@ class BucketModel:
     # -- task rows --------------------------------------------------------------------------
 
     def _row(self, tid: str, d: TaskDef, r: StateRecord | None) -> TaskRow:
-        status = r.state if r is not None else d.status
-        worker = (r.worker_id if r is not None else d.worker_id) if status == _RUNNING else None
-        run_at = r.run_at if r is not None and r.run_at is not None else d.run_at
+        """A task's row: status, worker, attempt and retries from its state record (the one
+        derived path, as ``get_task``), the definition's fields from the task object. The
+        worker is the lease holder while it runs, else who ran it last."""
+        if r is None:
+            return TaskRow(
+                tid, d.queue, d.func, TaskStatus.PENDING.value, d.priority,
+                to_datetime(d.created_at), to_datetime(d.run_at), 0, None, None, None, None, 0,
+            )  # fmt: skip
+        run_at = r.run_at if r.run_at is not None else d.run_at
         return TaskRow(
-            tid,
-            d.queue,
-            d.func,
-            status,
-            d.priority,
-            to_datetime(d.created_at),
-            to_datetime(run_at),
-            r.retry_count if r is not None else d.retry_count,
-            worker if worker is not None else (None if r is not None else d.worker_id),
-            r.error_type if r is not None else None,
-            to_datetime(r.started_at if r is not None else d.started_at),
-            to_datetime(r.completed_at if r is not None else None),
-            r.attempt if r is not None else 0,
-        )
+            tid, d.queue, d.func, r.state, d.priority, to_datetime(d.created_at),
+            to_datetime(run_at), r.retry_count, r.worker_id, r.error_type,
+            to_datetime(r.started_at), to_datetime(r.completed_at), r.attempt,
+        )  # fmt: skip
 
     def _set_row(self, tid: str, row: TaskRow | None) -> None:
         if not self.task_rows_enabled:
@@ -406,7 +416,7 @@ class BucketModel:
 
 
 def _live_task(tid: str, d: TaskDef | None, r: StateRecord | None, e: Entry | None) -> LiveTask:
-    status = r.state if r is not None else (d.status if d is not None else "pending")
+    status = r.state if r is not None else _PENDING
     if r is not None and r.run_at is not None:
         run_at: float | None = r.run_at  # a retry's due time
     else:
@@ -419,8 +429,6 @@ def _live_task(tid: str, d: TaskDef | None, r: StateRecord | None, e: Entry | No
         entry=e,
         run_at=run_at,
         created_at=(e.created_at if e else None) or (d.created_at if d else None),
-        worker_id=r.worker_id if r is not None else (d.worker_id if d else None),
-        lease_expires_at=(
-            r.lease_expires_at if r is not None else (d.lease_expires_at if d else None)
-        ),
+        worker_id=r.worker_id if r is not None else None,
+        lease_expires_at=r.lease_expires_at if r is not None else None,
     )
