@@ -108,7 +108,9 @@ class Truth:
     statuses: dict[str, TaskStatus]
     tasks: dict[str, int]
     results: dict[str, int]
+    orphans: dict[str, int]
     failures: dict[str, int]
+    outcomes: dict[str, tuple[str, datetime] | None]
     queues: dict[str, dict[str, Any]]
     stuck: set[str]
     rows: dict[str, dict[str, Any]]
@@ -145,9 +147,15 @@ async def ground_truth(backend: GCSBackend, now: datetime, touched: set[str]) ->
     tasks = Counter({s.value: 0 for s in TaskStatus})
     for tid in defs:
         tasks[statuses[tid].value] += 1
+    # Results and failure groups: the state records of the tasks in the bucket (the same
+    # population as ``tasks``); records whose task is gone apart.
     results = Counter({s.value: 0 for s in ResultStatus})
     failures: Counter[str] = Counter()
-    for r in records.values():
+    orphans: Counter[str] = Counter()
+    for tid, r in records.items():
+        if tid not in defs:
+            orphans[r.status.value] += 1
+            continue
         results[r.status.value] += 1
         if r.status == ResultStatus.ERROR:
             failures[r.error_type or "unknown"] += 1
@@ -205,6 +213,13 @@ async def ground_truth(backend: GCSBackend, now: datetime, touched: set[str]) ->
 
     rows: dict[str, dict[str, Any]] = {}
     final_at: dict[str, datetime] = {}
+    outcomes: dict[str, tuple[str, datetime] | None] = {}
+    for tid, r in records.items():
+        # Every outcome seen: final ones, and None for a task running or waiting again.
+        if r.state in FINAL and r.completed_at is not None:
+            outcomes[tid] = (r.status.value, r.completed_at)
+        else:
+            outcomes[tid] = None
     for tid, d in defs.items():
         r = records.get(tid)
         rows[tid] = {
@@ -252,7 +267,9 @@ async def ground_truth(backend: GCSBackend, now: datetime, touched: set[str]) ->
         statuses=statuses,
         tasks=dict(tasks),
         results=dict(results),
+        orphans=dict(orphans),
         failures=dict(failures),
+        outcomes=outcomes,
         queues=queues,
         stuck=stuck,
         rows=rows,
@@ -263,8 +280,12 @@ async def ground_truth(backend: GCSBackend, now: datetime, touched: set[str]) ->
     )
 
 
-def compare(truth: Truth, snap: Snapshot) -> list[tuple[str, Any, Any]]:
-    """Every figure of ``snap`` that differs from ``truth``: (field, expected, shown)."""
+def compare(
+    truth: Truth, snap: Snapshot, ledger: dict[str, tuple[str, datetime]]
+) -> list[tuple[str, Any, Any]]:
+    """Every figure of ``snap`` that differs from ``truth``: (field, expected, shown).
+
+    ``ledger``: every outcome observed so far (also of tasks deleted since), by task."""
     out: list[tuple[str, Any, Any]] = list(truth.problems)
 
     def check(name: str, expected: Any, shown: Any) -> None:
@@ -273,7 +294,20 @@ def compare(truth: Truth, snap: Snapshot) -> list[tuple[str, Any, Any]]:
 
     check("tasks", truth.tasks, dict(snap.tasks))
     check("results", truth.results, dict(snap.results))
+    check("results_without_task", truth.orphans, dict(snap.results_without_task))
     check("failures_by_type", truth.failures, dict(snap.failures_by_type))
+    check(
+        "failures_by_type (sum) vs results[error]",
+        snap.results["error"],
+        sum(snap.failures_by_type.values()),
+    )
+    failed_rows = sum(1 for r in snap.task_rows if r.status == TaskStatus.FAILED.value)
+    check(
+        "failures_by_type (sum) vs failed task rows",
+        failed_rows,
+        sum(snap.failures_by_type.values()),
+    )
+    out.extend(_outcome_mismatches(truth.now, snap, ledger))
     shown_queues = {q.name: q for q in snap.queues}
     check("queues (names)", sorted(truth.queues), sorted(shown_queues))
     for name, want in truth.queues.items():
@@ -324,6 +358,41 @@ def compare(truth: Truth, snap: Snapshot) -> list[tuple[str, Any, Any]]:
         sum(q.running for q in snap.queues),
         running_rows,
     )
+    return out
+
+
+def _outcome_mismatches(
+    now: datetime, snap: Snapshot, ledger: dict[str, tuple[str, datetime]]
+) -> list[tuple[str, Any, Any]]:
+    """The chart, the window counts and the failure rate against every outcome observed."""
+    out: list[tuple[str, Any, Any]] = []
+    known = snap.outcomes_known_since
+    minute = 60.0
+    per_minute: Counter[tuple[int, str]] = Counter()
+    for status, at in ledger.values():
+        if known is None or at.timestamp() // minute >= known.timestamp() // minute:
+            per_minute[(int(at.timestamp() // minute), status)] += 1
+    for bar in snap.results_per_minute:
+        m = int(bar.minute.timestamp() // minute)
+        for kind in ("success", "error", "cancelled", "expired"):
+            want = per_minute.get((m, kind), 0) if bar.known else 0
+            if getattr(bar, kind) != want:
+                out.append(
+                    (f"results_per_minute[{bar.minute:%H:%M}].{kind}", want, getattr(bar, kind))
+                )
+    last = int(now.timestamp() // minute)
+    # The window starts on a whole minute (outcome_window_s is rounded to 0.1 s).
+    start = round((now.timestamp() - snap.outcome_window_s) / minute)
+    window = {
+        kind: sum(per_minute.get((m, kind), 0) for m in range(start, last + 1))
+        for kind in ("success", "error", "cancelled", "expired")
+    }
+    if window != snap.window_outcomes:
+        out.append(("window_outcomes", window, dict(snap.window_outcomes)))
+    ok, err = window["success"], window["error"]
+    rate = err / (ok + err) if ok + err else 0.0
+    if abs(rate - snap.failure_rate) > 1e-9:
+        out.append(("failure_rate", rate, snap.failure_rate))
     return out
 
 
@@ -699,14 +768,20 @@ async def run_oracle(
     """
     fleet = fleet or Fleet(backend, seed, clock)
     await fleet.start()
+    ledger: dict[str, tuple[str, datetime]] = {}
     for n in range(1, steps + 1):
         label = await fleet.step()
         truth = await ground_truth(backend, clock.now(), fleet.touched)
         fleet.truth = truth
+        for tid, outcome in truth.outcomes.items():
+            if outcome is None:
+                ledger.pop(tid, None)  # running or waiting again (an operator retry)
+            else:
+                ledger[tid] = outcome
         deadline = time.monotonic() + settle_s
         while True:
             snap = await monitor.poll(raise_errors=True)
-            found = compare(truth, snap)
+            found = compare(truth, snap, ledger)
             if not found or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.05)

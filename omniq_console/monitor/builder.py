@@ -32,6 +32,7 @@ RESULT_MINUTES = 30
 FAILURE_WINDOW_S = 300.0
 THROUGHPUT_EVERY_S = 10.0
 WINDOWS = (("15m", 900.0), ("1h", 3600.0), ("6h", 21600.0))
+OUTCOMES = ("success", "error", "cancelled", "expired")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class Thresholds:
 class Parts:
     queues: tuple[QueueStats, ...]
     results_per_minute: tuple[ResultMinute, ...]
+    window_outcomes: dict[str, int]
     failure_rate: float
     outcome_window_s: float
     outcome_source: str
@@ -164,20 +166,28 @@ class SnapshotBuilder:
             )
         self.trends = trends
 
+        # Only minutes where both successes and failures are known are drawn and counted
+        # (``BucketModel.mark_outcomes_known``); the ones before are marked unknown.
+        known = model.outcomes_known_from
+        first_known = int(known // MINUTE) if known is not None else None
         first = int(now // MINUTE) - RESULT_MINUTES + 1
         bars = []
         for m in range(first, first + RESULT_MINUTES):
-            counts = {
-                s: model.minutes.get((m, s), 0)
-                for s in ("success", "error", "cancelled", "expired")
-            }
+            if first_known is not None and m < first_known:
+                bars.append(ResultMinute(minute=to_datetime(m * MINUTE), known=False))  # type: ignore[arg-type]
+                continue
+            counts = {s: model.minutes.get((m, s), 0) for s in OUTCOMES}
             bars.append(ResultMinute(minute=to_datetime(m * MINUTE), **counts))  # type: ignore[arg-type]
         # The failure rate over the last FAILURE_WINDOW_S, from the minute counters: whole
-        # minutes, the current one included (so the window is 5 to 6 minutes wide).
+        # minutes, the current one included (so the window is 5 to 6 minutes wide), known
+        # minutes only. ``window_outcomes`` counts the same outcomes.
         last = int(now // MINUTE)
-        span = range(last - int(FAILURE_WINDOW_S // MINUTE), last + 1)
-        ok = sum(model.minutes.get((m, "success"), 0) for m in span)
-        err = sum(model.minutes.get((m, "error"), 0) for m in span)
+        start = last - int(FAILURE_WINDOW_S // MINUTE)
+        if first_known is not None:
+            start = min(last, max(start, first_known))
+        span = range(start, last + 1)
+        window = {s: sum(model.minutes.get((m, s), 0) for m in span) for s in OUTCOMES}
+        ok, err = window["success"], window["error"]
         source = "results+events" if model.detached else "results"
         window_s = now - span.start * MINUTE
 
@@ -221,6 +231,7 @@ class SnapshotBuilder:
         return Parts(
             queues=tuple(queues),
             results_per_minute=tuple(bars),
+            window_outcomes=window,
             failure_rate=err / (ok + err) if ok + err else 0.0,
             outcome_window_s=round(window_s, 1),
             outcome_source=source,

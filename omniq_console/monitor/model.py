@@ -50,6 +50,7 @@ _FINAL = frozenset(s.value for s in TaskStatus) - {
     TaskStatus.RUNNING.value,
 }
 _ERROR = ResultStatus.ERROR.value
+_SUCCESS = ResultStatus.SUCCESS.value
 _RUNNING = TaskStatus.RUNNING.value
 _PENDING = TaskStatus.PENDING.value
 
@@ -80,10 +81,13 @@ class Contribution(NamedTuple):
     """What one task adds to the running aggregates (subtracted when it changes)."""
 
     status: str | None  # counted in Snapshot.tasks (tasks with a definition)
+    # Snapshot.results and failure groups count the same tasks (those with a definition); a
+    # state record whose task is gone counts in ``orphan`` only.
     result_status: str | None
     error_type: str | None  # failure groups: error results only
     queue: str | None
     live: bool
+    orphan: str | None = None
 
 
 class LiveTask(NamedTuple):
@@ -124,6 +128,8 @@ class BucketModel:
         self.task_counts: Counter[str] = Counter({s.value: 0 for s in TaskStatus})
         self.result_counts: Counter[str] = Counter({s.value: 0 for s in ResultStatus})
         self.failures: Counter[str] = Counter()
+        self.orphans: Counter[str] = Counter()
+        """State records whose task is gone, by result status (not in ``result_counts``)."""
         self.queue_names: Counter[str] = Counter()
         self.live: dict[str, LiveTask] = {}
         """Tasks that are not final, joined from their objects (kept per change)."""
@@ -134,6 +140,9 @@ class BucketModel:
         self.detached: set[str] = set()
         """Outcomes known from events, or whose result record is gone (``outcome_source``)."""
         self._forget_after = -1.0
+        self.outcomes_known_from: float | None = None
+        """Outcomes completed before this time may be missing (their records were deleted
+        before the monitor's first listing): see ``mark_outcomes_known``."""
 
         self.rows: dict[str, TaskRow] = {}
         # Rows newest first, and their sort keys at the same positions: a tuple of the rows is
@@ -261,14 +270,16 @@ class BucketModel:
             return
         queue = (d.queue if d else None) or (r.queue if r else None) or (e.queue if e else None)
         live = (d is not None or e is not None) and status not in _FINAL
+        counted = d is not None
         new = Contribution(
-            status=status if d is not None else None,
-            result_status=r.status if r is not None else None,
+            status=status if counted else None,
+            result_status=r.status if r is not None and counted else None,
             error_type=(r.error_type or "unknown")
-            if r is not None and r.status == _ERROR
+            if r is not None and counted and r.status == _ERROR
             else None,
             queue=queue,
             live=live,
+            orphan=r.status if r is not None and not counted else None,
         )
         self._contrib[tid] = new
         self._count(new, 1)
@@ -308,6 +319,10 @@ class BucketModel:
             self.task_counts[c.status] += sign
         if c.result_status is not None:
             self.result_counts[c.result_status] += sign
+        if c.orphan is not None:
+            self.orphans[c.orphan] += sign
+            if self.orphans[c.orphan] <= 0:
+                del self.orphans[c.orphan]
         if c.error_type is not None:
             self.failures[c.error_type] += sign
             if self.failures[c.error_type] <= 0:
@@ -338,6 +353,20 @@ class BucketModel:
             self.minutes[(int(old.completed_at // MINUTE), old.status)] -= 1
             self.outcome_changes += 1
             self.detached.discard(tid)
+
+    def mark_outcomes_known(self, now: float) -> None:
+        """After the first listing: from when on every success and every failure is known.
+
+        Retention deletes records by age, and often keeps failures longer than successes:
+        before the oldest success still listed, successes may be gone while failures are
+        not (a chart of only red bars). Both kinds are complete from the later of the two
+        oldest outcomes listed (``now`` for a kind with none listed); from then on the
+        monitor sees every outcome as it lands."""
+        oldest: dict[str, float] = {}
+        for r in self.states.values():
+            if r.completed_at is not None and r.status in (_SUCCESS, _ERROR):
+                oldest[r.status] = min(oldest.get(r.status, r.completed_at), r.completed_at)
+        self.outcomes_known_from = max(oldest.get(_SUCCESS, now), oldest.get(_ERROR, now))
 
     def forget_outcomes(self, now: float, *, every: float = MINUTE) -> None:
         """Drop outcomes older than ``OUTCOME_KEEP_S`` (their minutes are off every chart); a

@@ -42,7 +42,7 @@ from .builder import SnapshotBuilder, Thresholds
 from .detail import BodyCache, task_detail, task_keys
 from .io import describe_error, read_many
 from .model import BucketModel
-from .records import decoders, kind_of, parse_body
+from .records import decoders, kind_of, parse_body, to_datetime
 from .requests import RequestMeter
 from .snapshot import RequestFigures, Snapshot, TaskDetail, UnreadableRow
 from .sources.events import EventTail
@@ -422,6 +422,8 @@ class Monitor:
                 self._listing.run(store, self.model), self._tail.list_new(store, now)
             )
             await self._read_bodies(store, applied.need_body)
+            if not self._listed:
+                self.model.mark_outcomes_known(now.timestamp())
             self._listed = True
             new_events = [(i.key, i.metadata) for i in event_infos]
             if feed is not None:
@@ -541,10 +543,13 @@ class Monitor:
             queues=parts.queues,
             tasks=dict(model.task_counts),
             results=dict(model.result_counts),
+            results_without_task=dict(sorted(model.orphans.items())),
             results_per_minute=parts.results_per_minute,
             failures_by_type=failures,
             failure_rate=parts.failure_rate,
+            window_outcomes=parts.window_outcomes,
             outcome_window_s=parts.outcome_window_s,
+            outcomes_known_since=to_datetime(model.outcomes_known_from),
             outcome_source=parts.outcome_source,
             events=self._tail.rows(),
             schedules=parts.schedules,

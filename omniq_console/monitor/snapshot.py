@@ -61,13 +61,18 @@ class QueueStats(_Frozen):
 
 
 class ResultMinute(_Frozen):
-    """Results completed in one UTC minute, by outcome: one bar of the outcome chart."""
+    """Results completed in one UTC minute, by outcome: one bar of the outcome chart.
+
+    Every outcome the monitor knows of, also of tasks deleted since (until ``OUTCOME_KEEP_S``).
+    ``known`` is False for a minute before ``Snapshot.outcomes_known_since``: some of its
+    outcomes may have been deleted before the monitor started, so it holds no counts."""
 
     minute: datetime
     success: int = 0
     error: int = 0
     cancelled: int = 0
     expired: int = 0
+    known: bool = True
 
 
 class EventRow(_Frozen):
@@ -205,13 +210,33 @@ class Snapshot(_Frozen):
     error: str | None = None
     poll_interval_s: float = 2.0
     queues: tuple[QueueStats, ...] = ()
+    # Populations (README, "What the numbers count"):
+    # - ``tasks``: every task in the bucket (a definition in tasks/), by the status derived from
+    #   its state record (no record: pending), as ``get_task`` derives it; ``task_rows`` hold
+    #   the same tasks.
+    # - ``results`` and ``failures_by_type``: the state records of those same tasks, by result
+    #   status (``pending`` while waiting or running) and, for errors, by error type: the
+    #   groups add up to ``results["error"]`` and to the failed task rows.
+    # - ``results_without_task``: state records whose task is gone (kept as history), counted
+    #   nowhere else.
+    # - ``window_outcomes``, ``failure_rate``, ``results_per_minute`` and queues' throughput:
+    #   outcomes by the minute they completed, including those of tasks deleted since (the
+    #   monitor remembers them), from ``outcomes_known_since`` on.
     tasks: dict[str, int] = Field(default_factory=lambda: {s.value: 0 for s in TaskStatus})
     results: dict[str, int] = Field(default_factory=lambda: {s.value: 0 for s in ResultStatus})
+    results_without_task: dict[str, int] = Field(default_factory=dict)
     results_per_minute: tuple[ResultMinute, ...] = ()
     failures_by_type: dict[str, int] = Field(default_factory=dict)
-    failure_rate: float = 0.0  # errors / (success + errors) over the last outcome_window_s
+    # errors / (success + errors) of the outcomes in ``window_outcomes``.
+    failure_rate: float = 0.0
+    # Outcomes completed over the last ``outcome_window_s``, by kind: what ``failure_rate``
+    # is computed from (the counts to show beside it).
+    window_outcomes: dict[str, int] = Field(default_factory=dict)
     # The window ``failure_rate`` covers; the bars cover ``len(results_per_minute)`` minutes.
     outcome_window_s: float = 300.0
+    # From when on every outcome is known (None: no listing yet). Minutes before it are not
+    # drawn nor counted: retention may have deleted their successes and not their failures.
+    outcomes_known_since: datetime | None = None
     # "results": outcomes from result records only; "results+events": some of them from
     # events or from records the monitor saw before they were deleted.
     outcome_source: str = "results"
