@@ -138,11 +138,6 @@ async def ground_truth(backend: GCSBackend, now: datetime, touched: set[str]) ->
     defs = {i.id: i for i in (task_index(info) for info in task_infos) if i is not None}
     records = {r.task_id: r for r in (result_index(i) for i in result_infos) if r is not None}
     problems: list[tuple[str, Any, Any]] = []
-    for tid in sorted(touched & set(defs)):
-        got = await queue.get_task(tid)
-        shown = got.status if got is not None else None
-        if shown != statuses.get(tid):
-            problems.append((f"backend.get_task[{tid}].status", statuses.get(tid), shown))
 
     tasks = Counter({s.value: 0 for s in TaskStatus})
     for tid in defs:
@@ -225,13 +220,26 @@ async def ground_truth(backend: GCSBackend, now: datetime, touched: set[str]) ->
         rows[tid] = {
             "status": statuses[tid].value,
             "queue": d.queue,
-            "worker_id": r.worker_id if r is not None else None,
+            # Who runs it, or ran it once final; nobody while it waits.
+            "worker_id": r.worker_id if r is not None and r.state != TaskStatus.PENDING else None,
             "retry_count": r.retry_count if r is not None else 0,
             "attempt": r.attempt if r is not None else 0,
             "error_type": r.error_type if r is not None else None,
         }
         if r is not None and r.state in FINAL and r.completed_at is not None:
             final_at[tid] = r.completed_at
+    # The backend's own read path for the tasks this step touched: the listing-built rows
+    # above must say what get_task says.
+    for tid in sorted(touched & set(defs)):
+        got = await queue.get_task(tid)
+        view = (
+            {"status": got.status.value, "worker_id": got.worker_id, "retry_count": got.retry_count}
+            if got is not None
+            else None
+        )
+        want = {k: rows[tid][k] for k in ("status", "worker_id", "retry_count")}
+        if view != want:
+            problems.append((f"backend.get_task[{tid}] vs its listing", want, view))
 
     grace = timedelta(seconds=OVERDUE_GRACE_S)
     sched: dict[str, dict[str, Any]] = {}

@@ -8,11 +8,20 @@ import urllib.request
 from datetime import datetime, timedelta
 
 import pytest
+from protocol_helpers import task_in
 
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.backend.index import result_metadata, task_metadata
 from omniq_console.demo.emulator import Emulator
-from omniq_console.models import EventType, ResultStatus, Task, TaskEvent, TaskResult, utcnow
+from omniq_console.models import (
+    EventType,
+    ResultStatus,
+    Task,
+    TaskEvent,
+    TaskResult,
+    TaskStatus,
+    utcnow,
+)
 from omniq_console.monitor import Monitor
 
 
@@ -195,3 +204,30 @@ async def test_the_outcome_chart_counts_only_minutes_where_both_kinds_are_known(
     assert snap.window_outcomes == {"success": 1, "error": 1, "cancelled": 0, "expired": 0}
     assert snap.failure_rate == 0.5
     assert snap.outcome_window_s == pytest.approx(150.0)
+
+
+async def test_task_detail_shows_the_derived_status_not_the_definitions(
+    backend: GCSBackend,
+) -> None:
+    # A task that failed after two retries, as a worker leaves it: its definition body still
+    # says pending, retries 0, no worker.
+    failed = await task_in(backend, TaskStatus.FAILED, retries=2, max_retries=2, worker="w-7")
+    monitor = Monitor(backend)
+    snap = await monitor.poll()
+    detail = await monitor.task_detail(failed.id)
+    assert detail.task is not None and detail.result is not None
+    assert (detail.status, detail.worker_id, detail.attempt, detail.retry_count) == (
+        "failed",
+        "w-7",
+        3,
+        2,
+    )
+    assert detail.max_retries == 2
+    # The task itself as get_task returns it: what the console's panels read.
+    assert (detail.task.status, detail.task.retry_count, detail.task.worker_id) == (
+        TaskStatus.FAILED,
+        2,
+        "w-7",
+    )
+    (row,) = snap.task_rows
+    assert (row.status, row.retry_count, row.worker_id, row.attempt) == ("failed", 2, "w-7", 3)

@@ -103,7 +103,7 @@ TEXT = "text"  # free text, "" when absent
 OPT = "opt"  # free text, None when absent or empty
 INT = "int"  # 0 when absent
 OPT_INT = "opt_int"  # None when absent
-FLOAT = "float"  # None when absent
+FLOAT = "float"  # None when absent or not a number
 TIME = "time"  # an ISO time; the reader decides its type (datetime, or POSIX seconds)
 LIST = "list"  # items escaped one by one and comma-joined (``joined_within``)
 RAW = "raw"  # plain ASCII written as is (enum values, flags)
@@ -251,12 +251,21 @@ def read_fields(
         elif kind == TIME:
             append(time(value))
         elif kind == FLOAT:
-            append(float(value))
+            append(_number_or_none(value))
         elif kind == LIST:
             append(split_joined(value))
         else:
             append(value)
     return out
+
+
+def _number_or_none(value: str) -> float | None:
+    """A number from metadata, or None when it is not one: a bad lease length or run time
+    leaves the rest of the index usable (the reader decides what a missing value means)."""
+    try:
+        return float(value)
+    except ValueError:
+        return None
 
 
 def write_fields(table: Sequence[IndexField], values: Mapping[str, Any]) -> dict[str, str]:

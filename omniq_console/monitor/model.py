@@ -386,16 +386,18 @@ class BucketModel:
     def _row(self, tid: str, d: TaskDef, r: StateRecord | None) -> TaskRow:
         """A task's row: status, worker, attempt and retries from its state record (the one
         derived path, as ``get_task``), the definition's fields from the task object. The
-        worker is the lease holder while it runs, else who ran it last."""
+        worker is the lease holder while it runs, who ran it last once it is final."""
         if r is None:
             return TaskRow(
                 tid, d.queue, d.func, TaskStatus.PENDING.value, d.priority,
                 to_datetime(d.created_at), to_datetime(d.run_at), 0, None, None, None, None, 0,
             )  # fmt: skip
         run_at = r.run_at if r.run_at is not None else d.run_at
+        # As ``lifecycle.overlay``: nobody runs a task while it waits (a retry, a release).
+        worker = r.worker_id if r.state != _PENDING else None
         return TaskRow(
             tid, d.queue, d.func, r.state, d.priority, to_datetime(d.created_at),
-            to_datetime(run_at), r.retry_count, r.worker_id, r.error_type,
+            to_datetime(run_at), r.retry_count, worker, r.error_type,
             to_datetime(r.started_at), to_datetime(r.completed_at), r.attempt,
         )  # fmt: skip
 

@@ -34,12 +34,13 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from ..backend.layout import Layout
+from ..backend.listing import BodyCache, BodyReader
 from ..backend.objectstore import ObjectData, ObjectInfo
 from ..backend.storeapi import ObjectStoreAPI
 from ..checks import check_seconds
 from ..models import Task, TaskResult, utcnow
 from .builder import SnapshotBuilder, Thresholds
-from .detail import BodyCache, task_detail, task_keys
+from .detail import bodies, task_detail, task_keys
 from .io import describe_error, read_many
 from .model import BucketModel
 from .records import decoders, kind_of, parse_body, to_datetime
@@ -60,6 +61,10 @@ CHANGE_SLICE = 200
 """Feed changes applied between two yields to the event loop (~100 us each: ~20 ms)."""
 FEED_GAP_S = 0.2
 """Least time between two polls woken by feed messages (they batch up meanwhile)."""
+BODY_CACHE_ENTRIES = 5_000
+BODY_CACHE_S = 300.0
+"""Bodies read for search stay cached this long unused (and at most that many)."""
+SEARCH_CONCURRENCY = 8
 
 Subscriber = Callable[[Snapshot], Awaitable[Any] | Any]
 
@@ -134,7 +139,9 @@ class Monitor:
         self.reconciler = Reconciler(layout, self._decoders, float(reconcile_s))
         self._tail = EventTail(layout, self._decoders["events"], self.recent_events)
         self._builder = SnapshotBuilder()
-        self._bodies = BodyCache()
+        # Bodies read for search: the backend's reader and cache, bounded in entries and age.
+        self.body_cache = BodyCache(BODY_CACHE_S, max_entries=BODY_CACHE_ENTRIES)
+        self._bodies = BodyReader(backend.store, self.body_cache, concurrency=SEARCH_CONCURRENCY)
         self.meter = RequestMeter(lambda: self._backend.store.stats)
 
         self.latest: Snapshot | None = None
@@ -583,15 +590,13 @@ class Monitor:
         generation matches, else read with bounded concurrency."""
         keys = task_keys(self._backend.layout, task_ids, result=False)
         with self.meter.metered():
-            return await self._bodies.bodies(self._backend.store, self.model, "tasks", keys, Task)
+            return await bodies(self._bodies, self.model, "tasks", keys, Task)
 
     async def result_bodies(self, task_ids: Sequence[str]) -> dict[str, TaskResult | None]:
         """Result bodies (for search across error text), as ``task_bodies``."""
         keys = task_keys(self._backend.layout, task_ids, result=True)
         with self.meter.metered():
-            return await self._bodies.bodies(
-                self._backend.store, self.model, "results", keys, TaskResult
-            )
+            return await bodies(self._bodies, self.model, "results", keys, TaskResult)
 
 
 async def take_snapshot(

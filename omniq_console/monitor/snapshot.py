@@ -292,10 +292,20 @@ class Snapshot(_Frozen):
 
 
 class TaskDetail(_Frozen):
-    """One task opened by the operator: its body, its result and its event timeline."""
+    """One task opened by the operator: its definition overlaid with its state record (as
+    ``get_task`` returns it), the record itself and its event timeline.
+
+    ``status``, ``worker_id``, ``attempt`` and ``retry_count`` are the state record's (no
+    record: pending, never claimed), never what the definition body said at enqueue.
+    """
 
     task_id: str
     task: Task | None = None
     result: TaskResult | None = None
     events: tuple[EventRow, ...] = ()  # oldest first
     unreadable: tuple[UnreadableRow, ...] = ()
+    status: str | None = None
+    worker_id: str | None = None  # the lease holder while running, else who ran it last
+    attempt: int = 0
+    retry_count: int = 0
+    max_retries: int | None = None
