@@ -412,8 +412,11 @@ class Fleet:
     """A seeded random fleet on one backend: each ``step()`` is one action through the real
     APIs, chosen among those the bucket's state allows."""
 
-    def __init__(self, backend: GCSBackend, seed: int, clock: FakeClock) -> None:
+    def __init__(
+        self, backend: GCSBackend, seed: int, clock: FakeClock, *, max_tasks: int | None = None
+    ) -> None:
         self.backend = backend
+        self.max_tasks = max_tasks
         self.rng = random.Random(seed)
         self.clock = clock
         backend.async_task_storage.clock = clock
@@ -463,9 +466,7 @@ class Fleet:
             if label is not None:
                 await self.backend.async_event_storage.flush()
                 return label
-        label = await self.enqueue()
-        assert label is not None
-        return label
+        return await self.advance()
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -535,7 +536,12 @@ class Fleet:
 
     # -- actions ------------------------------------------------------------------------------
 
-    async def enqueue(self) -> str:
+    async def enqueue(self) -> str | None:
+        if (
+            self.max_tasks is not None
+            and len(self.truth.rows if self.truth else ()) >= self.max_tasks
+        ):
+            return None  # a steady bucket: retention has to catch up first
         now = self.clock.now()
         labels = []
         for _ in range(self.rng.randint(1, 3)):

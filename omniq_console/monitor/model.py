@@ -42,8 +42,13 @@ MINUTE = 60.0
 OUTCOME_KEEP_S = 6 * 3600.0
 """Outcomes are remembered this long after completion (the longest throughput window), also
 after their result records are deleted."""
-TOMBSTONES = 200_000
-"""Deleted generations remembered (oldest forgotten first): enough for any reordering window."""
+TOMBSTONES = 50_000
+"""Deleted generations remembered (oldest forgotten first): enough for the feed's reordering
+and redelivery window (minutes) at hundreds of deletes a second; the reconcile corrects the
+rest."""
+MAX_OUTCOMES = 200_000
+"""Outcomes remembered at most (the oldest forgotten first, beside ``OUTCOME_KEEP_S``): a
+fleet finishing more than ~10 tasks a second keeps its charts' last hours, not unbounded."""
 
 _FINAL = frozenset(s.value for s in TaskStatus) - {
     TaskStatus.PENDING.value,
@@ -375,10 +380,17 @@ class BucketModel:
             return
         self._forget_after = now + every
         floor = now - OUTCOME_KEEP_S
+        if len(self.outcomes) > MAX_OUTCOMES:
+            times = sorted(o.completed_at for o in self.outcomes.values())
+            floor = max(floor, times[len(times) - MAX_OUTCOMES])
+            # Minutes before the floor are no longer whole: say so on the chart.
+            self.outcomes_known_from = max(self.outcomes_known_from or floor, floor)
         old = [tid for tid, o in self.outcomes.items() if o.completed_at < floor]
         for tid in old:
             self._drop_outcome(tid)
-        for minute in [m for m, n in self.minutes.items() if n <= 0 or m[0] * MINUTE < floor]:
+        for minute in [
+            m for m, n in self.minutes.items() if n <= 0 or (m[0] + 1) * MINUTE <= floor
+        ]:
             del self.minutes[minute]
 
     # -- task rows --------------------------------------------------------------------------
