@@ -24,7 +24,9 @@ class _Frozen(BaseModel):
 
 class QueueWindow(_Frozen):
     """A queue's throughput and latency over one window (from result records, and from
-    events where the records are gone). Wait = started - created, run = completed - started."""
+    events where the records are gone). Wait = started - created; run = the function's own
+    time (``execution_time`` of the state record, as its worker measured it), not
+    completed - started, which also holds the outcome's wait for GCS's per-name second."""
 
     window: str  # "15m" | "1h" | "6h"
     window_s: float
@@ -51,7 +53,8 @@ class QueueStats(_Frozen):
     depth_trend: tuple[int, ...] = ()
     # Entries past their expires_at, still in the queue until a cleanup removes them.
     expired: int = 0
-    # Entries a worker has just won (live claim lease) and is turning into a running task.
+    # Entries of running tasks: a claimed task's entry stays in its queue until its outcome
+    # (pending + delayed + expired + claimed = the entries listed under queues/{name}/).
     claimed: int = 0
     # ``paused/{queue}.json`` exists: workers do not claim from this queue.
     paused: bool = False
@@ -129,11 +132,13 @@ class WorkerRow(_Frozen):
     host: str = ""
     pid: int = 0
     queues: tuple[str, ...] = ()
+    # Tasks whose state record names this worker as lease holder (the population of Queues'
+    # running), not the heartbeat's list, which is up to a heartbeat interval old.
     running: tuple[str, ...] = ()
-    processed: int = 0
+    processed: int = 0  # from the heartbeat: outcomes this worker process landed
     failed: int = 0
     concurrency: int = 0
-    utilisation: float | None = None  # running / concurrency
+    utilisation: float | None = None  # len(running) / concurrency
     running_funcs: tuple[str, ...] = ()  # function of each task in ``running``, same order
     dead: bool = False  # says it runs, but its heartbeat is stale
 
@@ -181,7 +186,9 @@ class PrefixUsage(_Frozen):
 
 
 class TaskRow(NamedTuple):
-    """One task as the tasks table shows it (from the listing's index metadata)."""
+    """One task as the tasks table shows it (from the listing's index metadata): status,
+    worker, attempt and retries from its state record as ``get_task`` derives them (the
+    worker: the holder while it runs, who ran it last once final, none while it waits)."""
 
     id: str
     queue_name: str
