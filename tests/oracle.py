@@ -428,15 +428,15 @@ class Fleet:
         self._next_worker = 0
         self.actions: dict[str, tuple[int, Callable[[], Awaitable[str | None]]]] = {
             "enqueue": (20, self.enqueue),
-            "claim": (18, self.claim),
+            "claim": (20, self.claim),
             "complete": (12, self.complete),
-            "fail": (10, self.fail),
+            "fail": (12, self.fail),
             "cancel": (4, self.cancel),
             "retry": (4, self.retry),
             "delete": (3, self.delete),
             "purge": (2, self.purge),
             "pause_queue": (2, self.pause_queue),
-            "resume_queue": (2, self.resume_queue),
+            "resume_queue": (5, self.resume_queue),
             "add_schedule": (2, self.add_schedule),
             "pause_schedule": (2, self.pause_schedule),
             "resume_schedule": (2, self.resume_schedule),
@@ -645,20 +645,25 @@ class Fleet:
         self.touched.update(ids)
         return f"purge {queue}: {len(outcome.done)} deleted, {len(outcome.skipped)} skipped"
 
+    def _queues(self, paused: bool) -> list[str]:
+        truth = self.truth
+        shown = truth.queues if truth is not None else {}
+        return [q for q in QUEUES if bool(shown.get(q, {}).get("paused")) == paused]
+
     async def pause_queue(self) -> str | None:
-        queue = self.rng.choice(QUEUES)
-        try:
-            await self.operator.pause_queue(queue)
-        except ValueError:
+        queues = self._queues(paused=False)
+        if not queues:
             return None
+        queue = self.rng.choice(queues)
+        await self.operator.pause_queue(queue)
         return f"pause queue {queue}"
 
     async def resume_queue(self) -> str | None:
-        queue = self.rng.choice(QUEUES)
-        try:
-            await self.operator.resume_queue(queue)
-        except ValueError:
+        queues = self._queues(paused=True)
+        if not queues:
             return None
+        queue = self.rng.choice(queues)
+        await self.operator.resume_queue(queue)
         return f"resume queue {queue}"
 
     async def add_schedule(self) -> str | None:
@@ -772,12 +777,15 @@ async def run_oracle(
     clock: FakeClock,
     fleet: Fleet | None = None,
     settle_s: float = 0.0,
+    reconcile: bool = True,
     on_step: Callable[[int, str, Snapshot, Truth], Awaitable[None]] | None = None,
 ) -> list[Mismatch]:
     """Walk ``steps`` random steps; after each, the snapshot must equal the truth.
 
     ``settle_s``: how long (real seconds) the monitor may take to show a step (a change feed
-    delivers asynchronously): it polls until the snapshot matches or the time is up. Returns
+    delivers asynchronously): it polls until the snapshot matches or the time is up.
+    ``reconcile=False``: polls skip the rolling reconcile, so in feed mode every change must
+    come through the feed (the reconcile would otherwise mend what the feed lost). Returns
     the mismatches of the first step that had any (later steps would only repeat them).
     """
     fleet = fleet or Fleet(backend, seed, clock)
@@ -794,7 +802,7 @@ async def run_oracle(
                 ledger[tid] = outcome
         deadline = time.monotonic() + settle_s
         while True:
-            snap = await monitor.poll(raise_errors=True)
+            snap = await monitor.poll(raise_errors=True, reconcile=reconcile)
             found = compare(truth, snap, ledger)
             if not found or time.monotonic() >= deadline:
                 break
