@@ -231,3 +231,19 @@ async def test_task_detail_shows_the_derived_status_not_the_definitions(
     )
     (row,) = snap.task_rows
     assert (row.status, row.retry_count, row.worker_id, row.attempt) == ("failed", 2, "w-7", 3)
+
+
+async def test_a_paused_schedule_says_who_paused_it_and_when(backend: GCSBackend) -> None:
+    from omniq_console import OmniQ
+    from omniq_console.runtime import Operator
+
+    schedule_id = await OmniQ(backend).schedule_async("jobs:report", interval=60)
+    monitor = Monitor(backend)
+    before = utcnow()
+    await Operator(backend, "alice@ops").pause_schedule(schedule_id)
+    (row,) = (await monitor.poll()).schedules
+    assert (row.status, row.paused_by) == ("paused", "alice@ops")
+    assert row.paused_at is not None and before <= row.paused_at <= utcnow()
+    await Operator(backend, "bob@ops").resume_schedule(schedule_id)
+    (row,) = (await monitor.poll()).schedules
+    assert (row.status, row.paused_by, row.paused_at) == ("active", None, None)
