@@ -77,9 +77,34 @@ async def _oracle(emu: Any, seed: int, steps: int, subscription: str | None) -> 
         log(f"seed {seed} ({mode}): {steps} steps, no mismatch, {steps / took:.1f} steps/s")
 
 
+async def _watch(bucket: str, endpoint: str, minutes: float) -> None:
+    """A Monitor alone in this process, polling every second: its RSS each minute."""
+    from omniq_console.monitor import Monitor
+
+    async with GCSBackend(bucket, endpoint_url=endpoint) as backend:
+        monitor = Monitor(backend, interval=1.0)
+        runner = asyncio.create_task(monitor.run())
+        began = time.monotonic()
+        try:
+            for minute in range(int(minutes) + 1):
+                await asyncio.sleep(max(0.0, began + 60 * minute - time.monotonic()))
+                gc.collect()
+                snap = monitor.latest
+                tasks = len(snap.task_rows) if snap is not None else 0
+                log(f"monitor alone, minute {minute}: RSS {_rss_mb():7.1f} MB, {tasks} tasks")
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+
+
 async def _memory(emu: Any, minutes: float, trace: bool, tasks: int) -> None:
     bucket = f"soak-{uuid.uuid4().hex[:12]}"
     emu.create_bucket(bucket)
+    # The monitor's own RSS, apart from the fleet's: a child process watching the bucket.
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "benchmarks.oracle", "--watch", bucket, "--endpoint", emu.url,
+        "--memory", str(minutes), cwd=ROOT,
+    )  # fmt: skip
     async with GCSBackend(bucket, endpoint_url=emu.url) as backend:
         clock = FakeClock()
         fleet = Fleet(backend, 1, clock, max_tasks=tasks)
@@ -119,6 +144,7 @@ async def _memory(emu: Any, minutes: float, trace: bool, tasks: int) -> None:
         if len(marks) >= 3:
             base = marks[1][1]
             log(f"RSS from minute 1 to the end: {base:.1f} -> {marks[-1][1]:.1f} MB")
+    await child.wait()
 
 
 def main() -> None:
@@ -130,7 +156,12 @@ def main() -> None:
     parser.add_argument("--memory", type=float, default=0.0, help="minutes of churn instead")
     parser.add_argument("--trace", action="store_true", help="tracemalloc during --memory")
     parser.add_argument("--tasks", type=int, default=150, help="bucket size during --memory")
+    parser.add_argument("--watch", help="(internal) watch this bucket with a lone Monitor")
+    parser.add_argument("--endpoint", help="(internal) the emulator of --watch")
     args = parser.parse_args()
+    if args.watch:
+        asyncio.run(_watch(args.watch, args.endpoint, args.memory))
+        return
     log(machine_line())
     if args.trace:
         tracemalloc.start(5)

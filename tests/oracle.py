@@ -681,7 +681,10 @@ class Fleet:
         if not ids:
             return None
         sid = self.rng.choice(ids)
-        await act(sid)
+        try:
+            await act(sid)
+        except (ConflictError, ValueError) as exc:  # it changed since the truth was taken
+            return f"{label} {sid[:8]} refused: {type(exc).__name__}"
         return f"{label} {sid[:8]}"
 
     async def pause_schedule(self) -> str | None:
