@@ -19,9 +19,11 @@ import asyncio
 import gc
 import os
 import sys
+import tempfile
 import time
 import tracemalloc
 import uuid
+from pathlib import Path
 from typing import Any
 
 from .common import ROOT, emulator, log, machine_line
@@ -97,13 +99,23 @@ async def _watch(bucket: str, endpoint: str, minutes: float) -> None:
             await asyncio.gather(runner, return_exceptions=True)
 
 
-async def _memory(emu: Any, minutes: float, trace: bool, tasks: int) -> None:
+async def _memory(
+    emu: Any, minutes: float, trace: bool, tasks: int, code: str | None = None
+) -> None:
     bucket = f"soak-{uuid.uuid4().hex[:12]}"
     emu.create_bucket(bucket)
-    # The monitor's own RSS, apart from the fleet's: a child process watching the bucket.
+    # The monitor's own RSS, apart from the fleet's: a child process watching the bucket,
+    # running the omniq_console found in ``code`` when given (a checkout of another commit,
+    # for a before/after), this one otherwise.
+    cwd = ROOT
+    env = dict(os.environ)
+    if code is not None:
+        cwd = Path(tempfile.mkdtemp(prefix="omniq-watch-"))
+        (cwd / "benchmarks").symlink_to(ROOT / "benchmarks")
+        env["PYTHONPATH"] = code
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "benchmarks.oracle", "--watch", bucket, "--endpoint", emu.url,
-        "--memory", str(minutes), cwd=ROOT,
+        "--memory", str(minutes), cwd=cwd, env=env,
     )  # fmt: skip
     async with GCSBackend(bucket, endpoint_url=emu.url) as backend:
         clock = FakeClock()
@@ -158,6 +170,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=150, help="bucket size during --memory")
     parser.add_argument("--watch", help="(internal) watch this bucket with a lone Monitor")
     parser.add_argument("--endpoint", help="(internal) the emulator of --watch")
+    parser.add_argument("--code", help="--memory: measure the omniq_console in this directory")
     args = parser.parse_args()
     if args.watch:
         asyncio.run(_watch(args.watch, args.endpoint, args.memory))
@@ -167,7 +180,7 @@ def main() -> None:
         tracemalloc.start(5)
     with emulator() as emu:
         if args.memory:
-            asyncio.run(_memory(emu, args.memory, args.trace, args.tasks))
+            asyncio.run(_memory(emu, args.memory, args.trace, args.tasks, args.code))
             return
         for seed in range(args.seed, args.seed + args.seeds):
             asyncio.run(_oracle(emu, seed, args.steps, None))

@@ -655,7 +655,10 @@ class Fleet:
         if not queues:
             return None
         queue = self.rng.choice(queues)
-        await self.operator.pause_queue(queue)
+        try:
+            await self.operator.pause_queue(queue)
+        except ValueError:  # paused since the truth was taken
+            return f"pause queue {queue} refused"
         return f"pause queue {queue}"
 
     async def resume_queue(self) -> str | None:
@@ -663,7 +666,10 @@ class Fleet:
         if not queues:
             return None
         queue = self.rng.choice(queues)
-        await self.operator.resume_queue(queue)
+        try:
+            await self.operator.resume_queue(queue)
+        except ValueError:  # resumed since the truth was taken
+            return f"resume queue {queue} refused"
         return f"resume queue {queue}"
 
     async def add_schedule(self) -> str | None:
