@@ -77,7 +77,7 @@ def _check(
 
 
 def _rows_match(row: type[Any], lead: int, table: Sequence[IndexField]) -> None:
-    # The monitor builds its lean rows positionally from ``read_fields``.
+    # The monitor builds its lean rows positionally from ``field_reader``.
     assert row._fields[lead:] == index.field_names(table)
 
 

@@ -222,41 +222,51 @@ def field_names(table: Sequence[IndexField]) -> tuple[str, ...]:
     return tuple(f.name for f in table)
 
 
-def read_fields(
-    table: Sequence[IndexField], md: Mapping[str, str], time: Callable[[str], T]
-) -> list[Any]:
-    """The values of ``table``'s fields in ``md``, in table order; times through ``time``.
+def field_reader(
+    table: Sequence[IndexField], time: Callable[[str], T]
+) -> Callable[[Mapping[str, str]], list[Any]]:
+    """A function giving the values of ``table``'s fields in a metadata mapping, in table
+    order; times through ``time``. Built once per table (a decoder runs per listed object).
 
-    ``KeyError`` when a required field is missing, ``ValueError``/``OverflowError`` when a
-    value does not parse: the caller then reads the body instead.
+    It raises ``KeyError`` when a required field is missing, ``ValueError``/``OverflowError``
+    when a value does not parse: the caller then reads the body instead.
     """
-    out: list[Any] = []
-    append = out.append
+    parsers: dict[str, Callable[[str], Any]] = {
+        TEXT: _untext_value,
+        OPT: _untext_value,
+        INT: int,
+        OPT_INT: int,
+        TIME: time,
+        FLOAT: _number_or_none,
+        LIST: split_joined,
+    }
+    steps: list[tuple[str, Callable[[str], Any], bool, Any]] = []
     for f in table:
-        value = md.get(f.key)
-        if not value:
-            if f.required:
-                raise KeyError(f.key)
-            kind = f.kind
-            append(
-                0 if kind == INT else f.default if kind in (TEXT, RAW) and f.default
-                else "" if kind == TEXT else () if kind == LIST else None
-            )  # fmt: skip
-            continue
-        kind = f.kind
-        if kind in (TEXT, OPT):
-            append(unquote(value) if "%" in value else value)
-        elif kind in (INT, OPT_INT):
-            append(int(value))
-        elif kind == TIME:
-            append(time(value))
-        elif kind == FLOAT:
-            append(_number_or_none(value))
-        elif kind == LIST:
-            append(split_joined(value))
-        else:
-            append(value)
-    return out
+        parse = parsers.get(f.kind, str)
+        empty: Any = {INT: 0, TEXT: "", LIST: ()}.get(f.kind)
+        if f.default and f.kind in (TEXT, RAW):
+            empty = f.default
+        steps.append((f.key, parse, f.required, empty))
+
+    def read(md: Mapping[str, str]) -> list[Any]:
+        out: list[Any] = []
+        append = out.append
+        get = md.get
+        for key, parse, required, empty in steps:
+            value = get(key)
+            if not value:
+                if required:
+                    raise KeyError(key)
+                append(empty)
+            else:
+                append(parse(value))
+        return out
+
+    return read
+
+
+def _untext_value(value: str) -> str:
+    return unquote(value) if "%" in value else value
 
 
 def _number_or_none(value: str) -> float | None:
@@ -297,8 +307,19 @@ def _parse_dt(value: str) -> datetime:
     return as_utc(datetime.fromisoformat(value))
 
 
+_READERS: dict[int, tuple[tuple[str, ...], Callable[[Mapping[str, str]], list[Any]]]] = {}
+
+
 def _read(table: Sequence[IndexField], md: Mapping[str, str]) -> dict[str, Any]:
-    return dict(zip(field_names(table), read_fields(table, md, _parse_dt), strict=True))
+    """``md`` read with ``table`` into a dict by field name (times as datetimes)."""
+    names_and_read = _READERS.get(id(table))
+    if names_and_read is None:
+        names_and_read = _READERS[id(table)] = (
+            field_names(table),
+            field_reader(table, _parse_dt),
+        )
+    names, read = names_and_read
+    return dict(zip(names, read(md), strict=True))
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,8 +30,8 @@ from ..backend.index import (
     RESULT_FIELDS,
     TASK_FIELDS,
     WORKER_FIELDS,
+    field_reader,
     queue_entry_metadata,
-    read_fields,
     result_metadata,
     state_of,
     task_metadata,
@@ -60,7 +60,7 @@ _RESULT_STATUSES = frozenset(s.value for s in ResultStatus)
 
 # The lean rows below hold, after their id (and queue), exactly the fields of the backend's
 # field table of their kind, in its order (``backend/index.py``): a decoder builds a row from
-# ``read_fields`` positionally, and a test checks the names line up.
+# ``field_reader`` positionally, and a test checks the names line up.
 
 
 class TaskDef(NamedTuple):
@@ -226,13 +226,14 @@ def _indexed(md: Mapping[str, str]) -> bool:
 
 def task_decoder(layout: Layout) -> Decoder:
     folder = layout.tasks
+    read = field_reader(TASK_FIELDS, ts)
 
     def decode(key: str, md: Mapping[str, str]) -> Decoded:
         ident = _checked_id(key, folder, "task id")
         if isinstance(ident, UnreadableRow) or not _indexed(md):
             return ident if isinstance(ident, UnreadableRow) else None
         try:
-            row = TaskDef(ident, *read_fields(TASK_FIELDS, md, ts))
+            row = TaskDef(ident, *read(md))
         except Exception:
             return None  # a bad index: the body decides (and is reported if it is bad too)
         return row if row.status in _TASK_STATES else None
@@ -241,6 +242,8 @@ def task_decoder(layout: Layout) -> Decoder:
 
 
 def entry_decoder(layout: Layout) -> Decoder:
+    read = field_reader(ENTRY_FIELDS, ts)
+
     def decode(key: str, md: Mapping[str, str]) -> Decoded:
         queue = layout.queue_of_entry(key)
         if queue is None:
@@ -251,7 +254,7 @@ def entry_decoder(layout: Layout) -> Decoder:
         if isinstance(ident, UnreadableRow) or not _indexed(md):
             return ident if isinstance(ident, UnreadableRow) else None
         try:
-            return Entry(ident, queue, *read_fields(ENTRY_FIELDS, md, ts))
+            return Entry(ident, queue, *read(md))
         except Exception:
             return None  # a bad index: the body decides (and is reported if it is bad too)
 
@@ -268,13 +271,14 @@ def _safe(queue: str) -> bool:
 
 def result_decoder(layout: Layout) -> Decoder:
     folder = layout.results
+    read = field_reader(RESULT_FIELDS, ts)
 
     def decode(key: str, md: Mapping[str, str]) -> Decoded:
         ident = _checked_id(key, folder, "task id")
         if isinstance(ident, UnreadableRow) or not _indexed(md):
             return ident if isinstance(ident, UnreadableRow) else None
         try:
-            row = StateRecord(ident, *read_fields(RESULT_FIELDS, md, ts))
+            row = StateRecord(ident, *read(md))
             if row.status not in _RESULT_STATUSES:
                 return None
             if not row.state:
@@ -288,13 +292,14 @@ def result_decoder(layout: Layout) -> Decoder:
 
 def worker_decoder(layout: Layout) -> Decoder:
     folder = layout.workers
+    read = field_reader(WORKER_FIELDS, ts)
 
     def decode(key: str, md: Mapping[str, str]) -> Decoded:
         ident = _checked_id(key, folder, "worker id")
         if isinstance(ident, UnreadableRow) or not _indexed(md):
             return ident if isinstance(ident, UnreadableRow) else None
         try:
-            return Heartbeat(ident, *read_fields(WORKER_FIELDS, md, ts))
+            return Heartbeat(ident, *read(md))
         except Exception:
             return None  # a bad index: the body decides (and is reported if it is bad too)
 
@@ -303,6 +308,8 @@ def worker_decoder(layout: Layout) -> Decoder:
 
 def event_decoder(layout: Layout) -> Decoder:
     folder = layout.events
+    read_batch = field_reader(EVENT_BATCH_FIELDS, ts)
+    read_one = field_reader(EVENT_FIELDS, ts)
 
     def decode(key: str, md: Mapping[str, str]) -> Decoded:
         ident = _checked_id(key, folder, "event id")
@@ -310,11 +317,9 @@ def event_decoder(layout: Layout) -> Decoder:
             return ident if isinstance(ident, UnreadableRow) else None
         try:
             if md.get("batch") == "1":
-                count, first, last, worker, types, tasks, _ = read_fields(
-                    EVENT_BATCH_FIELDS, md, ts
-                )
+                count, first, last, worker, types, tasks, _ = read_batch(md)
                 return EventObject(ident, True, count, first, last, types, tasks, worker, None)
-            kind, task, queue, at = read_fields(EVENT_FIELDS, md, ts)
+            kind, task, queue, at = read_one(md)
             return EventObject(
                 ident, False, 1, at, at, (kind,), (task,) if task else (), None, queue
             )
@@ -326,6 +331,7 @@ def event_decoder(layout: Layout) -> Decoder:
 
 def paused_decoder(layout: Layout) -> Decoder:
     folder = paused_prefix(layout)
+    read = field_reader(PAUSED_FIELDS, ts)
 
     def decode(key: str, md: Mapping[str, str]) -> Decoded:
         ident = _checked_id(key, folder, "queue name")
@@ -333,7 +339,7 @@ def paused_decoder(layout: Layout) -> Decoder:
             return ident
         try:
             # A pause means the object exists; the actor and time are for display.
-            return PausedQueue(ident, *read_fields(PAUSED_FIELDS, md, ts))
+            return PausedQueue(ident, *read(md))
         except Exception:
             return PausedQueue(queue=ident, actor=None, at=None)
 
