@@ -23,7 +23,7 @@ def task(tid: str, queue: str = "q", created: float = NOW - 60) -> TaskDef:
 
 
 def entry(tid: str, queue: str = "q") -> Entry:
-    return Entry(tid, queue, 0, None, None, NOW - 60, None, None)
+    return Entry(tid, queue, 0, None, None, NOW - 60, None, 0, None)
 
 
 def state(
@@ -31,7 +31,7 @@ def state(
 ) -> StateRecord:
     return StateRecord(
         tid, status, st, "q", "f", 1, "w" if st == "running" else None, 30.0, NOW + 30, None,
-        0, NOW - 60, NOW - 30, done, error, None,
+        0, NOW - 60, NOW - 30, done, error, None, 0.1,
     )  # fmt: skip
 
 
@@ -190,3 +190,31 @@ def test_a_rate_needs_a_window_and_a_paused_monitor_has_no_live_cost() -> None:
     assert figures.window_s == 30
     paused = meter.figures(paused=True)
     assert paused.paused and paused.requests_per_minute is None
+
+
+def test_what_the_model_remembers_beside_the_bucket_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Outcomes of tasks long deleted, tombstones of deleted generations and event keys seen
+    # through the feed: each has a bound, so a long-running console does not grow with time.
+    from omniq_console.monitor import model as model_module
+    from omniq_console.monitor.model import Outcome
+    from omniq_console.monitor.sources import events as events_module
+    from omniq_console.monitor.sources.events import EventTail
+
+    monkeypatch.setattr(model_module, "MAX_OUTCOMES", 100)
+    monkeypatch.setattr(model_module, "TOMBSTONES", 50)
+    monkeypatch.setattr(events_module, "SEEN_KEEP", 30)
+    m = BucketModel(LAYOUT)
+    for n in range(1_000):
+        m.add_outcome(f"t{n}", Outcome("success", "q", None, None, NOW - 1_000 + n, "events"))
+        m.withdraw("tasks", LAYOUT.task(f"t{n}"), n + 1)
+    m.forget_outcomes(NOW)
+    assert len(m.outcomes) == 100 and len(m.detached) == 100
+    assert m.outcomes_known_from == NOW - 100  # the minutes before are no longer whole
+    assert sum(m.minutes.values()) == 100
+    assert len(m._tombstones) == 50
+    tail = EventTail(LAYOUT, decoders(LAYOUT)["events"], keep=10)
+    for n in range(1_000):
+        tail.mark_seen([LAYOUT.event(f"{n:08x}-0000-7000-8000-000000000000")])
+    assert len(tail._seen) == 30

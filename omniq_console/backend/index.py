@@ -9,9 +9,11 @@ usable index (say, written by another OmniQ backend): the caller reads its body 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from ..models import (
@@ -29,6 +31,7 @@ from .layout import Layout
 from .objectstore import ObjectInfo
 
 INDEX_VERSION = "1"
+T = TypeVar("T")
 
 
 def _ts(value: datetime | None) -> str:
@@ -89,10 +92,234 @@ def _untext(value: str | None) -> str:
     return unquote(value) if value else ""
 
 
-def _parse_ts(value: str | None) -> datetime | None:
-    if not value:
+# -- the field tables ---------------------------------------------------------------------------
+#
+# One table per kind of object: which metadata key holds which field, and how it is coded. The
+# writers below encode from it, the backend's index records (``task_index``...) and the
+# monitor's lean rows (``monitor/records.py``) decode with it: a field cannot be written under
+# one name and read under another, and a field nobody writes cannot be read.
+
+TEXT = "text"  # free text, "" when absent
+OPT = "opt"  # free text, None when absent or empty
+INT = "int"  # 0 when absent
+OPT_INT = "opt_int"  # None when absent
+FLOAT = "float"  # None when absent or not a number
+TIME = "time"  # an ISO time; the reader decides its type (datetime, or POSIX seconds)
+LIST = "list"  # items escaped one by one and comma-joined (``joined_within``)
+RAW = "raw"  # plain ASCII written as is (enum values, flags)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexField:
+    """One field of an object's index: its record attribute, its metadata key, its coding."""
+
+    name: str
+    key: str
+    kind: str
+    required: bool = False
+    default: str = ""
+
+
+def _f(name: str, kind: str, *, key: str | None = None, required: bool = False) -> IndexField:
+    return IndexField(name, key or name, kind, required)
+
+
+TASK_FIELDS: tuple[IndexField, ...] = (
+    _f("queue", TEXT, required=True),
+    _f("func", TEXT),
+    _f("priority", INT),
+    _f("run_at", TIME),
+    _f("expires_at", TIME),
+    _f("created_at", TIME),
+    IndexField("status", "status", RAW, default=TaskStatus.PENDING.value),
+    _f("worker_id", OPT),
+    _f("lease_expires_at", TIME),
+    _f("retry_count", INT),
+)
+"""``tasks/{id}.json``. ``status``, ``worker_id``, ``lease_expires_at`` and ``retry_count`` are
+what the definition said when it was written; the live values are the state record's."""
+
+ENTRY_FIELDS: tuple[IndexField, ...] = (
+    _f("priority", INT),
+    _f("run_at", TIME),
+    _f("expires_at", TIME),
+    _f("created_at", TIME),
+    _f("record_generation", OPT_INT),
+    _f("attempt", INT),
+    _f("func", OPT),
+)
+"""``queues/{queue}/{id}.json``: ranking fields, and the hints of a task pending again."""
+
+RESULT_FIELDS: tuple[IndexField, ...] = (
+    _f("status", RAW, required=True),
+    _f("state", RAW),
+    _f("queue", OPT),
+    _f("func", OPT),
+    _f("attempt", INT),
+    _f("worker_id", OPT),
+    _f("lease_s", FLOAT),
+    _f("lease_expires_at", TIME),
+    _f("run_at", TIME),
+    _f("retry_count", INT),
+    _f("created_at", TIME),
+    _f("started_at", TIME),
+    _f("completed_at", TIME),
+    _f("error_type", OPT),
+    _f("expires_at", TIME),
+    _f("execution_time", FLOAT),
+)
+"""``results/{id}.json``: the task's state record and, once final, its outcome."""
+
+EVENT_FIELDS: tuple[IndexField, ...] = (
+    IndexField("event_type", "type", RAW, required=True),
+    IndexField("task_id", "task", OPT),
+    IndexField("queue", "queue", OPT),
+    IndexField("timestamp", "timestamp", TIME),
+)
+"""``events/{id}.json`` holding one event (``log_event``)."""
+
+EVENT_BATCH_FIELDS: tuple[IndexField, ...] = (
+    IndexField("count", "count", INT),
+    IndexField("first_ts", "first_ts", TIME),
+    IndexField("last_ts", "last_ts", TIME),
+    IndexField("worker", "worker", OPT),
+    IndexField("types", "types", LIST),
+    IndexField("tasks", "tasks", LIST),
+    IndexField("tasks_truncated", "tasks_truncated", INT),
+)
+"""``events/{batch_id}.json`` holding a worker's flush (``batch=1``)."""
+
+SCHEDULE_FIELDS: tuple[IndexField, ...] = (
+    _f("status", RAW, required=True),
+    _f("next_run", TIME),
+)
+
+WORKER_FIELDS: tuple[IndexField, ...] = (
+    IndexField("state", "state", TEXT, default="running"),
+    _f("last_seen", TIME),
+    _f("started_at", TIME),
+    _f("host", TEXT),
+    _f("pid", INT),
+    _f("queues", LIST),
+    _f("running", LIST),
+    _f("processed", INT),
+    _f("failed", INT),
+    _f("concurrency", INT),
+    _f("running_funcs", LIST),
+    _f("queues_truncated", INT),
+    _f("running_truncated", INT),
+)
+"""``workers/{id}.json``: a heartbeat, all in metadata."""
+
+PAUSED_FIELDS: tuple[IndexField, ...] = (_f("actor", OPT), _f("at", TIME))
+"""``paused/{queue}.json``: who paused the queue, and when."""
+
+MARKER_KEYS = frozenset({"omniq_index", "batch"})
+"""Keys that say what an index is, not fields of it."""
+
+
+def field_names(table: Sequence[IndexField]) -> tuple[str, ...]:
+    return tuple(f.name for f in table)
+
+
+def field_reader(
+    table: Sequence[IndexField], time: Callable[[str], T]
+) -> Callable[[Mapping[str, str]], list[Any]]:
+    """A function giving the values of ``table``'s fields in a metadata mapping, in table
+    order; times through ``time``. Built once per table (a decoder runs per listed object).
+
+    It raises ``KeyError`` when a required field is missing, ``ValueError``/``OverflowError``
+    when a value does not parse: the caller then reads the body instead.
+    """
+    parsers: dict[str, Callable[[str], Any]] = {
+        TEXT: _untext_value,
+        OPT: _untext_value,
+        INT: int,
+        OPT_INT: int,
+        TIME: time,
+        FLOAT: _number_or_none,
+        LIST: split_joined,
+    }
+    steps: list[tuple[str, Callable[[str], Any], bool, Any]] = []
+    for f in table:
+        parse = parsers.get(f.kind, str)
+        empty: Any = {INT: 0, TEXT: "", LIST: ()}.get(f.kind)
+        if f.default and f.kind in (TEXT, RAW):
+            empty = f.default
+        steps.append((f.key, parse, f.required, empty))
+
+    def read(md: Mapping[str, str]) -> list[Any]:
+        out: list[Any] = []
+        append = out.append
+        get = md.get
+        for key, parse, required, empty in steps:
+            value = get(key)
+            if not value:
+                if required:
+                    raise KeyError(key)
+                append(empty)
+            else:
+                append(parse(value))
+        return out
+
+    return read
+
+
+def _untext_value(value: str) -> str:
+    return unquote(value) if "%" in value else value
+
+
+def _number_or_none(value: str) -> float | None:
+    """A number from metadata, or None when it is not one: a bad lease length or run time
+    leaves the rest of the index usable (the reader decides what a missing value means)."""
+    try:
+        return float(value)
+    except ValueError:
         return None
+
+
+def write_fields(table: Sequence[IndexField], values: Mapping[str, Any]) -> dict[str, str]:
+    """``values`` (by field name) as metadata, coded per ``table``; None and 0 of an optional
+    number are left empty (or out, for ``OPT_INT``)."""
+    md = {"omniq_index": INDEX_VERSION}
+    for f in table:
+        value = values.get(f.name)
+        kind = f.kind
+        if kind in (TEXT, OPT):
+            md[f.key] = _text(value or "", 200)
+        elif kind == INT:
+            md[f.key] = str(value or 0)
+        elif kind == OPT_INT:
+            if value:
+                md[f.key] = str(value)
+        elif kind == FLOAT:
+            md[f.key] = repr(float(value)) if value else ""
+        elif kind == TIME:
+            md[f.key] = _ts(value)
+        elif kind == LIST:
+            md[f.key], _ = joined_within(tuple(value or ()), _METADATA_BUDGET)
+        else:
+            md[f.key] = str(value.value if isinstance(value, Enum) else value or "")
+    return md
+
+
+def _parse_dt(value: str) -> datetime:
     return as_utc(datetime.fromisoformat(value))
+
+
+_READERS: dict[int, tuple[tuple[str, ...], Callable[[Mapping[str, str]], list[Any]]]] = {}
+
+
+def _read(table: Sequence[IndexField], md: Mapping[str, str]) -> dict[str, Any]:
+    """``md`` read with ``table`` into a dict by field name (times as datetimes)."""
+    names_and_read = _READERS.get(id(table))
+    if names_and_read is None:
+        names_and_read = _READERS[id(table)] = (
+            field_names(table),
+            field_reader(table, _parse_dt),
+        )
+    names, read = names_and_read
+    return dict(zip(names, read(md), strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +376,7 @@ class ResultIndex:
     created_at: datetime | None = None
     started_at: datetime | None = None
     generation: int = 0
+    execution_time: float | None = None  # seconds the function ran (the holder measured it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,35 +399,28 @@ class ScheduleIndex:
 
 
 def task_metadata(task: Task) -> dict[str, str]:
+    return write_fields(TASK_FIELDS, _task_values(task))
+
+
+def _task_values(task: Task) -> dict[str, Any]:
     return {
-        "omniq_index": INDEX_VERSION,
-        "status": task.status.value,
-        "queue": _text(task.queue_name, 200),
-        "priority": str(task.priority),
-        "func": _text(task.func, 200),
-        "run_at": _ts(task.run_at),
-        "expires_at": _ts(task.expires_at),
-        "created_at": _ts(task.created_at),
-        "worker_id": _text(task.worker_id or "", 200),
-        "lease_expires_at": _ts(task.lease_expires_at),
-        "retry_count": str(task.retry_count),
+        "status": task.status,
+        "queue": task.queue_name,
+        "priority": task.priority,
+        "func": task.func,
+        "run_at": task.run_at,
+        "expires_at": task.expires_at,
+        "created_at": task.created_at,
+        "worker_id": task.worker_id,
+        "lease_expires_at": task.lease_expires_at,
+        "retry_count": task.retry_count,
     }
 
 
 def task_index_of(task: Task) -> TaskIndex:
-    return TaskIndex(
-        id=task.id,
-        status=task.status,
-        queue=task.queue_name,
-        priority=task.priority,
-        func=task.func,
-        run_at=task.run_at,
-        expires_at=task.expires_at,
-        created_at=task.created_at,
-        worker_id=task.worker_id,
-        lease_expires_at=task.lease_expires_at,
-        retry_count=task.retry_count,
-    )
+    values = _task_values(task)
+    values["status"] = task.status
+    return TaskIndex(id=task.id, **values)
 
 
 def task_index(info: ObjectInfo) -> TaskIndex | None:
@@ -207,19 +428,9 @@ def task_index(info: ObjectInfo) -> TaskIndex | None:
     if md.get("omniq_index") != INDEX_VERSION:
         return None
     try:
-        return TaskIndex(
-            id=Layout.name_of(info.key),
-            status=TaskStatus(md["status"]),
-            queue=_untext(md["queue"]),
-            priority=int(md.get("priority") or 0),
-            func=_untext(md.get("func")),
-            run_at=_parse_ts(md.get("run_at")),
-            expires_at=_parse_ts(md.get("expires_at")),
-            created_at=_parse_ts(md.get("created_at")),
-            worker_id=_untext(md.get("worker_id")) or None,
-            lease_expires_at=_parse_ts(md.get("lease_expires_at")),
-            retry_count=int(md.get("retry_count") or 0),
-        )
+        values = _read(TASK_FIELDS, md)
+        values["status"] = TaskStatus(values["status"])
+        return TaskIndex(id=Layout.name_of(info.key), **values)
     except (KeyError, ValueError, OverflowError):
         return None
 
@@ -231,18 +442,19 @@ def queue_entry_metadata(task: Task, record: TaskResult | None = None) -> dict[s
     """The entry's ranking fields; with ``record`` (a pending-again state record), the hints
     that let a claimer compare-and-swap on it without reading it first."""
     run_at = record.run_at if record is not None and record.run_at else task.run_at
-    md = {
-        "omniq_index": INDEX_VERSION,
-        "priority": str(task.priority),
-        "run_at": _ts(run_at),
-        "expires_at": _ts(task.expires_at),
-        "created_at": _ts(task.created_at),
-        "func": _text(task.func, 200),
-    }
-    if record is not None and record.generation:
-        md["record_generation"] = str(record.generation)
-        md["attempt"] = str(record.attempt)
-    return md
+    hinted = record is not None and bool(record.generation)
+    return write_fields(
+        ENTRY_FIELDS,
+        {
+            "priority": task.priority,
+            "run_at": run_at,
+            "expires_at": task.expires_at,
+            "created_at": task.created_at,
+            "func": task.func,
+            "record_generation": record.generation if hinted and record else None,
+            "attempt": record.attempt if hinted and record else 0,
+        },
+    )
 
 
 def queue_entry_index(info: ObjectInfo, layout: Layout) -> QueueEntryIndex | None:
@@ -252,43 +464,39 @@ def queue_entry_index(info: ObjectInfo, layout: Layout) -> QueueEntryIndex | Non
         return None
     try:
         return QueueEntryIndex(
-            task_id=Layout.name_of(info.key),
-            queue=queue,
-            priority=int(md.get("priority") or 0),
-            run_at=_parse_ts(md.get("run_at")),
-            expires_at=_parse_ts(md.get("expires_at")),
-            created_at=_parse_ts(md.get("created_at")),
-            record_generation=int(md["record_generation"]) if md.get("record_generation") else None,
-            attempt=int(md.get("attempt") or 0),
-            func=_untext(md.get("func")) or None,
+            task_id=Layout.name_of(info.key), queue=queue, **_read(ENTRY_FIELDS, md)
         )
-    except (ValueError, OverflowError):
+    except (KeyError, ValueError, OverflowError):
         return None
 
 
 # -- results ----------------------------------------------------------------------------------
 
 
+def _result_values(result: TaskResult) -> dict[str, Any]:
+    return {
+        "status": result.status,
+        "state": result.task_status,
+        "queue": result.queue_name,
+        "func": result.func,
+        "attempt": result.attempt,
+        "worker_id": result.lease_owner or result.worker_id,
+        "lease_s": result.lease_seconds,
+        "lease_expires_at": result.lease_expires_at,
+        "run_at": result.run_at,
+        "retry_count": result.retry_count,
+        "created_at": result.created_at,
+        "started_at": result.started_at,
+        "completed_at": result.completed_at,
+        "error_type": result.error_type,
+        "expires_at": result.expires_at,
+        "execution_time": result.execution_time,
+    }
+
+
 def result_metadata(result: TaskResult) -> dict[str, str]:
     """The index of a result, which is also the task's state record (docs/architecture.md)."""
-    return {
-        "omniq_index": INDEX_VERSION,
-        "status": result.status.value,
-        "state": result.task_status.value,
-        "queue": _text(result.queue_name or "", 200),
-        "func": _text(result.func or "", 200),
-        "attempt": str(result.attempt),
-        "worker_id": _text(result.lease_owner or result.worker_id or "", 200),
-        "lease_s": f"{result.lease_seconds:g}" if result.lease_seconds else "",
-        "lease_expires_at": _ts(result.lease_expires_at),
-        "run_at": _ts(result.run_at),
-        "retry_count": str(result.retry_count),
-        "created_at": _ts(result.created_at),
-        "started_at": _ts(result.started_at),
-        "completed_at": _ts(result.completed_at),
-        "error_type": _text(result.error_type or "", 200),
-        "expires_at": _ts(result.expires_at),
-    }
+    return write_fields(RESULT_FIELDS, _result_values(result))
 
 
 def result_index(info: ObjectInfo) -> ResultIndex | None:
@@ -296,80 +504,51 @@ def result_index(info: ObjectInfo) -> ResultIndex | None:
     if md.get("omniq_index") != INDEX_VERSION:
         return None
     try:
-        status = ResultStatus(md["status"])
-        state = TaskStatus(md["state"]) if md.get("state") else _state_of(status, md)
-        return ResultIndex(
-            task_id=Layout.name_of(info.key),
-            status=status,
-            completed_at=_parse_ts(md.get("completed_at")),
-            error_type=_untext(md.get("error_type")) or None,
-            expires_at=_parse_ts(md.get("expires_at")),
-            state=state,
-            queue=_untext(md.get("queue")) or None,
-            func=_untext(md.get("func")) or None,
-            attempt=int(md.get("attempt") or 0),
-            worker_id=_untext(md.get("worker_id")) or None,
-            lease_s=_number_or_none(md.get("lease_s")),
-            lease_expires_at=_parse_ts(md.get("lease_expires_at")),
-            run_at=_parse_ts(md.get("run_at")),
-            retry_count=int(md.get("retry_count") or 0),
-            created_at=_parse_ts(md.get("created_at")),
-            started_at=_parse_ts(md.get("started_at")),
-            generation=info.generation,
+        values = _read(RESULT_FIELDS, md)
+        status = values["status"] = ResultStatus(values["status"])
+        state = values["state"]
+        values["state"] = TaskStatus(
+            state if state else state_of(status.value, values["worker_id"])
         )
+        return ResultIndex(task_id=Layout.name_of(info.key), generation=info.generation, **values)
     except (KeyError, ValueError, OverflowError):
         return None
 
 
-def _number_or_none(value: str | None) -> float | None:
-    """A number from metadata, or None when it is missing or not one (the reader decides
-    what a missing value means)."""
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
+_STATE_OF_STATUS = {
+    ResultStatus.SUCCESS.value: TaskStatus.COMPLETED.value,
+    ResultStatus.ERROR.value: TaskStatus.FAILED.value,
+    ResultStatus.CANCELLED.value: TaskStatus.CANCELLED.value,
+    ResultStatus.EXPIRED.value: TaskStatus.EXPIRED.value,
+}
 
 
-def _state_of(status: ResultStatus, md: Mapping[str, str]) -> TaskStatus:
-    """The task status of a record written before records carried ``state``."""
-    if status == ResultStatus.PENDING:
-        return TaskStatus.RUNNING if md.get("worker_id") else TaskStatus.PENDING
-    return TaskResult(task_id="x", status=status).task_status
+def state_of(status: str, worker_id: str | None) -> str:
+    """The task state a result record means when it does not say (records written before
+    they carried ``state``): a pending record with a worker is running."""
+    if status == ResultStatus.PENDING.value:
+        return TaskStatus.RUNNING.value if worker_id else TaskStatus.PENDING.value
+    return _STATE_OF_STATUS[status]
 
 
 def result_index_of(result: TaskResult) -> ResultIndex:
-    return ResultIndex(
-        result.task_id,
-        result.status,
-        result.completed_at,
-        result.error_type,
-        result.expires_at,
-        state=result.task_status,
-        queue=result.queue_name,
-        func=result.func,
-        attempt=result.attempt,
-        worker_id=result.lease_owner or result.worker_id,
-        lease_s=result.lease_seconds,
-        lease_expires_at=result.lease_expires_at,
-        run_at=result.run_at,
-        retry_count=result.retry_count,
-        created_at=result.created_at,
-        started_at=result.started_at,
-        generation=result.generation or 0,
-    )
+    values = _result_values(result)
+    return ResultIndex(task_id=result.task_id, generation=result.generation or 0, **values)
 
 
 # -- events -----------------------------------------------------------------------------------
 
 
 def event_metadata(event: TaskEvent) -> dict[str, str]:
-    return {
-        "omniq_index": INDEX_VERSION,
-        "type": event.event_type.value,
-        "task": _text(event.task_id or "", 200),
-        "queue": _text(event.queue_name or "", 200),
-        "timestamp": _ts(event.timestamp),
-    }
+    return write_fields(
+        EVENT_FIELDS,
+        {
+            "event_type": event.event_type,
+            "task_id": event.task_id,
+            "queue": event.queue_name,
+            "timestamp": event.timestamp,
+        },
+    )
 
 
 def event_index(info: ObjectInfo) -> EventIndex | None:
@@ -377,13 +556,9 @@ def event_index(info: ObjectInfo) -> EventIndex | None:
     if md.get("omniq_index") != INDEX_VERSION:
         return None
     try:
-        return EventIndex(
-            id=Layout.name_of(info.key),
-            event_type=EventType(md["type"]),
-            task_id=_untext(md.get("task")) or None,
-            queue=_untext(md.get("queue")) or None,
-            timestamp=_parse_ts(md.get("timestamp")),
-        )
+        values = _read(EVENT_FIELDS, md)
+        values["event_type"] = EventType(values["event_type"])
+        return EventIndex(id=Layout.name_of(info.key), **values)
     except (KeyError, ValueError, OverflowError):
         return None
 
@@ -392,11 +567,7 @@ def event_index(info: ObjectInfo) -> EventIndex | None:
 
 
 def schedule_metadata(schedule: Schedule) -> dict[str, str]:
-    return {
-        "omniq_index": INDEX_VERSION,
-        "status": schedule.status.value,
-        "next_run": _ts(schedule.next_run),
-    }
+    return write_fields(SCHEDULE_FIELDS, {"status": schedule.status, "next_run": schedule.next_run})
 
 
 def schedule_index(info: ObjectInfo) -> ScheduleIndex | None:
@@ -404,11 +575,9 @@ def schedule_index(info: ObjectInfo) -> ScheduleIndex | None:
     if md.get("omniq_index") != INDEX_VERSION:
         return None
     try:
-        return ScheduleIndex(
-            id=Layout.name_of(info.key),
-            status=ScheduleStatus(md["status"]),
-            next_run=_parse_ts(md.get("next_run")),
-        )
+        values = _read(SCHEDULE_FIELDS, md)
+        values["status"] = ScheduleStatus(values["status"])
+        return ScheduleIndex(id=Layout.name_of(info.key), **values)
     except (KeyError, ValueError, OverflowError):
         return None
 
@@ -468,23 +637,8 @@ def worker_index(info: ObjectInfo) -> WorkerIndex | None:
     if md.get("omniq_index") != INDEX_VERSION:
         return None
     try:
-        return WorkerIndex(
-            id=Layout.name_of(info.key),
-            state=md.get("state", "running"),
-            last_seen=_parse_ts(md.get("last_seen")),
-            started_at=_parse_ts(md.get("started_at")),
-            host=_untext(md.get("host")),
-            pid=int(md.get("pid") or 0),
-            queues=split_joined(md.get("queues")),
-            running=split_joined(md.get("running")),
-            processed=int(md.get("processed") or 0),
-            failed=int(md.get("failed") or 0),
-            concurrency=int(md.get("concurrency") or 0),
-            running_funcs=split_joined(md.get("running_funcs")),
-            queues_truncated=int(md.get("queues_truncated") or 0),
-            running_truncated=int(md.get("running_truncated") or 0),
-        )
-    except ValueError:
+        return WorkerIndex(id=Layout.name_of(info.key), **_read(WORKER_FIELDS, md))
+    except (KeyError, ValueError, OverflowError):
         return None
 
 
@@ -531,17 +685,8 @@ def event_batch_index(info: ObjectInfo) -> EventBatchIndex | None:
     if md.get("omniq_index") != INDEX_VERSION or md.get("batch") != "1":
         return None
     try:
-        return EventBatchIndex(
-            id=Layout.name_of(info.key),
-            count=int(md.get("count") or 0),
-            first_ts=_parse_ts(md.get("first_ts")),
-            last_ts=_parse_ts(md.get("last_ts")),
-            worker=_untext(md.get("worker")) or None,
-            types=tuple(t for t in (md.get("types") or "").split(",") if t),
-            tasks=split_joined(md.get("tasks")),
-            tasks_truncated=int(md.get("tasks_truncated") or 0),
-        )
-    except (ValueError, OverflowError):
+        return EventBatchIndex(id=Layout.name_of(info.key), **_read(EVENT_BATCH_FIELDS, md))
+    except (KeyError, ValueError, OverflowError):
         return None
 
 
@@ -556,16 +701,11 @@ class PausedIndex:
 
 
 def paused_metadata(actor: str, at: datetime) -> dict[str, str]:
-    return {"omniq_index": INDEX_VERSION, "actor": _text(actor, 200), "at": _ts(at)}
+    return write_fields(PAUSED_FIELDS, {"actor": actor, "at": at})
 
 
 def paused_index(info: ObjectInfo) -> PausedIndex | None:
-    md = info.metadata
     try:
-        return PausedIndex(
-            queue=Layout.name_of(info.key),
-            actor=_untext(md.get("actor")) or None,
-            at=_parse_ts(md.get("at")),
-        )
-    except (ValueError, OverflowError):
+        return PausedIndex(queue=Layout.name_of(info.key), **_read(PAUSED_FIELDS, info.metadata))
+    except (KeyError, ValueError, OverflowError):
         return None

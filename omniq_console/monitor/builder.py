@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ..backend.layout import Layout
-from ..models import ScheduleStatus
+from ..models import Schedule, ScheduleStatus, as_utc
 from .model import MINUTE, BucketModel, Outcome
 from .records import ScheduleRecord, to_datetime
 from .snapshot import (
@@ -32,6 +32,7 @@ RESULT_MINUTES = 30
 FAILURE_WINDOW_S = 300.0
 THROUGHPUT_EVERY_S = 10.0
 WINDOWS = (("15m", 900.0), ("1h", 3600.0), ("6h", 21600.0))
+OUTCOMES = ("success", "error", "cancelled", "expired")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class Thresholds:
 class Parts:
     queues: tuple[QueueStats, ...]
     results_per_minute: tuple[ResultMinute, ...]
+    window_outcomes: dict[str, int]
     failure_rate: float
     outcome_window_s: float
     outcome_source: str
@@ -92,12 +94,18 @@ class SnapshotBuilder:
         oldest: dict[str, float] = {}
         stuck: list[StuckTask] = []
         funcs: dict[str, str] = {}
+        held: dict[str, list[str]] = {}
         for n, t in enumerate(model.live_tasks()):
             if n % SLICE == SLICE - 1:
                 await asyncio.sleep(0)
             if t.status == "running":
                 running[t.queue] = running.get(t.queue, 0) + 1
                 funcs[t.id] = t.func
+                if t.entry is not None:
+                    # The entry of a running task stays in its queue until the outcome.
+                    claimed[t.entry.queue] = claimed.get(t.entry.queue, 0) + 1
+                if t.worker_id is not None:
+                    held.setdefault(t.worker_id, []).append(t.id)
                 lease = t.lease_expires_at
                 if lease is not None and lease < now:
                     stuck.append(
@@ -119,8 +127,6 @@ class SnapshotBuilder:
                 expired[q] = expired.get(q, 0) + 1
             elif t.run_at is not None and t.run_at > now:
                 delayed[q] = delayed.get(q, 0) + 1
-            elif e.lease_owner and e.lease_expires_at is not None and e.lease_expires_at > now:
-                claimed[q] = claimed.get(q, 0) + 1
             else:
                 pending[q] = pending.get(q, 0) + 1
                 # A delayed task has waited since its run_at, not since it was enqueued.
@@ -160,20 +166,28 @@ class SnapshotBuilder:
             )
         self.trends = trends
 
+        # Only minutes where both successes and failures are known are drawn and counted
+        # (``BucketModel.mark_outcomes_known``); the ones before are marked unknown.
+        known = model.outcomes_known_from
+        first_known = int(known // MINUTE) if known is not None else None
         first = int(now // MINUTE) - RESULT_MINUTES + 1
         bars = []
         for m in range(first, first + RESULT_MINUTES):
-            counts = {
-                s: model.minutes.get((m, s), 0)
-                for s in ("success", "error", "cancelled", "expired")
-            }
+            if first_known is not None and m < first_known:
+                bars.append(ResultMinute(minute=to_datetime(m * MINUTE), known=False))  # type: ignore[arg-type]
+                continue
+            counts = {s: model.minutes.get((m, s), 0) for s in OUTCOMES}
             bars.append(ResultMinute(minute=to_datetime(m * MINUTE), **counts))  # type: ignore[arg-type]
         # The failure rate over the last FAILURE_WINDOW_S, from the minute counters: whole
-        # minutes, the current one included (so the window is 5 to 6 minutes wide).
+        # minutes, the current one included (so the window is 5 to 6 minutes wide), known
+        # minutes only. ``window_outcomes`` counts the same outcomes.
         last = int(now // MINUTE)
-        span = range(last - int(FAILURE_WINDOW_S // MINUTE), last + 1)
-        ok = sum(model.minutes.get((m, "success"), 0) for m in span)
-        err = sum(model.minutes.get((m, "error"), 0) for m in span)
+        start = last - int(FAILURE_WINDOW_S // MINUTE)
+        if first_known is not None:
+            start = min(last, max(start, first_known))
+        span = range(start, last + 1)
+        window = {s: sum(model.minutes.get((m, s), 0) for m in span) for s in OUTCOMES}
+        ok, err = window["success"], window["error"]
         source = "results+events" if model.detached else "results"
         window_s = now - span.start * MINUTE
 
@@ -183,9 +197,11 @@ class SnapshotBuilder:
         ]
         schedules.sort(key=lambda r: (r.next_run is None, r.next_run or now_dt, r.id))
 
-        defs = model.defs
         workers = []
         for w in model.workers.values():
+            # What it runs, from the state records (as Queues' running counts it): a heartbeat
+            # lists what ran when it was written, up to a heartbeat interval ago.
+            runs = tuple(sorted(held.get(w.id, ())))
             age = now - w.last_seen if w.last_seen is not None else None
             alive = (
                 w.state == "running"
@@ -202,16 +218,12 @@ class SnapshotBuilder:
                     host=w.host,
                     pid=w.pid,
                     queues=w.queues,
-                    running=w.running,
+                    running=runs,
                     processed=w.processed,
                     failed=w.failed,
                     concurrency=w.concurrency,
-                    utilisation=(
-                        round(len(w.running) / w.concurrency, 3) if w.concurrency > 0 else None
-                    ),
-                    running_funcs=tuple(
-                        funcs.get(t) or (defs[t].func if t in defs else "") for t in w.running
-                    ),
+                    utilisation=round(len(runs) / w.concurrency, 3) if w.concurrency > 0 else None,
+                    running_funcs=tuple(funcs[t] for t in runs),
                     dead=w.state == "running" and not alive,
                 )
             )
@@ -219,6 +231,7 @@ class SnapshotBuilder:
         return Parts(
             queues=tuple(queues),
             results_per_minute=tuple(bars),
+            window_outcomes=window,
             failure_rate=err / (ok + err) if ok + err else 0.0,
             outcome_window_s=round(window_s, 1),
             outcome_source=source,
@@ -236,6 +249,7 @@ def schedule_row(
     The id is the key's: actions on the row address that object, whatever its body claims.
     """
     s = rec.schedule
+    paused_by, paused_at = paused_stamp(s) if s.status == ScheduleStatus.PAUSED else (None, None)
     return ScheduleRow(
         id=Layout.name_of(key),
         func=s.func,
@@ -254,7 +268,24 @@ def schedule_row(
             and s.next_run < now - grace
         ),
         generation=generation,
+        paused_by=paused_by,
+        paused_at=paused_at,
     )
+
+
+def paused_stamp(schedule: Schedule) -> tuple[str | None, datetime | None]:
+    """Who paused ``schedule`` and when: the operator's stamp in its body
+    (``metadata.last_operator_action``, written with the pause); (None, None) when the last
+    action recorded there is not a pause (created paused, or by a writer that does not stamp)."""
+    stamp = schedule.metadata.get("last_operator_action")
+    if not isinstance(stamp, dict) or stamp.get("action") != "pause_schedule":
+        return None, None
+    actor = stamp.get("actor")
+    try:
+        at = as_utc(datetime.fromisoformat(str(stamp.get("at"))))
+    except (TypeError, ValueError):
+        at = None
+    return (str(actor)[:200] if actor else None), at
 
 
 def throughput_windows(outcomes: list[Outcome], now: float) -> dict[str, tuple[QueueWindow, ...]]:
@@ -269,7 +300,8 @@ def throughput_windows(outcomes: list[Outcome], now: float) -> dict[str, tuple[Q
         if slots is None:
             slots = acc[o.queue or ""] = [([0, 0], [], []) for _ in WINDOWS]
         wait = o.started_at - o.created_at if o.started_at and o.created_at else None
-        run = o.completed_at - o.started_at if o.started_at else None
+        # As the function ran; completed - started also holds the outcome's per-name wait.
+        run = o.run_s
         for (counts, waits, runs), floor in zip(slots, floors, strict=True):
             if o.completed_at < floor:
                 continue

@@ -1,20 +1,23 @@
-"""One task on demand: its body, its state record and its events; bodies for search.
+"""One task on demand: its definition overlaid with its state record, and its events; bodies
+for search.
 
-Bodies read for search are cached by generation: when the model knows a task's generation and
-the cache holds that generation, no GET is sent.
+A task's status, worker, attempt and retries are the state record's (``lifecycle.overlay``, the
+path ``get_task`` takes), never the definition body's. Bodies read for search go through the
+backend's ``BodyReader`` and ``BodyCache``: when the model knows an object's generation and the
+cache holds it, no GET is sent.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TypeVar
 
+from ..backend import lifecycle
 from ..backend.errors import CorruptObjectError
 from ..backend.layout import Layout, check_id
-from ..backend.listing import parse_model
-from ..backend.objectstore import ObjectData
+from ..backend.listing import BodyReader, parse_model
+from ..backend.objectstore import ObjectData, ObjectInfo
 from ..backend.storeapi import ObjectStoreAPI
 from ..models import OmniQModel, Task, TaskResult
 from .io import read_many
@@ -29,8 +32,6 @@ DETAIL_EVENTS = 500
 """Most events a task detail shows (newest kept)."""
 DETAIL_EVENT_OBJECTS = 200
 """Most event objects a detail reads."""
-BODY_CACHE = 20_000
-SEARCH_CONCURRENCY = 8
 
 
 def _model_or_report(
@@ -54,8 +55,11 @@ async def task_detail(
     check_id(task_id, "task id")
     unreadable: list[UnreadableRow] = []
     bodies = await read_many(store, [layout.task(task_id), layout.result(task_id)])
-    task = _model_or_report(Task, bodies.get(layout.task(task_id)), unreadable)
+    definition = _model_or_report(Task, bodies.get(layout.task(task_id)), unreadable)
     result = _model_or_report(TaskResult, bodies.get(layout.result(task_id)), unreadable)
+    # The definition says what was enqueued; status, worker, attempt and retries are the
+    # state record's, as get_task derives them.
+    task = lifecycle.overlay(definition, result) if definition is not None else None
     anchor = task.created_at.timestamp() if task else None
     if anchor is None and result is not None:
         anchor = result.created_at.timestamp()
@@ -95,57 +99,30 @@ async def task_detail(
         result=result,
         events=tuple(ordered),
         unreadable=tuple(unreadable),
+        status=task.status.value if task is not None else None,
+        worker_id=task.worker_id if task is not None else None,
+        attempt=result.attempt if result is not None else 0,
+        retry_count=task.retry_count if task is not None else 0,
+        max_retries=task.max_retries if task is not None else None,
     )
 
 
-class BodyCache:
-    """Task and result bodies by (key, generation), least recently used dropped first."""
-
-    def __init__(self) -> None:
-        self._items: OrderedDict[str, tuple[int, OmniQModel | None]] = OrderedDict()
-        self.hits = 0
-        """Bodies served from the cache (the model's generation matched)."""
-        self.misses = 0
-        """Bodies that had to be read."""
-
-    async def bodies(
-        self,
-        store: ObjectStoreAPI,
-        model: BucketModel,
-        kind: str,
-        keys: dict[str, str],
-        cls: type[M],
-    ) -> dict[str, M | None]:
-        """``keys``: task id -> key. Missing or unreadable objects map to None."""
-        out: dict[str, M | None] = {}
-        need: list[str] = []
-        for tid, key in keys.items():
-            gen = model.generation(kind, key)
-            cached = self._items.get(key)
-            if cached is not None and gen is not None and cached[0] == gen:
-                self._items.move_to_end(key)
-                out[tid] = cached[1]  # type: ignore[assignment]
-            else:
-                need.append(key)
-        self.hits += len(keys) - len(need)
-        self.misses += len(need)
-        got = await read_many(store, need, SEARCH_CONCURRENCY)
-        by_key = {key: tid for tid, key in keys.items()}
-        for key in need:
-            value = got.get(key)
-            parsed: M | None = None
-            if isinstance(value, ObjectData):
-                try:
-                    parsed = parse_model(cls, key, value.data)
-                except CorruptObjectError:
-                    parsed = None
-                self._items[key] = (value.generation, parsed)
-                self._items.move_to_end(key)
-            out[by_key[key]] = parsed
-        while len(self._items) > BODY_CACHE:
-            self._items.popitem(last=False)
-        await asyncio.sleep(0)
-        return out
+async def bodies(
+    reader: BodyReader, model: BucketModel, kind: str, keys: dict[str, str], cls: type[M]
+) -> dict[str, M | None]:
+    """``keys``: task id -> key. Bodies at the generation the model knows (from the backend's
+    cache when it holds that one); missing or unreadable objects map to None."""
+    infos = [
+        ObjectInfo(key, model.generation(kind, key) or 0, 0, None, {}) for key in keys.values()
+    ]
+    out: dict[str, M | None] = dict.fromkeys(keys)
+    for item in await reader.read_listed(infos, cls):
+        # A task body names its id, a state record its task's.
+        tid = item.task_id if isinstance(item, TaskResult) else getattr(item, "id", None)
+        if isinstance(tid, str) and tid in out:
+            out[tid] = item
+    await asyncio.sleep(0)
+    return out
 
 
 def task_keys(layout: Layout, ids: Sequence[str], result: bool) -> dict[str, str]:

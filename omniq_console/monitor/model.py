@@ -42,15 +42,22 @@ MINUTE = 60.0
 OUTCOME_KEEP_S = 6 * 3600.0
 """Outcomes are remembered this long after completion (the longest throughput window), also
 after their result records are deleted."""
-TOMBSTONES = 200_000
-"""Deleted generations remembered (oldest forgotten first): enough for any reordering window."""
+TOMBSTONES = 50_000
+"""Deleted generations remembered (oldest forgotten first): enough for the feed's reordering
+and redelivery window (minutes) at hundreds of deletes a second; the reconcile corrects the
+rest."""
+MAX_OUTCOMES = 200_000
+"""Outcomes remembered at most (the oldest forgotten first, beside ``OUTCOME_KEEP_S``): a
+fleet finishing more than ~10 tasks a second keeps its charts' last hours, not unbounded."""
 
 _FINAL = frozenset(s.value for s in TaskStatus) - {
     TaskStatus.PENDING.value,
     TaskStatus.RUNNING.value,
 }
 _ERROR = ResultStatus.ERROR.value
+_SUCCESS = ResultStatus.SUCCESS.value
 _RUNNING = TaskStatus.RUNNING.value
+_PENDING = TaskStatus.PENDING.value
 
 
 class Known(NamedTuple):
@@ -70,16 +77,22 @@ class Outcome(NamedTuple):
     started_at: float | None
     completed_at: float
     source: str  # "results" or "events"
+    # Seconds the function ran, as its worker measured it (None: not recorded). The record's
+    # completed_at is later: the outcome waits out the per-name second before it is written.
+    run_s: float | None = None
 
 
 class Contribution(NamedTuple):
     """What one task adds to the running aggregates (subtracted when it changes)."""
 
     status: str | None  # counted in Snapshot.tasks (tasks with a definition)
+    # Snapshot.results and failure groups count the same tasks (those with a definition); a
+    # state record whose task is gone counts in ``orphan`` only.
     result_status: str | None
     error_type: str | None  # failure groups: error results only
     queue: str | None
     live: bool
+    orphan: str | None = None
 
 
 class LiveTask(NamedTuple):
@@ -120,6 +133,8 @@ class BucketModel:
         self.task_counts: Counter[str] = Counter({s.value: 0 for s in TaskStatus})
         self.result_counts: Counter[str] = Counter({s.value: 0 for s in ResultStatus})
         self.failures: Counter[str] = Counter()
+        self.orphans: Counter[str] = Counter()
+        """State records whose task is gone, by result status (not in ``result_counts``)."""
         self.queue_names: Counter[str] = Counter()
         self.live: dict[str, LiveTask] = {}
         """Tasks that are not final, joined from their objects (kept per change)."""
@@ -130,6 +145,9 @@ class BucketModel:
         self.detached: set[str] = set()
         """Outcomes known from events, or whose result record is gone (``outcome_source``)."""
         self._forget_after = -1.0
+        self.outcomes_known_from: float | None = None
+        """Outcomes completed before this time may be missing (their records were deleted
+        before the monitor's first listing): see ``mark_outcomes_known``."""
 
         self.rows: dict[str, TaskRow] = {}
         # Rows newest first, and their sort keys at the same positions: a tuple of the rows is
@@ -247,7 +265,9 @@ class BucketModel:
         old = self._contrib.pop(tid, None)
         if old is not None:
             self._count(old, -1)
-        status = r.state if r is not None else (d.status if d is not None else None)
+        # Derived as ``get_task`` derives it: no state record means pending, whatever the
+        # definition said when it was written.
+        status = r.state if r is not None else (_PENDING if d is not None else None)
         if d is None and r is None and e is None:
             self.live.pop(tid, None)
             self._set_row(tid, None)
@@ -255,14 +275,16 @@ class BucketModel:
             return
         queue = (d.queue if d else None) or (r.queue if r else None) or (e.queue if e else None)
         live = (d is not None or e is not None) and status not in _FINAL
+        counted = d is not None
         new = Contribution(
-            status=status if d is not None else None,
-            result_status=r.status if r is not None else None,
+            status=status if counted else None,
+            result_status=r.status if r is not None and counted else None,
             error_type=(r.error_type or "unknown")
-            if r is not None and r.status == _ERROR
+            if r is not None and counted and r.status == _ERROR
             else None,
             queue=queue,
             live=live,
+            orphan=r.status if r is not None and not counted else None,
         )
         self._contrib[tid] = new
         self._count(new, 1)
@@ -271,10 +293,18 @@ class BucketModel:
         else:
             self.live.pop(tid, None)
         if r is not None and r.state in _FINAL and r.completed_at is not None:
-            started = r.started_at if r.started_at is not None else (d.started_at if d else None)
             created = (d.created_at if d else None) or r.created_at
             self.add_outcome(
-                tid, Outcome(r.status, queue, created, started, r.completed_at, "results")
+                tid,
+                Outcome(
+                    r.status,
+                    queue,
+                    created,
+                    r.started_at,
+                    r.completed_at,
+                    "results",
+                    r.execution_time,
+                ),
             )
         elif r is not None and r.state not in _FINAL:
             # A retried (operator retry) task is no longer an outcome.
@@ -294,6 +324,10 @@ class BucketModel:
             self.task_counts[c.status] += sign
         if c.result_status is not None:
             self.result_counts[c.result_status] += sign
+        if c.orphan is not None:
+            self.orphans[c.orphan] += sign
+            if self.orphans[c.orphan] <= 0:
+                del self.orphans[c.orphan]
         if c.error_type is not None:
             self.failures[c.error_type] += sign
             if self.failures[c.error_type] <= 0:
@@ -325,6 +359,20 @@ class BucketModel:
             self.outcome_changes += 1
             self.detached.discard(tid)
 
+    def mark_outcomes_known(self, now: float) -> None:
+        """After the first listing: from when on every success and every failure is known.
+
+        Retention deletes records by age, and often keeps failures longer than successes:
+        before the oldest success still listed, successes may be gone while failures are
+        not (a chart of only red bars). Both kinds are complete from the later of the two
+        oldest outcomes listed (``now`` for a kind with none listed); from then on the
+        monitor sees every outcome as it lands."""
+        oldest: dict[str, float] = {}
+        for r in self.states.values():
+            if r.completed_at is not None and r.status in (_SUCCESS, _ERROR):
+                oldest[r.status] = min(oldest.get(r.status, r.completed_at), r.completed_at)
+        self.outcomes_known_from = max(oldest.get(_SUCCESS, now), oldest.get(_ERROR, now))
+
     def forget_outcomes(self, now: float, *, every: float = MINUTE) -> None:
         """Drop outcomes older than ``OUTCOME_KEEP_S`` (their minutes are off every chart); a
         scan of every outcome, so at most once per ``every`` seconds."""
@@ -332,36 +380,38 @@ class BucketModel:
             return
         self._forget_after = now + every
         floor = now - OUTCOME_KEEP_S
+        if len(self.outcomes) > MAX_OUTCOMES:
+            times = sorted(o.completed_at for o in self.outcomes.values())
+            floor = max(floor, times[len(times) - MAX_OUTCOMES])
+            # Minutes before the floor are no longer whole: say so on the chart.
+            self.outcomes_known_from = max(self.outcomes_known_from or floor, floor)
         old = [tid for tid, o in self.outcomes.items() if o.completed_at < floor]
         for tid in old:
             self._drop_outcome(tid)
-        for minute in [m for m, n in self.minutes.items() if n <= 0 or m[0] * MINUTE < floor]:
+        for minute in [
+            m for m, n in self.minutes.items() if n <= 0 or (m[0] + 1) * MINUTE <= floor
+        ]:
             del self.minutes[minute]
 
     # -- task rows --------------------------------------------------------------------------
 
     def _row(self, tid: str, d: TaskDef, r: StateRecord | None) -> TaskRow:
-        status = r.state if r is not None else d.status
-        # The lease holder while running, and who ran it once final (the finished lists name
-        # their worker); none while it waits again after a retry.
-        holds = status == _RUNNING or status in _FINAL
-        worker = (r.worker_id if r is not None else d.worker_id) if holds else None
-        run_at = r.run_at if r is not None and r.run_at is not None else d.run_at
+        """A task's row: status, worker, attempt and retries from its state record (the one
+        derived path, as ``get_task``), the definition's fields from the task object. The
+        worker is the lease holder while it runs, who ran it last once it is final."""
+        if r is None:
+            return TaskRow(
+                tid, d.queue, d.func, TaskStatus.PENDING.value, d.priority,
+                to_datetime(d.created_at), to_datetime(d.run_at), 0, None, None, None, None, 0,
+            )  # fmt: skip
+        run_at = r.run_at if r.run_at is not None else d.run_at
+        # As ``lifecycle.overlay``: nobody runs a task while it waits (a retry, a release).
+        worker = r.worker_id if r.state != _PENDING else None
         return TaskRow(
-            tid,
-            d.queue,
-            d.func,
-            status,
-            d.priority,
-            to_datetime(d.created_at),
-            to_datetime(run_at),
-            r.retry_count if r is not None else d.retry_count,
-            worker if worker is not None else (None if r is not None else d.worker_id),
-            r.error_type if r is not None else None,
-            to_datetime(r.started_at if r is not None else d.started_at),
-            to_datetime(r.completed_at if r is not None else None),
-            r.attempt if r is not None else 0,
-        )
+            tid, d.queue, d.func, r.state, d.priority, to_datetime(d.created_at),
+            to_datetime(run_at), r.retry_count, worker, r.error_type,
+            to_datetime(r.started_at), to_datetime(r.completed_at), r.attempt,
+        )  # fmt: skip
 
     def _set_row(self, tid: str, row: TaskRow | None) -> None:
         if not self.task_rows_enabled:
@@ -409,7 +459,7 @@ class BucketModel:
 
 
 def _live_task(tid: str, d: TaskDef | None, r: StateRecord | None, e: Entry | None) -> LiveTask:
-    status = r.state if r is not None else (d.status if d is not None else "pending")
+    status = r.state if r is not None else _PENDING
     if r is not None and r.run_at is not None:
         run_at: float | None = r.run_at  # a retry's due time
     else:
@@ -422,8 +472,6 @@ def _live_task(tid: str, d: TaskDef | None, r: StateRecord | None, e: Entry | No
         entry=e,
         run_at=run_at,
         created_at=(e.created_at if e else None) or (d.created_at if d else None),
-        worker_id=r.worker_id if r is not None else (d.worker_id if d else None),
-        lease_expires_at=(
-            r.lease_expires_at if r is not None else (d.lease_expires_at if d else None)
-        ),
+        worker_id=r.worker_id if r is not None else None,
+        lease_expires_at=r.lease_expires_at if r is not None else None,
     )

@@ -35,15 +35,16 @@ from datetime import datetime, timedelta
 from typing import IO, Any, Protocol
 
 from ..backend.layout import Layout
+from ..backend.listing import BodyCache, BodyReader
 from ..backend.objectstore import ObjectData, ObjectInfo
 from ..backend.storeapi import ObjectStoreAPI
 from ..checks import check_seconds
 from ..models import Task, TaskResult, utcnow
 from .builder import SnapshotBuilder, Thresholds
-from .detail import BodyCache, task_detail, task_keys
+from .detail import bodies, task_detail, task_keys
 from .io import describe_error, read_many
 from .model import BucketModel
-from .records import decoders, kind_of, parse_body
+from .records import decoders, kind_of, parse_body, to_datetime
 from .requests import RequestMeter
 from .snapshot import RequestFigures, Snapshot, TaskDetail, UnreadableRow
 from .sources.events import EventTail
@@ -65,6 +66,10 @@ FEED_GAP_S = 0.2
 PAYLOADLESS_READS = 64
 """Changes without a payload (``payloadFormat`` ``NONE``) looked up one by one per poll at
 most; more, and the poll lists everything instead."""
+BODY_CACHE_ENTRIES = 5_000
+BODY_CACHE_S = 300.0
+"""Bodies read for search stay cached this long unused (and at most that many)."""
+SEARCH_CONCURRENCY = 8
 
 Subscriber = Callable[[Snapshot], Awaitable[Any] | Any]
 
@@ -149,7 +154,9 @@ class Monitor:
         self.reconciler = Reconciler(layout, self._decoders, float(reconcile_s), self.usage)
         self._tail = EventTail(layout, self._decoders["events"], self.recent_events)
         self._builder = SnapshotBuilder()
-        self._bodies = BodyCache()
+        # Bodies read for search: the backend's reader and cache, bounded in entries and age.
+        self.body_cache = BodyCache(BODY_CACHE_S, max_entries=BODY_CACHE_ENTRIES)
+        self._bodies = BodyReader(backend.store, self.body_cache, concurrency=SEARCH_CONCURRENCY)
         self.meter = RequestMeter(lambda: self._backend.store.stats)
 
         self.latest: Snapshot | None = None
@@ -377,9 +384,9 @@ class Monitor:
     def request_figures(self) -> RequestFigures:
         """Requests this monitor made since it was created, and (once there is a window) their
         rate and price per hour."""
-        bodies = self._bodies
+        cache = self.body_cache
         return self.meter.figures(
-            paused=self._paused, cache_hits=bodies.hits, cache_misses=bodies.misses
+            paused=self._paused, cache_hits=cache.hits, cache_misses=cache.misses
         )
 
     def _stale(self, error: BaseException) -> Snapshot:
@@ -460,6 +467,8 @@ class Monitor:
                 self._listing.run(store, self.model), self._tail.list_new(store, now)
             )
             await self._read_bodies(store, applied.need_body)
+            if not self._listed:
+                self.model.mark_outcomes_known(now.timestamp())
             self._listed = True
             new_events += [(i.key, i.metadata) for i in event_infos]
             if feed is not None:
@@ -593,10 +602,13 @@ class Monitor:
             queues=parts.queues,
             tasks=dict(model.task_counts),
             results=dict(model.result_counts),
+            results_without_task=dict(sorted(model.orphans.items())),
             results_per_minute=parts.results_per_minute,
             failures_by_type=failures,
             failure_rate=parts.failure_rate,
+            window_outcomes=parts.window_outcomes,
             outcome_window_s=parts.outcome_window_s,
+            outcomes_known_since=to_datetime(model.outcomes_known_from),
             outcome_source=parts.outcome_source,
             events=self._tail.rows(),
             schedules=parts.schedules,
@@ -631,15 +643,13 @@ class Monitor:
         generation matches, else read with bounded concurrency."""
         keys = task_keys(self._backend.layout, task_ids, result=False)
         with self.meter.metered():
-            return await self._bodies.bodies(self._backend.store, self.model, "tasks", keys, Task)
+            return await bodies(self._bodies, self.model, "tasks", keys, Task)
 
     async def result_bodies(self, task_ids: Sequence[str]) -> dict[str, TaskResult | None]:
         """Result bodies (for search across error text), as ``task_bodies``."""
         keys = task_keys(self._backend.layout, task_ids, result=True)
         with self.meter.metered():
-            return await self._bodies.bodies(
-                self._backend.store, self.model, "results", keys, TaskResult
-            )
+            return await bodies(self._bodies, self.model, "results", keys, TaskResult)
 
 
 async def take_snapshot(

@@ -88,8 +88,18 @@ def _queues(s: Snapshot) -> Table:
 
 
 def _results(s: Snapshot) -> Table:
-    table = _counts("Results", s.results)
-    table.caption = f"failure rate (last 5 min): {s.failure_rate:.1%}"
+    """State records of the tasks in the bucket; the rate is over the outcomes of its window
+    (deleted tasks' included), whose counts it shows beside it."""
+    table = _counts("Results (tasks in the bucket)", s.results)
+    w = s.window_outcomes
+    caption = (
+        f"failure rate (last {s.outcome_window_s / 60:.0f} min): {s.failure_rate:.1%}"
+        f" of {w.get('success', 0)} succeeded + {w.get('error', 0)} failed"
+    )
+    orphans = sum(s.results_without_task.values())
+    if orphans:
+        caption += f"; {orphans} results of deleted tasks not counted"
+    table.caption = caption
     return table
 
 
@@ -108,12 +118,14 @@ def _per_minute(s: Snapshot) -> Table:
     for col in ("minute", "success", "error", "cancelled", "expired"):
         table.add_column(col, justify="left" if col == "minute" else "right")
     for m in s.results_per_minute[-10:]:
+        # A minute before outcomes_known_since: retention may have deleted part of it.
+        counts = (m.success, m.error, m.cancelled, m.expired) if m.known else None
         table.add_row(
             Text(f"{m.minute:%H:%M}"),
-            Text(str(m.success)),
-            Text(str(m.error)),
-            Text(str(m.cancelled)),
-            Text(str(m.expired)),
+            *(
+                Text(str(n) if counts else "?", style="" if counts else "dim")
+                for n in counts or (0,) * 4
+            ),
         )
     return table
 
@@ -127,7 +139,7 @@ def _schedules(s: Snapshot) -> Table:
             _t(r.id),
             _t(r.func),
             _t(r.schedule_type),
-            _t(r.status),
+            _t(f"{r.status} by {r.paused_by}" if r.paused_by else r.status),
             _t(r.next_run),
             _t(r.last_run),
             Text(str(r.run_count)),

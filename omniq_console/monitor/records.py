@@ -19,9 +19,23 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
-from urllib.parse import unquote
 
 from ..backend.errors import CorruptObjectError
+from ..backend.index import (
+    ENTRY_FIELDS,
+    EVENT_BATCH_FIELDS,
+    EVENT_FIELDS,
+    INDEX_VERSION,
+    PAUSED_FIELDS,
+    RESULT_FIELDS,
+    TASK_FIELDS,
+    WORKER_FIELDS,
+    field_reader,
+    queue_entry_metadata,
+    result_metadata,
+    state_of,
+    task_metadata,
+)
 from ..backend.layout import Layout, check_id
 from ..backend.listing import parse_model
 from ..checks import describe_exception
@@ -36,25 +50,23 @@ from ..models import (
 )
 from .snapshot import UnreadableRow
 
-INDEX_VERSION = "1"
-
 FINAL_STATES = frozenset(
     {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED}
 )
 """Task states after which nothing runs (``docs/architecture.md``, "Task status")."""
 
-_STATE_OF_STATUS = {
-    ResultStatus.SUCCESS.value: TaskStatus.COMPLETED.value,
-    ResultStatus.ERROR.value: TaskStatus.FAILED.value,
-    ResultStatus.CANCELLED.value: TaskStatus.CANCELLED.value,
-    ResultStatus.EXPIRED.value: TaskStatus.EXPIRED.value,
-}
+_TASK_STATES = frozenset(s.value for s in TaskStatus)
+_RESULT_STATUSES = frozenset(s.value for s in ResultStatus)
+
+# The lean rows below hold, after their id (and queue), exactly the fields of the backend's
+# field table of their kind, in its order (``backend/index.py``): a decoder builds a row from
+# ``field_reader`` positionally, and a test checks the names line up.
 
 
 class TaskDef(NamedTuple):
-    """``tasks/{id}.json``: the definition. ``status``, ``worker_id``, ``lease_expires_at`` and
-    ``retry_count`` are what the object said when written (older writers kept the live status
-    there; the state record overrides them)."""
+    """``tasks/{id}.json``: the definition (``TASK_FIELDS``). ``status``, ``worker_id``,
+    ``lease_expires_at`` and ``retry_count`` are what the object said when written; the state
+    record overrides them."""
 
     id: str
     queue: str
@@ -67,11 +79,10 @@ class TaskDef(NamedTuple):
     worker_id: str | None
     lease_expires_at: float | None
     retry_count: int
-    started_at: float | None = None
 
 
 class Entry(NamedTuple):
-    """``queues/{queue}/{id}.json``: the task waits (or runs) in this queue."""
+    """``queues/{queue}/{id}.json`` (``ENTRY_FIELDS``): the task waits (or runs) here."""
 
     task_id: str
     queue: str
@@ -79,12 +90,14 @@ class Entry(NamedTuple):
     run_at: float | None
     expires_at: float | None
     created_at: float | None
-    lease_owner: str | None
-    lease_expires_at: float | None
+    record_generation: int | None
+    attempt: int
+    func: str | None
 
 
 class StateRecord(NamedTuple):
-    """``results/{id}.json``: the task's live state and, once final, its outcome."""
+    """``results/{id}.json`` (``RESULT_FIELDS``): the task's live state and, once final, its
+    outcome."""
 
     task_id: str
     status: str  # ResultStatus value
@@ -92,7 +105,7 @@ class StateRecord(NamedTuple):
     queue: str | None
     func: str | None
     attempt: int
-    worker_id: str | None
+    worker_id: str | None  # the lease holder while running, else who ran it last
     lease_s: float | None
     lease_expires_at: float | None
     run_at: float | None
@@ -102,10 +115,11 @@ class StateRecord(NamedTuple):
     completed_at: float | None
     error_type: str | None
     expires_at: float | None
+    execution_time: float | None
 
 
 class Heartbeat(NamedTuple):
-    """``workers/{worker_id}.json``."""
+    """``workers/{worker_id}.json`` (``WORKER_FIELDS``)."""
 
     id: str
     state: str
@@ -118,6 +132,9 @@ class Heartbeat(NamedTuple):
     processed: int
     failed: int
     concurrency: int
+    running_funcs: tuple[str, ...]
+    queues_truncated: int
+    running_truncated: int
 
 
 class EventObject(NamedTuple):
@@ -135,7 +152,7 @@ class EventObject(NamedTuple):
 
 
 class PausedQueue(NamedTuple):
-    """``paused/{queue}.json``: the queue is paused (by whom, since when)."""
+    """``paused/{queue}.json`` (``PAUSED_FIELDS``): the queue is paused (by whom, since when)."""
 
     queue: str
     actor: str | None
@@ -157,35 +174,13 @@ KINDS = ("tasks", "queues", "results", "schedules", "workers", "paused", "events
 """Every prefix of the layout the monitor models (``paused/`` is under the same prefix)."""
 
 
-def untext(value: str | None) -> str:
-    """A metadata value back to its text (``%XX`` escapes of ``backend/index.py``)."""
-    if not value:
-        return ""
-    return unquote(value) if "%" in value else value
-
-
-def ts(value: str | None) -> float | None:
+def ts(value: str) -> float:
     """An ISO time from metadata as POSIX seconds (``OverflowError`` raises: caller reports)."""
-    if not value:
-        return None
     return as_utc(datetime.fromisoformat(value)).timestamp()
 
 
 def to_datetime(value: float | None) -> datetime | None:
     return datetime.fromtimestamp(value, UTC) if value is not None else None
-
-
-def _int(value: str | None) -> int:
-    return int(value) if value else 0
-
-
-def _opt(value: str | None) -> str | None:
-    return untext(value) or None
-
-
-def _list(value: str | None) -> tuple[str, ...]:
-    # Items are escaped one by one (a comma inside one is %2C), so split before unescaping.
-    return tuple(untext(p) for p in (value or "").split(",") if p)
 
 
 def kind_of(layout: Layout, key: str) -> str | None:
@@ -231,33 +226,24 @@ def _indexed(md: Mapping[str, str]) -> bool:
 
 def task_decoder(layout: Layout) -> Decoder:
     folder = layout.tasks
+    read = field_reader(TASK_FIELDS, ts)
 
     def decode(key: str, md: Mapping[str, str]) -> Decoded:
         ident = _checked_id(key, folder, "task id")
         if isinstance(ident, UnreadableRow) or not _indexed(md):
             return ident if isinstance(ident, UnreadableRow) else None
         try:
-            return TaskDef(
-                id=ident,
-                queue=untext(md["queue"]),
-                func=untext(md.get("func")),
-                priority=_int(md.get("priority")),
-                run_at=ts(md.get("run_at")),
-                expires_at=ts(md.get("expires_at")),
-                created_at=ts(md.get("created_at")),
-                status=TaskStatus(md.get("status") or "pending").value,
-                worker_id=_opt(md.get("worker_id")),
-                lease_expires_at=ts(md.get("lease_expires_at")),
-                retry_count=_int(md.get("retry_count")),
-                started_at=ts(md.get("started_at")),
-            )
+            row = TaskDef(ident, *read(md))
         except Exception:
             return None  # a bad index: the body decides (and is reported if it is bad too)
+        return row if row.status in _TASK_STATES else None
 
     return decode
 
 
 def entry_decoder(layout: Layout) -> Decoder:
+    read = field_reader(ENTRY_FIELDS, ts)
+
     def decode(key: str, md: Mapping[str, str]) -> Decoded:
         queue = layout.queue_of_entry(key)
         if queue is None:
@@ -268,16 +254,7 @@ def entry_decoder(layout: Layout) -> Decoder:
         if isinstance(ident, UnreadableRow) or not _indexed(md):
             return ident if isinstance(ident, UnreadableRow) else None
         try:
-            return Entry(
-                task_id=ident,
-                queue=queue,
-                priority=_int(md.get("priority")),
-                run_at=ts(md.get("run_at")),
-                expires_at=ts(md.get("expires_at")),
-                created_at=ts(md.get("created_at")),
-                lease_owner=_opt(md.get("lease_owner")),
-                lease_expires_at=ts(md.get("lease_expires_at")),
-            )
+            return Entry(ident, queue, *read(md))
         except Exception:
             return None  # a bad index: the body decides (and is reported if it is bad too)
 
@@ -292,70 +269,37 @@ def _safe(queue: str) -> bool:
     return True
 
 
-def state_of(status: str, worker_id: str | None) -> str:
-    """The task state a result record means when it does not say (older writers)."""
-    if status == ResultStatus.PENDING.value:
-        return TaskStatus.RUNNING.value if worker_id else TaskStatus.PENDING.value
-    return _STATE_OF_STATUS[status]
-
-
 def result_decoder(layout: Layout) -> Decoder:
     folder = layout.results
+    read = field_reader(RESULT_FIELDS, ts)
 
     def decode(key: str, md: Mapping[str, str]) -> Decoded:
         ident = _checked_id(key, folder, "task id")
         if isinstance(ident, UnreadableRow) or not _indexed(md):
             return ident if isinstance(ident, UnreadableRow) else None
         try:
-            status = ResultStatus(md["status"]).value
-            worker = _opt(md.get("worker_id"))
-            state = md.get("state")
-            lease = md.get("lease_s")
-            return StateRecord(
-                task_id=ident,
-                status=status,
-                state=TaskStatus(state).value if state else state_of(status, worker),
-                queue=_opt(md.get("queue")),
-                func=_opt(md.get("func")),
-                attempt=_int(md.get("attempt")),
-                worker_id=worker,
-                lease_s=float(lease) if lease else None,
-                lease_expires_at=ts(md.get("lease_expires_at")),
-                run_at=ts(md.get("run_at")),
-                retry_count=_int(md.get("retry_count")),
-                created_at=ts(md.get("created_at")),
-                started_at=ts(md.get("started_at")),
-                completed_at=ts(md.get("completed_at")),
-                error_type=_opt(md.get("error_type")),
-                expires_at=ts(md.get("expires_at")),
-            )
+            row = StateRecord(ident, *read(md))
+            if row.status not in _RESULT_STATUSES:
+                return None
+            if not row.state:
+                return row._replace(state=state_of(row.status, row.worker_id))
         except Exception:
             return None  # a bad index: the body decides (and is reported if it is bad too)
+        return row if row.state in _TASK_STATES else None
 
     return decode
 
 
 def worker_decoder(layout: Layout) -> Decoder:
     folder = layout.workers
+    read = field_reader(WORKER_FIELDS, ts)
 
     def decode(key: str, md: Mapping[str, str]) -> Decoded:
         ident = _checked_id(key, folder, "worker id")
         if isinstance(ident, UnreadableRow) or not _indexed(md):
             return ident if isinstance(ident, UnreadableRow) else None
         try:
-            return Heartbeat(
-                id=ident,
-                state=md.get("state") or "running",
-                last_seen=ts(md.get("last_seen")),
-                started_at=ts(md.get("started_at")),
-                host=untext(md.get("host")),
-                pid=_int(md.get("pid")),
-                queues=_list(md.get("queues")),
-                running=_list(md.get("running")),
-                processed=_int(md.get("processed")),
-                failed=_int(md.get("failed")),
-                concurrency=_int(md.get("concurrency")),
-            )
+            return Heartbeat(ident, *read(md))
         except Exception:
             return None  # a bad index: the body decides (and is reported if it is bad too)
 
@@ -364,6 +308,8 @@ def worker_decoder(layout: Layout) -> Decoder:
 
 def event_decoder(layout: Layout) -> Decoder:
     folder = layout.events
+    read_batch = field_reader(EVENT_BATCH_FIELDS, ts)
+    read_one = field_reader(EVENT_FIELDS, ts)
 
     def decode(key: str, md: Mapping[str, str]) -> Decoded:
         ident = _checked_id(key, folder, "event id")
@@ -371,29 +317,11 @@ def event_decoder(layout: Layout) -> Decoder:
             return ident if isinstance(ident, UnreadableRow) else None
         try:
             if md.get("batch") == "1":
-                return EventObject(
-                    id=ident,
-                    batch=True,
-                    events=_int(md.get("count")),
-                    first_ts=ts(md.get("first_ts")),
-                    last_ts=ts(md.get("last_ts")),
-                    types=_list(md.get("types")),
-                    tasks=_list(md.get("tasks")),
-                    worker=_opt(md.get("worker")),
-                    queue=None,
-                )
-            at = ts(md.get("timestamp"))
-            task = _opt(md.get("task"))
+                count, first, last, worker, types, tasks, _ = read_batch(md)
+                return EventObject(ident, True, count, first, last, types, tasks, worker, None)
+            kind, task, queue, at = read_one(md)
             return EventObject(
-                id=ident,
-                batch=False,
-                events=1,
-                first_ts=at,
-                last_ts=at,
-                types=(md["type"],),
-                tasks=(task,) if task else (),
-                worker=None,
-                queue=_opt(md.get("queue")),
+                ident, False, 1, at, at, (kind,), (task,) if task else (), None, queue
             )
         except Exception:
             return None  # a bad index: the body decides (and is reported if it is bad too)
@@ -403,6 +331,7 @@ def event_decoder(layout: Layout) -> Decoder:
 
 def paused_decoder(layout: Layout) -> Decoder:
     folder = paused_prefix(layout)
+    read = field_reader(PAUSED_FIELDS, ts)
 
     def decode(key: str, md: Mapping[str, str]) -> Decoded:
         ident = _checked_id(key, folder, "queue name")
@@ -410,7 +339,7 @@ def paused_decoder(layout: Layout) -> Decoder:
             return ident
         try:
             # A pause means the object exists; the actor and time are for display.
-            return PausedQueue(queue=ident, actor=_opt(md.get("actor")), at=ts(md.get("at")))
+            return PausedQueue(ident, *read(md))
         except Exception:
             return PausedQueue(queue=ident, actor=None, at=None)
 
@@ -465,10 +394,6 @@ def _model(model: type[Any], key: str, data: bytes) -> Any:
         raise _Bad(key, f"not a valid {model.__name__}: {describe_exception(exc, 200)}") from exc
 
 
-def _sec(value: datetime | None) -> float | None:
-    return value.timestamp() if value is not None else None
-
-
 def parse_body(layout: Layout, kind: str, key: str, data: bytes) -> Record | UnreadableRow:
     """The record of an object read from its body (no index metadata, or a schedule)."""
     try:
@@ -487,33 +412,23 @@ def _parse_body(layout: Layout, kind: str, key: str, data: bytes) -> Record | Un
         t: Task = _model(Task, key, data)
         if t.id != name:
             return UnreadableRow(key=key, reason=f"its id {t.id!r} does not match its key")
-        return TaskDef(
-            t.id, t.queue_name, t.func, t.priority, _sec(t.run_at), _sec(t.expires_at),
-            _sec(t.created_at), t.status.value, t.worker_id, _sec(t.lease_expires_at),
-            t.retry_count, _sec(t.started_at),
-        )  # fmt: skip
+        # Through the writer's own index, so a body means what its metadata would have.
+        return _indexed_or_bad(task_decoder(layout)(key, task_metadata(t)), key)
     if kind == "results":
         r: TaskResult = _model(TaskResult, key, data)
         if r.task_id != name:
             return UnreadableRow(
                 key=key, reason=f"its task_id {r.task_id!r} does not match its key"
             )
-        return StateRecord(
-            r.task_id, r.status.value, state_of(r.status.value, r.worker_id), None, None, 0,
-            r.worker_id, None, None, None, 0, _sec(r.created_at), _sec(r.started_at),
-            _sec(r.completed_at), r.error_type, _sec(r.expires_at),
-        )  # fmt: skip
+        return _indexed_or_bad(result_decoder(layout)(key, result_metadata(r)), key)
     if kind == "queues":
         queue = layout.queue_of_entry(key) or ""
         doc = _load(key, data)
         if isinstance(doc, dict) and "func" not in doc:
             # This backend's small entry body: ranking fields lived in the lost metadata.
-            return Entry(name, queue, 0, None, None, None, None, None)
+            return Entry(name, queue, 0, None, None, None, None, 0, None)
         task: Task = _model(Task, key, data)
-        return Entry(
-            name, queue, task.priority, _sec(task.run_at), _sec(task.expires_at),
-            _sec(task.created_at), None, None,
-        )  # fmt: skip
+        return _indexed_or_bad(entry_decoder(layout)(key, queue_entry_metadata(task)), key)
     if kind == "workers":
         doc = _load(key, data)
         if not isinstance(doc, dict) or "last_seen" not in doc:
@@ -539,6 +454,12 @@ def _parse_body(layout: Layout, kind: str, key: str, data: bytes) -> Record | Un
             tuple(dict.fromkeys(e.task_id for e in events if e.task_id)), None, None,
         )  # fmt: skip
     return UnreadableRow(key=key, reason="outside the layout")
+
+
+def _indexed_or_bad(decoded: Decoded, key: str) -> Record | UnreadableRow:
+    if decoded is None:
+        return UnreadableRow(key=key, reason="its fields do not make a valid index")
+    return decoded
 
 
 def _is_batch(data: bytes) -> bool:

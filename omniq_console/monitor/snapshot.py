@@ -24,7 +24,9 @@ class _Frozen(BaseModel):
 
 class QueueWindow(_Frozen):
     """A queue's throughput and latency over one window (from result records, and from
-    events where the records are gone). Wait = started - created, run = completed - started."""
+    events where the records are gone). Wait = started - created; run = the function's own
+    time (``execution_time`` of the state record, as its worker measured it), not
+    completed - started, which also holds the outcome's wait for GCS's per-name second."""
 
     window: str  # "15m" | "1h" | "6h"
     window_s: float
@@ -51,7 +53,8 @@ class QueueStats(_Frozen):
     depth_trend: tuple[int, ...] = ()
     # Entries past their expires_at, still in the queue until a cleanup removes them.
     expired: int = 0
-    # Entries a worker has just won (live claim lease) and is turning into a running task.
+    # Entries of running tasks: a claimed task's entry stays in its queue until its outcome
+    # (pending + delayed + expired + claimed = the entries listed under queues/{name}/).
     claimed: int = 0
     # ``paused/{queue}.json`` exists: workers do not claim from this queue.
     paused: bool = False
@@ -61,13 +64,18 @@ class QueueStats(_Frozen):
 
 
 class ResultMinute(_Frozen):
-    """Results completed in one UTC minute, by outcome: one bar of the outcome chart."""
+    """Results completed in one UTC minute, by outcome: one bar of the outcome chart.
+
+    Every outcome the monitor knows of, also of tasks deleted since (until ``OUTCOME_KEEP_S``).
+    ``known`` is False for a minute before ``Snapshot.outcomes_known_since``: some of its
+    outcomes may have been deleted before the monitor started, so it holds no counts."""
 
     minute: datetime
     success: int = 0
     error: int = 0
     cancelled: int = 0
     expired: int = 0
+    known: bool = True
 
 
 class EventRow(_Frozen):
@@ -124,11 +132,13 @@ class WorkerRow(_Frozen):
     host: str = ""
     pid: int = 0
     queues: tuple[str, ...] = ()
+    # Tasks whose state record names this worker as lease holder (the population of Queues'
+    # running), not the heartbeat's list, which is up to a heartbeat interval old.
     running: tuple[str, ...] = ()
-    processed: int = 0
+    processed: int = 0  # from the heartbeat: outcomes this worker process landed
     failed: int = 0
     concurrency: int = 0
-    utilisation: float | None = None  # running / concurrency
+    utilisation: float | None = None  # len(running) / concurrency
     running_funcs: tuple[str, ...] = ()  # function of each task in ``running``, same order
     dead: bool = False  # says it runs, but its heartbeat is stale
 
@@ -176,7 +186,9 @@ class PrefixUsage(_Frozen):
 
 
 class TaskRow(NamedTuple):
-    """One task as the tasks table shows it (from the listing's index metadata)."""
+    """One task as the tasks table shows it (from the listing's index metadata): status,
+    worker, attempt and retries from its state record as ``get_task`` derives them (the
+    worker: the holder while it runs, who ran it last once final, none while it waits)."""
 
     id: str
     queue_name: str
@@ -205,13 +217,33 @@ class Snapshot(_Frozen):
     error: str | None = None
     poll_interval_s: float = 2.0
     queues: tuple[QueueStats, ...] = ()
+    # Populations (README, "What the numbers count"):
+    # - ``tasks``: every task in the bucket (a definition in tasks/), by the status derived from
+    #   its state record (no record: pending), as ``get_task`` derives it; ``task_rows`` hold
+    #   the same tasks.
+    # - ``results`` and ``failures_by_type``: the state records of those same tasks, by result
+    #   status (``pending`` while waiting or running) and, for errors, by error type: the
+    #   groups add up to ``results["error"]`` and to the failed task rows.
+    # - ``results_without_task``: state records whose task is gone (kept as history), counted
+    #   nowhere else.
+    # - ``window_outcomes``, ``failure_rate``, ``results_per_minute`` and queues' throughput:
+    #   outcomes by the minute they completed, including those of tasks deleted since (the
+    #   monitor remembers them), from ``outcomes_known_since`` on.
     tasks: dict[str, int] = Field(default_factory=lambda: {s.value: 0 for s in TaskStatus})
     results: dict[str, int] = Field(default_factory=lambda: {s.value: 0 for s in ResultStatus})
+    results_without_task: dict[str, int] = Field(default_factory=dict)
     results_per_minute: tuple[ResultMinute, ...] = ()
     failures_by_type: dict[str, int] = Field(default_factory=dict)
-    failure_rate: float = 0.0  # errors / (success + errors) over the last outcome_window_s
+    # errors / (success + errors) of the outcomes in ``window_outcomes``.
+    failure_rate: float = 0.0
+    # Outcomes completed over the last ``outcome_window_s``, by kind: what ``failure_rate``
+    # is computed from (the counts to show beside it).
+    window_outcomes: dict[str, int] = Field(default_factory=dict)
     # The window ``failure_rate`` covers; the bars cover ``len(results_per_minute)`` minutes.
     outcome_window_s: float = 300.0
+    # From when on every outcome is known (None: no listing yet). Minutes before it are not
+    # drawn nor counted: retention may have deleted their successes and not their failures.
+    outcomes_known_since: datetime | None = None
     # "results": outcomes from result records only; "results+events": some of them from
     # events or from records the monitor saw before they were deleted.
     outcome_source: str = "results"
@@ -267,10 +299,20 @@ class Snapshot(_Frozen):
 
 
 class TaskDetail(_Frozen):
-    """One task opened by the operator: its body, its result and its event timeline."""
+    """One task opened by the operator: its definition overlaid with its state record (as
+    ``get_task`` returns it), the record itself and its event timeline.
+
+    ``status``, ``worker_id``, ``attempt`` and ``retry_count`` are the state record's (no
+    record: pending, never claimed), never what the definition body said at enqueue.
+    """
 
     task_id: str
     task: Task | None = None
     result: TaskResult | None = None
     events: tuple[EventRow, ...] = ()  # oldest first
     unreadable: tuple[UnreadableRow, ...] = ()
+    status: str | None = None
+    worker_id: str | None = None  # the lease holder while running, else who ran it last
+    attempt: int = 0
+    retry_count: int = 0
+    max_retries: int | None = None

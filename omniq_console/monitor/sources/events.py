@@ -29,6 +29,8 @@ EVENT_LOOKBACK = timedelta(seconds=10)
 """Writers' clocks differ and writes take time: keys do not arrive strictly in key order, so
 each tail starts this far before the newest key seen (keys are deduplicated)."""
 FIRST_EVENT_WINDOWS = (timedelta(minutes=1), timedelta(minutes=10), timedelta(hours=1))
+SEEN_KEEP = 10_000
+"""Event keys remembered as seen through the feed (about an hour of a small fleet's batches)."""
 BODIES_PER_POLL = 32
 """Event objects whose bodies one poll reads at most (newest first)."""
 
@@ -138,8 +140,13 @@ class EventTail:
         self._seen = {k for k in self._seen if k >= floor}
 
     def mark_seen(self, keys: Iterable[str]) -> None:
-        """Keys that arrived through the feed: a later tail (after a fallback) skips them."""
+        """Keys that arrived through the feed: a later tail (after a fallback) skips them.
+
+        Only the newest ``SEEN_KEEP`` are kept (keys sort by time): in feed mode nothing else
+        prunes them, and a tail after a fallback starts near the newest anyway."""
         self._seen.update(keys)
+        if len(self._seen) > SEEN_KEEP:
+            self._seen = set(sorted(self._seen)[-SEEN_KEEP:])
 
     # -- both modes -------------------------------------------------------------------------
 
