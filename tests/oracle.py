@@ -42,7 +42,7 @@ from omniq_console.backend.index import (
     worker_index,
     worker_metadata,
 )
-from omniq_console.backend.queue import LEASE_MARGIN_S
+from omniq_console.backend.reaper import LEASE_MARGIN_S
 from omniq_console.clock import FakeClock
 from omniq_console.models import (
     EventType,

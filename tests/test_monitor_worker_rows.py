@@ -16,7 +16,7 @@ def record(tid: str, state: str, status: str, worker: str | None) -> StateRecord
     error = "ValueError" if state == "failed" else None
     return StateRecord(
         tid, status, state, "q", "f", 1, worker, 30.0, None, None,
-        0, NOW - 60, NOW - 30, done, error, None,
+        0, NOW - 60, NOW - 30, done, error, None, None,
     )  # fmt: skip
 
 

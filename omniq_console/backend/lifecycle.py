@@ -305,6 +305,19 @@ def cancel(task: Task, record: TaskResult | None, *, actor: str, now: datetime) 
     )
 
 
+DELETING = "Deleting"
+"""``error_type`` of the cancelled record a delete writes as its fence (``delete_fence``): the
+task is about to be gone, so it is no outcome and monitors count none for it."""
+
+
+def delete_fence(task: Task, record: TaskResult | None, *, now: datetime) -> Transition:
+    """The cancelled record a delete writes before it deletes anything, so that no claim,
+    renewal or outcome lands meanwhile; marked ``DELETING``, never counted as an outcome."""
+    transition = cancel(task, record, actor="delete", now=now)
+    transition.record.error_type = DELETING
+    return transition
+
+
 def operator_retry(
     task: Task, record: TaskResult | None, *, actor: str, now: datetime
 ) -> Transition:

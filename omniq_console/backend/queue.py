@@ -761,7 +761,7 @@ class AsyncGCSQueue(StoreBase):
             raise ValueError(f"task {task_id} was never read from the bucket: use get_task")
         fence = seen.record
         if fence is None or not fence.is_final:
-            transition = lifecycle.cancel(seen, seen.record, actor="delete", now=self.clock.now())
+            transition = lifecycle.delete_fence(seen, seen.record, now=self.clock.now())
             try:
                 fence = await self._write_record(transition.record, _record_gen(seen) or 0)
             except ConflictError as exc:

@@ -24,6 +24,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from typing import NamedTuple
 
+from ..backend import lifecycle
 from ..backend.layout import Layout
 from ..models import ResultStatus, TaskStatus
 from .records import (
@@ -292,7 +293,10 @@ class BucketModel:
             self.live[tid] = _live_task(tid, d, r, e)
         else:
             self.live.pop(tid, None)
-        if r is not None and r.state in _FINAL and r.completed_at is not None:
+        if r is not None and r.error_type == lifecycle.DELETING:
+            # A delete's fence: the task is about to be gone, which is no outcome.
+            self._drop_outcome(tid)
+        elif r is not None and r.state in _FINAL and r.completed_at is not None:
             created = (d.created_at if d else None) or r.created_at
             self.add_outcome(
                 tid,
