@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .index import QueueEntryIndex, queue_entry_index
+from ..models import as_utc
+from .index import INDEX_VERSION, QueueEntryIndex, queue_entry_index
 from .layout import Layout
 from .storeapi import ObjectInfo
 
@@ -48,6 +49,29 @@ class Candidate:
     index: QueueEntryIndex
 
 
+@dataclass(slots=True)
+class Listed:
+    """An entry of a ranked listing: ranked from two metadata fields; its whole index is
+    decoded only once a pass reaches it (most passes need the head alone)."""
+
+    rank: tuple[int, datetime, str]
+    info: ObjectInfo
+    queue: str
+    task_id: str
+    decoded: Candidate | None = None
+    unusable: bool = False  # its index does not decode
+
+    def candidate(self, layout: Layout) -> Candidate | None:
+        """The entry as a candidate (decoded once); None when its index is not usable."""
+        if self.decoded is None and not self.unusable:
+            index = queue_entry_index(self.info, layout)
+            if index is None:
+                self.unusable = True
+            else:
+                self.decoded = Candidate(self.rank, self.info, self.queue, index)
+        return self.decoded
+
+
 class ClaimMemory:
     """One process's claim state: the last listing, the entries it tried, recent contention.
 
@@ -61,21 +85,21 @@ class ClaimMemory:
         self._monotonic = monotonic
         # task id -> (queue, entry generation, monotonic time until which it is skipped).
         self._skip: dict[str, tuple[str, int, float]] = {}
-        self._listing: tuple[tuple[str, ...], float, list[Candidate]] | None = None
+        self._listing: tuple[tuple[str, ...], float, list[Listed]] | None = None
         self._contended_until = 0.0
 
     def __len__(self) -> int:
         """How many entries are remembered as tried."""
         return len(self._skip)
 
-    def recent(self, queues: tuple[str, ...]) -> list[Candidate] | None:
+    def recent(self, queues: tuple[str, ...]) -> list[Listed] | None:
         """The last ranked listing of ``queues`` if it is recent and still holds an entry this
         process has not tried; else None (list again)."""
         if self._listing is None:
             return None
         listed_for, at, ranked = self._listing
         fresh = self._monotonic() - at < LISTING_REUSE_S and listed_for == queues
-        if fresh and any(c.index.task_id not in self._skip for c in ranked):
+        if fresh and any(entry.task_id not in self._skip for entry in ranked):
             return ranked
         return None
 
@@ -83,10 +107,11 @@ class ClaimMemory:
         """Rank a fresh listing of ``queues`` (best first) and keep it; entries of these queues
         that it no longer holds leave the memory."""
         ranked = sorted(
-            (c for infos in listings for c in self._decode(infos)), key=lambda c: c.rank
+            (entry for infos in listings for entry in self._rankable(infos)),
+            key=lambda entry: entry.rank,
         )
         self._listing = (queues, self._monotonic(), ranked)
-        listed = {c.index.task_id for c in ranked}
+        listed = {entry.task_id for entry in ranked}
         gone = [t for t, (q, _, _) in self._skip.items() if q in queues and t not in listed]
         for task_id in gone:
             del self._skip[task_id]
@@ -95,35 +120,52 @@ class ClaimMemory:
         """Seconds since the listing being claimed from was made."""
         return float("inf") if self._listing is None else self._monotonic() - self._listing[1]
 
-    def ranked(self) -> list[Candidate]:
-        """The candidates of the last listing, best first."""
+    def ranked(self) -> list[Listed]:
+        """The entries of the last listing, best first."""
         return [] if self._listing is None else self._listing[2]
 
-    def _decode(self, infos: Iterable[ObjectInfo]) -> Iterable[Candidate]:
+    def _rankable(self, infos: Iterable[ObjectInfo]) -> Iterable[Listed]:
+        # Priority and age rank an entry; the rest of its index waits until a pass reaches
+        # it. An entry whose rank does not decode is not ours to rank: the reaper reports or
+        # repairs it.
         for info in infos:
+            md = info.metadata
             queue = self.layout.queue_of_entry(info.key)
-            idx = queue_entry_index(info, self.layout)
-            if queue is None or idx is None:
-                continue  # not ours to rank: the reaper reports or repairs it
-            rank = (-idx.priority, idx.created_at or info.updated or _EPOCH, info.key)
-            yield Candidate(rank, info, queue, idx)
+            if queue is None or md.get("omniq_index") != INDEX_VERSION:
+                continue
+            try:
+                priority = int(md.get("priority") or 0)
+                created = md.get("created_at")
+                at = as_utc(datetime.fromisoformat(created)) if created else None
+            except (ValueError, OverflowError):
+                continue
+            rank = (-priority, at or info.updated or _EPOCH, info.key)
+            yield Listed(rank, info, queue, Layout.name_of(info.key))
 
-    def ready(self, ranked: Sequence[Candidate], now: datetime) -> list[Candidate]:
-        """The candidates that may be claimed now, best first."""
+    def ready(
+        self, ranked: Sequence[Listed], now: datetime, *, limit: int = BEST_FEW
+    ) -> list[Candidate]:
+        """The best candidates (at most ``limit``) that may be claimed now, best first; entries
+        are decoded only as far down the listing as that takes."""
         mono = self._monotonic()
         out: list[Candidate] = []
-        for cand in ranked:
-            idx = cand.index
-            skip = self._skip.get(idx.task_id)
+        for entry in ranked:
+            skip = self._skip.get(entry.task_id)
             if skip is not None:
-                if skip[1] == cand.info.generation and mono < skip[2]:
+                if skip[1] == entry.info.generation and mono < skip[2]:
                     continue  # its task is taken and nothing has changed since
-                del self._skip[idx.task_id]
+                del self._skip[entry.task_id]
+            cand = entry.candidate(self.layout)
+            if cand is None:
+                continue
+            idx = cand.index
             if idx.run_at is not None and idx.run_at > now:
                 continue
             if idx.expires_at is not None and idx.expires_at <= now:
                 continue  # left for the reaper to expire
             out.append(cand)
+            if len(out) == limit:
+                break
         return out
 
     def skip(self, cand: Candidate, lease: float) -> None:

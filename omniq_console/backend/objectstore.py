@@ -44,6 +44,7 @@ from .errors import (
     ReadOnlyError,
     StorageError,
 )
+from .listpage import decode_page
 from .storeapi import (
     ACCESS_MODES,
     CONSISTENCY_MODES,
@@ -104,7 +105,11 @@ class _HTTPFailure(Exception):
 
 
 def _parse_page(body: bytes) -> tuple[list[ObjectInfo], str | None]:
-    """One page of an object listing: its objects and the next page's token."""
+    """One page of an object listing: its objects and the next page's token (typed and lean;
+    a page of another shape tolerantly, where a bad time is None)."""
+    lean = decode_page(body)
+    if lean is not None:
+        return lean
     page = json.loads(body or b"{}")
     infos = [_info_of(item) for item in page.get("items", ())]
     return infos, page.get("nextPageToken")
