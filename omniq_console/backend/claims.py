@@ -32,6 +32,12 @@ CONTENTION_MEMORY_S = 5.0
 """A claim race lost makes the next passes of this process spread their first pick over the
 best few for this long (benchmarks/gcsrules.py: 4 workers of 8 slots lost 2.4 races a task
 always taking the head first)."""
+LOSSES_BEFORE_BACKOFF = 2
+"""A pass that loses this many claim races on one listing is working from it behind the other
+claimers (the entries they took, or finished since): it backs off for a moment
+(``BACKOFF_S``) and lists again before its next try."""
+BACKOFF_S = (0.02, 0.1)
+"""The back-off after lost races, in seconds: random in this range, so claimers drift apart."""
 MAX_PASS_AGE_S = 10.0
 """A claim pass stops trying candidates of a listing older than this: the task behind an old
 entry may have been deleted, cancelled or claimed since (the next pass lists again)."""
@@ -41,9 +47,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A queue entry a claimer may try: its rank (priority, age, key), listing and index."""
+    """A queue entry a claimer tries: its listing, queue and index."""
 
-    rank: tuple[int, datetime, str]
     info: ObjectInfo
     queue: str
     index: QueueEntryIndex
@@ -51,8 +56,8 @@ class Candidate:
 
 @dataclass(slots=True)
 class Listed:
-    """An entry of a ranked listing: ranked from two metadata fields; its whole index is
-    decoded only once a pass reaches it (most passes need the head alone)."""
+    """An entry of a ranked listing: ranked from two metadata fields, judged ready from two
+    more; its whole index is decoded only for the entry a pass tries."""
 
     rank: tuple[int, datetime, str]
     info: ObjectInfo
@@ -61,6 +66,20 @@ class Listed:
     decoded: Candidate | None = None
     unusable: bool = False  # its index does not decode
 
+    def due(self, now: datetime) -> bool:
+        """Whether the entry may be claimed at ``now``: its ``run_at`` has come and its
+        ``expires_at`` has not (an expired task is left for the reaper to expire)."""
+        md = self.info.metadata
+        try:
+            run_at = md.get("run_at")
+            if run_at and as_utc(datetime.fromisoformat(run_at)) > now:
+                return False
+            expires_at = md.get("expires_at")
+            return not expires_at or as_utc(datetime.fromisoformat(expires_at)) > now
+        except (ValueError, OverflowError):
+            self.unusable = True
+            return False
+
     def candidate(self, layout: Layout) -> Candidate | None:
         """The entry as a candidate (decoded once); None when its index is not usable."""
         if self.decoded is None and not self.unusable:
@@ -68,7 +87,7 @@ class Listed:
             if index is None:
                 self.unusable = True
             else:
-                self.decoded = Candidate(self.rank, self.info, self.queue, index)
+                self.decoded = Candidate(self.info, self.queue, index)
         return self.decoded
 
 
@@ -87,6 +106,8 @@ class ClaimMemory:
         self._skip: dict[str, tuple[str, int, float]] = {}
         self._listing: tuple[tuple[str, ...], float, list[Listed]] | None = None
         self._contended_until = 0.0
+        self.races_lost = 0
+        """Claim races this process lost, in all."""
 
     def __len__(self) -> int:
         """How many entries are remembered as tried."""
@@ -144,47 +165,43 @@ class ClaimMemory:
 
     def ready(
         self, ranked: Sequence[Listed], now: datetime, *, limit: int = BEST_FEW
-    ) -> list[Candidate]:
-        """The best candidates (at most ``limit``) that may be claimed now, best first; entries
-        are decoded only as far down the listing as that takes."""
+    ) -> list[Listed]:
+        """The best entries (at most ``limit``) that may be claimed now and that this process
+        has not tried, best first."""
         mono = self._monotonic()
-        out: list[Candidate] = []
+        out: list[Listed] = []
         for entry in ranked:
+            if entry.unusable:
+                continue
             skip = self._skip.get(entry.task_id)
             if skip is not None:
                 if skip[1] == entry.info.generation and mono < skip[2]:
                     continue  # its task is taken and nothing has changed since
                 del self._skip[entry.task_id]
-            cand = entry.candidate(self.layout)
-            if cand is None:
-                continue
-            idx = cand.index
-            if idx.run_at is not None and idx.run_at > now:
-                continue
-            if idx.expires_at is not None and idx.expires_at <= now:
-                continue  # left for the reaper to expire
-            out.append(cand)
-            if len(out) == limit:
-                break
+            if entry.due(now):
+                out.append(entry)
+                if len(out) == limit:
+                    break
         return out
 
-    def skip(self, cand: Candidate, lease: float) -> None:
-        """Do not try ``cand`` again until its entry changes or ``lease`` seconds have passed."""
+    def skip(self, entry: Listed, lease: float) -> None:
+        """Do not try ``entry`` again until it changes or ``lease`` seconds have passed."""
         until = self._monotonic() + lease
-        self._skip[cand.index.task_id] = (cand.queue, cand.info.generation, until)
+        self._skip[entry.task_id] = (entry.queue, entry.info.generation, until)
 
     def lost_race(self) -> None:
         """A claim lost to another claimer: spread the next picks for a while."""
         self._contended_until = self._monotonic() + CONTENTION_MEMORY_S
+        self.races_lost += 1
 
     def contended(self) -> bool:
         """Whether this process lost a race lately."""
         return self._monotonic() < self._contended_until
 
 
-def pick(candidates: Sequence[Candidate], spread: bool) -> int:
-    """The index of the candidate to try: the head, or with ``spread`` a random one of the best
-    few of the head's priority (never a lower priority before a higher one)."""
+def pick(candidates: Sequence[Listed], spread: bool) -> int:
+    """The index of the entry to try: the head, or with ``spread`` a random one of the best few
+    of the head's priority (never a lower priority before a higher one)."""
     if not spread:
         return 0
     head = candidates[0].rank[0]

@@ -37,7 +37,15 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..models import SCHEMA_VERSION, Task, TaskResult, TaskStatus
 from . import lifecycle
 from .bridge import SyncBridge
-from .claims import MAX_PASS_AGE_S, Candidate, ClaimMemory, Listed, pick
+from .claims import (
+    BACKOFF_S,
+    LOSSES_BEFORE_BACKOFF,
+    MAX_PASS_AGE_S,
+    Candidate,
+    ClaimMemory,
+    Listed,
+    pick,
+)
 from .errors import (
     ConflictError,
     CorruptObjectError,
@@ -451,15 +459,19 @@ class AsyncGCSQueue(StoreBase):
         # once it has lost one lately, or after a loss in this pass, a random one of the best
         # few, so that workers do not all race for the head, and again for the next one.
         spread = self.claims.contended()
+        lost = self.claims.races_lost
         # A pass works through one listing: once it is older than MAX_PASS_AGE_S, what it
         # names may have been deleted or claimed meanwhile; the next pass lists again.
         while self.claims.listing_age() < MAX_PASS_AGE_S:
-            candidates = self.claims.ready(ranked, self.clock.now())
-            if not candidates:
+            ready = self.claims.ready(ranked, self.clock.now())
+            if not ready:
                 return None
-            cand = candidates[pick(candidates, spread)]
+            entry = ready[pick(ready, spread)]
+            cand = entry.candidate(self.layout)
+            if cand is None:
+                continue  # not ours to claim: the reaper reports or repairs it
             # Tried once, won or lost: skipped until its entry changes (or a lease passes).
-            self.claims.skip(cand, lease)
+            self.claims.skip(entry, lease)
             try:
                 task = await self._claim(cand, worker, lease)
             except SYSTEMIC:
@@ -471,12 +483,17 @@ class AsyncGCSQueue(StoreBase):
             if task is not None:
                 return task
             spread = True
+            if self.claims.races_lost - lost >= LOSSES_BEFORE_BACKOFF:
+                # Behind the other claimers: let them settle, then look again.
+                await self.clock.sleep(random.uniform(*BACKOFF_S))
+                ranked = await self._ranked(tuple(active), fresh=True)
+                lost = self.claims.races_lost
         return None
 
-    async def _ranked(self, queues: tuple[str, ...]) -> list[Listed]:
-        """The entries of ``queues``, ranked: from a fresh listing, or from the last one if it
-        is recent and still has entries this process has not tried."""
-        recent = self.claims.recent(queues)
+    async def _ranked(self, queues: tuple[str, ...], *, fresh: bool = False) -> list[Listed]:
+        """The entries of ``queues``, ranked: from a fresh listing, or (unless ``fresh``) from
+        the last one if it is recent and still has entries this process has not tried."""
+        recent = None if fresh else self.claims.recent(queues)
         if recent is not None:
             return recent
         listings = await asyncio.gather(*(self._list_entries(self.layout.queue(q)) for q in queues))
