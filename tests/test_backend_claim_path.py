@@ -14,7 +14,7 @@ import pytest
 
 from omniq_console.backend import claims
 from omniq_console.backend.gcs import GCSBackend
-from omniq_console.backend.index import QueueEntryIndex
+from omniq_console.backend.index import QueueEntryIndex, queue_entry_metadata
 from omniq_console.backend.layout import check_id
 from omniq_console.backend.listing import safe_name
 from omniq_console.backend.listpage import decode_page
@@ -198,3 +198,26 @@ async def test_a_claimer_behind_the_others_backs_off_and_lists_again(
     assert clock.monotonic() - started >= claims.BACKOFF_S[0]
     await a.aclose()
     await b.aclose()
+
+
+async def test_an_entry_whose_index_does_not_decode_stops_no_claim(
+    server: MemoryServer, clock: FakeClock
+) -> None:
+    """At the head of the queue, an entry with a bad ``run_at`` and one with a bad ``attempt``
+    (found only by the full decode): both are passed over, the good task behind them claimed."""
+    backend = await _backend(server, clock)
+    q = backend.async_task_storage
+    bad_ids = []
+    for field, value in (("run_at", "soon"), ("attempt", "many")):
+        task = Task(func="m:f", priority=9)
+        metadata = {**queue_entry_metadata(task), field: value, "record_generation": "7"}
+        key = backend.layout.queue_entry("default", task.id)
+        await backend.store.write(key, b"{}", metadata=metadata)
+        bad_ids.append(task.id)
+    good = await q.enqueue(Task(func="m:f"))
+    clock.advance(2)
+    won = await q.claim_pass(["default"], "w1", 10.0, paused=())
+    assert won is not None and won.id == good
+    assert await q.claim_pass(["default"], "w1", 10.0, paused=()) is None
+    assert [await q.get_record(i) for i in bad_ids] == [None, None]
+    await backend.aclose()

@@ -5,6 +5,10 @@ alone (docs/architecture.md, "How claimers find work without reading records"). 
 holds what one process knows between passes: its last listing (reused for a short while), the
 entries it won or lost (skipped until they change), and whether it lost a race lately (then it
 spreads its first pick over the best few). Nothing here sends a request.
+
+The path is lean because a busy worker ranks a listing about twice a second: an entry is ranked
+from two metadata fields and judged ready from two more; its whole index is decoded only when a
+pass tries it.
 """
 
 from __future__ import annotations
@@ -120,7 +124,7 @@ class ClaimMemory:
             return None
         listed_for, at, ranked = self._listing
         fresh = self._monotonic() - at < LISTING_REUSE_S and listed_for == queues
-        if fresh and any(entry.task_id not in self._skip for entry in ranked):
+        if fresh and any(not e.unusable and e.task_id not in self._skip for e in ranked):
             return ranked
         return None
 
