@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from omniq_console.backend import claims
+from omniq_console.backend import claims, listing
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.backend.index import QueueEntryIndex, queue_entry_metadata
 from omniq_console.backend.layout import check_id
@@ -22,7 +22,7 @@ from omniq_console.backend.memstore import MemoryObjectStore, MemoryServer
 from omniq_console.backend.objectstore import _parse_page
 from omniq_console.backend.storeapi import ObjectInfo
 from omniq_console.clock import FakeClock
-from omniq_console.models import Task
+from omniq_console.models import Task, TaskResult
 
 
 def _item(name: str, **extra: Any) -> dict[str, Any]:
@@ -220,4 +220,32 @@ async def test_an_entry_whose_index_does_not_decode_stops_no_claim(
     assert won is not None and won.id == good
     assert await q.claim_pass(["default"], "w1", 10.0, paused=()) is None
     assert [await q.get_record(i) for i in bad_ids] == [None, None]
+    await backend.aclose()
+
+
+async def test_a_written_body_is_cached_as_its_bytes_without_a_copy(
+    server: MemoryServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes are not deep-copied into the body cache; a hit parses the bytes written, and
+    what it returns is the caller's own (changing it changes nothing cached)."""
+    backend = await _backend(server, clock)
+    copies: list[object] = []
+    real_copy = listing._copy_at
+
+    def counting_copy(value: Any, generation: int) -> Any:
+        copies.append(value)
+        return real_copy(value, generation)
+
+    monkeypatch.setattr(listing, "_copy_at", counting_copy)
+    task = Task(func="m:f", metadata={"owner": "ops"})
+    key = backend.layout.task(task.id)
+    info = await backend.async_task_storage.reader.write(key, task, {}, if_generation_match=0)
+    assert copies == []
+    got = backend.async_task_storage.reader.cache.get(key, info.generation, Task)
+    assert got is not None and got.generation == info.generation
+    assert got.model_dump() == task.model_dump()
+    got.metadata["owner"] = "someone else"
+    again = backend.async_task_storage.reader.cache.get(key, info.generation, Task)
+    assert again is not None and again.metadata == {"owner": "ops"}
+    assert backend.async_task_storage.reader.cache.get(key, info.generation, TaskResult) is None
     await backend.aclose()
