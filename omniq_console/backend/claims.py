@@ -23,11 +23,14 @@ from .index import INDEX_VERSION, QueueEntryIndex, queue_entry_index
 from .layout import Layout
 from .storeapi import ObjectInfo
 
-BEST_FEW = 64
+BEST_FEW = 256
 """After a lost claim, the next candidate is drawn at random among this many of the best of the
 same priority. Measured with 16 worker processes: a window of 4 left the losers racing each
-other again; 16 spread them (benchmarks/claims.py); 4 workers of 8 slots each (32 claimers)
-still lost 2.6 races a task at 16, hence 64."""
+other again; 16 spread them (benchmarks/claims.py), yet 4 workers of 8 slots still lost 2.6
+races a task at 16. Entries of tasks other processes hold stay listed until those finish, about
+a second, so at 26 tasks/s a window of 64 was half taken: 4 workers lost 452 races over 600
+tasks with 64, 208 with 256, at 28 tasks/s instead of 26 (order within a priority is then
+approximate over the 256 oldest; a lone claimer, never contended, still takes the head)."""
 LISTING_REUSE_S = 0.5
 """A claim pass within this long of the last listing of the same queues claims from that
 listing (the entries it won or lost are skipped): a busy worker lists a queue about twice a
