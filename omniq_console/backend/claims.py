@@ -5,6 +5,10 @@ alone (docs/architecture.md, "How claimers find work without reading records"). 
 holds what one process knows between passes: its last listing (reused for a short while), the
 entries it won or lost (skipped until they change), and whether it lost a race lately (then it
 spreads its first pick over the best few). Nothing here sends a request.
+
+The path is lean because a busy worker ranks a listing about twice a second: an entry is ranked
+from two metadata fields and judged ready from two more; its whole index is decoded only when a
+pass tries it.
 """
 
 from __future__ import annotations
@@ -14,15 +18,19 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .index import QueueEntryIndex, queue_entry_index
+from ..models import as_utc
+from .index import INDEX_VERSION, QueueEntryIndex, queue_entry_index
 from .layout import Layout
 from .storeapi import ObjectInfo
 
-BEST_FEW = 64
+BEST_FEW = 256
 """After a lost claim, the next candidate is drawn at random among this many of the best of the
 same priority. Measured with 16 worker processes: a window of 4 left the losers racing each
-other again; 16 spread them (benchmarks/claims.py); 4 workers of 8 slots each (32 claimers)
-still lost 2.6 races a task at 16, hence 64."""
+other again; 16 spread them (benchmarks/claims.py), yet 4 workers of 8 slots still lost 2.6
+races a task at 16. Entries of tasks other processes hold stay listed until those finish, about
+a second, so at 26 tasks/s a window of 64 was half taken: 4 workers lost 452 races over 600
+tasks with 64, 208 with 256, at 28 tasks/s instead of 26 (order within a priority is then
+approximate over the 256 oldest; a lone claimer, never contended, still takes the head)."""
 LISTING_REUSE_S = 0.5
 """A claim pass within this long of the last listing of the same queues claims from that
 listing (the entries it won or lost are skipped): a busy worker lists a queue about twice a
@@ -31,6 +39,12 @@ CONTENTION_MEMORY_S = 5.0
 """A claim race lost makes the next passes of this process spread their first pick over the
 best few for this long (benchmarks/gcsrules.py: 4 workers of 8 slots lost 2.4 races a task
 always taking the head first)."""
+LOSSES_BEFORE_BACKOFF = 2
+"""A pass that loses this many claim races on one listing is working from it behind the other
+claimers (the entries they took, or finished since): it backs off for a moment
+(``BACKOFF_S``) and lists again before its next try."""
+BACKOFF_S = (0.02, 0.1)
+"""The back-off after lost races, in seconds: random in this range, so claimers drift apart."""
 MAX_PASS_AGE_S = 10.0
 """A claim pass stops trying candidates of a listing older than this: the task behind an old
 entry may have been deleted, cancelled or claimed since (the next pass lists again)."""
@@ -40,12 +54,48 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A queue entry a claimer may try: its rank (priority, age, key), listing and index."""
+    """A queue entry a claimer tries: its listing, queue and index."""
+
+    info: ObjectInfo
+    queue: str
+    index: QueueEntryIndex
+
+
+@dataclass(slots=True)
+class Listed:
+    """An entry of a ranked listing: ranked from two metadata fields, judged ready from two
+    more; its whole index is decoded only for the entry a pass tries."""
 
     rank: tuple[int, datetime, str]
     info: ObjectInfo
     queue: str
-    index: QueueEntryIndex
+    task_id: str
+    decoded: Candidate | None = None
+    unusable: bool = False  # its index does not decode
+
+    def due(self, now: datetime) -> bool:
+        """Whether the entry may be claimed at ``now``: its ``run_at`` has come and its
+        ``expires_at`` has not (an expired task is left for the reaper to expire)."""
+        md = self.info.metadata
+        try:
+            run_at = md.get("run_at")
+            if run_at and as_utc(datetime.fromisoformat(run_at)) > now:
+                return False
+            expires_at = md.get("expires_at")
+            return not expires_at or as_utc(datetime.fromisoformat(expires_at)) > now
+        except (ValueError, OverflowError):
+            self.unusable = True
+            return False
+
+    def candidate(self, layout: Layout) -> Candidate | None:
+        """The entry as a candidate (decoded once); None when its index is not usable."""
+        if self.decoded is None and not self.unusable:
+            index = queue_entry_index(self.info, layout)
+            if index is None:
+                self.unusable = True
+            else:
+                self.decoded = Candidate(self.info, self.queue, index)
+        return self.decoded
 
 
 class ClaimMemory:
@@ -61,21 +111,23 @@ class ClaimMemory:
         self._monotonic = monotonic
         # task id -> (queue, entry generation, monotonic time until which it is skipped).
         self._skip: dict[str, tuple[str, int, float]] = {}
-        self._listing: tuple[tuple[str, ...], float, list[Candidate]] | None = None
+        self._listing: tuple[tuple[str, ...], float, list[Listed]] | None = None
         self._contended_until = 0.0
+        self.races_lost = 0
+        """Claim races this process lost, in all."""
 
     def __len__(self) -> int:
         """How many entries are remembered as tried."""
         return len(self._skip)
 
-    def recent(self, queues: tuple[str, ...]) -> list[Candidate] | None:
+    def recent(self, queues: tuple[str, ...]) -> list[Listed] | None:
         """The last ranked listing of ``queues`` if it is recent and still holds an entry this
         process has not tried; else None (list again)."""
         if self._listing is None:
             return None
         listed_for, at, ranked = self._listing
         fresh = self._monotonic() - at < LISTING_REUSE_S and listed_for == queues
-        if fresh and any(c.index.task_id not in self._skip for c in ranked):
+        if fresh and any(not e.unusable and e.task_id not in self._skip for e in ranked):
             return ranked
         return None
 
@@ -83,10 +135,11 @@ class ClaimMemory:
         """Rank a fresh listing of ``queues`` (best first) and keep it; entries of these queues
         that it no longer holds leave the memory."""
         ranked = sorted(
-            (c for infos in listings for c in self._decode(infos)), key=lambda c: c.rank
+            (entry for infos in listings for entry in self._rankable(infos)),
+            key=lambda entry: entry.rank,
         )
         self._listing = (queues, self._monotonic(), ranked)
-        listed = {c.index.task_id for c in ranked}
+        listed = {entry.task_id for entry in ranked}
         gone = [t for t, (q, _, _) in self._skip.items() if q in queues and t not in listed]
         for task_id in gone:
             del self._skip[task_id]
@@ -95,54 +148,67 @@ class ClaimMemory:
         """Seconds since the listing being claimed from was made."""
         return float("inf") if self._listing is None else self._monotonic() - self._listing[1]
 
-    def ranked(self) -> list[Candidate]:
-        """The candidates of the last listing, best first."""
+    def ranked(self) -> list[Listed]:
+        """The entries of the last listing, best first."""
         return [] if self._listing is None else self._listing[2]
 
-    def _decode(self, infos: Iterable[ObjectInfo]) -> Iterable[Candidate]:
+    def _rankable(self, infos: Iterable[ObjectInfo]) -> Iterable[Listed]:
+        # Priority and age rank an entry; the rest of its index waits until a pass reaches
+        # it. An entry whose rank does not decode is not ours to rank: the reaper reports or
+        # repairs it.
         for info in infos:
+            md = info.metadata
             queue = self.layout.queue_of_entry(info.key)
-            idx = queue_entry_index(info, self.layout)
-            if queue is None or idx is None:
-                continue  # not ours to rank: the reaper reports or repairs it
-            rank = (-idx.priority, idx.created_at or info.updated or _EPOCH, info.key)
-            yield Candidate(rank, info, queue, idx)
-
-    def ready(self, ranked: Sequence[Candidate], now: datetime) -> list[Candidate]:
-        """The candidates that may be claimed now, best first."""
-        mono = self._monotonic()
-        out: list[Candidate] = []
-        for cand in ranked:
-            idx = cand.index
-            skip = self._skip.get(idx.task_id)
-            if skip is not None:
-                if skip[1] == cand.info.generation and mono < skip[2]:
-                    continue  # its task is taken and nothing has changed since
-                del self._skip[idx.task_id]
-            if idx.run_at is not None and idx.run_at > now:
+            if queue is None or md.get("omniq_index") != INDEX_VERSION:
                 continue
-            if idx.expires_at is not None and idx.expires_at <= now:
-                continue  # left for the reaper to expire
-            out.append(cand)
+            try:
+                priority = int(md.get("priority") or 0)
+                created = md.get("created_at")
+                at = as_utc(datetime.fromisoformat(created)) if created else None
+            except (ValueError, OverflowError):
+                continue
+            rank = (-priority, at or info.updated or _EPOCH, info.key)
+            yield Listed(rank, info, queue, Layout.name_of(info.key))
+
+    def ready(
+        self, ranked: Sequence[Listed], now: datetime, *, limit: int = BEST_FEW
+    ) -> list[Listed]:
+        """The best entries (at most ``limit``) that may be claimed now and that this process
+        has not tried, best first."""
+        mono = self._monotonic()
+        out: list[Listed] = []
+        for entry in ranked:
+            if entry.unusable:
+                continue
+            skip = self._skip.get(entry.task_id)
+            if skip is not None:
+                if skip[1] == entry.info.generation and mono < skip[2]:
+                    continue  # its task is taken and nothing has changed since
+                del self._skip[entry.task_id]
+            if entry.due(now):
+                out.append(entry)
+                if len(out) == limit:
+                    break
         return out
 
-    def skip(self, cand: Candidate, lease: float) -> None:
-        """Do not try ``cand`` again until its entry changes or ``lease`` seconds have passed."""
+    def skip(self, entry: Listed, lease: float) -> None:
+        """Do not try ``entry`` again until it changes or ``lease`` seconds have passed."""
         until = self._monotonic() + lease
-        self._skip[cand.index.task_id] = (cand.queue, cand.info.generation, until)
+        self._skip[entry.task_id] = (entry.queue, entry.info.generation, until)
 
     def lost_race(self) -> None:
         """A claim lost to another claimer: spread the next picks for a while."""
         self._contended_until = self._monotonic() + CONTENTION_MEMORY_S
+        self.races_lost += 1
 
     def contended(self) -> bool:
         """Whether this process lost a race lately."""
         return self._monotonic() < self._contended_until
 
 
-def pick(candidates: Sequence[Candidate], spread: bool) -> int:
-    """The index of the candidate to try: the head, or with ``spread`` a random one of the best
-    few of the head's priority (never a lower priority before a higher one)."""
+def pick(candidates: Sequence[Listed], spread: bool) -> int:
+    """The index of the entry to try: the head, or with ``spread`` a random one of the best few
+    of the head's priority (never a lower priority before a higher one)."""
     if not spread:
         return 0
     head = candidates[0].rank[0]

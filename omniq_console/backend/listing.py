@@ -14,10 +14,13 @@ stale. The cache is never consulted for a read by key alone (the generation is u
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -141,7 +144,9 @@ class BodyCache:
     Bounded by count (``max_entries``) and by the stored size of the bodies it holds
     (``max_bytes``): the least recently used go first, and a body larger than
     ``max_bytes // 8`` is never kept (one 20 MB task must not pin 20 MB after it ran).
-    ``timeout=0`` disables the cache. Models are mutable, so callers get deep copies.
+    ``timeout=0`` disables the cache. Models are mutable, so callers get deep copies; a body
+    this process wrote is kept as its bytes (``put_written``) and parsed only if it is asked
+    for: most never are, and a copy at each write was a deep copy per claim and outcome.
     """
 
     def __init__(
@@ -158,8 +163,11 @@ class BodyCache:
         self.hits = 0
         self.misses = 0
         self._clock = clock
-        # key -> (generation, model, size in bytes, last used); ordered by last use.
-        self._entries: OrderedDict[str, tuple[int, OmniQModel, int, float]] = OrderedDict()
+        # key -> (generation, model or written body, size in bytes, last used); ordered by
+        # last use.
+        self._entries: OrderedDict[str, tuple[int, OmniQModel | _Written, int, float]] = (
+            OrderedDict()
+        )
         self._bytes = 0
 
     @property
@@ -181,22 +189,43 @@ class BodyCache:
         now = self._clock()
         self._expire(now)
         entry = self._entries.get(key)
-        if entry is None or entry[0] != generation or not isinstance(entry[1], model):
+        parsed: M | None = None
+        if entry is not None and entry[0] == generation:
+            held = entry[1]
+            if isinstance(held, _Written) and held.model is model:
+                parsed = parse_model(model, key, held.data)
+                parsed._generation = generation
+            elif isinstance(held, model):
+                parsed = _copy_at(held, generation)
+        if entry is None or parsed is None:
             self.misses += 1
             return None
         self._entries[key] = (*entry[:3], now)
         self._entries.move_to_end(key)
         self.hits += 1
-        return _copy_at(entry[1], generation)
+        return parsed
 
     def put(self, key: str, generation: int, value: OmniQModel, size: int) -> None:
         """Remember ``value`` (``size`` bytes stored) as the body of ``key`` at ``generation``
         (a copy is kept)."""
+        if self._admit(key, generation, size):
+            self._keep(key, generation, _copy_at(value, generation), size)
+
+    def put_written(
+        self, key: str, generation: int, model: type[OmniQModel], data: builtins.bytes
+    ) -> None:
+        """Remember ``data``, just written as the body of ``key`` at ``generation``, to be
+        parsed as a ``model`` if it is ever asked for."""
+        if self._admit(key, generation, len(data)):
+            self._keep(key, generation, _Written(model, data), len(data))
+
+    def _admit(self, key: str, generation: int, size: int) -> bool:
         self.discard(key)
-        if not self.enabled or generation <= 0 or size > self.max_bytes // 8:
-            return
+        return self.enabled and generation > 0 and size <= self.max_bytes // 8
+
+    def _keep(self, key: str, generation: int, held: OmniQModel | _Written, size: int) -> None:
         now = self._clock()
-        self._entries[key] = (generation, _copy_at(value, generation), size, now)
+        self._entries[key] = (generation, held, size, now)
         self._bytes += size
         self._expire(now)
         while self._entries and (
@@ -224,6 +253,14 @@ class BodyCache:
             if entry[3] > cutoff:
                 break
             self._pop_oldest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """A body this process wrote, kept as the bytes it sent."""
+
+    model: type[OmniQModel]
+    data: bytes
 
 
 def _copy_at(value: M, generation: int) -> M:
@@ -297,7 +334,7 @@ class BodyReader:
             key, data, metadata=metadata, if_generation_match=if_generation_match
         )
         value._generation = info.generation
-        self.cache.put(key, info.generation, value, len(data))
+        self.cache.put_written(key, info.generation, type(value), data)
         return info
 
     async def delete(self, key: str, *, if_generation_match: int | None = None) -> bool:
@@ -319,7 +356,23 @@ def layout_name(folder: str, key: str) -> str | None:
     """The id in ``key`` when it is exactly ``{folder}{id}.json`` with a safe id, else None."""
     if not key.startswith(folder) or not key.endswith(".json"):
         return None
-    name = key[len(folder) : -len(".json")]
+    return safe_name(key[len(folder) : -len(".json")])
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+_PLAIN_MAX = 64
+
+
+def safe_name(name: str) -> str | None:
+    """``name`` when ``check_id`` accepts it, else None.
+
+    Every listed object's name is checked, on every claim pass and poll: the usual ids (uuids,
+    hex, words joined by single dots, up to 64 characters) are accepted by one regular
+    expression, which is all ``check_id`` would find; any other name gets its full check
+    (its per-character scan cost 10-15 us an entry, a third of a claim pass's decoding).
+    """
+    if len(name) <= _PLAIN_MAX and _PLAIN_NAME.fullmatch(name):
+        return name
     try:
         return check_id(name)
     except ValueError:
@@ -374,7 +427,8 @@ class StoreBase:
             info
             for info in await self.store.list(prefix)
             if (queue := self.layout.queue_of_entry(info.key)) is not None
-            and layout_name(self.layout.queue(queue), info.key) is not None
+            and safe_name(queue) is not None
+            and safe_name(Layout.name_of(info.key)) is not None
         ]
 
     def _check_writable(self, operation: str, key: str) -> None:

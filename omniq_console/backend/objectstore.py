@@ -45,6 +45,7 @@ from .errors import (
     ReadOnlyError,
     StorageError,
 )
+from .listpage import decode_page
 from .storeapi import (
     ACCESS_MODES,
     CONSISTENCY_MODES,
@@ -101,7 +102,8 @@ class _HTTPFailure(Exception):
 
 
 def _parse_page(body: bytes) -> tuple[list[ObjectInfo], str | None]:
-    """One page of an object listing: its objects and the next page's token."""
+    """One page of an object listing, decoded tolerantly (a bad time is None): its objects and
+    the next page's token. Pages of GCS's shape take ``decode_page`` first."""
     page = json.loads(body or b"{}")
     infos = [_info_of(item) for item in page.get("items", ())]
     return infos, page.get("nextPageToken")
@@ -514,8 +516,13 @@ class ObjectStore:
                 if failure.status == 404:
                     raise BucketNotFoundError(self.bucket) from None
                 self._raise_for(failure, prefix)
-            if len(body) > _PARSE_OFF_LOOP_BYTES:
-                # A full page is ~1 MB of JSON: ~10 ms of parsing that would stall the console.
+            # Typed decoding takes a full page (1,000 objects) in 1-3 ms: on the loop, cheaper
+            # than a thread's hand-off. A page of another shape is decoded tolerantly.
+            lean = decode_page(body)
+            if lean is not None:
+                infos, token = lean
+            elif len(body) > _PARSE_OFF_LOOP_BYTES:
+                # ~10 ms of json.loads for a full page would stall the console.
                 infos, token = await asyncio.to_thread(_parse_page, body)
             else:
                 infos, token = _parse_page(body)

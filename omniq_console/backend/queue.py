@@ -37,7 +37,15 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..models import SCHEMA_VERSION, Task, TaskResult, TaskStatus
 from . import lifecycle
 from .bridge import SyncBridge
-from .claims import MAX_PASS_AGE_S, Candidate, ClaimMemory, pick
+from .claims import (
+    BACKOFF_S,
+    LOSSES_BEFORE_BACKOFF,
+    MAX_PASS_AGE_S,
+    Candidate,
+    ClaimMemory,
+    Listed,
+    pick,
+)
 from .errors import (
     ConflictError,
     CorruptObjectError,
@@ -446,15 +454,24 @@ class AsyncGCSQueue(StoreBase):
         active = [q for q in queues if q not in skip]
         if not active:
             return None
-        candidates = self.claims.ready(await self._ranked(tuple(active)), self.clock.now())
+        ranked = await self._ranked(tuple(active))
         # The head first while this process wins its races (strict order for a lone worker);
         # once it has lost one lately, or after a loss in this pass, a random one of the best
         # few, so that workers do not all race for the head, and again for the next one.
         spread = self.claims.contended()
+        lost = self.claims.races_lost
         # A pass works through one listing: once it is older than MAX_PASS_AGE_S, what it
         # names may have been deleted or claimed meanwhile; the next pass lists again.
-        while candidates and self.claims.listing_age() < MAX_PASS_AGE_S:
-            cand = candidates.pop(pick(candidates, spread))
+        while self.claims.listing_age() < MAX_PASS_AGE_S:
+            ready = self.claims.ready(ranked, self.clock.now())
+            if not ready:
+                return None
+            entry = ready[pick(ready, spread)]
+            cand = entry.candidate(self.layout)
+            if cand is None:
+                continue  # not ours to claim: the reaper reports or repairs it
+            # Tried once, won or lost: skipped until its entry changes (or a lease passes).
+            self.claims.skip(entry, lease)
             try:
                 task = await self._claim(cand, worker, lease)
             except SYSTEMIC:
@@ -462,17 +479,21 @@ class AsyncGCSQueue(StoreBase):
             except Exception:
                 # One entry no check foresaw never stops the claims of the others.
                 log.exception("skipping queue entry %s", cand.info.key)
-                self.claims.skip(cand, lease)
                 task = None
             if task is not None:
                 return task
             spread = True
+            if self.claims.races_lost - lost >= LOSSES_BEFORE_BACKOFF:
+                # Behind the other claimers: let them settle, then look again.
+                await self.clock.sleep(random.uniform(*BACKOFF_S))
+                ranked = await self._ranked(tuple(active), fresh=True)
+                lost = self.claims.races_lost
         return None
 
-    async def _ranked(self, queues: tuple[str, ...]) -> list[Candidate]:
-        """The entries of ``queues``, ranked: from a fresh listing, or from the last one if it
-        is recent and still has entries this process has not tried."""
-        recent = self.claims.recent(queues)
+    async def _ranked(self, queues: tuple[str, ...], *, fresh: bool = False) -> list[Listed]:
+        """The entries of ``queues``, ranked: from a fresh listing, or (unless ``fresh``) from
+        the last one if it is recent and still has entries this process has not tried."""
+        recent = None if fresh else self.claims.recent(queues)
         if recent is not None:
             return recent
         listings = await asyncio.gather(*(self._list_entries(self.layout.queue(q)) for q in queues))
@@ -494,7 +515,6 @@ class AsyncGCSQueue(StoreBase):
                     log.warning("skipping a task whose state record is unreadable: %s", exc)
                     record = None
                 if record is None or record.generation != expected:
-                    self.claims.skip(cand, lease)
                     return None
         if cand.index.func is not None:
             # What the record needs of the task is in the entry: only the winner reads it.
@@ -502,7 +522,7 @@ class AsyncGCSQueue(StoreBase):
                 id=task_id, func=cand.index.func, queue_name=cand.queue
             )
         else:
-            found = await self._definition(cand, lease)
+            found = await self._definition(cand)
             if found is None:
                 return None
             definition = found
@@ -511,22 +531,19 @@ class AsyncGCSQueue(StoreBase):
                 definition, record, worker=worker, lease_s=lease, now=self.clock.now()
             )
         except lifecycle.TransitionError:
-            self.claims.skip(cand, lease)
             return None
         try:
             await self._write_record(transition.record, expected)
         except ConflictError:
-            self.claims.skip(cand, lease)
             self.claims.lost_race()
             return None
-        self.claims.skip(cand, lease)  # ours now: the next pass does not try it again
         self._note_entry(task_id, cand.info.generation)
         # The winner reads the definition (always: an old listing may name a task deleted
         # since, and a create-only claim would re-create its record). A task that is gone,
         # unreadable, or that anything else goes wrong with is not handed out: the claim is
         # undone, so no running record stays behind for a task that cannot run.
         try:
-            task = await self._definition(cand, lease)
+            task = await self._definition(cand)
             view = None if task is None else lifecycle.overlay(task, transition.record)
         except BaseException:
             await self._undo_claim(transition.record)
@@ -554,16 +571,15 @@ class AsyncGCSQueue(StoreBase):
                     return
                 await self.clock.sleep(min(2.0**attempt, 30.0))
 
-    async def _definition(self, cand: Candidate, lease: float) -> Task | None:
-        """The task of an entry, or None (and the entry skipped) when it is gone, moved or
-        unreadable (the reaper and the monitor report those)."""
+    async def _definition(self, cand: Candidate) -> Task | None:
+        """The task of an entry, or None when it is gone, moved or unreadable (the reaper and
+        the monitor report those)."""
         try:
             task = await self.reader.read(self.layout.task(cand.index.task_id), Task)
         except CorruptObjectError as exc:
             log.warning("skipping the queue entry of an unreadable task: %s", exc)
             task = None
         if task is None or task.queue_name != cand.queue:
-            self.claims.skip(cand, lease)
             return None
         return task
 
