@@ -210,9 +210,12 @@ async def _console_steps(
 
 
 async def baseline_add_rows(n: int) -> Phase:
-    """Plain Textual: one DataTable, ``add_rows`` of ``n`` rows of the same ten columns."""
+    """Plain Textual: one DataTable, ``add_rows`` of ``n`` rows with a column per field of
+    the console's task row (taken from ``TaskRow`` itself, so the two never disagree)."""
     from textual.app import App, ComposeResult
     from textual.widgets import DataTable
+
+    from omniq_console.monitor.snapshot import TaskRow
 
     snapshot = build(n)
     rows = [tuple("" if v is None else str(v) for v in row) for row in snapshot.task_rows]
@@ -223,10 +226,7 @@ async def baseline_add_rows(n: int) -> Phase:
             yield DataTable()
 
         def on_mount(self) -> None:
-            self.query_one(DataTable).add_columns(
-                "id", "queue", "func", "status", "priority", "created", "run at", "retries",
-                "worker", "error",
-            )  # fmt: skip
+            self.query_one(DataTable).add_columns(*TaskRow._fields)
 
     app = Plain()
     gc.collect()
