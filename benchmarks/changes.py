@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import gc
 import json
-import math
 import os
 import resource
 import signal
@@ -91,7 +90,10 @@ async def measure(n: int, mode: str) -> dict[str, Any]:
 
     gc.set_threshold(*CLI_GC_THRESHOLDS)
     out: dict[str, Any] = {"n": n, "mode": mode}
+    started = time.perf_counter()
     with server(n, bucket="standin") as url:
+        out["standin_ready_s"] = round(time.perf_counter() - started, 1)
+        _report(out)
         if mode == "pubsub":
             await asyncio.to_thread(_post, f"{url}/_bench/notify?on=1")
         backend = GCSBackend("standin", endpoint_url=url, token="anon")
@@ -222,11 +224,14 @@ def _run_one(n: int, mode: str, timeout: float = CHILD_TIMEOUT_S) -> dict[str, A
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        peak = _peak_rss_mb(proc.pid)  # its high-water mark so far, read before it is stopped
         os.killpg(proc.pid, signal.SIGTERM)
         stdout, stderr = proc.communicate()
         lines = stdout.strip().splitlines()
         partial_result: dict[str, Any] = json.loads(lines[-1]) if lines else {"n": n, "mode": mode}
         partial_result["stopped_after_s"] = timeout
+        if peak is not None:
+            partial_result["peak_rss_mb"] = max(peak, partial_result.get("peak_rss_mb", 0.0))
         return partial_result
     if proc.returncode != 0:
         raise RuntimeError(f"changes {n} {mode} failed:\n{stderr[-3000:]}")
@@ -234,13 +239,23 @@ def _run_one(n: int, mode: str, timeout: float = CHILD_TIMEOUT_S) -> dict[str, A
     return result
 
 
+def _peak_rss_mb(pid: int) -> float | None:
+    """A live process's peak RSS (VmHWM), or None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def _median(rows: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
 
 def _per_hour(r: dict[str, Any], interval: float) -> float:
-    if not r.get("warm"):
-        return math.nan
     polls = 3600 / interval
     lists = _median(r["warm"], "lists")
     gets = _median(r["warm"], "gets")
@@ -273,7 +288,9 @@ def _cold_cell(r: dict[str, Any]) -> str:
     if "cold_s" in r:
         return f"{r['cold_s']:.1f}"
     if "stopped_after_s" in r:
-        return f"did not finish in {r['stopped_after_s']:.0f} s (stand-in build included)"
+        if "standin_ready_s" in r:
+            return f"> {r['stopped_after_s'] - r['standin_ready_s']:.0f} (stopped)"
+        return f"stopped after {r['stopped_after_s']:.0f} s, stand-in still building"
     return "-"
 
 
@@ -306,7 +323,7 @@ def tables(results: list[dict[str, Any]]) -> list[Table]:
                 f"{r['live_block_ms']:.0f}" if "live_block_ms" in r else "-",
                 f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else "-",
                 _latency_cell(r),
-                f"{_per_hour(r, INTERVAL):.4f}",
+                f"{_per_hour(r, INTERVAL):.4f}" if r.get("warm") else "-",
             )
     table.notes = [
         "In-memory GCS stand-in in its own process (benchmarks/standin.py) at every size; it "
