@@ -1,7 +1,7 @@
 """Run the benchmarks and print one markdown table per benchmark, each figure beside its baseline.
 
     python benchmarks/run.py [--sizes 1000,10000,100000]
-        [--only refresh,claims,ui,memory,start,gcsrules,changes,soak] [--soak-minutes 10]
+        [--only refresh,claims,ui,memory,start,gcsrules,changes,errors,soak]
 
 Progress goes to stderr; stdout holds the machine line and the tables (paste-ready). Raw
 figures also land in benchmarks/results/ (git-ignored). Traffic goes to 127.0.0.1 only.
@@ -11,21 +11,68 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import importlib.util
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 if __package__ in (None, ""):
     # Run as a script: make ``benchmarks`` and ``omniq_console`` importable from the repo root.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from benchmarks.common import Table, log, machine_line, save_raw  # noqa: E402
+from benchmarks.common import Table, log, machine_line, save_raw
 
-BENCHMARKS = ("refresh", "claims", "ui", "memory", "start", "gcsrules", "changes", "soak")
-# Run only when asked for: the soak alone takes --soak-minutes (10).
-DEFAULT = tuple(name for name in BENCHMARKS if name != "soak")
+Runner = Callable[[argparse.Namespace], list[Table]]
+
+
+def _module(name: str) -> ModuleType:
+    return importlib.import_module(f"benchmarks.{name}")
+
+
+def _refresh(args: argparse.Namespace) -> list[Table]:
+    tables, _ = asyncio.run(
+        _module("refresh").run(
+            args.sizes,
+            max_measured=args.max_measured,
+            storage=args.emulator_storage,
+            standin=not args.no_standin,
+        )
+    )
+    return list(tables)
+
+
+def _claims(args: argparse.Namespace) -> list[Table]:
+    workers = [int(w) for w in args.claim_workers.split(",") if w.strip()]
+    return list(_module("claims").run(tasks=args.claim_tasks, workers=workers))
+
+
+def _changes(args: argparse.Namespace) -> list[Table]:
+    modes = [m for m in args.changes_modes.split(",") if m.strip()]
+    return list(_module("changes").run(args.changes_sizes, modes, args.changes_timeout))
+
+
+RUNNERS: dict[str, Runner] = {
+    "refresh": _refresh,
+    "claims": _claims,
+    "ui": lambda args: list(_module("ui").run(max(args.sizes), live=not args.no_live)),
+    "memory": lambda args: list(_module("memory").run(max(args.sizes), live=not args.no_live)),
+    "start": lambda args: list(_module("start").run()),
+    "gcsrules": lambda args: list(_module("gcsrules").run()),
+    "changes": _changes,
+    "errors": lambda args: list(_module("errors").run()),
+    "soak": lambda args: list(_module("soak").run(args.soak_minutes)),
+}
+ON_REQUEST = ("soak",)
+"""Run only when named in --only (the soak takes ten minutes by itself)."""
+# A benchmark whose module is not in this checkout (one written on another branch) is left out.
+BENCHMARKS = tuple(
+    name for name in RUNNERS if importlib.util.find_spec(f"benchmarks.{name}") is not None
+)
 DEFAULT_SIZES = "1000,10000,100000"
 
 
@@ -65,8 +112,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         type=_only,
-        default=list(DEFAULT),
-        help="comma-separated subset to run (soak only when named)",
+        default=[name for name in BENCHMARKS if name not in ON_REQUEST],
+        help=f"comma-separated subset of {','.join(BENCHMARKS)} (default: all but "
+        f"{','.join(ON_REQUEST)})",
     )
     parser.add_argument(
         "--max-measured",
@@ -99,7 +147,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="claims: worker process counts (default 1,4,16)",
     )
     parser.add_argument(
-        "--soak-minutes", type=float, default=10.0, help="soak: how long (default 10)"
+        "--changes-sizes",
+        type=_sizes,
+        default=_sizes("10000,100000,1000000"),
+        help="changes: task counts (default 10000,100000,1000000)",
+    )
+    parser.add_argument(
+        "--changes-modes",
+        default="listing,pubsub",
+        help="changes: listing, pubsub or both (default both)",
+    )
+    parser.add_argument(
+        "--changes-timeout",
+        type=float,
+        default=1800.0,
+        help="changes: seconds for one size in one mode; a run stopped then reports what it "
+        "measured by then (default 1800)",
+    )
+    parser.add_argument(
+        "--soak-minutes", type=float, default=10.0, help="soak: minutes (default 10)"
     )
     return parser.parse_args(argv)
 
@@ -113,53 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     all_tables: list[Table] = []
     raw: dict[str, object] = {"machine": machine_line(), "args": vars(args)}
-    largest = max(args.sizes)
     for name in args.only:
         log(f"--- {name} ---")
         load_before = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         t0 = time.perf_counter()
-        tables: list[Table]
-        if name == "refresh":
-            from benchmarks import refresh
-
-            tables, _ = asyncio.run(
-                refresh.run(
-                    args.sizes,
-                    max_measured=args.max_measured,
-                    storage=args.emulator_storage,
-                    standin=not args.no_standin,
-                )
-            )
-        elif name == "claims":
-            from benchmarks import claims
-
-            workers = [int(w) for w in args.claim_workers.split(",") if w.strip()]
-            tables = claims.run(tasks=args.claim_tasks, workers=workers)
-        elif name == "ui":
-            from benchmarks import ui
-
-            tables = ui.run(largest, live=not args.no_live)
-        elif name == "memory":
-            from benchmarks import memory
-
-            tables = memory.run(largest, live=not args.no_live)
-        elif name == "gcsrules":
-            from benchmarks import gcsrules
-
-            tables = gcsrules.run()
-        elif name == "soak":
-            from benchmarks import soak
-
-            tables = soak.run(args.soak_minutes)
-        elif name == "changes":
-            from benchmarks import changes
-
-            changes.main([])  # prints its own table (its sizes go to 1,000,000 tasks)
-            tables = []
-        else:
-            from benchmarks import start
-
-            tables = start.run()
+        tables = RUNNERS[name](args)
         if tables:
             load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
             tables[-1].notes.append(

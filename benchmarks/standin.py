@@ -15,7 +15,12 @@ It also speaks the two Pub/Sub REST calls the change feed uses (``POST
 ``POST /_bench/change?fraction=0.01`` (claims of pending tasks, completions of running ones,
 and an event batch, as a fleet would between two polls) is published as a GCS notification
 (``JSON_API_V1``: attributes and the object resource), including the delete of each
-overwritten generation, as GCS does.
+overwritten generation, as GCS does. As Pub/Sub does, a delivered message not acknowledged
+within the ack deadline (10 s) is delivered again under a new ack id.
+
+Nothing it serves holds its loop for long, at a million tasks too: keys sit in sorted blocks
+(an insert or a delete moves a thousand keys, not millions), a page is a bisect and a slice,
+and a change is applied in slices with the loop given back between them.
 
 Run ``python -m benchmarks.standin --port P --tasks N``; it prints ``ready`` once built.
 """
@@ -35,6 +40,7 @@ import random
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -49,6 +55,13 @@ from .seed import ERRORS, FUNCS, HISTORY, QUEUES, WORKERS, Mix, _schedules
 
 PAGE = 1000
 BATCH_EVENTS = 20
+ACK_DEADLINE_S = 10.0
+"""Pub/Sub's default ack deadline: a delivery not acknowledged by then is delivered again."""
+PULL_HOLD_S = 2.0
+"""How long a pull with nothing to deliver is held open."""
+SCAN_SLICE = 50_000
+CHANGE_SLICE = 200
+"""Tasks scanned, and tasks changed, between two returns to the loop."""
 _FINAL = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED)
 _STATUS_OF = {
     TaskStatus.COMPLETED: "success",
@@ -56,6 +69,64 @@ _STATUS_OF = {
     TaskStatus.CANCELLED: "cancelled",
     TaskStatus.EXPIRED: "expired",
 }
+
+
+class SortedKeys:
+    """Keys in lexicographic order, kept as blocks of at most ``2 * load`` sorted keys.
+
+    A single sorted list of 2.7 million keys (a million tasks) moves megabytes on every
+    insert or delete, and a fleet's change between two polls inserts thousands: seconds with
+    the loop held. Blocks keep an insert, a delete and a page's lookup at a bisect plus a
+    short list move.
+    """
+
+    def __init__(self, ordered: list[str], load: int = 1000) -> None:
+        self._load = load
+        self._blocks = [ordered[i : i + load] for i in range(0, len(ordered), load)]
+        self._maxes = [block[-1] for block in self._blocks]
+        self._len = len(ordered)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def add(self, key: str) -> None:
+        if not self._blocks:
+            self._blocks, self._maxes = [[key]], [key]
+        else:
+            b = min(bisect.bisect_left(self._maxes, key), len(self._blocks) - 1)
+            block = self._blocks[b]
+            bisect.insort(block, key)
+            self._maxes[b] = block[-1]
+            if len(block) > 2 * self._load:
+                self._blocks[b : b + 1] = [block[: self._load], block[self._load :]]
+                self._maxes[b : b + 1] = [block[self._load - 1], block[-1]]
+        self._len += 1
+
+    def remove(self, key: str) -> None:
+        b = bisect.bisect_left(self._maxes, key)
+        block = self._blocks[b]
+        del block[bisect.bisect_left(block, key)]
+        if block:
+            self._maxes[b] = block[-1]
+        else:
+            del self._blocks[b], self._maxes[b]
+        self._len -= 1
+
+    def take(self, lo: str, hi: str, limit: int) -> list[str]:
+        """Up to ``limit`` keys ``k`` with ``lo <= k < hi``, in order."""
+        out: list[str] = []
+        b = bisect.bisect_left(self._maxes, lo)
+        i = bisect.bisect_left(self._blocks[b], lo) if b < len(self._blocks) else 0
+        while b < len(self._blocks) and len(out) < limit:
+            block = self._blocks[b]
+            j = min(len(block), i + limit - len(out))
+            part = block[i:j]
+            if part and part[-1] >= hi:
+                out.extend(part[: bisect.bisect_left(part, hi)])
+                break
+            out.extend(part)
+            b, i = b + 1, 0
+        return out
 
 
 @dataclass
@@ -80,28 +151,41 @@ class _Task:
 
 class Bucket:
     """Objects by key, the keys in order (GCS lists in lexicographic order), and the
-    notifications of changes not yet pulled."""
+    subscription: notifications not yet delivered, and those delivered but not acknowledged
+    (redelivered once their ack deadline passes, as Pub/Sub does)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, ack_deadline: float = ACK_DEADLINE_S) -> None:
         self.name = name
         self.objects: dict[str, _Object] = {}
-        self.keys: list[str] = []
+        self.keys = SortedKeys([])
+        self._filling: list[str] | None = []
         self._generation = int(time.time() * 1e6)
         self.requests: dict[str, int] = {"list": 0, "get": 0, "bucket": 0, "pull": 0, "ack": 0}
         self.notify = False
-        self.outbox: list[dict[str, Any]] = []
+        self.ack_deadline = ack_deadline
+        self.outbox: deque[dict[str, Any]] = deque()
+        # ackId -> (deadline, message), in delivery order: deadlines only grow along it.
+        self.outstanding: dict[str, tuple[float, dict[str, Any]]] = {}
         self.arrived = asyncio.Event()
         self._message_id = 0
+        self._ack_id = 0
         self.published = 0
+        self.redelivered = 0
 
-    def put(self, key: str, body: bytes, metadata: dict[str, str], *, sort: bool = True) -> int:
+    def seal(self) -> None:
+        """End of the initial fill: the keys put so far are sorted once, later ones inserted."""
+        if self._filling is not None:
+            self.keys = SortedKeys(sorted(self._filling))
+            self._filling = None
+
+    def put(self, key: str, body: bytes, metadata: dict[str, str]) -> int:
         self._generation += 1
         old = self.objects.get(key)
         if old is None:
-            if sort:
-                bisect.insort(self.keys, key)
+            if self._filling is not None:
+                self._filling.append(key)
             else:
-                self.keys.append(key)
+                self.keys.add(key)
         obj = _Object(self._generation, metadata, body, utcnow().isoformat())
         self.objects[key] = obj
         if self.notify:
@@ -113,7 +197,7 @@ class Bucket:
     def delete(self, key: str) -> None:
         old = self.objects.pop(key, None)
         if old is not None:
-            self.keys.pop(bisect.bisect_left(self.keys, key))
+            self.keys.remove(key)
             if self.notify:
                 self._publish("OBJECT_DELETE", key, old)
 
@@ -130,35 +214,66 @@ class Bucket:
         data = json.dumps(self._resource(key, obj), separators=(",", ":")).encode()
         self.outbox.append(
             {
-                "ackId": str(self._message_id),
-                "message": {
-                    "messageId": str(self._message_id),
-                    "publishTime": utcnow().isoformat().replace("+00:00", "Z"),
-                    "data": base64.b64encode(data).decode(),
-                    "attributes": {
-                        "eventType": event,
-                        "objectId": key,
-                        "bucketId": self.name,
-                        "objectGeneration": str(obj.generation),
-                        "payloadFormat": "JSON_API_V1",
-                    },
+                "messageId": str(self._message_id),
+                "publishTime": utcnow().isoformat().replace("+00:00", "Z"),
+                "data": base64.b64encode(data).decode(),
+                "attributes": {
+                    "eventType": event,
+                    "objectId": key,
+                    "bucketId": self.name,
+                    "objectGeneration": str(obj.generation),
+                    "payloadFormat": "JSON_API_V1",
                 },
             }
         )
         self.arrived.set()
 
+    def _requeue_expired(self, now: float) -> None:
+        """Messages whose ack deadline passed go back to the front, to be delivered again."""
+        expired: list[dict[str, Any]] = []
+        while self.outstanding:
+            ack_id = next(iter(self.outstanding))
+            deadline, message = self.outstanding[ack_id]
+            if deadline > now:
+                break
+            del self.outstanding[ack_id]
+            expired.append(message)
+        self.redelivered += len(expired)
+        self.outbox.extendleft(reversed(expired))
+
+    def next_expiry(self) -> float | None:
+        """When the oldest unacknowledged delivery's deadline passes (monotonic clock)."""
+        return next(iter(self.outstanding.values()))[0] if self.outstanding else None
+
+    def deliver(self, wanted: int) -> list[dict[str, Any]]:
+        """Up to ``wanted`` messages, each under a fresh ack id (a redelivery gets a new one,
+        as in Pub/Sub), to be acknowledged within the ack deadline."""
+        now = time.monotonic()
+        self._requeue_expired(now)
+        out: list[dict[str, Any]] = []
+        while self.outbox and len(out) < wanted:
+            message = self.outbox.popleft()
+            self._ack_id += 1
+            ack_id = f"ack-{self._ack_id}"
+            self.outstanding[ack_id] = (now + self.ack_deadline, message)
+            out.append({"ackId": ack_id, "message": message})
+        return out
+
+    def acknowledge(self, ack_ids: list[str]) -> None:
+        for ack_id in ack_ids:
+            self.outstanding.pop(ack_id, None)
+
     def page(
         self, prefix: str, start: str | None, end: str | None, token: str | None, limit: int
     ) -> dict[str, Any]:
-        lo = bisect.bisect_left(self.keys, max(prefix, token or start or ""))
-        hi = bisect.bisect_left(self.keys, prefix + "\U0010ffff")
+        hi = prefix + "\U0010ffff"
         if end:
-            hi = min(hi, bisect.bisect_left(self.keys, end))
-        chosen = self.keys[lo : min(hi, lo + limit)]
-        items = [self._resource(key, self.objects[key]) for key in chosen]
+            hi = min(hi, end)
+        chosen = self.keys.take(max(prefix, token or start or ""), hi, limit + 1)
+        items = [self._resource(key, self.objects[key]) for key in chosen[:limit]]
         out: dict[str, Any] = {"kind": "storage#objects", "items": items}
-        if lo + limit < hi:
-            out["nextPageToken"] = self.keys[lo + limit]
+        if len(chosen) > limit:
+            out["nextPageToken"] = chosen[limit]
         return out
 
 
@@ -246,22 +361,20 @@ def fill(bucket: Bucket, mix: Mix, layout: Layout, seed_value: int = 7) -> list[
                "args": [rng.randrange(10**6)]}  # fmt: skip
         body = json.dumps(doc, separators=(",", ":")).encode()
         # Keys built directly: Layout's per-character id check would dominate a million puts.
-        bucket.put(f"{layout.tasks}{t.id}.json", body, md, sort=False)
+        bucket.put(f"{layout.tasks}{t.id}.json", body, md)
         if status not in _FINAL:
             entry = {k: md[k] for k in ("omniq_index", "priority", "run_at", "expires_at",
                                          "created_at")}  # fmt: skip
-            bucket.put(f"{layout.queues}{queue}/{t.id}.json", b"{}", entry, sort=False)
+            bucket.put(f"{layout.queues}{queue}/{t.id}.json", b"{}", entry)
         if status == TaskStatus.RUNNING:
             t.record_generation = bucket.put(
-                f"{layout.results}{t.id}.json", b"{}", _running_md(t, now, "worker-0"), sort=False
+                f"{layout.results}{t.id}.json", b"{}", _running_md(t, now, "worker-0")
             )
         elif status in _FINAL:
             finals += 1
             if finals % 2 == 0:  # the other half: deleted by the TTL cleanup
                 done = now - timedelta(minutes=30) * rng.random()
-                bucket.put(
-                    f"{layout.results}{t.id}.json", b"{}", _final_md(t, done, rng), sort=False
-                )
+                bucket.put(f"{layout.results}{t.id}.json", b"{}", _final_md(t, done, rng))
     for k in range(0, mix.events, BATCH_EVENTS):
         at = now - HISTORY * (1 - (k + 1) / max(1, mix.events))
         worker = f"worker-{rng.randrange(WORKERS)}"
@@ -270,31 +383,41 @@ def fill(bucket: Bucket, mix: Mix, layout: Layout, seed_value: int = 7) -> list[
             for _ in range(min(BATCH_EVENTS, mix.events - k))
         ]
         key = f"{layout.events}{new_event_id(at)}.json"
-        bucket.put(key, _events_body(events), _batch_md(events, worker), sort=False)
+        bucket.put(key, _events_body(events), _batch_md(events, worker))
     for s in _schedules(rng, now)[: mix.schedules]:
         md = {"omniq_index": "1", "status": s.status.value, "next_run": _iso(s.next_run or now)}
-        bucket.put(layout.schedule(s.id), s.to_json(), md, sort=False)
+        bucket.put(layout.schedule(s.id), s.to_json(), md)
     for w in range(mix.workers):
         md = {"omniq_index": "1", "state": "running", "last_seen": _iso(now),
               "started_at": _iso(now - timedelta(hours=1)), "host": "bench", "pid": str(1000 + w),
               "queues": ",".join(QUEUES), "running": "", "processed": str(1000 * w),
               "failed": str(10 * w), "concurrency": "8"}  # fmt: skip
-        bucket.put(layout.worker(f"worker-{w}"), b"{}", md, sort=False)
-    bucket.keys.sort()
+        bucket.put(layout.worker(f"worker-{w}"), b"{}", md)
+    bucket.seal()
     return tasks
 
 
-def change(bucket: Bucket, tasks: list[_Task], layout: Layout, fraction: float) -> int:
+async def change(bucket: Bucket, tasks: list[_Task], layout: Layout, fraction: float) -> int:
     """A fleet's work between two polls: claim pending tasks, complete running ones, and
-    write one event batch; every write notifies (when notifications are on)."""
-    rng = random.Random(11 + len(bucket.outbox))
+    write one event batch; every write notifies (when notifications are on). Done in slices
+    with the loop given back between them (a 1% change of a million tasks is 10,000 tasks
+    and 20,000+ notifications): listings and pulls are served meanwhile, seeing the change
+    half made, as GCS's readers see a fleet's writes."""
+    rng = random.Random(11 + bucket.published)
     now = utcnow()
-    movable = [
-        i for i, t in enumerate(tasks) if t.status in (TaskStatus.PENDING, TaskStatus.RUNNING)
-    ]
+    movable: list[int] = []
+    for start in range(0, len(tasks), SCAN_SLICE):
+        movable.extend(
+            i
+            for i in range(start, min(len(tasks), start + SCAN_SLICE))
+            if tasks[i].status in (TaskStatus.PENDING, TaskStatus.RUNNING)
+        )
+        await asyncio.sleep(0)
     k = min(len(movable), max(1, math.ceil(len(tasks) * fraction)))
     events = []
-    for i in rng.sample(movable, k):
+    for done, i in enumerate(rng.sample(movable, k)):
+        if done % CHANGE_SLICE == CHANGE_SLICE - 1:
+            await asyncio.sleep(0)
         t = tasks[i]
         if t.status == TaskStatus.PENDING:
             t.status = TaskStatus.RUNNING
@@ -310,6 +433,7 @@ def change(bucket: Bucket, tasks: list[_Task], layout: Layout, fraction: float) 
     for start in range(0, len(events), 500):
         part = events[start : start + 500]
         bucket.put(layout.event(new_event_id(now)), _events_body(part), _batch_md(part, "worker-1"))
+        await asyncio.sleep(0)
     return k
 
 
@@ -341,32 +465,45 @@ def make_app(bucket: Bucket, tasks: list[_Task], layout: Layout) -> web.Applicat
         headers.update({f"x-goog-meta-{k}": v for k, v in obj.metadata.items()})
         return web.Response(body=obj.body, headers=headers, content_type="application/json")
 
+    changing = asyncio.Lock()  # one fleet change at a time: "notified" is that change's count
+
     async def post_change(request: web.Request) -> web.Response:
         fraction = float(request.query.get("fraction", "0.01"))
-        before = bucket.published
-        changed = change(bucket, tasks, layout, fraction)
-        return web.json_response({"changed": changed, "notified": bucket.published - before})
+        async with changing:
+            before = bucket.published
+            changed = await change(bucket, tasks, layout, fraction)
+            notified = bucket.published - before
+        return web.json_response({"changed": changed, "notified": notified})
 
     async def post_notify(request: web.Request) -> web.Response:
         bucket.notify = request.query.get("on", "1") == "1"
         return web.json_response({"notify": bucket.notify})
 
     async def get_counts(request: web.Request) -> web.Response:
-        return web.json_response(bucket.requests)
+        return web.json_response(
+            {**bucket.requests, "redelivered": bucket.redelivered,
+             "unacknowledged": len(bucket.outstanding)}
+        )  # fmt: skip
 
     async def pull(request: web.Request) -> web.Response:
         bucket.requests["pull"] += 1
         wanted = int((await request.json()).get("maxMessages", 1000))
-        if not bucket.outbox:
+        out = bucket.deliver(wanted)
+        if not out:
+            # Held open until something is published or a delivery's deadline passes.
+            hold = PULL_HOLD_S
+            expiry = bucket.next_expiry()
+            if expiry is not None:
+                hold = max(0.0, min(hold, expiry - time.monotonic()))
             bucket.arrived.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(bucket.arrived.wait(), 2.0)
-        out, bucket.outbox[:wanted] = bucket.outbox[:wanted], []
+                await asyncio.wait_for(bucket.arrived.wait(), hold)
+            out = bucket.deliver(wanted)
         return web.json_response({"receivedMessages": out})
 
     async def acknowledge(request: web.Request) -> web.Response:
         bucket.requests["ack"] += 1
-        await request.read()
+        bucket.acknowledge(list((await request.json()).get("ackIds", [])))
         return web.json_response({})
 
     app = web.Application()
@@ -440,9 +577,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--tasks", type=int, required=True)
     parser.add_argument("--bucket", default="standin")
     parser.add_argument("--prefix", default="omniq/")
+    parser.add_argument("--ack-deadline", type=float, default=ACK_DEADLINE_S)
     args = parser.parse_args(argv)
     layout = Layout(args.prefix)
-    bucket = Bucket(args.bucket)
+    bucket = Bucket(args.bucket, ack_deadline=args.ack_deadline)
     started = time.perf_counter()
     tasks = fill(bucket, Mix.for_tasks(args.tasks), layout)
     print(f"ready {len(bucket.keys)} {time.perf_counter() - started:.1f}", flush=True)

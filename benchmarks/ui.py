@@ -26,12 +26,12 @@ from .common import GcWatch, LoopLagProbe, Table, log, ms, verdict
 TARGET_MS = 50.0
 SIZE = (160, 50)
 FILTER_TEXT = "digest"  # matches one function of six: app.mail:send_digest
-PHASE_TIMEOUT = 120.0
+PHASE_TIMEOUT = 300.0  # a cold poll of 100,000 tasks took 47 s on a loaded machine
 IDLE_S = 2.0
 LIVE_WATCH_S = 10.0
 LIVE_POLLS = 3
 """Polls a live phase must contain: a phase with none measures nothing of polling."""
-LIVE_MAX_S = 180.0
+LIVE_MAX_S = 120.0
 VIEW_KEYS = (("4", "Results"), ("5", "Events"), ("6", "Schedules"), ("7", "Workers"),
              ("2", "Queues"), ("1", "Overview"))  # fmt: skip
 
@@ -210,9 +210,12 @@ async def _console_steps(
 
 
 async def baseline_add_rows(n: int) -> Phase:
-    """Plain Textual: one DataTable, ``add_rows`` of ``n`` rows of the same ten columns."""
+    """Plain Textual: one DataTable, ``add_rows`` of ``n`` rows with a column per field of
+    the console's task row (taken from ``TaskRow`` itself, so the two never disagree)."""
     from textual.app import App, ComposeResult
     from textual.widgets import DataTable
+
+    from omniq_console.monitor.snapshot import TaskRow
 
     snapshot = build(n)
     rows = [tuple("" if v is None else str(v) for v in row) for row in snapshot.task_rows]
@@ -223,10 +226,7 @@ async def baseline_add_rows(n: int) -> Phase:
             yield DataTable()
 
         def on_mount(self) -> None:
-            self.query_one(DataTable).add_columns(
-                "id", "queue", "func", "status", "priority", "created", "run at", "retries",
-                "worker", "error",
-            )  # fmt: skip
+            self.query_one(DataTable).add_columns(*TaskRow._fields)
 
     app = Plain()
     gc.collect()
@@ -280,14 +280,19 @@ async def live_phases(n: int, interval: float = 2.0) -> tuple[list[Phase], int, 
                     def tasks_view() -> TasksView:
                         return app.screen_stack[0].query_one(TasksView)
 
+                    watched: list[int] = []
+
                     async def watch() -> None:
-                        # Long enough to hold several polls (a big bucket's polls come
-                        # 5-13 s apart): LIVE_POLLS of them, and at least LIVE_WATCH_S.
+                        # Long enough to hold several polls (a big bucket's polls come 5-13 s
+                        # apart on a quiet machine, a minute apart on a loaded one):
+                        # LIVE_POLLS of them and at least LIVE_WATCH_S, at most LIVE_MAX_S;
+                        # how many came is part of the phase's name.
                         start = polls
-                        async with asyncio.timeout(LIVE_MAX_S):
-                            await asyncio.sleep(LIVE_WATCH_S)
-                            while polls - start < LIVE_POLLS:  # noqa: ASYNC110
-                                await asyncio.sleep(0.1)
+                        deadline = time.monotonic() + LIVE_MAX_S
+                        await asyncio.sleep(LIVE_WATCH_S)
+                        while polls - start < LIVE_POLLS and time.monotonic() < deadline:  # noqa: ASYNC110
+                            await asyncio.sleep(0.1)
+                        watched.append(polls - start)
 
                     await steps.step(
                         f"first poll of {n:,} tasks (cold) arrives, Overview drawn",
@@ -295,23 +300,16 @@ async def live_phases(n: int, interval: float = 2.0) -> tuple[list[Phase], int, 
                         lambda: app.snapshot is not None,
                         after=lambda: freeze_like_the_app(app),
                     )
-                    await steps.step(
-                        f"Overview open while {LIVE_POLLS}+ polls arrive (>= {LIVE_WATCH_S:.0f} s)",
-                        watch,
-                        lambda: True,
-                    )
+                    await steps.step("Overview open while polls arrive", watch, lambda: True)
                     await steps.step(
                         "switch to the Tasks view (first page of all tasks)",
                         lambda: pilot.press("3"),
                         lambda: tasks_view().page is not None and tasks_view().table.row_count > 0,
                     )
-                    await steps.step(
-                        f"Tasks view open while {LIVE_POLLS}+ polls arrive"
-                        f" (>= {LIVE_WATCH_S:.0f} s)",
-                        watch,
-                        lambda: True,
-                    )
+                    await steps.step("Tasks view open while polls arrive", watch, lambda: True)
             cpu = time.process_time() - cpu
+            for phase, count in zip((steps.done[1], steps.done[3]), watched, strict=True):
+                phase.name += f" ({count} in {phase.seconds:.0f} s)"
     for phase in steps.done:
         phase.name = f"live: {phase.name}"
     return steps.done, polls, cpu
@@ -321,9 +319,17 @@ def run(n: int, *, live: bool = True) -> list[Table]:
     phases = asyncio.run(console_phases(n))
     base = asyncio.run(baseline_add_rows(n))
     live_figures: tuple[list[Phase], int, float] | None = None
+    live_error = ""
     if live:
-        live_figures = asyncio.run(live_phases(n))
-        phases = [*phases, *live_figures[0]]
+        # The other rows took minutes: a live run that fails is reported, not allowed to
+        # take them with it.
+        try:
+            live_figures = asyncio.run(live_phases(n))
+        except Exception as exc:
+            live_error = f"{type(exc).__name__}: {exc}"
+            log(f"ui: the live phases failed: {live_error}")
+        else:
+            phases = [*phases, *live_figures[0]]
     table = Table(
         f"Responsiveness: longest event-loop block, console vs plain DataTable, {n:,} tasks",
         [
@@ -359,6 +365,8 @@ def run(n: int, *, live: bool = True) -> list[Table]:
         "it wakes. 'Until shown' counts from the key or the snapshot's "
         "arrival to the state asked for (filtering runs in a thread)."
     )
+    if live_error:
+        table.notes.append(f"The live rows are missing: the live run failed ({live_error}).")
     if live_figures is not None:
         _, polls, cpu = live_figures
         table.notes.append(

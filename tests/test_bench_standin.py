@@ -1,0 +1,93 @@
+"""The benchmarks' GCS/Pub/Sub stand-in: listings in key order across its key blocks, and
+Pub/Sub's redelivery of messages not acknowledged within the ack deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+from benchmarks.seed import Mix
+from benchmarks.standin import Bucket, SortedKeys, change, fill
+from omniq_console.backend.layout import Layout
+
+
+def test_sorted_keys_take_matches_a_sorted_list_through_inserts_and_deletes() -> None:
+    rng = random.Random(5)
+    reference = sorted({f"{rng.randrange(10**6):06d}" for _ in range(3000)})
+    keys = SortedKeys(reference, load=16)
+    for _ in range(2000):
+        key = f"{rng.randrange(10**6):06d}"
+        if key in reference:
+            reference.remove(key)
+            keys.remove(key)
+        else:
+            reference.append(key)
+            reference.sort()
+            keys.add(key)
+    assert len(keys) == len(reference)
+    for lo, hi, limit in [("", "\U0010ffff", 10**9), ("2", "5", 100), ("31", "311", 7),
+                          ("999999", "\U0010ffff", 3), ("4", "4", 10)]:  # fmt: skip
+        expected = [k for k in reference if lo <= k < hi][:limit]
+        assert keys.take(lo, hi, limit) == expected
+
+
+def test_pages_walk_every_key_of_a_prefix_once_in_order() -> None:
+    bucket = Bucket("b")
+    layout = Layout("omniq/")
+    fill(bucket, Mix.for_tasks(300), layout)
+    listed: list[str] = []
+    token: str | None = None
+    while True:
+        page = bucket.page(layout.tasks, None, None, token, 100)
+        listed.extend(item["name"] for item in page["items"])
+        token = page.get("nextPageToken")
+        if token is None:
+            break
+    assert listed == sorted(k for k in bucket.objects if k.startswith(layout.tasks))
+    assert len(listed) == 300
+
+
+async def test_unacknowledged_messages_are_delivered_again_after_the_ack_deadline() -> None:
+    bucket = Bucket("b", ack_deadline=0.2)
+    layout = Layout("omniq/")
+    tasks = fill(bucket, Mix.for_tasks(200), layout)
+    bucket.notify = True
+    await change(bucket, tasks, layout, 0.05)
+    published = bucket.published
+    first = bucket.deliver(10_000)
+    assert len(first) == published
+    acked = [m["ackId"] for m in first[: published // 2]]
+    bucket.acknowledge(acked)
+    assert bucket.deliver(10_000) == []  # within the deadline: nothing again
+    await asyncio.sleep(0.25)
+    again = bucket.deliver(10_000)
+    ids = [m["message"]["messageId"] for m in again]
+    assert ids == [m["message"]["messageId"] for m in first[published // 2 :]]
+    assert not {m["ackId"] for m in again} & {m["ackId"] for m in first}  # fresh ack ids
+    assert bucket.redelivered == len(again)
+    bucket.acknowledge([m["ackId"] for m in again])
+    await asyncio.sleep(0.25)
+    assert bucket.deliver(10_000) == []
+
+
+async def test_a_change_gives_the_loop_back_between_slices() -> None:
+    bucket = Bucket("b")
+    layout = Layout("omniq/")
+    tasks = fill(bucket, Mix.for_tasks(5_000), layout)
+    bucket.notify = True
+    gaps: list[float] = []
+
+    async def probe() -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0)
+            gaps.append(time.perf_counter() - before)
+
+    watcher = asyncio.create_task(probe())
+    await asyncio.sleep(0)
+    changed = await change(bucket, tasks, layout, 0.2)
+    watcher.cancel()
+    assert changed == 1000
+    # 1,000 tasks changed, 200 a slice: the probe ran between slices.
+    assert len(gaps) >= 5
