@@ -24,6 +24,7 @@ from omniq_console.models import (
 )
 from omniq_console.monitor.snapshot import (
     EventRow,
+    PrefixUsage,
     QueueStats,
     QueueWindow,
     RequestFigures,
@@ -46,8 +47,9 @@ QUEUES = ("emails", "reports", "default")
 
 
 def frozen_clock() -> float:
-    """A monotonic clock that never moves: ages and countdowns stay as in the snapshot."""
-    return 1000.0
+    """The console's wall clock, stopped at ``TAKEN_AT``: the demo snapshot is 0 s old and
+    countdowns stay as in the snapshot."""
+    return TAKEN_AT.timestamp()
 
 
 def task_id(n: int) -> str:
@@ -416,6 +418,18 @@ def demo_snapshot(**changes: object) -> Snapshot:
             mean_latency_ms=16.8,
             requests_per_minute=150.0,
             cost_per_hour_usd=0.0452,
+            errors=4,
+            retries=4,
+            latency_p50_ms={"list": 14.0, "get": 9.0},
+            latency_p95_ms={"list": 48.0, "get": 31.0},
+            errors_by_status={"429": 3, "5xx": 1},
+            cache_hits=290,
+            cache_misses=20,
+        ),
+        storage=(
+            PrefixUsage(prefix="tasks/", objects=57, bytes=41_300),
+            PrefixUsage(prefix="results/", objects=291, bytes=1_268_000),
+            PrefixUsage(prefix="events/", objects=1_204, bytes=3_410_000),
         ),
         task_rows=rows,
     )
@@ -424,8 +438,14 @@ def demo_snapshot(**changes: object) -> Snapshot:
 
 
 def stale_snapshot() -> Snapshot:
-    """The last good data, 47 s old, after polls started failing."""
-    return demo_snapshot(stale=True, age_s=47.0, error="BackendUnavailableError: timed out")
+    """The last good data, 47 s old, after polls started failing (the monitor keeps the
+    last good snapshot's ``taken_at``)."""
+    return demo_snapshot(
+        stale=True,
+        taken_at=TAKEN_AT - timedelta(seconds=47),
+        age_s=47.0,
+        error="BackendUnavailableError: timed out",
+    )
 
 
 def failed_task_detail(n: int = 41) -> TaskDetail:
