@@ -8,7 +8,7 @@ confirmation naming the task.
 from __future__ import annotations
 
 import pytest
-from tui_fixtures import make_app, record_notifications, search_tasks, settle, task_id
+from tui_fixtures import LIGHT, make_app, record_notifications, search_tasks, settle, task_id
 
 from omniq_console.tui.screens.confirm import ConfirmScreen
 from omniq_console.tui.screens.detail import TaskDetailScreen
@@ -17,11 +17,10 @@ SIZE = (160, 48)
 
 
 async def test_retry_one_task_binds_the_status_seen_and_polls() -> None:
-    app, source, operator = make_app()
+    app, source, operator = make_app(views=("tasks",))
     async with app.run_test(size=SIZE) as pilot:
         seen = record_notifications(app)
         await settle(pilot)
-        await pilot.press("3")
         await search_tasks(pilot, task_id(41))
         await pilot.press("r")
         await settle(pilot)
@@ -34,11 +33,10 @@ async def test_retry_one_task_binds_the_status_seen_and_polls() -> None:
     ("key", "method", "verb"), [("c", "cancel_task", "Cancel"), ("d", "delete_task", "Delete")]
 )
 async def test_destructive_task_actions_ask_first(key: str, method: str, verb: str) -> None:
-    app, source, operator = make_app()
+    app, source, operator = make_app(views=("tasks",))
     target = task_id(21)  # running, in emails
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("3")
         await search_tasks(pilot, target)
         await pilot.press(key)
         await settle(pilot)
@@ -61,10 +59,9 @@ async def test_destructive_task_actions_ask_first(key: str, method: str, verb: s
 
 
 async def test_enter_on_the_safe_default_does_not_delete() -> None:
-    app, _, operator = make_app()
+    app, _, operator = make_app(views=("tasks",))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("3")
         await search_tasks(pilot, task_id(21))
         await pilot.press("d")
         await settle(pilot)
@@ -75,7 +72,7 @@ async def test_enter_on_the_safe_default_does_not_delete() -> None:
 
 
 async def test_detail_screen_actions_use_the_fresh_body() -> None:
-    app, _, operator = make_app()
+    app, _, operator = make_app(views=LIGHT)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         app.open_task(task_id(41))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from textual.widgets import TabbedContent
 from tui_fixtures import (
+    LIGHT,
     demo_snapshot,
     make_app,
     run_command,
@@ -70,7 +71,7 @@ async def test_footer_shows_the_keys_of_the_view() -> None:
 
 
 async def test_status_bar_shows_source_freshness_and_cost() -> None:
-    app, _, _ = make_app(bucket="acme-jobs", prefix="omniq/")
+    app, _, _ = make_app(bucket="acme-jobs", prefix="omniq/", views=LIGHT)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         status = app.screen.query_one(StatusBar)
@@ -83,7 +84,7 @@ async def test_status_bar_shows_source_freshness_and_cost() -> None:
 
 
 async def test_stale_snapshot_turns_the_status_bar_red() -> None:
-    app, _, _ = make_app(StaticSource(stale_snapshot()))
+    app, _, _ = make_app(StaticSource(stale_snapshot()), views=LIGHT)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         status = app.screen.query_one(StatusBar)
@@ -97,7 +98,7 @@ async def test_stale_snapshot_turns_the_status_bar_red() -> None:
 
 async def test_refresh_interval_and_pause_keys_drive_the_source() -> None:
     source = StaticSource([demo_snapshot(), demo_snapshot(age_s=0.1)])
-    app, _, _ = make_app(source)
+    app, _, _ = make_app(source, views=LIGHT)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await pilot.press("ctrl+r")
@@ -140,7 +141,7 @@ async def test_command_palette_switches_views() -> None:
 
 @pytest.mark.parametrize(("view_key", "focus_tab"), [("3", 0), ("4", 1)])
 async def test_enter_on_a_task_opens_its_detail(view_key: str, focus_tab: int) -> None:
-    app, source, _ = make_app()
+    app, source, _ = make_app(views=("tasks", "results"))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await pilot.press(view_key)
@@ -163,7 +164,7 @@ async def test_enter_on_a_task_opens_its_detail(view_key: str, focus_tab: int) -
 
 
 async def test_enter_on_a_queue_shows_its_tasks() -> None:
-    app, _, _ = make_app()
+    app, _, _ = make_app(views=("queues", "tasks"))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await pilot.press("2", "down", "enter")

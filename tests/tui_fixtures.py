@@ -633,6 +633,10 @@ def record_notifications(app: App[None]) -> list[tuple[str, str]]:
     return seen
 
 
+LIGHT = ("backend",)
+"""The cheapest view to boot, for tests of what is not a view (status bar, detail, dialogs)."""
+
+
 def make_app(
     source: StaticSource | None = None,
     *,

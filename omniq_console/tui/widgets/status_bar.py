@@ -39,31 +39,31 @@ def _where(state: StatusState) -> str:
 _KEEP, _COST, _TASKS, _CHANGES, _RATE = 0, 4, 3, 5, 2
 
 
-def _parts(state: StatusState) -> list[tuple[int, Text]]:
-    """The bar's parts, each whole, with the rank at which it is dropped for width."""
+def _parts(state: StatusState) -> tuple[list[tuple[int, Text]], Text | None]:
+    """The bar's parts, each whole, with the rank at which it is dropped for width; and the
+    last poll's error, which gets the line below."""
     parts: list[tuple[int, Text]] = [(_KEEP, literal(_where(state), "bold"))]
     snap = state.snapshot
     fresh = Text(end="")
+    problem: Text | None = None
     if snap is None or snap.connecting:
         attempt = snap.attempt if snap is not None else 0
         fresh.append("connecting to ", style="italic")
         fresh.append_text(literal(_where(state), "italic"))
         fresh.append(f" (attempt {max(attempt, 1)})…", style="italic")
         if snap is not None and snap.error:
-            fresh.append(" ")
-            fresh.append_text(literal(snap.error, "yellow"))
+            problem = literal(snap.error, "yellow")
     elif snap.stale:
         fresh.append(f" STALE: data {duration(state.age_s)} old ", style="bold white on red")
         if snap.error:
-            fresh.append(" ")
-            fresh.append_text(literal(snap.error, "red"))
+            problem = literal(snap.error, "red")
     else:
         if not state.polling_paused:
             fresh.append("● ", style="green")
         fresh.append(f"data {duration(state.age_s)} old")
         if snap.error:
-            fresh.append("  last poll failed: ", style="yellow")
-            fresh.append_text(literal(snap.error, "yellow"))
+            problem = Text("last poll failed: ", style="yellow", end="")
+            problem.append_text(literal(snap.error, "yellow"))
     parts.append((_KEEP, fresh))
     if state.polling_paused:
         parts.append((_KEEP, Text(" polling paused ", style="bold black on yellow", end="")))
@@ -82,22 +82,31 @@ def _parts(state: StatusState) -> list[tuple[int, Text]]:
         parts.append((_TASKS, Text(plural(sum(snap.tasks.values()), "task"), end="")))
     if state.read_only:
         parts.append((_KEEP, Text("read-only", style="bold cyan", end="")))
-    return parts
+    return parts, problem
 
 
 def status_text(state: StatusState, width: int | None = None) -> Text:
     """The status bar's text in ``width`` cells (bucket and prefix stay literal).
 
-    Parts are dropped whole, least needed first (cost, changes mode, task count, rate), never
-    wrapped or cut mid-value; only the bucket path is shortened, with an ellipsis, when even
-    the parts that always stay do not fit. No rate or cost is shown until the monitor has
+    The first line's parts are dropped whole, least needed first (cost, changes mode, task
+    count, rate), never wrapped or cut mid-value; only the bucket path is shortened, with an
+    ellipsis, when even the parts that always stay do not fit. A poll's error goes on the
+    line below, wrapped at whole words. No rate or cost is shown until the monitor has
     measured one over a window, and none while polling is paused: a paused console costs
     nothing. The freshness dot is green only while polling runs and the data is fresh.
     """
-    parts = _parts(state)
+    parts, problem = _parts(state)
     text = _join(parts)
-    if width is None:
-        return text
+    if width is not None:
+        text = _fit(parts, text, width)
+    if problem is not None:
+        text.append("\n ")
+        text.append_text(problem)
+    return text
+
+
+def _fit(parts: list[tuple[int, Text]], text: Text, width: int) -> Text:
+    """``text`` (the joined ``parts``) in ``width`` cells: parts dropped, then the path cut."""
     for rank in (_COST, _CHANGES, _TASKS, _RATE):
         if text.cell_len <= width:
             break
@@ -112,7 +121,7 @@ def status_text(state: StatusState, width: int | None = None) -> Text:
 
 
 def _join(parts: list[tuple[int, Text]]) -> Text:
-    text = Text(" ", end="", no_wrap=True, overflow="ellipsis")
+    text = Text(" ", end="")
     for i, (_, part) in enumerate(parts):
         if i:
             text.append(*_SEPARATOR)
@@ -121,7 +130,8 @@ def _join(parts: list[tuple[int, Text]]) -> Text:
 
 
 class StatusBar(Static):
-    """At the top of the main screen; red when the data is stale. One line at any width.
+    """At the top of the main screen; red when the data is stale. Its first line fits any
+    width; a poll's error, when there is one, wraps below it at whole words.
 
     It watches the app's ``snapshot``, ``interval`` and ``polling_paused``, redraws the data
     age once a second with its own timer (the age of the snapshot drawn, from its
