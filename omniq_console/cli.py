@@ -199,8 +199,9 @@ async def probe(settings: BackendSettings) -> None:
         pass
 
 
-async def run_console(settings: BackendSettings) -> None:
-    """Check the bucket (quickly), then open the backend and run the dashboard until quit."""
+async def run_console(settings: BackendSettings, *, quit_warning: str | None = None) -> None:
+    """Check the bucket (quickly), then open the backend and run the dashboard until quit
+    (``quit_warning``: ``q`` asks first, saying what quitting stops)."""
     from .monitor.monitor import Monitor
     from .runtime.operator import Operator
     from .settings import make_backend
@@ -220,6 +221,7 @@ async def run_console(settings: BackendSettings) -> None:
             bucket=settings.bucket_name,
             prefix=settings.prefix,
             read_only=backend.read_only,
+            quit_warning=quit_warning,
         )
         await app.run_async()
 
@@ -268,6 +270,9 @@ def _cmd_snapshot(argv: Sequence[str]) -> int:
     return 0
 
 
+DEMO_QUIT_WARNING = "Quitting stops the demo: its fleet, its emulator and the demo bucket."
+
+
 def _cmd_demo(argv: Sequence[str]) -> int:
     from .backend.config import BackendSettings
     from .demo.environment import DemoEnvironment
@@ -299,7 +304,7 @@ def _cmd_demo(argv: Sequence[str]) -> int:
             "subscription": demo.subscription,
         }
         settings = BackendSettings.given({k: v for k, v in options.items() if v is not None})
-        asyncio.run(run_console(settings))
+        asyncio.run(run_console(settings, quit_warning=DEMO_QUIT_WARNING))
     return 0
 
 

@@ -644,10 +644,11 @@ def make_app(
     **kwargs: Any,
 ) -> tuple[ConsoleApp, StaticSource, RecordingOperator]:
     """The console on the demo snapshot (or ``source``) with a recording operator and a
-    frozen clock; ``kwargs`` go to ``build_app`` (``read_only=True``, ...)."""
+    frozen clock; ``kwargs`` go to ``build_app`` (``views=LIGHT``, ``read_only=True``, ...)."""
     source = source or StaticSource(demo_snapshot(), details={task_id(41): failed_task_detail()})
     operator = operator or RecordingOperator()
-    app = build_app(source, operator=operator, clock=frozen_clock, **kwargs)
+    kwargs.setdefault("clock", frozen_clock)
+    app = build_app(source, operator=operator, **kwargs)
     return app, source, operator
 
 
