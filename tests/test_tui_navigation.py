@@ -379,6 +379,19 @@ async def test_footer_says_resume_while_polling_is_paused() -> None:
         assert "P Pause" in footer_line(app)
 
 
+async def test_footer_says_resume_tail_while_the_tail_is_paused() -> None:
+    app, _, _ = make_app(views=("events",))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert "space Pause tail" in footer_line(app)
+        await pilot.press("space")
+        await settle(pilot)
+        assert "space Resume tail" in footer_line(app) and "Pause tail" not in footer_line(app)
+        await pilot.press("space")
+        await settle(pilot)
+        assert "space Pause tail" in footer_line(app)
+
+
 async def test_a_toast_is_shown_once_not_again_on_the_next_screen() -> None:
     app, _, _ = make_app(views=LIGHT)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
