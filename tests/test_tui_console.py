@@ -108,7 +108,7 @@ async def test_stale_banner_wraps_its_error_at_whole_words_at_80_columns() -> No
 
 
 async def test_overview_at_80x24_keeps_events_and_workers_reachable() -> None:
-    app, _, _ = make_app()
+    app, _, _ = make_app(views=("overview",))
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         for panel in ("#ov-stuck", "#ov-overdue", "#ov-events", "#ov-workers"):

@@ -471,6 +471,9 @@ def failed_task_detail(n: int = 41) -> TaskDetail:
         completed_at=TAKEN_AT - timedelta(seconds=300),
         execution_time=0.125,
         worker_id=row.worker_id,
+        # The state record carries the claim fields the screen derives the task from.
+        attempt=row.retry_count + 1,
+        retry_count=row.retry_count,
         traceback=(
             "Traceback (most recent call last):\n"
             '  File "app/mail.py", line 42, in send_digest\n'
