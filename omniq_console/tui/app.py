@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -85,6 +86,7 @@ class ConsoleApp(App[None]):
         # The newest snapshot published and not drawn yet: a burst of polls (or a loop busy
         # for seconds) is drawn once, newest first, never as a queue of old ones.
         self._arrived: Snapshot | None = None
+        self._arrived_lock = threading.Lock()  # a source may publish from another thread
         self._interval_chosen = False
         self._unsubscribe: Callable[[], None] | None = None
         self._gc_frozen = False
@@ -126,12 +128,14 @@ class ConsoleApp(App[None]):
     def _publish(self, snapshot: Snapshot) -> None:
         # Called by the source, possibly from another thread: post_message is thread-safe.
         # One message in flight at most; it draws whatever is newest when it is handled.
-        waiting, self._arrived = self._arrived, snapshot
+        with self._arrived_lock:
+            waiting, self._arrived = self._arrived, snapshot
         if waiting is None:
             self.post_message(SnapshotUpdated(snapshot))
 
     def on_snapshot_updated(self, message: SnapshotUpdated) -> None:
-        snapshot, self._arrived = self._arrived or message.snapshot, None
+        with self._arrived_lock:
+            snapshot, self._arrived = self._arrived or message.snapshot, None
         with self.batch_update():
             if not self._interval_chosen:
                 self.interval = snapshot.poll_interval_s
