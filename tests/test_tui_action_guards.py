@@ -20,6 +20,7 @@ from tui_fixtures import (
     screen_text,
     settle,
     task_id,
+    until_toast,
 )
 
 from omniq_console.backend.errors import ConflictError, ObjectNotFoundError, ReadOnlyError
@@ -99,11 +100,8 @@ async def test_conflict_message_is_on_screen() -> None:
         await settle(pilot)
         await pilot.press("p")
         await settle(pilot)
-        await pilot.pause(0.2)
-        # The toast wraps its text: compare words, not lines.
-        words = " ".join(screen_text(app).replace("▌", " ").split())
-        assert (
-            "Pause schedule purge-hourly: changed since you saw it: refresh and try again" in words
+        await until_toast(
+            pilot, "Pause schedule purge-hourly: changed since you saw it: refresh and try again"
         )
 
 

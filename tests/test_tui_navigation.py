@@ -6,7 +6,6 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from textual.pilot import Pilot
 from textual.widgets import TabbedContent
 from tui_fixtures import (
     LIGHT,
@@ -19,6 +18,8 @@ from tui_fixtures import (
     settle,
     stale_snapshot,
     task_id,
+    toasts,
+    until_toast,
 )
 
 from omniq_console.monitor.snapshot import RequestFigures, Snapshot, TaskDetail
@@ -407,27 +408,11 @@ async def test_a_toast_is_shown_once_not_again_on_the_next_screen() -> None:
         await settle(pilot)
         await pilot.press("r")
         await settle(pilot)
-        await until_toast(pilot, app, "pending again")
+        await until_toast(pilot, "pending again")
         await pilot.press("escape")
         await settle(pilot)
         assert not isinstance(app.screen, TaskDetailScreen)
         assert not toasts(app)
-
-
-def toasts(app: ConsoleApp) -> list[str]:
-    """The toasts mounted on the current screen."""
-    from textual.widgets._toast import Toast
-
-    return [str(t.render()) for t in app.screen.query(Toast)]
-
-
-async def until_toast(pilot: Pilot[None], app: ConsoleApp, words: str) -> None:
-    """Wait (up to 10 s) for a toast containing ``words`` on the current screen."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while not any(words in " ".join(t.split()) for t in toasts(app)):
-        assert loop.time() < deadline, f"no toast saying {words!r}"
-        await pilot.pause(0.05)
 
 
 # The Backend panel (issue 24.10)

@@ -623,6 +623,23 @@ def screen_text(app: App[None]) -> str:
     return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
 
 
+def toasts(app: App[None]) -> list[str]:
+    """The text of the toasts on the current screen (needs ``run_test(notifications=True)``)."""
+    from textual.widgets._toast import Toast  # Textual exports no public name for it
+
+    return [str(t.render()) for t in app.screen.query(Toast)]
+
+
+async def until_toast(pilot: Pilot[None], words: str, timeout_s: float = 10.0) -> None:
+    """Wait until a toast on the current screen says ``words`` (its lines joined); fail after
+    ``timeout_s``. A toast wraps its text, so words are compared, not lines."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not any(words in " ".join(t.split()) for t in toasts(pilot.app)):
+        assert loop.time() < deadline, f"no toast saying {words!r}: {toasts(pilot.app)}"
+        await pilot.pause(0.05)
+
+
 def record_notifications(app: App[None]) -> list[tuple[str, str]]:
     """Capture ``(message, severity)`` of every notification the app raises from now on."""
     seen: list[tuple[str, str]] = []
