@@ -300,10 +300,11 @@ async def _check_default_credentials(settings: BackendSettings) -> None:
         )
 
 
-async def run_console(settings: BackendSettings) -> None:
+async def run_console(settings: BackendSettings, *, quit_warning: str | None = None) -> None:
     """Draw the dashboard at once, check the bucket (quickly) and open the backend meanwhile,
     then poll until quit. A bucket that cannot be used ends the dashboard and raises the
-    store's error (the caller prints its one line)."""
+    store's error (the caller prints its one line). ``quit_warning``: ``q`` asks first,
+    saying what quitting stops."""
     from .monitor.monitor import Monitor
     from .runtime.operator import Operator
     from .settings import feed_options, make_backend
@@ -332,6 +333,7 @@ async def run_console(settings: BackendSettings) -> None:
         bucket=settings.bucket_name,
         prefix=settings.prefix,
         read_only=backend.read_only,
+        quit_warning=quit_warning,
     )
     shown = asyncio.create_task(app.run_async())
     try:
@@ -421,6 +423,9 @@ async def _serve_metrics(settings: BackendSettings, host: str, port: int) -> Non
         raise error
 
 
+DEMO_QUIT_WARNING = "Quitting stops the demo: its fleet, its emulator and the demo bucket."
+
+
 def _cmd_demo(argv: Sequence[str]) -> int:
     from .backend.config import BackendSettings
     from .demo.environment import DemoEnvironment
@@ -454,7 +459,7 @@ def _cmd_demo(argv: Sequence[str]) -> int:
             "topic": demo.topic,
         }
         settings = BackendSettings.given({k: v for k, v in options.items() if v is not None})
-        asyncio.run(run_console(settings))
+        asyncio.run(run_console(settings, quit_warning=DEMO_QUIT_WARNING))
     return 0
 
 

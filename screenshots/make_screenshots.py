@@ -58,6 +58,7 @@ SHOTS: Sequence[tuple[str, Sequence[str], str, tuple[int, int]]] = (
     ("events", ("5",), "Live event tail", SIZE),
     ("schedules", ("6",), "Schedules with next-run countdowns", SIZE),
     ("workers", ("7",), "Workers: load, what each runs, heartbeat, the dead flagged", SIZE),
+    ("backend", ("8",), "Backend: requests, cost, errors, cache, latency, storage", SIZE),
     ("task-detail", ("4", "tab", "enter"), "One task: body, result, traceback, timeline", SIZE),
     ("bulk-retry", ("4", "R"), "A bulk retry asks first, naming exactly what will change", SIZE),
     ("help", ("question_mark",), "Every key, by view", SIZE),
@@ -69,11 +70,6 @@ SPEED = 1.5
 HISTORY_MINUTES = 10
 # About the live rate, so the throughput chart does not jump where history meets the run.
 HISTORY_PER_MINUTE = 60
-
-
-def frozen_monotonic() -> float:
-    """The console's clock: it never moves, so ages and countdowns are the snapshot's."""
-    return 1000.0
 
 
 class FreezableClock:
@@ -211,7 +207,10 @@ async def demo(seed: int, run_seconds: float, poll_every: float) -> None:
             def make() -> App[None]:
                 # A real operator, so actions are offered; the screenshots confirm none.
                 source = StaticSource(snapshot, details=details)
-                return build_app(source, operator=operator, clock=frozen_monotonic)
+                # The console's wall clock stops at the snapshot: ages and countdowns are its.
+                return build_app(
+                    source, operator=operator, clock=lambda: snapshot.taken_at.timestamp()
+                )
 
             await shoot_all(make)
     finally:

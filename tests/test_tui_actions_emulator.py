@@ -48,7 +48,8 @@ async def until(pilot: Pilot[None], predicate: Callable[[], bool], timeout: floa
         await pilot.pause(0.05)
 
 
-def console(backend: GCSBackend) -> tuple[ConsoleApp, Monitor]:
+def console(backend: GCSBackend, view: str) -> tuple[ConsoleApp, Monitor]:
+    """The console showing only ``view``, on a monitor of ``backend``."""
     # A long interval: polls happen at start and when an action (or a test) asks for one.
     monitor = Monitor(backend, interval=60.0, poll_timeout=10.0)
     app = build_app(
@@ -56,6 +57,7 @@ def console(backend: GCSBackend) -> tuple[ConsoleApp, Monitor]:
         operator=Operator(backend, ACTOR),
         bucket=backend.bucket_name,
         prefix=backend.prefix,
+        views=(view,),
     )
     return app, monitor
 
@@ -71,12 +73,11 @@ async def test_retry_and_delete_from_the_console_change_the_bucket(backend: GCSB
     )
     doomed = Task(func="app.jobs:old", queue_name="emails")
     await backend.async_task_storage.enqueue(doomed)
-    app, monitor = console(backend)
+    app, monitor = console(backend, "tasks")
     async with app.run_test(size=SIZE) as pilot:
         await until(
             pilot, lambda: monitor.latest is not None and len(monitor.latest.task_rows) == 2
         )
-        await pilot.press("3")
         await settle(pilot)
         await search_tasks(pilot, failed.id)
         polls_before = monitor.latest
@@ -112,12 +113,11 @@ async def test_bulk_retry_of_a_group_retries_exactly_those_tasks(backend: GCSBac
     other = await task_in(
         backend, TaskStatus.FAILED, queue="emails", func="app.jobs:send", error_type="KeyError"
     )
-    app, monitor = console(backend)
+    app, monitor = console(backend, "results")
     async with app.run_test(size=SIZE) as pilot:
         await until(
             pilot, lambda: monitor.latest is not None and len(monitor.latest.task_rows) == 4
         )
-        await pilot.press("4")
         await settle(pilot)
         await until(
             pilot, lambda: app.screen.query_one("#results-groups", KeyedTable).row_count == 2
@@ -154,13 +154,12 @@ async def test_a_schedule_changed_behind_the_console_is_refused(backend: GCSBack
         queue_name="emails",
     )
     await backend.async_schedule_storage.save_schedule(schedule)
-    app, monitor = console(backend)
+    app, monitor = console(backend, "schedules")
     async with app.run_test(size=SIZE) as pilot:
         seen = record_notifications(app)
         await until(
             pilot, lambda: monitor.latest is not None and len(monitor.latest.schedules) == 1
         )
-        await pilot.press("6")
         await settle(pilot)
         await pilot.press("p")
         await until(pilot, lambda: any("is paused" in m for m, _ in seen))

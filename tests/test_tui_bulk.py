@@ -20,13 +20,11 @@ SIZE = (160, 48)
 
 
 async def test_retry_group_confirms_the_count_and_sends_exactly_those_ids() -> None:
-    app, source, operator = make_app()
+    app, source, operator = make_app(views=("results",))
     expected = failed_ids("ValueError")
     assert len(expected) == 6
     async with app.run_test(size=SIZE) as pilot:
         seen = record_notifications(app)
-        await settle(pilot)
-        await pilot.press("4")
         await settle(pilot)
         await pilot.press("R")
         await settle(pilot)
@@ -42,10 +40,10 @@ async def test_retry_group_confirms_the_count_and_sends_exactly_those_ids() -> N
 
 
 async def test_retry_group_of_one_queue_names_the_queue() -> None:
-    app, _, operator = make_app()
+    app, _, operator = make_app(views=("results",))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("4", "down")  # the groups table: TimeoutError
+        await pilot.press("down")  # the groups table: TimeoutError
         await settle(pilot)
         await pilot.press("R")
         await settle(pilot)
@@ -58,10 +56,9 @@ async def test_retry_group_of_one_queue_names_the_queue() -> None:
 
 
 async def test_retry_failed_of_the_current_filter() -> None:
-    app, _, operator = make_app()
+    app, _, operator = make_app(views=("tasks",))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("3")
         await pilot.click("#tasks-func")
         await pilot.press(*"send_digest", "enter")
         await settle(pilot)
@@ -84,10 +81,8 @@ async def test_retry_failed_of_the_current_filter() -> None:
 
 async def test_bulk_stays_bound_to_what_was_confirmed() -> None:
     """A snapshot arriving while the confirmation is open does not change what is sent."""
-    app, source, operator = make_app()
+    app, source, operator = make_app(views=("results",))
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("4")
         await settle(pilot)
         await pilot.press("R")
         await settle(pilot)
@@ -100,10 +95,8 @@ async def test_bulk_stays_bound_to_what_was_confirmed() -> None:
 
 
 async def test_palette_offers_the_bulk_retry_and_the_mouse_confirms_it() -> None:
-    app, _, operator = make_app()
+    app, _, operator = make_app(views=("tasks",))
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("3")
         await settle(pilot)
         await run_command(pilot, "retry all failed", "Retry all failed tasks of the current")
         assert isinstance(app.screen, ConfirmScreen)

@@ -66,10 +66,8 @@ async def select_task(app: ConsoleApp, pilot: object, n: int) -> None:
 
 
 async def test_workers_show_load_what_they_run_and_the_dead_within_160_columns() -> None:
-    app, _, _ = make_app()
+    app, _, _ = make_app(views=("workers",))
     async with app.run_test(size=WIDE) as pilot:
-        await settle(pilot)
-        await pilot.press("7")
         await settle(pilot)
         table = app.screen.query_one("#workers-table")
         a = table.render_cell_values("worker-a")
@@ -84,10 +82,8 @@ async def test_workers_show_load_what_they_run_and_the_dead_within_160_columns()
 
 
 async def test_key_columns_stay_whole_at_120_columns() -> None:
-    app, _, _ = make_app()
+    app, _, _ = make_app(views=("tasks", "results"))
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot)
-        await pilot.press("3")
         await settle(pilot)
         app.screen.query_one(TasksView).set_filter(TaskFilter(status="failed"))
         await settle(pilot)
@@ -101,7 +97,8 @@ async def test_key_columns_stay_whole_at_120_columns() -> None:
 
 async def test_stale_banner_wraps_its_error_at_whole_words_at_80_columns() -> None:
     error = "BackendUnavailableError: timed out talking to storage.googleapis.com after 3 tries"
-    app, _, _ = make_app(StaticSource(demo_snapshot(stale=True, age_s=47.0, error=error)))
+    stale = demo_snapshot(stale=True, taken_at=TAKEN_AT - timedelta(seconds=47), error=error)
+    app, _, _ = make_app(StaticSource(stale), views=("backend",))
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         lines = screen_text(app).splitlines()
@@ -111,7 +108,7 @@ async def test_stale_banner_wraps_its_error_at_whole_words_at_80_columns() -> No
 
 
 async def test_overview_at_80x24_keeps_events_and_workers_reachable() -> None:
-    app, _, _ = make_app()
+    app, _, _ = make_app(views=("overview",))
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         for panel in ("#ov-stuck", "#ov-overdue", "#ov-events", "#ov-workers"):
@@ -125,7 +122,7 @@ async def test_overview_at_80x24_keeps_events_and_workers_reachable() -> None:
 
 
 async def test_outcome_chart_and_failure_rate_say_what_they_cover() -> None:
-    app, _, _ = make_app()
+    app, _, _ = make_app(views=("overview", "results"))
     async with app.run_test(size=WIDE) as pilot:
         await settle(pilot)
         chart = app.screen.query_one("#ov-chart")
@@ -142,7 +139,7 @@ async def test_outcome_chart_and_failure_rate_say_what_they_cover() -> None:
 
 
 async def test_status_bar_shows_no_live_cost_while_paused_nor_a_rate_without_a_window() -> None:
-    app, source, _ = make_app()
+    app, source, _ = make_app(views=("backend",))
     async with app.run_test(size=WIDE) as pilot:
         await settle(pilot)
         assert "● data" in status_line(app) and "150 req/min" in status_line(app)
@@ -165,17 +162,20 @@ async def test_status_bar_shows_no_live_cost_while_paused_nor_a_rate_without_a_w
 
 async def test_connecting_is_shown_from_the_first_frame_with_the_attempt() -> None:
     first = demo_snapshot(connecting=True, attempt=2, error="timed out", task_rows=(), tasks={})
-    app, _, _ = make_app(StaticSource(first), bucket="nope")
+    app, _, _ = make_app(StaticSource(first), bucket="nope", views=("backend",))
     async with app.run_test(size=WIDE) as pilot:
         assert "connecting to gs://nope" in status_line(app)
         await settle(pilot)
-        assert "connecting to gs://nope/omniq/ (attempt 2)… timed out" in status_line(app)
+        line, error = status_line(app).split("\n")
+        assert "connecting to gs://nope/omniq/ (attempt 2)…" in line
+        assert error.strip() == "timed out"
 
 
 async def test_interval_and_counts_read_as_people_write_them() -> None:
     rows = task_rows()[:1]
     app, _, _ = make_app(
-        StaticSource(demo_snapshot(poll_interval_s=3.33295, task_rows=rows, tasks={"pending": 1}))
+        StaticSource(demo_snapshot(poll_interval_s=3.33295, task_rows=rows, tasks={"pending": 1})),
+        views=("backend",),
     )
     async with app.run_test(size=WIDE) as pilot:
         await settle(pilot)
@@ -185,10 +185,8 @@ async def test_interval_and_counts_read_as_people_write_them() -> None:
 
 async def test_newest_first_tasks_stay_at_the_top_and_page_two_does_not_slide() -> None:
     source = StaticSource(demo_snapshot())
-    app, _, _ = make_app(source)
+    app, _, _ = make_app(source, views=("tasks",))
     async with app.run_test(size=WIDE) as pilot:
-        await settle(pilot)
-        await pilot.press("3")
         await settle(pilot)
         table = app.screen.query_one("#tasks-table")
         newer = _row(900, "emails", "app.mail.send_welcome", TaskStatus.PENDING, age_s=-5)
@@ -198,10 +196,8 @@ async def test_newest_first_tasks_stay_at_the_top_and_page_two_does_not_slide() 
         assert table.selected_key == newer.id
     big = big_snapshot(1000)
     source = StaticSource(big)
-    app, _, _ = make_app(source)
+    app, _, _ = make_app(source, views=("tasks",))
     async with app.run_test(size=WIDE) as pilot:
-        await settle(pilot)
-        await pilot.press("3")
         await settle(pilot)
         await pilot.press("right_square_bracket")
         await settle(pilot)
@@ -219,10 +215,8 @@ async def test_newest_first_tasks_stay_at_the_top_and_page_two_does_not_slide() 
 async def test_text_search_finds_errors_at_once_and_arguments_in_the_background() -> None:
     detail = failed_task_detail()
     source = StaticSource(demo_snapshot(), details={task_id(41): detail})
-    app, _, _ = make_app(source)
+    app, _, _ = make_app(source, views=("tasks",))
     async with app.run_test(size=WIDE) as pilot:
-        await settle(pilot)
-        await pilot.press("3")
         await settle(pilot)
         table = app.screen.query_one("#tasks-table")
         # An event's error message, already in the snapshot: no body read needed.
@@ -260,10 +254,8 @@ async def until(pilot: Pilot[None], what: str, condition: Callable[[], bool]) ->
 
 async def test_the_body_scan_shows_progress_and_a_count_and_stops_on_its_key() -> None:
     source = GatedSource()
-    app, _, _ = make_app(source)
+    app, _, _ = make_app(source, views=("tasks",))
     async with app.run_test(size=WIDE) as pilot:
-        await settle(pilot)
-        await pilot.press("3")
         await settle(pilot)
         view = app.screen.query_one(TasksView)
         await pilot.press("slash", *"nothing-matches", "enter")
@@ -288,10 +280,8 @@ async def test_the_body_scan_shows_progress_and_a_count_and_stops_on_its_key() -
 
 
 async def test_actions_follow_the_selected_tasks_state_in_footer_help_and_palette() -> None:
-    app, _, _ = make_app()
+    app, _, _ = make_app(views=("tasks",))
     async with app.run_test(size=WIDE) as pilot:
-        await settle(pilot)
-        await pilot.press("3")
         await settle(pilot)
         await select_task(app, pilot, 41)  # failed
         assert {"retry", "delete"} <= offered(app) and "cancel" not in offered(app)
@@ -304,7 +294,7 @@ async def test_actions_follow_the_selected_tasks_state_in_footer_help_and_palett
         await settle(pilot)
         assert isinstance(app.screen, HelpScreen)
         help_text = app.screen.query_one("#help-text").content.plain
-        tasks_part = help_text.split("Tasks view (shown now)")[1].split(" view")[0]
+        tasks_part = help_text.split("Tasks view (shown now)")[1].split("\nTask detail")[0]
         assert "Retry" in tasks_part and "  c " not in tasks_part
         await pilot.press("escape")
         await select_task(app, pilot, 1)  # pending
@@ -313,10 +303,8 @@ async def test_actions_follow_the_selected_tasks_state_in_footer_help_and_palett
 
 
 async def test_run_now_on_a_paused_schedule_asks_first() -> None:
-    app, _, operator = make_app()
+    app, _, operator = make_app(views=("schedules",))
     async with app.run_test(size=WIDE) as pilot:
-        await settle(pilot)
-        await pilot.press("6")
         await settle(pilot)
         table = app.screen.query_one("#schedules-table")
         table.move_cursor(row=table.get_row_index("warmup-cache"))
@@ -333,14 +321,12 @@ async def test_run_now_on_a_paused_schedule_asks_first() -> None:
 
 
 async def test_a_task_that_moved_on_is_told_and_the_action_for_its_state_offered() -> None:
-    app, _, operator = make_app()
+    app, _, operator = make_app(views=("tasks",))
     operator.fail["cancel_task"] = StateChanged(
         task_id(1), "running", ("cancel", "delete"), f"task {task_id(1)} is now running on w-1"
     )
     async with app.run_test(size=WIDE) as pilot:
         seen = record_notifications(app)
-        await settle(pilot)
-        await pilot.press("3")
         await settle(pilot)
         await select_task(app, pilot, 1)
         await pilot.press("c")
@@ -364,7 +350,7 @@ async def test_a_task_that_moved_on_is_told_and_the_action_for_its_state_offered
 
 
 async def test_queue_pause_resume_and_purge_of_the_exact_pending_ids() -> None:
-    app, _, operator = make_app()
+    app, _, operator = make_app(views=("overview", "queues"))
     async with app.run_test(size=WIDE) as pilot:
         await settle(pilot)
         assert "(paused)" in app.screen.query_one("#ov-queues").render_cell_values("reports")[0]
@@ -399,10 +385,8 @@ async def test_queue_pause_resume_and_purge_of_the_exact_pending_ids() -> None:
 
 
 async def test_bulk_cancel_and_delete_are_bound_to_the_ids_counted() -> None:
-    app, source, operator = make_app()
+    app, source, operator = make_app(views=("tasks", "results"))
     async with app.run_test(size=WIDE) as pilot:
-        await settle(pilot)
-        await pilot.press("3")
         await settle(pilot)
         await pilot.press("C")
         await settle(pilot)
@@ -431,10 +415,8 @@ async def test_bulk_cancel_and_delete_are_bound_to_the_ids_counted() -> None:
 
 
 async def test_throughput_per_queue_over_the_window_picked_says_what_the_bucket_covers() -> None:
-    app, _, _ = make_app()
+    app, _, _ = make_app(views=("queues",))
     async with app.run_test(size=WIDE) as pilot:
-        await settle(pilot)
-        await pilot.press("2")
         await settle(pilot)
         table = app.screen.query_one("#throughput-table")
         assert table.render_cell_values("emails")[:6] == [
@@ -458,10 +440,8 @@ async def test_throughput_per_queue_over_the_window_picked_says_what_the_bucket_
 
 
 async def test_any_table_sorts_by_a_column_by_key_and_by_header_click() -> None:
-    app, _, _ = make_app()
+    app, _, _ = make_app(views=("workers",))
     async with app.run_test(size=WIDE) as pilot:
-        await settle(pilot)
-        await pilot.press("7")
         await settle(pilot)
         table = app.screen.query_one("#workers-table")
         table.sort_by("processed")
@@ -481,11 +461,9 @@ async def test_any_table_sorts_by_a_column_by_key_and_by_header_click() -> None:
 
 
 async def test_copy_a_task_id_and_a_traceback_to_the_clipboard() -> None:
-    app, _, _ = make_app()
+    app, _, _ = make_app(views=("tasks",))
     async with app.run_test(size=WIDE) as pilot:
         seen = record_notifications(app)
-        await settle(pilot)
-        await pilot.press("3")
         await settle(pilot)
         await select_task(app, pilot, 41)
         assert "copy_id" in offered(app)
@@ -504,10 +482,8 @@ async def test_copy_a_task_id_and_a_traceback_to_the_clipboard() -> None:
 
 
 async def test_each_view_offers_its_own_palette_commands() -> None:
-    app, _, _ = make_app()
+    app, _, _ = make_app(views=("queues", "events"))
     async with app.run_test(size=WIDE) as pilot:
-        await settle(pilot)
-        await pilot.press("2")
         await settle(pilot)
         assert "Pause selected queue" in palette(app)
         await pilot.press("5")
@@ -518,7 +494,7 @@ async def test_each_view_offers_its_own_palette_commands() -> None:
 
 async def test_only_the_visible_view_draws_a_snapshot() -> None:
     source = StaticSource(demo_snapshot())
-    app, _, _ = make_app(source)
+    app, _, _ = make_app(source, views=("overview", "workers"))
     async with app.run_test(size=WIDE) as pilot:
         await settle(pilot)
         workers = app.screen.query_one("#workers-table")
@@ -535,7 +511,7 @@ async def test_only_the_visible_view_draws_a_snapshot() -> None:
 
 async def test_a_stale_snapshot_then_a_fresh_one_turn_the_bar_back() -> None:
     source = StaticSource([stale_snapshot(), demo_snapshot(taken_at=TAKEN_AT + timedelta(1))])
-    app, _, _ = make_app(source)
+    app, _, _ = make_app(source, views=("backend",))
     async with app.run_test(size=WIDE) as pilot:
         await settle(pilot)
         assert app.screen.query_one(StatusBar).has_class("-stale")

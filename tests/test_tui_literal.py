@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from tui_fixtures import (
     ANSI_ERROR,
+    LIGHT,
     MARKUP_FUNC,
     TAKEN_AT,
     demo_snapshot,
@@ -15,7 +16,7 @@ from tui_fixtures import (
     task_rows,
 )
 
-from omniq_console.models import Task, TaskResult, TaskStatus
+from omniq_console.models import ResultStatus, Task, TaskResult, TaskStatus
 from omniq_console.monitor.snapshot import EventRow, TaskDetail
 from omniq_console.tui import StaticSource
 from omniq_console.tui.text import escape_controls, literal
@@ -40,10 +41,9 @@ def test_literal_shows_control_characters_as_escapes() -> None:
 
 
 async def test_hostile_task_renders_literally_in_the_tasks_table() -> None:
-    app, _, _ = make_app()
+    app, _, _ = make_app(views=("tasks",))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("3")
         await search_tasks(pilot, HOSTILE_TASK.id)
         text = screen_text(app)
         assert MARKUP_FUNC in text
@@ -54,10 +54,8 @@ async def test_hostile_task_renders_literally_in_the_tasks_table() -> None:
 
 
 async def test_hostile_error_type_renders_literally_in_results() -> None:
-    app, _, _ = make_app()
+    app, _, _ = make_app(views=("results",))
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("4")
         await settle(pilot)
         groups = app.screen.query_one("#results-groups")
         assert groups.render_cell_values(ANSI_ERROR)[0] == "Boom\\x1b[31m"
@@ -75,6 +73,7 @@ async def test_hostile_detail_and_events_render_literally() -> None:
     )
     result = TaskResult(
         task_id=HOSTILE_TASK.id,
+        status=ResultStatus.ERROR,
         error_type=ANSI_ERROR,
         error="[red]boom[/red]\x1b[2J",
         traceback="Traceback (most recent call last):\n  [blink]x[/blink]\x07",
@@ -90,7 +89,7 @@ async def test_hostile_detail_and_events_render_literally() -> None:
     )
     detail = TaskDetail(task_id=HOSTILE_TASK.id, task=task, result=result, events=(event,))
     source = StaticSource(demo_snapshot(), details={HOSTILE_TASK.id: detail})
-    app, _, _ = make_app(source)
+    app, _, _ = make_app(source, views=LIGHT)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         app.open_task(HOSTILE_TASK.id)
@@ -108,10 +107,8 @@ async def test_hostile_detail_and_events_render_literally() -> None:
 
 
 async def test_hostile_event_message_renders_literally_in_the_tail() -> None:
-    app, _, _ = make_app()
+    app, _, _ = make_app(views=("events",))
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("5")
         await settle(pilot)
         text = screen_text(app)
         assert "retry by [bold]alice[/bold]" in text

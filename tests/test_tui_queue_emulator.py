@@ -50,14 +50,18 @@ async def test_pause_resume_and_purge_a_queue_from_the_console(backend: GCSBacke
         await backend.async_task_storage.enqueue(task)
     # A long interval: polls happen at start and after each action.
     monitor = Monitor(backend, interval=60.0, poll_timeout=10.0)
-    app = build_app(monitor, operator=Operator(backend, "alice@ops"), bucket=backend.bucket_name)
+    app = build_app(
+        monitor,
+        operator=Operator(backend, "alice@ops"),
+        bucket=backend.bucket_name,
+        views=("queues",),
+    )
     async with app.run_test(size=SIZE) as pilot:
         await until(
             pilot,
             "the three pending tasks",
             lambda: (q := queue_of(monitor, "emails")) is not None and q.pending == 3,
         )
-        await pilot.press("2")
         await settle(pilot)
         await pilot.press("p")
         await settle(pilot)

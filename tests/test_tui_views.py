@@ -44,7 +44,7 @@ async def test_thresholds_colour_what_needs_attention() -> None:
 
 
 async def test_countdowns_and_data_age_follow_the_clock_between_polls() -> None:
-    now = [1000.0]
+    now = [TAKEN_AT.timestamp()]  # the console clock is a wall clock
     app = build_app(StaticSource(demo_snapshot()), clock=lambda: now[0])
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)

@@ -24,6 +24,7 @@ from omniq_console.models import (
 )
 from omniq_console.monitor.snapshot import (
     EventRow,
+    PrefixUsage,
     QueueStats,
     QueueWindow,
     RequestFigures,
@@ -46,8 +47,9 @@ QUEUES = ("emails", "reports", "default")
 
 
 def frozen_clock() -> float:
-    """A monotonic clock that never moves: ages and countdowns stay as in the snapshot."""
-    return 1000.0
+    """The console's wall clock, stopped at ``TAKEN_AT``: the demo snapshot is 0 s old and
+    countdowns stay as in the snapshot."""
+    return TAKEN_AT.timestamp()
 
 
 def task_id(n: int) -> str:
@@ -416,6 +418,18 @@ def demo_snapshot(**changes: object) -> Snapshot:
             mean_latency_ms=16.8,
             requests_per_minute=150.0,
             cost_per_hour_usd=0.0452,
+            errors=4,
+            retries=4,
+            latency_p50_ms={"list": 14.0, "get": 9.0},
+            latency_p95_ms={"list": 48.0, "get": 31.0},
+            errors_by_status={"429": 3, "5xx": 1},
+            cache_hits=290,
+            cache_misses=20,
+        ),
+        storage=(
+            PrefixUsage(prefix="tasks/", objects=57, bytes=41_300),
+            PrefixUsage(prefix="results/", objects=291, bytes=1_268_000),
+            PrefixUsage(prefix="events/", objects=1_204, bytes=3_410_000),
         ),
         task_rows=rows,
     )
@@ -424,8 +438,14 @@ def demo_snapshot(**changes: object) -> Snapshot:
 
 
 def stale_snapshot() -> Snapshot:
-    """The last good data, 47 s old, after polls started failing."""
-    return demo_snapshot(stale=True, age_s=47.0, error="BackendUnavailableError: timed out")
+    """The last good data, 47 s old, after polls started failing (the monitor keeps the
+    last good snapshot's ``taken_at``)."""
+    return demo_snapshot(
+        stale=True,
+        taken_at=TAKEN_AT - timedelta(seconds=47),
+        age_s=47.0,
+        error="BackendUnavailableError: timed out",
+    )
 
 
 def failed_task_detail(n: int = 41) -> TaskDetail:
@@ -451,6 +471,9 @@ def failed_task_detail(n: int = 41) -> TaskDetail:
         completed_at=TAKEN_AT - timedelta(seconds=300),
         execution_time=0.125,
         worker_id=row.worker_id,
+        # The state record carries the claim fields the screen derives the task from.
+        attempt=row.retry_count + 1,
+        retry_count=row.retry_count,
         traceback=(
             "Traceback (most recent call last):\n"
             '  File "app/mail.py", line 42, in send_digest\n'
@@ -600,6 +623,23 @@ def screen_text(app: App[None]) -> str:
     return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
 
 
+def toasts(app: App[None]) -> list[str]:
+    """The text of the toasts on the current screen (needs ``run_test(notifications=True)``)."""
+    from textual.widgets._toast import Toast  # Textual exports no public name for it
+
+    return [str(t.render()) for t in app.screen.query(Toast)]
+
+
+async def until_toast(pilot: Pilot[None], words: str, timeout_s: float = 10.0) -> None:
+    """Wait until a toast on the current screen says ``words`` (its lines joined); fail after
+    ``timeout_s``. A toast wraps its text, so words are compared, not lines."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not any(words in " ".join(t.split()) for t in toasts(pilot.app)):
+        assert loop.time() < deadline, f"no toast saying {words!r}: {toasts(pilot.app)}"
+        await pilot.pause(0.05)
+
+
 def record_notifications(app: App[None]) -> list[tuple[str, str]]:
     """Capture ``(message, severity)`` of every notification the app raises from now on."""
     seen: list[tuple[str, str]] = []
@@ -613,6 +653,10 @@ def record_notifications(app: App[None]) -> list[tuple[str, str]]:
     return seen
 
 
+LIGHT = ("backend",)
+"""The cheapest view to boot, for tests of what is not a view (status bar, detail, dialogs)."""
+
+
 def make_app(
     source: StaticSource | None = None,
     *,
@@ -620,10 +664,11 @@ def make_app(
     **kwargs: Any,
 ) -> tuple[ConsoleApp, StaticSource, RecordingOperator]:
     """The console on the demo snapshot (or ``source``) with a recording operator and a
-    frozen clock; ``kwargs`` go to ``build_app`` (``read_only=True``, ...)."""
+    frozen clock; ``kwargs`` go to ``build_app`` (``views=LIGHT``, ``read_only=True``, ...)."""
     source = source or StaticSource(demo_snapshot(), details={task_id(41): failed_task_detail()})
     operator = operator or RecordingOperator()
-    app = build_app(source, operator=operator, clock=frozen_clock, **kwargs)
+    kwargs.setdefault("clock", frozen_clock)
+    app = build_app(source, operator=operator, **kwargs)
     return app, source, operator
 
 

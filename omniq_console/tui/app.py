@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gc
+import threading
 import time
-from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 
+from rich.text import Text
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.reactive import reactive
@@ -18,6 +20,7 @@ from .actions import ActionRunner
 from .context import ProvidesCommands
 from .messages import OpenTask, ShowQueueTasks, SnapshotUpdated
 from .operations import ConsoleOperator
+from .screens.confirm import ConfirmScreen
 from .screens.detail import TaskDetailScreen
 from .screens.help import HelpScreen, HelpSection, offered
 from .screens.main import VIEWS, MainScreen
@@ -57,8 +60,19 @@ class ConsoleApp(App[None]):
         title: str | None,
         thresholds: Thresholds,
         clock: Callable[[], float],
+        views: Sequence[str] | None = None,
+        quit_warning: str | None = None,
     ) -> None:
         super().__init__()
+        known = dict(VIEWS)
+        chosen = tuple(views) if views is not None else tuple(known)
+        unknown = [name for name in chosen if name not in known]
+        if unknown or not chosen:
+            raise ValueError(
+                f"views must name some of {', '.join(known)}; got {', '.join(chosen) or 'none'}"
+            )
+        self._views = tuple((name, known[name]) for name in chosen)
+        self.quit_warning = quit_warning
         self.source = source
         self.operator = operator
         self.bucket = bucket
@@ -69,7 +83,10 @@ class ConsoleApp(App[None]):
         if title:
             self.title = title
         self._actions = ActionRunner(self, source, operator, read_only=read_only)
-        self._received_at = 0.0
+        # The newest snapshot published and not drawn yet: a burst of polls (or a loop busy
+        # for seconds) is drawn once, newest first, never as a queue of old ones.
+        self._arrived: Snapshot | None = None
+        self._arrived_lock = threading.Lock()  # a source may publish from another thread
         self._interval_chosen = False
         self._unsubscribe: Callable[[], None] | None = None
         self._gc_frozen = False
@@ -87,9 +104,13 @@ class ConsoleApp(App[None]):
         return self._actions.enabled
 
     def get_default_screen(self) -> Screen[None]:
-        return MainScreen(VIEWS)
+        return MainScreen(self._views)
 
     def on_mount(self) -> None:
+        # A toast belongs to the screen it was raised on: Textual shows every live one again on
+        # each screen that becomes active (a retry's toast on the detail, then again on the
+        # main screen after esc). Leaving a screen dismisses what it showed.
+        self.screen_change_signal.subscribe(self, self._screen_changed, immediate=True)
         self._unsubscribe = self.source.subscribe(self._publish)
         self.run_worker(
             self.source.run(), name="monitor", group="monitor", exclusive=True, exit_on_error=False
@@ -101,16 +122,24 @@ class ConsoleApp(App[None]):
         if self._unsubscribe is not None:
             self._unsubscribe()
 
+    def _screen_changed(self, _: Screen[object]) -> None:
+        self.clear_notifications()
+
     def _publish(self, snapshot: Snapshot) -> None:
         # Called by the source, possibly from another thread: post_message is thread-safe.
-        self.post_message(SnapshotUpdated(snapshot))
+        # One message in flight at most; it draws whatever is newest when it is handled.
+        with self._arrived_lock:
+            waiting, self._arrived = self._arrived, snapshot
+        if waiting is None:
+            self.post_message(SnapshotUpdated(snapshot))
 
     def on_snapshot_updated(self, message: SnapshotUpdated) -> None:
-        self._received_at = self.clock()
+        with self._arrived_lock:
+            snapshot, self._arrived = self._arrived or message.snapshot, None
         with self.batch_update():
             if not self._interval_chosen:
-                self.interval = message.snapshot.poll_interval_s
-            self.snapshot = message.snapshot
+                self.interval = snapshot.poll_interval_s
+            self.snapshot = snapshot
         if not self._gc_frozen and not self.is_headless:
             self.call_after_refresh(self.freeze_long_lived_objects)
 
@@ -141,15 +170,15 @@ class ConsoleApp(App[None]):
             )
 
     def now(self) -> datetime:
-        """The time the views count down from: the snapshot's time plus the time since."""
-        if self.snapshot is None:
-            raise RuntimeError("no snapshot yet")
-        return self.snapshot.taken_at + timedelta(seconds=self.clock() - self._received_at)
+        """The time the views count down from (the injected wall clock)."""
+        return datetime.fromtimestamp(self.clock(), UTC)
 
     def data_age(self) -> float:
+        """Seconds since the snapshot on screen was taken: from its ``taken_at``, so a
+        snapshot delivered late (a busy loop, a slow poll) is never shown as fresh."""
         if self.snapshot is None:
             return 0.0
-        return self.snapshot.age_s + max(0.0, self.clock() - self._received_at)
+        return max(0.0, self.clock() - self.snapshot.taken_at.timestamp())
 
     # Navigation
 
@@ -165,7 +194,7 @@ class ConsoleApp(App[None]):
 
     def on_show_queue_tasks(self, message: ShowQueueTasks) -> None:
         main = self.screen_stack[0]
-        if isinstance(main, MainScreen):
+        if isinstance(main, MainScreen) and main.has_view("tasks"):
             main.action_show_view("tasks")
             main.query_one(TasksView).set_filter(TaskFilter(queue=message.queue))
 
@@ -189,12 +218,45 @@ class ConsoleApp(App[None]):
         """Pause polling, or resume it."""
         self.polling_paused = not self.polling_paused
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # ``P`` is bound twice so that the footer says what it does now: one of the two shows.
+        if action == "pause_polling":
+            return not self.polling_paused
+        if action == "resume_polling":
+            return self.polling_paused
+        return True
+
+    def action_pause_polling(self) -> None:
+        """Stop polling the bucket (the screen keeps the last data, and says so)."""
+        self.polling_paused = True
+
+    def action_resume_polling(self) -> None:
+        """Poll again, at once."""
+        self.polling_paused = False
+
     def watch_polling_paused(self, paused: bool) -> None:
         if paused:
             self.source.pause()
         else:
             self.source.resume()
             self.source.request_poll()
+        self.screen.refresh_bindings()
+
+    def action_request_quit(self) -> None:
+        """Quit; with a ``quit_warning`` (the demo: quitting stops its fleet), ask first."""
+        if self.quit_warning is None:
+            self.exit()
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.exit()
+
+        question = Text("Quit omniq-console?", style="bold", end="")
+        detail = Text(self.quit_warning, style="dim", end="")
+        self.push_screen(
+            ConfirmScreen("Quit", question, detail=detail, confirm_label="Quit"), answered
+        )
 
     def action_help(self) -> None:
         """Show every key, by where it works: action keys only where they apply now."""
@@ -229,7 +291,7 @@ class ConsoleApp(App[None]):
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         if isinstance(screen, MainScreen):
-            for name, view_class in VIEWS:
+            for name, view_class in self._views:
                 yield SystemCommand(
                     f"Show {view_class.TITLE}",
                     f"Switch to the {view_class.TITLE.lower()} view",
@@ -264,13 +326,17 @@ def build_app(
     title: str | None = None,
     thresholds: Thresholds | None = None,
     clock: Callable[[], float] | None = None,
+    views: Sequence[str] | None = None,
+    quit_warning: str | None = None,
 ) -> ConsoleApp:
     """The console on ``source``: the one way the CLI, the tests and the screenshots make it.
 
     Without an ``operator``, or with ``read_only``, no action is offered and every action
     refuses. ``bucket`` and ``prefix`` label the status bar (the snapshot's own are used when
-    empty). ``clock`` (monotonic seconds) is injectable so that tests and screenshots show
-    fixed ages and countdowns.
+    empty). ``clock`` (wall-clock seconds, ``time.time``) is injectable so that tests and
+    screenshots show fixed ages and countdowns. ``views`` names the views mounted, in tab
+    order (all by default; a test of one view boots only that one); the first is shown.
+    ``quit_warning`` makes ``q`` ask first, saying what quitting stops (the demo's fleet).
     """
     return ConsoleApp(
         source,
@@ -280,5 +346,7 @@ def build_app(
         read_only=read_only,
         title=title,
         thresholds=thresholds or Thresholds(),
-        clock=clock or time.monotonic,
+        clock=clock or time.time,
+        views=views,
+        quit_warning=quit_warning,
     )

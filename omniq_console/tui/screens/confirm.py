@@ -19,6 +19,11 @@ class ConfirmScreen(ModalScreen[bool]):
     list what is affected. Escape, ``n`` and the No button all answer no.
     """
 
+    # The stylesheet sizes the dialog for a wide terminal; at 80 columns it must still fit.
+    DEFAULT_CSS = """
+    #confirm-dialog { max-width: 100%; }
+    """
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer(True)", "Yes"),
         Binding("n,escape", "answer(False)", "No"),

@@ -15,6 +15,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from ...backend.lifecycle import overlay, status_of
 from ...models import Task, TaskResult
 from ...monitor.snapshot import EventRow, TaskDetail, TaskRow
 from .. import cells, fmt
@@ -47,7 +48,23 @@ def _data(value: object) -> Text:
     return text
 
 
-def task_panel(task: Task) -> RenderableType:
+def derived_task(detail: TaskDetail) -> Task | None:
+    """The task as it is now: its definition with status, worker, retries and lease taken
+    from its state record (``results/{id}.json``), through the backend's one ``overlay``.
+
+    The definition body keeps the status it was enqueued with (pending): read alone, a
+    failed task would show ``Status pending`` and offer Cancel. Overlaying a task the
+    monitor already derived from the same record changes nothing.
+    """
+    if detail.task is None:
+        return None
+    return overlay(detail.task, detail.result)
+
+
+def task_panel(task: Task, record: TaskResult | None = None) -> RenderableType:
+    """The task's fields; ``task`` is the derived one (:func:`derived_task`), ``record`` its
+    state record, which says which attempt runs or ran."""
+    attempt = record.attempt if record is not None else 0
     return _fields(
         [
             ("Id", literal(task.id)),
@@ -59,6 +76,7 @@ def task_panel(task: Task) -> RenderableType:
             ("Kwargs", _data(task.kwargs)),
             ("Created", Text(fmt.timestamp(task.created_at))),
             ("Run at", Text(fmt.timestamp(task.run_at))),
+            ("Attempt", Text(str(attempt) if attempt else fmt.DASH)),
             ("Retries", Text(f"{task.retry_count} of {task.max_retries}")),
             ("Worker", literal(task.worker_id, empty=fmt.DASH)),
             ("Lease until", Text(fmt.timestamp(task.lease_expires_at))),
@@ -206,12 +224,13 @@ class TaskDetailScreen(Screen[None]):
     def show_detail(self, detail: TaskDetail) -> None:
         self.detail = detail
         head = Text(end="")
-        if detail.task is None:
+        task = derived_task(detail)
+        if task is None:
             head.append("The task object is not in the bucket ", style="bold yellow")
             head.append("(deleted, or not written yet).", style="yellow")
             task_view: RenderableType = head
         else:
-            task_view = task_panel(detail.task)
+            task_view = task_panel(task, detail.result)
         if detail.unreadable:
             problems = Text(end="")
             for row in detail.unreadable:
@@ -223,7 +242,10 @@ class TaskDetailScreen(Screen[None]):
         self.query_one("#detail-task", Static).update(task_view)
         result = detail.result
         self.query_one("#detail-result", Static).update(
-            result_panel(result) if result is not None else Text("No result yet.", style="dim")
+            # A pending state record is the claim, not an outcome: the task panel shows it.
+            result_panel(result)
+            if result is not None and result.is_final
+            else Text("No outcome yet.", style="dim")
         )
         traceback = self.query_one("#detail-traceback", Static)
         if result is not None and result.traceback:
@@ -235,9 +257,13 @@ class TaskDetailScreen(Screen[None]):
         self.refresh_bindings()
 
     def _seen_status(self) -> str | None:
-        # The body read for this screen is fresher than the listing row it was opened from.
-        if self.detail is not None and self.detail.task is not None:
-            return self.detail.task.status.value
+        # What was read for this screen is fresher than the listing row it was opened from;
+        # the status is the derived one (state record over definition), as shown.
+        if self.detail is not None:
+            if (task := derived_task(self.detail)) is not None:
+                return task.status.value
+            if self.detail.result is not None:
+                return status_of(self.detail.result).value
         return self.row.status if self.row is not None else None
 
     def action_close(self) -> None:

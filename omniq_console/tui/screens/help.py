@@ -58,6 +58,11 @@ def help_text(sections: Sequence[HelpSection], key_display: dict[str, str]) -> T
 class HelpScreen(ModalScreen[None]):
     """Keys of the main screen, each view and the task detail."""
 
+    # The stylesheet sizes the dialog for a wide terminal; at 80 columns it must still fit.
+    DEFAULT_CSS = """
+    #help-dialog { max-width: 100%; }
+    """
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q,question_mark", "app.pop_screen", "Close help"),
     ]

@@ -8,8 +8,9 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import Footer, TabbedContent, TabPane
+from textual.widgets import TabbedContent, TabPane
 
+from ..views.backend import BackendView
 from ..views.base import View
 from ..views.events import EventsView
 from ..views.overview import OverviewView
@@ -18,6 +19,7 @@ from ..views.results import ResultsView
 from ..views.schedules import SchedulesView
 from ..views.tasks import TasksView
 from ..views.workers import WorkersView
+from ..widgets.footer import ConsoleFooter
 from ..widgets.status_bar import StatusBar
 
 VIEWS: tuple[tuple[str, type[View]], ...] = (
@@ -28,6 +30,7 @@ VIEWS: tuple[tuple[str, type[View]], ...] = (
     ("events", EventsView),
     ("schedules", SchedulesView),
     ("workers", WorkersView),
+    ("backend", BackendView),
 )
 """Views in tab order; key ``1`` shows the first."""
 
@@ -39,7 +42,7 @@ class MainScreen(Screen[None]):
     """Holds the views; keys here work in every view."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        # Help first: when the footer is too narrow for every key, this one still shows.
+        # The footer puts Help and Quit first (``ConsoleFooter``): at 80 columns they show.
         Binding("question_mark", "app.help", "Help", key_display="?"),
         *(
             Binding(str(i), f"show_view('{name}')", view.TITLE, group=_VIEW_KEYS)
@@ -60,10 +63,11 @@ class MainScreen(Screen[None]):
             key_display="-",
             group=_INTERVAL_KEYS,
         ),
-        Binding(
-            "P", "app.toggle_polling", "Pause", key_display="P", tooltip="Pause or resume polling"
-        ),
-        Binding("q", "app.quit", "Quit"),
+        # Two bindings of one key: the app offers the one that applies, so the footer says
+        # what ``P`` does now.
+        Binding("P", "app.pause_polling", "Pause", key_display="P", tooltip="Pause polling"),
+        Binding("P", "app.resume_polling", "Resume", key_display="P", tooltip="Resume polling"),
+        Binding("q", "app.request_quit", "Quit"),
     ]
 
     # Classes the stylesheet lays out by: below 120 columns panels stack, below 36 rows the
@@ -81,11 +85,23 @@ class MainScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
+        # A tab is labelled with its key, the view's place in ``VIEWS``, whatever is mounted.
+        numbers = {name: i for i, (name, _) in enumerate(VIEWS, start=1)}
         with TabbedContent(initial=self._view_classes[0][0], id="views"):
-            for number, (name, view) in enumerate(self._view_classes, start=1):
-                with TabPane(f"{number} {view.TITLE}", id=name):
+            for name, view in self._view_classes:
+                with TabPane(f"{numbers[name]} {view.TITLE}", id=name):
                     yield view(id=f"view-{name}")
-        yield Footer()
+        yield ConsoleFooter()
+
+    def has_view(self, name: str) -> bool:
+        """Whether the view ``name`` is mounted here (a test harness mounts only some)."""
+        return any(name == mounted for mounted, _ in self._view_classes)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # A view's key is offered only where the view is mounted.
+        if action == "show_view":
+            return bool(parameters) and self.has_view(str(parameters[0]))
+        return True
 
     @property
     def views(self) -> list[View]:

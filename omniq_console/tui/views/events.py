@@ -28,7 +28,9 @@ class EventsView(View):
 
     TITLE = "Events"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("space", "toggle_tail", "Pause tail"),
+        # One key, two bindings: the one that applies shows, so the footer says what it does.
+        Binding("space", "pause_tail", "Pause tail"),
+        Binding("space", "resume_tail", "Resume tail"),
         Binding("slash", "focus_filter", "Filter", key_display="/"),
         Binding("x", "clear_filter", "Clear filter"),
         Binding("escape", "focus_table", "Back to table", show=False),
@@ -105,9 +107,21 @@ class EventsView(View):
             self.action_toggle_tail,
         )
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("pause_tail", "resume_tail"):
+            return self.paused == (action == "resume_tail")
+        return super().check_action(action, parameters)
+
+    def action_pause_tail(self) -> None:
+        self.action_toggle_tail()
+
+    def action_resume_tail(self) -> None:
+        self.action_toggle_tail()
+
     def action_toggle_tail(self) -> None:
         self.paused = not self.paused
         self._waiting = 0
+        self.refresh_bindings()
         if self.paused:
             self._show_info()
         else:

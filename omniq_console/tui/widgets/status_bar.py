@@ -34,66 +34,108 @@ def _where(state: StatusState) -> str:
     return f"gs://{state.bucket}{prefix}"
 
 
-def status_text(state: StatusState) -> Text:
-    """The status bar's text (bucket and prefix come from the operator, yet stay literal).
+# What gives way first when the bar is narrow: the higher the number, the sooner dropped.
+# Freshness and the paused/stale warnings never go; the bucket is shortened last.
+_KEEP, _COST, _TASKS, _CHANGES, _RATE = 0, 4, 3, 5, 2
 
-    No rate or cost is shown until the monitor has measured one over a window, and none while
-    polling is paused: a paused console costs nothing. The freshness dot is green only while
-    polling runs and the data is fresh.
-    """
-    text = Text(end="")
-    text.append(" ")
-    text.append_text(literal(_where(state), "bold"))
-    text.append(*_SEPARATOR)
+
+def _parts(state: StatusState) -> tuple[list[tuple[int, Text]], Text | None]:
+    """The bar's parts, each whole, with the rank at which it is dropped for width; and the
+    last poll's error, which gets the line below."""
+    parts: list[tuple[int, Text]] = [(_KEEP, literal(_where(state), "bold"))]
     snap = state.snapshot
+    fresh = Text(end="")
+    problem: Text | None = None
     if snap is None or snap.connecting:
         attempt = snap.attempt if snap is not None else 0
-        text.append("connecting to ", style="italic")
-        text.append_text(literal(_where(state), "italic"))
-        text.append(f" (attempt {max(attempt, 1)})…", style="italic")
+        fresh.append("connecting to ", style="italic")
+        fresh.append_text(literal(_where(state), "italic"))
+        fresh.append(f" (attempt {max(attempt, 1)})…", style="italic")
         if snap is not None and snap.error:
-            text.append(" ")
-            text.append_text(literal(snap.error, "yellow"))
+            problem = literal(snap.error, "yellow")
     elif snap.stale:
-        text.append(f" STALE: data {duration(state.age_s)} old ", style="bold white on red")
+        fresh.append(f" STALE: data {duration(state.age_s)} old ", style="bold white on red")
         if snap.error:
-            text.append(" ")
-            text.append_text(literal(snap.error, "red"))
+            problem = literal(snap.error, "red")
     else:
         if not state.polling_paused:
-            text.append("● ", style="green")
-        text.append(f"data {duration(state.age_s)} old")
+            fresh.append("● ", style="green")
+        fresh.append(f"data {duration(state.age_s)} old")
         if snap.error:
-            text.append("  last poll failed: ", style="yellow")
-            text.append_text(literal(snap.error, "yellow"))
-    text.append(*_SEPARATOR)
+            problem = Text("last poll failed: ", style="yellow", end="")
+            problem.append_text(literal(snap.error, "yellow"))
+    parts.append((_KEEP, fresh))
     if state.polling_paused:
-        text.append(" polling paused ", style="bold black on yellow")
+        parts.append((_KEEP, Text(" polling paused ", style="bold black on yellow", end="")))
     elif state.interval_s is not None:
-        text.append(every(state.interval_s))
+        parts.append((_KEEP, Text(every(state.interval_s), end="")))
     if snap is not None and not snap.connecting:
-        text.append(" · changes: ")
-        text.append("Pub/Sub" if snap.changes == "pubsub" else "listing", style="dim")
+        changes = Text("changes: ", end="")
+        changes.append("Pub/Sub" if snap.changes == "pubsub" else "listing", style="dim")
+        parts.append((_CHANGES, changes))
         figures = snap.requests
         rate = figures.requests_per_minute
         if not (state.polling_paused or figures.paused) and rate is not None:
-            text.append(*_SEPARATOR)
-            text.append(f"{rate:,.0f} req/min")
+            parts.append((_RATE, Text(f"{rate:,.0f} req/min", end="")))
             if figures.cost_per_hour_usd is not None:
-                text.append(f" · ~${figures.cost_per_hour_usd:.4f}/h", style="dim")
-        text.append(*_SEPARATOR)
-        text.append(plural(sum(snap.tasks.values()), "task"))
+                parts.append((_COST, Text(f"~${figures.cost_per_hour_usd:.4f}/h", end="")))
+        parts.append((_TASKS, Text(plural(sum(snap.tasks.values()), "task"), end="")))
     if state.read_only:
-        text.append(*_SEPARATOR)
-        text.append("read-only", style="bold cyan")
+        parts.append((_KEEP, Text("read-only", style="bold cyan", end="")))
+    return parts, problem
+
+
+def status_text(state: StatusState, width: int | None = None) -> Text:
+    """The status bar's text in ``width`` cells (bucket and prefix stay literal).
+
+    The first line's parts are dropped whole, least needed first (cost, changes mode, task
+    count, rate), never wrapped or cut mid-value; only the bucket path is shortened, with an
+    ellipsis, when even the parts that always stay do not fit. A poll's error goes on the
+    line below, wrapped at whole words. No rate or cost is shown until the monitor has
+    measured one over a window, and none while polling is paused: a paused console costs
+    nothing. The freshness dot is green only while polling runs and the data is fresh.
+    """
+    parts, problem = _parts(state)
+    text = _join(parts)
+    if width is not None:
+        text = _fit(parts, text, width)
+    if problem is not None:
+        text.append("\n ")
+        text.append_text(problem)
+    return text
+
+
+def _fit(parts: list[tuple[int, Text]], text: Text, width: int) -> Text:
+    """``text`` (the joined ``parts``) in ``width`` cells: parts dropped, then the path cut."""
+    for rank in (_COST, _CHANGES, _TASKS, _RATE):
+        if text.cell_len <= width:
+            break
+        parts = [(r, p) for r, p in parts if r != rank]
+        text = _join(parts)
+    if text.cell_len > width:
+        where = parts[0][1]
+        where.truncate(max(8, where.cell_len - (text.cell_len - width)), overflow="ellipsis")
+        text = _join(parts)
+        text.truncate(width, overflow="ellipsis")
+    return text
+
+
+def _join(parts: list[tuple[int, Text]]) -> Text:
+    text = Text(" ", end="")
+    for i, (_, part) in enumerate(parts):
+        if i:
+            text.append(*_SEPARATOR)
+        text.append_text(part)
     return text
 
 
 class StatusBar(Static):
-    """At the top of the main screen; red when the data is stale. Wraps at whole words.
+    """At the top of the main screen; red when the data is stale. Its first line fits any
+    width; a poll's error, when there is one, wraps below it at whole words.
 
-    It watches the app's ``snapshot``, ``interval`` and ``polling_paused`` and redraws the
-    data age once a second with its own timer.
+    It watches the app's ``snapshot``, ``interval`` and ``polling_paused``, redraws the data
+    age once a second with its own timer (the age of the snapshot drawn, from its
+    ``taken_at``), and fits its parts to its width when resized.
     """
 
     def on_mount(self) -> None:
@@ -104,6 +146,9 @@ class StatusBar(Static):
         self.redraw()
 
     def _changed(self, _: object) -> None:
+        self.redraw()
+
+    def on_resize(self) -> None:
         self.redraw()
 
     def redraw(self) -> None:
@@ -124,4 +169,5 @@ class StatusBar(Static):
 
     def show(self, state: StatusState) -> None:
         self.set_class(state.snapshot is not None and state.snapshot.stale, "-stale")
-        self.update(status_text(state))
+        width = self.content_size.width or None
+        self.update(status_text(state, width))
