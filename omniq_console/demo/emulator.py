@@ -13,16 +13,19 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+
+from ..childproc import ChildExitedError, ChildNotReadyError, ChildProcess, answers_http
+
+# Imported from here by the demo environment and the tests.
+from ..childproc import die_with_parent as die_with_parent
+from ..childproc import free_port as free_port
+from ..childproc import stop_process as stop_process
 
 
 class EmulatorUnavailableError(RuntimeError):
@@ -61,38 +64,6 @@ def binary_path() -> Path:
     return candidate
 
 
-def die_with_parent() -> None:
-    """In a child before exec (Linux): be sent SIGTERM when the parent dies, however it dies.
-
-    A console killed outright (SIGKILL, a closed terminal) must not leave its demo emulator or
-    fleet running. Elsewhere this does nothing; the fleet also watches its parent.
-    """
-    if sys.platform != "linux":
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM, then SIGKILL if it is still running after ``grace`` seconds."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 class Emulator:
     """A fake-gcs-server process on loopback. Use as a context manager or start()/stop().
 
@@ -122,7 +93,7 @@ class Emulator:
         self.storage = storage
         self._root = root
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._child: ChildProcess | None = None
 
     @property
     def url(self) -> str:
@@ -130,7 +101,7 @@ class Emulator:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._child is not None and self._child.running
 
     def start(self, timeout: float = 15.0) -> Emulator:
         """Start the server and wait until it answers ``GET /storage/v1/b``."""
@@ -158,41 +129,26 @@ class Emulator:
                 self._tmp = tempfile.TemporaryDirectory(prefix="omniq-gcs-")
                 self._root = Path(self._tmp.name)
             args += ["-filesystem-root", str(self._root)]
-        self._process = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C in the console must not kill it before we do
-            preexec_fn=die_with_parent if self.tied_to_parent else None,
-            env=env,
+        child = ChildProcess(
+            args, name="fake-gcs-server", env=env, tied_to_parent=self.tied_to_parent
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                code = self._process.returncode
-                self._process = None
-                raise EmulatorUnavailableError(
-                    f"fake-gcs-server exited at start (code {code}); is port {self.port} free?"
-                )
-            if self._answers():
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise EmulatorUnavailableError(f"fake-gcs-server did not answer within {timeout:.0f}s")
-
-    def _answers(self) -> bool:
+        self._child = child
         try:
-            with urllib.request.urlopen(f"{self.url}/storage/v1/b", timeout=1) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+            child.start(
+                lambda: answers_http(f"{self.url}/storage/v1/b"),
+                timeout=timeout,
+                hint=lambda: f"is port {self.port} free?",
+            )
+        except (ChildExitedError, ChildNotReadyError) as exc:
+            self.stop()
+            raise EmulatorUnavailableError(str(exc)) from exc
+        return self
 
     def stop(self) -> None:
         """Stop the server (and forget a memory backend's objects)."""
-        process, self._process = self._process, None
-        if process is not None:
-            stop_process(process, grace=5)
+        child, self._child = self._child, None
+        if child is not None:
+            child.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -255,7 +211,7 @@ class PubSubEmulator:
         self.host = "127.0.0.1"
         self.port = port or free_port(self.host)
         self.project = project
-        self._process: subprocess.Popen[bytes] | None = None
+        self._child: ChildProcess | None = None
 
     @property
     def host_port(self) -> str:
@@ -268,7 +224,7 @@ class PubSubEmulator:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._child is not None and self._child.running
 
     def start(self, timeout: float = 60.0, *, tied_to_parent: bool = False) -> PubSubEmulator:
         command = pubsub_launcher()
@@ -277,45 +233,24 @@ class PubSubEmulator:
                 "the Pub/Sub emulator is not installed (Debian/Ubuntu: apt-get install "
                 "google-cloud-cli-pubsub-emulator; or gcloud components install pubsub-emulator)"
             )
-        self._process = subprocess.Popen(
+        # The launcher execs java in the new session: stopping signals the whole group.
+        child = ChildProcess(
             [*command, f"--host={self.host}", f"--port={self.port}"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=die_with_parent if tied_to_parent else None,
+            name="the Pub/Sub emulator",
+            tied_to_parent=tied_to_parent,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                code = self._process.returncode
-                self._process = None
-                raise EmulatorUnavailableError(f"the Pub/Sub emulator exited at start ({code})")
-            if self._answers():
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise EmulatorUnavailableError(f"the Pub/Sub emulator did not answer within {timeout:.0f}s")
-
-    def _answers(self) -> bool:
+        self._child = child
         try:
-            with urllib.request.urlopen(self.url, timeout=1) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+            child.start(lambda: answers_http(self.url), timeout=timeout, interval=0.1)
+        except (ChildExitedError, ChildNotReadyError) as exc:
+            self.stop()
+            raise EmulatorUnavailableError(str(exc)) from exc
+        return self
 
     def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            # The launcher execs java in the new session: signal the whole group.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        child, self._child = self._child, None
+        if child is not None:
+            child.stop()
 
     def _put(self, path: str, body: dict[str, object] | None = None) -> None:
         request = urllib.request.Request(
