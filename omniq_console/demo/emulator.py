@@ -17,8 +17,11 @@ import subprocess
 import tempfile
 import urllib.error
 import urllib.request
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from ..childproc import ChildExitedError, ChildNotReadyError, ChildProcess, answers_http
 
@@ -64,7 +67,73 @@ def binary_path() -> Path:
     return candidate
 
 
-class Emulator:
+def _create(method: str, url: str, body: dict[str, object], what: str) -> None:
+    """Create ``what`` on an emulator with a JSON request; one that exists already is fine."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method=method,
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+    except urllib.error.HTTPError as exc:
+        if exc.code != 409:  # 409: it exists already
+            raise EmulatorUnavailableError(f"cannot create {what}: HTTP {exc.code}") from exc
+
+
+class _Service(ABC):
+    """What both emulators share: one child process, ready once it answers, stopped with the
+    service; a context manager."""
+
+    _child: ChildProcess | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._child is not None and self._child.running
+
+    @abstractmethod
+    def start(self) -> Self:
+        """Start the service and wait until it answers."""
+
+    def _launch(
+        self,
+        child: ChildProcess,
+        answers: str,
+        timeout: float,
+        *,
+        interval: float = 0.05,
+        hint: Callable[[], str] | None = None,
+    ) -> None:
+        """Start ``child`` and wait until ``answers`` (a URL) answers 200."""
+        self._child = child
+        try:
+            child.start(
+                lambda: answers_http(answers), timeout=timeout, interval=interval, hint=hint
+            )
+        except (ChildExitedError, ChildNotReadyError) as exc:
+            self.stop()
+            raise EmulatorUnavailableError(str(exc)) from exc
+
+    def stop(self) -> None:
+        child, self._child = self._child, None
+        if child is not None:
+            child.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class Emulator(_Service):
     """A fake-gcs-server process on loopback. Use as a context manager or start()/stop().
 
     ``storage="memory"`` (the default) keeps objects in memory: fast, forgotten on stop.
@@ -93,17 +162,12 @@ class Emulator:
         self.storage = storage
         self._root = root
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._child: ChildProcess | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    @property
-    def running(self) -> bool:
-        return self._child is not None and self._child.running
-
-    def start(self, timeout: float = 15.0) -> Emulator:
+    def start(self, timeout: float = 15.0) -> Self:
         """Start the server and wait until it answers ``GET /storage/v1/b``."""
         if self.running:
             return self
@@ -132,23 +196,17 @@ class Emulator:
         child = ChildProcess(
             args, name="fake-gcs-server", env=env, tied_to_parent=self.tied_to_parent
         )
-        self._child = child
-        try:
-            child.start(
-                lambda: answers_http(f"{self.url}/storage/v1/b"),
-                timeout=timeout,
-                hint=lambda: f"is port {self.port} free?",
-            )
-        except (ChildExitedError, ChildNotReadyError) as exc:
-            self.stop()
-            raise EmulatorUnavailableError(str(exc)) from exc
+        self._launch(
+            child,
+            f"{self.url}/storage/v1/b",
+            timeout,
+            hint=lambda: f"is port {self.port} free?",
+        )
         return self
 
     def stop(self) -> None:
         """Stop the server (and forget a memory backend's objects)."""
-        child, self._child = self._child, None
-        if child is not None:
-            child.stop()
+        super().stop()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -156,31 +214,7 @@ class Emulator:
 
     def create_bucket(self, name: str) -> None:
         """Create a bucket on this emulator (no error when it exists)."""
-        request = urllib.request.Request(
-            f"{self.url}/storage/v1/b",
-            data=json.dumps({"name": name}).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10):
-                pass
-        except urllib.error.HTTPError as exc:
-            if exc.code != 409:
-                raise EmulatorUnavailableError(
-                    f"cannot create bucket {name!r}: HTTP {exc.code}"
-                ) from exc
-
-    def __enter__(self) -> Emulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        _create("POST", f"{self.url}/storage/v1/b", {"name": name}, f"bucket {name!r}")
 
 
 def pubsub_launcher() -> list[str] | None:
@@ -200,7 +234,7 @@ def pubsub_launcher() -> list[str] | None:
     return [str(launcher)] if launcher.exists() else None
 
 
-class PubSubEmulator:
+class PubSubEmulator(_Service):
     """The Cloud SDK's Pub/Sub emulator (Java) on loopback; it takes 5-8 s to answer.
 
     ``create_topic`` and ``create_subscription`` use its REST API; ``subscription_path`` is
@@ -211,7 +245,6 @@ class PubSubEmulator:
         self.host = "127.0.0.1"
         self.port = port or free_port(self.host)
         self.project = project
-        self._child: ChildProcess | None = None
 
     @property
     def host_port(self) -> str:
@@ -222,11 +255,7 @@ class PubSubEmulator:
     def url(self) -> str:
         return f"http://{self.host_port}"
 
-    @property
-    def running(self) -> bool:
-        return self._child is not None and self._child.running
-
-    def start(self, timeout: float = 60.0, *, tied_to_parent: bool = False) -> PubSubEmulator:
+    def start(self, timeout: float = 60.0, *, tied_to_parent: bool = False) -> Self:
         command = pubsub_launcher()
         if command is None:
             raise EmulatorUnavailableError(
@@ -239,32 +268,11 @@ class PubSubEmulator:
             name="the Pub/Sub emulator",
             tied_to_parent=tied_to_parent,
         )
-        self._child = child
-        try:
-            child.start(lambda: answers_http(self.url), timeout=timeout, interval=0.1)
-        except (ChildExitedError, ChildNotReadyError) as exc:
-            self.stop()
-            raise EmulatorUnavailableError(str(exc)) from exc
+        self._launch(child, self.url, timeout, interval=0.1)
         return self
 
-    def stop(self) -> None:
-        child, self._child = self._child, None
-        if child is not None:
-            child.stop()
-
     def _put(self, path: str, body: dict[str, object] | None = None) -> None:
-        request = urllib.request.Request(
-            f"{self.url}/v1/{path}",
-            data=json.dumps(body or {}).encode(),
-            headers={"Content-Type": "application/json"},
-            method="PUT",
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10):
-                pass
-        except urllib.error.HTTPError as exc:
-            if exc.code != 409:  # exists already
-                raise EmulatorUnavailableError(f"Pub/Sub PUT {path}: HTTP {exc.code}") from exc
+        _create("PUT", f"{self.url}/v1/{path}", body or {}, f"Pub/Sub {path}")
 
     def topic_path(self, topic: str) -> str:
         return f"projects/{self.project}/topics/{topic}"
@@ -322,14 +330,3 @@ class PubSubEmulator:
             with urllib.request.urlopen(ack, timeout=10):
                 pass
         return [m["message"] for m in got]
-
-    def __enter__(self) -> PubSubEmulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
