@@ -115,7 +115,7 @@ async def test_a_worker_survives_a_30_second_outage_without_failing_or_losing_a_
 
         @omniq.task(name="m:step")
         async def step(n: int) -> int:
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # the task's work: it runs while the outage starts
             done.append(n)
             return n
 
