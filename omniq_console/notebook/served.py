@@ -15,6 +15,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from ..checks import check_seconds, mask_secrets
 from ..childproc import ChildProcess, free_port, port_open
@@ -127,15 +128,17 @@ class NotebookConsole:
         self.close()
 
 
-def console(
-    bucket: str | None = None,
-    *,
-    prefix: str | None = None,
-    height: int = 600,
-    read_only: bool = False,
-    args: Sequence[str] = (),
-    key: str | None = None,
-) -> NotebookConsole:
+class ConsoleOptions(TypedDict, total=False):
+    """What ``console()`` passes on to ``NotebookConsole``."""
+
+    prefix: str | None
+    height: int
+    read_only: bool
+    args: Sequence[str]
+    key: str | None
+
+
+def console(bucket: str | None = None, **options: Unpack[ConsoleOptions]) -> NotebookConsole:
     """Run the full console on ``bucket`` and show it in this cell (an iframe).
 
     ``bucket`` and ``prefix`` default to what the settings give (``OMNIQ_BUCKET``, the config
@@ -144,11 +147,10 @@ def console(
     are further ``serve`` flags (``--project``, ``--token FILE``, ...). Executing the cell
     again, ``close()`` or the kernel's shutdown stop the server. Raises ImportError with the
     install command when the ``serve`` extra is missing, and RuntimeError with the server's
-    own message when it cannot start (say, the bucket does not exist).
+    own message when it cannot start (say, the bucket does not exist). ``prefix``, ``height``
+    (pixels, default 600), ``read_only``, ``args`` and ``key``: as ``NotebookConsole`` takes them.
     """
-    served = NotebookConsole(
-        bucket, prefix=prefix, height=height, read_only=read_only, args=args, key=key
-    )
+    served = NotebookConsole(bucket, **options)
     session.register(served.key, served)
     served.show()
     return served
