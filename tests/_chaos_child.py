@@ -41,7 +41,7 @@ def registry(exec_log: Path, worker_id: str) -> TaskRegistry:
 
     async def ok(n: int) -> int:
         note()
-        await asyncio.sleep(random.uniform(0.5, 2.5))
+        await asyncio.sleep(random.uniform(0.5, 2.5))  # the work: long enough to be harmed
         return n
 
     async def flaky(n: int) -> int:

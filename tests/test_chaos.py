@@ -3,34 +3,37 @@ killed and stopped past their lease at random, one worker's clock 90 s ahead.
 
 At the end: every task is final once, each stored result was written by the attempt that owns
 the final status, a task ran twice only when a worker that ran it was killed or stopped, and no
-due time of a schedule fired twice. Bounded: about a minute and a half.
+due time of a schedule fired twice. Each round of chaos harms a worker not harmed before, and
+a stalled worker sleeps past its lease while the next rounds go on: about 40 s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter, defaultdict
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from faultproxy import GCSRulesProxy
+from waiting import wait_until
 
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.demo.emulator import Emulator
 from omniq_console.models import EventType, ResultStatus, Schedule, ScheduleType, Task
 
 CHILD = Path(__file__).with_name("_chaos_child.py")
-TASKS = 72
-WAVES = 6  # tasks arrive in waves during the chaos, so kills and stops hit running work
-CHAOS_SECONDS = 36.0
+TASKS = 48
+WAVES = 4  # tasks arrive in waves during the chaos, so kills and stops hit running work
+ROUNDS = 4  # each kills or stalls one of the four workers with a true clock
+STALL_SECONDS = 6.0  # longer than lease + margin (5 s): another worker requeues its tasks
 SETTLE_SECONDS = 90.0
 
 
@@ -41,9 +44,11 @@ class Fleet:
         self.endpoint, self.bucket, self.exec_log, self.logs = endpoint, bucket, exec_log, logs
         self.procs: dict[str, subprocess.Popen[str]] = {}
         self.harmed: set[str] = set()
+        self.started: set[str] = set()  # said READY
         self._n = 0
 
-    def spawn(self, role: str, offset: float = 0.0) -> str:
+    def start(self, role: str, offset: float = 0.0) -> str:
+        """Start one child (``ready`` waits for it): children start side by side."""
         self._n += 1
         name = f"{role}-{self._n}"
         cfg = {
@@ -57,17 +62,29 @@ class Fleet:
         env = {**os.environ, "CHAOS_CFG": json.dumps(cfg)}
         env.pop("STORAGE_EMULATOR_HOST", None)
         log = (self.logs / f"{name}.log").open("w")
-        proc = subprocess.Popen(
+        # stdout carries one line, READY, read at once by ``ready``; stderr goes to a file.
+        self.procs[name] = subprocess.Popen(
             [sys.executable, str(CHILD)], env=env, stdout=subprocess.PIPE, stderr=log, text=True
         )
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        assert line == "READY", f"{name} did not start: {(self.logs / f'{name}.log').read_text()}"
-        self.procs[name] = proc
         return name
 
-    def workers(self) -> list[str]:
-        return [n for n, p in self.procs.items() if n.startswith("worker") and p.poll() is None]
+    def wait_ready(self) -> None:
+        """Wait until every child started says READY."""
+        for name in self.procs.keys() - self.started:
+            stdout = self.procs[name].stdout
+            assert stdout is not None
+            line = stdout.readline().strip()
+            log = (self.logs / f"{name}.log").read_text()
+            assert line == "READY", f"{name} did not start: {log}"
+            self.started.add(name)
+
+    def unharmed_workers(self) -> list[str]:
+        """Workers running (started, not killed) and not harmed yet."""
+        return [
+            n
+            for n in self.started - self.harmed
+            if n.startswith("worker") and self.procs[n].poll() is None
+        ]
 
     def kill(self, name: str) -> None:
         self.harmed.add(name)
@@ -78,7 +95,7 @@ class Fleet:
         """SIGSTOP past the lease, then SIGCONT: a stalled worker that wakes up."""
         self.harmed.add(name)
         self.procs[name].send_signal(signal.SIGSTOP)
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(seconds)  # the stall is the fault under test: a fixed length
         self.procs[name].send_signal(signal.SIGCONT)
 
     def stop_all(self) -> None:
@@ -134,36 +151,47 @@ async def test_chaos_loses_nothing_and_doubles_only_what_it_harmed(
                 for i in range(TASKS)
             ]
             waves = [tasks[i::WAVES] for i in range(WAVES)]
+            stalls: list[asyncio.Task[None]] = []
             try:
                 for _ in range(4):
-                    fleet.spawn("worker")
-                fleet.spawn("worker", offset=90.0)  # a machine whose clock is 90 s ahead
-                fleet.spawn("scheduler")
-                fleet.spawn("scheduler", offset=-30.0)
-                ends = time.monotonic() + CHAOS_SECONDS
-                while time.monotonic() < ends:
+                    fleet.start("worker")
+                # A machine whose clock is 90 s ahead, never harmed: a retry it schedules is due
+                # 90 s later for the others, so only it can run the task in time.
+                skewed = fleet.start("worker", offset=90.0)
+                fleet.start("scheduler")
+                fleet.start("scheduler", offset=-30.0)
+                fleet.wait_ready()
+                for _ in range(ROUNDS):
                     for task in waves.pop() if waves else ():
                         await direct.async_task_storage.enqueue(task)
-                    await asyncio.sleep(rng.uniform(3.0, 5.0))
-                    victim = rng.choice(fleet.workers())
+                    # The chaos's rhythm (not a wait for something): work starts, then harm.
+                    await asyncio.sleep(rng.uniform(1.0, 2.0))
+                    victim = rng.choice(sorted(set(fleet.unharmed_workers()) - {skewed}))
                     if rng.random() < 0.5:
                         fleet.kill(victim)
-                        fleet.spawn("worker")
-                    else:
-                        await fleet.pause(victim, 6.0)  # longer than lease + margin (5 s)
+                        fleet.start("worker")  # a replacement, ready while the rounds go on
+                    else:  # stalled while the next rounds go on
+                        stalls.append(asyncio.create_task(fleet.pause(victim, STALL_SECONDS)))
+                await asyncio.gather(*stalls)
+                fleet.wait_ready()
                 for wave in waves:  # what the chaos window had no time for
                     for task in wave:
                         await direct.async_task_storage.enqueue(task)
                 await direct.async_schedule_storage.update_schedule(
                     _paused(await direct.async_schedule_storage.get_schedule(schedule.id))
                 )
-                settle_by = time.monotonic() + SETTLE_SECONDS
-                while time.monotonic() < settle_by:
+
+                async def all_final() -> bool:
                     statuses = await direct.async_task_storage.statuses()
-                    if all(s.is_final for s in statuses.values()):
-                        break
-                    await asyncio.sleep(0.5)
+                    return all(s.is_final for s in statuses.values())
+
+                with contextlib.suppress(AssertionError):  # the asserts below say what is not
+                    await wait_until(
+                        all_final, "every task final", within=SETTLE_SECONDS, every=0.5
+                    )
             finally:
+                for stall in stalls:
+                    stall.cancel()
                 fleet.stop_all()
 
             statuses = await direct.async_task_storage.statuses()
@@ -204,7 +232,7 @@ async def test_chaos_loses_nothing_and_doubles_only_what_it_harmed(
             requeued = await direct.async_event_storage.get_events(
                 event_type=EventType.LEASE_EXPIRED
             )
-            assert len(fleet.harmed) >= 4 and requeued, (fleet.harmed, len(requeued))
+            assert len(fleet.harmed) == ROUNDS and requeued, (fleet.harmed, len(requeued))
 
 
 def _paused(schedule: Schedule | None) -> Schedule:

@@ -94,6 +94,7 @@ def test_missing_bucket_on_the_server(gcs_env: Emulator) -> None:
         # Refused by the host-name codec before any request: no DNS lookup leaves the machine.
         ("http://bad..host:1", ()),
     ],
+    ids=["closed-port", "bad-host"],  # the port differs per xdist worker: ids must not
 )
 def test_an_unreachable_endpoint_fails_at_once(endpoint: str, words: tuple[str, ...]) -> None:
     # What the command says about its own retries, not the wall clock of a loaded machine

@@ -18,6 +18,7 @@ import termios
 import time
 
 import psutil
+from waiting import wait_until_sync
 
 ANSI = re.compile(
     rb"\x1b\[[0-9;?<>=]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|\x1b[()][A-Za-z0-9]|\x1b[=>78]"
@@ -87,10 +88,7 @@ def test_demo_shows_the_fleet_and_quits_cleanly() -> None:
             if done:
                 break
         assert status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-        deadline = time.monotonic() + 10
-        while _alive(children) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _alive(children) == [], "the demo left processes behind"
+        wait_until_sync(lambda: not _alive(children), "the demo's processes to end", within=10)
     finally:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -153,10 +151,7 @@ def test_demo_prints_what_points_snapshot_at_it() -> None:
         assert json.loads(snapshot.stdout)["stale"] is False
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
-        deadline = time.monotonic() + 10
-        while _alive(children) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _alive(children) == [], "the demo left processes behind"
+        wait_until_sync(lambda: not _alive(children), "the demo's processes to end", within=10)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
-import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from protocol_helpers import tasks_in
+from waiting import wait_until
 
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.backend.index import worker_index
@@ -54,31 +54,24 @@ async def test_fleet_runs_a_realistic_reproducible_workload(backend: GCSBackend)
     fleet = Fleet(backend, seed=11, speed=5.0, heartbeat_interval=1.0, lease_seconds=5.0)
     running = asyncio.create_task(fleet.run())
     results = backend.async_result_storage
-    started = time.monotonic()
     outcomes: Counter[str] = Counter()
     fired: list[object] = []
-    while time.monotonic() - started < 20:
-        await asyncio.sleep(1)
+
+    async def mixed() -> bool:
+        """Several successes, failures of two kinds, by two workers, and a schedule fired."""
+        nonlocal outcomes, fired
         listed = await results.list_results()
         outcomes = Counter(r.error_type or r.status.value for r in listed)
         fired = list(
             await backend.async_event_storage.get_events(event_type=EventType.SCHEDULE_FIRED)
         )
-        errors = [k for k in outcomes if k not in ("success",)]
-        if (
-            time.monotonic() - started >= 5
-            and outcomes["success"] >= 5
-            and len(errors) >= 2
-            and fired
-        ):
-            break
+        errors = [k for k in outcomes if k != "success"]
+        workers = {r.worker_id for r in listed if r.worker_id}
+        return outcomes["success"] >= 5 and len(errors) >= 2 and len(workers) >= 2 and bool(fired)
+
+    await wait_until(mixed, "a mix of outcomes and a fired schedule", within=60, every=1.0)
     await asyncio.wait_for(fleet.stop(), 15)  # awaiting stop() waits for run() to return
     assert running.done()
-    elapsed = time.monotonic() - started
-    assert outcomes["success"] >= 5, outcomes
-    assert len([k for k in outcomes if k != "success"]) >= 2, outcomes
-    assert fired, "no schedule fired"
-    assert elapsed < 20
 
     # Schedules: cron and interval, one paused.
     schedules = {s.id: s for s in await backend.async_schedule_storage.list_schedules()}
@@ -193,20 +186,24 @@ def _is_async(func: str) -> bool:
 async def test_cancelling_the_fleet_releases_what_its_workers_hold(backend: GCSBackend) -> None:
     fleet = Fleet(backend, seed=3, speed=0.5)
     running = asyncio.create_task(fleet.run())
-    deadline = time.monotonic() + 20
     funcs: dict[str, str] = {}  # task id -> its function, read once
-    while True:
-        assert time.monotonic() < deadline, "the fleet never ran an async task"
+    held: dict[str, str] = {}
+
+    async def holds_an_async_task() -> bool:
+        nonlocal held
         look = [t for w in fleet.workers for t in w.running_task_ids]
-        unknown = [t for t in look if t not in funcs]
-        if not unknown and any(_is_async(funcs[t]) for t in look):
-            held = {t: funcs[t] for t in look}
-            break
-        for task_id in unknown:
+        for task_id in [t for t in look if t not in funcs]:
             task = await backend.async_task_storage.get_task(task_id)
             assert task is not None
             funcs[task_id] = task.func
-        await asyncio.sleep(0.01)
+        # Read again after the awaits: what the workers hold right now.
+        look = [t for w in fleet.workers for t in w.running_task_ids]
+        if all(t in funcs for t in look) and any(_is_async(funcs[t]) for t in look):
+            held = {t: funcs[t] for t in look}
+            return True
+        return False
+
+    await wait_until(holds_an_async_task, "the fleet to run an async task", every=0.01)
     running.cancel()  # no await since the look: these tasks are still being run
     with pytest.raises(asyncio.CancelledError):
         await running

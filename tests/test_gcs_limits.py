@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from faultproxy import GCSRulesProxy
+from waiting import wait_until
 
 from omniq_console import OmniQ
 from omniq_console.backend.errors import BackendUnavailableError
@@ -22,8 +23,8 @@ from omniq_console.backend.index import (
     METADATA_LIMIT_BYTES,
     WorkerIndex,
     metadata_bytes,
-    worker_metadata,
     worker_index,
+    worker_metadata,
 )
 from omniq_console.backend.objectstore import ObjectInfo
 from omniq_console.models import ResultStatus, Schedule, ScheduleType, TaskStatus, utcnow
@@ -114,14 +115,14 @@ async def test_a_worker_survives_a_30_second_outage_without_failing_or_losing_a_
 
         @omniq.task(name="m:step")
         async def step(n: int) -> int:
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # the task's work: it runs while the outage starts
             done.append(n)
             return n
 
         ids = [await omniq.enqueue_async("m:step", n) for n in range(6)]
         worker = omniq.worker(lease_seconds=30, concurrency=2)
         run = asyncio.create_task(worker.run())
-        await _wait(lambda: len(done) >= 1, "the first task to run")
+        await wait_until(lambda: len(done) >= 1, "the first task to run", within=20)
         gcs_rules.outage(seconds=30)
         started = time.monotonic()
         results = [await omniq.get_result_async(i, timeout=120) for i in ids]
@@ -196,10 +197,3 @@ async def test_a_cron_that_can_never_fire_is_reported_once(
     about_never = [r for r in caplog.records if never.id in r.getMessage()]
     assert len(about_never) == 1, [r.getMessage() for r in caplog.records]
     assert len(fired) == 1  # the good schedule fired
-
-
-async def _wait(predicate: Any, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)

@@ -13,16 +13,22 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Self
+
+from ..childproc import ChildExitedError, ChildNotReadyError, ChildProcess, answers_http
+
+# Imported from here by the demo environment and the tests.
+from ..childproc import die_with_parent as die_with_parent
+from ..childproc import free_port as free_port
+from ..childproc import stop_process as stop_process
 
 
 class EmulatorUnavailableError(RuntimeError):
@@ -61,39 +67,73 @@ def binary_path() -> Path:
     return candidate
 
 
-def die_with_parent() -> None:
-    """In a child before exec (Linux): be sent SIGTERM when the parent dies, however it dies.
-
-    A console killed outright (SIGKILL, a closed terminal) must not leave its demo emulator or
-    fleet running. Elsewhere this does nothing; the fleet also watches its parent.
-    """
-    if sys.platform != "linux":
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM, then SIGKILL if it is still running after ``grace`` seconds."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
+def _create(method: str, url: str, body: dict[str, object], what: str) -> None:
+    """Create ``what`` on an emulator with a JSON request; one that exists already is fine."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method=method,
+    )
     try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+    except urllib.error.HTTPError as exc:
+        if exc.code != 409:  # 409: it exists already
+            raise EmulatorUnavailableError(f"cannot create {what}: HTTP {exc.code}") from exc
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+class _Service(ABC):
+    """What both emulators share: one child process, ready once it answers, stopped with the
+    service; a context manager."""
+
+    _child: ChildProcess | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._child is not None and self._child.running
+
+    @abstractmethod
+    def start(self) -> Self:
+        """Start the service and wait until it answers."""
+
+    def _launch(
+        self,
+        child: ChildProcess,
+        answers: str,
+        timeout: float,
+        *,
+        interval: float = 0.05,
+        hint: Callable[[], str] | None = None,
+    ) -> None:
+        """Start ``child`` and wait until ``answers`` (a URL) answers 200."""
+        self._child = child
+        try:
+            child.start(
+                lambda: answers_http(answers), timeout=timeout, interval=interval, hint=hint
+            )
+        except (ChildExitedError, ChildNotReadyError) as exc:
+            self.stop()
+            raise EmulatorUnavailableError(str(exc)) from exc
+
+    def stop(self) -> None:
+        child, self._child = self._child, None
+        if child is not None:
+            child.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
-class Emulator:
+class Emulator(_Service):
     """A fake-gcs-server process on loopback. Use as a context manager or start()/stop().
 
     ``storage="memory"`` (the default) keeps objects in memory: fast, forgotten on stop.
@@ -122,17 +162,12 @@ class Emulator:
         self.storage = storage
         self._root = root
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def start(self, timeout: float = 15.0) -> Emulator:
+    def start(self, timeout: float = 15.0) -> Self:
         """Start the server and wait until it answers ``GET /storage/v1/b``."""
         if self.running:
             return self
@@ -158,41 +193,20 @@ class Emulator:
                 self._tmp = tempfile.TemporaryDirectory(prefix="omniq-gcs-")
                 self._root = Path(self._tmp.name)
             args += ["-filesystem-root", str(self._root)]
-        self._process = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C in the console must not kill it before we do
-            preexec_fn=die_with_parent if self.tied_to_parent else None,
-            env=env,
+        child = ChildProcess(
+            args, name="fake-gcs-server", env=env, tied_to_parent=self.tied_to_parent
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                code = self._process.returncode
-                self._process = None
-                raise EmulatorUnavailableError(
-                    f"fake-gcs-server exited at start (code {code}); is port {self.port} free?"
-                )
-            if self._answers():
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise EmulatorUnavailableError(f"fake-gcs-server did not answer within {timeout:.0f}s")
-
-    def _answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/storage/v1/b", timeout=1) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        self._launch(
+            child,
+            f"{self.url}/storage/v1/b",
+            timeout,
+            hint=lambda: f"is port {self.port} free?",
+        )
+        return self
 
     def stop(self) -> None:
         """Stop the server (and forget a memory backend's objects)."""
-        process, self._process = self._process, None
-        if process is not None:
-            stop_process(process, grace=5)
+        super().stop()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -200,31 +214,7 @@ class Emulator:
 
     def create_bucket(self, name: str) -> None:
         """Create a bucket on this emulator (no error when it exists)."""
-        request = urllib.request.Request(
-            f"{self.url}/storage/v1/b",
-            data=json.dumps({"name": name}).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10):
-                pass
-        except urllib.error.HTTPError as exc:
-            if exc.code != 409:
-                raise EmulatorUnavailableError(
-                    f"cannot create bucket {name!r}: HTTP {exc.code}"
-                ) from exc
-
-    def __enter__(self) -> Emulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        _create("POST", f"{self.url}/storage/v1/b", {"name": name}, f"bucket {name!r}")
 
 
 def pubsub_launcher() -> list[str] | None:
@@ -244,7 +234,7 @@ def pubsub_launcher() -> list[str] | None:
     return [str(launcher)] if launcher.exists() else None
 
 
-class PubSubEmulator:
+class PubSubEmulator(_Service):
     """The Cloud SDK's Pub/Sub emulator (Java) on loopback; it takes 5-8 s to answer.
 
     ``create_topic`` and ``create_subscription`` use its REST API; ``subscription_path`` is
@@ -255,7 +245,6 @@ class PubSubEmulator:
         self.host = "127.0.0.1"
         self.port = port or free_port(self.host)
         self.project = project
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def host_port(self) -> str:
@@ -266,70 +255,24 @@ class PubSubEmulator:
     def url(self) -> str:
         return f"http://{self.host_port}"
 
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def start(self, timeout: float = 60.0, *, tied_to_parent: bool = False) -> PubSubEmulator:
+    def start(self, timeout: float = 60.0, *, tied_to_parent: bool = False) -> Self:
         command = pubsub_launcher()
         if command is None:
             raise EmulatorUnavailableError(
                 "the Pub/Sub emulator is not installed (Debian/Ubuntu: apt-get install "
                 "google-cloud-cli-pubsub-emulator; or gcloud components install pubsub-emulator)"
             )
-        self._process = subprocess.Popen(
+        # The launcher execs java in the new session: stopping signals the whole group.
+        child = ChildProcess(
             [*command, f"--host={self.host}", f"--port={self.port}"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=die_with_parent if tied_to_parent else None,
+            name="the Pub/Sub emulator",
+            tied_to_parent=tied_to_parent,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                code = self._process.returncode
-                self._process = None
-                raise EmulatorUnavailableError(f"the Pub/Sub emulator exited at start ({code})")
-            if self._answers():
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise EmulatorUnavailableError(f"the Pub/Sub emulator did not answer within {timeout:.0f}s")
-
-    def _answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url, timeout=1) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            # The launcher execs java in the new session: signal the whole group.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        self._launch(child, self.url, timeout, interval=0.1)
+        return self
 
     def _put(self, path: str, body: dict[str, object] | None = None) -> None:
-        request = urllib.request.Request(
-            f"{self.url}/v1/{path}",
-            data=json.dumps(body or {}).encode(),
-            headers={"Content-Type": "application/json"},
-            method="PUT",
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10):
-                pass
-        except urllib.error.HTTPError as exc:
-            if exc.code != 409:  # exists already
-                raise EmulatorUnavailableError(f"Pub/Sub PUT {path}: HTTP {exc.code}") from exc
+        _create("PUT", f"{self.url}/v1/{path}", body or {}, f"Pub/Sub {path}")
 
     def topic_path(self, topic: str) -> str:
         return f"projects/{self.project}/topics/{topic}"
@@ -387,14 +330,3 @@ class PubSubEmulator:
             with urllib.request.urlopen(ack, timeout=10):
                 pass
         return [m["message"] for m in got]
-
-    def __enter__(self) -> PubSubEmulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

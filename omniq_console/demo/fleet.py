@@ -14,6 +14,9 @@ retries; three in-process workers with different queue sets and concurrency; one
 with cron and interval schedules, one of them paused; and a janitor that keeps the bucket
 small (the emulator slows down as its bucket grows).
 
+This module runs them; ``tasks`` holds the task functions, ``workload`` the seeded task
+sequence, ``janitor`` the retention, ``history`` the past results written at start.
+
 Reproducible: with ``seed=``, the sequence of tasks (queue, function, arguments, task id, the
 gap before each) and so every planned outcome is fixed. A task's outcome is decided by its
 arguments alone (a ``currency`` of ``"XXX"`` is refused, ``outage_attempts=2`` fails twice
@@ -26,268 +29,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
-import uuid
-import zlib
-from collections.abc import Awaitable, Callable, Generator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Generator
 from datetime import datetime, timedelta
 from typing import Any
 
 from ..backend.errors import ConflictError, StorageError
-from ..backend.index import result_index, worker_index
-from ..backend.layout import Layout
-from ..models import (
-    EventType,
-    ResultStatus,
-    TaskEvent,
-    TaskResult,
-    TaskStatus,
-    utcnow,
-)
+from ..models import utcnow
 from ..runtime.omniq import OmniQ
-from ..runtime.registry import TaskOptions, submit_task, task_name
+from ..runtime.registry import TaskOptions, submit_task
 from ..runtime.scheduler import Scheduler
-from ..runtime.worker import Worker, current_task
+from ..runtime.worker import Worker
+from .history import write_history
+from .janitor import Retention, cleanup
+from .tasks import (
+    backup_database,
+    build_report,
+    charge_card,
+    cleanup_sessions,
+    export_csv,
+    fetch_exchange_rates,
+    fraud_check,
+    lookup_customer,
+    resize_image,
+    send_digest,
+    send_email,
+    sync_inventory,
+)
+from .workload import MAX_RETRIES, QUEUES, WORKERS, PlannedTask, workload
 
 logger = logging.getLogger(__name__)
-
-SUPPORTED_CURRENCIES = ("EUR", "USD", "GBP", "JPY", "CHF")
-_SLOW_MX = "slow-mx.example"
-_DELETE_CONCURRENCY = 16
-
-
-# -- the fleet's task functions (module level: their names are stable across processes) --------
-
-
-async def charge_card(
-    order_id: str, amount_cents: int, currency: str, work_ms: int
-) -> dict[str, Any]:
-    """Charge an order; refuses unsupported currencies and non-positive amounts (ValueError)."""
-    await asyncio.sleep(work_ms / 1000)
-    if currency not in SUPPORTED_CURRENCIES:
-        raise ValueError(f"order {order_id}: currency {currency!r} is not supported")
-    if amount_cents <= 0:
-        raise ValueError(f"order {order_id}: amount must be positive, got {amount_cents}")
-    return {"order_id": order_id, "charged_cents": amount_cents, "currency": currency}
-
-
-async def fraud_check(order_id: str, score: int, work_ms: int) -> dict[str, Any]:
-    """Score an order (always succeeds)."""
-    await asyncio.sleep(work_ms / 1000)
-    return {"order_id": order_id, "score": score, "flagged": score > 80}
-
-
-def resize_image(image_id: str, width: int, work_ms: int) -> dict[str, Any]:
-    """A CPU-ish sync task (runs in a worker thread)."""
-    time.sleep(work_ms / 1000)
-    return {"image_id": image_id, "width": width, "bytes": width * 731}
-
-
-async def lookup_customer(customer_id: str, work_ms: int) -> dict[str, Any]:
-    """KeyError for customers that do not exist (ids starting ``cus_gone``)."""
-    await asyncio.sleep(work_ms / 1000)
-    if customer_id.startswith("cus_gone"):
-        raise KeyError(customer_id)
-    return {
-        "customer_id": customer_id,
-        "tier": ("free", "pro", "team")[zlib.crc32(customer_id.encode()) % 3],
-    }
-
-
-async def fetch_exchange_rates(provider: str, outage_attempts: int, work_ms: int) -> dict[str, Any]:
-    """Fails with ConnectionError on its first ``outage_attempts`` attempts, then succeeds."""
-    await asyncio.sleep(work_ms / 1000)
-    task = current_task()
-    attempt = task.retry_count if task is not None else outage_attempts
-    if attempt < outage_attempts:
-        raise ConnectionError(f"{provider}: connection reset by peer (attempt {attempt + 1})")
-    return {"provider": provider, "rates": len(SUPPORTED_CURRENCIES), "attempts": attempt + 1}
-
-
-def send_email(to: str, template: str, work_ms: int) -> dict[str, Any]:
-    """A sync task; the mail server of ``slow-mx.example`` never answers (TimeoutError)."""
-    time.sleep(work_ms / 1000)
-    if to.endswith("@" + _SLOW_MX):
-        raise TimeoutError(f"SMTP server for {_SLOW_MX} did not answer within 30 s")
-    return {"to": to, "template": template, "message_id": f"<{zlib.crc32(to.encode()):08x}@mail>"}
-
-
-def build_report(name: str, rows: int, work_ms: int) -> dict[str, Any]:
-    """A slow sync task."""
-    time.sleep(work_ms / 1000)
-    return {"report": name, "rows": rows}
-
-
-async def export_csv(dataset: str, rows: int, work_ms: int) -> dict[str, Any]:
-    """A slow async task; the ``audit-log`` export runs out of disk (OSError)."""
-    await asyncio.sleep(work_ms / 1000)
-    if dataset == "audit-log":
-        raise OSError(28, "No space left on device", f"/exports/{dataset}.csv")
-    return {"dataset": dataset, "rows": rows}
-
-
-async def cleanup_sessions(max_age_minutes: int) -> int:
-    """A scheduled chore."""
-    await asyncio.sleep(0.05)
-    return max_age_minutes * 3
-
-
-async def sync_inventory(warehouse: str) -> dict[str, Any]:
-    """A scheduled chore."""
-    await asyncio.sleep(0.1)
-    return {"warehouse": warehouse, "skus": 1200}
-
-
-def send_digest(audience: str) -> str:
-    """A scheduled chore (sync)."""
-    time.sleep(0.05)
-    return f"digest sent to {audience}"
-
-
-async def backup_database(target: str) -> str:
-    """A scheduled chore, paused in the demo."""
-    await asyncio.sleep(0.2)
-    return f"backup written to {target}"
-
-
-# -- the workload ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class QueueProfile:
-    name: str
-    priority: int
-    rate: float  # tasks per second at speed 1
-
-
-QUEUES: tuple[QueueProfile, ...] = (
-    QueueProfile("critical", 10, 0.4),
-    QueueProfile("default", 0, 1.0),
-    QueueProfile("emails", 5, 0.7),
-    QueueProfile("reports", 0, 0.1),
-)
-
-# (queues, concurrency) of each simulated worker.
-WORKERS: tuple[tuple[tuple[str, ...], int], ...] = (
-    (("critical", "default", "emails", "reports"), 4),
-    (("critical", "default", "emails"), 3),
-    (("reports", "default"), 2),
-)
-
-_MAX_RETRIES = {"fetch_exchange_rates": 3, "send_email": 2, "charge_card": 1}
-
-
-@dataclass(frozen=True)
-class PlannedTask:
-    """One task of the workload, decided in advance by the seeded generator."""
-
-    gap_s: float  # wait before enqueueing it (already divided by speed)
-    task_id: str | None
-    queue: str
-    func: str
-    kwargs: dict[str, Any] = field(hash=False)
-    outcome: str  # "success", "retried", or the exception type it ends with
-    work_ms: int
-
-
-def _work(rng: random.Random, low_ms: int, high_ms: int, speed: float) -> int:
-    return max(1, int(rng.uniform(low_ms, high_ms) / speed))
-
-
-def _choose(
-    rng: random.Random, profile: QueueProfile, speed: float
-) -> tuple[Callable[..., Any], dict[str, Any], str]:
-    """A function, its keyword arguments and the outcome they lead to."""
-    roll = rng.random()
-    n = rng.randrange(10_000, 99_999)
-    if profile.name == "critical":
-        if roll < 0.55:
-            bad = rng.random() < 0.15
-            currency = "XXX" if bad else rng.choice(SUPPORTED_CURRENCIES)
-            args = {
-                "order_id": f"ord_{n}",
-                "amount_cents": rng.randrange(199, 49_999),
-                "currency": currency,
-                "work_ms": _work(rng, 30, 200, speed),
-            }
-            return charge_card, args, "ValueError" if bad else "success"
-        args = {
-            "order_id": f"ord_{n}",
-            "score": rng.randrange(0, 100),
-            "work_ms": _work(rng, 20, 120, speed),
-        }
-        return fraud_check, args, "success"
-    if profile.name == "default":
-        if roll < 0.4:
-            args = {
-                "image_id": f"img_{n}",
-                "width": rng.choice((320, 640, 1280, 1920)),
-                "work_ms": _work(rng, 50, 400, speed),
-            }
-            return resize_image, args, "success"
-        if roll < 0.7:
-            gone = rng.random() < 0.2
-            args = {
-                "customer_id": f"cus_{'gone_' if gone else ''}{n}",
-                "work_ms": _work(rng, 20, 150, speed),
-            }
-            return lookup_customer, args, "KeyError" if gone else "success"
-        outage = rng.choices((0, 1, 2, 9), weights=(55, 20, 15, 10))[0]
-        args = {
-            "provider": rng.choice(("ecb", "fed", "boe")),
-            "outage_attempts": outage,
-            "work_ms": _work(rng, 50, 300, speed),
-        }
-        outcome = (
-            "success"
-            if outage == 0
-            else (
-                "retried" if outage <= _MAX_RETRIES["fetch_exchange_rates"] else "ConnectionError"
-            )
-        )
-        return fetch_exchange_rates, args, outcome
-    if profile.name == "emails":
-        slow = roll < 0.12
-        domain = _SLOW_MX if slow else rng.choice(("example.com", "example.org", "mail.example"))
-        args = {
-            "to": f"user{n}@{domain}",
-            "template": rng.choice(("welcome", "receipt", "password-reset", "weekly")),
-            "work_ms": _work(rng, 40, 250, speed),
-        }
-        return send_email, args, "TimeoutError" if slow else "success"
-    if roll < 0.6:
-        args = {
-            "name": rng.choice(("sales-daily", "churn", "inventory", "ledger")),
-            "rows": rng.randrange(1_000, 500_000),
-            "work_ms": _work(rng, 1_500, 4_000, speed),
-        }
-        return build_report, args, "success"
-    dataset = rng.choice(("orders", "customers", "audit-log", "invoices"))
-    args = {
-        "dataset": dataset,
-        "rows": rng.randrange(1_000, 200_000),
-        "work_ms": _work(rng, 1_000, 3_000, speed),
-    }
-    return export_csv, args, "OSError" if dataset == "audit-log" else "success"
-
-
-def workload(seed: int | None, speed: float = 1.0) -> Iterator[PlannedTask]:
-    """The endless task sequence of a fleet; the same ``seed`` gives the same sequence."""
-    rng = random.Random(seed)
-    total = sum(q.rate for q in QUEUES) * speed
-    weights = [q.rate for q in QUEUES]
-    while True:
-        gap = rng.expovariate(total)
-        profile = rng.choices(QUEUES, weights=weights)[0]
-        func, kwargs, outcome = _choose(rng, profile, speed)
-        task_id = str(uuid.UUID(int=rng.getrandbits(128), version=4)) if seed is not None else None
-        yield PlannedTask(
-            gap, task_id, profile.name, task_name(func), kwargs, outcome, int(kwargs["work_ms"])
-        )
-
-
-# -- the fleet ---------------------------------------------------------------------------------
 
 
 class Fleet:
@@ -346,7 +116,7 @@ class Fleet:
 
     def _register(self) -> None:
         slow = 1.0 / self.speed
-        # (queue, priority, retries unless _MAX_RETRIES says otherwise, functions)
+        # (queue, priority, retries unless MAX_RETRIES says otherwise, functions)
         groups: list[tuple[str, int, int | None, tuple[Callable[..., Any], ...]]] = [
             ("critical", 10, 1, (charge_card, fraud_check)),
             (
@@ -366,8 +136,8 @@ class Fleet:
         ]
         for queue, priority, retries, funcs in groups:
             for func in funcs:
-                # Reports never retry; the others as _MAX_RETRIES plans their failures.
-                tries = 0 if retries is None else _MAX_RETRIES.get(func.__name__, retries)
+                # Reports never retry; the others as MAX_RETRIES plans their failures.
+                tries = 0 if retries is None else MAX_RETRIES.get(func.__name__, retries)
                 self.omniq.task(
                     queue=queue, priority=priority, max_retries=tries, retry_delay=slow
                 )(func)
@@ -453,7 +223,7 @@ class Fleet:
             self.omniq.worker(
                 list(queues),
                 concurrency=concurrency,
-                worker_id=f"demo-{self.tag}-{i + 1}",
+                worker_id=self._worker_id(i),
                 lease_seconds=self.lease_seconds,
                 heartbeat_interval=self.heartbeat_interval,
                 shutdown_grace=self.shutdown_grace,
@@ -524,140 +294,30 @@ class Fleet:
             except StorageError as exc:
                 logger.warning("demo janitor: %s", exc)
 
-    # -- keeping the bucket small ----------------------------------------------------------------
+    # -- keeping the bucket small, and its past ---------------------------------------------
 
     async def cleanup(self, now: datetime | None = None) -> int:
-        """Delete finished tasks, results, events and stopped workers past their retention.
-
-        Completed tasks go after ``retention``, failed/cancelled/expired ones after
-        ``failed_retention`` (so an operator has time to retry them), events after
-        ``event_retention``. Decided on listings alone; returns how many objects went.
-        """
-        now = now or utcnow()
-        store, layout = self.backend.store, self.backend.layout
-        queue = self.backend.async_task_storage
-        results = self.backend.async_result_storage
-        task_infos, result_infos, worker_infos = await asyncio.gather(
-            store.list(layout.tasks), store.list(layout.results), store.list(layout.workers)
-        )
-        # A task's status is its state record's (docs/architecture.md, "Task status is derived
-        # from which objects exist"): the record's index decides, the task's own does not.
-        stored_tasks = {Layout.name_of(info.key) for info in task_infos}
-        doomed_tasks: list[str] = []
-        doomed_results: list[str] = []
-        for info in result_infos:
-            ridx = result_index(info)
-            if ridx is None or not ridx.state.is_final:
-                continue
-            at = ridx.completed_at or info.updated
-            keep = self.retention if ridx.state == TaskStatus.COMPLETED else self.failed_retention
-            if at is None or now - at <= keep:
-                continue
-            # A task goes with its record; a result whose task is gone (history) goes alone.
-            (doomed_tasks if ridx.task_id in stored_tasks else doomed_results).append(ridx.task_id)
-        doomed_workers: list[str] = []
-        for info in worker_infos:
-            widx = worker_index(info)
-            if (
-                widx is not None
-                and widx.state == "stopped"
-                and widx.last_seen is not None
-                and now - widx.last_seen > self.event_retention
-            ):
-                doomed_workers.append(info.key)
-        gate = asyncio.Semaphore(_DELETE_CONCURRENCY)
-
-        async def bounded(coro: Any) -> bool:
-            async with gate:
-                return bool(await coro)
-
-        deleted = await asyncio.gather(
-            *(bounded(queue.delete_task(t)) for t in doomed_tasks),
-            *(bounded(results.delete(t)) for t in doomed_results),
-            *(bounded(store.delete(k)) for k in doomed_workers),
-        )
-        events = await self.backend.async_event_storage.cleanup_old_events(
-            now - self.event_retention
-        )
-        return sum(1 for d in deleted if d) + int(events)
-
-    # -- history -------------------------------------------------------------------------------
+        """Delete finished tasks, results, events and stopped workers past their retention
+        (see ``janitor.cleanup``); returns how many objects went."""
+        retention = Retention(self.retention, self.failed_retention, self.event_retention)
+        return await cleanup(self.backend, retention, now or utcnow())
 
     async def seed_history(self, minutes: int = 5, per_minute: int = 12) -> int:
-        """Write ``minutes`` of past results and events (ending now) so charts start filled.
-
-        Only results and events are written (the tasks of the past are gone, as the janitor
-        would have deleted them). Returns how many results were written.
-        """
-        if minutes < 1 or per_minute < 1:
-            raise ValueError("minutes and per_minute must be at least 1")
-        rng = random.Random(f"{self.seed}-history") if self.seed is not None else random.Random()
-        now = self.clock()
-        start = now - timedelta(minutes=minutes)
-        count = minutes * per_minute
-        spacing = (minutes * 60.0) / count
-        sequence = workload(rng.getrandbits(32), 1.0)
-        gate = asyncio.Semaphore(_DELETE_CONCURRENCY)
-
-        async def write(i: int, item: PlannedTask) -> None:
-            task_id = str(uuid.UUID(int=rng_ids[i], version=4))
-            created = start + timedelta(seconds=i * spacing)
-            done = created + timedelta(milliseconds=50 + item.work_ms)
-            failed = item.outcome not in ("success", "retried")
-            worker = f"demo-{self.tag}-{1 + rng_workers[i] % len(WORKERS)}"
-            result = TaskResult(
-                task_id=task_id,
-                status=ResultStatus.ERROR if failed else ResultStatus.SUCCESS,
-                result=None if failed else {"demo": True},
-                error=f"{item.outcome} raised by {item.func}" if failed else None,
-                error_type=item.outcome if failed else None,
-                created_at=created,
-                started_at=created + timedelta(milliseconds=50),
-                completed_at=done,
-                worker_id=worker,
-                execution_time=item.work_ms / 1000,
-            )
-            events = [
-                TaskEvent(
-                    task_id=task_id,
-                    event_type=EventType.ENQUEUED,
-                    timestamp=created,
-                    queue_name=item.queue,
-                ),
-                TaskEvent(
-                    task_id=task_id,
-                    event_type=EventType.DEQUEUED,
-                    worker_id=worker,
-                    timestamp=created + timedelta(milliseconds=40),
-                    queue_name=item.queue,
-                ),
-                TaskEvent(
-                    task_id=task_id,
-                    event_type=EventType.FAILED if failed else EventType.COMPLETED,
-                    worker_id=worker,
-                    timestamp=done,
-                    queue_name=item.queue,
-                    error_type=result.error_type,
-                    error_message=result.error,
-                    execution_time=result.execution_time,
-                ),
-            ]
-            async with gate:
-                try:
-                    await self.backend.async_result_storage.set(result)
-                except ConflictError:
-                    return  # this seed's history is in the bucket already
-                # One batch per task, as a worker's flush would hold them.
-                await self.backend.async_event_storage.log_events(events)
-            written.append(task_id)
-
-        items = [next(sequence) for _ in range(count)]
-        rng_ids = [rng.getrandbits(128) for _ in range(count)]
-        rng_workers = [rng.randrange(1_000) for _ in range(count)]
-        written: list[str] = []
+        """Write ``minutes`` of past results and events (ending at ``clock()``) so charts start
+        filled, as by this fleet's workers (see ``history.write_history``); returns how many
+        results were written."""
         async with self.omniq:
-            await asyncio.gather(*(write(i, item) for i, item in enumerate(items)))
-        return len(written)
+            return await write_history(
+                self.backend,
+                seed=self.seed,
+                now=self.clock(),
+                worker_ids=[self._worker_id(i) for i in range(len(WORKERS))],
+                minutes=minutes,
+                per_minute=per_minute,
+            )
+
+    def _worker_id(self, index: int) -> str:
+        return f"demo-{self.tag}-{index + 1}"
 
 
 class _Stopped:

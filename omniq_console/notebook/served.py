@@ -9,33 +9,22 @@ re-run of its cell, and at the kernel's exit.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from ..checks import check_seconds, mask_secrets
-from ..demo.emulator import die_with_parent, free_port
+from ..childproc import ChildProcess, free_port, port_open
 from ..web import SERVE_INSTALL_HINT, TOKEN_ENV, notebook_iframe, page_url
 from . import session
 
 HOST = "127.0.0.1"
 STOP_GRACE_S = 5.0
 """How long the server gets to stop its consoles after SIGTERM before the group is killed."""
-_LOG_TAIL = 2000
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((HOST, port)) == 0
 
 
 class NotebookConsole:
@@ -79,48 +68,26 @@ class NotebookConsole:
         self.log_path = Path(self._logdir.name) / "serve.log"
         self._closed = False
         self._displayed_in: int | None = None
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, TOKEN_ENV: token},
-                # Its own group: textual-serve's console processes are stopped with it.
-                start_new_session=True,
-                # Killed with the kernel however it dies (cells run on the kernel's main
-                # thread, which lives as long as the kernel).
-                preexec_fn=die_with_parent,
-            )
+        self.child = ChildProcess(
+            argv,
+            name="omniq-console serve",
+            env={**os.environ, TOKEN_ENV: token},
+            output=self.log_path,
+            # Killed with the kernel however it dies (cells run on the kernel's main thread,
+            # which lives as long as the kernel). Its own group: textual-serve's console
+            # processes are stopped with it.
+            tied_to_parent=True,
+            stop_grace=STOP_GRACE_S,
+        )
         try:
-            self._wait_ready(check_seconds("startup_timeout", startup_timeout))
+            self.child.start(
+                lambda: port_open(self.port, HOST),
+                timeout=check_seconds("startup_timeout", startup_timeout),
+                hint=lambda: mask_secrets(self.child.output_tail()),
+            )
         except BaseException:
             self.close()
             raise
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not _port_open(self.port):
-            code = self.process.poll()
-            if code is not None:
-                raise RuntimeError(
-                    f"omniq-console serve exited with code {code} before serving: "
-                    f"{self._log_tail() or 'no output'}"
-                )
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"omniq-console serve did not listen on {HOST}:{self.port} within "
-                    f"{timeout:g}s: {self._log_tail() or 'no output'}"
-                )
-            # A subprocess offers nothing to await while it binds its socket: poll briefly.
-            time.sleep(0.05)
-
-    def _log_tail(self) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return mask_secrets(text[-_LOG_TAIL:].strip())
 
     @property
     def closed(self) -> bool:
@@ -129,7 +96,7 @@ class NotebookConsole:
     @property
     def pid(self) -> int:
         """The server's process id (the leader of its process group)."""
-        return self.process.pid
+        return self.child.pid
 
     def show(self) -> None:
         """Display the console's iframe in the current cell's output."""
@@ -153,20 +120,7 @@ class NotebookConsole:
             return
         self._closed = True
         session.unregister(self.key, self)
-        if os.name != "posix":
-            self.process.terminate()
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        if os.name == "posix":
-            # Whatever of the group outlived its leader (a console process mid-exit).
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+        self.child.stop()
         self._logdir.cleanup()
 
     def release(self) -> None:
@@ -174,15 +128,17 @@ class NotebookConsole:
         self.close()
 
 
-def console(
-    bucket: str | None = None,
-    *,
-    prefix: str | None = None,
-    height: int = 600,
-    read_only: bool = False,
-    args: Sequence[str] = (),
-    key: str | None = None,
-) -> NotebookConsole:
+class ConsoleOptions(TypedDict, total=False):
+    """What ``console()`` passes on to ``NotebookConsole``."""
+
+    prefix: str | None
+    height: int
+    read_only: bool
+    args: Sequence[str]
+    key: str | None
+
+
+def console(bucket: str | None = None, **options: Unpack[ConsoleOptions]) -> NotebookConsole:
     """Run the full console on ``bucket`` and show it in this cell (an iframe).
 
     ``bucket`` and ``prefix`` default to what the settings give (``OMNIQ_BUCKET``, the config
@@ -191,11 +147,10 @@ def console(
     are further ``serve`` flags (``--project``, ``--token FILE``, ...). Executing the cell
     again, ``close()`` or the kernel's shutdown stop the server. Raises ImportError with the
     install command when the ``serve`` extra is missing, and RuntimeError with the server's
-    own message when it cannot start (say, the bucket does not exist).
+    own message when it cannot start (say, the bucket does not exist). ``prefix``, ``height``
+    (pixels, default 600), ``read_only``, ``args`` and ``key``: as ``NotebookConsole`` takes them.
     """
-    served = NotebookConsole(
-        bucket, prefix=prefix, height=height, read_only=read_only, args=args, key=key
-    )
+    served = NotebookConsole(bucket, **options)
     session.register(served.key, served)
     served.show()
     return served
