@@ -18,7 +18,7 @@ from omniq_console.backend import lifecycle
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.backend.reaper import LEASE_MARGIN_S
 from omniq_console.clock import FakeClock
-from omniq_console.models import EventType, Task, TaskEvent, TaskStatus, utcnow
+from omniq_console.models import Task, TaskStatus, utcnow
 from omniq_console.runtime import Operator
 from omniq_console.runtime.registry import submit_task
 
@@ -43,8 +43,7 @@ async def claim(
         f"queue {queue} handed out {claimed.id}, not {task_id}: drive a task before other "
         "ready tasks are enqueued in its queue"
     )
-    backend.async_event_storage.record(_event(claimed, EventType.DEQUEUED, worker))
-    return claimed
+    return claimed  # dequeue logged the claim's event
 
 
 async def fail_once(backend: GCSBackend, held: Task, failure: lifecycle.Failure) -> Task:
@@ -79,15 +78,10 @@ async def _finish(
             held, record, failure, worker=record.lease_owner, execution_time=0.01, now=now
         )
     done = await queue.finish(held, transition)
-    event = _event(done, transition.event, record.lease_owner)
     backend.async_event_storage.record(
-        event.model_copy(update={"message": transition.message, "details": transition.details})
+        lifecycle.event_of(transition, at=now, worker_id=record.lease_owner)
     )
     return done
-
-
-def _event(task: Task, kind: EventType, worker: str) -> TaskEvent:
-    return TaskEvent(task_id=task.id, event_type=kind, worker_id=worker, queue_name=task.queue_name)
 
 
 async def task_in(

@@ -68,7 +68,10 @@ def test_every_python_example_of_the_document_runs_in_order(bucket: str) -> None
     # What the examples left behind is what the document says they do.
     assert namespace["stored"].result == 3
     assert [r.task_id for r in namespace["results"]] == ["finished-elsewhere"]
-    assert [e.id for e in namespace["events"]] == [namespace["event"].id]
+    # The task's timeline, by time: the event logged (made before the claim), the claim's.
+    events = namespace["events"]
+    assert [e.event_type for e in events] == [EventType.COMPLETED, EventType.DEQUEUED]
+    assert events[0].id == namespace["event"].id
     assert [s.id for s in namespace["ready"]] == [namespace["schedule"].id]
     assert namespace["claimed"] is not None
     assert namespace["in_memory"].store is namespace["store"]
@@ -146,7 +149,9 @@ async def test_quick_start_and_components_async(bucket: str) -> None:
         storage = backend.async_event_storage
         await storage.log_event(event)
         events = await storage.get_events(task_id=task_id)
-        assert [e.id for e in events] == [event.id]
+        # By time: the event logged (made before the claim), then the claim's (by dequeue).
+        assert [e.event_type for e in events] == [EventType.COMPLETED, EventType.DEQUEUED]
+        assert events[0].id == event.id
         events = await storage.get_events(
             event_type="completed", start_time=start_time, end_time=end_time
         )
@@ -162,8 +167,13 @@ async def test_quick_start_and_components_async(bucket: str) -> None:
 
     # The layout of the document's "Storage Structure": the dequeued task keeps its entry in
     # the queue until it is final, and its state record is in results/.
+    # The claim's event went out in the backend's event batch.
     keys = {info.key for info in await _listing(backend)}
-    assert keys == {
+    batches = {k for k in keys if k.startswith("production/events/")} - {
+        f"production/events/{event.id}.json"
+    }
+    assert len(batches) == 1
+    assert keys - batches == {
         f"production/tasks/{task_id}.json",
         f"production/queues/default/{task_id}.json",
         f"production/results/{task_id}.json",
@@ -209,7 +219,7 @@ def test_quick_start_and_components_sync(bucket: str) -> None:
         storage = backend.event_storage
         storage.log_event_sync(event)
         events = storage.get_events_sync(task_id=task_id)
-        assert [e.event_type for e in events] == [EventType.COMPLETED]
+        assert [e.event_type for e in events] == [EventType.COMPLETED, EventType.DEQUEUED]
 
     with backend:
         storage = backend.schedule_storage

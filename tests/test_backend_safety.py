@@ -290,8 +290,14 @@ async def test_hostile_text_in_index_metadata_round_trips(backend_rw: GCSBackend
     await b.async_event_storage.log_event(
         TaskEvent(task_id=task_id, event_type=EventType.FAILED, queue_name="q\x1b[2J")
     )
-    [event] = await b.async_event_storage.get_events(task_id=task_id)
-    assert event.queue_name == "q\x1b[2J"
+    await b.async_event_storage.flush()  # the claim's and the failure's batch, too
+    events = await b.async_event_storage.get_events(task_id=task_id)
+    assert [(e.event_type, e.queue_name) for e in events] == [
+        (EventType.DEQUEUED, "é-queue"),
+        (EventType.FAILED, "é-queue"),
+        (EventType.FAILED, "q\x1b[2J"),
+    ]
+    assert events[0].worker_id == "wörker" and events[1].message.startswith(text)
 
 
 async def test_keys_outside_the_layout_are_not_objects_of_the_stores(

@@ -134,12 +134,17 @@ class GCSBackend:
         parts = (self.store, self.layout, reader, self.bridge)
         worker_id = default_worker_id()
         lease = self.lease_seconds
-        self._async_task_storage = AsyncGCSQueue(*parts, lease_seconds=lease, worker_id=worker_id)
-        self._task_storage = GCSQueue(*parts, lease_seconds=lease, worker_id=worker_id)
-        self._async_result_storage = AsyncGCSResultStorage(*parts)
-        self._result_storage = GCSResultStorage(*parts)
         self._async_event_storage = AsyncGCSEventStorage(*parts)
         self._event_storage = GCSEventStorage(*parts)
+        # Each queue logs its claims' events in the event log of its own (async or sync) side.
+        self._async_task_storage = AsyncGCSQueue(
+            *parts, lease_seconds=lease, worker_id=worker_id, events=self._async_event_storage
+        )
+        self._task_storage = GCSQueue(
+            *parts, lease_seconds=lease, worker_id=worker_id, events=self._event_storage
+        )
+        self._async_result_storage = AsyncGCSResultStorage(*parts)
+        self._result_storage = GCSResultStorage(*parts)
         self._async_schedule_storage = AsyncGCSScheduleStorage(*parts)
         self._schedule_storage = GCSScheduleStorage(*parts)
 

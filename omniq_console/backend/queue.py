@@ -6,7 +6,8 @@ The objects, the transitions and the order of writes are those of docs/architect
 
 - ``enqueue``: (1) ``tasks/{id}.json`` create-only (2) ``queues/{q}/{id}.json`` create-only.
 - a claim: (1) the state record ``results/{id}.json``, create-only when the task has none, else
-  a compare-and-swap on the generation the entry's hint names. Exactly one claimer wins.
+  a compare-and-swap on the generation the entry's hint names. Exactly one claimer wins, and
+  logs the claim's event (``lifecycle.event_of``) with its process's next event batch.
 - an outcome of the lease holder (complete, fail, retry, release): (1) the record CAS on the
   generation the holder itself last wrote (the fence) (2) final: entry delete; back to pending:
   the entry's hint rewritten (record generation, run_at) so claimers see it in their next
@@ -52,6 +53,7 @@ from .errors import (
     ObjectNotFoundError,
     StorageError,
 )
+from .events import AsyncGCSEventStorage
 from .index import (
     PausedIndex,
     ResultIndex,
@@ -116,11 +118,14 @@ class AsyncGCSQueue(StoreBase):
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         worker_id: str | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        events: AsyncGCSEventStorage | None = None,
     ) -> None:
         super().__init__(store, layout, reader, bridge)
         self.lease_seconds = check_lease(lease_seconds)
         self.worker_id = worker_id or default_worker_id()
         self.clock = clock
+        # Where a claim's event goes (the backend's event log; None: no events recorded).
+        self.events = events
         # Names this process wrote, and when (monotonic): the per-name gap is kept from these.
         self._written: OrderedDict[str, float] = OrderedDict()
         # Entries' generations as this process last saw them (claimed from, or wrote): a
@@ -415,7 +420,8 @@ class AsyncGCSQueue(StoreBase):
         ``lease_seconds`` (renew it with ``renew_lease``); exactly one worker gets each task.
         Delayed, expired and paused-queue tasks are never handed out. ``timeout=None`` looks
         once and returns None when there is nothing; a positive ``timeout`` waits up to that
-        many seconds.
+        many seconds. The claim's ``dequeued`` event goes out with the backend's next event
+        batch (flushed when the backend closes).
         """
         names = [queues] if isinstance(queues, str) else list(dict.fromkeys(queues))
         if not names:
@@ -550,7 +556,21 @@ class AsyncGCSQueue(StoreBase):
             raise
         if view is None:
             await self._undo_claim(transition.record)
+            return None
+        self._record_claim(transition, worker)
         return view
+
+    def _record_claim(self, claimed: Transition, worker: str) -> None:
+        """Log a claim's event with the next batch: the claim is applied here, for a worker's
+        pass and for ``dequeue`` alike, so its event is written here (never fatal)."""
+        if self.events is None:
+            return
+        assert claimed.record.started_at is not None
+        event = lifecycle.event_of(claimed, at=claimed.record.started_at, worker_id=worker)
+        try:
+            self.events.record(event)
+        except (StorageError, ValueError) as exc:
+            log.warning("claim event of task %s not recorded: %s", event.task_id, exc)
 
     async def _undo_claim(self, record: TaskResult) -> None:
         """Delete the record our claim just wrote, on its generation, retried until settled:

@@ -4,7 +4,9 @@ One task's life in a worker (the writes and their order are those of docs/archit
 "Transitions"):
 
 1. A claim writes the task's state record: the task is RUNNING, attempt ``n``, under our lease.
-   ``dequeued`` and ``executing`` go into this process's next event batch.
+   The claim's ``dequeued`` (logged by the queue that applies it) and ``executing`` go into
+   this process's next event batch. Every transition's event is the transition's own
+   (``lifecycle.event_of``), logged by whoever applies it.
 2. While it runs, the lease is renewed every ``lease_seconds / 3`` (a compare-and-swap on the
    record). A renewal that loses its compare-and-swap means the task was cancelled or requeued
    after our lease was judged dead: we stop (an async function is cancelled) and write nothing
@@ -441,9 +443,7 @@ class Worker:
     async def _execute(self, run: _Run) -> _Outcome | None:
         """Run the function; its outcome, or None when it was cancelled by a stop."""
         task = run.task
-        queue_event = functools.partial(self._record, task)
         spec = self.registry.get(task.func)
-        queue_event(EventType.DEQUEUED, message=f"claimed by {self.worker_id}")
         if spec is None:
             known = ", ".join(self.registry.names()[:20]) or "none"
             return _Outcome(
@@ -455,7 +455,18 @@ class Worker:
                     retryable=False,
                 )
             )
-        queue_event(EventType.EXECUTING, message=f"running {task.func}")
+        # Not a transition (the claim's event was logged by the queue that applied it): the
+        # moment the function starts.
+        self._log(
+            TaskEvent(
+                task_id=task.id,
+                event_type=EventType.EXECUTING,
+                worker_id=self.worker_id,
+                queue_name=task.queue_name,
+                timestamp=self.clock.now(),
+                message=f"running {task.func}",
+            )
+        )
         run.sync = not spec.is_async
         t0 = time.perf_counter()
         run.call = asyncio.ensure_future(self._call(spec, task))
@@ -621,15 +632,13 @@ class Worker:
         self.processed += 1
         if outcome.failure is not None:
             self.failed += 1
+        failure = outcome.failure
         self._record(
-            run.task,
-            transition.event,
-            message=transition.message,
+            transition,
             execution_time=outcome.execution_time,
-            details=transition.details,
-            error_type=outcome.failure.error_type if outcome.failure else None,
-            error_message=outcome.failure.message if outcome.failure else None,
-            traceback=outcome.failure.traceback if outcome.failure else None,
+            error_type=failure.error_type if failure else None,
+            error_message=failure.message if failure else None,
+            traceback=failure.traceback if failure else None,
         )
 
     def _transition(self, task: Task, record: Any, outcome: _Outcome) -> Transition:
@@ -672,14 +681,13 @@ class Worker:
                 return
             queue = self.backend.async_task_storage
             try:
-                # The release transition, applied and recorded like an outcome (its event is
-                # the transition's own, not retyped here).
+                # The release transition, applied and recorded like an outcome.
                 await queue.ready_to_write(run.task)
                 assert run.task.record is not None
                 transition = lifecycle.release(
                     run.task.record, worker=self.worker_id, now=self.clock.now(), reason=reason
                 )
-                released = await queue.finish(run.task, transition)
+                await queue.finish(run.task, transition)
             except (ConflictError, ObjectNotFoundError):
                 return  # someone else changed it already: nothing of ours to give back
             except StorageError as exc:
@@ -691,27 +699,27 @@ class Worker:
                 )
                 return
             run.done = True
-        self._record(
-            released, transition.event, message=transition.message, details=transition.details
-        )
+        self._record(transition)
 
     # -- events --------------------------------------------------------------------------------
 
-    def _record(self, task: Task, event_type: EventType, **fields: Any) -> None:
-        """Add an event to this process's next batch (written about once a second)."""
+    def _record(self, transition: Transition, **fields: Any) -> None:
+        """Log the event of a transition this worker applied (``lifecycle.event_of``, with
+        what only the run knows in ``fields``): a release, an outcome, a reaper's requeue or
+        expiry. Claims are logged by the queue, which applies them."""
+        event = lifecycle.event_of(
+            transition, at=self.clock.now(), worker_id=self.worker_id, **fields
+        )
+        self._log(event)
+
+    def _log(self, event: TaskEvent) -> None:
+        """Add ``event`` to this process's next batch (written about once a second)."""
         try:
-            self.backend.async_event_storage.record(
-                TaskEvent(
-                    task_id=task.id,
-                    event_type=event_type,
-                    worker_id=self.worker_id,
-                    queue_name=task.queue_name,
-                    timestamp=self.clock.now(),
-                    **fields,
-                )
-            )
+            self.backend.async_event_storage.record(event)
         except (StorageError, ValueError) as exc:
-            logger.warning("worker %s: event %s not recorded: %s", self.worker_id, event_type, exc)
+            logger.warning(
+                "worker %s: event %s not recorded: %s", self.worker_id, event.event_type, exc
+            )
 
     # -- heartbeat and reaper ------------------------------------------------------------------
 
@@ -790,18 +798,8 @@ class Worker:
         unchanged for its lease length across passes), so the first pass only observes.
         """
         report = await self.backend.async_task_storage.maintain()
-        for task_id, transition in [*report.requeued, *report.expired]:
-            self.backend.async_event_storage.record(
-                TaskEvent(
-                    task_id=task_id,
-                    event_type=transition.event,
-                    worker_id=self.worker_id,
-                    queue_name=transition.record.queue_name,
-                    timestamp=self.clock.now(),
-                    message=transition.message,
-                    details=transition.details,
-                )
-            )
+        for _, transition in [*report.requeued, *report.expired]:
+            self._record(transition)
         if report.expired:
             logger.info(
                 "worker %s: %d task(s) expired before they ran", self.worker_id, len(report.expired)
