@@ -374,13 +374,18 @@ async def test_missing_service_account_file_is_clear(bucket: str) -> None:
 
 
 def test_error_handling_example_without_gcsfs() -> None:
-    # The document's first except clause: without gcsfs, an ImportError with the command.
+    # The document's first except clause: without gcsfs, opening the backend raises an
+    # ImportError with the command (gcsfs is imported when a store opens, not at import).
     code = (
-        "import sys; sys.modules['gcsfs'] = None; sys.modules['gcsfs.core'] = None\n"
-        "try:\n"
-        "    from omniq_console.backend.gcs import GCSBackend\n"
-        "except ImportError as e:\n"
-        "    print(e)\n"
+        "import asyncio, sys; sys.modules['gcsfs'] = None; sys.modules['gcsfs.core'] = None\n"
+        "from omniq_console.backend.gcs import GCSBackend\n"
+        "async def main():\n"
+        "    try:\n"
+        "        async with GCSBackend('any-bucket', token='anon'):\n"
+        "            pass\n"
+        "    except ImportError as e:\n"
+        "        print(e)\n"
+        "asyncio.run(main())\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install gcsfs" in out.stdout
