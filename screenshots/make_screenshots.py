@@ -7,7 +7,7 @@ Run from the repository root::
     python screenshots/make_screenshots.py --fixtures   # the test suite's fixed snapshot
 
 By default the data is what ``omniq-console demo`` shows: a GCS emulator, a bucket, and the
-demo fleet (``omniq_console.demo.fleet``) with a fixed seed: minutes of seeded history, then
+demo fleet (``omniq_console.demo.fleet``, tasks in ``omniq_console.demo.tasks``) with a fixed seed: minutes of seeded history, then
 producers, workers and the scheduler running for a while, plus a burst of reports and a few
 delayed tasks so that queues hold a backlog. The real Monitor takes the snapshot with its clock
 frozen at that moment; the task detail is ``Monitor.task_detail`` of a real failed task. The
@@ -40,7 +40,8 @@ from tui_fixtures import make_app, settle  # noqa: E402
 from omniq_console.backend.gcs import GCSBackend  # noqa: E402
 from omniq_console.demo.emulator import Emulator  # noqa: E402
 from omniq_console.demo.environment import DEMO_BUCKET, DEMO_PREFIX  # noqa: E402
-from omniq_console.demo.fleet import Fleet, build_report, export_csv, send_email  # noqa: E402
+from omniq_console.demo.fleet import Fleet  # noqa: E402
+from omniq_console.demo.tasks import build_report, export_csv, send_email  # noqa: E402
 from omniq_console.models import TaskStatus, utcnow  # noqa: E402
 from omniq_console.monitor.monitor import Monitor  # noqa: E402
 from omniq_console.monitor.snapshot import Snapshot, TaskDetail  # noqa: E402
