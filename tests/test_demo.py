@@ -77,17 +77,24 @@ def test_demo_shows_the_fleet_and_quits_cleanly() -> None:
         assert "Traceback" not in text
         children = _demo_children(pid)
         assert len(children) == 2, f"expected a fleet and an emulator, found {children}"
+        # Quitting the demo stops its fleet: q asks first, and y confirms.
+        seen.clear()
         os.write(fd, b"q")
+        asked = _read_until(fd, re.compile(rb"Quitting stops the demo"), 30, seen)
+        assert asked, "q in the demo did not ask before stopping the fleet"
+        os.write(fd, b"y")
         deadline = time.monotonic() + 30
         status = None
         while time.monotonic() < deadline:
             select.select([fd], [], [], 0.2)
             with contextlib.suppress(OSError):
                 os.read(fd, 65536)
-            done, status = os.waitpid(pid, os.WNOHANG)
+            done, code = os.waitpid(pid, os.WNOHANG)
             if done:
+                status = code
                 break
-        assert status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert status is not None, "the demo did not exit after q, y"
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         wait_until_sync(lambda: not _alive(children), "the demo's processes to end", within=10)
     finally:
         try:

@@ -289,7 +289,7 @@ async def test_an_action_taken_in_the_browser_is_audited_as_the_served_actor(
         )
         await page.press("d")
         await page.wait_for_dashboard(
-            ["Delete task"], re.compile(r"Delete .*\?"), served, tmp_path / "confirm.png"
+            ["Delete task"], re.compile(r"Delete .*\?", re.S), served, tmp_path / "confirm.png"
         )
         await page.press("y")
 
