@@ -135,7 +135,7 @@ async def test_since_when_who_is_busy_and_who_touched_it() -> None:
         running = app.screen.query_one("#worker-running")
         assert running.keys() == [task_id(22), task_id(21)]  # the longest running first
         first = running.render_cell_values(task_id(21))
-        assert first[1] == "app.mail.send_digest"
+        assert first[1] == "send_digest"  # the module is in the detail
         assert first[2] == "('ann@example.com',) {'week': 9}"
         assert (first[4], first[5]) == ("14:29:00", "1m 00s")
         assert running.render_cell_values(task_id(22))[2] == "—"  # its body is gone

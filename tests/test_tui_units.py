@@ -24,7 +24,7 @@ from omniq_console.monitor.groups import UNKNOWN_ERROR as NO_ERROR_TYPE
 from omniq_console.monitor.groups import failure_groups
 from omniq_console.monitor.snapshot import EventRow, TaskDetail
 from omniq_console.runtime.operator import BulkOutcome
-from omniq_console.tui import StaticSource
+from omniq_console.tui import StaticSource, cells
 from omniq_console.tui.eventlog import EventFilter, EventLog
 from omniq_console.tui.fmt import countdown, duration, sparkline
 from omniq_console.tui.operations import describe_bulk, describe_error
@@ -307,3 +307,11 @@ def test_natural_sort_orders_numbers_by_value() -> None:
 
     cells = ["1,480", "20", "3", "b", "A"]
     assert sorted(cells, key=natural_key) == ["3", "20", "1,480", "A", "b"]
+
+
+def test_tables_show_a_functions_name_without_its_module() -> None:
+    # The module prefix is what a narrow column would keep, and it says least.
+    assert cells.func_name("omniq_console.demo.tasks:send_email").plain == "send_email"
+    assert cells.func_name("app.mail:Mailer.send").plain == "Mailer.send"
+    assert cells.func_name("app.mail.send").plain == "send"
+    assert cells.func_name("send").plain == "send"

@@ -126,6 +126,14 @@ QUEUE_COLUMNS = (
 QUEUE_WIDTHS = {"name": Width(cut=8), "trend": Width(drop=1)}
 
 
+def func_name(func: str, style: str = "") -> Text:
+    """A task function as the tables show it: its qualified name without the module
+    (``omniq_console.demo.tasks:send_email`` -> ``send_email``), since the module prefix is
+    what a narrow column would keep and it says least. The detail shows the whole name."""
+    short = func.rsplit(":", 1)[-1] if ":" in func else func.rsplit(".", 1)[-1]
+    return literal(short, style)
+
+
 def task_cells(row: TaskRow) -> list[Text]:
     """id, status, exception, queue, function, created, retries, priority, worker.
 
@@ -137,7 +145,7 @@ def task_cells(row: TaskRow) -> list[Text]:
         status(row.status),
         literal(row.error_type, "red", empty=""),
         literal(row.queue_name),
-        literal(row.func),
+        func_name(row.func),
         Text(fmt.short_timestamp(row.created_at), end=""),
         Text(str(row.retry_count), justify="right", end=""),
         Text(str(row.priority), justify="right", end=""),
@@ -173,7 +181,7 @@ def failure_cells(row: TaskRow) -> list[Text]:
         short_id(row.id),
         Text(fmt.short_timestamp(failed_at(row)), end=""),
         literal(row.queue_name),
-        literal(row.func),
+        func_name(row.func),
         Text(str(row.retry_count), justify="right", end=""),
         literal(row.worker_id, empty=fmt.DASH),
     ]
@@ -273,7 +281,7 @@ def schedule_cells(row: ScheduleRow, now: datetime) -> list[Text]:
         Text(fmt.ago(row.last_run, now), end=""),
         Text(runs, justify="right", end=""),
         paused,
-        literal(row.func),
+        func_name(row.func),
         literal(schedule_spec(row)),
         literal(row.queue_name),
     ]
@@ -327,8 +335,7 @@ def worker_tasks(row: WorkerRow) -> Text:
         func = row.running_funcs[i] if i < len(row.running_funcs) else ""
         part = Text(end="")
         if func:
-            # ``app.mail.send`` and ``fleet:send`` both show as ``send``: the id says which.
-            part.append_text(literal(func.replace(":", ".").rsplit(".", 1)[-1]))
+            part.append_text(func_name(func))
             part.append(" ")
         part.append_text(short_id(task))
         parts.append(part)
@@ -408,7 +415,7 @@ def stuck_cells(row: StuckTask) -> list[Text]:
         short_id(row.id),
         Text(fmt.duration(row.overdue_s), style="bold red", justify="right", end=""),
         literal(row.worker_id, empty=fmt.DASH),
-        literal(row.func),
+        func_name(row.func),
         literal(row.queue_name),
     ]
 
@@ -433,7 +440,7 @@ def overdue_cells(item: tuple[ScheduleRow, datetime]) -> list[Text]:
     return [
         literal(row.id),
         Text(fmt.countdown(row.next_run, now), style="bold red", end=""),
-        literal(row.func),
+        func_name(row.func),
     ]
 
 

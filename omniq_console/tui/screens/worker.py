@@ -92,7 +92,7 @@ def running_cells(item: tuple[TaskRow, Task | None, bool, datetime]) -> list[Tex
     row, body, read, now = item
     return [
         cells.short_id(row.id),
-        literal(row.func, "bold"),
+        cells.func_name(row.func, "bold"),
         arguments(body) if read else Text("reading…", style="dim italic", end=""),
         literal(row.queue_name),
         Text(fmt.clock_time(row.started_at), end=""),
@@ -131,7 +131,7 @@ def finished_cells(item: tuple[TaskRow, datetime]) -> list[Text]:
     return [
         cells.short_id(row.id),
         cells.status(row.status),
-        literal(row.func),
+        cells.func_name(row.func),
         Text(fmt.ago(done, now), justify="right", end=""),
         Text(took, justify="right", end=""),
         literal(row.error_type, "red", empty=""),
