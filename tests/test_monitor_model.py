@@ -260,3 +260,18 @@ def test_a_cold_load_of_many_tasks_sorts_once() -> None:
     assert [r.id for r in rows[:2]] == [f"t{n - 1:06d}", f"t{n - 2:06d}"]
     assert len(rows) == n
     assert took < 5.0, took
+
+
+def test_final_tasks_whose_records_are_gone_leave_the_live_set() -> None:
+    m = BucketModel(LAYOUT)
+    for tid in ("done", "waits", "runs"):
+        m.offer("tasks", LAYOUT.task(tid), 1, task(tid))
+    m.offer("queues", LAYOUT.queue_entry("q", "waits"), 2, entry("waits"))
+    m.offer("results", LAYOUT.result("runs"), 3, state("runs", "running", "pending"))
+    m.offer("results", LAYOUT.result("done"), 4, state("done", "completed", "success", done=NOW))
+    assert set(m.live) == {"waits", "runs"}
+    # Retention deletes the result record: the definition alone derives as pending, but
+    # without an entry the task waits nowhere, and no clock-dependent figure counts it.
+    m.withdraw("results", LAYOUT.result("done"), 4)
+    assert set(m.live) == {"waits", "runs"}
+    assert m.task_counts["pending"] == 2  # as get_task derives it

@@ -108,8 +108,10 @@ class SnapshotBuilder:
                     held.setdefault(t.worker_id, []).append(t.id)
                 lease = t.lease_expires_at
                 if lease is not None and lease < now:
+                    # Built from checked values every poll (overdue_s moves with the clock):
+                    # constructed, not validated.
                     stuck.append(
-                        StuckTask(
+                        StuckTask.model_construct(
                             id=t.id,
                             queue_name=t.queue,
                             func=t.func,
@@ -120,8 +122,7 @@ class SnapshotBuilder:
                     )
                 continue
             e = t.entry
-            if e is None:
-                continue  # waiting without an entry: the reaper re-creates it (not depth yet)
+            assert e is not None  # a waiting task is live only with its entry
             q = e.queue
             if e.expires_at is not None and e.expires_at <= now:
                 expired[q] = expired.get(q, 0) + 1

@@ -140,7 +140,7 @@ class BucketModel:
         """State records whose task is gone, by result status (not in ``result_counts``)."""
         self.queue_names: Counter[str] = Counter()
         self.live: dict[str, LiveTask] = {}
-        """Tasks that are not final, joined from their objects (kept per change)."""
+        """Tasks running or waiting in a queue, joined from their objects (kept per change)."""
 
         self.outcomes: dict[str, Outcome] = {}
         self.minutes: Counter[tuple[int, str]] = Counter()
@@ -281,7 +281,15 @@ class BucketModel:
             self._detach(tid)
             return
         queue = (d.queue if d else None) or (r.queue if r else None) or (e.queue if e else None)
-        live = (d is not None or e is not None) and status not in _FINAL
+        # Live: what the clock-dependent figures count, a running task or one waiting in a
+        # queue. A task waiting without an entry counts nowhere (the reaper re-creates the
+        # entry), and that is also every final task whose result record was deleted (its
+        # definition alone derives as pending): tens of thousands the builder walked a poll.
+        live = (
+            (d is not None or e is not None)
+            and status not in _FINAL
+            and (e is not None or status == _RUNNING)
+        )
         counted = d is not None
         new = Contribution(
             status=status if counted else None,
@@ -477,7 +485,7 @@ class BucketModel:
     # -- the clock-dependent part -----------------------------------------------------------
 
     def live_tasks(self) -> Iterator[LiveTask]:
-        """Tasks that are not final (waiting or running)."""
+        """Tasks running, or waiting with a queue entry."""
         return iter(self.live.values())
 
 
