@@ -13,8 +13,8 @@ mix and to repeat (``docs/architecture.md``, "Layout of a bucket"):
 
 Each task's contribution to the counts, depths, outcome series and failure groups is kept, and
 replaced when one of its objects changes: a change costs O(1), not O(bucket). What depends on
-the clock (pending or delayed, stuck, ages) is evaluated at snapshot time over the tasks that
-are not final only.
+the clock is evaluated at snapshot time: stuck over the running tasks, pending, delayed,
+expired and ages from the waiting set's heaps (``waiting.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from .records import (
     to_datetime,
 )
 from .snapshot import TaskRow, UnreadableRow
+from .waiting import Waiter, WaitingSet
 
 T = TypeVar("T")
 
@@ -99,15 +100,12 @@ class Contribution(NamedTuple):
 
 
 class LiveTask(NamedTuple):
-    """A task that is not final, joined from its objects, for the clock-dependent figures."""
+    """A running task, joined from its objects, for the clock-dependent figures."""
 
     id: str
     queue: str
     func: str
-    status: str
-    entry: Entry | None
-    run_at: float | None
-    created_at: float | None
+    entry: Entry | None  # stays in its queue until the outcome (counted as claimed)
     worker_id: str | None
     lease_expires_at: float | None
 
@@ -139,8 +137,10 @@ class BucketModel:
         self.orphans: Counter[str] = Counter()
         """State records whose task is gone, by result status (not in ``result_counts``)."""
         self.queue_names: Counter[str] = Counter()
-        self.live: dict[str, LiveTask] = {}
-        """Tasks running or waiting in a queue, joined from their objects (kept per change)."""
+        self.running: dict[str, LiveTask] = {}
+        """Running tasks, joined from their objects (kept per change)."""
+        self.waiting = WaitingSet()
+        """Tasks waiting in a queue (with an entry), classed by the clock."""
 
         self.outcomes: dict[str, Outcome] = {}
         self.minutes: Counter[tuple[int, str]] = Counter()
@@ -276,20 +276,17 @@ class BucketModel:
         # definition said when it was written.
         status = r.state if r is not None else (_PENDING if d is not None else None)
         if d is None and r is None and e is None:
-            self.live.pop(tid, None)
+            self.running.pop(tid, None)
+            self.waiting.discard(tid)
             self._set_row(tid, None)
             self._detach(tid)
             return
         queue = (d.queue if d else None) or (r.queue if r else None) or (e.queue if e else None)
-        # Live: what the clock-dependent figures count, a running task or one waiting in a
-        # queue. A task waiting without an entry counts nowhere (the reaper re-creates the
-        # entry), and that is also every final task whose result record was deleted (its
-        # definition alone derives as pending): tens of thousands the builder walked a poll.
-        live = (
-            (d is not None or e is not None)
-            and status not in _FINAL
-            and (e is not None or status == _RUNNING)
-        )
+        # The clock-dependent figures count a running task or one waiting in a queue. A task
+        # waiting without an entry counts nowhere (the reaper re-creates the entry), and that
+        # is also every final task whose result record was deleted (its definition alone
+        # derives as pending): tens of thousands the builder walked a poll.
+        live = (d is not None or e is not None) and status not in _FINAL
         counted = d is not None
         new = Contribution(
             status=status if counted else None,
@@ -303,10 +300,14 @@ class BucketModel:
         )
         self._contrib[tid] = new
         self._count(new, 1)
-        if live:
-            self.live[tid] = _live_task(tid, d, r, e)
+        if live and r is not None and status == _RUNNING:
+            self.running[tid] = _live_task(tid, d, r, e)
         else:
-            self.live.pop(tid, None)
+            self.running.pop(tid, None)
+        if live and status != _RUNNING and e is not None:
+            self.waiting.put(tid, _waiter(d, r, e))
+        else:
+            self.waiting.discard(tid)
         if r is not None and r.error_type == lifecycle.DELETING:
             # A delete's fence: the task is about to be gone, which is no outcome.
             self._drop_outcome(tid)
@@ -484,27 +485,30 @@ class BucketModel:
 
     # -- the clock-dependent part -----------------------------------------------------------
 
-    def live_tasks(self) -> Iterator[LiveTask]:
-        """Tasks running, or waiting with a queue entry."""
-        return iter(self.live.values())
+    def running_tasks(self) -> Iterator[LiveTask]:
+        """Tasks running (their leases' holders)."""
+        return iter(self.running.values())
 
 
-def _live_task(tid: str, d: TaskDef | None, r: StateRecord | None, e: Entry | None) -> LiveTask:
-    status = r.state if r is not None else _PENDING
+def _waiter(d: TaskDef | None, r: StateRecord | None, e: Entry) -> Waiter:
     if r is not None and r.run_at is not None:
         run_at: float | None = r.run_at  # a retry's due time
     else:
-        run_at = e.run_at if e is not None else (d.run_at if d else None)
+        run_at = e.run_at
+    created = e.created_at or (d.created_at if d else None)
+    # A delayed task has waited since its run_at, not since it was enqueued.
+    since = max((t for t in (created, run_at) if t is not None), default=None)
+    return Waiter(e.queue, run_at, e.expires_at, since)
+
+
+def _live_task(tid: str, d: TaskDef | None, r: StateRecord, e: Entry | None) -> LiveTask:
     return LiveTask(
         id=tid,
         queue=(d.queue if d else None) or (e.queue if e else None) or "",
-        func=(d.func if d else None) or (r.func if r else None) or "",
-        status=status,
+        func=(d.func if d else None) or r.func or "",
         entry=e,
-        run_at=run_at,
-        created_at=(e.created_at if e else None) or (d.created_at if d else None),
-        worker_id=r.worker_id if r is not None else None,
-        lease_expires_at=r.lease_expires_at if r is not None else None,
+        worker_id=r.worker_id,
+        lease_expires_at=r.lease_expires_at,
     )
 
 
