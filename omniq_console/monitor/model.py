@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
+from operator import itemgetter
 from typing import NamedTuple, TypeVar
 
 from ..backend import lifecycle
@@ -478,10 +479,14 @@ class BucketModel:
             self._order = _without(order, cuts)
             self._row_list = _without(self._row_list, cuts)
         if new:
-            new.sort(key=lambda kr: kr[0])
-            at = [bisect.bisect_left(self._order, k) for k, _ in new]
-            self._order = _spliced(self._order, at, [k for k, _ in new])
-            self._row_list = _spliced(self._row_list, at, [r for _, r in new])
+            new.sort(key=itemgetter(0))
+            keys, rows = [k for k, _ in new], [r for _, r in new]
+            if not self._order:  # a cold load: the sorted rows are the order
+                self._order, self._row_list = keys, rows
+                return
+            at = [bisect.bisect_left(self._order, k) for k in keys]
+            self._order = _spliced(self._order, at, keys)
+            self._row_list = _spliced(self._row_list, at, rows)
 
     # -- the clock-dependent part -----------------------------------------------------------
 
