@@ -1,8 +1,9 @@
 """From the model's running aggregates to a ``Snapshot`` at a given time.
 
 Counts, failure groups and outcome minutes are read from the model as they are (kept up to
-date per change). What depends on the clock is computed here over the tasks that are not
-final only: pending or delayed, claimed, expired, stuck, oldest waiting age. Throughput
+date per change). What depends on the clock is computed here: claimed and stuck over the
+running tasks; pending, delayed, expired and the oldest waiting age from the model's waiting
+set, advanced to the snapshot's time (it re-classes only the tasks the clock moved). Throughput
 windows sort durations per queue, so they are recomputed at most every ``THROUGHPUT_EVERY_S``.
 """
 
@@ -25,6 +26,7 @@ from .snapshot import (
     StuckTask,
     WorkerRow,
 )
+from .waiting import DELAYED, EXPIRED, PENDING
 
 SLICE = 2_000
 TREND_LENGTH = 30
@@ -87,76 +89,58 @@ class SnapshotBuilder:
         """The snapshot's parts; yields to the event loop every ``SLICE`` tasks."""
         now = now_dt.timestamp()
         running: dict[str, int] = {}
-        pending: dict[str, int] = {}
-        delayed: dict[str, int] = {}
-        expired: dict[str, int] = {}
         claimed: dict[str, int] = {}
-        oldest: dict[str, float] = {}
         stuck: list[StuckTask] = []
         funcs: dict[str, str] = {}
         held: dict[str, list[str]] = {}
-        for n, t in enumerate(model.live_tasks()):
+        for n, t in enumerate(model.running_tasks()):
             if n % SLICE == SLICE - 1:
                 await asyncio.sleep(0)
-            if t.status == "running":
-                running[t.queue] = running.get(t.queue, 0) + 1
-                funcs[t.id] = t.func
-                if t.entry is not None:
-                    # The entry of a running task stays in its queue until the outcome.
-                    claimed[t.entry.queue] = claimed.get(t.entry.queue, 0) + 1
-                if t.worker_id is not None:
-                    held.setdefault(t.worker_id, []).append(t.id)
-                lease = t.lease_expires_at
-                if lease is not None and lease < now:
-                    stuck.append(
-                        StuckTask(
-                            id=t.id,
-                            queue_name=t.queue,
-                            func=t.func,
-                            worker_id=t.worker_id,
-                            lease_expires_at=to_datetime(lease),
-                            overdue_s=now - lease,
-                        )
+            running[t.queue] = running.get(t.queue, 0) + 1
+            funcs[t.id] = t.func
+            if t.entry is not None:
+                # The entry of a running task stays in its queue until the outcome.
+                claimed[t.entry.queue] = claimed.get(t.entry.queue, 0) + 1
+            if t.worker_id is not None:
+                held.setdefault(t.worker_id, []).append(t.id)
+            lease = t.lease_expires_at
+            if lease is not None and lease < now:
+                # Built from checked values every poll (overdue_s moves with the clock):
+                # constructed, not validated.
+                stuck.append(
+                    StuckTask.model_construct(
+                        id=t.id,
+                        queue_name=t.queue,
+                        func=t.func,
+                        worker_id=t.worker_id,
+                        lease_expires_at=to_datetime(lease),
+                        overdue_s=now - lease,
                     )
-                continue
-            e = t.entry
-            if e is None:
-                continue  # waiting without an entry: the reaper re-creates it (not depth yet)
-            q = e.queue
-            if e.expires_at is not None and e.expires_at <= now:
-                expired[q] = expired.get(q, 0) + 1
-            elif t.run_at is not None and t.run_at > now:
-                delayed[q] = delayed.get(q, 0) + 1
-            else:
-                pending[q] = pending.get(q, 0) + 1
-                # A delayed task has waited since its run_at, not since it was enqueued.
-                since = max((d for d in (t.created_at, t.run_at) if d is not None), default=None)
-                if since is not None and (q not in oldest or since < oldest[q]):
-                    oldest[q] = since
+                )
+        # Waiting tasks: only those whose class the clock changed since the last build.
+        waiting = model.waiting
+        waiting.advance(now)
         stuck.sort(key=lambda s: (-s.overdue_s, s.id))
 
         throughput = await self.throughput(model, now)
-        names = (
-            set(model.queue_names) | set(pending) | set(delayed) | set(expired) | set(claimed)
-            | set(model.paused)
-        )  # fmt: skip
+        names = set(model.queue_names) | waiting.queues() | set(claimed) | set(model.paused)
         trends: dict[str, tuple[int, ...]] = {}
         queues = []
         for q in sorted(names):
-            depth = pending.get(q, 0) + delayed.get(q, 0)
-            trend = (*self.trends.get(q, ()), depth)[-TREND_LENGTH:]
+            pending, delayed = waiting.count(q, PENDING), waiting.count(q, DELAYED)
+            trend = (*self.trends.get(q, ()), pending + delayed)[-TREND_LENGTH:]
             trends[q] = trend
-            since = oldest.get(q)
+            since = waiting.oldest(q) if pending else None
             pause = model.paused.get(q)
             queues.append(
                 QueueStats(
                     name=q,
-                    pending=pending.get(q, 0),
-                    delayed=delayed.get(q, 0),
+                    pending=pending,
+                    delayed=delayed,
                     running=running.get(q, 0),
                     oldest_pending_age_s=max(0.0, now - since) if since is not None else None,
                     depth_trend=trend,
-                    expired=expired.get(q, 0),
+                    expired=waiting.count(q, EXPIRED),
                     claimed=claimed.get(q, 0),
                     paused=pause is not None,
                     paused_by=pause.actor if pause else None,

@@ -13,8 +13,8 @@ mix and to repeat (``docs/architecture.md``, "Layout of a bucket"):
 
 Each task's contribution to the counts, depths, outcome series and failure groups is kept, and
 replaced when one of its objects changes: a change costs O(1), not O(bucket). What depends on
-the clock (pending or delayed, stuck, ages) is evaluated at snapshot time over the tasks that
-are not final only.
+the clock is evaluated at snapshot time: stuck over the running tasks, pending, delayed,
+expired and ages from the waiting set's heaps (``waiting.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from __future__ import annotations
 import bisect
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
-from typing import NamedTuple
+from operator import itemgetter
+from typing import NamedTuple, TypeVar
 
 from ..backend import lifecycle
 from ..backend.layout import Layout
@@ -38,6 +39,9 @@ from .records import (
     to_datetime,
 )
 from .snapshot import TaskRow, UnreadableRow
+from .waiting import Waiter, WaitingSet
+
+T = TypeVar("T")
 
 MINUTE = 60.0
 OUTCOME_KEEP_S = 6 * 3600.0
@@ -97,15 +101,12 @@ class Contribution(NamedTuple):
 
 
 class LiveTask(NamedTuple):
-    """A task that is not final, joined from its objects, for the clock-dependent figures."""
+    """A running task, joined from its objects, for the clock-dependent figures."""
 
     id: str
     queue: str
     func: str
-    status: str
-    entry: Entry | None
-    run_at: float | None
-    created_at: float | None
+    entry: Entry | None  # stays in its queue until the outcome (counted as claimed)
     worker_id: str | None
     lease_expires_at: float | None
 
@@ -137,8 +138,10 @@ class BucketModel:
         self.orphans: Counter[str] = Counter()
         """State records whose task is gone, by result status (not in ``result_counts``)."""
         self.queue_names: Counter[str] = Counter()
-        self.live: dict[str, LiveTask] = {}
-        """Tasks that are not final, joined from their objects (kept per change)."""
+        self.running: dict[str, LiveTask] = {}
+        """Running tasks, joined from their objects (kept per change)."""
+        self.waiting = WaitingSet()
+        """Tasks waiting in a queue (with an entry), classed by the clock."""
 
         self.outcomes: dict[str, Outcome] = {}
         self.minutes: Counter[tuple[int, str]] = Counter()
@@ -152,10 +155,14 @@ class BucketModel:
 
         self.rows: dict[str, TaskRow] = {}
         # Rows newest first, and their sort keys at the same positions: a tuple of the rows is
-        # then one C-level copy (100,000 rows in well under a millisecond).
+        # then one C-level copy (100,000 rows in well under a millisecond). Sorted lazily: a
+        # change only marks its task dirty, and ``task_rows`` merges the dirty ones in, so a
+        # cold load of n tasks is one sort (O(n log n)), not n insertions into a list (O(n^2)).
         self._order: list[tuple[float, str]] = []
         self._row_list: list[TaskRow] = []
-        self._order_key: dict[str, tuple[float, str]] = {}
+        self._placed: dict[str, tuple[float, str]] = {}
+        """Each task's key where it sits in ``_order`` (as of the last merge)."""
+        self._dirty: set[str] = set()
         self._rows_tuple: tuple[TaskRow, ...] | None = ()
         self.changes = 0
         """Applied changes since the model was made (a change counter for cheap 'dirty')."""
@@ -270,11 +277,16 @@ class BucketModel:
         # definition said when it was written.
         status = r.state if r is not None else (_PENDING if d is not None else None)
         if d is None and r is None and e is None:
-            self.live.pop(tid, None)
+            self.running.pop(tid, None)
+            self.waiting.discard(tid)
             self._set_row(tid, None)
             self._detach(tid)
             return
         queue = (d.queue if d else None) or (r.queue if r else None) or (e.queue if e else None)
+        # The clock-dependent figures count a running task or one waiting in a queue. A task
+        # waiting without an entry counts nowhere (the reaper re-creates the entry), and that
+        # is also every final task whose result record was deleted (its definition alone
+        # derives as pending): tens of thousands the builder walked a poll.
         live = (d is not None or e is not None) and status not in _FINAL
         counted = d is not None
         new = Contribution(
@@ -289,10 +301,14 @@ class BucketModel:
         )
         self._contrib[tid] = new
         self._count(new, 1)
-        if live:
-            self.live[tid] = _live_task(tid, d, r, e)
+        if live and r is not None and status == _RUNNING:
+            self.running[tid] = _live_task(tid, d, r, e)
         else:
-            self.live.pop(tid, None)
+            self.running.pop(tid, None)
+        if live and status != _RUNNING and e is not None:
+            self.waiting.put(tid, _waiter(d, r, e))
+        else:
+            self.waiting.discard(tid)
         if r is not None and r.error_type == lifecycle.DELETING:
             # A delete's fence: the task is about to be gone, which is no outcome.
             self._drop_outcome(tid)
@@ -420,62 +436,111 @@ class BucketModel:
     def _set_row(self, tid: str, row: TaskRow | None) -> None:
         if not self.task_rows_enabled:
             return
-        old_key = self._order_key.get(tid)
-        if row is not None and old_key is not None and row.created_at is not None:
-            key = (-row.created_at.timestamp(), tid)
-            if key == old_key:
-                # The usual change (a new state, same task): replace in place, no memmove of
-                # the whole list.
-                at = bisect.bisect_left(self._order, key)
-                self.rows[tid] = row
-                self._row_list[at] = row
-                self._rows_tuple = None
-                return
-        old_key = self._order_key.pop(tid, None)
-        if old_key is not None:
-            at = bisect.bisect_left(self._order, old_key)
-            if at < len(self._order) and self._order[at] == old_key:
-                del self._order[at]
-                del self._row_list[at]
         if row is None:
-            self.rows.pop(tid, None)
+            if self.rows.pop(tid, None) is None:
+                return
         else:
             self.rows[tid] = row
-            # Newest first; ties in id order (a stable, listing-like order).
-            key = (-(row.created_at.timestamp() if row.created_at else 0.0), tid)
-            at = bisect.bisect_left(self._order, key)
-            self._order.insert(at, key)
-            self._row_list.insert(at, row)
-            self._order_key[tid] = key
+        self._dirty.add(tid)
         self._rows_tuple = None
 
     def task_rows(self) -> tuple[TaskRow, ...]:
         """Every task's row, newest first (copied only after a change)."""
+        if self._dirty:
+            self._merge_dirty()
         if self._rows_tuple is None:
             self._rows_tuple = tuple(self._row_list)
         return self._rows_tuple
 
+    def _merge_dirty(self) -> None:
+        """Bring ``_order`` and ``_row_list`` up to date with the dirty rows: a row whose key
+        is unchanged is replaced where it sits (a binary search); the keys that went are cut
+        out and the new ones sorted and spliced in, each list rebuilt once from slices (one
+        C-level copy, O(n), however many rows changed)."""
+        order, placed = self._order, self._placed
+        gone: list[tuple[float, str]] = []
+        new: list[tuple[tuple[float, str], TaskRow]] = []
+        for tid in self._dirty:
+            row = self.rows.get(tid)
+            key = _sort_key(tid, row) if row is not None else None
+            at_key = placed.get(tid)
+            if at_key is not None and at_key == key and row is not None:
+                self._row_list[bisect.bisect_left(order, key)] = row
+                continue
+            if at_key is not None:
+                gone.append(at_key)
+                del placed[tid]
+            if key is not None and row is not None:
+                new.append((key, row))
+                placed[tid] = key
+        self._dirty.clear()
+        if gone:
+            cuts = sorted(bisect.bisect_left(order, k) for k in gone)
+            self._order = _without(order, cuts)
+            self._row_list = _without(self._row_list, cuts)
+        if new:
+            new.sort(key=itemgetter(0))
+            keys, rows = [k for k, _ in new], [r for _, r in new]
+            if not self._order:  # a cold load: the sorted rows are the order
+                self._order, self._row_list = keys, rows
+                return
+            at = [bisect.bisect_left(self._order, k) for k in keys]
+            self._order = _spliced(self._order, at, keys)
+            self._row_list = _spliced(self._row_list, at, rows)
+
     # -- the clock-dependent part -----------------------------------------------------------
 
-    def live_tasks(self) -> Iterator[LiveTask]:
-        """Tasks that are not final (waiting or running)."""
-        return iter(self.live.values())
+    def running_tasks(self) -> Iterator[LiveTask]:
+        """Tasks running (their leases' holders)."""
+        return iter(self.running.values())
 
 
-def _live_task(tid: str, d: TaskDef | None, r: StateRecord | None, e: Entry | None) -> LiveTask:
-    status = r.state if r is not None else _PENDING
+def _waiter(d: TaskDef | None, r: StateRecord | None, e: Entry) -> Waiter:
     if r is not None and r.run_at is not None:
         run_at: float | None = r.run_at  # a retry's due time
     else:
-        run_at = e.run_at if e is not None else (d.run_at if d else None)
+        run_at = e.run_at
+    created = e.created_at or (d.created_at if d else None)
+    # A delayed task has waited since its run_at, not since it was enqueued.
+    since = max((t for t in (created, run_at) if t is not None), default=None)
+    return Waiter(e.queue, run_at, e.expires_at, since)
+
+
+def _live_task(tid: str, d: TaskDef | None, r: StateRecord, e: Entry | None) -> LiveTask:
     return LiveTask(
         id=tid,
         queue=(d.queue if d else None) or (e.queue if e else None) or "",
-        func=(d.func if d else None) or (r.func if r else None) or "",
-        status=status,
+        func=(d.func if d else None) or r.func or "",
         entry=e,
-        run_at=run_at,
-        created_at=(e.created_at if e else None) or (d.created_at if d else None),
-        worker_id=r.worker_id if r is not None else None,
-        lease_expires_at=r.lease_expires_at if r is not None else None,
+        worker_id=r.worker_id,
+        lease_expires_at=r.lease_expires_at,
     )
+
+
+def _sort_key(tid: str, row: TaskRow) -> tuple[float, str]:
+    """Newest first; ties in id order (a stable, listing-like order)."""
+    return (-(row.created_at.timestamp() if row.created_at else 0.0), tid)
+
+
+def _without(items: list[T], cuts: list[int]) -> list[T]:
+    """``items`` without the positions ``cuts`` (sorted, distinct), built from slices."""
+    out: list[T] = []
+    start = 0
+    for at in cuts:
+        out += items[start:at]
+        start = at + 1
+    out += items[start:]
+    return out
+
+
+def _spliced(items: list[T], at: list[int], inserted: list[T]) -> list[T]:
+    """``items`` with ``inserted[i]`` placed before ``items[at[i]]`` (``at`` ascending, so
+    ``inserted`` keeps its order), built from slices."""
+    out: list[T] = []
+    start = 0
+    for pos, item in zip(at, inserted, strict=True):
+        out += items[start:pos]
+        out.append(item)
+        start = pos
+    out += items[start:]
+    return out
