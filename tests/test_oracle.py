@@ -4,6 +4,8 @@ snapshot equals the bucket's ground truth, in listing mode and in change-feed mo
 
 from __future__ import annotations
 
+import pytest
+
 from oracle import Fleet, Truth, monitor_for, oracle_seed, run_oracle
 from pubsub_fixtures import Feed
 
@@ -23,6 +25,9 @@ async def test_the_snapshot_equals_the_bucket_in_listing_mode(backend: GCSBacken
     assert not mismatches, "\n".join(map(str, mismatches[:30]))
 
 
+# Each step waits for its notifications through the Pub/Sub emulator: 200 steps take 2-3 minutes
+# on a loaded 2-core machine, close to the suite's 180 s hang guard.
+@pytest.mark.timeout(600)
 async def test_the_snapshot_equals_the_bucket_in_feed_mode(
     feed: Feed, feed_backend: GCSBackend
 ) -> None:
