@@ -285,7 +285,8 @@ async def test_an_action_taken_in_the_browser_is_audited_as_the_served_actor(
         # The keys of the issue: the Tasks view, Delete, Yes.
         await page.press("3")
         await page.wait_for_dashboard(
-            ["function contains"], re.compile("proof:job"), served, tmp_path / "tasks.png"
+            # The task's row: its queue, then its function without the module (proof:job).
+            ["function contains"], re.compile(r"browser-proof\s+job"), served, tmp_path / "tasks.png"
         )
         await page.press("d")
         await page.wait_for_dashboard(
