@@ -21,6 +21,7 @@ from omniq_console.backend.memstore import MemoryObjectStore
 from omniq_console.models import Task, TaskResult
 from omniq_console.runtime import Worker
 from omniq_console.runtime.registry import TaskRegistry, submit_task
+from omniq_console.runtime.worker import _DaemonThreads
 
 
 def _calls(function: Callable[..., Any], action: Callable[[], object]) -> int:
@@ -94,3 +95,23 @@ async def test_sync_functions_reuse_their_threads() -> None:
             worker.stop()
             await running
     assert len(idents) <= 2, len(idents)
+
+
+def test_a_thread_counts_itself_idle_before_its_outcome_is_handed_over() -> None:
+    # Otherwise the task awaiting the outcome may submit its next job first and find no idle
+    # thread: one more thread than slots (seen on a loaded machine).
+    threads = _DaemonThreads("omniq-test")
+    idle_at_hand_over: list[int] = []
+    handed = threading.Event()
+
+    def job() -> Callable[[], None]:
+        def hand_over() -> None:
+            idle_at_hand_over.append(threads._idle)
+            handed.set()
+
+        return hand_over
+
+    threads.submit(job)
+    assert handed.wait(10)
+    threads.close()
+    assert idle_at_hand_over == [1]

@@ -117,13 +117,15 @@ class _DaemonThreads:
 
     def __init__(self, name: str) -> None:
         self._name = name
-        self._jobs: SimpleQueue[Callable[[], None] | None] = SimpleQueue()
+        self._jobs: SimpleQueue[Callable[[], Callable[[], None]] | None] = SimpleQueue()
         self._lock = threading.Lock()
         self._idle = 0
         self._started = 0
 
-    def submit(self, job: Callable[[], None]) -> None:
-        """Run ``job`` (which must not raise) in an idle thread, or a new one."""
+    def submit(self, job: Callable[[], Callable[[], None]]) -> None:
+        """Run ``job`` (which must not raise) in an idle thread, or a new one. ``job`` returns
+        how to hand its outcome over; the thread counts itself idle first, so the task that
+        awaits the outcome and submits the next job finds it idle (one thread per slot)."""
         with self._lock:
             if self._idle:
                 self._idle -= 1
@@ -135,9 +137,10 @@ class _DaemonThreads:
 
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:
-            job()
+            hand_over = job()
             with self._lock:
                 self._idle += 1
+            hand_over()
 
     def close(self) -> None:
         """Let every thread end once its job is done."""
@@ -521,15 +524,19 @@ class Worker:
             else:
                 future.set_result(value)
 
-        def work() -> None:
+        def work() -> Callable[[], None]:
             value, error = None, None
             try:
                 value = call()
             except BaseException as exc:  # delivered to the awaiting task, as an executor does
                 error = exc
-            # A closed loop (RuntimeError): nobody waits for this outcome any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(deliver, value, error)
+
+            def hand_over() -> None:
+                # A closed loop (RuntimeError): nobody waits for this outcome any more.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(deliver, value, error)
+
+            return hand_over
 
         assert self._threads is not None
         self._threads.submit(work)
