@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rich.text import Text
-from textual.widgets import Static
+from textual.geometry import Size
+from textual.widget import Widget
 
 from ...monitor.snapshot import Snapshot
 from ..context import ConsoleContext, console_of
@@ -129,14 +130,20 @@ def _join(parts: list[tuple[int, Text]]) -> Text:
     return text
 
 
-class StatusBar(Static):
+class StatusBar(Widget):
     """At the top of the main screen; red when the data is stale. Its first line fits any
     width; a poll's error, when there is one, wraps below it at whole words.
 
-    It watches the app's ``snapshot``, ``interval`` and ``polling_paused``, redraws the data
-    age once a second with its own timer (the age of the snapshot drawn, from its
-    ``taken_at``), and fits its parts to its width when resized.
+    It watches the app's ``snapshot``, ``interval`` and ``polling_paused`` and redraws the
+    data age once a second with its own timer (the age of the snapshot drawn, from its
+    ``taken_at``). The text is fitted to the width the layout gives, both when the height is
+    measured and when it is drawn, so the bar's height never depends on whether it was
+    resized before or after its first draw.
     """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._state: StatusState | None = None
 
     def on_mount(self) -> None:
         app = self.app
@@ -146,9 +153,6 @@ class StatusBar(Static):
         self.redraw()
 
     def _changed(self, _: object) -> None:
-        self.redraw()
-
-    def on_resize(self) -> None:
         self.redraw()
 
     def redraw(self) -> None:
@@ -168,6 +172,28 @@ class StatusBar(Static):
         )
 
     def show(self, state: StatusState) -> None:
+        """Draw ``state``; the layout is redone when the number of lines changes."""
+        width = self.content_size.width
+        lines = self._lines(width)
+        self._state = state
         self.set_class(state.snapshot is not None and state.snapshot.stale, "-stale")
-        width = self.content_size.width or None
-        self.update(status_text(state, width))
+        self.refresh(layout=self._lines(width) != lines)
+
+    @property
+    def content(self) -> Text:
+        """The text as drawn at the bar's current width."""
+        return self._text(self.content_size.width)
+
+    def _text(self, width: int) -> Text:
+        if self._state is None:
+            return Text()
+        return status_text(self._state, width or None)
+
+    def render(self) -> Text:
+        return self._text(self.content_size.width)
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return self._lines(width)
+
+    def _lines(self, width: int) -> int:
+        return len(self._text(width).wrap(self.app.console, max(width, 1)))
