@@ -289,7 +289,7 @@ def test_the_console_draws_before_the_bucket_answers_and_exits_with_its_error() 
         # Listing mode: gcsfs comes when a store opens, the Pub/Sub client with a feed.
         ("omniq_console.monitor.monitor", ("gcsfs", "gcloud", "prometheus_client", "textual")),
         # What the views and the metrics read: no poller, no HTTP stack, no rich tables.
-        ("omniq_console.monitor.snapshot", ("aiohttp", "gcsfs", "omniq_console.monitor.notebook")),
+        ("omniq_console.monitor.snapshot", ("aiohttp", "gcsfs", "omniq_console.monitor.tables")),
     ],
 )
 def test_importing_loads_only_what_is_used(module: str, not_loaded: tuple[str, ...]) -> None:

@@ -96,3 +96,17 @@ def test_importing_and_rendering_never_loads_textual() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_the_tables_import_no_snapshot_at_run_time() -> None:
+    # Snapshot.__rich__ imports the tables when a snapshot is displayed; the tables importing
+    # the snapshot back would make the two modules a cycle.
+    code = (
+        "import sys\n"
+        "import omniq_console.monitor.tables\n"
+        "print('omniq_console.monitor.snapshot' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "False", out.stdout + out.stderr

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .monitor import Monitor, MonitoredBackend, Subscriber, take_snapshot
-    from .notebook import render_snapshot, snapshot_html, snapshot_text
     from .snapshot import (
         EventRow,
         PrefixUsage,
@@ -31,10 +30,11 @@ if TYPE_CHECKING:
         UnreadableRow,
         WorkerRow,
     )
+    from .tables import render_snapshot, snapshot_html, snapshot_text
 
 _HOMES = {
     **dict.fromkeys(("Monitor", "MonitoredBackend", "Subscriber", "take_snapshot"), "monitor"),
-    **dict.fromkeys(("render_snapshot", "snapshot_html", "snapshot_text"), "notebook"),
+    **dict.fromkeys(("render_snapshot", "snapshot_html", "snapshot_text"), "tables"),
     **dict.fromkeys(
         (
             *("EventRow", "PrefixUsage", "QueueStats", "QueueWindow", "RequestFigures"),

@@ -266,14 +266,14 @@ class Snapshot(_Frozen):
     attempt: int = 0
 
     def __rich__(self) -> Any:
-        """Readable tables for rich (terminals, notebooks); see ``monitor/notebook.py``."""
-        from .notebook import render_snapshot
+        """Readable tables for rich (terminals, notebooks); see ``monitor/tables.py``."""
+        from .tables import render_snapshot
 
         return render_snapshot(self)
 
     def _repr_html_(self) -> str:
         """Jupyter's display: the rich tables as HTML."""
-        from .notebook import snapshot_html
+        from .tables import snapshot_html
 
         return snapshot_html(self)
 

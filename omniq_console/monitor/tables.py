@@ -11,12 +11,16 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .snapshot import RequestFigures, Snapshot
+if TYPE_CHECKING:
+    # Types only: ``Snapshot.__rich__`` imports this module when a snapshot is displayed, and
+    # a run-time import back would make the two modules a cycle.
+    from .snapshot import RequestFigures, Snapshot
 
 MAX_ROWS = 20
 """Rows shown per table (events, schedules, stuck tasks, workers, unreadable objects)."""
