@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from omniq_console.backend import DEFAULT_REFRESH
 from omniq_console.backend.config import ENVIRONMENT, BackendSettings
 from omniq_console.backend.errors import AuthenticationError
 from omniq_console.backend.gcs import GCSBackend, create_gcs_backend_from_config
@@ -105,6 +106,29 @@ def test_empty_environment_variables_count_as_unset(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("OMNIQ_CONFIG", "")
     with pytest.raises(SettingsError, match="--bucket NAME, set OMNIQ_BUCKET"):
         load_settings()
+
+
+def test_only_the_documented_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The prefix names OMNIQ_PREFIX and its neighbours, not a variable for every option, and a
+    # variable without the prefix (PREFIX, PROJECT) is someone else's.
+    monkeypatch.setenv("OMNIQ_BUCKET", "env-bucket")
+    for name, value in [
+        ("OMNIQ_BUCKET_NAME", "other-bucket"),
+        ("OMNIQ_REFRESH", "5"),
+        ("OMNIQ_ACCESS", "read_only"),
+        ("OMNIQ_TOKEN", "ya29.token"),
+        ("PREFIX", "bare/"),
+        ("PROJECT", "bare-project"),
+    ]:
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert (settings.bucket_name, settings.prefix, settings.project) == (
+        "env-bucket",
+        "omniq/",
+        None,
+    )
+    assert (settings.access, settings.token) == ("read_write", None)
+    assert settings.refresh == DEFAULT_REFRESH
 
 
 @pytest.mark.parametrize(

@@ -28,8 +28,14 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    JsonConfigSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from ..checks import check_seconds
 from . import DEFAULT_REFRESH
@@ -57,19 +63,6 @@ CONFIG_KEYS = (
 
 CONSOLE_KEYS = ("subscription", "topic", "refresh", "actor")
 """The console's options; a config file may hold them beside :data:`CONFIG_KEYS`."""
-
-ENVIRONMENT = {
-    "OMNIQ_BUCKET": "bucket_name",
-    "OMNIQ_PREFIX": "prefix",
-    "OMNIQ_PROJECT": "project",
-    "OMNIQ_SUBSCRIPTION": "subscription",
-    "OMNIQ_TOPIC": "topic",
-    "GOOGLE_APPLICATION_CREDENTIALS": "token",
-    "STORAGE_EMULATOR_HOST": "endpoint_url",
-}
-"""The environment variables :meth:`BackendSettings.load` reads, and the option each sets.
-
-``OMNIQ_CONFIG`` names the config file. An empty variable counts as unset."""
 
 # gcsfs options the backend sets itself (freshness, async use, credentials): a second value
 # through gcs_kwargs would silently change what the backend guarantees, or clash at open.
@@ -142,51 +135,72 @@ def check_consistency(value: object) -> Consistency:
     return value  # type: ignore[return-value]  # one of Consistency's values, checked above
 
 
-def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A JSON (or, named ``*.toml``, TOML) config file as a dict, with errors naming the file."""
-    file = Path(path).expanduser()
-    kind = "TOML" if file.suffix == ".toml" else "JSON"
-    try:
-        text = file.read_text()
-    except FileNotFoundError:
-        raise SettingsError(f"config file not found: {file}") from None
-    except OSError as exc:
-        raise SettingsError(f"cannot read config file {file}: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(text) if kind == "TOML" else json.loads(text)
-    except ValueError as exc:  # TOMLDecodeError and JSONDecodeError are both ValueErrors
-        raise SettingsError(f"config file {file} is not valid {kind}: {exc}") from None
-    if not isinstance(data, dict):
-        raise SettingsError(f"config file {file} must hold a table/object of settings")
-    return data
+class _Environment(BaseSettings):
+    """The environment variables :meth:`BackendSettings.load` reads: ``OMNIQ_`` and the
+    option's name, or the variable Google's own tools read. An empty variable counts as unset.
 
+    Only these options: a number or a mapping has no spelling in a variable that the checks
+    would take (``"300"`` is not a number of seconds).
+    """
 
-class _Environment(PydanticBaseSettingsSource):
-    """The variables of :data:`ENVIRONMENT` that are set and not empty."""
+    model_config = SettingsConfigDict(env_prefix="OMNIQ_", env_ignore_empty=True, extra="ignore")
 
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # unused: __call__ reads the whole table at once
+    bucket_name: str | None = Field(default=None, validation_alias="OMNIQ_BUCKET")
+    prefix: str | None = None
+    project: str | None = None
+    subscription: str | None = None
+    topic: str | None = None
+    token: str | None = Field(default=None, validation_alias="GOOGLE_APPLICATION_CREDENTIALS")
+    endpoint_url: str | None = Field(default=None, validation_alias="STORAGE_EMULATOR_HOST")
+    config: str | None = None
+    """The config file (``OMNIQ_CONFIG``)."""
 
-    def __call__(self) -> dict[str, Any]:
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings,)
+
+    @classmethod
+    def options(cls) -> dict[str, str]:
+        """Each variable that sets an option, and the option (``OMNIQ_CONFIG`` sets none)."""
+        prefix = cls.model_config.get("env_prefix", "")
         return {
-            option: os.environ[var] for var, option in ENVIRONMENT.items() if os.environ.get(var)
+            str(field.validation_alias or f"{prefix}{name.upper()}"): name
+            for name, field in cls.model_fields.items()
+            if name != "config"
         }
 
 
-class _ConfigFile(PydanticBaseSettingsSource):
-    """The config file named by the ``config`` keyword, else by ``OMNIQ_CONFIG``."""
+ENVIRONMENT = _Environment.options()
+"""The environment variables :meth:`BackendSettings.load` reads, and the option each sets
+(``OMNIQ_CONFIG`` names the config file). An empty variable counts as unset."""
 
-    def __init__(self, settings_cls: type[BaseSettings], given: Mapping[str, Any]) -> None:
-        super().__init__(settings_cls)
-        self._path = given.get("config") or os.environ.get("OMNIQ_CONFIG") or None
 
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # unused: __call__ reads the whole file at once
-
-    def __call__(self) -> dict[str, Any]:
-        if self._path is None:
-            return {}
-        return {**read_config_file(self._path), "config": Path(self._path)}
+def _config_file(
+    settings_cls: type[BaseSettings], path: str | os.PathLike[str]
+) -> InitSettingsSource:
+    """pydantic-settings' source for a JSON (or, named ``*.toml``, TOML) config file, with
+    errors naming the file (the library skips a missing file and lets a parser's error out)."""
+    file = Path(path).expanduser()
+    kind = "TOML" if file.suffix == ".toml" else "JSON"
+    if not file.is_file():
+        raise SettingsError(f"config file not found: {file}")
+    try:
+        if kind == "TOML":
+            return TomlConfigSettingsSource(settings_cls, toml_file=file)
+        return JsonConfigSettingsSource(settings_cls, json_file=file)
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {file}: {exc.strerror}") from None
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"config file {file} is not valid {kind}: {exc}") from None
+    except (TypeError, ValueError):  # parsed, but not to a table: the merge into a dict fails
+        raise SettingsError(f"config file {file} must hold a table/object of settings") from None
 
 
 class BackendSettings(BaseSettings):
@@ -238,8 +252,13 @@ class BackendSettings(BaseSettings):
         # Earlier sources win: flags, then the environment, then the file.
         if cls._given_only:
             return (init_settings,)
+        environment = _Environment().model_dump(exclude_none=True)
+        sources = [init_settings, InitSettingsSource(settings_cls, init_kwargs=environment)]
         given: Mapping[str, Any] = getattr(init_settings, "init_kwargs", {})
-        return init_settings, _Environment(settings_cls), _ConfigFile(settings_cls, given)
+        path = given.get("config") or environment.get("config")
+        if path:
+            sources.append(_config_file(settings_cls, path))
+        return tuple(sources)
 
     @classmethod
     def load(cls, **flags: Any) -> BackendSettings:

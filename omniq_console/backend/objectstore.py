@@ -47,8 +47,6 @@ from .errors import (
 )
 from .listpage import decode_page
 from .storeapi import (
-    ACCESS_MODES,
-    CONSISTENCY_MODES,
     REQUEST_KINDS,
     ObjectData,
     ObjectInfo,
@@ -70,8 +68,6 @@ if TYPE_CHECKING:
     from gcsfs.core import GCSFileSystem
 
 __all__ = [
-    "ACCESS_MODES",
-    "CONSISTENCY_MODES",
     "REQUEST_KINDS",
     "ObjectData",
     "ObjectInfo",

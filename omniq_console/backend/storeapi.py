@@ -18,8 +18,6 @@ from typing import Protocol, runtime_checkable
 from ..checks import check_seconds
 from .errors import MetadataTooLargeError
 
-ACCESS_MODES = ("read_only", "read_write", "full_control")
-CONSISTENCY_MODES = ("md5", "crc32c", "size", "none")
 REQUEST_KINDS = ("list", "get", "write", "delete", "bucket")
 FAILURE_CLASSES = ("412", "429", "5xx", "4xx", "network")
 """How a failed attempt is counted: a lost precondition, rate limited, a server error, another
