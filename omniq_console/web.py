@@ -486,6 +486,9 @@ def _guarded_server(
                     # Locals of a frame handling a request include the token.
                     log_handler.tracebacks_show_locals = False
 
+        # textual-serve builds its aiohttp app in the private _make_app and offers no hook for
+        # a middleware or for its routes: this override is the seam, pinned (textual-serve
+        # <1.2 in pyproject.toml) and checked by tests/test_dependency_seams.py.
         async def _make_app(self) -> web.Application:
             app = web.Application(middlewares=[check_request])
             aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(self.templates_path))

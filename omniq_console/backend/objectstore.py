@@ -8,10 +8,11 @@ Why not gcsfs's high-level calls (``_ls``, ``_cat_file``, ``_pipe_file``):
 - they serve listings from a cache, and monitoring must never see a stale listing;
 - gcsfs has no argument for ``ifGenerationMatch=<generation>``, which every claim needs;
 - gcsfs retries every request, plain writes included, hiding attempts from the counters.
-So requests go through gcsfs's authenticated aiohttp session and endpoint, with the retry
-policy Google recommends (see ``RetryPolicy`` and ``docs/architecture.md``, "GCS's per-name
-limit"): only idempotent requests are retried: reads, listings, deletes and writes with a
-precondition. A write without one is never retried after it may have reached GCS.
+So requests go through gcsfs's aiohttp session and endpoint (``base``), authorized with its
+google-auth credentials, with the retry policy Google recommends (see ``RetryPolicy`` and
+``docs/architecture.md``, "GCS's per-name limit"): only idempotent requests are retried:
+reads, listings, deletes and writes with a precondition. A write without one is never
+retried after it may have reached GCS.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
 import aiohttp
+from google.auth.credentials import TokenState
 from multidict import CIMultiDictProxy
 
+from .. import __version__
 from ..checks import describe_exception, mask_secrets
 from . import credentials
 from .config import check_access, check_bucket_name, check_consistency
@@ -81,6 +84,7 @@ _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _PAGE_SIZE = 1000
 _PARSE_OFF_LOOP_BYTES = 64 * 1024
 _GCS_URL = "https://storage.googleapis.com"
+_USER_AGENT = f"omniq-console/{__version__}"
 
 
 class _HTTPFailure(Exception):
@@ -211,13 +215,25 @@ class ObjectStore:
         # A raw token string or a credentials object: it may be the secret itself.
         return "a token string" if isinstance(self.token, str) else type(self.token).__name__
 
+    async def _authorize(
+        self, fs: GCSFileSystem, headers: Mapping[str, str] | None
+    ) -> dict[str, str]:
+        """``headers`` with the user agent and the credentials' ``Authorization`` header (none
+        for anonymous access), after refreshing a token that is stale or not yet fetched."""
+        out = {"User-Agent": _USER_AGENT, **(headers or {})}
+        creds = fs.credentials.credentials  # google-auth's, loaded by gcsfs; None: anonymous
+        if creds is None:
+            return out
+        if creds.token_state is not TokenState.FRESH:
+            await self._refresh_credentials(fs)
+        creds.apply(out)
+        return out
+
     async def _refresh_credentials(self, fs: GCSFileSystem) -> None:
-        creds = fs.credentials
-        if creds.credentials is None or creds._credentials_valid(300):
-            return
         try:
-            # A token refresh is a blocking HTTP call in google-auth.
-            await asyncio.to_thread(creds.maybe_refresh)
+            # A token refresh is a blocking HTTP call in google-auth; gcsfs's maybe_refresh
+            # holds a lock so that concurrent requests refresh once.
+            await asyncio.to_thread(fs.credentials.maybe_refresh)
         except Exception as exc:
             raise AuthenticationError(
                 f"GCS credentials ({self._token_origin()}) were refused: "
@@ -262,6 +278,10 @@ class ObjectStore:
             raise AuthenticationError(
                 f"cannot load GCS credentials ({self._token_origin()}): {reason}"
             ) from None
+        # gcsfs has no public coroutine that builds its session (set_session is its blocking
+        # twin): the one private call left, pinned in pyproject.toml and checked by
+        # tests/test_dependency_seams.py. Its session carries gcsfs's options (session_kwargs,
+        # a client certificate for mTLS), which a session of our own would lose.
         await fs._set_session()
         self._fs = fs
         self._loop = asyncio.get_running_loop()
@@ -269,8 +289,8 @@ class ObjectStore:
     async def close(self) -> None:
         """Close the HTTP session; ``open()`` may be called again afterwards."""
         fs, self._fs = self._fs, None
-        if fs is not None and fs._session is not None:
-            await fs._session.close()
+        if fs is not None:
+            await fs.session.close()
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -318,12 +338,11 @@ class ObjectStore:
         while True:
             started = time.perf_counter()
             try:
-                await self._refresh_credentials(fs)
                 async with fs.session.request(
                     method,
                     url,
                     params=query,
-                    headers=fs._get_headers(dict(headers or {})),
+                    headers=await self._authorize(fs, headers),
                     data=data,
                     timeout=aiohttp.ClientTimeout(total=policy.request_timeout),
                 ) as response:
@@ -583,7 +602,9 @@ class ObjectStore:
             + data
             + f"\r\n--{boundary}--".encode()
         )
-        url = f"{fs._location}/upload/storage/v1/b/{quote(self.bucket, safe='')}/o"
+        # fs.base is "<endpoint>/storage/v1/"; uploads go to "<endpoint>/upload/storage/v1/".
+        upload = fs.base.removesuffix("storage/v1/") + "upload/storage/v1/"
+        url = f"{upload}b/{quote(self.bucket, safe='')}/o"
         try:
             _, _, answer = await self._send(
                 "write",
