@@ -25,10 +25,8 @@ from typing import Self
 
 from ..childproc import ChildExitedError, ChildNotReadyError, ChildProcess, answers_http
 
-# Imported from here by the demo environment and the tests.
-from ..childproc import die_with_parent as die_with_parent
+# Imported from here by the tests, beside the emulators it picks ports for.
 from ..childproc import free_port as free_port
-from ..childproc import stop_process as stop_process
 
 
 class EmulatorUnavailableError(RuntimeError):

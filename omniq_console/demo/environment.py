@@ -26,23 +26,19 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from .emulator import (
-    Emulator,
-    EmulatorUnavailableError,
-    PubSubEmulator,
-    die_with_parent,
-    stop_process,
-)
+from ..childproc import ChildProcess
+from .emulator import Emulator, EmulatorUnavailableError, PubSubEmulator
 
 DEMO_BUCKET = "omniq-demo"
 DEMO_PREFIX = "omniq/"
 DEMO_TOPIC = "omniq-demo-changes"
+FLEET_STOP_GRACE_S = 8.0
+"""How long the fleet gets after SIGTERM before its process group is killed."""
 EXPORTS_FILE = Path(tempfile.gettempdir()) / f"omniq-demo-{os.getuid()}.env"
 """Where ``write_exports`` puts the demo's export lines (``source`` it in another shell)."""
 
@@ -74,7 +70,7 @@ class DemoEnvironment:
         self.feed_note = "changes: listing (the change feed is off)"
         self._saved_pubsub_host: str | None = None
         self.emulator = Emulator(tied_to_parent=True)
-        self._fleet: subprocess.Popen[bytes] | None = None
+        self._fleet: ChildProcess | None = None
         self._logdir = tempfile.TemporaryDirectory(prefix="omniq-demo-")
 
     @property
@@ -136,21 +132,20 @@ class DemoEnvironment:
             ]  # fmt: skip
             if self.seed is not None:
                 args += ["--seed", str(self.seed)]
-            with self.fleet_log.open("wb") as log:
-                self._fleet = subprocess.Popen(
-                    args,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # Ctrl-C reaches the console, which stops us in order
-                    preexec_fn=die_with_parent,
-                )
+            # Its own session: Ctrl-C reaches the console, which stops the fleet in order.
+            self._fleet = ChildProcess(
+                args,
+                name="the demo fleet",
+                output=self.fleet_log,
+                tied_to_parent=True,
+                stop_grace=FLEET_STOP_GRACE_S,
+            ).start()
         return self
 
     def stop(self) -> None:
         fleet, self._fleet = self._fleet, None
         if fleet is not None:
-            stop_process(fleet, grace=8)
+            fleet.stop()
         self.emulator.stop()
         if self.pubsub is not None:
             self.pubsub.stop()

@@ -1,0 +1,54 @@
+"""The demo's environment in process: its emulator and its fleet child start, the fleet works
+on the demo bucket, and stopping leaves neither process (nor the fleet's log) behind."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import psutil
+import pytest
+from waiting import wait_until_sync
+
+from omniq_console.demo.environment import DEMO_BUCKET, DEMO_PREFIX, DemoEnvironment
+
+# A fleet process starts and stops: seconds.
+pytestmark = pytest.mark.slow
+
+
+def _fleet_processes() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "omniq_console.demo.environment" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    return [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def _objects(url: str) -> int:
+    listing = f"{url}/storage/v1/b/{DEMO_BUCKET}/o?prefix={DEMO_PREFIX}&maxResults=5"
+    with urllib.request.urlopen(listing, timeout=10) as response:
+        return len(json.loads(response.read()).get("items", []))
+
+
+def test_the_fleet_works_on_the_bucket_and_stops_with_the_environment() -> None:
+    demo = DemoEnvironment(seed=5, feed=False)
+    fleet: list[psutil.Process] = []
+    try:
+        with demo:
+            fleet = _fleet_processes()
+            assert len(fleet) == 1, fleet
+            log = demo.fleet_log
+            wait_until_sync(lambda: _objects(demo.url) > 0, "the fleet's first objects", within=60)
+            assert log.exists()
+        wait_until_sync(lambda: not _alive(fleet), "the fleet to end", within=15)
+        assert not demo.emulator.running and not log.exists()
+    finally:
+        for proc in _alive(fleet):
+            proc.kill()
