@@ -142,6 +142,8 @@ def test_bad_config_file_is_clear(tmp_path: Path, content: str, message: str) ->
         load_settings(config=str(config))
     with pytest.raises(SettingsError, match="config file not found"):
         load_settings(config=str(tmp_path / "missing.toml"))
+    with pytest.raises(SettingsError, match=r"cannot read config file .*: not a regular file"):
+        load_settings(config=str(tmp_path))
 
 
 def test_unknown_keys_in_the_file_are_named(tmp_path: Path) -> None:

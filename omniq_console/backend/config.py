@@ -189,8 +189,10 @@ def _config_file(
     errors naming the file (the library skips a missing file and lets a parser's error out)."""
     file = Path(path).expanduser()
     kind = "TOML" if file.suffix == ".toml" else "JSON"
-    if not file.is_file():
+    if not file.exists():
         raise SettingsError(f"config file not found: {file}")
+    if not file.is_file():  # a directory: the library would skip it as if it were missing
+        raise SettingsError(f"cannot read config file {file}: not a regular file")
     try:
         if kind == "TOML":
             return TomlConfigSettingsSource(settings_cls, toml_file=file)
