@@ -118,7 +118,7 @@ class AsyncGCSResultStorage(StoreBase):
 
 
 def _wanted(status: ResultStatus, wanted: ResultStatus | None) -> bool:
-    return status == wanted if wanted is not None else status != ResultStatus.PENDING
+    return status == wanted if wanted is not None else status.is_final
 
 
 class GCSResultStorage(AsyncGCSResultStorage):

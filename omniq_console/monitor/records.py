@@ -50,11 +50,6 @@ from ..models import (
 )
 from .snapshot import UnreadableRow
 
-FINAL_STATES = frozenset(
-    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED}
-)
-"""Task states after which nothing runs (``docs/architecture.md``, "Task status")."""
-
 _TASK_STATES = frozenset(s.value for s in TaskStatus)
 _RESULT_STATUSES = frozenset(s.value for s in ResultStatus)
 

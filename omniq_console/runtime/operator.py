@@ -32,6 +32,7 @@ from ..models import (
     Task,
     TaskEvent,
     TaskStatus,
+    allowed_task_actions,
     utcnow,
 )
 from .registry import TaskOptions, submit_task
@@ -95,7 +96,7 @@ class StateChanged(ConflictError, ValueError):
             else ""
         )
         message = why or f"task {task.id} is now {status}{where}"
-        return cls(task.id, status, lifecycle.allowed_task_actions(status), message)
+        return cls(task.id, status, allowed_task_actions(status), message)
 
 
 class Operator:
@@ -195,7 +196,7 @@ class Operator:
         expiry.
         """
         task = await self._task(task_id, expected_status)
-        if "retry" not in lifecycle.allowed_task_actions(task.status):
+        if "retry" not in allowed_task_actions(task.status):
             raise StateChanged.of(
                 task, f"task {task_id} is {task.status.value}; only finished tasks can be retried"
             )
@@ -232,7 +233,7 @@ class Operator:
         """Cancel a pending or running task; a running one's worker is fenced out (its
         outcome can no longer land) and stops at its next lease renewal."""
         task = await self._task(task_id, expected_status)
-        if "cancel" not in lifecycle.allowed_task_actions(task.status):
+        if "cancel" not in allowed_task_actions(task.status):
             raise StateChanged.of(
                 task,
                 f"task {task_id} is {task.status.value}; only pending "
@@ -446,7 +447,7 @@ class Operator:
             return "skipped", "the task no longer exists"
         if expected is not None and task.status != expected:
             return "skipped", f"its status changed from {expected.value} to {task.status.value}"
-        if verb not in lifecycle.allowed_task_actions(task.status):
+        if verb not in allowed_task_actions(task.status):
             return "skipped", f"it is {task.status.value}, which this action does not apply to"
         try:
             await action(task_id, expected_status=task.status)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ..backend.errors import ConflictError, ObjectNotFoundError
-from ..backend.lifecycle import allowed_task_actions
+from ..models import allowed_task_actions
 from ..runtime.operator import StateChanged
 from .fmt import count
 
