@@ -1,5 +1,5 @@
 """Task statuses have one home (``models.py``): each is live or final, exactly once; the
-operator actions a status allows are what the Operator does."""
+operator actions a status allows are what the Operator does; a bulk outcome is told one way."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from protocol_helpers import tasks_in
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.backend.memstore import MemoryObjectStore
 from omniq_console.models import ResultStatus, TaskResult, TaskStatus, allowed_task_actions
-from omniq_console.runtime import Operator
+from omniq_console.runtime import BulkOutcome, Operator
 from omniq_console.runtime.operator import StateChanged
 
 # What docs/architecture.md ("Task status") says, written out once more on purpose: the test
@@ -76,3 +76,19 @@ async def test_the_operator_does_exactly_what_each_status_allows(backend: GCSBac
         assert caught.value.allowed == allowed_task_actions(task.status)
         stored = await backend.async_task_storage.get_task(task.id)
         assert stored is not None and stored.status == task.status
+
+
+def test_a_bulk_outcome_tells_what_was_done_skipped_and_failed() -> None:
+    outcome = BulkOutcome(
+        done=["a", "b"],
+        skipped=[("c", "its status changed from failed to pending")],
+        failed=[("d", "503 Service Unavailable")],
+    )
+    assert not outcome.complete
+    assert outcome.summary("Retry 4 failed tasks", separator="; ") == (
+        "Retry 4 failed tasks: 2 of 4 done; "
+        "1 skipped (changed since you saw them), e.g. c: its status changed from failed to "
+        "pending; 1 failed, e.g. d: 503 Service Unavailable"
+    )
+    many = BulkOutcome(done=[str(i) for i in range(1500)])
+    assert many.complete and many.summary("Cancel") == "Cancel: 1,500 of 1,500 done"

@@ -58,6 +58,26 @@ class BulkOutcome:
     def total(self) -> int:
         return len(self.done) + len(self.skipped) + len(self.failed)
 
+    @property
+    def complete(self) -> bool:
+        """True when everything asked for was done (nothing skipped, nothing failed)."""
+        return not (self.skipped or self.failed)
+
+    def summary(self, action: str, separator: str = "\n") -> str:
+        """What ``action`` did, for the operator: how many of the ids were done, then how many
+        were skipped and failed, each with one example and its reason (one line each, joined
+        by ``separator``)."""
+        lines = [f"{action}: {len(self.done):,} of {self.total:,} done"]
+        if self.skipped:
+            task_id, why = self.skipped[0]
+            lines.append(
+                f"{len(self.skipped):,} skipped (changed since you saw them), e.g. {task_id}: {why}"
+            )
+        if self.failed:
+            task_id, why = self.failed[0]
+            lines.append(f"{len(self.failed):,} failed, e.g. {task_id}: {why}")
+        return separator.join(lines)
+
 
 def _status(value: TaskStatus | str, what: str = "expected_status") -> TaskStatus:
     try:
