@@ -15,7 +15,6 @@ of an attempt whose outcome storage could not confirm.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..backend import lifecycle
 from ..backend.errors import ConflictError, CorruptObjectError, ObjectNotFoundError, StorageError
 from ..backend.layout import check_id
+from ..gathering import bounded_gather
 from ..models import (
     EventType,
     Schedule,
@@ -419,17 +419,11 @@ class Operator:
         else:
             single = _status(expected_status) if expected_status is not None else None
             expected = dict.fromkeys(ids, single)
-        results: dict[str, tuple[str, str | None]] = {}
-        gate = asyncio.Semaphore(_BULK_CONCURRENCY)
-
-        async def one(task_id: str) -> None:
-            async with gate:
-                results[task_id] = await self._one(task_id, expected[task_id], verb, one_action)
-
-        await asyncio.gather(*(one(i) for i in ids))
+        results = await bounded_gather(
+            ids, lambda i: self._one(i, expected[i], verb, one_action), limit=_BULK_CONCURRENCY
+        )
         outcome = BulkOutcome()
-        for task_id in ids:
-            kind, why = results[task_id]
+        for task_id, (kind, why) in zip(ids, results, strict=True):
             if kind == "done":
                 outcome.done.append(task_id)
             elif kind == "skipped":
