@@ -10,14 +10,12 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ..backend.errors import ConflictError, ObjectNotFoundError
-from ..models import allowed_task_actions
 from ..runtime.operator import BulkOutcome, StateChanged
 
 __all__ = [
     "CONFLICT_MESSAGE",
     "ConsoleOperator",
     "StateChanged",
-    "allowed_task_actions",
     "describe_bulk",
     "describe_error",
 ]
