@@ -86,6 +86,12 @@ def new_event_id(at: datetime | None = None) -> str:
 
 
 class TaskStatus(StrEnum):
+    """A task's status: ``pending`` and ``running`` are live, the others final.
+
+    This is the one place that says which is which (``is_final``) and what an operator may do
+    in each (``allowed_task_actions``); every other part of the package asks these.
+    """
+
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -95,6 +101,8 @@ class TaskStatus(StrEnum):
 
     @property
     def is_final(self) -> bool:
+        """True once nothing runs any more (completed, failed, cancelled, expired): only an
+        operator's retry starts the task again."""
         return self in _FINAL_TASK_STATUSES
 
 
@@ -103,12 +111,33 @@ _FINAL_TASK_STATUSES = frozenset(
 )
 
 
+def allowed_task_actions(status: TaskStatus | str) -> tuple[str, ...]:
+    """The operator actions (of ``retry``, ``cancel``, ``delete``) a task in ``status`` allows.
+
+    A live task can be cancelled, a final one retried; any task can be deleted, also one whose
+    status this version does not know (written by a newer one): deleting is often the remedy.
+    """
+    try:
+        final = TaskStatus(status).is_final
+    except ValueError:
+        return ("delete",)
+    return ("retry", "delete") if final else ("cancel", "delete")
+
+
 class ResultStatus(StrEnum):
+    """The status of a task's state record: ``pending`` until the task has an outcome."""
+
     PENDING = "pending"
     SUCCESS = "success"
     ERROR = "error"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
+
+    @property
+    def is_final(self) -> bool:
+        """True for an outcome (success, error, cancelled, expired): the task's status is
+        final exactly when its record's is."""
+        return self is not ResultStatus.PENDING
 
 
 _TASK_STATUS_OF_OUTCOME = {
@@ -365,7 +394,7 @@ class TaskResult(OmniQModel):
     @property
     def is_final(self) -> bool:
         """True once the task has an outcome (success, error, cancelled, expired)."""
-        return self.status != ResultStatus.PENDING
+        return self.status.is_final
 
     @model_validator(mode="after")
     def _derive_expiry(self) -> Self:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..gathering import bounded_gather
 from ..models import EventBatch, EventType, TaskEvent, as_utc, new_event_id, utcnow
 from ..stopping import StopSignal
 from .errors import (
@@ -29,7 +30,7 @@ from .errors import (
 )
 from .index import event_batch_index, event_batch_metadata, event_index, event_metadata
 from .layout import check_id
-from .listing import ItemList, StoreBase, bounded_gather, parse_model
+from .listing import READ_CONCURRENCY, ItemList, StoreBase, parse_model
 from .objectstore import ObjectInfo
 from .sync import sync_twin
 
@@ -197,7 +198,7 @@ class AsyncGCSEventStorage(StoreBase):
                 unreadable.append(UnreadableObject(exc.key, exc.reason))
                 return []
 
-        lists = await bounded_gather(infos, one)
+        lists = await bounded_gather(infos, one, limit=READ_CONCURRENCY)
         return [e for events in lists for e in events], unreadable
 
     async def cleanup_old_events(self, older_than: timedelta | datetime) -> int:
@@ -229,7 +230,7 @@ class AsyncGCSEventStorage(StoreBase):
                 continue  # reported by readers; never deleted on a guess
             if events and max(e.timestamp for e in events) < cutoff:
                 old.append((info.key, got.generation))
-        return sum(await bounded_gather(old, self.reader.delete_listed))
+        return sum(await bounded_gather(old, self.reader.delete_listed, limit=READ_CONCURRENCY))
 
 
 def _earliest(info: ObjectInfo) -> tuple[datetime, str]:

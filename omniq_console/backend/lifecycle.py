@@ -78,24 +78,6 @@ def status_of(record: TaskResult | None) -> TaskStatus:
     return TaskStatus.PENDING if record is None else record.task_status
 
 
-_ACTIONS: dict[TaskStatus, tuple[str, ...]] = {
-    TaskStatus.PENDING: ("cancel", "delete"),
-    TaskStatus.RUNNING: ("cancel", "delete"),
-    TaskStatus.COMPLETED: ("retry", "delete"),
-    TaskStatus.FAILED: ("retry", "delete"),
-    TaskStatus.CANCELLED: ("retry", "delete"),
-    TaskStatus.EXPIRED: ("retry", "delete"),
-}
-
-
-def allowed_task_actions(status: TaskStatus | str) -> tuple[str, ...]:
-    """The operator actions (of ``retry``, ``cancel``, ``delete``) a task in ``status`` allows."""
-    try:
-        return _ACTIONS[TaskStatus(status)]
-    except ValueError:
-        return ("delete",)
-
-
 def _refuse(task_id: str, action: str, record: TaskResult | None, allowed: str) -> TransitionError:
     return TransitionError(task_id, action, status_of(record), allowed)
 

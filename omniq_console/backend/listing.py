@@ -13,18 +13,18 @@ stale. The cache is never consulted for a read by key alone (the generation is u
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import json
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from pydantic import ValidationError
 
+from ..gathering import bounded_gather
 from ..models import OmniQModel, Schedule, Task, TaskEvent, TaskResult
 from .bridge import SyncBridge
 from .errors import (
@@ -38,7 +38,6 @@ from .layout import Layout, check_id
 from .storeapi import ObjectInfo, ObjectStoreAPI
 
 T = TypeVar("T")
-R = TypeVar("R")
 M = TypeVar("M", bound=OmniQModel)
 
 MAX_CACHE_BYTES = 64 * 1024 * 1024
@@ -377,19 +376,6 @@ def safe_name(name: str) -> str | None:
         return check_id(name)
     except ValueError:
         return None
-
-
-async def bounded_gather(
-    items: Iterable[T], action: Callable[[T], Awaitable[R]], *, limit: int = READ_CONCURRENCY
-) -> list[R]:
-    """``action(item)`` for every item, at most ``limit`` at once; results in input order."""
-    sem = asyncio.Semaphore(limit)
-
-    async def one(item: T) -> R:
-        async with sem:
-            return await action(item)
-
-    return list(await asyncio.gather(*(one(item) for item in items)))
 
 
 class StoreBase:

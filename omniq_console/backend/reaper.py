@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..gathering import bounded_gather
 from ..models import Task, TaskStatus
 from . import lifecycle
 from .errors import (
@@ -34,7 +35,7 @@ from .errors import (
 from .index import ResultIndex, queue_entry_index, task_index
 from .layout import Layout
 from .lifecycle import NAME_WRITE_GAP_S, Transition
-from .listing import bounded_gather
+from .listing import READ_CONCURRENCY
 from .storeapi import ObjectInfo
 
 if TYPE_CHECKING:
@@ -174,6 +175,7 @@ class Reaper:
             lambda item: guarded(
                 report, self.layout.result(item[0]), self._requeue(item[0], item[1], report)
             ),
+            limit=READ_CONCURRENCY,
         )
 
     async def _requeue(self, task_id: str, listed: ResultIndex, report: Maintenance) -> None:

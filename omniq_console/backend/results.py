@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from ..gathering import bounded_gather
 from ..models import ResultStatus, TaskResult, utcnow
 from .index import result_index, result_metadata
-from .listing import ItemList, StoreBase, bounded_gather
+from .listing import READ_CONCURRENCY, ItemList, StoreBase
 from .objectstore import ObjectInfo
 from .sync import sync_twin
 
@@ -113,11 +114,11 @@ class AsyncGCSResultStorage(StoreBase):
         expired.extend(
             (self.layout.result(r.task_id), r.generation or 0) for r in bodies if r.is_expired(now)
         )
-        return sum(await bounded_gather(expired, self.reader.delete_listed))
+        return sum(await bounded_gather(expired, self.reader.delete_listed, limit=READ_CONCURRENCY))
 
 
 def _wanted(status: ResultStatus, wanted: ResultStatus | None) -> bool:
-    return status == wanted if wanted is not None else status != ResultStatus.PENDING
+    return status == wanted if wanted is not None else status.is_final
 
 
 class GCSResultStorage(AsyncGCSResultStorage):

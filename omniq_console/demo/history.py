@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..backend.errors import ConflictError
-from ..backend.listing import bounded_gather
+from ..gathering import bounded_gather
 from ..models import EventType, ResultStatus, TaskEvent, TaskResult
 from .workload import PlannedTask, workload
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..backend.index import result_index, worker_index
 from ..backend.layout import Layout
-from ..backend.listing import bounded_gather
+from ..gathering import bounded_gather
 from ..models import TaskStatus
 
 _DELETE_CONCURRENCY = 16

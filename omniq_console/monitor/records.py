@@ -14,6 +14,7 @@ snapshot convert them back.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -49,11 +50,6 @@ from ..models import (
     as_utc,
 )
 from .snapshot import UnreadableRow
-
-FINAL_STATES = frozenset(
-    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED}
-)
-"""Task states after which nothing runs (``docs/architecture.md``, "Task status")."""
 
 _TASK_STATES = frozenset(s.value for s in TaskStatus)
 _RESULT_STATUSES = frozenset(s.value for s in ResultStatus)
@@ -169,6 +165,8 @@ class ScheduleRecord(NamedTuple):
 Record = TaskDef | Entry | StateRecord | Heartbeat | EventObject | PausedQueue | ScheduleRecord
 Decoded = Record | UnreadableRow | None
 Decoder = Callable[[str, Mapping[str, str]], Decoded]
+IndexReader = Callable[[str, Mapping[str, str]], Decoded]
+"""A row built from an object's id and its index metadata (raises on a bad index)."""
 
 KINDS = ("tasks", "queues", "results", "schedules", "workers", "paused", "events")
 """Every prefix of the layout the monitor models (``paused/`` is under the same prefix)."""
@@ -224,21 +222,36 @@ def _indexed(md: Mapping[str, str]) -> bool:
     return md.get("omniq_index") == INDEX_VERSION
 
 
+def _from_index(
+    key: str, md: Mapping[str, str], *, folder: str, what: str, build: IndexReader
+) -> Decoded:
+    """The row of ``{folder}{id}.json``: its id checked, then ``build(id, metadata)`` from its
+    index. An object without an index, or whose index ``build`` cannot read, is left to its
+    body (None): the body is reported if it is bad too."""
+    ident = _checked_id(key, folder, what)
+    if isinstance(ident, UnreadableRow):
+        return ident
+    if not _indexed(md):
+        return None
+    try:
+        return build(ident, md)
+    except Exception:
+        return None
+
+
+def _indexed_decoder(folder: str, what: str, build: IndexReader) -> Decoder:
+    """The decoder of the objects of ``folder`` (see ``_from_index``)."""
+    return functools.partial(_from_index, folder=folder, what=what, build=build)
+
+
 def task_decoder(layout: Layout) -> Decoder:
-    folder = layout.tasks
     read = field_reader(TASK_FIELDS, ts)
 
-    def decode(key: str, md: Mapping[str, str]) -> Decoded:
-        ident = _checked_id(key, folder, "task id")
-        if isinstance(ident, UnreadableRow) or not _indexed(md):
-            return ident if isinstance(ident, UnreadableRow) else None
-        try:
-            row = TaskDef(ident, *read(md))
-        except Exception:
-            return None  # a bad index: the body decides (and is reported if it is bad too)
+    def build(ident: str, md: Mapping[str, str]) -> Decoded:
+        row = TaskDef(ident, *read(md))
         return row if row.status in _TASK_STATES else None
 
-    return decode
+    return _indexed_decoder(layout.tasks, "task id", build)
 
 
 def entry_decoder(layout: Layout) -> Decoder:
@@ -250,13 +263,13 @@ def entry_decoder(layout: Layout) -> Decoder:
             return UnreadableRow(
                 key=key, reason="not a queue entry key (expected queues/<queue>/<id>.json)"
             )
-        ident = _checked_id(key, layout.queue(queue) if _safe(queue) else key, "task id")
-        if isinstance(ident, UnreadableRow) or not _indexed(md):
-            return ident if isinstance(ident, UnreadableRow) else None
-        try:
-            return Entry(ident, queue, *read(md))
-        except Exception:
-            return None  # a bad index: the body decides (and is reported if it is bad too)
+        return _from_index(
+            key,
+            md,
+            folder=layout.queue(queue) if _safe(queue) else key,
+            what="task id",
+            build=lambda ident, md: Entry(ident, queue, *read(md)),
+        )
 
     return decode
 
@@ -270,63 +283,38 @@ def _safe(queue: str) -> bool:
 
 
 def result_decoder(layout: Layout) -> Decoder:
-    folder = layout.results
     read = field_reader(RESULT_FIELDS, ts)
 
-    def decode(key: str, md: Mapping[str, str]) -> Decoded:
-        ident = _checked_id(key, folder, "task id")
-        if isinstance(ident, UnreadableRow) or not _indexed(md):
-            return ident if isinstance(ident, UnreadableRow) else None
-        try:
-            row = StateRecord(ident, *read(md))
-            if row.status not in _RESULT_STATUSES:
-                return None
-            if not row.state:
-                return row._replace(state=state_of(row.status, row.worker_id))
-        except Exception:
-            return None  # a bad index: the body decides (and is reported if it is bad too)
+    def build(ident: str, md: Mapping[str, str]) -> Decoded:
+        row = StateRecord(ident, *read(md))
+        if row.status not in _RESULT_STATUSES:
+            return None
+        if not row.state:
+            return row._replace(state=state_of(row.status, row.worker_id))
         return row if row.state in _TASK_STATES else None
 
-    return decode
+    return _indexed_decoder(layout.results, "task id", build)
 
 
 def worker_decoder(layout: Layout) -> Decoder:
-    folder = layout.workers
     read = field_reader(WORKER_FIELDS, ts)
-
-    def decode(key: str, md: Mapping[str, str]) -> Decoded:
-        ident = _checked_id(key, folder, "worker id")
-        if isinstance(ident, UnreadableRow) or not _indexed(md):
-            return ident if isinstance(ident, UnreadableRow) else None
-        try:
-            return Heartbeat(ident, *read(md))
-        except Exception:
-            return None  # a bad index: the body decides (and is reported if it is bad too)
-
-    return decode
+    return _indexed_decoder(
+        layout.workers, "worker id", lambda ident, md: Heartbeat(ident, *read(md))
+    )
 
 
 def event_decoder(layout: Layout) -> Decoder:
-    folder = layout.events
     read_batch = field_reader(EVENT_BATCH_FIELDS, ts)
     read_one = field_reader(EVENT_FIELDS, ts)
 
-    def decode(key: str, md: Mapping[str, str]) -> Decoded:
-        ident = _checked_id(key, folder, "event id")
-        if isinstance(ident, UnreadableRow) or not _indexed(md):
-            return ident if isinstance(ident, UnreadableRow) else None
-        try:
-            if md.get("batch") == "1":
-                count, first, last, worker, types, tasks, _ = read_batch(md)
-                return EventObject(ident, True, count, first, last, types, tasks, worker, None)
-            kind, task, queue, at = read_one(md)
-            return EventObject(
-                ident, False, 1, at, at, (kind,), (task,) if task else (), None, queue
-            )
-        except Exception:
-            return None  # a bad index: the body decides (and is reported if it is bad too)
+    def build(ident: str, md: Mapping[str, str]) -> Decoded:
+        if md.get("batch") == "1":
+            count, first, last, worker, types, tasks, _ = read_batch(md)
+            return EventObject(ident, True, count, first, last, types, tasks, worker, None)
+        kind, task, queue, at = read_one(md)
+        return EventObject(ident, False, 1, at, at, (kind,), (task,) if task else (), None, queue)
 
-    return decode
+    return _indexed_decoder(layout.events, "event id", build)
 
 
 def paused_decoder(layout: Layout) -> Decoder:

@@ -27,7 +27,7 @@ from ..checks import check_seconds, describe_exception
 from ..models import ScheduleStatus, TaskStatus
 from ..monitor import Monitor
 from ..monitor.snapshot import QueueStats, ScheduleRow, Snapshot
-from ..runtime.operator import BulkOutcome, Operator
+from ..runtime.operator import Operator
 from ..settings import default_actor, load_settings, make_backend
 from . import session
 from .frames import NOTEBOOK_INSTALL_HINT
@@ -54,19 +54,6 @@ def _descendants(box: Any) -> list[Any]:
     for child in getattr(box, "children", ()):
         found += [child, *_descendants(child)]
     return found
-
-
-def _describe_bulk(label: str, outcome: BulkOutcome) -> str:
-    text = f"{label}: {len(outcome.done)} of {outcome.total} done"
-    if outcome.skipped:
-        task_id, why = outcome.skipped[0]
-        text += (
-            f"; {len(outcome.skipped)} skipped (changed since you saw them, e.g. {task_id}: {why})"
-        )
-    if outcome.failed:
-        task_id, why = outcome.failed[0]
-        text += f"; {len(outcome.failed)} failed (e.g. {task_id}: {why})"
-    return text
 
 
 class Dashboard:
@@ -486,7 +473,7 @@ class Dashboard:
             outcome = await operator.retry_tasks(
                 group.task_ids, expected_status=TaskStatus.FAILED.value
             )
-            return _describe_bulk(label, outcome)
+            return outcome.summary(label, separator="; ")
 
         self._act(label, retry)
 

@@ -40,7 +40,6 @@ from ..backend.layout import check_id
 from ..backend.storeapi import RetryPolicy
 from ..backend.sync import sync_twin
 from ..models import (
-    ResultStatus,
     Schedule,
     ScheduleStatus,
     ScheduleType,
@@ -71,9 +70,6 @@ _FIRST_STOP = "stopping: the running work may finish (send the signal again to c
 _SECOND_STOP = "stopping now: cancelling the running work"
 F = TypeVar("F", bound=TaskFunction)
 
-_FINAL_RESULTS = frozenset(
-    {ResultStatus.SUCCESS, ResultStatus.ERROR, ResultStatus.CANCELLED, ResultStatus.EXPIRED}
-)
 # Pauses between two looks at a result: from 50 ms, doubling, up to a second.
 _RESULT_POLL = RetryPolicy(base_delay=0.05, max_delay=1.0)
 
@@ -190,7 +186,7 @@ class OmniQ:
         looks = 0
         while True:
             result = await self.backend.async_result_storage.get(task_id)
-            if result is not None and result.status in _FINAL_RESULTS:
+            if result is not None and result.is_final:
                 return result
             if result is None and await self.backend.async_task_storage.get_task(task_id) is None:
                 raise ObjectNotFoundError(self.backend.layout.task(task_id), "task")

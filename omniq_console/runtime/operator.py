@@ -15,7 +15,6 @@ of an attempt whose outcome storage could not confirm.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..backend import lifecycle
 from ..backend.errors import ConflictError, CorruptObjectError, ObjectNotFoundError, StorageError
 from ..backend.layout import check_id
+from ..gathering import bounded_gather
 from ..models import (
     EventType,
     Schedule,
@@ -32,6 +32,7 @@ from ..models import (
     Task,
     TaskEvent,
     TaskStatus,
+    allowed_task_actions,
     utcnow,
 )
 from .registry import TaskOptions, submit_task
@@ -56,6 +57,26 @@ class BulkOutcome:
     @property
     def total(self) -> int:
         return len(self.done) + len(self.skipped) + len(self.failed)
+
+    @property
+    def complete(self) -> bool:
+        """True when everything asked for was done (nothing skipped, nothing failed)."""
+        return not (self.skipped or self.failed)
+
+    def summary(self, action: str, separator: str = "\n") -> str:
+        """What ``action`` did, for the operator: how many of the ids were done, then how many
+        were skipped and failed, each with one example and its reason (one line each, joined
+        by ``separator``)."""
+        lines = [f"{action}: {len(self.done):,} of {self.total:,} done"]
+        if self.skipped:
+            task_id, why = self.skipped[0]
+            lines.append(
+                f"{len(self.skipped):,} skipped (changed since you saw them), e.g. {task_id}: {why}"
+            )
+        if self.failed:
+            task_id, why = self.failed[0]
+            lines.append(f"{len(self.failed):,} failed, e.g. {task_id}: {why}")
+        return separator.join(lines)
 
 
 def _status(value: TaskStatus | str, what: str = "expected_status") -> TaskStatus:
@@ -95,7 +116,7 @@ class StateChanged(ConflictError, ValueError):
             else ""
         )
         message = why or f"task {task.id} is now {status}{where}"
-        return cls(task.id, status, lifecycle.allowed_task_actions(status), message)
+        return cls(task.id, status, allowed_task_actions(status), message)
 
 
 class Operator:
@@ -195,7 +216,7 @@ class Operator:
         expiry.
         """
         task = await self._task(task_id, expected_status)
-        if "retry" not in lifecycle.allowed_task_actions(task.status):
+        if "retry" not in allowed_task_actions(task.status):
             raise StateChanged.of(
                 task, f"task {task_id} is {task.status.value}; only finished tasks can be retried"
             )
@@ -232,7 +253,7 @@ class Operator:
         """Cancel a pending or running task; a running one's worker is fenced out (its
         outcome can no longer land) and stops at its next lease renewal."""
         task = await self._task(task_id, expected_status)
-        if "cancel" not in lifecycle.allowed_task_actions(task.status):
+        if "cancel" not in allowed_task_actions(task.status):
             raise StateChanged.of(
                 task,
                 f"task {task_id} is {task.status.value}; only pending "
@@ -398,17 +419,11 @@ class Operator:
         else:
             single = _status(expected_status) if expected_status is not None else None
             expected = dict.fromkeys(ids, single)
-        results: dict[str, tuple[str, str | None]] = {}
-        gate = asyncio.Semaphore(_BULK_CONCURRENCY)
-
-        async def one(task_id: str) -> None:
-            async with gate:
-                results[task_id] = await self._one(task_id, expected[task_id], verb, one_action)
-
-        await asyncio.gather(*(one(i) for i in ids))
+        results = await bounded_gather(
+            ids, lambda i: self._one(i, expected[i], verb, one_action), limit=_BULK_CONCURRENCY
+        )
         outcome = BulkOutcome()
-        for task_id in ids:
-            kind, why = results[task_id]
+        for task_id, (kind, why) in zip(ids, results, strict=True):
             if kind == "done":
                 outcome.done.append(task_id)
             elif kind == "skipped":
@@ -446,7 +461,7 @@ class Operator:
             return "skipped", "the task no longer exists"
         if expected is not None and task.status != expected:
             return "skipped", f"its status changed from {expected.value} to {task.status.value}"
-        if verb not in lifecycle.allowed_task_actions(task.status):
+        if verb not in allowed_task_actions(task.status):
             return "skipped", f"it is {task.status.value}, which this action does not apply to"
         try:
             await action(task_id, expected_status=task.status)

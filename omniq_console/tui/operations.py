@@ -10,29 +10,17 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ..backend.errors import ConflictError, ObjectNotFoundError
-from ..backend.lifecycle import allowed_task_actions
-from ..runtime.operator import StateChanged
-from .fmt import count
+from ..runtime.operator import BulkOutcome, StateChanged
 
 __all__ = [
     "CONFLICT_MESSAGE",
-    "BulkOutcomeLike",
     "ConsoleOperator",
     "StateChanged",
-    "allowed_task_actions",
     "describe_bulk",
     "describe_error",
 ]
 
 CONFLICT_MESSAGE = "changed since you saw it: refresh and try again"
-
-
-class BulkOutcomeLike(Protocol):
-    """``runtime.operator.BulkOutcome``: what a bulk action did to each id it was given."""
-
-    done: list[str]
-    skipped: list[tuple[str, str]]
-    failed: list[tuple[str, str]]
 
 
 class ConsoleOperator(Protocol):
@@ -60,21 +48,21 @@ class ConsoleOperator(Protocol):
 
     async def retry_tasks(
         self, task_ids: Sequence[str], expected_status: str | None = None
-    ) -> BulkOutcomeLike: ...
+    ) -> BulkOutcome: ...
 
     async def cancel_tasks(
         self, task_ids: Sequence[str], expected_status: str | None = None
-    ) -> BulkOutcomeLike: ...
+    ) -> BulkOutcome: ...
 
     async def delete_tasks(
         self, task_ids: Sequence[str], expected_status: str | None = None
-    ) -> BulkOutcomeLike: ...
+    ) -> BulkOutcome: ...
 
     async def pause_queue(self, queue: str) -> None: ...
 
     async def resume_queue(self, queue: str) -> None: ...
 
-    async def purge_queue(self, queue: str, task_ids: Sequence[str]) -> BulkOutcomeLike: ...
+    async def purge_queue(self, queue: str, task_ids: Sequence[str]) -> BulkOutcome: ...
 
 
 def describe_error(action: str, error: BaseException) -> str:
@@ -93,18 +81,6 @@ def describe_error(action: str, error: BaseException) -> str:
     return f"{action} failed: {type(error).__name__}: {error}"
 
 
-def describe_bulk(action: str, outcome: BulkOutcomeLike) -> tuple[str, bool]:
+def describe_bulk(action: str, outcome: BulkOutcome) -> tuple[str, bool]:
     """What a bulk action did, and whether everything asked for was done."""
-    asked = len(outcome.done) + len(outcome.skipped) + len(outcome.failed)
-    lines = [f"{action}: {count(len(outcome.done))} of {count(asked)} done"]
-    if outcome.skipped:
-        lines.append(
-            f"{count(len(outcome.skipped))} skipped (changed since you saw them), "
-            f"e.g. {outcome.skipped[0][0]}: {outcome.skipped[0][1]}"
-        )
-    if outcome.failed:
-        lines.append(
-            f"{count(len(outcome.failed))} failed, "
-            f"e.g. {outcome.failed[0][0]}: {outcome.failed[0][1]}"
-        )
-    return "\n".join(lines), not (outcome.skipped or outcome.failed)
+    return outcome.summary(action), outcome.complete

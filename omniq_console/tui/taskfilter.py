@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ..models import TaskStatus
+from ..models import TaskStatus, allowed_task_actions
 from ..monitor.groups import UNKNOWN_ERROR, failed_at
 from ..monitor.snapshot import TaskRow
 
@@ -205,7 +205,9 @@ def body_text(*parts: object) -> str:
     return " ".join(part if isinstance(part, str) else repr(part) for part in parts).casefold()
 
 
-CANCELLABLE = frozenset({TaskStatus.PENDING.value, TaskStatus.RUNNING.value})
+# The statuses a cancel applies to, worked out once: a page may test 100,000 rows (a row's
+# status is a plain string, found in a set of ``StrEnum`` members by its value).
+_CANCELLABLE = frozenset(s for s in TaskStatus if "cancel" in allowed_task_actions(s))
 
 
 def select_tasks(
@@ -242,6 +244,6 @@ def select_tasks(
         failed_ids=tuple(r.id for r in failed_rows),
         failed_queues=tuple(sorted({r.queue_name for r in failed_rows})),
         ids=tuple(r.id for r in ordered),
-        cancellable_ids=tuple(r.id for r in ordered if r.status in CANCELLABLE),
+        cancellable_ids=tuple(r.id for r in ordered if r.status in _CANCELLABLE),
         order=order,
     )

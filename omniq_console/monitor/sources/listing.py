@@ -13,13 +13,13 @@ import asyncio
 import bisect
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 
 from ...backend.layout import Layout
 from ...backend.objectstore import ObjectInfo
 from ...backend.storeapi import ObjectStoreAPI
-from ..io import gather
+from ...gathering import bounded_gather
 from ..model import BucketModel
 from ..records import Decoder, folder_of
 from ..usage import StorageTally
@@ -111,22 +111,24 @@ class FullListing:
 
     async def run(self, store: ObjectStoreAPI, model: BucketModel) -> Applied:
         before = model.seq
-        limit = asyncio.Semaphore(LIST_CONCURRENCY)
+        # Every prefix as its key ranges (one range unless it was big last time), all listed
+        # through one bound.
+        parts = [
+            (kind, lo, hi)
+            for kind in LISTED_KINDS
+            for lo, hi in itertools.pairwise([None, *self._splits[kind], None])
+        ]
 
-        async def listed(kind: str) -> list[ObjectInfo]:
-            prefix = folder_of(self._layout, kind)
-            bounds = [None, *self._splits[kind], None]
+        def part(at: tuple[str, str | None, str | None]) -> Awaitable[list[ObjectInfo]]:
+            kind, lo, hi = at
+            return store.list(folder_of(self._layout, kind), start_offset=lo, end_offset=hi)
 
-            async def part(lo: str | None, hi: str | None) -> list[ObjectInfo]:
-                async with limit:
-                    return await store.list(prefix, start_offset=lo, end_offset=hi)
-
-            parts = await gather(*(part(lo, hi) for lo, hi in itertools.pairwise(bounds)))
-            return [info for chunk in parts for info in chunk]
-
-        listings = await gather(*(listed(kind) for kind in LISTED_KINDS))
+        pages = await bounded_gather(parts, part, limit=LIST_CONCURRENCY)
+        listings: dict[str, list[ObjectInfo]] = {kind: [] for kind in LISTED_KINDS}
+        for (kind, _, _), page in zip(parts, pages, strict=True):
+            listings[kind].extend(page)
         total = Applied()
-        for kind, infos in zip(LISTED_KINDS, listings, strict=True):
+        for kind, infos in listings.items():
             applied = await apply_listing(model, kind, infos, self._decoders[kind], before=before)
             if self._usage is not None:
                 self._usage.page(folder_of(self._layout, kind), infos)

@@ -51,7 +51,7 @@ import msgspec
 from ...backend.objectstore import ObjectInfo
 from ...backend.storeapi import ObjectStoreAPI
 from ...checks import describe_exception
-from ..io import gather
+from ...gathering import gather
 from ..model import BucketModel
 from ..records import Decoder
 from .listing import apply_listing

@@ -16,12 +16,12 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from ...backend.lifecycle import overlay, status_of
-from ...models import Task, TaskResult
+from ...models import Task, TaskResult, allowed_task_actions
 from ...monitor.snapshot import EventRow, TaskDetail, TaskRow
 from .. import cells, fmt
 from ..context import ConsoleContext, console_of
 from ..fmt import plural
-from ..operations import allowed_task_actions, describe_error
+from ..operations import describe_error
 from ..text import literal
 
 

@@ -15,12 +15,11 @@ from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, ProgressBar, Select, Static
 
-from ...models import TaskStatus
+from ...models import TaskStatus, allowed_task_actions
 from ...monitor.snapshot import Snapshot, TaskRow
 from .. import cells
 from ..columns import PagedTable
 from ..messages import OpenTask
-from ..operations import allowed_task_actions
 from ..taskfilter import PAGE_SIZE, TaskFilter, TaskOrder, TaskPage, body_text, select_tasks
 from .base import PAGE_KEYS, FilteredView, PaletteEntry
 
