@@ -110,3 +110,19 @@ def test_the_tables_import_no_snapshot_at_run_time() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "False", out.stdout + out.stderr
+
+
+def test_frames_load_nothing_of_the_notebook_package() -> None:
+    # The monitor sits below the notebook: a snapshot's frames (its own method) come from the
+    # monitor package, so the notebook may import the monitor and never the other way round.
+    code = (
+        "import sys\n"
+        "from datetime import datetime, timezone\n"
+        "from omniq_console.monitor.snapshot import Snapshot\n"
+        "Snapshot(bucket='b', prefix='', taken_at=datetime.now(timezone.utc)).to_frames()\n"
+        "print(sorted(k for k in sys.modules if k.startswith('omniq_console.notebook')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
