@@ -1,13 +1,29 @@
 """One way to stop a long-running loop (worker, scheduler, monitor, fleet) from anywhere.
 
 ``StopSignal.set()`` is safe from a signal handler, another thread, or before the loop started;
-``await signal.wait(timeout)`` sleeps until it is set or the timeout passes.
+``await signal.wait(timeout)`` sleeps until it is set or the timeout passes. It wakes its loop
+with ``set_from_any_thread``, as the monitor wakes its run loop for a poll.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+
+
+def set_from_any_thread(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+    """Set ``event``, which belongs to ``loop``, from whatever thread runs this: at once on the
+    loop's own thread, else through ``loop.call_soon_threadsafe``; nothing once it is closed."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        event.set()
+    else:
+        with contextlib.suppress(RuntimeError):  # the loop is closed, or closed meanwhile
+            loop.call_soon_threadsafe(event.set)
 
 
 class StopSignal:
@@ -32,17 +48,8 @@ class StopSignal:
     def set(self) -> None:
         """Request the stop; wakes the bound loop's waiters from any thread."""
         self._set.set()
-        loop, event = self._loop, self._event
-        if loop is None or event is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            event.set()
-        else:
-            loop.call_soon_threadsafe(event.set)
+        if self._loop is not None and self._event is not None:
+            set_from_any_thread(self._loop, self._event)
 
     async def wait(self, timeout: float | None = None) -> bool:
         """Wait until set or ``timeout`` seconds passed; True when set.

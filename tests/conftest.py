@@ -48,7 +48,7 @@ SLOW_TESTS = frozenset(
     {
         "tests/test_backend_claims.py::test_processes_claim_each_task_exactly_once",
         "tests/test_backend_queue.py::test_a_fast_task_mutates_no_name_twice_a_second_under_the_rules",
-        "tests/test_monitor_notebook.py::test_importing_and_rendering_never_loads_textual",
+        "tests/test_monitor_tables.py::test_importing_and_rendering_never_loads_textual",
         "tests/test_notebook.py::test_console_serves_with_its_token_and_close_leaves_no_process",
         "tests/test_notebook.py::test_console_of_a_missing_bucket_raises_the_servers_message",
         "tests/test_objectstore.py::test_listing_pages_past_one_thousand",

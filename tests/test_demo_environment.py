@@ -4,12 +4,15 @@ on the demo bucket, and stopping leaves neither process (nor the fleet's log) be
 from __future__ import annotations
 
 import json
+import socket
 import urllib.request
+from pathlib import Path
 
 import psutil
 import pytest
 from waiting import wait_until_sync
 
+from omniq_console.demo.emulator import EmulatorUnavailableError
 from omniq_console.demo.environment import DEMO_BUCKET, DEMO_PREFIX, DemoEnvironment
 
 # A fleet process starts and stops: seconds.
@@ -52,3 +55,16 @@ def test_the_fleet_works_on_the_bucket_and_stops_with_the_environment() -> None:
     finally:
         for proc in _alive(fleet):
             proc.kill()
+
+
+def test_an_environment_that_fails_to_start_stops_what_it_started() -> None:
+    demo = DemoEnvironment(feed=False, fleet=False)
+    logdir = Path(demo.fleet_log).parent
+    # The emulator's port is taken: the environment fails after making its log folder.
+    with socket.socket() as taken:
+        taken.bind((demo.emulator.host, demo.emulator.port))
+        taken.listen()
+        with pytest.raises(EmulatorUnavailableError), demo:
+            pytest.fail("entered an environment whose emulator did not start")
+    assert not demo.emulator.running
+    assert not logdir.exists()

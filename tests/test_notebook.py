@@ -17,6 +17,7 @@ import pytest
 from omniq_console import OmniQ
 from omniq_console.backend.gcs import GCSBackend, RetryPolicy
 from omniq_console.demo.emulator import free_port
+from omniq_console.monitor.frames import FRAMES, NOTEBOOK_INSTALL_HINT
 from omniq_console.monitor.snapshot import (
     EventRow,
     QueueStats,
@@ -28,7 +29,6 @@ from omniq_console.monitor.snapshot import (
     WorkerRow,
 )
 from omniq_console.notebook import NotebookConsole, dashboard, snapshot_frames
-from omniq_console.notebook.frames import FRAMES, NOTEBOOK_INSTALL_HINT
 from omniq_console.notebook.groups import failure_groups
 from omniq_console.notebook.render import dashboard_html
 from omniq_console.notebook.widget import MONITOR_TASK_PREFIX

@@ -25,9 +25,16 @@ import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -143,6 +150,8 @@ class _Environment(BaseSettings):
     would take (``"300"`` is not a number of seconds).
     """
 
+    # pydantic-settings' default sources: nothing is passed in and neither ``env_file`` nor
+    # ``secrets_dir`` is set, so the environment is all they read.
     model_config = SettingsConfigDict(env_prefix="OMNIQ_", env_ignore_empty=True, extra="ignore")
 
     bucket_name: str | None = Field(default=None, validation_alias="OMNIQ_BUCKET")
@@ -154,17 +163,6 @@ class _Environment(BaseSettings):
     endpoint_url: str | None = Field(default=None, validation_alias="STORAGE_EMULATOR_HOST")
     config: str | None = None
     """The config file (``OMNIQ_CONFIG``)."""
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings,)
 
     @classmethod
     def options(cls) -> dict[str, str]:
@@ -223,12 +221,14 @@ class BackendSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="forbid", frozen=True, validate_default=True)
 
-    bucket_name: str
+    # An option whose check is one of this module's public ``check_*`` functions names it here;
+    # the others have theirs below.
+    bucket_name: Annotated[str, BeforeValidator(check_bucket_name)]
     prefix: str = DEFAULT_PREFIX
     project: str | None = None
     token: Any = Field(default=None, repr=False)  # may be a raw access token
-    access: Access = "read_write"
-    consistency: Consistency = "md5"
+    access: Annotated[Access, BeforeValidator(check_access)] = "read_write"
+    consistency: Annotated[Consistency, BeforeValidator(check_consistency)] = "md5"
     cache_timeout: float = 300.0
     endpoint_url: str | None = None
     lease_seconds: float | None = None
@@ -277,27 +277,12 @@ class BackendSettings(BaseSettings):
 
     # -- checks (each option has exactly one) --------------------------------------------------
 
-    @field_validator("bucket_name", mode="before")
-    @classmethod
-    def _bucket_name(cls, value: object) -> str:
-        return check_bucket_name(value)
-
     @field_validator("prefix", mode="before")
     @classmethod
     def _prefix(cls, value: object) -> str:
         if not isinstance(value, str):
             raise ValueError(f"prefix must be a string, not {type(value).__name__}")
         return normalize_prefix(value)
-
-    @field_validator("access", mode="before")
-    @classmethod
-    def _access(cls, value: object) -> object:
-        return check_access(value)
-
-    @field_validator("consistency", mode="before")
-    @classmethod
-    def _consistency(cls, value: object) -> object:
-        return check_consistency(value)
 
     @field_validator("cache_timeout", mode="before")
     @classmethod

@@ -81,19 +81,44 @@ def _create(method: str, url: str, body: dict[str, object], what: str) -> None:
             raise EmulatorUnavailableError(f"cannot create {what}: HTTP {exc.code}") from exc
 
 
-class _Service(ABC):
+class Service(ABC):
+    """Something started and stopped as a whole (an emulator, the demo environment). As a
+    context manager it starts on entry and stops on exit, or at once when starting fails
+    part-way: ``stop()`` stops whatever did start."""
+
+    @abstractmethod
+    def start(self) -> Self:
+        """Start the service and wait until it answers."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop what runs; nothing to do for what never started or has stopped."""
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class _Service(Service):
     """What both emulators share: one child process, ready once it answers, stopped with the
-    service; a context manager."""
+    service."""
 
     _child: ChildProcess | None = None
 
     @property
     def running(self) -> bool:
         return self._child is not None and self._child.running
-
-    @abstractmethod
-    def start(self) -> Self:
-        """Start the service and wait until it answers."""
 
     def _launch(
         self,
@@ -118,17 +143,6 @@ class _Service(ABC):
         child, self._child = self._child, None
         if child is not None:
             child.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class Emulator(_Service):

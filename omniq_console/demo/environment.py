@@ -29,10 +29,10 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 from ..childproc import ChildProcess
-from .emulator import Emulator, EmulatorUnavailableError, PubSubEmulator
+from .emulator import Emulator, EmulatorUnavailableError, PubSubEmulator, Service
 
 DEMO_BUCKET = "omniq-demo"
 DEMO_PREFIX = "omniq/"
@@ -43,7 +43,7 @@ EXPORTS_FILE = Path(tempfile.gettempdir()) / f"omniq-demo-{os.getuid()}.env"
 """Where ``write_exports`` puts the demo's export lines (``source`` it in another shell)."""
 
 
-class DemoEnvironment:
+class DemoEnvironment(Service):
     """Start an emulator with a bucket and (optionally) a fleet process working on it."""
 
     def __init__(
@@ -116,7 +116,7 @@ class DemoEnvironment:
         self._exports = EXPORTS_FILE
         return EXPORTS_FILE
 
-    def start(self) -> DemoEnvironment:
+    def start(self) -> Self:
         if self.want_feed:
             self._start_feed()
         self.emulator.start()
@@ -158,21 +158,6 @@ class DemoEnvironment:
         exports, self._exports = self._exports, None
         if exports is not None:
             exports.unlink(missing_ok=True)
-
-    def __enter__(self) -> DemoEnvironment:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 FLEET_RETRY_DEADLINE_S = 5.0

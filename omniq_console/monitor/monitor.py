@@ -40,6 +40,7 @@ from ..backend.objectstore import ObjectData, ObjectInfo
 from ..backend.storeapi import ObjectStoreAPI
 from ..checks import check_seconds
 from ..models import Task, TaskResult, utcnow
+from ..stopping import set_from_any_thread
 from .builder import SnapshotBuilder, Thresholds
 from .detail import bodies, task_detail, task_keys
 from .io import describe_error, read_many
@@ -260,18 +261,8 @@ class Monitor:
         self._signal()
 
     def _signal(self) -> None:
-        loop = self._loop
-        if loop is None:
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._wake.set()
-        else:
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._wake.set)
+        if self._loop is not None:
+            set_from_any_thread(self._loop, self._wake)
 
     # -- the run loop -----------------------------------------------------------------------
 

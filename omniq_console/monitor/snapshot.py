@@ -278,9 +278,9 @@ class Snapshot(_Frozen):
         return snapshot_html(self)
 
     def to_frames(self) -> Any:
-        """The snapshot as pandas frames by part (``omniq_console.notebook.frames``; imported
-        only when asked, so that pandas stays optional)."""
-        from ..notebook.frames import snapshot_frames
+        """The snapshot as pandas frames by part; see ``monitor/frames.py`` (imported when
+        asked: it builds on this module's rows, and it is where pandas stays optional)."""
+        from .frames import snapshot_frames
 
         return snapshot_frames(self)
 

@@ -9,9 +9,9 @@ from the bucket (queue names, functions, messages, error types, keys) is put in 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Container, Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 MAX_ROWS = 20
 """Rows shown per table (events, schedules, stuck tasks, workers, unreadable objects)."""
+
+_Row = TypeVar("_Row")
 
 
 def _t(value: object) -> Text:
@@ -45,9 +47,25 @@ def _age(seconds: float | None) -> Text:
     return Text(f"{seconds / 3600:.1f}h")
 
 
-def _more(table: Table, shown: int, total: int) -> Table:
-    if total > shown:
-        table.caption = f"{shown} of {total} shown"
+def _bounded(
+    title: str,
+    columns: Iterable[str],
+    rows: Sequence[_Row],
+    cells: Callable[[_Row], Iterable[Text]],
+    *,
+    right: Container[str] = (),
+    style: str = "none",
+) -> Table:
+    """A table of the first ``MAX_ROWS`` of ``rows`` (``cells`` makes a row's cells), whose
+    caption says how many it shows of how many when that is not all."""
+    table = Table(title=title, title_justify="left", style=style)
+    for col in columns:
+        table.add_column(col, justify="right" if col in right else "left")
+    shown = rows[:MAX_ROWS]
+    for row in shown:
+        table.add_row(*cells(row))
+    if len(rows) > len(shown):
+        table.caption = f"{len(shown)} of {len(rows)} shown"
     return table
 
 
@@ -108,13 +126,13 @@ def _results(s: Snapshot) -> Table:
 
 
 def _failures(s: Snapshot) -> Table:
-    table = Table(title="Failures by type", title_justify="left")
-    table.add_column("error type")
-    table.add_column("count", justify="right")
-    items = list(s.failures_by_type.items())
-    for name, count in items[:MAX_ROWS]:
-        table.add_row(_t(name), Text(str(count)))
-    return _more(table, min(len(items), MAX_ROWS), len(items))
+    return _bounded(
+        "Failures by type",
+        ("error type", "count"),
+        list(s.failures_by_type.items()),
+        lambda item: (_t(item[0]), Text(str(item[1]))),
+        right={"count"},
+    )
 
 
 def _per_minute(s: Snapshot) -> Table:
@@ -135,11 +153,11 @@ def _per_minute(s: Snapshot) -> Table:
 
 
 def _schedules(s: Snapshot) -> Table:
-    table = Table(title="Schedules", title_justify="left")
-    for col in ("id", "func", "type", "status", "next run", "last run", "runs", "overdue"):
-        table.add_column(col)
-    for r in s.schedules[:MAX_ROWS]:
-        table.add_row(
+    return _bounded(
+        "Schedules",
+        ("id", "func", "type", "status", "next run", "last run", "runs", "overdue"),
+        s.schedules,
+        lambda r: (
             _t(r.id),
             _t(r.func),
             _t(r.schedule_type),
@@ -148,25 +166,25 @@ def _schedules(s: Snapshot) -> Table:
             _t(r.last_run),
             Text(str(r.run_count)),
             Text("OVERDUE", style="bold red") if r.overdue else Text(""),
-        )
-    return _more(table, min(len(s.schedules), MAX_ROWS), len(s.schedules))
+        ),
+    )
 
 
 def _stuck(s: Snapshot) -> Table:
-    table = Table(title="Stuck (lease expired)", title_justify="left")
-    for col in ("task", "queue", "func", "worker", "overdue"):
-        table.add_column(col)
-    for t in s.stuck[:MAX_ROWS]:
-        table.add_row(_t(t.id), _t(t.queue_name), _t(t.func), _t(t.worker_id), _age(t.overdue_s))
-    return _more(table, min(len(s.stuck), MAX_ROWS), len(s.stuck))
+    return _bounded(
+        "Stuck (lease expired)",
+        ("task", "queue", "func", "worker", "overdue"),
+        s.stuck,
+        lambda t: (_t(t.id), _t(t.queue_name), _t(t.func), _t(t.worker_id), _age(t.overdue_s)),
+    )
 
 
 def _workers(s: Snapshot) -> Table:
-    table = Table(title="Workers", title_justify="left")
-    for col in ("worker", "state", "alive", "last seen", "host", "running", "done", "failed"):
-        table.add_column(col)
-    for w in s.workers[:MAX_ROWS]:
-        table.add_row(
+    return _bounded(
+        "Workers",
+        ("worker", "state", "alive", "last seen", "host", "running", "done", "failed"),
+        s.workers,
+        lambda w: (
             _t(w.id),
             _t(w.state),
             Text("yes", style="green") if w.alive else Text("no", style="red"),
@@ -175,29 +193,33 @@ def _workers(s: Snapshot) -> Table:
             Text(str(len(w.running))),
             Text(str(w.processed)),
             Text(str(w.failed)),
-        )
-    return _more(table, min(len(s.workers), MAX_ROWS), len(s.workers))
+        ),
+    )
 
 
 def _events(s: Snapshot) -> Table:
-    table = Table(title="Recent events (newest first)", title_justify="left")
-    for col in ("time", "type", "task", "queue", "message"):
-        table.add_column(col)
-    for e in s.events[:MAX_ROWS]:
-        message = e.message or e.error_message or (e.error_type and f"{e.error_type}")
-        table.add_row(
-            _t(e.timestamp), _t(e.event_type), _t(e.task_id), _t(e.queue_name), _t(message)
-        )
-    return _more(table, min(len(s.events), MAX_ROWS), len(s.events))
+    return _bounded(
+        "Recent events (newest first)",
+        ("time", "type", "task", "queue", "message"),
+        s.events,
+        lambda e: (
+            _t(e.timestamp),
+            _t(e.event_type),
+            _t(e.task_id),
+            _t(e.queue_name),
+            _t(e.message or e.error_message or e.error_type),
+        ),
+    )
 
 
 def _unreadable(s: Snapshot) -> Table:
-    table = Table(title="Unreadable objects", title_justify="left", style="red")
-    table.add_column("key")
-    table.add_column("reason")
-    for u in s.unreadable[:MAX_ROWS]:
-        table.add_row(_t(u.key), _t(u.reason))
-    return _more(table, min(len(s.unreadable), MAX_ROWS), len(s.unreadable))
+    return _bounded(
+        "Unreadable objects",
+        ("key", "reason"),
+        s.unreadable,
+        lambda u: (_t(u.key), _t(u.reason)),
+        style="red",
+    )
 
 
 def _requests(s: Snapshot) -> Text:

@@ -26,11 +26,11 @@ from ..backend.gcs import GCSBackend
 from ..checks import check_seconds, describe_exception
 from ..models import ScheduleStatus, TaskStatus
 from ..monitor import Monitor
+from ..monitor.frames import NOTEBOOK_INSTALL_HINT
 from ..monitor.snapshot import QueueStats, ScheduleRow, Snapshot
 from ..runtime.operator import Operator
 from ..settings import default_actor, load_settings, make_backend
 from . import session
-from .frames import NOTEBOOK_INSTALL_HINT
 from .groups import FailureGroup, failure_groups
 from .render import dashboard_html, message_html
 

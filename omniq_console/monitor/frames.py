@@ -1,7 +1,8 @@
-"""A Snapshot as pandas DataFrames, for a user's own analysis in a notebook.
+"""A Snapshot as pandas DataFrames, for a user's own analysis (in a notebook, mostly).
 
-``Snapshot.to_frames()`` delegates here. pandas is optional (the ``notebook`` extra) and
-imported only when a frame is asked for, so nothing else in the package pays for it.
+``Snapshot.to_frames()`` delegates here, as ``Snapshot.__rich__`` does to ``tables.py``;
+``omniq_console.notebook`` re-exports ``snapshot_frames``. pandas is optional (the ``notebook``
+extra) and imported only when a frame is asked for, so nothing else in the package pays for it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from ..monitor.snapshot import (
+from .groups import failure_groups
+from .snapshot import (
     EventRow,
     QueueStats,
     ResultMinute,
@@ -20,12 +22,12 @@ from ..monitor.snapshot import (
     TaskRow,
     WorkerRow,
 )
-from .groups import failure_groups
 
 if TYPE_CHECKING:
     import pandas as pd
 
 NOTEBOOK_INSTALL_HINT = "pip install 'omniq-console[notebook]'"
+"""What to install for pandas and ipywidgets (the frames and the notebook dashboard)."""
 
 FRAMES = ("queues", "tasks", "results", "failure_groups", "events", "schedules", "workers")
 """The frames ``snapshot_frames`` returns, by name."""
@@ -73,7 +75,7 @@ def snapshot_frames(snapshot: Snapshot) -> dict[str, pd.DataFrame]:
     ``datetime64``. Raises ImportError naming the extra to install when pandas is missing.
     """
     _require_pandas()
-    groups = failure_groups(snapshot.task_rows)
+    groups = failure_groups(snapshot.task_rows, by_queue=True)
     return {
         "queues": _models(snapshot.queues, QueueStats, "name"),
         "tasks": _typed(_records(snapshot.task_rows, TaskRow._fields), "id"),

@@ -22,6 +22,13 @@ from omniq_console.monitor import (
 TAKEN = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 
 
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` run in a fresh interpreter: what it imports is what the code under test does."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+
+
 def sample(**changes: Any) -> Snapshot:
     return Snapshot(
         bucket="bkt",
@@ -92,9 +99,7 @@ def test_importing_and_rendering_never_loads_textual() -> None:
         "bad = sorted(k for k in sys.modules if k == 'textual' or k.startswith('textual.'))\n"
         "print(bad)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
+    out = _python(code)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
@@ -106,7 +111,19 @@ def test_the_tables_import_no_snapshot_at_run_time() -> None:
         "import omniq_console.monitor.tables\n"
         "print('omniq_console.monitor.snapshot' in sys.modules)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
+    out = _python(code)
     assert out.stdout.strip() == "False", out.stdout + out.stderr
+
+
+def test_frames_load_nothing_of_the_notebook_package() -> None:
+    # The monitor sits below the notebook: a snapshot's frames (its own method) come from the
+    # monitor package, so the notebook may import the monitor and never the other way round.
+    code = (
+        "import sys\n"
+        "from datetime import datetime, timezone\n"
+        "from omniq_console.monitor.snapshot import Snapshot\n"
+        "Snapshot(bucket='b', prefix='', taken_at=datetime.now(timezone.utc)).to_frames()\n"
+        "print(sorted(k for k in sys.modules if k.startswith('omniq_console.notebook')))\n"
+    )
+    out = _python(code)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
