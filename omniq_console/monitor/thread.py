@@ -31,12 +31,15 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..checks import check_seconds
 from ..models import Task, TaskResult
 from .snapshot import Snapshot, TaskDetail
 from .source import SnapshotCallback, SnapshotSource
+
+if TYPE_CHECKING:
+    from .monitor import MonitoredBackend
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +307,7 @@ class MonitorThread:
 
 
 def monitor_thread(
-    new_backend: Callable[[], AbstractAsyncContextManager[Any]],
+    new_backend: Callable[[], AbstractAsyncContextManager[MonitoredBackend]],
     *,
     autostart: bool = True,
     **monitor_options: Any,
@@ -312,7 +315,7 @@ def monitor_thread(
     """A ``Monitor`` on its own thread, reading a backend of its own: ``new_backend()`` (an
     unopened ``GCSBackend``, say) is opened and closed on the thread's loop.
     ``monitor_options`` are ``Monitor``'s keywords (``interval``, ``subscription``, ...)."""
-    from .monitor import Monitor
+    from .monitor import Monitor  # here: importing this module loads no poller
 
     @contextlib.asynccontextmanager
     async def open_monitor() -> AsyncIterator[SnapshotSource]:
