@@ -305,27 +305,27 @@ async def run_console(settings: BackendSettings, *, quit_warning: str | None = N
     then poll until quit. A bucket that cannot be used ends the dashboard and raises the
     store's error (the caller prints its one line). ``quit_warning``: ``q`` asks first,
     saying what quitting stops."""
-    from .monitor.monitor import Monitor
+    from .monitor.thread import monitor_thread
     from .runtime.operator import Operator
     from .settings import feed_options, make_backend
     from .tui.app import build_app
 
-    backend = make_backend(settings)  # not opened yet: gcsfs is imported while the UI draws
-    opened = asyncio.Event()
-
-    class OpenedMonitor(Monitor):
-        """The console's Monitor: it polls once the backend is open, so the first frame does
-        not wait for gcsfs, credentials and the first request (about half a second)."""
-
-        async def run(self) -> None:
-            await opened.wait()
-            await super().run()
+    # The operator's backend, on this loop (the console's: actions run here). Not opened yet:
+    # gcsfs is imported while the UI draws.
+    backend = make_backend(settings)
 
     # A big bucket's poll allocates ~150,000 objects; with 100,000 task rows alive, CPython's
     # default thresholds run full collections several times a poll, ~165 ms of stalled UI
     # each (measured). The app also freezes what exists once the first snapshot is shown.
     gc.set_threshold(20_000, 5, 1000)
-    monitor = OpenedMonitor(backend, interval=settings.refresh, **feed_options(settings))
+    # Polls run on a thread of their own with a backend of their own (an HTTP session belongs
+    # to its loop), so keys never wait on a poll. It starts once the bucket answered.
+    monitor = monitor_thread(
+        lambda: make_backend(settings),
+        autostart=False,
+        interval=settings.refresh,
+        **feed_options(settings),
+    )
     operator = None if backend.read_only else Operator(backend, actor=settings.actor)
     app = build_app(
         monitor,
@@ -344,9 +344,10 @@ async def run_console(settings: BackendSettings, *, quit_warning: str | None = N
         await shown
         raise
     try:
-        opened.set()
+        monitor.start()
         await shown
     finally:
+        await monitor.aclose()
         await backend.aclose()
 
 

@@ -4,6 +4,10 @@ Every action here refuses when the console has no operator or is read-only. Each
 operator call in a worker (the UI never waits on storage), tells the operator what happened
 in words (a conflict says to refresh and try again), and asks the source for a fresh poll so
 the screen shows the result.
+
+Actions run on the console's own event loop (Textual's async workers), so the operator's
+backend must be opened on that loop; the monitor reads through a backend of its own, on its
+own thread's loop (``monitor/thread.py``). Each HTTP session stays on the loop that made it.
 """
 
 from __future__ import annotations

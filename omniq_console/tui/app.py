@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import threading
 import time
@@ -13,7 +14,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerError, WorkerState
 
 from ..monitor.snapshot import Snapshot, TaskRow
 from .actions import ActionRunner
@@ -89,6 +90,7 @@ class ConsoleApp(App[None]):
         self._arrived_lock = threading.Lock()  # a source may publish from another thread
         self._interval_chosen = False
         self._unsubscribe: Callable[[], None] | None = None
+        self._poller: Worker[None] | None = None
         self._gc_frozen = False
 
     # Setup and data flow
@@ -112,15 +114,23 @@ class ConsoleApp(App[None]):
         # main screen after esc). Leaving a screen dismisses what it showed.
         self.screen_change_signal.subscribe(self, self._screen_changed, immediate=True)
         self._unsubscribe = self.source.subscribe(self._publish)
-        self.run_worker(
+        self._poller = self.run_worker(
             self.source.run(), name="monitor", group="monitor", exclusive=True, exit_on_error=False
         )
         if self.source.latest is not None:
             self._publish(self.source.latest)
 
-    def on_unmount(self) -> None:
+    async def on_unmount(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
+        # Textual cancels workers when the app stops but does not wait for them: wait for the
+        # source's run() to end, so that a monitor on its own thread has closed its backend
+        # and its thread has ended when the app returns (MonitorThread bounds that wait).
+        if self._poller is not None:
+            if not self._poller.is_cancelled:  # twice would cut short the source's stopping
+                self._poller.cancel()
+            with contextlib.suppress(WorkerError):  # cancelled, or failed (told on screen)
+                await self._poller.wait()
 
     def _screen_changed(self, _: Screen[object]) -> None:
         self.clear_notifications()

@@ -1,65 +1,21 @@
 """What the console reads from: a snapshot source (the Monitor's API), and a fixed one.
 
 The console never touches storage itself. It runs ``source.run()`` in a worker, hears about
-each new snapshot through ``subscribe`` and opens one task through ``task_detail``.
+each new snapshot through ``subscribe`` and opens one task through ``task_detail``. The
+console's own CLI gives it a ``MonitorThread`` (``monitor/thread.py``): the polls run on
+another thread, so no poll ever holds the loop that handles keys.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol, runtime_checkable
 
 from ..models import Task, TaskResult
 from ..monitor.snapshot import Snapshot, TaskDetail
+from ..monitor.source import SnapshotCallback, SnapshotSource
 
-SnapshotCallback = Callable[[Snapshot], object]
-
-
-@runtime_checkable
-class SnapshotSource(Protocol):
-    """The part of ``omniq_console.monitor.monitor.Monitor`` the console uses."""
-
-    @property
-    def latest(self) -> Snapshot | None:
-        """The newest snapshot, or None before the first poll."""
-        ...
-
-    async def run(self) -> None:
-        """Poll until cancelled, publishing each snapshot to the subscribers."""
-        ...
-
-    def subscribe(self, callback: SnapshotCallback) -> Callable[[], None]:
-        """Call ``callback(snapshot)`` on every new snapshot; returns the unsubscribe function."""
-        ...
-
-    def request_poll(self) -> None:
-        """Poll as soon as possible (after an action, or when the operator asks)."""
-        ...
-
-    def pause(self) -> None:
-        """Stop polling until ``resume``."""
-        ...
-
-    def resume(self) -> None:
-        """Poll again after ``pause``."""
-        ...
-
-    def set_interval(self, seconds: float) -> None:
-        """Poll every ``seconds`` from now on."""
-        ...
-
-    async def task_detail(self, task_id: str) -> TaskDetail:
-        """Read one task's body, result and event timeline."""
-        ...
-
-    async def task_bodies(self, task_ids: Sequence[str]) -> dict[str, Task | None]:
-        """Read the bodies of ``task_ids`` (None: gone), a GET each unless cached."""
-        ...
-
-    async def result_bodies(self, task_ids: Sequence[str]) -> dict[str, TaskResult | None]:
-        """Read the result records of ``task_ids`` (None: none)."""
-        ...
+__all__ = ["SnapshotCallback", "SnapshotSource", "StaticSource"]
 
 
 class StaticSource:
