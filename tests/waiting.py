@@ -11,37 +11,43 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 POLL_S = 0.05
 
+T = TypeVar("T")
+
 
 async def wait_until(
-    condition: Callable[[], bool | Awaitable[bool]],
+    condition: Callable[[], T | Awaitable[T]],
     what: str,
     *,
     within: float = 30.0,
     every: float = POLL_S,
-) -> None:
-    """Return once ``condition()`` (sync or async) is true; fail naming ``what`` after
-    ``within`` seconds."""
+) -> T:
+    """Return the first true value of ``condition()`` (sync or async); fail naming ``what``
+    after ``within`` seconds."""
     deadline = time.monotonic() + within
     while True:
         held = condition()
         if inspect.isawaitable(held):
             held = await held
         if held:
-            return
+            return held  # type: ignore[return-value]
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within:g} s waiting for {what}")
+        # Wall clock on purpose: the poll interval of something that offers no event.
         await asyncio.sleep(every)
 
 
 def wait_until_sync(
-    condition: Callable[[], bool], what: str, *, within: float = 30.0, every: float = POLL_S
-) -> None:
+    condition: Callable[[], T], what: str, *, within: float = 30.0, every: float = POLL_S
+) -> T:
     """``wait_until`` for tests without an event loop (subprocesses, psutil)."""
     deadline = time.monotonic() + within
-    while not condition():
+    while not (held := condition()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within:g} s waiting for {what}")
+        # Wall clock on purpose: the poll interval of something that offers no event.
         time.sleep(every)
+    return held
