@@ -87,6 +87,10 @@ async def kernel(env: dict[str, str]) -> AsyncIterator[Kernel]:
     # "graceful": a shutdown request, as Jupyter sends when a notebook is closed.
     client = NotebookClient(nb, timeout=120, kernel_name="python3", shutdown_kernel="graceful")
     async with client.async_setup_kernel(env=env):
+        assert client.km is not None
+        # The kernel's exit hooks (stopping dashboards) must run: on a loaded machine they may
+        # take longer than the 5 s jupyter_client waits by default before killing the kernel.
+        client.km.shutdown_wait_time = 60.0
         yield Kernel(client)
 
 
