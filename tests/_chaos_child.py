@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
-import random
 import signal
 from datetime import datetime, timedelta
 from pathlib import Path
+
+from waiting import wait_until
 
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.backend.objectstore import RetryPolicy
@@ -30,8 +32,12 @@ class SkewedClock(SystemClock):
         return super().now() + self.offset
 
 
-def registry(exec_log: Path, worker_id: str) -> TaskRegistry:
+def registry(exec_log: Path, harms: Path, worker_id: str) -> TaskRegistry:
     reg = TaskRegistry()
+
+    def harms_so_far() -> float:
+        said = harms.read_text()
+        return math.inf if said == "over" else int(said)
 
     def note() -> None:
         task = current_task()
@@ -41,7 +47,11 @@ def registry(exec_log: Path, worker_id: str) -> TaskRegistry:
 
     async def ok(n: int) -> int:
         note()
-        await asyncio.sleep(random.uniform(0.5, 2.5))  # the work: long enough to be harmed
+        # The work: until the test harms a worker or ends the chaos, so that every harm hits
+        # work under way.
+        before = harms_so_far()
+        if before < math.inf:
+            await wait_until(lambda: harms_so_far() > before, "the next harm", within=600)
         return n
 
     async def flaky(n: int) -> int:
@@ -68,7 +78,7 @@ async def main() -> None:
         if cfg["role"] == "worker":
             runner: Worker | Scheduler = Worker(
                 backend,
-                registry(Path(cfg["exec_log"]), cfg["id"]),
+                registry(Path(cfg["exec_log"]), Path(cfg["harms"]), cfg["id"]),
                 ["chaos"],
                 concurrency=2,
                 worker_id=cfg["id"],

@@ -33,6 +33,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from faultproxy import FaultProxy
+from waiting import wait_until
 
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.backend.objectstore import RetryPolicy
@@ -40,6 +41,7 @@ from omniq_console.demo.emulator import Emulator
 from omniq_console.models import Task
 from omniq_console.runtime.registry import TaskRegistry, submit_task
 from omniq_console.runtime.worker import Worker, current_task
+from omniq_console.stopping import StopSignal
 
 # Short enough that a test sees every retry within a second, long enough for the emulator.
 FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, request_timeout=5.0)
@@ -207,14 +209,15 @@ def _log_call(phase: str) -> None:
 
 async def rel_ok(i: int) -> int:
     _log_call("start")
-    await asyncio.sleep(0.01)
     _log_call("end")
     return i
 
 
-async def rel_slow(i: int, seconds: float = 1.5) -> int:
+async def rel_slow(i: int) -> int:
+    """Runs until the test lets slow tasks go (``Fleet.release_slow``): a kill lands mid-run."""
     _log_call("start")
-    await asyncio.sleep(seconds)
+    released = Path(os.environ["REL_RELEASE"])
+    await wait_until(released.exists, "the test to let slow tasks go", within=600)
     _log_call("end")
     return i
 
@@ -280,7 +283,7 @@ def child_main() -> None:
     role = cfg["role"]
     logging.basicConfig(level=logging.WARNING, format=f"{role} %(process)d %(message)s")
     holder: dict[str, Any] = {}
-    stopping = threading.Event()
+    stopping = StopSignal()
 
     def stop() -> None:
         stopping.set()
@@ -315,7 +318,7 @@ def child_main() -> None:
                         await reaper.reap()
                     except Exception as exc:  # keep reaping; the child's log says what failed
                         logging.warning("reap failed: %s", exc)
-                    await asyncio.sleep(0.5)
+                    await stopping.wait(0.5)
             elif role == "enqueuer":
                 tasks = [Task.model_validate(t) for t in cfg["tasks"]]
                 gate = asyncio.Semaphore(8)
@@ -352,6 +355,14 @@ class Fleet:
     def exec_log(self) -> Path:
         return self.directory / "exec.log"
 
+    @property
+    def _released(self) -> Path:
+        return self.directory / "slow-released"
+
+    def release_slow(self) -> None:
+        """Let every ``rel:slow`` call end, now and from now on (they wait for this)."""
+        self._released.touch()
+
     def spawn(self, name: str, role: str, **extra: Any) -> subprocess.Popen[bytes]:
         cfg = {
             "role": role,
@@ -367,6 +378,7 @@ class Fleet:
             "PYTHONPATH": os.pathsep.join([TESTS_DIR, os.environ.get("PYTHONPATH", "")]),
             "REL_CFG": json.dumps(cfg, default=str),
             "REL_EXEC_LOG": str(self.exec_log),
+            "REL_RELEASE": str(self._released),
         }
         # The child gets its own copy of the descriptor: ours is closed right after the start.
         log = open(self.directory / f"{name}.log", "wb")  # noqa: SIM115

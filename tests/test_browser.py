@@ -35,6 +35,8 @@ from typing import Any
 import aiohttp
 import psutil
 import pytest
+import waiting
+from waiting import poll_sync, wait_until_sync
 
 from omniq_console import web
 from omniq_console.demo.emulator import Emulator, free_port
@@ -139,10 +141,7 @@ def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             continue
-        deadline = time.monotonic() + grace
-        while group_members(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not group_members(proc.pid):
+        if poll_sync(lambda: not group_members(proc.pid), within=grace):
             break
     if proc.poll() is None:
         proc.wait(timeout=5)
@@ -193,10 +192,10 @@ class Served:
                 found.append(child)
         return found
 
-    def wait_until_up(self, timeout: float = 20.0) -> None:
+    def wait_until_up(self, timeout: float = 60.0) -> None:
         """Wait for the banner with the URL, then for the page to answer 200 at that URL."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def up() -> bool:
             if self.proc.poll() is not None:
                 pytest.fail(
                     f"server exited with {self.proc.returncode}:\n{log_tail(self.log)}",
@@ -207,17 +206,15 @@ class Served:
             if self.url:
                 try:
                     with urllib.request.urlopen(self.url, timeout=2) as response:
-                        if response.status == 200:
-                            return
+                        return bool(response.status == 200)
                 except (urllib.error.URLError, ConnectionError, TimeoutError):
                     pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"server printed no URL or did not answer on {self.url or self.origin}:\n"
-                    f"{log_tail(self.log)}",
-                    pytrace=False,
-                )
-            time.sleep(0.1)
+            return False
+
+        wait_until_sync(
+            up, f"the server's URL and a 200 there ({self.url or self.origin})", within=timeout,
+            every=0.1, detail=lambda: log_tail(self.log),
+        )
 
 
 @contextmanager
@@ -274,15 +271,17 @@ def running_chromium(tmp_path: Path) -> Iterator[str]:
     try:
         # Chromium writes the port it bound, then the browser's path, here once it is ready.
         active_port = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 20
-        while not (active_port.exists() and len(active_port.read_text().split()) >= 2):
+
+        def listening() -> bool:
             if proc.poll() is not None:
                 pytest.fail(
                     f"chromium exited with {proc.returncode}:\n{log_tail(log)}", pytrace=False
                 )
-            if time.monotonic() > deadline:
-                pytest.fail(f"chromium opened no DevTools port:\n{log_tail(log)}", pytrace=False)
-            time.sleep(0.05)
+            return active_port.exists() and len(active_port.read_text().split()) >= 2
+
+        wait_until_sync(
+            listening, "chromium's DevTools port", within=60, detail=lambda: log_tail(log)
+        )
         yield f"http://127.0.0.1:{active_port.read_text().split()[0]}"
     finally:
         stop_process_group(proc)
@@ -352,18 +351,27 @@ class DevTools:
         start = time.monotonic()
         first_text = float("nan")
         state: dict[str, Any] = {}
-        problem = f"did not show {words} and /{row.pattern}/ within {SCREEN_TIMEOUT:.0f} s"
-        while time.monotonic() - start < SCREEN_TIMEOUT:
+        shown = closed = False
+
+        async def settled() -> bool:
+            nonlocal state, first_text, shown, closed
             state = await self.screen()
             text = state["text"]
             if text.strip() and first_text != first_text:
                 first_text = time.monotonic() - start
-            if all(word in text for word in words) and row.search(text):
-                return state, time.monotonic() - start, first_text
-            if "-closed" in state["bodyClass"]:
-                problem = "shows 'Session ended': the console exited"
-                break
-            await asyncio.sleep(0.2)
+            shown = all(word in text for word in words) and row.search(text) is not None
+            closed = "-closed" in state["bodyClass"]
+            return shown or closed
+
+        with contextlib.suppress(AssertionError):  # timed out: said below
+            await waiting.wait_until(settled, "the dashboard", within=SCREEN_TIMEOUT, every=0.2)
+        if shown:
+            return state, time.monotonic() - start, first_text
+        problem = (
+            "shows 'Session ended': the console exited"
+            if closed
+            else f"did not show {words} and /{row.pattern}/ within {SCREEN_TIMEOUT:.0f} s"
+        )
         shot = await self.call("Page.captureScreenshot", format="png")
         await asyncio.to_thread(screenshot.write_bytes, base64.b64decode(shot["data"]))
         pytest.fail(
@@ -394,10 +402,7 @@ async def browser_page(devtools_url: str) -> AsyncIterator[DevTools]:
 async def wait_until(condition: Callable[[], bool], within: float, failure: str) -> float:
     """Poll ``condition`` until it holds (the seconds that took), failing after ``within``."""
     start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > within:
-            pytest.fail(f"{failure} (waited {within:.0f} s)", pytrace=False)
-        await asyncio.sleep(0.1)
+    await waiting.wait_until(condition, failure, within=within, every=0.1)
     return time.monotonic() - start
 
 
@@ -416,11 +421,10 @@ async def wait_until_shown(page: DevTools, pattern: re.Pattern[str], failure: st
         text = (await page.screen())["text"]
         return pattern.search(text) is not None
 
-    deadline = time.monotonic() + SCREEN_TIMEOUT
-    while not await shown():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{failure}; the terminal showed:\n{text}", pytrace=False)
-        await asyncio.sleep(0.2)
+    await waiting.wait_until(
+        shown, failure, within=SCREEN_TIMEOUT, every=0.2,
+        detail=lambda: f"the terminal showed:\n{text}",
+    )
 
 
 def seed_queue(bucket: str) -> str:

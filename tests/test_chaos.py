@@ -46,6 +46,21 @@ class Fleet:
         self.harmed: set[str] = set()
         self.started: set[str] = set()  # said READY
         self._n = 0
+        # How many harms so far ("over" once the chaos ends): a task's work lasts until the
+        # next harm, so every harm hits work under way (tests/_chaos_child.py).
+        self.harms = logs / "harms"
+        self._say_harms("0")
+
+    def _say_harms(self, text: str) -> None:
+        part = self.harms.with_suffix(".part")
+        part.write_text(text)
+        os.replace(part, self.harms)  # readers never see half a write
+
+    def harm_done(self) -> None:
+        self._say_harms(str(len(self.harmed)))
+
+    def chaos_over(self) -> None:
+        self._say_harms("over")
 
     def start(self, role: str, offset: float = 0.0) -> str:
         """Start one child (``ready`` waits for it): children start side by side."""
@@ -57,6 +72,7 @@ class Fleet:
             "bucket": self.bucket,
             "endpoint": self.endpoint,
             "exec_log": str(self.exec_log),
+            "harms": str(self.harms),
             "offset": offset,
         }
         env = {**os.environ, "CHAOS_CFG": json.dumps(cfg)}
@@ -90,12 +106,16 @@ class Fleet:
         self.harmed.add(name)
         self.procs[name].send_signal(signal.SIGKILL)
         self.procs[name].wait(10)
+        self.harm_done()
 
     async def pause(self, name: str, seconds: float) -> None:
         """SIGSTOP past the lease, then SIGCONT: a stalled worker that wakes up."""
         self.harmed.add(name)
         self.procs[name].send_signal(signal.SIGSTOP)
-        await asyncio.sleep(seconds)  # the stall is the fault under test: a fixed length
+        self.harm_done()
+        # Wall clock on purpose: the stall is the fault under test, a fixed length past the
+        # lease (a stopped process has no event to wait for).
+        await asyncio.sleep(seconds)
         self.procs[name].send_signal(signal.SIGCONT)
 
     def stop_all(self) -> None:
@@ -164,8 +184,13 @@ async def test_chaos_loses_nothing_and_doubles_only_what_it_harmed(
                 for _ in range(ROUNDS):
                     for task in waves.pop() if waves else ():
                         await direct.async_task_storage.enqueue(task)
-                    # The chaos's rhythm (not a wait for something): work starts, then harm.
-                    await asyncio.sleep(rng.uniform(1.0, 2.0))
+                    # The chaos's rhythm: work starts, then harm.
+                    calls = len(exec_log.read_text().splitlines())
+                    await wait_until(
+                        lambda: len(exec_log.read_text().splitlines()) > calls,  # noqa: B023
+                        "work started in this round",
+                        within=60,
+                    )
                     victim = rng.choice(sorted(set(fleet.unharmed_workers()) - {skewed}))
                     if rng.random() < 0.5:
                         fleet.kill(victim)
@@ -173,10 +198,17 @@ async def test_chaos_loses_nothing_and_doubles_only_what_it_harmed(
                     else:  # stalled while the next rounds go on
                         stalls.append(asyncio.create_task(fleet.pause(victim, STALL_SECONDS)))
                 await asyncio.gather(*stalls)
+                fleet.chaos_over()
                 fleet.wait_ready()
                 for wave in waves:  # what the chaos window had no time for
                     for task in wave:
                         await direct.async_task_storage.enqueue(task)
+
+                async def fired_five() -> bool:
+                    got = await direct.async_schedule_storage.get_schedule(schedule.id)
+                    return got is not None and got.run_count >= 5
+
+                await wait_until(fired_five, "five runs of the schedule", within=60)
                 await direct.async_schedule_storage.update_schedule(
                     _paused(await direct.async_schedule_storage.get_schedule(schedule.id))
                 )
@@ -192,6 +224,7 @@ async def test_chaos_loses_nothing_and_doubles_only_what_it_harmed(
             finally:
                 for stall in stalls:
                     stall.cancel()
+                fleet.chaos_over()
                 fleet.stop_all()
 
             statuses = await direct.async_task_storage.statuses()

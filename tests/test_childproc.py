@@ -22,7 +22,8 @@ def test_a_child_that_exits_first_is_named_with_its_code_and_output(tmp_path: Pa
 
 
 def test_a_child_never_ready_is_stopped_and_said_so() -> None:
-    child = ChildProcess([sys.executable, "-c", "import time; time.sleep(120)"], name="slow")
+    # Waits for a signal: until stopped.
+    child = ChildProcess([sys.executable, "-c", "import signal; signal.pause()"], name="slow")
     with pytest.raises(ChildNotReadyError, match=r"slow was not ready within 0.5s: hint"):
         child.start(lambda: False, timeout=0.5, hint=lambda: "hint")
     assert not child.running and not psutil.pid_exists(child.pid)
@@ -30,11 +31,11 @@ def test_a_child_never_ready_is_stopped_and_said_so() -> None:
 
 def test_stop_ends_the_childs_own_children_too(tmp_path: Path) -> None:
     pid_file = tmp_path / "grandchild"
-    code = (
-        "import subprocess, sys, time\n"
-        "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+    code = (  # a child and a grandchild that wait for a signal: until stopped
+        "import signal, subprocess, sys\n"
+        "g = subprocess.Popen([sys.executable, '-c', 'import signal; signal.pause()'])\n"
         f"open({str(pid_file)!r}, 'w').write(str(g.pid))\n"
-        "time.sleep(120)\n"
+        "signal.pause()\n"
     )
     child = ChildProcess([sys.executable, "-c", code], name="launcher", stop_grace=5)
     child.start(lambda: pid_file.exists() and bool(pid_file.read_text()), timeout=60)

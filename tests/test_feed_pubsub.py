@@ -9,6 +9,7 @@ import uuid
 from datetime import timedelta
 
 from pubsub_fixtures import WAIT_S, Feed, wait_feed
+from waiting import wait_until
 
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.models import utcnow
@@ -61,12 +62,16 @@ def received(monitor: Monitor) -> int:
 async def pull_all(feed: Feed, count: int) -> list[dict[str, object]]:
     """What the side subscription got, once it holds ``count`` messages."""
     got: list[dict[str, object]] = []
-    for _ in range(int(WAIT_S / 0.05)):
-        got += await asyncio.to_thread(feed.pubsub.pull, feed.name)
-        if len(got) >= count:
-            return got
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the side subscription got {len(got)} of {count} notifications")
+
+    async def holds_count() -> bool:
+        got.extend(await asyncio.to_thread(feed.pubsub.pull, feed.name))
+        return len(got) >= count
+
+    await wait_until(
+        holds_count, f"{count} notifications on the side subscription", within=WAIT_S,
+        detail=lambda: f"it got {len(got)}",
+    )
+    return got
 
 
 async def feed_poll(monitor: Monitor, received_before: int, count: int = 1) -> Snapshot:

@@ -70,7 +70,9 @@ async def test_a_worker_with_120_non_ascii_queues_beats_under_gcs_rules(
     queues = [f"очередь-{i:03d}-注文" for i in range(120)]
     worker = omniq.worker(queues, worker_id="w-many", heartbeat_interval=1)
     run = asyncio.create_task(worker.run())
-    await asyncio.sleep(0)  # the first heartbeat is written as it starts
+    await wait_until(
+        lambda: rules_backend.store.list(rules_backend.layout.workers), "the first heartbeat"
+    )
     worker.stop()
     await run  # a 400 (metadata over 8 KiB) would have been logged and the beat lost
     listed = await rules_backend.store.list(rules_backend.layout.workers)
@@ -111,19 +113,26 @@ async def test_a_worker_survives_a_30_second_outage_without_failing_or_losing_a_
     backend = GCSBackend(gcs_rules.bucket, endpoint_url=gcs_rules.url)
     async with backend:
         omniq = OmniQ(backend)
+        begun: list[int] = []
         done: list[int] = []
+        outage_began = asyncio.Event()
 
         @omniq.task(name="m:step")
         async def step(n: int) -> int:
-            await asyncio.sleep(0.2)  # the task's work: it runs while the outage starts
+            begun.append(n)
+            if done:  # after the first: it runs while the outage starts
+                await outage_began.wait()
             done.append(n)
             return n
 
         ids = [await omniq.enqueue_async("m:step", n) for n in range(6)]
         worker = omniq.worker(lease_seconds=30, concurrency=2)
         run = asyncio.create_task(worker.run())
-        await wait_until(lambda: len(done) >= 1, "the first task to run", within=20)
+        await wait_until(
+            lambda: done and len(begun) > len(done), "a task running after the first", within=60
+        )
         gcs_rules.outage(seconds=30)
+        outage_began.set()
         started = time.monotonic()
         results = [await omniq.get_result_async(i, timeout=120) for i in ids]
         worker.stop()

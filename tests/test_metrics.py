@@ -24,6 +24,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+from waiting import wait_until_sync
 
 from omniq_console.backend.errors import ConflictError
 from omniq_console.backend.gcs import GCSBackend
@@ -271,8 +272,7 @@ def metrics_command(bucket: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
 
 
 def _scrape(proc: subprocess.Popen[str], port: int, until_up: bool) -> dict[str, list[Sample]]:
-    deadline = time.monotonic() + 60
-    while True:
+    def scraped() -> dict[str, list[Sample]] | None:
         if proc.poll() is not None:
             pytest.fail(f"metrics exited with {proc.returncode}: {proc.stderr.read()}")  # type: ignore[union-attr]
         try:
@@ -281,12 +281,11 @@ def _scrape(proc: subprocess.Popen[str], port: int, until_up: bool) -> dict[str,
                 families = {
                     f.name: f.samples for f in text_string_to_metric_families(r.read().decode())
                 }
-            if not until_up or value(families, "omniq_monitor_up") == 1:
-                return families
         except (urllib.error.URLError, ConnectionError):
-            pass
-        assert time.monotonic() < deadline, "the metrics endpoint did not come up"
-        time.sleep(0.2)
+            return None
+        return families if not until_up or value(families, "omniq_monitor_up") == 1 else None
+
+    return wait_until_sync(scraped, "the metrics endpoint up", within=60, every=0.2)
 
 
 async def test_the_metrics_command_serves_the_bucket(

@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
+from waiting import wait_until
 
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.backend.layout import Layout
 from omniq_console.backend.objectstore import RetryPolicy
+from omniq_console.clock import FakeClock
 from omniq_console.demo.emulator import Emulator
 from omniq_console.models import Task
 from omniq_console.monitor import Monitor, Snapshot
@@ -31,12 +33,6 @@ def own_emulator() -> Iterator[Emulator]:
         emu.stop()
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-
 async def test_stopped_emulator_makes_it_stale_and_restart_makes_it_fresh(
     own_emulator: Emulator,
 ) -> None:
@@ -44,18 +40,20 @@ async def test_stopped_emulator_makes_it_stale_and_restart_makes_it_fresh(
     own_emulator.create_bucket(bucket)
     async with GCSBackend(bucket, endpoint_url=own_emulator.url, retry=FAST_FAIL) as backend:
         await backend.async_task_storage.enqueue(Task(func="kept", queue_name="before"))
-        monitor = Monitor(backend, poll_timeout=3.0)
+        clock = FakeClock()
+        monitor = Monitor(backend, poll_timeout=3.0, clock=clock.now)
         good = await monitor.poll()
         assert not good.stale and good.queues[0].name == "before"
 
         own_emulator.stop()
+        clock.advance(1.0)
         stale = await monitor.poll()
         assert stale.stale and monitor.failures == 1
         assert stale.error and "\n" not in stale.error and "BackendUnavailableError" in stale.error
         # The last good data is kept, and said to be old.
         assert stale.queues == good.queues and stale.taken_at == good.taken_at
         assert stale.requests.errors > 0
-        await asyncio.sleep(0.05)
+        clock.advance(1.0)
         older = await monitor.poll()
         assert older.stale and older.age_s > stale.age_s > 0 and monitor.failures == 2
         assert monitor.latest is older
@@ -77,11 +75,11 @@ async def test_run_loop_backs_off_and_recovers_by_itself(own_emulator: Emulator)
         monitor.subscribe(seen.append)
         runner = asyncio.create_task(monitor.run())
         try:
-            await wait_for(lambda: len(seen) >= 2)
+            await wait_until(lambda: len(seen) >= 2, "two snapshots")
             assert not seen[-1].stale
 
             own_emulator.stop()
-            await wait_for(lambda: monitor.failures >= 4)
+            await wait_until(lambda: monitor.failures >= 4, "four failed polls")
             assert seen[-1].stale and seen[-1].error
             # Backing off: doubling from the interval, capped.
             assert monitor.next_delay() == 0.4
@@ -89,7 +87,7 @@ async def test_run_loop_backs_off_and_recovers_by_itself(own_emulator: Emulator)
 
             own_emulator.start()
             own_emulator.create_bucket(bucket)
-            await wait_for(lambda: not seen[-1].stale)
+            await wait_until(lambda: not seen[-1].stale, "a fresh snapshot after the restart")
             assert monitor.failures == 0 and monitor.next_delay() == 0.05
             # While failing, polls were spaced out: about log2(0.4 / 0.05) + a few, not dozens.
             assert stale_count < 12
@@ -110,32 +108,37 @@ async def test_poll_timeout_marks_stale(backend: GCSBackend) -> None:
 async def test_request_poll_coalesces_and_pause_stops_timed_polls(backend: GCSBackend) -> None:
     monitor = Monitor(backend, interval=60.0)
     polls: list[Snapshot] = []
-    monitor.subscribe(polls.append)
+    settled: list[int] = []
+
+    def seen(snapshot: Snapshot) -> None:
+        polls.append(snapshot)
+        if len(polls) == 4:
+            # Inside a poll (none other runs meanwhile): pause, and ask five times.
+            monitor.pause()
+            for _ in range(5):
+                monitor.request_poll()
+            settled.append(len(polls))
+
+    monitor.subscribe(seen)
     runner = asyncio.create_task(monitor.run())
     try:
-        await wait_for(lambda: len(polls) == 1)  # the first poll is immediate
-        for _ in range(5):
-            monitor.request_poll()
-        await wait_for(lambda: len(polls) == 2)
+        await wait_until(lambda: len(polls) == 1, "the first poll, made at once")
+        monitor.set_interval(0.05)
+        await wait_until(lambda: settled, "timed polls every 0.05 s up to the pause")
+        assert monitor.paused
+        (paused_at,) = settled
+        await wait_until(lambda: len(polls) == paused_at + 1, "the poll the five requests asked")
+        # Wall clock on purpose: "no further poll" has no event to wait for. Twenty-odd timed
+        # polls would land in this window were the pause ignored, four were the requests not
+        # coalesced.
         await asyncio.sleep(0.3)
-        assert len(polls) == 2  # five requests, one poll
+        assert len(polls) == paused_at + 1  # five requests, one poll; no timed ones
 
         # From another thread, as a Textual thread worker would.
         await asyncio.to_thread(monitor.request_poll)
-        await wait_for(lambda: len(polls) == 3)
-
-        monitor.set_interval(0.05)
-        await wait_for(lambda: len(polls) >= 5)
-        monitor.pause()
-        assert monitor.paused
-        await asyncio.sleep(0.1)  # a poll in flight may still land
-        settled = len(polls)
-        await asyncio.sleep(0.3)
-        assert len(polls) == settled
-        monitor.request_poll()  # an explicit request still polls while paused
-        await wait_for(lambda: len(polls) == settled + 1)
+        await wait_until(lambda: len(polls) == paused_at + 2, "the thread's request")
         monitor.resume()
-        await wait_for(lambda: len(polls) >= settled + 3)
+        await wait_until(lambda: len(polls) >= paused_at + 4, "timed polls after the resume")
     finally:
         runner.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -144,8 +147,11 @@ async def test_request_poll_coalesces_and_pause_stops_timed_polls(backend: GCSBa
 
 async def test_one_run_loop_per_monitor(backend: GCSBackend) -> None:
     monitor = Monitor(backend, interval=60.0)
+    first: list[Snapshot] = []
+    unsubscribe = monitor.subscribe(first.append)
     runner = asyncio.create_task(monitor.run())
-    await asyncio.sleep(0)
+    await wait_until(lambda: first, "the first loop's first poll")
+    unsubscribe()
     try:
         with pytest.raises(RuntimeError, match="already running"):
             await monitor.run()
@@ -157,7 +163,7 @@ async def test_one_run_loop_per_monitor(backend: GCSBackend) -> None:
     polls: list[Snapshot] = []
     monitor.subscribe(polls.append)
     again = asyncio.create_task(monitor.run())
-    await wait_for(lambda: len(polls) == 1)
+    await wait_until(lambda: len(polls) == 1, "the first poll of the second loop")
     again.cancel()
     with pytest.raises(asyncio.CancelledError):
         await again

@@ -30,7 +30,8 @@ pytestmark = pytest.mark.timeout(240)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "incident.ipynb"
 INTERVAL = 1.0
-"""The dashboard's poll interval in the kernel: a change must show within two of them."""
+"""The dashboard's poll interval in the kernel: a change must show by the second poll after it
+(the first may have been under way)."""
 
 
 def new_cell(code: str) -> nbformat.NotebookNode:
@@ -86,6 +87,10 @@ async def kernel(env: dict[str, str]) -> AsyncIterator[Kernel]:
     # "graceful": a shutdown request, as Jupyter sends when a notebook is closed.
     client = NotebookClient(nb, timeout=120, kernel_name="python3", shutdown_kernel="graceful")
     async with client.async_setup_kernel(env=env):
+        assert client.km is not None
+        # The kernel's exit hooks (stopping dashboards) must run: on a loaded machine they may
+        # take longer than the 5 s jupyter_client waits by default before killing the kernel.
+        client.km.shutdown_wait_time = 60.0
         yield Kernel(client)
 
 
@@ -205,18 +210,19 @@ async def test_dashboard_in_a_real_kernel(bucket: str, backend: GCSBackend, tmp_
             "await fail(1)\n"
             "await Operator(seed, 'oncall@elsewhere').pause_schedule('nightly')\n"
             "await Operator(seed, 'oncall@elsewhere').pause_queue('emails')\n"
-            "changed = time.monotonic()"
+            "polls_before = board.snapshots"
         )
         seen = await k.json(
             "await board.wait_for(lambda s: queue(s, 'emails').pending == 5"
             " and s.tasks['failed'] == 3 and s.schedules[0].status == 'paused'"
             " and queue(s, 'emails').paused,"
-            " within=3 * INTERVAL, what='the enqueue, the failure and the pauses')\n"
-            "elapsed = time.monotonic() - changed\n"
+            " within=60, what='the enqueue, the failure and the pauses')\n"
+            "polls = board.snapshots - polls_before\n"
             "await board.refresh()\n"
-            "print(json.dumps({'elapsed': elapsed, **board.state()}))"
+            "print(json.dumps({'polls': polls, **board.state()}))"
         )
-        assert seen["elapsed"] <= 2 * INTERVAL, seen["elapsed"]
+        # Counted in the dashboard's own timed polls, not in the seconds a loaded machine takes.
+        assert 1 <= seen["polls"] <= 2, seen["polls"]
         assert seen["failure_groups"][0]["count"] == 3
         panel = next(v for v in k.widget_values() if "omniq-dashboard" in v)
         assert seen["queues"]["emails"]["paused"] is True

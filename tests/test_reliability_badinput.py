@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from protocol_helpers import complete, task_in
+from waiting import wait_until
 
 from omniq_console import OmniQ
 from omniq_console.backend import lifecycle
@@ -672,13 +673,15 @@ async def test_overflowing_dates_everywhere_stop_no_worker_and_no_scheduler(
         task_id = await omniq.enqueue_async("fz.good")
         result = await omniq.get_result_async(task_id, timeout=20)
         assert result.status == ResultStatus.SUCCESS and result.result == "done"
-        async with asyncio.timeout(20):  # the schedule fires, and its run is worked off
-            while not any(
+
+        async def scheduled_run_done() -> bool:
+            assert not any(loop.done() for loop in loops), "a loop ended"
+            return any(
                 t.metadata.get("schedule_id") == schedule_id and t.status == TaskStatus.COMPLETED
                 for t in await backend.async_task_storage.list_tasks(queue_name="work")
-            ):
-                assert not any(loop.done() for loop in loops), "a loop ended"
-                await asyncio.sleep(0.2)
+            )
+
+        await wait_until(scheduled_run_done, "the schedule's run worked off", every=0.2)
         assert not any(loop.done() for loop in loops), "the worker or the scheduler ended"
     finally:
         worker.stop()

@@ -9,24 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+
+from waiting import wait_until
 
 from omniq_console import OmniQ
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.clock import SystemClock
 from omniq_console.models import EventType, ResultStatus, Task, TaskStatus
-
-
-async def _until(predicate: Callable[[], Awaitable[Any]], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 class SkewedClock(SystemClock):
@@ -69,7 +59,9 @@ async def test_a_stalled_worker_cannot_land_its_outcome_after_losing_its_lease(
 
         stalled_backend.async_task_storage.renew_lease = never_renew  # type: ignore[method-assign]
         stalled_run = asyncio.create_task(stalled.run())
-        await _until(lambda: _is(stalled_backend, task_id, TaskStatus.RUNNING), "the first claim")
+        await wait_until(
+            lambda: _is(stalled_backend, task_id, TaskStatus.RUNNING), "the first claim"
+        )
 
         live_q = OmniQ(live_backend)
         live_q.task(name="job")(lambda: "real outcome")
@@ -79,7 +71,7 @@ async def test_a_stalled_worker_cannot_land_its_outcome_after_losing_its_lease(
         assert result.status == ResultStatus.SUCCESS and result.result == "real outcome"
 
         woke.set()  # the stalled worker wakes up and tries to write its outcome
-        await _until(lambda: _async(stalled.running_task_ids == []), "the stalled run to end")
+        await wait_until(lambda: stalled.running_task_ids == [], "the stalled run to end")
         stalled.stop()
         live.stop()
         await asyncio.gather(stalled_run, live_run)
@@ -94,14 +86,24 @@ async def test_a_stalled_worker_cannot_land_its_outcome_after_losing_its_lease(
 
 async def test_tasks_lasting_a_third_of_the_lease_complete_once(backend: GCSBackend) -> None:
     """16.3: the outcome waits for an in-flight renewal instead of cancelling it, so the
-    fence it writes on is always the newest; a 1 s task with a 3 s lease runs once."""
+    fence it writes on is always the newest; tasks that end as their lease (3 s) is renewed
+    after a third of it run once."""
     omniq = OmniQ(backend)
     runs: dict[str, int] = {}
+    renewing = asyncio.Event()
+    queue = backend.async_task_storage
+    renew_lease = queue.renew_lease
+
+    async def renew_as_tasks_end(task: Task, lease_seconds: float | None = None) -> Task:
+        renewing.set()  # the tasks end while this renewal is in flight
+        return await renew_lease(task, lease_seconds)
+
+    queue.renew_lease = renew_as_tasks_end  # type: ignore[method-assign]
 
     @omniq.task(name="third")
     async def third(n: int) -> int:
         runs[str(n)] = runs.get(str(n), 0) + 1
-        await asyncio.sleep(1.0)
+        await renewing.wait()
         return n
 
     ids = [await omniq.enqueue_async("third", n) for n in range(4)]
@@ -121,16 +123,18 @@ async def test_reapers_with_skewed_clocks_never_steal_a_live_lease(bucket: str) 
         owner_q = OmniQ(owner_backend)
         runs: list[str] = []
 
+        release = asyncio.Event()
+
         @owner_q.task(name="long")
         async def long_job() -> str:
             runs.append("owner")
-            await asyncio.sleep(7)
+            await release.wait()
             return "owner"
 
         task_id = await owner_q.enqueue_async("long")
         owner = owner_q.worker(worker_id="owner", lease_seconds=3, reap_interval=60)
         owner_run = asyncio.create_task(owner.run())
-        await _until(lambda: _is(owner_backend, task_id, TaskStatus.RUNNING), "the claim")
+        await wait_until(lambda: _is(owner_backend, task_id, TaskStatus.RUNNING), "the claim")
         reapers = []
         for name, offset in (("ahead", 90.0), ("behind", -90.0)):
             backend = GCSBackend(bucket)
@@ -142,6 +146,17 @@ async def test_reapers_with_skewed_clocks_never_steal_a_live_lease(bucket: str) 
                 worker_id=name, lease_seconds=3, reap_interval=0.3, clock=SkewedClock(offset)
             )
             reapers.append((backend, worker, asyncio.create_task(worker.run())))
+        watched_from = await _lease_end(owner_backend, task_id)
+
+        async def renewed_for_two_leases() -> bool:
+            # Two leases' worth of renewals while both reapers looked every 0.3 s.
+            until = await _lease_end(owner_backend, task_id)
+            return (until - watched_from).total_seconds() >= 6
+
+        try:
+            await wait_until(renewed_for_two_leases, "the owner renewing for two leases")
+        finally:
+            release.set()
         result = await owner_q.get_result_async(task_id, timeout=30)
         for backend, worker, run in reapers:
             worker.stop()
@@ -179,9 +194,11 @@ async def test_a_retry_is_claimed_again_within_a_claim_cycle(backend: GCSBackend
     assert attempts[1] - attempts[0] < 5 and attempts[2] - attempts[1] < 7
 
 
+async def _lease_end(backend: GCSBackend, task_id: str) -> datetime:
+    record = await backend.async_result_storage.get(task_id)
+    assert record is not None and record.lease_expires_at is not None
+    return record.lease_expires_at
+
+
 async def _is(backend: GCSBackend, task_id: str, status: TaskStatus) -> bool:
     return await _status(backend, task_id) == status
-
-
-async def _async(value: bool) -> bool:
-    return value

@@ -11,7 +11,6 @@ import asyncio
 import itertools
 import random
 import threading
-import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from reliability_fixtures import QUEUE, Fleet, expected_runs, race_tasks
+from waiting import wait_until
 
 from omniq_console.backend.errors import ConflictError
 from omniq_console.backend.gcs import GCSBackend
@@ -52,31 +52,40 @@ async def _statuses(backend: GCSBackend) -> Counter[str]:
 
 
 async def _wait_all_final(backend: GCSBackend, n: int, fleet: Fleet, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
     final = {s.value for s in TaskStatus if s.is_final}
-    while time.monotonic() < deadline:
+    counts: Counter[str] = Counter()
+
+    async def all_final() -> bool:
+        nonlocal counts
         counts = await _statuses(backend)
-        if sum(counts.values()) == n and set(counts) <= final:
-            return
-        await asyncio.sleep(0.5)
-    pytest.fail(f"tasks not all final after {seconds:.0f} s: {dict(counts)}\n{fleet.logs()}")
+        return sum(counts.values()) == n and set(counts) <= final
+
+    await wait_until(
+        all_final, f"all {n} tasks final", within=seconds, every=0.5,
+        detail=lambda: f"{dict(counts)}\n{fleet.logs()}",
+    )
 
 
 async def _wait_for_victim(
     fleet: Fleet, names: list[str], slow_ids: set[str], seconds: float
 ) -> str:
-    """A worker that is in the middle of a slow task right now."""
+    """A worker that is in the middle of a slow task right now (slow tasks run until the
+    test releases them)."""
     pids = {fleet.procs[n].pid: n for n in names}
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+
+    def mid_slow_task() -> str | None:
         runs = fleet.executions()
         ended = {(t, p) for phase, t, p, _ in runs if phase == "end"}
         for phase, task_id, pid, _ in runs:
             mid_run = phase == "start" and (task_id, pid) not in ended
             if mid_run and task_id in slow_ids and pid in pids:
                 return pids[pid]
-        await asyncio.sleep(0.05)
-    pytest.fail(f"no worker started a slow task within {seconds:.0f} s\n{fleet.logs()}")
+        return None
+
+    return await wait_until(
+        mid_slow_task, "a worker in the middle of a slow task", within=seconds,
+        detail=fleet.logs,
+    )
 
 
 async def test_processes_racing_lose_nothing_and_duplicate_only_after_a_kill(
@@ -92,10 +101,11 @@ async def test_processes_racing_lose_nothing_and_duplicate_only_after_a_kill(
         fleet.spawn("reaper", "reaper")
         fleet.spawn("enqueuer", "enqueuer", tasks=[t.model_dump(mode="json") for t in tasks])
         slow_ids = {t.id for t in tasks if t.func == "rel:slow"}
-        victim = await _wait_for_victim(fleet, workers, slow_ids, 30)
+        victim = await _wait_for_victim(fleet, workers, slow_ids, 120)
         killed_pid = fleet.kill(victim)
         fleet.spawn("w4", "worker", concurrency=2)
-        await _wait_all_final(backend, N_TASKS, fleet, 45)
+        fleet.release_slow()
+        await _wait_all_final(backend, N_TASKS, fleet, 120)
     finally:
         fleet.stop_all()
     assert fleet.procs["enqueuer"].returncode == 0, fleet.logs()
@@ -161,6 +171,7 @@ async def test_processes_racing_lose_nothing_and_duplicate_only_after_a_kill(
 def _console(
     bucket: str, endpoint: str, schedule_id: str, seed: int, rounds: int,
     outcomes: list[tuple[str, str, int | None, ScheduleStatus | None]],
+    round_start: threading.Barrier,
 ) -> None:
     """One console (its own backend and event loop) pausing and resuming at random."""
     rng = random.Random(seed)
@@ -169,6 +180,8 @@ def _console(
         async with GCSBackend(bucket, prefix=PREFIX, endpoint_url=endpoint, cache_timeout=0) as b:
             op = Operator(b, actor=f"console-{seed}")
             for _ in range(rounds):
+                # Every console starts its next action at once: the writes collide.
+                await asyncio.to_thread(round_start.wait, 60)
                 action = rng.choice(["pause_schedule", "resume_schedule"])
                 try:
                     saved = await getattr(op, action)(schedule_id)
@@ -182,7 +195,6 @@ def _console(
                     outcomes.append((action, f"error: {exc!r}", None, None))
                 else:
                     outcomes.append((action, "done", saved.generation, saved.status))
-                await asyncio.sleep(rng.uniform(0, 0.02))
 
     asyncio.run(run())
 
@@ -196,9 +208,11 @@ async def test_concurrent_pause_resume_from_many_consoles_loses_no_update(
     )
     await backend.async_schedule_storage.save_schedule(schedule)
     outcomes: list[tuple[str, str, int | None, ScheduleStatus | None]] = []
+    round_start = threading.Barrier(5)
     consoles = [
         threading.Thread(
-            target=_console, args=(bucket, emulator.url, schedule.id, seed, 15, outcomes)
+            target=_console,
+            args=(bucket, emulator.url, schedule.id, seed, 15, outcomes, round_start),
         )
         for seed in range(5)
     ]

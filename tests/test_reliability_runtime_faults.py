@@ -26,10 +26,12 @@ from reliability_fixtures import (
     proxy_bucket_fixture,  # noqa: F401
     race_tasks,
 )
+from waiting import wait_until
 
 from omniq_console.backend import lifecycle
 from omniq_console.backend.errors import StorageError
 from omniq_console.backend.gcs import GCSBackend
+from omniq_console.clock import FakeClock
 from omniq_console.demo.emulator import Emulator
 from omniq_console.models import (
     EventType,
@@ -37,7 +39,6 @@ from omniq_console.models import (
     Schedule,
     ScheduleType,
     Task,
-    TaskResult,
     TaskStatus,
     utcnow,
 )
@@ -98,20 +99,33 @@ async def test_workers_on_flaky_storage_lose_nothing_and_run_nothing_twice(
         fleet.spawn("enqueuer", "enqueuer", tasks=[t.model_dump(mode="json") for t in tasks])
         fleet.spawn("w1", "worker", concurrency=2)
         fleet.spawn("w2", "worker", concurrency=2)
-        # A burst once the fleet is busy: five failures in a row, one short of the children's
-        # retry budget, so no single request can exhaust it.
-        busy_by = time.monotonic() + 30
-        while len(fleet.executions()) < 10 and time.monotonic() < busy_by:
-            await asyncio.sleep(0.05)
+        # A burst once the fleet is busy (slow tasks hold their slots until then): five
+        # failures in a row, one short of the children's retry budget, so no single request
+        # can exhaust it.
+        slow_ids = {t.id for t in tasks if t.func == "rel:slow"}
+
+        def busy() -> bool:
+            runs = fleet.executions()
+            held = sum(1 for phase, t, _, _ in runs if phase == "start" and t in slow_ids)
+            return len(runs) >= 10 or held >= 4  # four slow ones: every slot is taken
+
+        await wait_until(
+            busy, "the fleet busy", within=120,
+            detail=lambda: f"{fleet.executions()}\n{fleet.logs()}",
+        )
         burst = fault_proxy.fail(503, times=5)
-        deadline = time.monotonic() + 45
-        while time.monotonic() < deadline:
+        fleet.release_slow()
+        statuses: list[TaskStatus] = []
+
+        async def all_final() -> bool:
+            nonlocal statuses
             statuses = list((await direct.async_task_storage.statuses()).values())
-            if len(statuses) == len(tasks) and all(s.is_final for s in statuses):
-                break
-            await asyncio.sleep(0.5)
-        else:
-            pytest.fail(f"not all tasks final: {Counter(statuses)}\n{fleet.logs()}")
+            return len(statuses) == len(tasks) and all(s.is_final for s in statuses)
+
+        await wait_until(
+            all_final, "all tasks final", within=120, every=0.5,
+            detail=lambda: f"{Counter(statuses)}\n{fleet.logs()}",
+        )
     finally:
         fleet.stop_all()
     assert fleet.procs["enqueuer"].returncode == 0, fleet.logs()
@@ -148,11 +162,13 @@ async def test_monitor_goes_stale_in_an_outage_keeps_its_numbers_and_recovers(
     direct: GCSBackend, proxied: GCSBackend, fault_proxy: FaultProxy
 ) -> None:
     await _seed_tasks(direct, 5)
-    monitor = Monitor(proxied, interval=0.2, poll_timeout=3.0)
+    clock = FakeClock()
+    monitor = Monitor(proxied, interval=0.2, poll_timeout=3.0, clock=clock.now)
     fresh = await monitor.poll()
     assert not fresh.stale and fresh.tasks["pending"] == 5
 
     fault_proxy.outage(503)
+    clock.advance(1.0)
     started = time.monotonic()
     stale = await monitor.poll()
     assert time.monotonic() - started < monitor.poll_timeout + 1.0
@@ -161,9 +177,9 @@ async def test_monitor_goes_stale_in_an_outage_keeps_its_numbers_and_recovers(
     assert "503" in stale.error or "did not answer" in stale.error, stale.error
     # The last good numbers, marked stale: never zeros, never a half-polled mix.
     assert stale.tasks == fresh.tasks and stale.queues == fresh.queues
-    await asyncio.sleep(0.1)
+    clock.advance(1.0)
     staler = await monitor.poll()
-    assert staler.stale and staler.age_s > stale.age_s >= 0
+    assert staler.stale and staler.age_s > stale.age_s > 0
 
     fault_proxy.clear()
     await direct.async_task_storage.enqueue(Task(func="m:f", id="after-outage"))
@@ -198,12 +214,11 @@ async def test_running_monitor_recovers_by_itself(
     runner = asyncio.create_task(monitor.run())
 
     async def until(predicate: Callable[[Snapshot], bool], seconds: float) -> Snapshot:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if seen and predicate(seen[-1]):
-                return seen[-1]
-            await asyncio.sleep(0.05)
-        pytest.fail(f"no such snapshot within {seconds} s: {[(s.stale, s.error) for s in seen]}")
+        return await wait_until(
+            lambda: seen[-1] if seen and predicate(seen[-1]) else None,
+            "such a snapshot", within=seconds,
+            detail=lambda: str([(s.stale, s.error) for s in seen]),
+        )
 
     try:
         await until(lambda s: not s.stale, 10)

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from waiting import wait_until
+
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.backend.memstore import MemoryObjectStore
 from omniq_console.models import Task, TaskResult
@@ -88,9 +90,7 @@ async def test_sync_functions_reuse_their_threads() -> None:
         worker = Worker(backend, registry, ["q"], concurrency=2, poll_interval=0.01)
         running = asyncio.create_task(worker.run())
         try:
-            async with asyncio.timeout(60):
-                while worker.processed < 12:
-                    await asyncio.sleep(0.02)
+            await wait_until(lambda: worker.processed >= 12, "12 tasks processed", within=60)
         finally:
             worker.stop()
             await running

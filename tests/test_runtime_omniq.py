@@ -238,7 +238,7 @@ async def test_async_api_on_a_backend_opened_for_sync_use(bucket: str) -> None:
 
 
 _SLOW_WORKER = """
-import asyncio, sys, time
+import asyncio, sys, threading
 from omniq_console import OmniQ
 from omniq_console.backend.gcs import GCSBackend
 
@@ -248,13 +248,13 @@ omniq = OmniQ(GCSBackend(sys.argv[1]))
 @omniq.task(name="tests.slow")
 async def slow() -> None:
     print("RUNNING", flush=True)
-    await asyncio.sleep(120)
+    await asyncio.Event().wait()  # until cancelled
 
 
 @omniq.task(name="tests.blocking")
 def blocking() -> str:
     print("RUNNING", flush=True)
-    time.sleep(120)
+    threading.Event().wait()  # never ends: only abandoning its thread stops the worker
     return "finished"
 
 
@@ -300,11 +300,11 @@ def test_run_worker_sync_second_signal_stops_what_the_first_waits_for(
     )
     try:
         _wait_for_output(proc.stdout, "RUNNING", timeout=30)
-        proc.send_signal(signum)  # a clean stop would wait 120 s for the task...
-        _wait_for_output(proc.stderr, "send the signal again", timeout=10)
+        proc.send_signal(signum)  # a clean stop would wait its 120 s grace for the task...
+        _wait_for_output(proc.stderr, "send the signal again", timeout=60)
         proc.send_signal(signum)  # ...the second stops at once
-        _wait_for_output(proc.stdout, "STOPPED", timeout=15)
-        assert proc.wait(15) == 0  # not the 120 s the function still had to run
+        _wait_for_output(proc.stdout, "STOPPED", timeout=60)
+        assert proc.wait(30) == 0  # not the grace of 120 s
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import pytest
+from waiting import wait_until
 
 from omniq_console import OmniQ
 from omniq_console.backend.gcs import GCSBackend
@@ -70,7 +71,8 @@ async def test_concurrent_scheduler_loops_never_double_fire(
     schedule_id = await omniq.schedule_async("jobs.fast", interval=0.4)
     loops = [Scheduler(b, interval=0.05) for b in (backend, other_backend, backend)]
     running = [asyncio.create_task(s.run()) for s in loops]
-    await asyncio.sleep(3)
+    # Several due times raced for by three loops (one every 0.4 s).
+    await wait_until(lambda: sum(s.fired for s in loops) >= 6, "six runs fired")
     for s in loops:
         s.stop()
     await asyncio.gather(*running)

@@ -11,10 +11,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import pytest
+from waiting import wait_until
 
 from omniq_console import OmniQ
 from omniq_console.backend.gcs import GCSBackend
@@ -31,16 +34,6 @@ async def backend(bucket: str) -> AsyncIterator[GCSBackend]:
 
 async def _events(backend: GCSBackend, task_id: str) -> list:
     return list(await backend.async_event_storage.get_events(task_id=task_id))
-
-
-async def _until(predicate, timeout: float = 10.0, step: float = 0.05):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(step)
 
 
 def _start(worker: Worker) -> asyncio.Task[None]:
@@ -146,22 +139,33 @@ async def test_task_succeeds_after_retries(backend: GCSBackend) -> None:
 async def test_a_task_outliving_its_lease_confirmation_ends_in_a_final_state(
     backend: GCSBackend, fails: bool
 ) -> None:
-    # Runs longer than a second: the lease is confirmed (renewed) before the outcome is
-    # written, and the outcome's compare-and-swap must use the renewed generation.
+    # Runs until its lease was renewed: the outcome's compare-and-swap must use the renewed
+    # generation, not the claim's.
     omniq = OmniQ(backend)
+    release = asyncio.Event()
 
     @omniq.task(max_retries=0)
     async def slow(fail: bool) -> str:
-        await asyncio.sleep(1.2)
+        await release.wait()
         if fail:
             raise RuntimeError("late failure")
         return "late success"
 
     task_id = await omniq.enqueue_async(slow, fails)
-    worker = omniq.worker(lease_seconds=30)
+    worker = omniq.worker(lease_seconds=3)  # renewed every second
     running = _start(worker)
+    await wait_until(lambda: _lease_end(backend, task_id), "the claim's lease")
+    claimed_until = await _lease_end(backend, task_id)
+    assert claimed_until is not None
+
+    async def renewed() -> bool:
+        until = await _lease_end(backend, task_id)
+        return until is not None and until > claimed_until
+
+    await wait_until(renewed, "a renewal of the lease")
+    release.set()
     result = await omniq.get_result_async(task_id, timeout=10)
-    await _until(lambda: _final(backend, task_id))
+    await wait_until(lambda: _final(backend, task_id), "the task's final state")
     worker.stop()
     await running
     task = await backend.async_task_storage.get_task(task_id)
@@ -171,6 +175,11 @@ async def test_a_task_outliving_its_lease_confirmation_ends_in_a_final_state(
     assert (await _events(backend, task_id))[-1].event_type == (
         EventType.FAILED if fails else EventType.COMPLETED
     )
+
+
+async def _lease_end(backend: GCSBackend, task_id: str) -> datetime | None:
+    record = await backend.async_result_storage.get(task_id)
+    return None if record is None else record.lease_expires_at
 
 
 async def _final(backend: GCSBackend, task_id: str) -> bool:
@@ -216,32 +225,34 @@ async def test_unknown_function_fails_clearly_without_retry(backend: GCSBackend)
 async def test_sync_functions_run_concurrently_off_the_event_loop(backend: GCSBackend) -> None:
     omniq = OmniQ(backend)
 
-    @omniq.task
-    def block(seconds: float) -> float:
-        time.sleep(seconds)  # would freeze the worker's loop if run on it
-        return seconds
+    both_in = threading.Barrier(2)
+    inside: list[int] = []
+    release = threading.Event()
 
-    ids = [await omniq.enqueue_async(block, 0.6) for _ in range(2)]
+    @omniq.task
+    def block(n: int) -> int:
+        # Blocks its thread (it would freeze the worker's loop if run on it) until the other
+        # call is in too and the test lets both go.
+        both_in.wait(timeout=30)
+        inside.append(n)
+        release.wait(timeout=30)
+        return n
+
+    ids = [await omniq.enqueue_async(block, n) for n in range(2)]
     worker = omniq.worker(concurrency=2, lease_seconds=3)
     running = _start(worker)
-    ticks = 0
-
-    async def count_ticks() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.05)
-            ticks += 1
-
-    ticker = asyncio.create_task(count_ticks())
+    try:
+        # Polled on the worker's loop: it kept turning while both threads blocked.
+        await wait_until(lambda: len(inside) == 2, "both calls blocking at once")
+    finally:
+        release.set()
     results = [await omniq.get_result_async(i, timeout=10) for i in ids]
-    ticker.cancel()
     worker.stop()
     await running
     assert all(r.status == ResultStatus.SUCCESS for r in results)
     # Both ran at the same time: each started before the other finished.
     a, b = results
     assert a.started_at < b.completed_at and b.started_at < a.completed_at  # type: ignore[operator]
-    assert ticks >= 8  # the loop kept turning while both threads slept
 
 
 async def test_lost_lease_does_not_overwrite_the_newer_state(backend: GCSBackend) -> None:
@@ -251,7 +262,7 @@ async def test_lost_lease_does_not_overwrite_the_newer_state(backend: GCSBackend
     @omniq.task
     async def long_job() -> str:
         try:
-            await asyncio.sleep(5)
+            await asyncio.Event().wait()  # until cancelled
         except asyncio.CancelledError:
             seen.append("cancelled")
             raise
@@ -265,9 +276,9 @@ async def test_lost_lease_does_not_overwrite_the_newer_state(backend: GCSBackend
         t = await backend.async_task_storage.get_task(task_id)
         return t is not None and t.status == TaskStatus.RUNNING
 
-    await _until(is_running)
+    await wait_until(is_running, "the task running")
     await Operator(backend, "alice").cancel_task(task_id)
-    await _until(lambda: _async(seen == ["cancelled"]), timeout=5)  # at its next renewal
+    await wait_until(lambda: seen == ["cancelled"], "the cancellation at its next renewal")
     worker.stop()
     await running
     task = await backend.async_task_storage.get_task(task_id)
@@ -278,21 +289,17 @@ async def test_lost_lease_does_not_overwrite_the_newer_state(backend: GCSBackend
     assert EventType.COMPLETED not in kinds and EventType.FAILED not in kinds
 
 
-async def _async(value: bool) -> bool:
-    return value
-
-
 async def test_stop_mid_task_releases_an_async_task_to_its_queue(backend: GCSBackend) -> None:
     omniq = OmniQ(backend)
 
     @omniq.task(name="slow")
     async def slow() -> None:
-        await asyncio.sleep(30)
+        await asyncio.Event().wait()  # until the stop cancels it
 
     task_id = await omniq.enqueue_async("slow")
     worker = omniq.worker(worker_id="w-stop", shutdown_grace=0.3)
     running = _start(worker)
-    await _until(lambda: _async(bool(worker.running_task_ids)))
+    await wait_until(lambda: worker.running_task_ids, "the task running")
     started = time.monotonic()
     worker.stop()
     await asyncio.wait_for(running, 10)
@@ -321,22 +328,36 @@ async def test_graceful_stop_keeps_a_sync_tasks_lease_until_its_thread_ends(
     """A thread cannot be interrupted: handing its task back would run it twice at once."""
     omniq = OmniQ(backend)
     runs: list[str] = []
+    release = threading.Event()
 
     @omniq.task(name="slow_sync")
     def slow_sync() -> str:
         runs.append("start")
-        time.sleep(4.5)  # longer than the grace and than a lease of 3 s
+        release.wait(timeout=60)
         return "finished"
 
     task_id = await omniq.enqueue_async("slow_sync")
     worker = omniq.worker(worker_id="w-sync", shutdown_grace=0.2, lease_seconds=3)
     running = _start(worker)
-    await _until(lambda: _async(bool(worker.running_task_ids)))
+    await wait_until(lambda: worker.running_task_ids, "the task running")
     other = OmniQ(backend)
     other.task(name="slow_sync")(lambda: "stolen")
     thief = other.worker(worker_id="w-thief", reap_interval=0.3, lease_seconds=3)
     thief_run = _start(thief)
     worker.stop()
+    stopped_until = await _lease_end(backend, task_id)
+    assert stopped_until is not None
+
+    async def kept_past_a_lease() -> bool:
+        # Renewed for longer than a lease since the stop (and so past the grace), while the
+        # thief looked for dead leases every 0.3 s.
+        until = await _lease_end(backend, task_id)
+        return until is not None and (until - stopped_until).total_seconds() >= 3
+
+    try:
+        await wait_until(kept_past_a_lease, "the lease kept alive for a lease length")
+    finally:
+        release.set()
     await asyncio.wait_for(running, 15)
     thief.stop()
     await thief_run
@@ -350,21 +371,36 @@ async def test_graceful_stop_keeps_a_sync_tasks_lease_until_its_thread_ends(
 async def test_stop_lets_a_short_task_finish_within_the_grace(backend: GCSBackend) -> None:
     omniq = OmniQ(backend)
 
+    release = asyncio.Event()
+
     @omniq.task
     async def short() -> str:
-        await asyncio.sleep(0.5)
+        await release.wait()  # let go once the worker is draining
         return "ok"
 
     task_id = await omniq.enqueue_async(short)
-    worker = omniq.worker(shutdown_grace=5)
+    worker = omniq.worker(shutdown_grace=30)
     running = _start(worker)
-    await _until(lambda: _async(bool(worker.running_task_ids)))
+    await wait_until(lambda: worker.running_task_ids, "the task running")
+    assert _heartbeat_loop_runs()
     worker.stop()
+    # The heartbeat loop ends as the drain begins: the task is still running then.
+    await wait_until(lambda: not _heartbeat_loop_runs(), "the worker draining")
+    assert worker.running_task_ids
+    release.set()
     await asyncio.wait_for(running, 10)
     task = await backend.async_task_storage.get_task(task_id)
     assert task is not None and task.status == TaskStatus.COMPLETED
     result = await backend.async_result_storage.get(task_id)
     assert result is not None and result.result == "ok"
+
+
+def _heartbeat_loop_runs() -> bool:
+    return any(
+        getattr(t.get_coro(), "__qualname__", "") == "Worker._heartbeat_loop"
+        for t in asyncio.all_tasks()
+        if not t.done()
+    )
 
 
 _WORKER_SCRIPT = textwrap.dedent(
@@ -378,7 +414,7 @@ _WORKER_SCRIPT = textwrap.dedent(
     @omniq.task(name="tests.job")
     async def job():
         print("RUNNING", flush=True)
-        await asyncio.sleep(60)
+        await asyncio.Event().wait()  # until killed or stopped
 
     if sys.argv[2] == "sync":
         print("READY", flush=True)
@@ -433,7 +469,7 @@ async def test_killed_worker_task_is_run_again_by_another_worker(
             # Events go out in the worker's batch about a second after the claim.
             return any(e.worker_id == "doomed" for e in await _events(backend, task_id))
 
-        await _until(claim_logged)
+        await wait_until(claim_logged, "the claim's event")
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:

@@ -9,11 +9,11 @@ forward, so a lease dies and a TTL runs out without waiting.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from test_runtime_lease_end import JumpClock
+from waiting import wait_until
 
 from omniq_console import OmniQ
 from omniq_console.backend.gcs import GCSBackend
@@ -41,13 +41,6 @@ async def backend(clock: JumpClock) -> AsyncIterator[GCSBackend]:
     async with GCSBackend("timeline", object_store=store) as b:
         b.async_task_storage.clock = clock
         yield b
-
-
-async def _until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        await asyncio.sleep(0.05)
 
 
 async def _status(backend: GCSBackend, task_id: str) -> TaskStatus:
@@ -85,7 +78,7 @@ async def test_every_transition_of_a_task_is_in_its_timeline_once_in_order(
     async def failed() -> bool:
         return await _status(backend, task_id) == TaskStatus.FAILED
 
-    await _until(failed, "the task failed twice")
+    await wait_until(failed, "the task failed twice")
     worker.stop()
     await asyncio.wait_for(running, 30)
 

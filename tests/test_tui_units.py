@@ -18,6 +18,7 @@ from tui_fixtures import (
     settle,
     task_rows,
 )
+from waiting import wait_until
 
 from omniq_console.backend.errors import ConflictError
 from omniq_console.monitor.groups import UNKNOWN_ERROR as NO_ERROR_TYPE
@@ -208,21 +209,25 @@ async def test_static_source_replays_and_records() -> None:
     seen: list[float] = []
     unsubscribe = source.subscribe(lambda s: seen.append(s.age_s))
     runner = asyncio.create_task(source.run())
-    await asyncio.sleep(0)
+
+    def woken() -> bool:  # the run loop took the last wake-up (a test double's state)
+        return source._wake is not None and not source._wake.is_set()
+
+    await wait_until(lambda: seen, "the first snapshot")
     assert seen == [1.0] and source.latest is first
     source.request_poll()
-    await asyncio.sleep(0)
+    await wait_until(lambda: len(seen) == 2, "the first requested snapshot")
     source.request_poll()
-    await asyncio.sleep(0)
+    await wait_until(lambda: len(seen) == 3, "the second requested snapshot")
     assert seen == [1.0, 2.0, 2.0] and source.poll_requests == 2
     source.pause()
     source.request_poll()
-    await asyncio.sleep(0)
+    await wait_until(woken, "the paused loop woken")
     assert seen == [1.0, 2.0, 2.0]
     unsubscribe()
     source.resume()
     source.request_poll()
-    await asyncio.sleep(0)
+    await wait_until(woken, "the loop woken")
     assert seen == [1.0, 2.0, 2.0]
     assert (await source.task_detail("x")).task_id == "x"
     assert (await source.task_detail("y")).task is None
