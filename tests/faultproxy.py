@@ -372,6 +372,7 @@ class FaultProxy:
         plan = self._plan(info)
         rule = plan.terminal
         if plan.delay:
+            # The injected delay is the fault under test (a slow GCS), not a wait.
             await asyncio.sleep(plan.delay)
             transport = request.transport
             if transport is None or transport.is_closing():

@@ -815,6 +815,8 @@ async def run_oracle(
             found = compare(truth, snap, ledger)
             if not found or time.monotonic() >= deadline:
                 break
+            # Wall clock on purpose: the emulators settle (a listing, a notification) on
+            # their own time; the step is compared again until it matches or the cap.
             await asyncio.sleep(0.05)
         if on_step is not None:
             await on_step(n, label, snap, truth)
