@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import pytest
+from waiting import wait_until
 
 from omniq_console import OmniQ
 from omniq_console.backend.gcs import GCSBackend
@@ -67,10 +68,16 @@ async def test_concurrent_scheduler_loops_never_double_fire(
     backend: GCSBackend, other_backend: GCSBackend
 ) -> None:
     omniq = OmniQ(backend)
-    schedule_id = await omniq.schedule_async("jobs.fast", interval=0.4)
+    # Every fire is one swap of the schedule object, and GCS takes about one mutation of a
+    # name per second: a schedule fires at most once a second there, whatever its interval.
+    schedule_id = await omniq.schedule_async("jobs.fast", interval=1)
     loops = [Scheduler(b, interval=0.05) for b in (backend, other_backend, backend)]
     running = [asyncio.create_task(s.run()) for s in loops]
-    await asyncio.sleep(3)
+
+    async def fired_four() -> bool:
+        return len(await _tasks(backend)) >= 4
+
+    await wait_until(fired_four, "four runs fired", within=60, every=0.2)
     for s in loops:
         s.stop()
     await asyncio.gather(*running)
