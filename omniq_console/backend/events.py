@@ -20,6 +20,7 @@ from typing import Any
 
 from ..models import EventBatch, EventType, TaskEvent, as_utc, new_event_id, utcnow
 from ..stopping import StopSignal
+from . import lifecycle
 from .errors import (
     ConflictError,
     CorruptObjectError,
@@ -29,7 +30,6 @@ from .errors import (
 )
 from .index import event_batch_index, event_batch_metadata, event_index, event_metadata
 from .layout import check_id
-from .lifecycle import Transition, event_of
 from .listing import ItemList, StoreBase, bounded_gather, parse_model
 from .objectstore import ObjectInfo
 from .sync import sync_twin
@@ -70,7 +70,7 @@ class AsyncGCSEventStorage(StoreBase):
 
     def record_transition(
         self,
-        transition: Transition,
+        transition: lifecycle.Transition,
         *,
         at: datetime,
         worker_id: str | None = None,
@@ -85,7 +85,7 @@ class AsyncGCSEventStorage(StoreBase):
         stands whether or not its event can be logged (a read-only backend, a bad field), so a
         failure is logged and the caller goes on.
         """
-        event = event_of(transition, at=at, worker_id=worker_id, actor=actor, **fields)
+        event = lifecycle.event_of(transition, at=at, worker_id=worker_id, actor=actor, **fields)
         try:
             self.record(event)
         except (StorageError, ValueError) as exc:
