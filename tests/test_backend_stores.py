@@ -79,7 +79,9 @@ async def test_cleanup_expired_results_decides_on_metadata(backend: GCSBackend) 
     before = backend.store.stats.copy()
     assert await rs.cleanup_expired_results() == 1
     used = backend.store.stats.since(before)
-    assert used.count["get"] == 0 and used.count["delete"] == 1
+    # One delete sent: "old" was written within its second, so under GCS's per-name limit
+    # that delete may meet 429s and be retried (it is conditioned, so retrying is safe).
+    assert used.count["get"] == 0 and used.count["delete"] - used.rate_limited == 1
     assert {r.task_id for r in await rs.list_results()} == {"fresh", "forever"}
 
 

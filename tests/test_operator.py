@@ -262,10 +262,18 @@ async def test_delete_task(backend: GCSBackend, op: Operator) -> None:
     assert await backend.async_event_storage.get_events(task_id=failed.id)
 
 
+async def _spoil(backend: GCSBackend, key: str, data: bytes) -> None:
+    """Replace ``key`` with unreadable ``data`` on the generation listed now (create it if
+    absent). Conditioned, as a protocol write: GCS answers 429 to a second mutation of a name
+    within its second, and only a write with a precondition may be retried after it."""
+    listed = [info for info in await backend.store.list(key, limit=1) if info.key == key]
+    await backend.store.write(key, data, if_generation_match=listed[0].generation if listed else 0)
+
+
 async def test_an_unreadable_task_can_be_deleted(backend: GCSBackend, op: Operator) -> None:
     pending = await _task_in(backend, TaskStatus.PENDING, queue="junk")
-    await backend.store.write(backend.layout.task(pending.id), b"{not json")
-    await backend.store.write(backend.layout.result(pending.id), b"[]")
+    await _spoil(backend, backend.layout.task(pending.id), b"{not json")
+    await _spoil(backend, backend.layout.result(pending.id), b"[]")
     assert await op.delete_task(pending.id) is True
     assert await backend.store.list(backend.layout.tasks) == []
     assert await backend.store.list(backend.layout.results) == []

@@ -21,6 +21,7 @@ from typing import Any
 from ..gathering import bounded_gather
 from ..models import EventBatch, EventType, TaskEvent, as_utc, new_event_id, utcnow
 from ..stopping import StopSignal
+from . import lifecycle
 from .errors import (
     ConflictError,
     CorruptObjectError,
@@ -66,6 +67,31 @@ class AsyncGCSEventStorage(StoreBase):
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(
                 self.batcher.run(), name="omniq-event-batcher"
+            )
+
+    def record_transition(
+        self,
+        transition: lifecycle.Transition,
+        *,
+        at: datetime,
+        worker_id: str | None = None,
+        actor: str | None = None,
+        **fields: Any,
+    ) -> None:
+        """Log the event of a transition the caller has just applied, with the next batch.
+
+        The one way a worker, the reaper and the seed API's housekeeping write a transition's
+        event (built by ``lifecycle.event_of``): whoever applies a transition writes its event,
+        so a task's timeline holds every change of its status. Never fails: the transition
+        stands whether or not its event can be logged (a read-only backend, a bad field), so a
+        failure is logged and the caller goes on.
+        """
+        event = lifecycle.event_of(transition, at=at, worker_id=worker_id, actor=actor, **fields)
+        try:
+            self.record(event)
+        except (StorageError, ValueError) as exc:
+            log.warning(
+                "%s event of task %s not recorded: %s", event.event_type.value, event.task_id, exc
             )
 
     async def flush(self) -> int:

@@ -833,7 +833,9 @@ class AsyncGCSQueue(StoreBase):
 
     # -- housekeeping -------------------------------------------------------------------------
 
-    async def maintain(self, *, grace_seconds: float = REPAIR_GRACE_SECONDS) -> Maintenance:
+    async def maintain(
+        self, *, grace_seconds: float = REPAIR_GRACE_SECONDS, by: str | None = None
+    ) -> Maintenance:
         """One reaper pass (three listings): requeue dead leases, expire what waited too long,
         remove final and deleted tasks' entries, repair what a crash left half-written (see
         ``backend/reaper.py``).
@@ -841,10 +843,11 @@ class AsyncGCSQueue(StoreBase):
         Dead leases are judged on this process's monotonic clock: a running record whose
         generation stays the same for its lease length (plus ``LEASE_MARGIN_S``) across passes
         has not been renewed, whatever any machine's wall clock says. The first pass of a new
-        process only observes.
+        process only observes. The pass logs the events of the requeues and expiries it applies
+        as ``by``'s (a worker's id; default this queue's ``worker_id``).
         """
         self._check_writable("maintain", self.layout.tasks)
-        return await self.reaper.maintain(grace_seconds=grace_seconds)
+        return await self.reaper.maintain(grace_seconds=grace_seconds, by=by)
 
     async def requeue_expired(self) -> list[str]:
         """Return tasks whose lease is dead to their queue; return their ids (one listing of

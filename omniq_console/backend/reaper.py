@@ -7,6 +7,10 @@ a pending-again record whose entry hint is missing, and gives an entry to a task
 same state was seen unchanged for a while on this process's monotonic clock (``_Watch``): no
 decision compares wall clocks of different machines.
 
+A requeue or an expiry is a transition this pass applies, so the pass logs its event (as the
+seed API's ``requeue_expired`` and ``cleanup_expired_tasks``, which run those steps alone):
+whoever applies a transition writes its event.
+
 One object never ends a pass: whatever goes wrong with one object (it will not parse, it is
 nested too deep for the parser, a check no one foresaw) is reported in
 ``Maintenance.unreadable`` and the pass goes on. Only storage being unavailable ends a pass.
@@ -63,8 +67,13 @@ the pass goes on."""
 
 @dataclass
 class Maintenance:
-    """What one ``maintain`` pass did (each list holds task ids)."""
+    """What one ``maintain`` pass did (each list holds task ids).
 
+    ``by`` names who makes the pass (a worker's id; None: the queue's ``worker_id``): it is
+    the applier named in the requeue message and in the events of the pass's transitions.
+    """
+
+    by: str | None = None
     requeued: list[tuple[str, Transition]] = field(default_factory=list)
     expired: list[tuple[str, Transition]] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
@@ -140,13 +149,16 @@ class Reaper:
         self._orphans = _Watch(monotonic)
         self._dangling = _Watch(monotonic)
 
-    async def maintain(self, *, grace_seconds: float = REPAIR_GRACE_SECONDS) -> Maintenance:
-        """One pass over three listings (tasks, entries, records); see the module docstring."""
+    async def maintain(
+        self, *, grace_seconds: float = REPAIR_GRACE_SECONDS, by: str | None = None
+    ) -> Maintenance:
+        """One pass over three listings (tasks, entries, records), made by ``by`` (see
+        ``Maintenance``); see the module docstring."""
         q = self.queue
         tasks, entries, records = await asyncio.gather(
             q._list(self.layout.tasks), q._list_entries(self.layout.queues), q._records()
         )
-        report = Maintenance()
+        report = Maintenance(by=by)
         entry_by_id: dict[str, ObjectInfo] = {}
         for info in entries:
             entry_by_id.setdefault(Layout.name_of(info.key), info)
@@ -184,8 +196,10 @@ class Reaper:
         record = await q.get_record(task_id)
         if record is None or record.generation != listed.generation or not record.lease_owner:
             return  # renewed or finished since the listing
-        transition = lifecycle.requeue(record, reaper=q.worker_id, now=q.clock.now())
+        transition = lifecycle.requeue(record, reaper=self._applier(report), now=q.clock.now())
         await q._write_record(transition.record, listed.generation)
+        # Applied once the record landed, whatever becomes of the entry rewrite below.
+        self._applied(transition, report)
         task = await q.reader.read(self.layout.task(task_id), Task)
         if task is not None:
             await q._rewrite_entry(task, transition.record)
@@ -291,7 +305,22 @@ class Reaper:
         except lifecycle.TransitionError:
             return  # claimed or changed meanwhile
         await q.apply(task, transition)
+        self._applied(transition, report)
         report.expired.append((task_id, transition))
+
+    # -- the events of what a pass applied ----------------------------------------------------
+
+    def _applier(self, report: Maintenance) -> str:
+        return report.by or self.queue.worker_id
+
+    def _applied(self, transition: Transition, report: Maintenance) -> None:
+        """Log the event of a transition this pass applied (the queue's event log; a queue
+        built without one records none)."""
+        events = self.queue.events
+        if events is not None:
+            events.record_transition(
+                transition, at=self.queue.clock.now(), worker_id=self._applier(report)
+            )
 
     # -- entries that outlived their task -----------------------------------------------------
 

@@ -1,5 +1,12 @@
 """Keeping a demo bucket small: finished tasks, results, events and stopped workers go once past
-their retention (the emulator slows down as its bucket grows)."""
+their retention (the emulator slows down as its bucket grows).
+
+Every delete is decided on a listing and conditioned on the generation that listing showed
+(``ifGenerationMatch``), like every delete of the protocol: a heartbeat a worker rewrote since
+(it came back under its id), a result rewritten or a task retried since stays. A 412 is settled
+by looking (``ObjectStore.delete``: gone means an earlier sending of ours landed), and what
+moved on is left for a later pass, never the end of this one.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+from ..backend.errors import ConflictError, CorruptObjectError
 from ..backend.index import result_index, worker_index
 from ..backend.layout import Layout
 from ..gathering import bounded_gather
@@ -36,7 +44,8 @@ async def cleanup(backend: Any, retention: Retention, now: datetime) -> int:
     """
     store, layout = backend.store, backend.layout
     queue = backend.async_task_storage
-    results = backend.async_result_storage
+    # Deletes as listed: False when the object is gone or changed since (left alone).
+    delete_listed = backend.async_result_storage.reader.delete_listed
     task_infos, result_infos, worker_infos = await asyncio.gather(
         store.list(layout.tasks), store.list(layout.results), store.list(layout.workers)
     )
@@ -54,9 +63,9 @@ async def cleanup(backend: Any, retention: Retention, now: datetime) -> int:
             continue
         # A task goes with its record; a result whose task is gone (history) goes alone.
         if ridx.task_id in stored_tasks:
-            deletes.append(partial(queue.delete_task, ridx.task_id))
+            deletes.append(partial(_delete_final_task, queue, ridx.task_id, info.generation))
         else:
-            deletes.append(partial(results.delete, ridx.task_id))
+            deletes.append(partial(delete_listed, (info.key, info.generation)))
     for info in worker_infos:
         widx = worker_index(info)
         if (
@@ -65,7 +74,23 @@ async def cleanup(backend: Any, retention: Retention, now: datetime) -> int:
             and widx.last_seen is not None
             and now - widx.last_seen > retention.events
         ):
-            deletes.append(partial(store.delete, info.key))
+            deletes.append(partial(delete_listed, (info.key, info.generation)))
     deleted = await bounded_gather(deletes, lambda delete: delete(), limit=_DELETE_CONCURRENCY)
     events = await backend.async_event_storage.cleanup_old_events(now - retention.events)
     return sum(1 for d in deleted if d) + int(events)
+
+
+async def _delete_final_task(queue: Any, task_id: str, record_generation: int) -> bool:
+    """Delete a task whose state record was listed final at ``record_generation``; False (and
+    nothing deleted) when the task is gone or moved on since (an operator retried it)."""
+    try:
+        try:
+            seen = await queue.get_task(task_id)
+        except CorruptObjectError:
+            # Unreadable: deleted on the generations listed now, as an operator's delete is.
+            return bool(await queue.delete_task(task_id))
+        if seen is None or seen.record is None or seen.record.generation != record_generation:
+            return False
+        return bool(await queue.delete_task(task_id, seen=seen))
+    except ConflictError:
+        return False  # it moved on between the read and a delete: a later pass decides again

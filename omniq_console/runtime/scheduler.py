@@ -24,10 +24,18 @@ lost then unless no scheduler runs for that long; none is doubled (the create-on
 refuses a second task while the first exists; a run whose task was deleted within the horizon
 can be enqueued again by a scheduler that had not checked it yet). No schedule name is written
 more than once per fire: the owed run rides in the swap itself.
+
+GCS takes about one mutation of an object name per second, so a schedule fires at most about
+once a second whatever its interval (runs that fall in between are skipped, as runs missed while
+no scheduler ran are). A scheduler waits until ``NAME_WRITE_GAP_S`` have passed since it last
+wrote a schedule (or lost a swap of it to a rival's write) before it swaps it again: less than a
+second, where sending at once would meet a 429 and its backoff (1 s, 2 s, ...), holding up every
+other schedule of the tick longer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -37,6 +45,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..backend.errors import ConflictError, ObjectNotFoundError, StorageError
+from ..backend.lifecycle import NAME_WRITE_GAP_S
 from ..models import (
     EventType,
     Schedule,
@@ -116,6 +125,9 @@ class Scheduler:
         self._swept: dict[str, str] = {}
         # (schedule id, reason) already logged: a broken schedule is reported once, not per tick.
         self._reported: set[tuple[str, str]] = set()
+        # When this scheduler last wrote each schedule (monotonic), for GCS's per-name gap;
+        # only the last NAME_WRITE_GAP_S of writes are kept.
+        self._written: dict[str, float] = {}
 
     def stop(self) -> None:
         """Return from ``run()`` after the current tick (safe from a signal handler)."""
@@ -142,6 +154,8 @@ class Scheduler:
         fired: list[str] = [t for t in [await self._enqueue_owed(i) for i in list(self._owed)] if t]
         ready: list[Schedule] = list(await store.get_ready_schedules(now))
         unsettled = {o.planned.id for o in self._owed.values() if not o.landed}
+        clock = time.monotonic()
+        self._written = {k: t for k, t in self._written.items() if clock - t < NAME_WRITE_GAP_S}
         for schedule in ready:
             if schedule.id in unsettled:
                 continue  # a swap of ours may have landed: settled by reading back first
@@ -335,14 +349,23 @@ class Scheduler:
         return token
 
     async def _swap(self, schedule: Schedule) -> bool:
+        last = self._written.get(schedule.id)
+        if last is not None:
+            # GCS's per-name second since our last write (or a rival's that beat us).
+            await asyncio.sleep(last + NAME_WRITE_GAP_S - time.monotonic())
         try:
             await self.backend.async_schedule_storage.update_schedule(schedule)
-            return True
         except (ConflictError, ObjectNotFoundError):
             # Another scheduler fired this due time (or an operator changed the schedule):
             # the next tick re-reads it.
             self.conflicts += 1
             return False
+        finally:
+            # A write that landed did so before its answer came (or was lost): the per-name
+            # gap counts from here. A lost precondition means a rival wrote it just now: the
+            # gap holds for that write as well.
+            self._written[schedule.id] = time.monotonic()
+        return True
 
     def _log_schedule(
         self,

@@ -711,13 +711,12 @@ class Worker:
     # -- events --------------------------------------------------------------------------------
 
     def _record(self, transition: Transition, **fields: Any) -> None:
-        """Log the event of a transition this worker applied (``lifecycle.event_of``, with
-        what only the run knows in ``fields``): a release, an outcome, a reaper's requeue or
-        expiry. Claims are logged by the queue, which applies them."""
-        event = lifecycle.event_of(
+        """Log the event of a transition this worker applied (with what only the run knows in
+        ``fields``): a release, an outcome. Claims, requeues and expiries are logged by the
+        queue and its reaper, which apply them."""
+        self.backend.async_event_storage.record_transition(
             transition, at=self.clock.now(), worker_id=self.worker_id, **fields
         )
-        self._log(event)
 
     def _log(self, event: TaskEvent) -> None:
         """Add ``event`` to this process's next batch (written about once a second)."""
@@ -804,9 +803,8 @@ class Worker:
         A lease is judged dead on this process's monotonic clock (the record's generation
         unchanged for its lease length across passes), so the first pass only observes.
         """
-        report = await self.backend.async_task_storage.maintain()
-        for _, transition in [*report.requeued, *report.expired]:
-            self._record(transition)
+        # The pass applies requeues and expiries, and so logs their events, as this worker's.
+        report = await self.backend.async_task_storage.maintain(by=self.worker_id)
         if report.expired:
             logger.info(
                 "worker %s: %d task(s) expired before they ran", self.worker_id, len(report.expired)
