@@ -502,8 +502,9 @@ class AsyncGCSQueue(StoreBase):
         recent = None if fresh else self.claims.recent(queues)
         if recent is not None:
             return recent
-        listings = await asyncio.gather(*(self._list_entries(self.layout.queue(q)) for q in queues))
-        self.claims.rank(queues, listings)
+        # The raw listings: the claim memory checks each entry's key once, not every pass.
+        listings = await asyncio.gather(*(self.store.list(self.layout.queue(q)) for q in queues))
+        self.claims.rank(queues, zip(queues, listings, strict=True))
         return self.claims.ranked()
 
     async def _claim(self, cand: Candidate, worker: str, lease: float) -> Task | None:
