@@ -40,6 +40,7 @@ from . import lifecycle
 from .bridge import SyncBridge
 from .claims import (
     BACKOFF_S,
+    BEST_FEW,
     LOSSES_BEFORE_BACKOFF,
     MAX_PASS_AGE_S,
     Candidate,
@@ -469,7 +470,8 @@ class AsyncGCSQueue(StoreBase):
         # A pass works through one listing: once it is older than MAX_PASS_AGE_S, what it
         # names may have been deleted or claimed meanwhile; the next pass lists again.
         while self.claims.listing_age() < MAX_PASS_AGE_S:
-            ready = self.claims.ready(ranked, self.clock.now())
+            # Only the head is wanted unless the pick is spread over the best few.
+            ready = self.claims.ready(ranked, self.clock.now(), limit=BEST_FEW if spread else 1)
             if not ready:
                 return None
             entry = ready[pick(ready, spread)]
