@@ -357,8 +357,8 @@ def run(
             r.not_completed,
             f"{r.per_task:.2f} ({by_kind})",
             r.conflicts,
-            f"{1000 * r.worker_cpu_s / max(1, r.handed_out):.0f} + "
-            f"{1000 * r.emulator_cpu_s / max(1, r.handed_out):.0f}",
+            f"{1000 * r.worker_cpu_s / max(1, r.handed_out):.1f} + "
+            f"{1000 * r.emulator_cpu_s / max(1, r.handed_out):.1f}",
             round(ceiling),
             round(ceiling / CONDITIONAL_WRITES_PER_TASK),
             f"{100 * r.rate / (ceiling / CONDITIONAL_WRITES_PER_TASK):.0f}%",
