@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from omniq_console.backend import lifecycle
 from omniq_console.backend.gcs import GCSBackend
@@ -130,8 +131,16 @@ def worker_main(argv: list[str]) -> int:
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--bucket", required=True)
     parser.add_argument("--id", required=True)
+    parser.add_argument("--profile", help="write this worker's cProfile stats to this file")
     args = parser.parse_args(argv)
-    out = asyncio.run(_worker(args.endpoint, args.bucket, args.id))
+    if args.profile:
+        import cProfile
+
+        with cProfile.Profile(time.process_time) as prof:
+            out = asyncio.run(_worker(args.endpoint, args.bucket, args.id))
+        prof.dump_stats(args.profile)
+    else:
+        out = asyncio.run(_worker(args.endpoint, args.bucket, args.id))
     print(json.dumps(out), flush=True)
     return 0
 
@@ -172,7 +181,21 @@ def _cpu_seconds(pid: int) -> float:
     return float(times.user + times.system)
 
 
-def claim_run(endpoint: str, bucket: str, tasks: int, workers: int, emulator_pid: int) -> ClaimRun:
+def _pid(emu: Any) -> int:
+    """The emulator's process id (its CPU is counted beside the workers')."""
+    child = emu._child
+    assert child is not None, "the emulator is not running"
+    return int(child.pid)
+
+
+def claim_run(
+    endpoint: str,
+    bucket: str,
+    tasks: int,
+    workers: int,
+    emulator_pid: int,
+    profile: str | None = None,
+) -> ClaimRun:
     asyncio.run(_prepare(endpoint, bucket, tasks))
     env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH") or str(ROOT)}
     env.pop("STORAGE_EMULATOR_HOST", None)
@@ -191,6 +214,7 @@ def claim_run(endpoint: str, bucket: str, tasks: int, workers: int, emulator_pid
                 bucket,
                 "--id",
                 f"w{k}",
+                *([] if profile is None else ["--profile", f"{profile}/w{workers}-{k}.prof"]),
             ],
             cwd=ROOT,
             env=env,
@@ -278,7 +302,9 @@ async def _ceiling(endpoint: str, bucket: str, writes: int, in_flight: int) -> f
         await store.close()
 
 
-def run(tasks: int = 600, workers: list[int] | None = None) -> list[Table]:
+def run(
+    tasks: int = 600, workers: list[int] | None = None, profile: str | None = None
+) -> list[Table]:
     counts = workers or [1, 4, 16]
     runs: list[ClaimRun] = []
     ceilings: dict[int, float] = {}
@@ -295,7 +321,7 @@ def run(tasks: int = 600, workers: list[int] | None = None) -> list[Table]:
         for w in counts:
             bucket = f"claims-{w}"
             emu.create_bucket(bucket)
-            r = claim_run(emu.url, bucket, tasks, w, emu._process.pid)
+            r = claim_run(emu.url, bucket, tasks, w, _pid(emu), profile)
             log(
                 f"claims: {w} workers: {r.rate:,.1f} tasks/s, {r.duplicates} duplicates, "
                 f"{r.lost} lost, {r.per_task:.1f} requests/task"
@@ -331,8 +357,8 @@ def run(tasks: int = 600, workers: list[int] | None = None) -> list[Table]:
             r.not_completed,
             f"{r.per_task:.2f} ({by_kind})",
             r.conflicts,
-            f"{1000 * r.worker_cpu_s / max(1, r.handed_out):.0f} + "
-            f"{1000 * r.emulator_cpu_s / max(1, r.handed_out):.0f}",
+            f"{1000 * r.worker_cpu_s / max(1, r.handed_out):.1f} + "
+            f"{1000 * r.emulator_cpu_s / max(1, r.handed_out):.1f}",
             round(ceiling),
             round(ceiling / CONDITIONAL_WRITES_PER_TASK),
             f"{100 * r.rate / (ceiling / CONDITIONAL_WRITES_PER_TASK):.0f}%",
@@ -357,5 +383,29 @@ def run(tasks: int = 600, workers: list[int] | None = None) -> list[Table]:
     return [table]
 
 
+def main(argv: list[str]) -> int:
+    """``python -m benchmarks.claims [--tasks N] [--workers 1,4]``: the table alone; with
+    ``--worker``, one worker process of a run."""
+    if "--worker" in argv:
+        return worker_main(argv)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.claims", description=__doc__)
+    parser.add_argument("--tasks", type=int, default=600, help="tasks in the prepared queue")
+    parser.add_argument(
+        "--workers", default="1,4,16", help="worker process counts, comma-separated"
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="each worker process writes its cProfile stats here (w<workers>-<k>.prof)",
+    )
+    args = parser.parse_args(argv)
+    workers = [int(w) for w in args.workers.split(",") if w.strip()]
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
+    for table in run(tasks=args.tasks, workers=workers, profile=args.profile):
+        print(table.markdown())
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(worker_main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))

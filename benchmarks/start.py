@@ -156,9 +156,17 @@ async def _seed_small(url: str, bucket: str) -> None:
         await seed(backend, Mix.for_tasks(100))
 
 
+def help_seconds() -> float:
+    """``python -m omniq_console --help`` from spawn to exit (median)."""
+    argv = [sys.executable, "-m", "omniq_console", "--help"]
+    return statistics.median(_wall(argv) for _ in range(REPEAT))
+
+
 def run() -> list[Table]:
     bare, full, heaviest = import_times()
     log(f"start: imports {full:.2f} s (bare interpreter {bare:.2f} s)")
+    helped = help_seconds()
+    log(f"start: --help {helped:.2f} s")
     python = sys.executable
     minimal: list[float] = []
     console_frame: list[float] = []
@@ -196,6 +204,11 @@ def run() -> list[Table]:
         "",
     )
     table.add(
+        "`python -m omniq_console --help`: to exit",
+        round(helped, 3),
+        verdict(helped, TARGET_S, unit=" s"),
+    )
+    table.add(
         "`python -m omniq_console --bucket B`: first frame (tab bar drawn)",
         round(frame, 3),
         verdict(frame, TARGET_S, unit=" s"),
@@ -214,3 +227,9 @@ def run() -> list[Table]:
         "figure: compare the console with the minimal Textual app of the same run."
     )
     return [table]
+
+
+if __name__ == "__main__":
+    # ``python -m benchmarks.start``: this table alone (benchmarks/run.py runs it with the rest).
+    for table in run():
+        print(table.markdown())

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import concurrent.futures
 import gc
 import json
 import os
 import shlex
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -234,19 +232,21 @@ _SHARED_FLAGS = (
 
 
 def _settings(args: argparse.Namespace) -> BackendSettings:
-    """The flags given, over the environment, over the config file."""
+    """The flags given, over the environment, over the config file; application default
+    credentials searched for once for all of a command's stores."""
     from .settings import load_settings
 
     flags = {name: getattr(args, name, None) for name in _SHARED_FLAGS}
-    return load_settings(
+    settings = load_settings(
         bucket_name=args.bucket, read_only=getattr(args, "read_only", False), **flags
     )
+    return _with_default_credentials(settings)
 
 
 async def probe(settings: BackendSettings) -> None:
     """Fail within about :data:`PROBE_DEADLINE` seconds, with the store's one-line reason, when
     the bucket cannot be used (missing, refused credentials, endpoint down or unresolvable)."""
-    await _check_default_credentials(settings)
+    await _find_default_credentials(settings)
     from .backend.gcs import GCSBackend
     from .backend.storeapi import RetryPolicy
 
@@ -260,44 +260,43 @@ async def probe(settings: BackendSettings) -> None:
         pass
 
 
-async def _check_default_credentials(settings: BackendSettings) -> None:
-    """Fail at once when no key file is given, no emulator is set and Google's application
-    default credentials cannot be found: gcsfs would try the GCE metadata server for about
-    15 s, then go on anonymously and fail on the first request."""
+def _with_default_credentials(settings: BackendSettings) -> BackendSettings:
+    """``settings`` whose stores share one search for application default credentials
+    (``credentials.ApplicationDefaultCredentials``) when no key file and no emulator is
+    given; else ``settings`` as they are."""
     if settings.token is not None or settings.endpoint_url is not None:
+        return settings
+    from .backend.credentials import ApplicationDefaultCredentials
+
+    return settings.model_copy(update={"token": ApplicationDefaultCredentials(settings.access)})
+
+
+async def _find_default_credentials(settings: BackendSettings) -> None:
+    """Fail within :data:`CREDENTIALS_DEADLINE` when the settings ask for application default
+    credentials and none can be found: gcsfs would try the GCE metadata server for about
+    15 s, then go on anonymously and fail on the first request. What is found is kept in the
+    token, for the stores that open next."""
+    from .backend.credentials import ApplicationDefaultCredentials, NoCredentialsError
+
+    token = settings.token
+    if not isinstance(token, ApplicationDefaultCredentials):
         return
-    found: concurrent.futures.Future[bool] = concurrent.futures.Future()
-
-    def search() -> None:
-        try:
-            import google.auth
-            from google.auth.exceptions import DefaultCredentialsError
-
-            try:
-                google.auth.default()
-            except DefaultCredentialsError:
-                found.set_result(False)
-                return
-        except Exception:  # anything else is gcsfs's to report, with its own words
-            pass
-        found.set_result(True)
-
-    # A daemon thread: a search stuck on the network must not keep the process alive.
-    threading.Thread(target=search, name="omniq-credentials", daemon=True).start()
     try:
-        ok = await asyncio.wait_for(asyncio.wrap_future(found), CREDENTIALS_DEADLINE)
+        await token.find(CREDENTIALS_DEADLINE)
+        return
+    except NoCredentialsError:
         why = "none were found"
     except TimeoutError:
-        ok = False
         why = f"none were found within {CREDENTIALS_DEADLINE:g} s"
-    if not ok:
-        from .backend.errors import AuthenticationError
+    except Exception:
+        return  # anything else is the store's to report, in its own words
+    from .backend.errors import AuthenticationError
 
-        raise AuthenticationError(
-            f"no GCS credentials ({why}): give a key file (--token or "
-            "GOOGLE_APPLICATION_CREDENTIALS), run 'gcloud auth application-default login', or "
-            "point STORAGE_EMULATOR_HOST at an emulator"
-        )
+    raise AuthenticationError(
+        f"no GCS credentials ({why}): give a key file (--token or "
+        "GOOGLE_APPLICATION_CREDENTIALS), run 'gcloud auth application-default login', or "
+        "point STORAGE_EMULATOR_HOST at an emulator"
+    )
 
 
 async def run_console(settings: BackendSettings, *, quit_warning: str | None = None) -> None:

@@ -249,3 +249,37 @@ async def test_a_written_body_is_cached_as_its_bytes_without_a_copy(
     assert again is not None and again.metadata == {"owner": "ops"}
     assert backend.async_task_storage.reader.cache.get(key, info.generation, TaskResult) is None
     await backend.aclose()
+
+
+async def test_an_entry_is_parsed_once_while_its_generation_holds(
+    server: MemoryServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listing after listing of 50 entries parses each once; an entry rewritten (a new
+    generation, a new priority) is parsed again and ranked by what it says now."""
+    backend = await _backend(server, clock)
+    q = backend.async_task_storage
+    ids = [await q.enqueue(Task(func="m:f")) for _ in range(50)]
+    parsed: list[str] = []
+    real = claims._listed
+
+    def counting(folder: str, queue: str, info: ObjectInfo) -> claims.Listed | None:
+        parsed.append(info.key)
+        return real(folder, queue, info)
+
+    monkeypatch.setattr(claims, "_listed", counting)
+    for _ in range(3):
+        await q._ranked(("default",), fresh=True)
+    assert len(parsed) == 50
+    last = backend.layout.queue_entry("default", ids[-1])
+    info = (await backend.store.list(last))[0]
+    clock.advance(2)  # the per-name gap
+    await backend.store.write(
+        last,
+        b"{}",
+        metadata={**info.metadata, "priority": "5"},
+        if_generation_match=info.generation,
+    )
+    ranked = await q._ranked(("default",), fresh=True)
+    assert parsed[50:] == [last]
+    assert ranked[0].task_id == ids[-1]
+    await backend.aclose()

@@ -15,9 +15,12 @@ Key files of every type google-auth loads are accepted: ``service_account``,
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import io
 import json
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -48,19 +51,15 @@ def resolve(token: Any, access: str) -> Any:
     objects as they are. Blocking (files, metadata server): call it off the event loop.
 
     ``NoCredentialsError`` when application default credentials cannot be found; google-auth's
-    own errors for a key it cannot load (``diagnose`` says why in words).
+    own errors for a key it cannot load (``diagnose`` says why in words). An
+    ``ApplicationDefaultCredentials`` gives what its one search found.
     """
     scopes = [SCOPE.format(access=access)]
+    if isinstance(token, ApplicationDefaultCredentials):
+        # Its one search was made for its own scope; another scope needs a search of its own.
+        return token.load() if token.access == access else _default(scopes)
     if token is None or token == "google_default":
-        try:
-            credentials, _project = google.auth.default(scopes=scopes)
-        except DefaultCredentialsError:
-            raise NoCredentialsError(
-                "no credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a key file, pass "
-                "--token FILE, or run 'gcloud auth application-default login' (or set "
-                "STORAGE_EMULATOR_HOST for an emulator); not connecting anonymously"
-            ) from None
-        return credentials
+        return _default(scopes)
     if isinstance(token, str) and token in PASSED_THROUGH:
         return token
     if isinstance(token, str) and os.path.isfile(token):
@@ -68,6 +67,69 @@ def resolve(token: Any, access: str) -> Any:
     if isinstance(token, Mapping):
         return _from_info(dict(token), scopes)
     return token
+
+
+def _default(scopes: list[str]) -> Any:
+    """Application default credentials (one search: key file, gcloud's file, metadata server)."""
+    try:
+        credentials, _project = google.auth.default(scopes=scopes)
+    except DefaultCredentialsError:
+        raise NoCredentialsError(
+            "no credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a key file, pass "
+            "--token FILE, or run 'gcloud auth application-default login' (or set "
+            "STORAGE_EMULATOR_HOST for an emulator); not connecting anonymously"
+        ) from None
+    return credentials
+
+
+class ApplicationDefaultCredentials:
+    """Application default credentials searched for once: a token (``token=``) to give every
+    store of one command, so that its first check of the bucket and its stores share the one
+    search's result instead of each searching again.
+
+    On GCE the search asks the metadata server, which google-auth retries for seconds:
+    ``find`` bounds the wait. A search still running when a store opens is waited for, never
+    started twice; one that failed fails each store the same way.
+    """
+
+    def __init__(self, access: str) -> None:
+        self.access = access
+        self._lock = threading.Lock()
+        self._found: concurrent.futures.Future[Any] | None = None
+
+    def load(self) -> Any:
+        """The credentials (blocking: the first caller searches, the others wait for it)."""
+        found, mine = self._claim()
+        if mine:
+            self._search(found)
+        return found.result()
+
+    async def find(self, deadline: float) -> Any:
+        """The credentials, searched for in a daemon thread (a search stuck on the network
+        must not keep the process alive): ``NoCredentialsError`` when none were found,
+        ``TimeoutError`` when the search took longer than ``deadline`` seconds."""
+        found, mine = self._claim()
+        if mine:
+            threading.Thread(
+                target=self._search, args=(found,), name="omniq-credentials", daemon=True
+            ).start()
+        # Shielded: giving up waiting (``TimeoutError``) leaves the search to its thread.
+        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(found)), deadline)
+
+    def _claim(self) -> tuple[concurrent.futures.Future[Any], bool]:
+        """The search's future, and whether the caller is the one to run it."""
+        with self._lock:
+            if self._found is None:
+                self._found = concurrent.futures.Future()
+                return self._found, True
+            return self._found, False
+
+    def _search(self, found: concurrent.futures.Future[Any]) -> None:
+        found.set_running_or_notify_cancel()
+        try:
+            found.set_result(_default([SCOPE.format(access=self.access)]))
+        except Exception as exc:  # kept for every caller, raised by ``load`` and ``find``
+            found.set_exception(exc)
 
 
 def _from_info(info: dict[str, Any], scopes: list[str]) -> Any:

@@ -40,6 +40,7 @@ from . import lifecycle
 from .bridge import SyncBridge
 from .claims import (
     BACKOFF_S,
+    BEST_FEW,
     LOSSES_BEFORE_BACKOFF,
     MAX_PASS_AGE_S,
     Candidate,
@@ -469,7 +470,8 @@ class AsyncGCSQueue(StoreBase):
         # A pass works through one listing: once it is older than MAX_PASS_AGE_S, what it
         # names may have been deleted or claimed meanwhile; the next pass lists again.
         while self.claims.listing_age() < MAX_PASS_AGE_S:
-            ready = self.claims.ready(ranked, self.clock.now())
+            # Only the head is wanted unless the pick is spread over the best few.
+            ready = self.claims.ready(ranked, self.clock.now(), limit=BEST_FEW if spread else 1)
             if not ready:
                 return None
             entry = ready[pick(ready, spread)]
@@ -502,8 +504,9 @@ class AsyncGCSQueue(StoreBase):
         recent = None if fresh else self.claims.recent(queues)
         if recent is not None:
             return recent
-        listings = await asyncio.gather(*(self._list_entries(self.layout.queue(q)) for q in queues))
-        self.claims.rank(queues, listings)
+        # The raw listings: the claim memory checks each entry's key once, not every pass.
+        listings = await asyncio.gather(*(self.store.list(self.layout.queue(q)) for q in queues))
+        self.claims.rank(queues, zip(queues, listings, strict=True))
         return self.claims.ranked()
 
     async def _claim(self, cand: Candidate, worker: str, lease: float) -> Task | None:

@@ -87,14 +87,16 @@ class MainScreen(Screen[None]):
         yield StatusBar(id="status")
         # A tab is labelled with its key, the view's place in ``VIEWS``, whatever is mounted.
         numbers = {name: i for i, (name, _) in enumerate(VIEWS, start=1)}
-        with TabbedContent(initial=self._view_classes[0][0], id="views"):
+        first, first_class = self._view_classes[0]
+        with TabbedContent(initial=first, id="views"):
             for name, view in self._view_classes:
                 with TabPane(f"{numbers[name]} {view.TITLE}", id=name):
-                    yield view(id=f"view-{name}")
+                    if name == first:
+                        yield first_class(id=f"view-{name}")
         yield ConsoleFooter()
 
     def has_view(self, name: str) -> bool:
-        """Whether the view ``name`` is mounted here (a test harness mounts only some)."""
+        """Whether the view ``name`` is on this screen (a test harness mounts only some)."""
         return any(name == mounted for mounted, _ in self._view_classes)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -105,10 +107,17 @@ class MainScreen(Screen[None]):
 
     @property
     def views(self) -> list[View]:
-        return [self.query_one(f"#view-{name}", View) for name, _ in self._view_classes]
+        return [self.view(name) for name, _ in self._view_classes]
 
     def view(self, name: str) -> View:
-        return self.query_one(f"#view-{name}", View)
+        """The view ``name``, mounted now if it was not yet (see ``on_mount``)."""
+        found = self.query(f"#view-{name}").results(View)
+        view = next(found, None)
+        if view is None:
+            view_class = dict(self._view_classes)[name]
+            view = view_class(id=f"view-{name}")
+            self.query_one(f"#{name}", TabPane).mount(view)
+        return view
 
     @property
     def active_view(self) -> View | None:
@@ -117,6 +126,13 @@ class MainScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.call_after_refresh(self._focus_active)
+        # The hidden views are mounted once the first frame is drawn: it waits for the shown
+        # one's widgets only (the seven others were about half of its mounting time).
+        self.call_after_refresh(self._mount_hidden)
+
+    def _mount_hidden(self) -> None:
+        for name, _ in self._view_classes:
+            self.view(name)
 
     def _focus_active(self) -> None:
         if (view := self.active_view) is not None:
@@ -125,10 +141,17 @@ class MainScreen(Screen[None]):
     def action_show_view(self, name: str) -> None:
         """Show the view ``name`` and put the focus in it."""
         tabs = self.query_one(TabbedContent)
+        view = self.view(name)
         if tabs.active != name:
             tabs.active = name
-        self.view(name).focus_main()
+        if view.is_mounted:
+            view.focus_main()
+        else:  # mounted just now: its widgets exist once it has composed
+            self.call_after_refresh(view.focus_main)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.pane.id is not None:
-            self.view(event.pane.id).on_activated()
+            view = self.view(event.pane.id)
+            if view.is_mounted:
+                view.on_activated()
+            # else: mounted just now, it draws the latest snapshot on mount (it is shown).
