@@ -57,6 +57,10 @@ PAGE = 1000
 BATCH_EVENTS = 20
 ACK_DEADLINE_S = 10.0
 """Pub/Sub's default ack deadline: a delivery not acknowledged by then is delivered again."""
+LEASE_S = 3600
+"""Leases outlast a run: the fleet stood for is alive. (With 30 s leases, which the stand-in
+never renews, every running task was stuck from 30 s after the fill on: a dead fleet, reached
+or not depending on how long the cold start took, and thousands of stuck rows a poll.)"""
 PULL_HOLD_S = 2.0
 """How long a pull with nothing to deliver is held open."""
 SCAN_SLICE = 50_000
@@ -290,8 +294,8 @@ def _record(t: _Task, state: str, status: str, now: datetime, **extra: str) -> d
 
 
 def _running_md(t: _Task, now: datetime, worker: str) -> dict[str, str]:
-    return _record(t, "running", "pending", now, worker_id=worker, lease_s="30",
-                   lease_expires_at=_iso(now + timedelta(seconds=30)))  # fmt: skip
+    return _record(t, "running", "pending", now, worker_id=worker, lease_s=str(LEASE_S),
+                   lease_expires_at=_iso(now + timedelta(seconds=LEASE_S)))  # fmt: skip
 
 
 def _final_md(t: _Task, now: datetime, rng: random.Random) -> dict[str, str]:

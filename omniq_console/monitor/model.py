@@ -20,6 +20,7 @@ expired and ages from the waiting set's heaps (``waiting.py``).
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from operator import itemgetter
@@ -38,7 +39,9 @@ from .records import (
     TaskDef,
     to_datetime,
 )
+from .running import LiveTask, RunningSet
 from .snapshot import TaskRow, UnreadableRow
+from .throughput import Throughput
 from .waiting import Waiter, WaitingSet
 
 T = TypeVar("T")
@@ -100,17 +103,6 @@ class Contribution(NamedTuple):
     orphan: str | None = None
 
 
-class LiveTask(NamedTuple):
-    """A running task, joined from its objects, for the clock-dependent figures."""
-
-    id: str
-    queue: str
-    func: str
-    entry: Entry | None  # stays in its queue until the outcome (counted as claimed)
-    worker_id: str | None
-    lease_expires_at: float | None
-
-
 class BucketModel:
     """All objects of one layout (events excepted: see ``sources/events.py``)."""
 
@@ -138,13 +130,18 @@ class BucketModel:
         self.orphans: Counter[str] = Counter()
         """State records whose task is gone, by result status (not in ``result_counts``)."""
         self.queue_names: Counter[str] = Counter()
-        self.running: dict[str, LiveTask] = {}
+        self.running = RunningSet()
         """Running tasks, joined from their objects (kept per change)."""
         self.waiting = WaitingSet()
         """Tasks waiting in a queue (with an entry), classed by the clock."""
 
         self.outcomes: dict[str, Outcome] = {}
         self.minutes: Counter[tuple[int, str]] = Counter()
+        self.throughput = Throughput()
+        """Per-queue throughput windows, kept per outcome."""
+        # (completed_at, tid) of the outcomes, oldest first: what to forget is popped. An
+        # entry whose outcome changed or went is dropped when it comes up.
+        self._outcome_times: list[tuple[float, str]] = []
         self.outcome_changes = 0
         self.detached: set[str] = set()
         """Outcomes known from events, or whose result record is gone (``outcome_source``)."""
@@ -277,7 +274,7 @@ class BucketModel:
         # definition said when it was written.
         status = r.state if r is not None else (_PENDING if d is not None else None)
         if d is None and r is None and e is None:
-            self.running.pop(tid, None)
+            self.running.discard(tid)
             self.waiting.discard(tid)
             self._set_row(tid, None)
             self._detach(tid)
@@ -302,9 +299,9 @@ class BucketModel:
         self._contrib[tid] = new
         self._count(new, 1)
         if live and r is not None and status == _RUNNING:
-            self.running[tid] = _live_task(tid, d, r, e)
+            self.running.put(_live_task(tid, d, r, e))
         else:
-            self.running.pop(tid, None)
+            self.running.discard(tid)
         if live and status != _RUNNING and e is not None:
             self.waiting.put(tid, _waiter(d, r, e))
         else:
@@ -366,16 +363,38 @@ class BucketModel:
         if old is not None and (only_if_new or old == outcome):
             return
         if old is not None:
-            self.minutes[(int(old.completed_at // MINUTE), old.status)] -= 1
+            self._count_outcome(old, -1)
         self.outcomes[tid] = outcome
-        self.minutes[(int(outcome.completed_at // MINUTE), outcome.status)] += 1
+        self._count_outcome(outcome, 1)
+        if old is None or old.completed_at != outcome.completed_at:
+            heapq.heappush(self._outcome_times, (outcome.completed_at, tid))
+            if len(self._outcome_times) > 2 * len(self.outcomes) + 4096:
+                self._outcome_times = [(o.completed_at, t) for t, o in self.outcomes.items()]
+                heapq.heapify(self._outcome_times)
         self.outcome_changes += 1
         self._detach(tid)
+
+    def _count_outcome(self, o: Outcome, sign: int) -> None:
+        self.minutes[(int(o.completed_at // MINUTE), o.status)] += sign
+        wait = o.started_at - o.created_at if o.started_at and o.created_at else None
+        # As the function ran; completed - started also holds the outcome's per-name wait.
+        self.throughput.count(o.queue, o.completed_at, wait, o.run_s, o.status, sign)
+
+    def oldest_outcome(self) -> float | None:
+        """When the earliest outcome remembered completed."""
+        times = self._outcome_times
+        while times:
+            at, tid = times[0]
+            o = self.outcomes.get(tid)
+            if o is not None and o.completed_at == at:
+                return at
+            heapq.heappop(times)
+        return None
 
     def _drop_outcome(self, tid: str) -> None:
         old = self.outcomes.pop(tid, None)
         if old is not None:
-            self.minutes[(int(old.completed_at // MINUTE), old.status)] -= 1
+            self._count_outcome(old, -1)
             self.outcome_changes += 1
             self.detached.discard(tid)
 
@@ -394,20 +413,23 @@ class BucketModel:
         self.outcomes_known_from = max(oldest.get(_SUCCESS, now), oldest.get(_ERROR, now))
 
     def forget_outcomes(self, now: float, *, every: float = MINUTE) -> None:
-        """Drop outcomes older than ``OUTCOME_KEEP_S`` (their minutes are off every chart); a
-        scan of every outcome, so at most once per ``every`` seconds."""
+        """Drop outcomes older than ``OUTCOME_KEEP_S`` (their minutes are off every chart) and
+        the oldest beyond ``MAX_OUTCOMES``, popped oldest first; at most once per ``every``
+        seconds (the minutes' sweep walks every minute counter)."""
         if now < self._forget_after:
             return
         self._forget_after = now + every
         floor = now - OUTCOME_KEEP_S
-        if len(self.outcomes) > MAX_OUTCOMES:
-            times = sorted(o.completed_at for o in self.outcomes.values())
-            floor = max(floor, times[len(times) - MAX_OUTCOMES])
-            # Minutes before the floor are no longer whole: say so on the chart.
+        over = len(self.outcomes) > MAX_OUTCOMES
+        while (oldest := self.oldest_outcome()) is not None and (
+            oldest < floor or len(self.outcomes) > MAX_OUTCOMES
+        ):
+            self._drop_outcome(heapq.heappop(self._outcome_times)[1])
+        if over and oldest is not None:
+            # Minutes before the oldest kept are no longer whole: say so on the chart.
+            floor = max(floor, oldest)
             self.outcomes_known_from = max(self.outcomes_known_from or floor, floor)
-        old = [tid for tid, o in self.outcomes.items() if o.completed_at < floor]
-        for tid in old:
-            self._drop_outcome(tid)
+        self.throughput.forget_before(int(floor // MINUTE))
         for minute in [
             m for m, n in self.minutes.items() if n <= 0 or (m[0] + 1) * MINUTE <= floor
         ]:
@@ -492,7 +514,7 @@ class BucketModel:
 
     def running_tasks(self) -> Iterator[LiveTask]:
         """Tasks running (their leases' holders)."""
-        return iter(self.running.values())
+        return self.running.values()
 
 
 def _waiter(d: TaskDef | None, r: StateRecord | None, e: Entry) -> Waiter:
