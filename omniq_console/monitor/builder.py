@@ -75,6 +75,7 @@ class SnapshotBuilder:
     async def build(self, model: BucketModel, now_dt: datetime, thresholds: Thresholds) -> Parts:
         """The snapshot's parts (none of it walks every task)."""
         now = now_dt.timestamp()
+        await model.settle_in_slices()
         # Running and waiting tasks: only those whose class the clock changed since the last
         # build are touched.
         running_set = model.running

@@ -22,6 +22,7 @@ the clock is evaluated at snapshot time: stuck tasks from the running set's leas
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import heapq
 from collections import Counter, OrderedDict
@@ -57,6 +58,8 @@ TOMBSTONES = 50_000
 """Deleted generations remembered (oldest forgotten first): enough for the feed's reordering
 and redelivery window (minutes) at hundreds of deletes a second; the reconcile corrects the
 rest."""
+SETTLE_SLICE = 500
+"""Stale tasks joined between two yields to the event loop (tens of microseconds each)."""
 MAX_OUTCOMES = 200_000
 """Outcomes remembered at most (the oldest forgotten first, beside ``OUTCOME_KEEP_S``): a
 fleet finishing more than ~10 tasks a second keeps its charts' last hours, not unbounded."""
@@ -277,6 +280,14 @@ class BucketModel:
             stale, self._stale = self._stale, set()
             for tid in stale:
                 self._refresh_task(tid)
+
+    async def settle_in_slices(self, size: int = SETTLE_SLICE) -> None:
+        """``settle``, giving the event loop back every ``size`` tasks (a cold listing or a
+        big change leaves tens of thousands stale)."""
+        while self._stale:
+            for _ in range(min(size, len(self._stale))):
+                self._refresh_task(self._stale.pop())
+            await asyncio.sleep(0)
 
     def _refresh_task(self, tid: str) -> None:
         d = self.defs.get(tid)
