@@ -461,7 +461,6 @@ class BucketModel:
             # Minutes before the oldest kept are no longer whole: say so on the chart.
             floor = max(floor, oldest)
             self.outcomes_known_from = max(self.outcomes_known_from or floor, floor)
-        self._throughput.forget_before(int(floor // MINUTE))
         for minute in [
             m for m, n in self._minutes.items() if n <= 0 or (m[0] + 1) * MINUTE <= floor
         ]:

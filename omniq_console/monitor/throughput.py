@@ -111,6 +111,7 @@ class Throughput:
         self._now: int | None = None  # the current minute of the windows
         self._rows: dict[str, tuple[QueueWindow, ...]] = {}
         self._dirty: set[str] = set()
+        self._covered: list[float] = []  # how much of each window the outcomes cover
 
     def count(self, queue: str | None, completed_at: float, wait: float | None,
               run: float | None, status: str, sign: int) -> None:  # fmt: skip
@@ -139,13 +140,6 @@ class Throughput:
         if w is None:
             w = self._windows[(queue, i)] = Tally()
         return w
-
-    def forget_before(self, minute: int) -> None:
-        """Drop the minutes before ``minute`` that no window holds (outcomes forgotten by the
-        model leave empty minutes behind; this drops the rest, off every window)."""
-        floor = minute if self._now is None else min(minute, self._now - _WIDTHS[-1] + 1)
-        for m in [m for m in self._minutes if m < floor]:
-            del self._minutes[m]
 
     def _advance(self, now: float) -> None:
         minute = int(now // MINUTE)
@@ -186,7 +180,7 @@ class Throughput:
         self._advance(now)
         covered = [min(span, max(0.0, now - (oldest if oldest is not None else now)))
                    for _, span in WINDOWS]  # fmt: skip
-        if covered != getattr(self, "_covered", None):
+        if covered != self._covered:
             self._covered = covered
             self._dirty.update(self._rows)
         for q in self._dirty:
