@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
+import io
 import json
 import os
 import resource
@@ -33,9 +35,13 @@ import signal
 import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from .common import ROOT, GcWatch, LoopLagProbe, Table, log, machine_line, save_raw
@@ -106,9 +112,11 @@ async def measure(n: int, mode: str) -> dict[str, Any]:
                 subscription=SUBSCRIPTION if mode == "pubsub" else None,
                 pubsub_api_root=f"{url}/v1",
             )
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             first = await monitor.poll()
             out["cold_s"] = round(time.perf_counter() - started, 2)
+            # Its CPU too: on a shared machine the wall time is mostly the load's.
+            out["cold_cpu_s"] = round(time.process_time() - cpu, 2)
             out["changes"] = first.changes
             # What the console does once its first snapshot is on screen (OmniqApp.
             # freeze_long_lived_objects): one full collection, then what is alive now is left
@@ -141,9 +149,12 @@ async def _warm_poll(monitor: Any, store: Any, url: str) -> dict[str, float]:
     probe.start()
     with GcWatch() as gcw:
         cpu_from_change = time.process_time()
+        # Counted before the change: the feed pulls while the stand-in applies a big change
+        # in slices, so messages of this change arrive before its POST returns.
+        received = feed.received if feed is not None else 0
         changed = await _change(url, 0.01)
         if feed is not None:
-            target = feed.received + changed["notified"]
+            target = received + changed["notified"]
             async with asyncio.timeout(WRITE_TIMEOUT_S):
                 await feed.wait_until(partial(_reached, target))
         before = store.stats.copy()
@@ -215,14 +226,18 @@ async def _live(monitor: Any, url: str, snapshot_type: type) -> dict[str, Any]:
     }
 
 
-def _run_one(n: int, mode: str, timeout: float = CHILD_TIMEOUT_S) -> dict[str, Any]:
+def _run_one(
+    n: int, mode: str, timeout: float = CHILD_TIMEOUT_S, code: Path | None = None
+) -> dict[str, Any]:
     """``measure`` in a child process (its own RSS, its own collector), stopped after
     ``timeout`` seconds with its stand-in (they share a process group): the result is then
-    what it had measured by that time, with ``stopped_after_s`` set."""
+    what it had measured by that time, with ``stopped_after_s`` set. ``code``: a directory
+    whose ``omniq_console`` the monitor runs instead of this checkout's (a baseline)."""
+    path = f"{code}{os.pathsep}{ROOT}" if code is not None else str(ROOT)
     proc = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.changes", "--one", str(n), mode],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": path},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -293,7 +308,8 @@ def _latency_cell(r: dict[str, Any]) -> str:
 
 def _cold_cell(r: dict[str, Any]) -> str:
     if "cold_s" in r:
-        return f"{r['cold_s']:.1f}"
+        cpu = f" ({r['cold_cpu_s']:.1f} CPU)" if "cold_cpu_s" in r else ""
+        return f"{r['cold_s']:.1f}{cpu}"
     if "stopped_after_s" in r:
         if "standin_ready_s" in r:
             return f"> {r['stopped_after_s'] - r['standin_ready_s']:.0f} (stopped)"
@@ -302,37 +318,39 @@ def _cold_cell(r: dict[str, Any]) -> str:
 
 
 def tables(results: list[dict[str, Any]]) -> list[Table]:
-    by = {(r["n"], r["mode"]): r for r in results}
+    by: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for r in results:
+        by.setdefault((r["n"], r["mode"]), []).append(r)
     sizes = sorted({r["n"] for r in results})
     table = Table(
         "Monitoring by changes: Pub/Sub feed beside listing mode (warm polls at 1% changed)",
-        ("tasks", "mode", "cold start s", "requests/poll", "CPU ms/poll (incl. pull decoding)",
-         "of which poll() ms", "of which GC ms", "loop block ms (poll)", "live loop block ms",
+        ("tasks", "mode", "cold start s (of which CPU)", "requests/poll",
+         "CPU ms/poll (incl. pull decoding)", "of which poll() ms", "of which GC ms",
+         "loop block ms (poll)", "live loop block ms",
          "peak RSS MB", "write-to-screen p95 s", "$/hour at 2 s"),
     )  # fmt: skip
     for n in sizes:
         for mode in MODES:
-            r = by.get((n, mode))
-            if r is None:
-                continue
-            requests = _warm_cell(r, "requests")
-            if mode == "pubsub" and r.get("warm"):
-                requests += f" (+{_median(r['warm'], 'pubsub_calls'):.0f} Pub/Sub)"
-            table.add(
-                f"{n:,}",
-                ("Pub/Sub" if mode == "pubsub" else "listing")
-                + (" (stopped)" if "stopped_after_s" in r else ""),
-                _cold_cell(r),
-                requests,
-                _warm_cell(r, "cpu_ms"),
-                _warm_cell(r, "poll_cpu_ms"),
-                _warm_cell(r, "gc_ms") if r.get("warm") and "gc_ms" in r["warm"][0] else "-",
-                f"{max(w['block_ms'] for w in r['warm']):.0f}" if r.get("warm") else "-",
-                f"{r['live_block_ms']:.0f}" if "live_block_ms" in r else "-",
-                f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else "-",
-                _latency_cell(r),
-                f"{_per_hour(r, INTERVAL):.4f}" if r.get("warm") else "-",
-            )
+            for r in by.get((n, mode), []):
+                requests = _warm_cell(r, "requests")
+                if mode == "pubsub" and r.get("warm"):
+                    requests += f" (+{_median(r['warm'], 'pubsub_calls'):.0f} Pub/Sub)"
+                table.add(
+                    f"{n:,}",
+                    ("Pub/Sub" if mode == "pubsub" else "listing")
+                    + (f" (baseline {r['baseline']})" if "baseline" in r else "")
+                    + (" (stopped)" if "stopped_after_s" in r else ""),
+                    _cold_cell(r),
+                    requests,
+                    _warm_cell(r, "cpu_ms"),
+                    _warm_cell(r, "poll_cpu_ms"),
+                    _warm_cell(r, "gc_ms") if r.get("warm") and "gc_ms" in r["warm"][0] else "-",
+                    f"{max(w['block_ms'] for w in r['warm']):.0f}" if r.get("warm") else "-",
+                    f"{r['live_block_ms']:.0f}" if "live_block_ms" in r else "-",
+                    f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else "-",
+                    _latency_cell(r),
+                    f"{_per_hour(r, INTERVAL):.4f}" if r.get("warm") else "-",
+                )
     table.notes = [
         "In-memory GCS stand-in in its own process (benchmarks/standin.py) at every size; it "
         "also serves the Pub/Sub pull/acknowledge calls with GCS notifications of each change "
@@ -355,17 +373,43 @@ def tables(results: list[dict[str, Any]]) -> list[Table]:
     return [table]
 
 
+@contextlib.contextmanager
+def _checkout(ref: str) -> Iterator[Path]:
+    """``omniq_console`` as of git ``ref`` of this repository, in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="omniq-baseline-") as tmp:
+        archive = subprocess.run(
+            ["git", "archive", ref, "omniq_console"], cwd=ROOT, check=True, capture_output=True
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
+        yield Path(tmp)
+
+
 def run(
-    sizes: list[int], modes: list[str] | None = None, timeout: float = CHILD_TIMEOUT_S
+    sizes: list[int],
+    modes: list[str] | None = None,
+    timeout: float = CHILD_TIMEOUT_S,
+    baseline: str | None = None,
 ) -> list[Table]:
-    """Each size in each mode, a child process each (stopped after ``timeout`` s)."""
+    """Each size in each mode, a child process each (stopped after ``timeout`` s); with
+    ``baseline`` (a git ref), each also with the monitor's code as of that ref, in the row
+    beside."""
     results = []
-    for n in sizes:
-        for mode in modes or MODES:
-            log(f"changes {n:,} {mode}: starting")
-            r = _run_one(n, mode, timeout)
-            log(f"changes {n:,} {mode}: {json.dumps(r)[:400]}")
-            results.append(r)
+    with contextlib.ExitStack() as stack:
+        code = stack.enter_context(_checkout(baseline)) if baseline else None
+        for n in sizes:
+            for mode in modes or MODES:
+                runs: list[tuple[str | None, Path | None]] = [(None, None)]
+                if code is not None:
+                    runs.insert(0, (baseline, code))
+                for ref, where in runs:
+                    label = f"{n:,} {mode}" + (f" at {ref}" if ref else "")
+                    log(f"changes {label}: starting")
+                    r = _run_one(n, mode, timeout, where)
+                    if ref:
+                        r["baseline"] = ref
+                    log(f"changes {label}: {json.dumps(r)[:400]}")
+                    results.append(r)
     save_raw("changes", results)
     return tables(results)
 
@@ -377,6 +421,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--timeout", type=float, default=CHILD_TIMEOUT_S, help="seconds per size and mode"
     )
+    parser.add_argument(
+        "--baseline", help="a git ref: each run also with the monitor's code as of that ref"
+    )
     parser.add_argument("--one", nargs=2, metavar=("N", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
@@ -387,7 +434,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown := set(modes) - set(MODES):
         parser.error(f"--modes takes {','.join(MODES)}; unknown: {','.join(sorted(unknown))}")
     print(machine_line())
-    for table in run(sizes, modes, args.timeout):
+    for table in run(sizes, modes, args.timeout, args.baseline):
         print()
         print(table.markdown())
 

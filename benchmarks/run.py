@@ -53,7 +53,11 @@ def _claims(args: argparse.Namespace) -> list[Table]:
 
 def _changes(args: argparse.Namespace) -> list[Table]:
     modes = [m for m in args.changes_modes.split(",") if m.strip()]
-    return list(_module("changes").run(args.changes_sizes, modes, args.changes_timeout))
+    return list(
+        _module("changes").run(
+            args.changes_sizes, modes, args.changes_timeout, args.changes_baseline
+        )
+    )
 
 
 RUNNERS: dict[str, Runner] = {
@@ -74,6 +78,7 @@ BENCHMARKS = tuple(
     name for name in RUNNERS if importlib.util.find_spec(f"benchmarks.{name}") is not None
 )
 DEFAULT_SIZES = "1000,10000,100000"
+CHANGES_SIZES = "10000,100000,1000000"
 
 
 def _sizes(text: str) -> list[int]:
@@ -106,8 +111,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--sizes",
         type=_sizes,
-        default=_sizes(DEFAULT_SIZES),
-        help=f"task counts (default {DEFAULT_SIZES}); the largest is the UI/memory size",
+        default=None,
+        help=f"task counts (default {DEFAULT_SIZES}); the largest is the UI/memory size; "
+        f"changes runs these too unless --changes-sizes says otherwise",
     )
     parser.add_argument(
         "--only",
@@ -149,8 +155,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--changes-sizes",
         type=_sizes,
-        default=_sizes("10000,100000,1000000"),
-        help="changes: task counts (default 10000,100000,1000000)",
+        default=None,
+        help=f"changes: task counts (default --sizes if given, else {CHANGES_SIZES})",
     )
     parser.add_argument(
         "--changes-modes",
@@ -165,9 +171,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "measured by then (default 1800)",
     )
     parser.add_argument(
+        "--changes-baseline",
+        metavar="REF",
+        help="changes: also run each size and mode with the monitor's code as of this git ref, "
+        "in the row beside",
+    )
+    parser.add_argument(
         "--soak-minutes", type=float, default=10.0, help="soak: minutes (default 10)"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.changes_sizes is None:
+        args.changes_sizes = args.sizes or _sizes(CHANGES_SIZES)
+    if args.sizes is None:
+        args.sizes = _sizes(DEFAULT_SIZES)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

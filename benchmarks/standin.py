@@ -57,6 +57,10 @@ PAGE = 1000
 BATCH_EVENTS = 20
 ACK_DEADLINE_S = 10.0
 """Pub/Sub's default ack deadline: a delivery not acknowledged by then is delivered again."""
+LEASE_S = 3600
+"""Leases outlast a run: the fleet stood for is alive. (With 30 s leases, which the stand-in
+never renews, every running task was stuck from 30 s after the fill on: a dead fleet, reached
+or not depending on how long the cold start took, and thousands of stuck rows a poll.)"""
 PULL_HOLD_S = 2.0
 """How long a pull with nothing to deliver is held open."""
 SCAN_SLICE = 50_000
@@ -135,6 +139,10 @@ class _Object:
     metadata: dict[str, str]
     body: bytes
     updated: str
+    listed: bytes | None = None
+    """Its resource as a listing shows it, compact JSON, made at its first listing (a page
+    is then a join of bytes: encoding a page each time made the stand-in, not the client,
+    the bottleneck of a cold start at a million objects)."""
 
 
 @dataclass
@@ -211,7 +219,7 @@ class Bucket:
     def _publish(self, event: str, key: str, obj: _Object) -> None:
         self._message_id += 1
         self.published += 1
-        data = json.dumps(self._resource(key, obj), separators=(",", ":")).encode()
+        data = self._listed(key, obj)
         self.outbox.append(
             {
                 "messageId": str(self._message_id),
@@ -263,18 +271,24 @@ class Bucket:
         for ack_id in ack_ids:
             self.outstanding.pop(ack_id, None)
 
+    def _listed(self, key: str, obj: _Object) -> bytes:
+        if obj.listed is None:
+            obj.listed = json.dumps(self._resource(key, obj), separators=(",", ":")).encode()
+        return obj.listed
+
     def page(
         self, prefix: str, start: str | None, end: str | None, token: str | None, limit: int
-    ) -> dict[str, Any]:
+    ) -> bytes:
+        """A listing page as GCS sends it with ``prettyPrint=false`` (compact JSON)."""
         hi = prefix + "\U0010ffff"
         if end:
             hi = min(hi, end)
         chosen = self.keys.take(max(prefix, token or start or ""), hi, limit + 1)
-        items = [self._resource(key, self.objects[key]) for key in chosen[:limit]]
-        out: dict[str, Any] = {"kind": "storage#objects", "items": items}
+        items = b",".join(self._listed(key, self.objects[key]) for key in chosen[:limit])
+        out = b'{"kind":"storage#objects","items":[' + items + b"]"
         if len(chosen) > limit:
-            out["nextPageToken"] = chosen[limit]
-        return out
+            out += b',"nextPageToken":' + json.dumps(chosen[limit]).encode()
+        return out + b"}"
 
 
 def _iso(value: datetime) -> str:
@@ -290,8 +304,8 @@ def _record(t: _Task, state: str, status: str, now: datetime, **extra: str) -> d
 
 
 def _running_md(t: _Task, now: datetime, worker: str) -> dict[str, str]:
-    return _record(t, "running", "pending", now, worker_id=worker, lease_s="30",
-                   lease_expires_at=_iso(now + timedelta(seconds=30)))  # fmt: skip
+    return _record(t, "running", "pending", now, worker_id=worker, lease_s=str(LEASE_S),
+                   lease_expires_at=_iso(now + timedelta(seconds=LEASE_S)))  # fmt: skip
 
 
 def _final_md(t: _Task, now: datetime, rng: random.Random) -> dict[str, str]:
@@ -450,9 +464,8 @@ def make_app(bucket: Bucket, tasks: list[_Task], layout: Layout) -> web.Applicat
         bucket.requests["list"] += 1
         q = request.query
         limit = min(PAGE, int(q.get("maxResults", PAGE)))
-        page = bucket.page(q.get("prefix", ""), q.get("startOffset"), q.get("endOffset"),
+        body = bucket.page(q.get("prefix", ""), q.get("startOffset"), q.get("endOffset"),
                            q.get("pageToken"), limit)  # fmt: skip
-        body = json.dumps(page, separators=(",", ":")).encode()
         return web.Response(body=body, content_type="application/json")
 
     async def get_object(request: web.Request) -> web.Response:

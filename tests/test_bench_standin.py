@@ -4,6 +4,7 @@ Pub/Sub's redelivery of messages not acknowledged within the ack deadline."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 
 from waiting import wait_until
@@ -40,7 +41,7 @@ def test_pages_walk_every_key_of_a_prefix_once_in_order() -> None:
     listed: list[str] = []
     token: str | None = None
     while True:
-        page = bucket.page(layout.tasks, None, None, token, 100)
+        page = json.loads(bucket.page(layout.tasks, None, None, token, 100))
         listed.extend(item["name"] for item in page["items"])
         token = page.get("nextPageToken")
         if token is None:

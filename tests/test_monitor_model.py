@@ -127,9 +127,16 @@ def test_running_aggregates_equal_a_recount_whatever_the_order(seed: int) -> Non
     assert live.result_counts == once.result_counts
     assert live.failures == once.failures
     assert +live.minutes == +once.minutes
-    assert live.running == once.running and set(live.entries) == set(once.entries)
+    assert sorted(live.running) == sorted(once.running)
+    assert set(live.entries) == set(once.entries)
+    assert (live.running.by_queue, live.running.claimed, live.running.held) == (
+        once.running.by_queue, once.running.claimed, once.running.held)  # fmt: skip
     assert live.waiting.counts == once.waiting.counts
     assert live.task_rows() == once.task_rows()
+    later = NOW + 3600
+    assert live.throughput.windows(later, live.oldest_outcome()) == once.throughput.windows(
+        later, once.oldest_outcome()
+    )
 
 
 def _created_gen(history: list[tuple[str, str, int, object]], kind: str, key: str) -> int:
@@ -276,3 +283,33 @@ def test_final_tasks_whose_records_are_gone_leave_the_live_set() -> None:
     m.withdraw("results", LAYOUT.result("done"), 4)
     assert set(m.running) == {"runs"} and "waits" in m.waiting and len(m.waiting) == 1
     assert m.task_counts["pending"] == 2  # as get_task derives it
+
+
+def test_a_task_whose_objects_change_together_is_joined_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A cold listing brings each task's definition, entry and state record one by one, a
+    # completion changes the record and deletes the entry: the task is joined again once when
+    # the aggregates are read, not per object.
+    m = BucketModel(LAYOUT)
+    joined: list[str] = []
+    refresh = m._refresh_task
+    monkeypatch.setattr(m, "_refresh_task", lambda tid: (joined.append(tid), refresh(tid)))
+    for i in range(10):
+        tid = f"t{i}"
+        m.offer("tasks", LAYOUT.task(tid), 1, task(tid))
+        m.offer("queues", LAYOUT.queue_entry("q", tid), 2, entry(tid))
+        m.offer("results", LAYOUT.result(tid), 3, state(tid, "running", "pending"))
+    assert m.task_counts["running"] == 10 and len(m.running) == 10
+    assert sorted(joined) == sorted(f"t{i}" for i in range(10))
+
+
+def test_an_outcome_whose_record_goes_before_the_model_is_read_is_kept() -> None:
+    # Completed and deleted by the TTL cleanup between two reads: the outcome outlives its
+    # record as when each change was joined at once.
+    m = BucketModel(LAYOUT)
+    m.offer("tasks", LAYOUT.task("t"), 1, task("t"))
+    m.offer("results", LAYOUT.result("t"), 2, state("t", "completed", "success", done=NOW))
+    m.withdraw("results", LAYOUT.result("t"), 2)
+    assert set(m.outcomes) == {"t"} and m.outcomes["t"].status == "success"
+    assert sum(n for (_, s), n in m.minutes.items() if s == "success") == 1

@@ -1,22 +1,22 @@
 """From the model's running aggregates to a ``Snapshot`` at a given time.
 
-Counts, failure groups and outcome minutes are read from the model as they are (kept up to
-date per change). What depends on the clock is computed here: claimed and stuck over the
-running tasks; pending, delayed, expired and the oldest waiting age from the model's waiting
-set, advanced to the snapshot's time (it re-classes only the tasks the clock moved). Throughput
-windows sort durations per queue, so they are recomputed at most every ``THROUGHPUT_EVERY_S``.
+Counts, failure groups, outcome minutes, running and claimed counts are read from the model
+as they are (kept up to date per change). What depends on the clock is advanced to the
+snapshot's time: stuck tasks from the running set's lease heap, pending, delayed, expired and
+the oldest waiting age from the waiting set's heaps (each touches only what the clock moved).
+Throughput windows are kept per outcome; their percentiles walk histogram bins, so they are
+recomputed at most every ``THROUGHPUT_EVERY_S``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ..backend.layout import Layout
 from ..models import Schedule, ScheduleStatus, as_utc
-from .model import MINUTE, BucketModel, Outcome
+from .model import MINUTE, BucketModel
 from .records import ScheduleRecord, to_datetime
 from .snapshot import (
     QueueStats,
@@ -28,12 +28,10 @@ from .snapshot import (
 )
 from .waiting import DELAYED, EXPIRED, PENDING
 
-SLICE = 2_000
 TREND_LENGTH = 30
 RESULT_MINUTES = 30
 FAILURE_WINDOW_S = 300.0
 THROUGHPUT_EVERY_S = 10.0
-WINDOWS = (("15m", 900.0), ("1h", 3600.0), ("6h", 21600.0))
 OUTCOMES = ("success", "error", "cancelled", "expired")
 
 
@@ -58,13 +56,6 @@ class Parts:
     workers: tuple[WorkerRow, ...]
 
 
-def _pct(sorted_values: list[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    at = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
-    return round(sorted_values[at], 3)
-
-
 class SnapshotBuilder:
     """Keeps what spans polls (depth trends, the throughput cache) and builds the parts."""
 
@@ -73,56 +64,42 @@ class SnapshotBuilder:
         self._throughput: dict[str, tuple[QueueWindow, ...]] = {}
         self._throughput_at = -math.inf
 
-    async def throughput(
-        self, model: BucketModel, now: float
-    ) -> dict[str, tuple[QueueWindow, ...]]:
-        """Per-queue windows, recomputed at most every ``THROUGHPUT_EVERY_S`` (sorting every
-        outcome's durations), in a thread from a copy of the outcomes."""
-        if now - self._throughput_at < THROUGHPUT_EVERY_S:
+    def throughput(self, model: BucketModel, now: float) -> dict[str, tuple[QueueWindow, ...]]:
+        """Per-queue windows, recomputed at most every ``THROUGHPUT_EVERY_S``."""
+        if 0 <= now - self._throughput_at < THROUGHPUT_EVERY_S:
             return self._throughput
-        outcomes = list(model.outcomes.values())
-        self._throughput = await asyncio.to_thread(throughput_windows, outcomes, now)
+        self._throughput = model.throughput.windows(now, model.oldest_outcome())
         self._throughput_at = now
         return self._throughput
 
     async def build(self, model: BucketModel, now_dt: datetime, thresholds: Thresholds) -> Parts:
-        """The snapshot's parts; yields to the event loop every ``SLICE`` tasks."""
+        """The snapshot's parts (none of it walks every task)."""
         now = now_dt.timestamp()
-        running: dict[str, int] = {}
-        claimed: dict[str, int] = {}
-        stuck: list[StuckTask] = []
-        funcs: dict[str, str] = {}
-        held: dict[str, list[str]] = {}
-        for n, t in enumerate(model.running_tasks()):
-            if n % SLICE == SLICE - 1:
-                await asyncio.sleep(0)
-            running[t.queue] = running.get(t.queue, 0) + 1
-            funcs[t.id] = t.func
-            if t.entry is not None:
-                # The entry of a running task stays in its queue until the outcome.
-                claimed[t.entry.queue] = claimed.get(t.entry.queue, 0) + 1
-            if t.worker_id is not None:
-                held.setdefault(t.worker_id, []).append(t.id)
-            lease = t.lease_expires_at
-            if lease is not None and lease < now:
-                # Built from checked values every poll (overdue_s moves with the clock):
-                # constructed, not validated.
-                stuck.append(
-                    StuckTask.model_construct(
-                        id=t.id,
-                        queue_name=t.queue,
-                        func=t.func,
-                        worker_id=t.worker_id,
-                        lease_expires_at=to_datetime(lease),
-                        overdue_s=now - lease,
-                    )
-                )
-        # Waiting tasks: only those whose class the clock changed since the last build.
+        await model.settle_in_slices()
+        # Running and waiting tasks: only those whose class the clock changed since the last
+        # build are touched.
+        running_set = model.running
+        running_set.advance(now)
+        running, claimed, held = running_set.by_queue, running_set.claimed, running_set.held
+        # Built from checked values every poll (overdue_s moves with the clock): constructed,
+        # not validated.
+        stuck = [
+            StuckTask.model_construct(
+                id=t.id,
+                queue_name=t.queue,
+                func=t.func,
+                worker_id=t.worker_id,
+                lease_expires_at=to_datetime(t.lease_expires_at),
+                overdue_s=now - t.lease_expires_at,
+            )
+            for t in running_set.stuck.values()
+            if t.lease_expires_at is not None
+        ]
         waiting = model.waiting
         waiting.advance(now)
         stuck.sort(key=lambda s: (-s.overdue_s, s.id))
 
-        throughput = await self.throughput(model, now)
+        throughput = self.throughput(model, now)
         names = set(model.queue_names) | waiting.queues() | set(claimed) | set(model.paused)
         trends: dict[str, tuple[int, ...]] = {}
         queues = []
@@ -186,6 +163,7 @@ class SnapshotBuilder:
             # What it runs, from the state records (as Queues' running counts it): a heartbeat
             # lists what ran when it was written, up to a heartbeat interval ago.
             runs = tuple(sorted(held.get(w.id, ())))
+            funcs = [running_set.get(t) for t in runs]
             age = now - w.last_seen if w.last_seen is not None else None
             alive = (
                 w.state == "running"
@@ -207,7 +185,7 @@ class SnapshotBuilder:
                     failed=w.failed,
                     concurrency=w.concurrency,
                     utilisation=round(len(runs) / w.concurrency, 3) if w.concurrency > 0 else None,
-                    running_funcs=tuple(funcs[t] for t in runs),
+                    running_funcs=tuple(t.func for t in funcs if t is not None),
                     dead=w.state == "running" and not alive,
                 )
             )
@@ -270,53 +248,3 @@ def paused_stamp(schedule: Schedule) -> tuple[str | None, datetime | None]:
     except (TypeError, ValueError):
         at = None
     return (str(actor)[:200] if actor else None), at
-
-
-def throughput_windows(outcomes: list[Outcome], now: float) -> dict[str, tuple[QueueWindow, ...]]:
-    """Completed and failed per queue over each of ``WINDOWS``, with wait (started - created)
-    and run (completed - started) percentiles; ``covered_s`` is how far back outcomes go."""
-    oldest = min((o.completed_at for o in outcomes), default=now)
-    # (completed, failed, waits, runs) per queue and window, in one pass over the outcomes.
-    acc: dict[str, list[tuple[list[int], list[float], list[float]]]] = {}
-    floors = [now - span for _, span in WINDOWS]
-    for o in outcomes:
-        slots = acc.get(o.queue or "")
-        if slots is None:
-            slots = acc[o.queue or ""] = [([0, 0], [], []) for _ in WINDOWS]
-        wait = o.started_at - o.created_at if o.started_at and o.created_at else None
-        # As the function ran; completed - started also holds the outcome's per-name wait.
-        run = o.run_s
-        for (counts, waits, runs), floor in zip(slots, floors, strict=True):
-            if o.completed_at < floor:
-                continue
-            if o.status == "success":
-                counts[0] += 1
-            elif o.status == "error":
-                counts[1] += 1
-            if wait is not None and wait >= 0:
-                waits.append(wait)
-            if run is not None and run >= 0:
-                runs.append(run)
-    out: dict[str, tuple[QueueWindow, ...]] = {}
-    for queue, slots in acc.items():
-        windows = []
-        for (name, span), (counts, waits, runs) in zip(WINDOWS, slots, strict=True):
-            waits.sort()
-            runs.sort()
-            covered = min(span, max(0.0, now - oldest))
-            windows.append(
-                QueueWindow(
-                    window=name,
-                    window_s=span,
-                    completed=counts[0],
-                    failed=counts[1],
-                    per_minute=round((counts[0] + counts[1]) / (max(covered, 60.0) / 60), 3),
-                    wait_p50_s=_pct(waits, 0.5),
-                    wait_p95_s=_pct(waits, 0.95),
-                    run_p50_s=_pct(runs, 0.5),
-                    run_p95_s=_pct(runs, 0.95),
-                    covered_s=round(covered, 1),
-                )
-            )
-        out[queue] = tuple(windows)
-    return out

@@ -12,14 +12,19 @@ mix and to repeat (``docs/architecture.md``, "Layout of a bucket"):
   listing was requested (``seq``): a change that arrived meanwhile is newer than the listing.
 
 Each task's contribution to the counts, depths, outcome series and failure groups is kept, and
-replaced when one of its objects changes: a change costs O(1), not O(bucket). What depends on
-the clock is evaluated at snapshot time: stuck over the running tasks, pending, delayed,
-expired and ages from the waiting set's heaps (``waiting.py``).
+replaced when one of its objects changes: a change costs O(1), not O(bucket). A change only
+marks its task stale; the task is joined again when the aggregates are next read (``settle``,
+which every reader calls), once however many of its objects changed meanwhile. What depends on
+the clock is evaluated at snapshot time: stuck tasks from the running set's lease heap
+(``running.py``), pending, delayed, expired and ages from the waiting set's heaps
+(``waiting.py``), throughput from per-minute histograms (``throughput.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import heapq
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from operator import itemgetter
@@ -38,7 +43,9 @@ from .records import (
     TaskDef,
     to_datetime,
 )
+from .running import LiveTask, RunningSet
 from .snapshot import TaskRow, UnreadableRow
+from .throughput import Throughput
 from .waiting import Waiter, WaitingSet
 
 T = TypeVar("T")
@@ -51,6 +58,8 @@ TOMBSTONES = 50_000
 """Deleted generations remembered (oldest forgotten first): enough for the feed's reordering
 and redelivery window (minutes) at hundreds of deletes a second; the reconcile corrects the
 rest."""
+SETTLE_SLICE = 500
+"""Stale tasks joined between two yields to the event loop (tens of microseconds each)."""
 MAX_OUTCOMES = 200_000
 """Outcomes remembered at most (the oldest forgotten first, beside ``OUTCOME_KEEP_S``): a
 fleet finishing more than ~10 tasks a second keeps its charts' last hours, not unbounded."""
@@ -100,17 +109,6 @@ class Contribution(NamedTuple):
     orphan: str | None = None
 
 
-class LiveTask(NamedTuple):
-    """A running task, joined from its objects, for the clock-dependent figures."""
-
-    id: str
-    queue: str
-    func: str
-    entry: Entry | None  # stays in its queue until the outcome (counted as claimed)
-    worker_id: str | None
-    lease_expires_at: float | None
-
-
 class BucketModel:
     """All objects of one layout (events excepted: see ``sources/events.py``)."""
 
@@ -132,28 +130,30 @@ class BucketModel:
         self.schedules: dict[str, tuple[int, ScheduleRecord]] = {}
 
         self._contrib: dict[str, Contribution] = {}
-        self.task_counts: Counter[str] = Counter({s.value: 0 for s in TaskStatus})
-        self.result_counts: Counter[str] = Counter({s.value: 0 for s in ResultStatus})
-        self.failures: Counter[str] = Counter()
-        self.orphans: Counter[str] = Counter()
-        """State records whose task is gone, by result status (not in ``result_counts``)."""
-        self.queue_names: Counter[str] = Counter()
-        self.running: dict[str, LiveTask] = {}
-        """Running tasks, joined from their objects (kept per change)."""
-        self.waiting = WaitingSet()
-        """Tasks waiting in a queue (with an entry), classed by the clock."""
+        self._stale: set[str] = set()
+        """Tasks whose objects changed since the aggregates were last brought up to date."""
+        self._task_counts: Counter[str] = Counter({s.value: 0 for s in TaskStatus})
+        self._result_counts: Counter[str] = Counter({s.value: 0 for s in ResultStatus})
+        self._failures: Counter[str] = Counter()
+        self._orphans: Counter[str] = Counter()
+        self._queue_names: Counter[str] = Counter()
+        self._running = RunningSet()
+        self._waiting = WaitingSet()
 
-        self.outcomes: dict[str, Outcome] = {}
-        self.minutes: Counter[tuple[int, str]] = Counter()
+        self._outcomes: dict[str, Outcome] = {}
+        self._minutes: Counter[tuple[int, str]] = Counter()
+        self._throughput = Throughput()
+        # (completed_at, tid) of the outcomes, oldest first: what to forget is popped. An
+        # entry whose outcome changed or went is dropped when it comes up.
+        self._outcome_times: list[tuple[float, str]] = []
         self.outcome_changes = 0
-        self.detached: set[str] = set()
-        """Outcomes known from events, or whose result record is gone (``outcome_source``)."""
+        self._detached: set[str] = set()
         self._forget_after = -1.0
         self.outcomes_known_from: float | None = None
         """Outcomes completed before this time may be missing (their records were deleted
         before the monitor's first listing): see ``mark_outcomes_known``."""
 
-        self.rows: dict[str, TaskRow] = {}
+        self._rows: dict[str, TaskRow] = {}
         # Rows newest first, and their sort keys at the same positions: a tuple of the rows is
         # then one C-level copy (100,000 rows in well under a millisecond). Sorted lazily: a
         # change only marks its task dirty, and ``task_rows`` merges the dirty ones in, so a
@@ -236,6 +236,11 @@ class BucketModel:
                 self.defs.pop(tid, None)
         elif kind == "results":
             tid = Layout.name_of(key)
+            if tid in self._stale and not isinstance(new, StateRecord):
+                # The record goes: what it meant (an outcome, which outlives it) is taken
+                # before it is lost.
+                self._stale.discard(tid)
+                self._refresh_task(tid)
             if isinstance(new, StateRecord):
                 self.states[tid] = new
             else:
@@ -264,7 +269,25 @@ class BucketModel:
             else:
                 self.schedules.pop(key, None)
         if tid is not None:
-            self._refresh_task(tid)
+            self._stale.add(tid)
+
+    def settle(self) -> None:
+        """Bring the aggregates up to date with the changes since the last call: each task
+        changed is joined again once, however many of its objects changed (a claim or a
+        completion changes two or three; a cold listing brings each task's objects one by
+        one). Every reader of the aggregates calls it first."""
+        while self._stale:
+            stale, self._stale = self._stale, set()
+            for tid in stale:
+                self._refresh_task(tid)
+
+    async def settle_in_slices(self, size: int = SETTLE_SLICE) -> None:
+        """``settle``, giving the event loop back every ``size`` tasks (a cold listing or a
+        big change leaves tens of thousands stale)."""
+        while self._stale:
+            for _ in range(min(size, len(self._stale))):
+                self._refresh_task(self._stale.pop())
+            await asyncio.sleep(0)
 
     def _refresh_task(self, tid: str) -> None:
         d = self.defs.get(tid)
@@ -277,8 +300,8 @@ class BucketModel:
         # definition said when it was written.
         status = r.state if r is not None else (_PENDING if d is not None else None)
         if d is None and r is None and e is None:
-            self.running.pop(tid, None)
-            self.waiting.discard(tid)
+            self._running.discard(tid)
+            self._waiting.discard(tid)
             self._set_row(tid, None)
             self._detach(tid)
             return
@@ -302,19 +325,19 @@ class BucketModel:
         self._contrib[tid] = new
         self._count(new, 1)
         if live and r is not None and status == _RUNNING:
-            self.running[tid] = _live_task(tid, d, r, e)
+            self._running.put(_live_task(tid, d, r, e))
         else:
-            self.running.pop(tid, None)
+            self._running.discard(tid)
         if live and status != _RUNNING and e is not None:
-            self.waiting.put(tid, _waiter(d, r, e))
+            self._waiting.put(tid, _waiter(d, r, e))
         else:
-            self.waiting.discard(tid)
+            self._waiting.discard(tid)
         if r is not None and r.error_type == lifecycle.DELETING:
             # A delete's fence: the task is about to be gone, which is no outcome.
             self._drop_outcome(tid)
         elif r is not None and r.state in _FINAL and r.completed_at is not None:
             created = (d.created_at if d else None) or r.created_at
-            self.add_outcome(
+            self._add_outcome(
                 tid,
                 Outcome(
                     r.status,
@@ -333,51 +356,78 @@ class BucketModel:
         self._detach(tid)
 
     def _detach(self, tid: str) -> None:
-        o = self.outcomes.get(tid)
+        o = self._outcomes.get(tid)
         if o is not None and (o.source != "results" or tid not in self.states):
-            self.detached.add(tid)
+            self._detached.add(tid)
         else:
-            self.detached.discard(tid)
+            self._detached.discard(tid)
 
     def _count(self, c: Contribution, sign: int) -> None:
         if c.status is not None:
-            self.task_counts[c.status] += sign
+            self._task_counts[c.status] += sign
         if c.result_status is not None:
-            self.result_counts[c.result_status] += sign
+            self._result_counts[c.result_status] += sign
         if c.orphan is not None:
-            self.orphans[c.orphan] += sign
-            if self.orphans[c.orphan] <= 0:
-                del self.orphans[c.orphan]
+            self._orphans[c.orphan] += sign
+            if self._orphans[c.orphan] <= 0:
+                del self._orphans[c.orphan]
         if c.error_type is not None:
-            self.failures[c.error_type] += sign
-            if self.failures[c.error_type] <= 0:
-                del self.failures[c.error_type]
+            self._failures[c.error_type] += sign
+            if self._failures[c.error_type] <= 0:
+                del self._failures[c.error_type]
         if c.queue is not None:
-            self.queue_names[c.queue] += sign
-            if self.queue_names[c.queue] <= 0:
-                del self.queue_names[c.queue]
+            self._queue_names[c.queue] += sign
+            if self._queue_names[c.queue] <= 0:
+                del self._queue_names[c.queue]
 
     # -- outcomes ---------------------------------------------------------------------------
 
     def add_outcome(self, tid: str, outcome: Outcome, *, only_if_new: bool = False) -> None:
         """Remember a final outcome (from a result record, or from an event when the record
         is gone; a record's outcome wins over an event's)."""
-        old = self.outcomes.get(tid)
+        self.settle()
+        self._add_outcome(tid, outcome, only_if_new=only_if_new)
+
+    def _add_outcome(self, tid: str, outcome: Outcome, *, only_if_new: bool = False) -> None:
+        old = self._outcomes.get(tid)
         if old is not None and (only_if_new or old == outcome):
             return
         if old is not None:
-            self.minutes[(int(old.completed_at // MINUTE), old.status)] -= 1
-        self.outcomes[tid] = outcome
-        self.minutes[(int(outcome.completed_at // MINUTE), outcome.status)] += 1
+            self._count_outcome(old, -1)
+        self._outcomes[tid] = outcome
+        self._count_outcome(outcome, 1)
+        if old is None or old.completed_at != outcome.completed_at:
+            heapq.heappush(self._outcome_times, (outcome.completed_at, tid))
+            if len(self._outcome_times) > 2 * len(self._outcomes) + 4096:
+                self._outcome_times = [(o.completed_at, t) for t, o in self._outcomes.items()]
+                heapq.heapify(self._outcome_times)
         self.outcome_changes += 1
         self._detach(tid)
 
+    def _count_outcome(self, o: Outcome, sign: int) -> None:
+        self._minutes[(int(o.completed_at // MINUTE), o.status)] += sign
+        wait = o.started_at - o.created_at if o.started_at and o.created_at else None
+        # As the function ran; completed - started also holds the outcome's per-name wait.
+        self._throughput.count(o.queue, o.completed_at, wait, o.run_s, o.status, sign)
+
+    def oldest_outcome(self) -> float | None:
+        """When the earliest outcome remembered completed."""
+        self.settle()
+        times = self._outcome_times
+        while times:
+            at, tid = times[0]
+            o = self._outcomes.get(tid)
+            if o is not None and o.completed_at == at:
+                return at
+            heapq.heappop(times)
+        return None
+
     def _drop_outcome(self, tid: str) -> None:
-        old = self.outcomes.pop(tid, None)
+        old = self._outcomes.pop(tid, None)
         if old is not None:
-            self.minutes[(int(old.completed_at // MINUTE), old.status)] -= 1
+            self._count_outcome(old, -1)
             self.outcome_changes += 1
-            self.detached.discard(tid)
+            self._detached.discard(tid)
 
     def mark_outcomes_known(self, now: float) -> None:
         """After the first listing: from when on every success and every failure is known.
@@ -394,24 +444,27 @@ class BucketModel:
         self.outcomes_known_from = max(oldest.get(_SUCCESS, now), oldest.get(_ERROR, now))
 
     def forget_outcomes(self, now: float, *, every: float = MINUTE) -> None:
-        """Drop outcomes older than ``OUTCOME_KEEP_S`` (their minutes are off every chart); a
-        scan of every outcome, so at most once per ``every`` seconds."""
+        """Drop outcomes older than ``OUTCOME_KEEP_S`` (their minutes are off every chart) and
+        the oldest beyond ``MAX_OUTCOMES``, popped oldest first; at most once per ``every``
+        seconds (the minutes' sweep walks every minute counter)."""
         if now < self._forget_after:
             return
         self._forget_after = now + every
+        self.settle()
         floor = now - OUTCOME_KEEP_S
-        if len(self.outcomes) > MAX_OUTCOMES:
-            times = sorted(o.completed_at for o in self.outcomes.values())
-            floor = max(floor, times[len(times) - MAX_OUTCOMES])
-            # Minutes before the floor are no longer whole: say so on the chart.
+        over = len(self._outcomes) > MAX_OUTCOMES
+        while (oldest := self.oldest_outcome()) is not None and (
+            oldest < floor or len(self._outcomes) > MAX_OUTCOMES
+        ):
+            self._drop_outcome(heapq.heappop(self._outcome_times)[1])
+        if over and oldest is not None:
+            # Minutes before the oldest kept are no longer whole: say so on the chart.
+            floor = max(floor, oldest)
             self.outcomes_known_from = max(self.outcomes_known_from or floor, floor)
-        old = [tid for tid, o in self.outcomes.items() if o.completed_at < floor]
-        for tid in old:
-            self._drop_outcome(tid)
         for minute in [
-            m for m, n in self.minutes.items() if n <= 0 or (m[0] + 1) * MINUTE <= floor
+            m for m, n in self._minutes.items() if n <= 0 or (m[0] + 1) * MINUTE <= floor
         ]:
-            del self.minutes[minute]
+            del self._minutes[minute]
 
     # -- task rows --------------------------------------------------------------------------
 
@@ -437,15 +490,16 @@ class BucketModel:
         if not self.task_rows_enabled:
             return
         if row is None:
-            if self.rows.pop(tid, None) is None:
+            if self._rows.pop(tid, None) is None:
                 return
         else:
-            self.rows[tid] = row
+            self._rows[tid] = row
         self._dirty.add(tid)
         self._rows_tuple = None
 
     def task_rows(self) -> tuple[TaskRow, ...]:
         """Every task's row, newest first (copied only after a change)."""
+        self.settle()
         if self._dirty:
             self._merge_dirty()
         if self._rows_tuple is None:
@@ -461,7 +515,7 @@ class BucketModel:
         gone: list[tuple[float, str]] = []
         new: list[tuple[tuple[float, str], TaskRow]] = []
         for tid in self._dirty:
-            row = self.rows.get(tid)
+            row = self._rows.get(tid)
             key = _sort_key(tid, row) if row is not None else None
             at_key = placed.get(tid)
             if at_key is not None and at_key == key and row is not None:
@@ -488,11 +542,86 @@ class BucketModel:
             self._order = _spliced(self._order, at, keys)
             self._row_list = _spliced(self._row_list, at, rows)
 
+    # -- the aggregates, up to date ---------------------------------------------------------
+
+    @property
+    def task_counts(self) -> Counter[str]:
+        """Tasks with a definition, by derived status."""
+        self.settle()
+        return self._task_counts
+
+    @property
+    def result_counts(self) -> Counter[str]:
+        """State records of tasks with a definition, by result status."""
+        self.settle()
+        return self._result_counts
+
+    @property
+    def failures(self) -> Counter[str]:
+        """Error results by error type (failure groups)."""
+        self.settle()
+        return self._failures
+
+    @property
+    def orphans(self) -> Counter[str]:
+        """State records whose task is gone, by result status (not in ``result_counts``)."""
+        self.settle()
+        return self._orphans
+
+    @property
+    def queue_names(self) -> Counter[str]:
+        """Tasks by queue."""
+        self.settle()
+        return self._queue_names
+
+    @property
+    def running(self) -> RunningSet:
+        """Running tasks, joined from their objects."""
+        self.settle()
+        return self._running
+
+    @property
+    def waiting(self) -> WaitingSet:
+        """Tasks waiting in a queue (with an entry), classed by the clock."""
+        self.settle()
+        return self._waiting
+
+    @property
+    def outcomes(self) -> dict[str, Outcome]:
+        """Final outcomes by task (outliving their result records)."""
+        self.settle()
+        return self._outcomes
+
+    @property
+    def minutes(self) -> Counter[tuple[int, str]]:
+        """Outcomes by (minute, status)."""
+        self.settle()
+        return self._minutes
+
+    @property
+    def throughput(self) -> Throughput:
+        """Per-queue throughput windows, kept per outcome."""
+        self.settle()
+        return self._throughput
+
+    @property
+    def detached(self) -> set[str]:
+        """Outcomes known from events, or whose result record is gone (``outcome_source``)."""
+        self.settle()
+        return self._detached
+
+    @property
+    def rows(self) -> dict[str, TaskRow]:
+        """Each task's row (with a definition), unordered."""
+        self.settle()
+        return self._rows
+
     # -- the clock-dependent part -----------------------------------------------------------
 
     def running_tasks(self) -> Iterator[LiveTask]:
         """Tasks running (their leases' holders)."""
-        return iter(self.running.values())
+        self.settle()
+        return self._running.values()
 
 
 def _waiter(d: TaskDef | None, r: StateRecord | None, e: Entry) -> Waiter:
