@@ -64,10 +64,8 @@ MAX_OUTCOMES = 200_000
 """Outcomes remembered at most (the oldest forgotten first, beside ``OUTCOME_KEEP_S``): a
 fleet finishing more than ~10 tasks a second keeps its charts' last hours, not unbounded."""
 
-_FINAL = frozenset(s.value for s in TaskStatus) - {
-    TaskStatus.PENDING.value,
-    TaskStatus.RUNNING.value,
-}
+# The wire values of final statuses, for the hot path's string compares (models.py says which).
+_FINAL = frozenset(s.value for s in TaskStatus if s.is_final)
 _ERROR = ResultStatus.ERROR.value
 _SUCCESS = ResultStatus.SUCCESS.value
 _RUNNING = TaskStatus.RUNNING.value
