@@ -238,14 +238,7 @@ class Operator:
             transition = lifecycle.operator_retry(task, task.record, actor=self.actor, now=now)
             return await self._apply(task, transition)
 
-        async with self._audited(
-            "retry_task",
-            task_id,
-            task_id=task_id,
-            queue_name=task.queue_name,
-            extra={"previous_status": task.status.value},
-        ):
-            return await self._swap(task, retried)
+        return await self._transition_task("retry_task", task, retried)
 
     async def cancel_task(
         self, task_id: str, *, expected_status: TaskStatus | str | None = None
@@ -264,14 +257,21 @@ class Operator:
             transition = lifecycle.cancel(task, task.record, actor=self.actor, now=utcnow())
             return self._apply(task, transition)
 
+        return await self._transition_task("cancel_task", task, cancelled)
+
+    async def _transition_task(
+        self, action: str, task: Task, change: Callable[[Task], Awaitable[Task]]
+    ) -> Task:
+        """``change`` written on ``task`` through ``_swap``, audited as ``action`` with the
+        status the operator saw."""
         async with self._audited(
-            "cancel_task",
-            task_id,
-            task_id=task_id,
+            action,
+            task.id,
+            task_id=task.id,
             queue_name=task.queue_name,
             extra={"previous_status": task.status.value},
         ):
-            return await self._swap(task, cancelled)
+            return await self._swap(task, change)
 
     async def delete_task(
         self, task_id: str, *, expected_status: TaskStatus | str | None = None
