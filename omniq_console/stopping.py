@@ -1,8 +1,9 @@
 """One way to stop a long-running loop (worker, scheduler, monitor, fleet) from anywhere.
 
 ``StopSignal.set()`` is safe from a signal handler, another thread, or before the loop started;
-``await signal.wait(timeout)`` sleeps until it is set or the timeout passes. It wakes its loop
-with ``set_from_any_thread``, as the monitor wakes its run loop for a poll.
+``await signal.wait(timeout)`` sleeps until it is set or the timeout passes, on an injected
+clock when given one (``event_or_timeout``, which the monitor's run loop waits with too). It
+wakes its loop with ``set_from_any_thread``, as the monitor wakes its run loop for a poll.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+
+from .clock import SYSTEM_CLOCK, Clock
 
 
 def set_from_any_thread(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
@@ -24,6 +27,26 @@ def set_from_any_thread(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -
     else:
         with contextlib.suppress(RuntimeError):  # the loop is closed, or closed meanwhile
             loop.call_soon_threadsafe(event.set)
+
+
+async def event_or_timeout(
+    event: asyncio.Event, timeout: float | None, clock: Clock | None = None
+) -> None:
+    """Wait until ``event`` is set or ``timeout`` seconds of ``clock`` passed (the machine's
+    clock by default; no time limit when ``timeout`` is None).
+
+    Not ``asyncio.wait_for``: on Python 3.11 it can swallow a cancellation that arrives as the
+    event is set, turning "stop now" into a graceful stop. Sleeping on ``clock`` lets a test on
+    a ``FakeClock`` pass the timeout without a real wait.
+    """
+    waiters: set[asyncio.Future[object]] = {asyncio.ensure_future(event.wait())}
+    if timeout is not None:
+        waiters.add(asyncio.ensure_future((clock or SYSTEM_CLOCK).sleep(timeout)))
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 class StopSignal:
@@ -51,18 +74,11 @@ class StopSignal:
         if self._loop is not None and self._event is not None:
             set_from_any_thread(self._loop, self._event)
 
-    async def wait(self, timeout: float | None = None) -> bool:
-        """Wait until set or ``timeout`` seconds passed; True when set.
-
-        Not ``asyncio.wait_for``: on Python 3.11 it can swallow a cancellation that arrives as
-        the event is set, turning "stop now" into a graceful stop.
-        """
+    async def wait(self, timeout: float | None = None, *, clock: Clock | None = None) -> bool:
+        """Wait until set or ``timeout`` seconds of ``clock`` passed (the machine's by default);
+        True when set."""
         if self._event is None:
             self.bind()
         assert self._event is not None
-        waiter = asyncio.ensure_future(self._event.wait())
-        try:
-            await asyncio.wait({waiter}, timeout=timeout)
-        finally:
-            waiter.cancel()
+        await event_or_timeout(self._event, timeout, clock)
         return self._set.is_set()

@@ -106,9 +106,11 @@ async def test_poll_timeout_marks_stale(backend: GCSBackend) -> None:
 
 
 async def test_request_poll_coalesces_and_pause_stops_timed_polls(backend: GCSBackend) -> None:
-    monitor = Monitor(backend, interval=60.0)
+    # Timed polls a minute apart on the injected clock: they come at once in real time.
+    timer = FakeClock()
+    monitor = Monitor(backend, interval=60.0, timer=timer)
     polls: list[Snapshot] = []
-    settled: list[int] = []
+    settled: list[tuple[int, float]] = []
 
     def seen(snapshot: Snapshot) -> None:
         polls.append(snapshot)
@@ -117,28 +119,27 @@ async def test_request_poll_coalesces_and_pause_stops_timed_polls(backend: GCSBa
             monitor.pause()
             for _ in range(5):
                 monitor.request_poll()
-            settled.append(len(polls))
+            settled.append((len(polls), timer.monotonic()))
 
     monitor.subscribe(seen)
+    started = timer.monotonic()
     runner = asyncio.create_task(monitor.run())
     try:
-        await wait_until(lambda: len(polls) == 1, "the first poll, made at once")
-        monitor.set_interval(0.05)
-        await wait_until(lambda: settled, "timed polls every 0.05 s up to the pause")
+        await wait_until(lambda: settled, "timed polls every 60 s up to the pause")
         assert monitor.paused
-        (paused_at,) = settled
-        await wait_until(lambda: len(polls) == paused_at + 1, "the poll the five requests asked")
-        # Wall clock on purpose: "no further poll" has no event to wait for. Twenty-odd timed
-        # polls would land in this window were the pause ignored, four were the requests not
-        # coalesced.
-        await asyncio.sleep(0.3)
-        assert len(polls) == paused_at + 1  # five requests, one poll; no timed ones
-
+        ((paused_at, paused_time),) = settled
+        assert paused_time - started >= 3 * 60.0  # three waits of the interval, on the timer
+        await wait_until(lambda: len(polls) >= paused_at + 1, "the poll the five requests asked")
         # From another thread, as a Textual thread worker would.
         await asyncio.to_thread(monitor.request_poll)
-        await wait_until(lambda: len(polls) == paused_at + 2, "the thread's request")
+        await wait_until(lambda: len(polls) >= paused_at + 2, "the thread's request")
+        # Two requested polls, one for five requests; and no timed one: a loop ignoring the
+        # pause would have slept on the timer (moving it) and polled again after each poll.
+        assert len(polls) == paused_at + 2
+        assert timer.monotonic() == paused_time
         monitor.resume()
         await wait_until(lambda: len(polls) >= paused_at + 4, "timed polls after the resume")
+        assert timer.monotonic() >= paused_time + 60.0
     finally:
         runner.cancel()
         with pytest.raises(asyncio.CancelledError):

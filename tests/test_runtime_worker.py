@@ -1,10 +1,11 @@
 """The worker on the emulator: results and events, retries with backoff, unknown functions,
 concurrency off the event loop, lost leases, clean stops, signals, and a killed worker's task
-run again by another worker."""
+run again by another worker; an idle worker's pauses on its injected clock."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import Any
 
 import pytest
 from waiting import wait_until
@@ -22,8 +24,11 @@ from waiting import wait_until
 from omniq_console import OmniQ
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.backend.index import worker_index
+from omniq_console.backend.memstore import MemoryObjectStore
+from omniq_console.clock import FakeClock
 from omniq_console.models import EventType, ResultStatus, TaskStatus
 from omniq_console.runtime import Operator, Worker, current_task
+from omniq_console.runtime.registry import TaskRegistry
 
 
 @pytest.fixture
@@ -75,6 +80,39 @@ async def test_task_runs_and_its_result_and_events_are_stored(backend: GCSBacken
     beat = worker_index(infos[0])
     assert beat is not None and beat.id == "w-one" and beat.state == "stopped"
     assert beat.processed == 1 and beat.failed == 0 and beat.queues == ("default",)
+
+
+async def test_an_idle_worker_pauses_on_its_injected_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Pauses of 1 to 10 minutes between looks: on the wall clock the second look alone would
+    # come a minute later; on a FakeClock six looks take no real time.
+    clock = FakeClock()
+    async with GCSBackend("idle-clock", object_store=MemoryObjectStore("idle-clock")) as backend:
+        queue = backend.async_task_storage
+        queue.clock = clock
+        looks: list[float] = []
+        claim_pass = queue.claim_pass
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            looks.append(clock.monotonic())
+            return await claim_pass(*args, **kwargs)
+
+        monkeypatch.setattr(queue, "claim_pass", counted)
+        worker = Worker(
+            backend, TaskRegistry(), ["q"], poll_interval=60, poll_timeout=600, clock=clock
+        )
+        running = _start(worker)
+        try:
+            await wait_until(lambda: len(looks) >= 6, "six looks at the idle queue", within=60)
+        finally:
+            worker.stop()
+            await asyncio.wait_for(running, 30)
+    # Each pause is at least 0.8 x its backoff ceiling on the fake clock (the heartbeat and the
+    # reaper sleep on it too, so a gap may be longer, never shorter).
+    gaps = [later - earlier for earlier, later in itertools.pairwise(looks[:6])]
+    ceilings = [60, 120, 240, 480, 600]
+    assert all(gap >= 0.8 * ceiling for gap, ceiling in zip(gaps, ceilings, strict=True)), gaps
 
 
 async def test_failing_task_retries_with_backoff_then_fails_with_traceback(

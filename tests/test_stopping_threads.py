@@ -1,12 +1,14 @@
 """Setting a loop's event from any thread (``stopping.set_from_any_thread``), as ``StopSignal``
 and the monitor's run loop do it: on the loop's thread, from another thread, before the loop
-waits, and after the loop is closed."""
+waits, and after the loop is closed; and ``StopSignal.wait`` timing out on an injected clock."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
+from omniq_console.clock import FakeClock
 from omniq_console.stopping import StopSignal, set_from_any_thread
 
 
@@ -62,3 +64,22 @@ def test_a_stop_signal_set_after_its_loop_closed_only_records_the_stop() -> None
 
 async def _bind(stop: StopSignal) -> None:
     stop.bind()
+
+
+async def test_a_stop_signal_times_out_on_its_injected_clock() -> None:
+    clock, stop = FakeClock(), StopSignal()
+    start = clock.monotonic()
+    async with asyncio.timeout(30):  # an hour of the fake clock, no real wait
+        assert await stop.wait(3600, clock=clock) is False
+    assert clock.monotonic() - start == 3600
+
+
+async def test_a_cancelled_stop_wait_leaves_no_waiter_behind() -> None:
+    stop = StopSignal()
+    waiting = asyncio.create_task(stop.wait(60))
+    await asyncio.sleep(0)  # let it start waiting on the event and the clock
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    await asyncio.sleep(0)  # the cancelled waiters finish
+    assert asyncio.all_tasks() == {asyncio.current_task()}

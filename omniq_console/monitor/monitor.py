@@ -39,8 +39,9 @@ from ..backend.listing import BodyCache, BodyReader
 from ..backend.objectstore import ObjectData, ObjectInfo
 from ..backend.storeapi import ObjectStoreAPI
 from ..checks import check_seconds
+from ..clock import SYSTEM_CLOCK, Clock
 from ..models import Task, TaskResult, utcnow
-from ..stopping import set_from_any_thread
+from ..stopping import event_or_timeout, set_from_any_thread
 from .builder import SnapshotBuilder, Thresholds
 from .detail import bodies, task_detail, task_keys
 from .io import describe_error, read_many
@@ -96,7 +97,9 @@ class Monitor:
 
     ``interval``: seconds between timed polls in ``run()``. ``poll_timeout``: a poll's own time
     limit. ``recent_events``: how many events a snapshot keeps. ``clock``: the current UTC time
-    (tests pass a fixed one). ``task_rows``: build ``Snapshot.task_rows``. ``subscription``:
+    (tests pass a fixed one). ``timer``: the clock ``run()`` schedules its polls on, monotonic
+    time and sleeping (tests pass a ``FakeClock``; its ``now`` is then the default ``clock``).
+    ``task_rows``: build ``Snapshot.task_rows``. ``subscription``:
     ``projects/P/subscriptions/S`` receiving this bucket's notifications (change-feed mode);
     ``topic``: ``projects/P/topics/T`` instead, for a subscription of the monitor's own.
     ``pubsub_service_file``: Pub/Sub's credentials file (the storage's: ``credentials.py``).
@@ -112,6 +115,7 @@ class Monitor:
         poll_timeout: float = 10.0,
         recent_events: int = 200,
         clock: Callable[[], datetime] | None = None,
+        timer: Clock | None = None,
         task_rows: bool = True,
         max_backoff: float = 30.0,
         overdue_grace: float = 60.0,
@@ -134,7 +138,8 @@ class Monitor:
         self._interval = float(interval)
         self.poll_timeout = float(poll_timeout)
         self.recent_events = int(recent_events)
-        self._clock = clock or utcnow
+        self._timer = timer or SYSTEM_CLOCK
+        self._clock = clock or (timer.now if timer is not None else utcnow)
         self._max_backoff = float(max_backoff)
         self._overdue_grace = float(overdue_grace)
         self._worker_timeout = float(worker_timeout)
@@ -295,7 +300,7 @@ class Monitor:
         last_end = 0.0
         try:
             while True:
-                now = time.monotonic()
+                now = self._timer.monotonic()
                 delay = self.next_delay()
                 due = 0.0 if last_start is None else max(last_start + delay, last_end + delay / 2)
                 feed_due = self._feed_woke and now - last_end >= FEED_GAP_S and not self._paused
@@ -303,9 +308,9 @@ class Monitor:
                     timed = self._requested or now >= due
                     self._requested = False
                     self._feed_woke = False
-                    started = time.monotonic()
+                    started = self._timer.monotonic()
                     await self.poll(reconcile=timed)
-                    last_end = time.monotonic()
+                    last_end = self._timer.monotonic()
                     if timed:
                         last_start = started
                     continue
@@ -315,8 +320,7 @@ class Monitor:
                 timeout = None if self._paused else due - now
                 if self._feed_woke and not self._paused:
                     timeout = max(0.0, min(timeout or FEED_GAP_S, last_end + FEED_GAP_S - now))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                await event_or_timeout(self._wake, timeout, self._timer)
         finally:
             self._loop = None
             await self.aclose()

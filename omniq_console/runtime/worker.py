@@ -177,7 +177,8 @@ class Worker:
     - ``heartbeat_interval``: seconds between heartbeats (``workers/{worker_id}.json``).
     - ``reap_interval``: seconds between reaper passes (default: ``lease_seconds``).
     - ``shutdown_grace``: seconds running tasks get to finish on ``stop()``.
-    - ``clock``: wall and monotonic time (tests pass a ``FakeClock``).
+    - ``clock``: wall and monotonic time, and the idle pauses between looks (tests pass a
+      ``FakeClock``).
 
     ``processed`` counts tasks run to an outcome that landed (success, failure or a scheduled
     retry); ``failed`` those of them that raised.
@@ -325,12 +326,13 @@ class Worker:
                     delay,
                     exc_info=not isinstance(exc, StorageError),
                 )
-                await self._stop.wait(delay)
+                await self._stop.wait(delay, clock=self.clock)
                 continue
             if task is None:
                 # Every look is a listing per queue (a billed request): an idle worker looks
                 # less and less often, a busy one at once again. Jitter keeps workers apart.
-                await self._stop.wait(idle_backoff.ceiling(idle) * random.uniform(0.8, 1.2))
+                pause = idle_backoff.ceiling(idle) * random.uniform(0.8, 1.2)
+                await self._stop.wait(pause, clock=self.clock)
                 idle += 1
                 continue
             idle = 0
