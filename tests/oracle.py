@@ -23,12 +23,13 @@ import asyncio
 import os
 import random
 import socket
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+
+from waiting import poll_until
 
 from omniq_console import OmniQ
 from omniq_console.backend import lifecycle
@@ -809,20 +810,33 @@ async def run_oracle(
                 ledger.pop(tid, None)  # running or waiting again (an operator retry)
             else:
                 ledger[tid] = outcome
-        deadline = time.monotonic() + settle_s
-        while True:
-            snap = await monitor.poll(raise_errors=True, reconcile=reconcile)
-            found = compare(truth, snap, ledger)
-            if not found or time.monotonic() >= deadline:
-                break
-            # Wall clock on purpose: the emulators settle (a listing, a notification) on
-            # their own time; the step is compared again until it matches or the cap.
-            await asyncio.sleep(0.05)
+        snap, found = await _settle(monitor, truth, ledger, reconcile, settle_s)
         if on_step is not None:
             await on_step(n, label, snap, truth)
         if found:
             return [Mismatch(n, label, *f) for f in found]
     return []
+
+
+async def _settle(
+    monitor: Monitor,
+    truth: Truth,
+    ledger: dict[str, tuple[str, datetime]],
+    reconcile: bool,
+    within: float,
+) -> tuple[Snapshot, list[tuple[str, Any, Any]]]:
+    """The monitor's snapshot and its mismatches with ``truth``, polled again until none is
+    left or ``within`` seconds passed: the emulators settle (a listing, a notification) on
+    their own time."""
+    seen: list[tuple[Snapshot, list[tuple[str, Any, Any]]]] = []
+
+    async def settled() -> bool:
+        snap = await monitor.poll(raise_errors=True, reconcile=reconcile)
+        seen.append((snap, compare(truth, snap, ledger)))
+        return not seen[-1][1]
+
+    await poll_until(settled, within=within)
+    return seen[-1]
 
 
 def oracle_seed() -> int:

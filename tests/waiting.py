@@ -28,16 +28,25 @@ async def wait_until(
 ) -> T:
     """Return the first true value of ``condition()`` (sync or async); fail naming ``what``
     after ``within`` seconds, with ``detail()`` (say, child processes' logs) when given."""
+    held = await poll_until(condition, within=within, every=every)
+    if not held:
+        more = f"\n{detail()}" if detail is not None else ""
+        raise AssertionError(f"timed out after {within:g} s waiting for {what}{more}")
+    return held
+
+
+async def poll_until(
+    condition: Callable[[], T | Awaitable[T]], *, within: float, every: float = POLL_S
+) -> T | None:
+    """The first true value of ``condition()`` (sync or async), or its last value once
+    ``within`` seconds passed (for a wait whose caller reports what it saw last)."""
     deadline = time.monotonic() + within
     while True:
         held = condition()
         if inspect.isawaitable(held):
             held = await held
-        if held:
+        if held or time.monotonic() > deadline:
             return held  # type: ignore[return-value]
-        if time.monotonic() > deadline:
-            more = f"\n{detail()}" if detail is not None else ""
-            raise AssertionError(f"timed out after {within:g} s waiting for {what}{more}")
         # Wall clock on purpose: the poll interval of something that offers no event.
         await asyncio.sleep(every)
 
