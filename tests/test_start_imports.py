@@ -12,6 +12,8 @@ import pty
 import sys
 from pathlib import Path
 
+import pytest
+
 from omniq_console.demo.emulator import free_port
 
 HEAVY = (
@@ -81,3 +83,15 @@ def test_the_first_frame_loads_no_backend_poller_or_facade(tmp_path: Path) -> No
         name for name in HEAVY if name in loaded or any(m.startswith(f"{name}.") for m in loaded)
     )
     assert heavy == [], f"loaded before the first frame: {heavy}"
+
+
+def test_the_runtime_package_still_offers_every_name() -> None:
+    # Its names load on first use (PEP 562): each one resolves to where it is defined.
+    import importlib
+
+    runtime = importlib.import_module("omniq_console.runtime")
+    for name in runtime.__all__:
+        value = getattr(runtime, name)
+        assert value is getattr(importlib.import_module(value.__module__), name), name
+    with pytest.raises(AttributeError, match="NoSuchName"):
+        runtime.NoSuchName  # noqa: B018
