@@ -23,6 +23,7 @@ from .stopping import StopSignal
 
 if TYPE_CHECKING:
     from .settings import BackendSettings
+    from .tui.app import ConsoleApp
 
 EXIT_USAGE = 2
 PROBE_DEADLINE = 0.5
@@ -300,42 +301,45 @@ async def _find_default_credentials(settings: BackendSettings) -> None:
 
 
 async def run_console(settings: BackendSettings, *, quit_warning: str | None = None) -> None:
-    """Draw the dashboard at once, check the bucket (quickly) and open the backend meanwhile,
-    then poll until quit. A bucket that cannot be used ends the dashboard and raises the
-    store's error (the caller prints its one line). ``quit_warning``: ``q`` asks first,
-    saying what quitting stops."""
+    """Draw the dashboard at once, then load and check the backend (quickly), then poll until
+    quit. A bucket that cannot be used ends the dashboard and raises the store's error (the
+    caller prints its one line). ``quit_warning``: ``q`` asks first, saying what quitting
+    stops."""
     from .monitor.thread import monitor_thread
-    from .runtime.operator import Operator
     from .settings import feed_options, make_backend
     from .tui.app import build_app
-
-    # The operator's backend, on this loop (the console's: actions run here). Not opened yet:
-    # gcsfs is imported while the UI draws.
-    backend = make_backend(settings)
 
     # A big bucket's poll allocates ~150,000 objects; with 100,000 task rows alive, CPython's
     # default thresholds run full collections several times a poll, ~165 ms of stalled UI
     # each (measured). The app also freezes what exists once the first snapshot is shown.
     gc.set_threshold(20_000, 5, 1000)
     # Polls run on a thread of their own with a backend of their own (an HTTP session belongs
-    # to its loop), so keys never wait on a poll. It starts once the bucket answered.
+    # to its loop), so keys never wait on a poll. It starts once the bucket answered, and
+    # loads the poller there.
     monitor = monitor_thread(
         lambda: make_backend(settings),
         autostart=False,
         interval=settings.refresh,
         **feed_options(settings),
     )
-    operator = None if backend.read_only else Operator(backend, actor=settings.actor)
     app = build_app(
         monitor,
-        operator=operator,
         bucket=settings.bucket_name,
         prefix=settings.prefix,
-        read_only=backend.read_only,
+        read_only=settings.read_only,
         quit_warning=quit_warning,
     )
     shown = asyncio.create_task(app.run_async())
     try:
+        # The backend (gcsfs, aiohttp, google-auth) and the operator are loaded once the first
+        # frame is on screen: about half of the start-up's imports, off the way to it.
+        await _first_frame(app, shown)
+        # The operator's backend, on this loop (the console's: actions run here).
+        backend = make_backend(settings)
+        if not backend.read_only:
+            from .runtime.operator import Operator
+
+            app.connect_operator(Operator(backend, actor=settings.actor))
         await probe(settings)
         await backend.aopen()
     except BaseException:
@@ -348,6 +352,15 @@ async def run_console(settings: BackendSettings, *, quit_warning: str | None = N
     finally:
         await monitor.aclose()
         await backend.aclose()
+
+
+async def _first_frame(app: ConsoleApp, shown: asyncio.Task[None]) -> None:
+    """Return once ``app`` drew its first frame, or ended (``shown``) without one."""
+    drawn = asyncio.create_task(app.first_frame())
+    try:
+        await asyncio.wait({drawn, shown}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        drawn.cancel()
 
 
 async def _snapshot(settings: BackendSettings, include_tasks: bool) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from datetime import UTC, date, datetime, timedelta
 from enum import Enum, StrEnum
 from typing import Any, Self
 
-from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 SCHEMA_VERSION = 1
@@ -464,6 +463,9 @@ class Schedule(OmniQModel):
     @model_validator(mode="after")
     def _check_and_plan(self) -> Self:
         if self.schedule_type == ScheduleType.CRON:
+            # Imported when a cron schedule is read: not on the way to the console's first frame.
+            from croniter import croniter
+
             if not self.cron_expression or not croniter.is_valid(self.cron_expression):
                 raise ValueError(f"invalid cron expression: {self.cron_expression!r}")
         elif self.schedule_type == ScheduleType.INTERVAL:
@@ -489,6 +491,8 @@ class Schedule(OmniQModel):
         """The first due time strictly after ``after`` (recurring schedules)."""
         after = as_utc(after)
         if self.schedule_type == ScheduleType.CRON:
+            from croniter import croniter
+
             assert self.cron_expression is not None
             return as_utc(croniter(self.cron_expression, after).get_next(datetime))
         if self.schedule_type == ScheduleType.INTERVAL:

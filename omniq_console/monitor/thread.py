@@ -315,10 +315,13 @@ def monitor_thread(
     """A ``Monitor`` on its own thread, reading a backend of its own: ``new_backend()`` (an
     unopened ``GCSBackend``, say) is opened and closed on the thread's loop.
     ``monitor_options`` are ``Monitor``'s keywords (``interval``, ``subscription``, ...)."""
-    from .monitor import Monitor  # here: importing this module loads no poller
 
     @contextlib.asynccontextmanager
     async def open_monitor() -> AsyncIterator[SnapshotSource]:
+        # Imported here, on the thread, once it starts: the poller and its HTTP stack are
+        # not on the way to the console's first frame.
+        from .monitor import Monitor
+
         async with new_backend() as backend:
             yield Monitor(backend, **monitor_options)
 

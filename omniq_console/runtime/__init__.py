@@ -1,10 +1,29 @@
-"""The OmniQ runtime on the GCS backend: app facade, workers, scheduler, operator actions."""
+"""The OmniQ runtime on the GCS backend: app facade, workers, scheduler, operator actions.
 
-from .omniq import OmniQ
-from .operator import BulkOutcome, Operator
-from .registry import TaskRegistry, TaskSpec, UnknownTaskError, task_name
-from .scheduler import Scheduler, run_task_id
-from .worker import Worker, current_task
+The names below are imported when first used: ``from omniq_console.runtime.operator import
+StateChanged`` (the console, before its first frame) then loads neither the facade nor the
+backend and its HTTP stack (aiohttp, google-auth), which ``OmniQ`` and ``Worker`` need.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .omniq import OmniQ
+    from .operator import BulkOutcome, Operator
+    from .registry import TaskRegistry, TaskSpec, UnknownTaskError, task_name
+    from .scheduler import Scheduler, run_task_id
+    from .worker import Worker, current_task
+
+_HOMES = {
+    "OmniQ": "omniq",
+    **dict.fromkeys(("BulkOutcome", "Operator"), "operator"),
+    **dict.fromkeys(("TaskRegistry", "TaskSpec", "UnknownTaskError", "task_name"), "registry"),
+    **dict.fromkeys(("Scheduler", "run_task_id"), "scheduler"),
+    **dict.fromkeys(("Worker", "current_task"), "worker"),
+}
 
 __all__ = [
     "BulkOutcome",
@@ -19,3 +38,10 @@ __all__ = [
     "run_task_id",
     "task_name",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'omniq_console.runtime' has no attribute {name!r}")
+    return getattr(import_module(f".{home}", __name__), name)

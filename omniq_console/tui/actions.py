@@ -61,6 +61,11 @@ class ActionRunner:
         self._operator = operator
         self.read_only = read_only
 
+    def connect(self, operator: ConsoleOperator) -> None:
+        """Act through ``operator`` from now on (given after the first frame: the CLI loads
+        the backend it writes through once the dashboard is drawn)."""
+        self._operator = operator
+
     @property
     def enabled(self) -> bool:
         """True when actions are offered: there is an operator and the console is not read-only."""

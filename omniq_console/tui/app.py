@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import threading
@@ -92,6 +93,7 @@ class ConsoleApp(App[None]):
         self._unsubscribe: Callable[[], None] | None = None
         self._poller: Worker[None] | None = None
         self._gc_frozen = False
+        self._drawn = asyncio.Event()
 
     # Setup and data flow
 
@@ -107,6 +109,21 @@ class ConsoleApp(App[None]):
 
     def get_default_screen(self) -> Screen[None]:
         return MainScreen(self._views)
+
+    def connect_operator(self, operator: ConsoleOperator) -> None:
+        """Offer the action keys, run through ``operator``: for a console built without one
+        because its backend was not loaded yet (the CLI draws the first frame first)."""
+        self.operator = operator
+        self._actions.connect(operator)
+        self.refresh_bindings()
+
+    async def first_frame(self) -> None:
+        """Return once the first frame is on the terminal (at once if it already is)."""
+        await self._drawn.wait()
+
+    def on_ready(self) -> None:
+        # Textual's Ready: the DOM is mounted and the first frame displayed.
+        self._drawn.set()
 
     def on_mount(self) -> None:
         # A toast belongs to the screen it was raised on: Textual shows every live one again on

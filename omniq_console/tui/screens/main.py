@@ -132,7 +132,10 @@ class MainScreen(Screen[None]):
 
     def _mount_hidden(self) -> None:
         for name, _ in self._view_classes:
-            self.view(name)
+            # A quit right after the first frame detaches the panes before this runs: a view
+            # mounted into one then would fail the shutdown (MountError), not just be lost.
+            if self.query_one(f"#{name}", TabPane).is_attached:
+                self.view(name)
 
     def _focus_active(self) -> None:
         if (view := self.active_view) is not None:
