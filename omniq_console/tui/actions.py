@@ -17,6 +17,7 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import App
+from textual.notifications import SeverityLevel
 
 from ..models import TaskStatus
 from ..monitor.snapshot import TaskRow
@@ -102,38 +103,38 @@ class ActionRunner:
         on_changed: Callable[[StateChanged], None] | None = None,
     ) -> None:
         try:
-            result = await call()
-        except StateChanged as changed:
-            self._app.notify(
-                describe_error(label, changed),
-                title="Changed since you saw it",
-                severity="warning",
-                markup=False,
-                timeout=12,
-            )
-            if on_changed is not None and changed.allowed:
+            changed, told = await self._outcome(label, call, success)
+            message, title, severity, timeout = told
+            self._app.notify(message, title=title, severity=severity, markup=False, timeout=timeout)
+            if changed is not None and on_changed is not None and changed.allowed:
                 on_changed(changed)
-        except Exception as error:  # every failure is told to the operator, none crashes the UI
-            self._app.notify(
-                describe_error(label, error),
-                title="Not done",
-                severity="error",
-                markup=False,
-                timeout=12,
-            )
-        else:
-            message, complete = success(result)
-            self._app.notify(
-                message,
-                title="Done" if complete else "Partly done",
-                severity="information" if complete else "warning",
-                markup=False,
-                timeout=8 if complete else 12,
-            )
         finally:
             self._source.request_poll()
             if after is not None:
                 after()
+
+    @staticmethod
+    async def _outcome(
+        label: str,
+        call: Callable[[], Awaitable[Any]],
+        success: Callable[[Any], tuple[str, bool]],
+    ) -> tuple[StateChanged | None, tuple[str, str, SeverityLevel, float]]:
+        """What ``call`` did, as a notification: message, title, severity, seconds shown."""
+        try:
+            result = await call()
+        except StateChanged as changed:
+            return changed, (
+                describe_error(label, changed),
+                "Changed since you saw it",
+                "warning",
+                12,
+            )
+        except Exception as error:  # every failure is told to the operator, none crashes the UI
+            return None, (describe_error(label, error), "Not done", "error", 12)
+        message, complete = success(result)
+        if complete:
+            return None, (message, "Done", "information", 8)
+        return None, (message, "Partly done", "warning", 12)
 
     def _confirm(
         self, title: str, question: Text, on_yes: Callable[[], None], detail: Text | None = None
@@ -181,22 +182,18 @@ class ActionRunner:
         if (op := self._operator_or_refuse()) is None:
             return
         expected = _expected(seen, status)
-        question = _task_question("Cancel", task_id, seen)
         detail = (
             Text("Its worker drops the outcome of the run under way.", style="dim", end="")
             if expected == TaskStatus.RUNNING.value
             else None
         )
-        self._confirm(
-            "Cancel task",
-            question,
-            lambda: self._run(
-                f"Cancel task {task_id}",
-                lambda: op.cancel_task(task_id, expected_status=expected),
-                lambda _: (f"Task {task_id} is cancelled.", True),
-                after,
-                lambda changed: self._offer_after_change(changed, "cancel", after),
-            ),
+        self._confirmed_task_action(
+            "Cancel",
+            task_id,
+            seen,
+            lambda: op.cancel_task(task_id, expected_status=expected),
+            lambda _: (f"Task {task_id} is cancelled.", True),
+            after,
             detail,
         )
 
@@ -212,25 +209,46 @@ class ActionRunner:
         if (op := self._operator_or_refuse()) is None:
             return
         expected = _expected(seen, status)
-        question = _task_question("Delete", task_id, seen)
         detail = Text(
             "Its task object, queue entry and result are removed for good; its events stay.",
             style="dim",
             end="",
         )
+        self._confirmed_task_action(
+            "Delete",
+            task_id,
+            seen,
+            lambda: op.delete_task(task_id, expected_status=expected),
+            lambda deleted: (
+                (f"Task {task_id} is deleted.", True)
+                if deleted
+                else (f"Task {task_id} was already gone.", False)
+            ),
+            after,
+            detail,
+        )
+
+    def _confirmed_task_action(
+        self,
+        verb: str,
+        task_id: str,
+        seen: TaskRow | None,
+        call: Callable[[], Awaitable[Any]],
+        success: Callable[[Any], tuple[str, bool]],
+        after: Callable[[], object] | None,
+        detail: Text | None,
+    ) -> None:
+        """Ask "``verb`` <the task as seen>?", then run ``call``; a task that moved on is
+        offered the action its new state allows."""
         self._confirm(
-            "Delete task",
-            question,
+            f"{verb} task",
+            _task_question(verb, task_id, seen),
             lambda: self._run(
-                f"Delete task {task_id}",
-                lambda: op.delete_task(task_id, expected_status=expected),
-                lambda deleted: (
-                    (f"Task {task_id} is deleted.", True)
-                    if deleted
-                    else (f"Task {task_id} was already gone.", False)
-                ),
+                f"{verb} task {task_id}",
+                call,
+                success,
                 after,
-                lambda changed: self._offer_after_change(changed, "delete", after),
+                lambda changed: self._offer_after_change(changed, verb.lower(), after),
             ),
             detail,
         )

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 from textual.app import SystemCommand
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import TabbedContent, TabPane
 
@@ -116,6 +117,19 @@ class View(Vertical):
         widget = self.main_widget
         if widget is not None:
             widget.focus()
+
+
+Found = TypeVar("Found")
+
+
+class FilterAnswer(Message, Generic[Found]):
+    """A filter worker's answer: what it found, and the ``generation`` it was asked with
+    (``FilteredView.is_current`` says whether it is still the one to show)."""
+
+    def __init__(self, found: Found, generation: int) -> None:
+        super().__init__()
+        self.found = found
+        self.generation = generation
 
 
 class FilteredView(View):

@@ -12,7 +12,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import DataTable, Select, Static
 
@@ -24,7 +23,7 @@ from ..columns import FittedTable, PagedTable
 from ..messages import OpenTask
 from ..taskfilter import PAGE_SIZE, TaskFilter, TaskOrder, TaskPage, select_tasks
 from ..text import literal
-from .base import PAGE_KEYS, FilteredView, PaletteEntry
+from .base import PAGE_KEYS, FilterAnswer, FilteredView, PaletteEntry
 
 LATEST_FAILURE_FIRST = TaskOrder("failed")
 """How the failures of a group are listed until the operator sorts them otherwise."""
@@ -59,11 +58,8 @@ def find_failures(
     return Failures(groups, group, select_tasks(rows, flt, start, order=order))
 
 
-class FailuresFound(Message):
-    def __init__(self, failures: Failures, generation: int) -> None:
-        super().__init__()
-        self.failures = failures
-        self.generation = generation
+class FailuresFound(FilterAnswer[Failures]):
+    """A filter worker finished: the failure groups and the page of the one shown."""
 
 
 class ResultsView(FilteredView):
@@ -187,7 +183,7 @@ class ResultsView(FilteredView):
         message.stop()
         if not self.is_current(message.generation):
             return
-        failures = message.failures
+        failures = message.found
         self._failures = failures
         self._group = failures.group
         groups_table: FittedTable[FailureGroup] = self.query_one("#results-groups", FittedTable)

@@ -10,7 +10,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.message import Message
 from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, ProgressBar, Select, Static
@@ -21,7 +20,7 @@ from .. import cells
 from ..columns import PagedTable
 from ..messages import OpenTask
 from ..taskfilter import PAGE_SIZE, TaskFilter, TaskOrder, TaskPage, body_text, select_tasks
-from .base import PAGE_KEYS, FilteredView, PaletteEntry
+from .base import PAGE_KEYS, FilterAnswer, FilteredView, PaletteEntry
 
 TYPING_PAUSE_S = 0.2
 """Filter this long after the last keystroke, not on every one."""
@@ -30,13 +29,8 @@ SCAN_SLICE = 50
 """Bodies read per request batch of the background search scan (one GET each)."""
 
 
-class TasksSelected(Message):
+class TasksSelected(FilterAnswer[TaskPage]):
     """A filter worker finished: the page to show."""
-
-    def __init__(self, page: TaskPage, generation: int) -> None:
-        super().__init__()
-        self.page = page
-        self.generation = generation
 
 
 class TasksView(FilteredView):
@@ -294,7 +288,7 @@ class TasksView(FilteredView):
         message.stop()
         if not self.is_current(message.generation):
             return
-        page = message.page
+        page = message.found
         self._page = page
         self._start = page.start
         self._anchor = page.rows[0].id if page.start > 0 and page.rows else None
