@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shlex
 import signal
 import subprocess
@@ -38,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -294,7 +296,9 @@ def worker_table(children: list[Child], minutes: float, counts: dict[str, int]) 
 PREFIX = "omniq/"
 TOPIC = "omniq-soak-changes"
 CONSOLE_SIZE = (160, 48)
-FIRST_DATA_S = 120.0  # the console must show the bucket's data within this
+FIRST_DATA_S = 300.0  # the console must show the bucket's data within this (loaded, traced)
+TRACE_AT = (1 / 6, 1 / 2)  # with --trace: the console's dumps (minutes 5 and 15 of 30)
+TRACE_FRAMES = 6
 BALLAST_CONCURRENCY = 64
 FAILED_SHARE = 0.15  # of the ballast; about the fleet's own share
 BALLAST_FUNCS = (charge_card, send_email, resize_image, build_report)
@@ -384,7 +388,12 @@ class Terminal:
     def __init__(self, command: list[str], env: dict[str, str], size: tuple[int, int]) -> None:
         self.socket = f"omniq-soak-{os.getpid()}"
         line = shlex.join(["exec", "env", *(f"{k}={v}" for k, v in env.items()), *command])
-        self._tmux("new-session", "-d", "-s", "soak", "-x", str(size[0]), "-y", str(size[1]), line)
+        width, height = (str(n) for n in size)
+        # remain-on-exit: a console that ends early leaves its last words on the screen.
+        self._tmux(
+            "start-server", ";", "set-option", "-g", "remain-on-exit", "on", ";",
+            "new-session", "-d", "-s", "soak", "-x", width, "-y", height, line,
+        )  # fmt: skip
         self.pid = int(self._tmux("display-message", "-p", "-t", "soak", "#{pane_pid}"))
 
     def _tmux(self, *args: str) -> str:
@@ -398,7 +407,7 @@ class Terminal:
         return self._tmux("capture-pane", "-p", "-t", "soak")
 
     def alive(self) -> bool:
-        return os.path.exists(f"/proc/{self.pid}")
+        return self._tmux("display-message", "-p", "-t", "soak", "#{pane_dead}") != "1"
 
     def close(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
@@ -444,6 +453,25 @@ class ConsoleSoak:
             self.bucket_tasks[-1][1] if self.bucket_tasks else 0,
         )
 
+    def changes(self) -> str:
+        """How the console followed the bucket over the run, from its status bar: one mode
+        throughout, or each mode's share of the samples."""
+        shares = Counter(s["changes"] for s in self.samples)
+        if len(shares) == 1:
+            return f"{next(iter(shares))} throughout"
+        first = {s["changes"]: s["t"] - self.samples[0]["t"] for s in reversed(self.samples)}
+        return ", ".join(
+            f"{mode} {n / len(self.samples):.0%} of the samples (first at "
+            f"{first[mode] / 60:.1f} min)"
+            for mode, n in shares.most_common()
+        )
+
+
+def changes_shown(screen: str) -> str:
+    """The change mode the status bar names (``changes: Pub/Sub`` or ``changes: listing``)."""
+    found = re.search(r"changes: (\S+)", screen)
+    return found.group(1) if found else "?"
+
 
 async def _count_tasks(backend: GCSBackend) -> int:
     return len(await backend.store.list(backend.layout.tasks))
@@ -475,10 +503,14 @@ def _start_fleet(
     )
 
 
-async def console_soak(minutes: float, tasks: int, speed: float, every: float) -> ConsoleSoak:
+async def console_soak(
+    minutes: float, tasks: int, speed: float, every: float, trace: Path | None = None
+) -> ConsoleSoak:
     """The console the CLI runs (``omniq-console``, in a tmux terminal, idle on Overview,
     following the Pub/Sub feed as the demo's does) on the demo fleet keeping about ``tasks``
-    tasks in the bucket, for ``minutes``; its RSS every ``every`` seconds."""
+    tasks in the bucket, for ``minutes``; its RSS every ``every`` seconds. With ``trace``
+    (a folder), the console runs under tracemalloc and dumps a snapshot there at each of
+    ``TRACE_AT`` (fractions of the run)."""
     keep = keep_for(tasks, speed)
     bucket = "omniq-soak"
     pubsub = PubSubEmulator(project="omniq-soak")
@@ -493,21 +525,34 @@ async def console_soak(minutes: float, tasks: int, speed: float, every: float) -
         try:
             await asyncio.to_thread(emu.create_bucket, bucket)
             soak = ConsoleSoak(tasks, minutes, f"Pub/Sub ({topic})", keep=keep)
+            env = {
+                "PYTHONPATH": str(ROOT),
+                "STORAGE_EMULATOR_HOST": emu.url,
+                "PUBSUB_EMULATOR_HOST": pubsub.host_port,
+                "OMNIQ_BUCKET": bucket,
+                "OMNIQ_PREFIX": PREFIX,
+                "OMNIQ_TOPIC": topic,
+                "TERM": "xterm-256color",
+            }
+            console = ["--refresh", str(DEMO_REFRESH)]
+            if trace is None:
+                command = [sys.executable, "-m", "omniq_console", *console]
+            else:
+                command = [
+                    sys.executable, "-m", "benchmarks.soak", "--child", "traced-console",
+                    "--trace", str(trace), "--", *console,
+                ]  # fmt: skip
+            # Started on the empty bucket: the emulator's filesystem backend reads every
+            # object's metadata for any listing, and at 10,000 tasks the console's start-up
+            # probe (2 s) would give up on a loaded machine. The tasks then arrive through
+            # the feed, as they would while an operator watches.
+            terminal = Terminal(command, env, CONSOLE_SIZE)
+            await _until_shown(terminal, "Overview")
             async with GCSBackend(bucket, PREFIX, endpoint_url=emu.url) as backend:
                 soak.ballast = await ballast(backend, tasks, keep)
                 procs.append(_start_fleet(emu.url, bucket, keep, speed))
-                env = {
-                    "PYTHONPATH": str(ROOT),
-                    "STORAGE_EMULATOR_HOST": emu.url,
-                    "PUBSUB_EMULATOR_HOST": pubsub.host_port,
-                    "OMNIQ_BUCKET": bucket,
-                    "OMNIQ_PREFIX": PREFIX,
-                    "OMNIQ_TOPIC": topic,
-                    "TERM": "xterm-256color",
-                }
-                command = [sys.executable, "-m", "omniq_console", "--refresh", str(DEMO_REFRESH)]
-                terminal = Terminal(command, env, CONSOLE_SIZE)
-                await _watch(soak, terminal, backend, procs[0], minutes, every)
+                await _until_shown(terminal, FLEET_QUEUES[0].name)
+                await _watch(soak, terminal, backend, procs[0], minutes, every, trace=trace)
         finally:
             if terminal is not None:
                 terminal.close()
@@ -521,6 +566,17 @@ async def console_soak(minutes: float, tasks: int, speed: float, every: float) -
     return soak
 
 
+async def _until_shown(terminal: Terminal, text: str) -> None:
+    """Wait until the console shows ``text`` (at most ``FIRST_DATA_S``)."""
+    deadline = time.monotonic() + FIRST_DATA_S
+    while text not in terminal.screen():
+        if time.monotonic() > deadline or not terminal.alive():
+            raise RuntimeError(
+                f"the console never showed {text!r}; its screen:\n{terminal.screen()}"
+            )
+        await asyncio.sleep(0.5)
+
+
 async def _watch(
     soak: ConsoleSoak,
     terminal: Terminal,
@@ -528,23 +584,22 @@ async def _watch(
     fleet: subprocess.Popen[bytes],
     minutes: float,
     every: float,
+    *,
+    trace: Path | None,
 ) -> None:
-    # The clock starts at the first frame with data (a queue of the fleet on screen).
-    shown = time.monotonic() + FIRST_DATA_S
-    while FLEET_QUEUES[0].name not in terminal.screen():
-        if time.monotonic() > shown or not terminal.alive():
-            raise RuntimeError(f"the console shows no data; its screen:\n{terminal.screen()}")
-        await asyncio.sleep(0.5)
     started = time.monotonic()
     end = started + minutes * 60
     next_count = next_note = started
+    dumps = [started + at * minutes * 60 for at in TRACE_AT] if trace is not None else []
     while True:
         if not terminal.alive():
             raise RuntimeError(f"the console exited early; its screen:\n{terminal.screen()}")
         if fleet.poll() is not None:
             raise RuntimeError("the fleet exited early")
         now = time.monotonic()
-        soak.samples.append(process_sample(terminal.pid))
+        sampled = process_sample(terminal.pid)
+        sampled["changes"] = changes_shown(terminal.screen())
+        soak.samples.append(sampled)
         if now >= next_count:
             with contextlib.suppress(StorageError):
                 soak.bucket_tasks.append((now, await _count_tasks(backend)))
@@ -556,10 +611,54 @@ async def _watch(
                 f"console {soak.samples[-1]['rss_mb']:.0f} MB; bucket {count:,} tasks"
             )
             next_note += 60
+        if dumps and now >= dumps[0]:
+            dumps.pop(0)
+            os.kill(terminal.pid, signal.SIGUSR1)
         if now >= end:
             soak.screen = terminal.screen()
             return
         await asyncio.sleep(min(every, max(0.0, end - time.monotonic())))
+
+
+def _traced_console(trace: Path, argv: list[str]) -> None:
+    """``omniq-console argv`` under tracemalloc: SIGUSR1 dumps a snapshot (``N.snap``) and
+    the live objects by type (``N.types.json``) into ``trace``."""
+    import gc
+    import tracemalloc
+    from itertools import count
+
+    from omniq_console.cli import main as console_main
+
+    tracemalloc.start(TRACE_FRAMES)
+    dumped = count()
+
+    def dump(signum: int, frame: object) -> None:
+        n = next(dumped)
+        tracemalloc.take_snapshot().dump(str(trace / f"{n}.snap"))
+        types = Counter(type(o).__qualname__ for o in gc.get_objects())
+        (trace / f"{n}.types.json").write_text(json.dumps(dict(types.most_common(200))))
+
+    signal.signal(signal.SIGUSR1, dump)
+    console_main(argv)
+
+
+def trace_report(trace: Path, top: int = 25) -> str:
+    """What grew between the first two dumps of a traced soak: the lines that allocated
+    most, and the object types that multiplied."""
+    import tracemalloc
+
+    first = tracemalloc.Snapshot.load(str(trace / "0.snap"))
+    second = tracemalloc.Snapshot.load(str(trace / "1.snap"))
+    lines = [f"tracemalloc: what grew between the dumps (top {top}, by size)"]
+    for stat in second.compare_to(first, "traceback")[:top]:
+        lines.append(f"{stat.size_diff / 1024:+10.0f} KiB {stat.count_diff:+8d} blocks")
+        lines.extend(f"    {frame}" for frame in stat.traceback.format()[-2 * TRACE_FRAMES :])
+    before = json.loads((trace / "0.types.json").read_text())
+    after = json.loads((trace / "1.types.json").read_text())
+    grew = sorted(after, key=lambda name: before.get(name, 0) - after[name])[:top]
+    lines.append("live objects by type (first dump -> second)")
+    lines.extend(f"  {name}: {before.get(name, 0):,} -> {after[name]:,}" for name in grew)
+    return "\n".join(lines)
 
 
 def _tmpfs() -> str | None:
@@ -596,13 +695,14 @@ def console_table(soaks: Sequence[ConsoleSoak]) -> Table:
             "flat" if grew <= FLAT_WITHIN else "GREW",
         )
     table.notes.append(
-        "Tasks in the bucket: the target, then the count listed at each mark. Changes: "
-        f"{soaks[0].feed}, one subscription of the console's own, as in the demo; refresh "
+        "Tasks in the bucket: the target, then the count listed at each mark. The console is "
+        f"given the feed {soaks[0].feed} (a subscription of its own), as in the demo; refresh "
         f"{DEMO_REFRESH:g} s (the demo's)."
     )
     for soak in soaks:
         table.notes.append(
-            f"~{soak.tasks:,} tasks: {soak.ballast:,} finished tasks written at start with "
+            f"~{soak.tasks:,} tasks: changes followed by {soak.changes()} (the console's status "
+            f"bar); {soak.ballast:,} finished tasks written at start with "
             f"ends spread over the retention ({soak.keep.total_seconds() / 60:.1f} min for "
             "every finished task), then the demo fleet (seed 42) enqueues, runs, fails, "
             "retries and deletes past that retention."
@@ -641,7 +741,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--speed", type=float, default=1.0, help="--console: the demo fleet's speed (default 1)"
     )
-    parser.add_argument("--child", choices=("worker", "monitor", "fleet"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        metavar="DIR",
+        help="--console: run it under tracemalloc, dump snapshots into DIR at 1/6 and 1/2 of "
+        "the run and print what grew between them (slows the console down)",
+    )
+    parser.add_argument("console_args", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child",
+        choices=("worker", "monitor", "fleet", "traced-console"),
+        help=argparse.SUPPRESS,
+    )
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
     parser.add_argument("--bucket", help=argparse.SUPPRESS)
     parser.add_argument("--sample", type=float, default=10.0, help=argparse.SUPPRESS)
@@ -649,6 +761,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.tasks <= 0 or args.speed <= 0:
         parser.error("--tasks and --speed must be positive")
+    if args.child == "traced-console":
+        _traced_console(args.trace, args.console_args)
+        return 0
     if args.child == "fleet":
         keep = timedelta(seconds=args.keep)
         asyncio.run(_fleet_child(args.endpoint, args.bucket, keep, args.speed))
@@ -658,8 +773,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     minutes = args.minutes or (30.0 if args.console else 10.0)
     if args.console:
-        soak = asyncio.run(console_soak(minutes, args.tasks, args.speed, 10.0))
+        if args.trace is not None:
+            args.trace.mkdir(parents=True, exist_ok=True)
+        soak = asyncio.run(console_soak(minutes, args.tasks, args.speed, 10.0, args.trace))
         log(f"the console's screen at the end:\n{soak.screen}")
+        if args.trace is not None:
+            log(trace_report(args.trace))
         tables = [console_table([soak])]
     else:
         tables = run(minutes, rate=args.rate)
