@@ -627,8 +627,10 @@ def _traced_console(trace: Path, argv: list[str]) -> None:
     import tracemalloc
     from itertools import count
 
-    from omniq_console.cli import main as console_main
+    from omniq_console import cli
 
+    # Traced, it starts several times slower: give its start-up probe the time (only here).
+    cli.PROBE_DEADLINE = cli.PROBE_REQUEST_TIMEOUT = 60.0
     tracemalloc.start(TRACE_FRAMES)
     dumped = count()
 
@@ -637,9 +639,24 @@ def _traced_console(trace: Path, argv: list[str]) -> None:
         tracemalloc.take_snapshot().dump(str(trace / f"{n}.snap"))
         types = Counter(type(o).__qualname__ for o in gc.get_objects())
         (trace / f"{n}.types.json").write_text(json.dumps(dict(types.most_common(200))))
+        # What a full collection would free now (it is done last, after the snapshot, and
+        # changes what the next dump finds: the report says so).
+        before = process_sample(os.getpid())["rss_mb"]
+        counts, stats = gc.get_count(), gc.get_stats()
+        freed = gc.collect()
+        gc_line = {
+            "count": counts,
+            "stats": stats,
+            "threshold": gc.get_threshold(),
+            "frozen": gc.get_freeze_count(),
+            "freed_by_full_collection": freed,
+            "rss_before_mb": before,
+            "rss_after_mb": process_sample(os.getpid())["rss_mb"],
+        }
+        (trace / f"{n}.gc.json").write_text(json.dumps(gc_line))
 
     signal.signal(signal.SIGUSR1, dump)
-    console_main(argv)
+    cli.main(argv)
 
 
 def trace_report(trace: Path, top: int = 25) -> str:
@@ -658,6 +675,10 @@ def trace_report(trace: Path, top: int = 25) -> str:
     grew = sorted(after, key=lambda name: before.get(name, 0) - after[name])[:top]
     lines.append("live objects by type (first dump -> second)")
     lines.extend(f"  {name}: {before.get(name, 0):,} -> {after[name]:,}" for name in grew)
+    for n in (0, 1):
+        lines.append(
+            f"gc at dump {n} (then a full collection): {(trace / f'{n}.gc.json').read_text()}"
+        )
     return "\n".join(lines)
 
 
