@@ -11,13 +11,20 @@ file descriptors and asyncio tasks every ``--sample`` seconds.
   ``--minutes`` (10); printed at start, after warm-up (the first fifth of the run) and at the
   end, with the verdict "flat within 10% after warm-up" (end no more than 10% above the
   after-warm-up figure);
-- ``--console``: the Textual console headless (``build_app`` over a Monitor, ``run_test``)
-  over the same churn (a worker running the tasks) for 30 minutes, its RSS printed at 0, 10,
-  20 and 30 minutes.
+- ``--console``: the console the CLI runs (``python -m omniq_console``, ``run_console`` and
+  ``build_app``) in a 160x48 tmux terminal, idle on Overview, given a Pub/Sub feed of the
+  bucket's changes (a subscription of its own, as the demo's console), on the demo fleet
+  (``demo/fleet.py``: producer, three workers, scheduler, janitor) for 30 minutes; its RSS at
+  0, 10, 20 and 30 minutes and the growth from 10 to 30 (flat within 10%). ``--tasks N``
+  (500): the fleet keeps about N tasks in the bucket, its retention set to N over its rate and
+  N finished tasks written at start with their ends spread over that retention. The change
+  mode and staleness the status bar shows are sampled too (the console may give up the feed
+  by itself). ``--trace DIR``: the console under tracemalloc, snapshots at 1/6 and 1/2 of the
+  run, what grew between them printed at the end.
 
     python -m benchmarks.soak                 # 10 minutes, worker and monitor
     python -m benchmarks.soak --minutes 2     # a quick look
-    python -m benchmarks.soak --console       # 30 minutes, the console
+    python -m benchmarks.soak --console --tasks 10000   # 30 minutes, the console, 10,000 tasks
     python benchmarks/run.py --only soak      # the default mode, as a table of the run
 
 A child is ``python -m benchmarks.soak --child ROLE --endpoint URL --bucket B``.
@@ -466,6 +473,10 @@ class ConsoleSoak:
             for mode, n in shares.most_common()
         )
 
+    def stale_share(self) -> float:
+        """The share of samples whose status bar said the data was stale."""
+        return sum(1 for s in self.samples if s.get("stale")) / len(self.samples)
+
 
 def changes_shown(screen: str) -> str:
     """The change mode the status bar names (``changes: Pub/Sub`` or ``changes: listing``)."""
@@ -598,7 +609,10 @@ async def _watch(
             raise RuntimeError("the fleet exited early")
         now = time.monotonic()
         sampled = process_sample(terminal.pid)
-        sampled["changes"] = changes_shown(terminal.screen())
+        screen = terminal.screen()
+        sampled["changes"] = changes_shown(screen)
+        # The status bar's first line says STALE while the data shown is old (polls failing).
+        sampled["stale"] = "STALE" in screen.partition("\n")[0]
         soak.samples.append(sampled)
         if now >= next_count:
             with contextlib.suppress(StorageError):
@@ -723,7 +737,8 @@ def console_table(soaks: Sequence[ConsoleSoak]) -> Table:
     for soak in soaks:
         table.notes.append(
             f"~{soak.tasks:,} tasks: changes followed by {soak.changes()} (the console's status "
-            f"bar); {soak.ballast:,} finished tasks written at start with "
+            f"bar), data stale in {soak.stale_share():.0%} of the samples; {soak.ballast:,} "
+            "finished tasks written at start with "
             f"ends spread over the retention ({soak.keep.total_seconds() / 60:.1f} min for "
             "every finished task), then the demo fleet (seed 42) enqueues, runs, fails, "
             "retries and deletes past that retention."
