@@ -20,6 +20,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+# What ``omniq_console.cli.run_console`` sets before it runs the app.
+from omniq_console.cli import GC_THRESHOLDS as CLI_GC_THRESHOLDS
+
 from .bigsnapshot import build
 from .common import GcWatch, LoopLagProbe, Table, log, ms, verdict
 
@@ -45,10 +48,6 @@ class Phase:
     blocked_over_target: int
     samples: int
     longest_gc_ms: float
-
-
-CLI_GC_THRESHOLDS = (20_000, 5, 1000)
-"""What ``omniq_console.cli.run_console`` sets before it runs the app (kept in step by hand)."""
 
 
 @contextlib.contextmanager

@@ -300,6 +300,25 @@ async def _find_default_credentials(settings: BackendSettings) -> None:
     )
 
 
+GC_THRESHOLDS = (20_000, 5, 10)
+"""The console's collector thresholds (CPython's are 700, 10, 10).
+
+A big bucket's poll allocates ~150,000 objects; with 100,000 task rows alive, the default
+first threshold runs full collections several times a poll, ~165 ms of stalled UI each
+(measured): 20,000 makes young collections rarer. The last one stays at CPython's 10: a full
+collection still comes every 60 young ones, and CPython itself skips it until a quarter of
+the long-lived objects are new, so its cost stays proportional to what was allocated. At
+1,000 (as it was) a full collection came once in ~6,000 young ones, hours apart, and every
+cycle of objects that outlived two young collections (Textual messages, tasks, poll
+results) was never freed: the console's memory grew for as long as it ran. The app also
+freezes what exists once the first snapshot is shown (``freeze_long_lived_objects``)."""
+
+
+def tune_gc() -> None:
+    """Set ``GC_THRESHOLDS`` for this process (the console owns it while it runs)."""
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def run_console(settings: BackendSettings, *, quit_warning: str | None = None) -> None:
     """Draw the dashboard at once, then load and check the backend (quickly), then poll until
     quit. A bucket that cannot be used ends the dashboard and raises the store's error (the
@@ -309,10 +328,7 @@ async def run_console(settings: BackendSettings, *, quit_warning: str | None = N
     from .settings import feed_options, make_backend
     from .tui.app import build_app
 
-    # A big bucket's poll allocates ~150,000 objects; with 100,000 task rows alive, CPython's
-    # default thresholds run full collections several times a poll, ~165 ms of stalled UI
-    # each (measured). The app also freezes what exists once the first snapshot is shown.
-    gc.set_threshold(20_000, 5, 1000)
+    tune_gc()
     # Polls run on a thread of their own with a backend of their own (an HTTP session belongs
     # to its loop), so keys never wait on a poll. It starts once the bucket answered, and
     # loads the poller there.
