@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import ClassVar, Generic, TypeVar
 
+from rich.text import Text
 from textual.app import SystemCommand
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import TabbedContent, TabPane
+from textual.widgets import Select, TabbedContent, TabPane
 
 from ...monitor.snapshot import Snapshot, TaskRow
 from ..context import ConsoleContext, console_of
@@ -117,6 +118,16 @@ class View(Vertical):
         widget = self.main_widget
         if widget is not None:
             widget.focus()
+
+
+def offer_queues(select: Select[str], queues: Sequence[str]) -> None:
+    """Offer ``queues`` (literal names) in ``select``, keeping its choice while still offered;
+    no ``Changed`` is posted, so a new queue in the bucket does not refilter."""
+    current = select.value
+    with select.prevent(Select.Changed):
+        select.set_options([(Text(q, end=""), q) for q in queues])
+        if isinstance(current, str) and current in queues:
+            select.value = current
 
 
 Found = TypeVar("Found")

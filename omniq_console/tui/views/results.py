@@ -23,7 +23,7 @@ from ..columns import FittedTable, PagedTable
 from ..messages import OpenTask
 from ..taskfilter import PAGE_SIZE, TaskFilter, TaskOrder, TaskPage, select_tasks
 from ..text import literal
-from .base import PAGE_KEYS, FilterAnswer, FilteredView, PaletteEntry
+from .base import PAGE_KEYS, FilterAnswer, FilteredView, PaletteEntry, offer_queues
 
 LATEST_FAILURE_FIRST = TaskOrder("failed")
 """How the failures of a group are listed until the operator sorts them otherwise."""
@@ -137,13 +137,8 @@ class ResultsView(FilteredView):
     def show_snapshot(self, snapshot: Snapshot) -> None:
         queues = tuple(sorted({q.name for q in snapshot.queues}))
         if queues != self._queues:
-            select = self.query_one("#results-queue", Select)
-            current = select.value
             self._queues = queues
-            with self.prevent(Select.Changed):
-                select.set_options([(Text(q, end=""), q) for q in queues])
-                if isinstance(current, str) and current in queues:
-                    select.value = current
+            offer_queues(self.query_one("#results-queue", Select), queues)
         results = snapshot.results
         text = Text("results in the bucket: ", style="dim", end="")
         for i, (name, n) in enumerate(results.items()):

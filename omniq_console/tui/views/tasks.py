@@ -20,7 +20,7 @@ from .. import cells
 from ..columns import PagedTable
 from ..messages import OpenTask
 from ..taskfilter import PAGE_SIZE, TaskFilter, TaskOrder, TaskPage, body_text, select_tasks
-from .base import PAGE_KEYS, FilterAnswer, FilteredView, PaletteEntry
+from .base import PAGE_KEYS, FilterAnswer, FilteredView, PaletteEntry, offer_queues
 
 TYPING_PAUSE_S = 0.2
 """Filter this long after the last keystroke, not on every one."""
@@ -171,13 +171,8 @@ class TasksView(FilteredView):
         self.refilter()
 
     def _set_queue_options(self, queues: tuple[str, ...]) -> None:
-        select = self.query_one("#tasks-queue", Select)
-        current = select.value
         self._queues = queues
-        with self.prevent(Select.Changed):
-            select.set_options([(Text(q, end=""), q) for q in queues])
-            if isinstance(current, str) and current in queues:
-                select.value = current
+        offer_queues(self.query_one("#tasks-queue", Select), queues)
 
     def on_mount(self) -> None:
         self.query_one("#tasks-scan").display = False
