@@ -305,6 +305,47 @@ async def test_a_feed_missing_half_its_changes_falls_back_and_names_sharing(
         await monitor.aclose()
 
 
+async def test_a_feed_behind_its_backlog_is_not_taken_for_one_that_misses_changes(
+    notified: Notified, notified_backend: GCSBackend
+) -> None:
+    """A loaded console pulls slower than its bucket changes: the reconcile then finds
+    changes whose messages wait in the subscription. That is a feed behind, not a shared
+    subscription; only changes published before the feed last emptied it are missed."""
+    b = notified_backend
+    with FaultProxy(notified.pubsub.url) as proxy:
+        monitor = Monitor(
+            b,
+            subscription=notified.subscription,
+            interval=0.05,
+            feed_grace_s=0,
+            pubsub_api_root=proxy.url + "/v1",
+        )
+        try:
+            await monitor.poll()
+            await wait_feed(monitor, "an empty pull", lambda f: f.caught_up_at is not None)
+            # From now on every pull waits 6 s at the proxy: the feed falls behind.
+            rule = proxy.delay(6.0, times=None, path=":pull")
+            await tasks_in(b, [TaskStatus.PENDING] * 4)
+            before = monitor.feed.received if monitor.feed is not None else 0
+            published = await notified.deliver(notified.notifier.take_held())
+            passes = monitor.reconciler.passes
+            async with asyncio.timeout(WAIT_S):
+                while monitor.reconciler.passes < passes + 2:
+                    snap = await monitor.poll()
+                    assert snap.changes == "pubsub", snap.feed_error
+            feed = monitor.feed
+            assert feed is not None
+            # The reconcile found the four while their messages waited (the drift it
+            # corrected), and judged none of them missed.
+            assert snap.tasks["pending"] == 4
+            proxy.remove(rule)
+            await wait_feed(monitor, "the backlog", lambda f: f.received >= before + published)
+            snap = await monitor.poll()
+            assert snap.changes == "pubsub" and snap.tasks["pending"] == 4
+        finally:
+            await monitor.aclose()
+
+
 async def test_a_pull_that_times_out_is_an_error_not_a_quiet_bucket(
     notified: Notified, notified_backend: GCSBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:

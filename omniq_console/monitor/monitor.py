@@ -68,6 +68,9 @@ FEED_GAP_S = 0.2
 PAYLOADLESS_READS = 64
 """Changes without a payload (``payloadFormat`` ``NONE``) looked up one by one per poll at
 most; more, and the poll lists everything instead."""
+UNHEARD_MAX = 10_000
+"""Corrected changes awaiting the feed's word at most; past it the oldest are forgotten (a
+feed that far behind is overflowing, and its buffer's overflow re-lists anyway)."""
 BODY_CACHE_ENTRIES = 5_000
 BODY_CACHE_S = 300.0
 """Bodies read for search stay cached this long unused (and at most that many)."""
@@ -149,6 +152,9 @@ class Monitor:
         self.topic = topic
         self._pubsub_service_file = pubsub_service_file
         self._missed = MissedChanges()
+        self._unheard: dict[str, float] = {}
+        """Keys the reconcile corrected that the feed has not brought yet, with when they
+        changed (``_reconcile`` judges them)."""
         self.feed_grace_s = float(feed_grace_s)
         self._pubsub_api_root = pubsub_api_root
 
@@ -506,6 +512,7 @@ class Monitor:
         event_keys: list[tuple[str, Mapping[str, str]]],
         unknown: dict[str, str],
     ) -> None:
+        self._unheard.pop(change.key, None)  # the feed brings this key: behind, not missing
         kind = kind_of(layout, change.key)
         if kind is None:
             return
@@ -533,17 +540,29 @@ class Monitor:
         pages = self.reconciler.pages_per_step(objects, self._interval)
         step = await self.reconciler.step(store, self.model, pages)
         await self._read_bodies(store, step.applied.need_body)
-        now = time.time()
-        late = [
-            i for i in step.applied.stale
-            if i.updated is None or i.updated.timestamp() <= now - self.feed_grace_s
-        ]  # fmt: skip
-        self.reconciler.count(len(late) + step.applied.removed, step.pass_completed)
-        if self._missed.add(len(late) + step.applied.removed, self.reconciler.passes):
+        # A change the feed has not brought is late once the feed has emptied the
+        # subscription at least ``feed_grace_s`` (the time GCS takes to publish) after it;
+        # until then it waits here, and a message for its key meanwhile clears it: a feed
+        # working through a backlog is behind, not missing changes.
+        found = time.time()
+        for info in step.applied.stale:
+            self._unheard[info.key] = info.updated.timestamp() if info.updated else found
+        for key in step.applied.gone:
+            self._unheard[key] = found
+        while len(self._unheard) > UNHEARD_MAX:  # the oldest are forgotten, never judged
+            del self._unheard[next(iter(self._unheard))]
+        caught_up = feed.caught_up_at
+        late: list[float] = []
+        if caught_up is not None:
+            cutoff = min(found, caught_up) - self.feed_grace_s
+            late = [t for t in self._unheard.values() if t <= cutoff]
+            self._unheard = {k: t for k, t in self._unheard.items() if t > cutoff}
+        self.reconciler.count(len(late), step.pass_completed)
+        if self._missed.add(len(late), self.reconciler.passes):
             await self._fall_back(self._missed.reason(feed.subscription))
             return
         if late:
-            changed_at = min(i.updated.timestamp() if i.updated else 0.0 for i in late)
+            changed_at = min(late)
             heard = feed.last_message_at
             if heard is None or heard < changed_at:
                 await self._fall_back(

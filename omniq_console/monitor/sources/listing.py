@@ -44,10 +44,16 @@ class Applied:
     """What applying a listing (or one range of it) did."""
 
     changed: int = 0
-    removed: int = 0
     need_body: list[ObjectInfo] = field(default_factory=list)
     stale: list[ObjectInfo] = field(default_factory=list)
     """Objects the model had not heard of at all (for drift: their ``updated``)."""
+    gone: list[str] = field(default_factory=list)
+    """Keys the model had that the listing no longer shows (withdrawn)."""
+
+    @property
+    def removed(self) -> int:
+        """How many keys were withdrawn."""
+        return len(self.gone)
 
 
 async def apply_listing(
@@ -91,7 +97,7 @@ async def apply_listing(
     for n, key in enumerate(candidates):
         inside = (lo is None or key >= lo) and (hi is None or key <= hi)
         if inside and key not in listed and model.withdraw(kind, key, None, before=before):
-            out.removed += 1
+            out.gone.append(key)
         if n % (SLICE * 8) == SLICE * 8 - 1:  # a membership test only: cheap
             await asyncio.sleep(0)
     return out
@@ -133,7 +139,7 @@ class FullListing:
             if self._usage is not None:
                 self._usage.page(folder_of(self._layout, kind), infos)
             total.changed += applied.changed
-            total.removed += applied.removed
+            total.gone.extend(applied.gone)
             total.need_body.extend(applied.need_body)
             if len(infos) > SPLIT_EVERY:
                 self._splits[kind] = tuple(

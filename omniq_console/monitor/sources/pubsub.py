@@ -342,6 +342,11 @@ class PubSubFeed:
         """Changes dropped because the buffer was full (a full listing replaced them)."""
         self.last_message_at: float | None = None
         """Wall-clock time (POSIX seconds) a message last arrived."""
+        self.caught_up_at: float | None = None
+        """When the latest pull that emptied the subscription was sent (it returned fewer than
+        ``PULL_MAX`` messages): every change published before then has been delivered, unless
+        it was lost or went to another client. A feed behind a backlog (full pulls) has not
+        caught up, so a change the reconcile finds is then late, not missed."""
         self.started_at = time.time()
         self._progress: asyncio.Condition | None = None
 
@@ -493,6 +498,7 @@ class PubSubFeed:
                 await self._notify()
                 await self._pulling_allowed.wait()
                 self.parked = False
+            asked = time.time()
             try:
                 messages = await self._pull()
             except asyncio.CancelledError:
@@ -520,7 +526,10 @@ class PubSubFeed:
                 continue
             self.pulls += 1
             self.errors_in_row = 0
+            if len(messages) < PULL_MAX:
+                self.caught_up_at = asked
             if not messages:
+                await self._notify()
                 await asyncio.sleep(QUIET_PULL_S)
                 continue
             self.last_message_at = time.time()
