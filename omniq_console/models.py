@@ -20,13 +20,10 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from .clock import utcnow as utcnow
+
 SCHEMA_VERSION = 1
 """Version of the JSON bodies this package writes (and the newest it can read)."""
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
 
 
 def as_utc(value: datetime) -> datetime:
