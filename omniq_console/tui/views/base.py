@@ -143,11 +143,11 @@ class FilterAnswer(Message, Generic[Found]):
         self.generation = generation
 
 
-class FilteredView(View):
+class FilteredView(View, Generic[Found]):
     """A view showing a filtered page of the snapshot's task rows.
 
-    Filtering 100,000 rows runs in a thread (``start_filter``); only the newest request's
-    answer is shown (answers carry the ``generation`` they were asked with).
+    Filtering 100,000 rows runs in a thread (``start_filter``), which posts a
+    ``FilterAnswer``; only the newest request's answer is shown (``show_found``).
     """
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -170,5 +170,14 @@ class FilteredView(View):
         return generation == self._generation
 
     def start_filter(self, rows: Sequence[TaskRow], generation: int) -> None:
-        """Start filtering ``rows`` in a thread; its answer carries ``generation``."""
+        """Start filtering ``rows`` in a thread; it posts ``FilterAnswer(found, generation)``."""
+        raise NotImplementedError
+
+    def on_filter_answer(self, message: FilterAnswer[Found]) -> None:
+        message.stop()
+        if self.is_current(message.generation):
+            self.show_found(message.found)
+
+    def show_found(self, found: Found) -> None:
+        """Show what the newest filter found."""
         raise NotImplementedError

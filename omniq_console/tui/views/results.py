@@ -58,11 +58,7 @@ def find_failures(
     return Failures(groups, group, select_tasks(rows, flt, start, order=order))
 
 
-class FailuresFound(FilterAnswer[Failures]):
-    """A filter worker finished: the failure groups and the page of the one shown."""
-
-
-class ResultsView(FilteredView):
+class ResultsView(FilteredView[Failures]):
     """Outcome counts, failures by exception type, and the failed tasks of one type."""
 
     TITLE = "Results"
@@ -172,13 +168,9 @@ class ResultsView(FilteredView):
         generation: int,
     ) -> None:
         failures = find_failures(rows, queue, group, start, now=now, order=order)
-        self.post_message(FailuresFound(failures, generation))
+        self.post_message(FilterAnswer(failures, generation))
 
-    def on_failures_found(self, message: FailuresFound) -> None:
-        message.stop()
-        if not self.is_current(message.generation):
-            return
-        failures = message.found
+    def show_found(self, failures: Failures) -> None:
         self._failures = failures
         self._group = failures.group
         groups_table: FittedTable[FailureGroup] = self.query_one("#results-groups", FittedTable)

@@ -29,11 +29,7 @@ SCAN_SLICE = 50
 """Bodies read per request batch of the background search scan (one GET each)."""
 
 
-class TasksSelected(FilterAnswer[TaskPage]):
-    """A filter worker finished: the page to show."""
-
-
-class TasksView(FilteredView):
+class TasksView(FilteredView[TaskPage]):
     """Filter by queue, status, function, id or text; page through the matches."""
 
     TITLE = "Tasks"
@@ -215,7 +211,7 @@ class TasksView(FilteredView):
         generation: int,
     ) -> None:
         page = select_tasks(rows, flt, start, texts=texts, anchor=anchor, order=order)
-        self.post_message(TasksSelected(page, generation))
+        self.post_message(FilterAnswer(page, generation))
         if flt.text and flt.text != self._scan_text:
             # The rows the other filters keep, whose bodies have not been searched yet.
             rest = TaskFilter(queue=flt.queue, status=flt.status, func=flt.func)
@@ -279,11 +275,7 @@ class TasksView(FilteredView):
         self.workers.cancel_group(self, "tasks-scan")
         self.app.notify("Body search stopped; what was read is searched.", timeout=4)
 
-    def on_tasks_selected(self, message: TasksSelected) -> None:
-        message.stop()
-        if not self.is_current(message.generation):
-            return
-        page = message.found
+    def show_found(self, page: TaskPage) -> None:
         self._page = page
         self._start = page.start
         self._anchor = page.rows[0].id if page.start > 0 and page.rows else None
