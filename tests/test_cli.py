@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from terminal import run_in_terminal
 
 from omniq_console.cli import PROBE_DEADLINE, PROBE_REQUEST_TIMEOUT, demo_exports
 from omniq_console.demo.emulator import Emulator, free_port
@@ -252,29 +253,13 @@ def test_serve_checks_the_bucket_before_serving(gcs_env: Emulator) -> None:
 def test_the_console_draws_before_the_bucket_answers_and_exits_with_its_error() -> None:
     # The first frame does not wait for gcsfs, credentials and the first request; a bucket
     # that cannot be used then ends the dashboard with the store's one line and exit 2.
-    import pty
-
-    endpoint = f"http://127.0.0.1:{free_port()}"
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: the console in a terminal
-        env = {**os.environ, "STORAGE_EMULATOR_HOST": endpoint, "TERM": "xterm-256color"}
-        argv = [sys.executable, "-m", "omniq_console", "--bucket", "any-bucket", "--read-only"]
-        os.execvpe(sys.executable, argv, env)
-    screen = b""
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:  # the child closed the terminal: it exited
-            break
-        if not chunk:
-            break
-        screen += chunk
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
+    screen, code = run_in_terminal(
+        [sys.executable, "-m", "omniq_console", "--bucket", "any-bucket", "--read-only"]
+    )
     text = re.sub(rb"\x1b\[[0-9;?<>=]*[ -/]*[@-~]|\x1b[@-_]", b"", screen).decode(
         "utf-8", "replace"
     )
-    assert os.waitstatus_to_exitcode(status) == 2, text[-2000:]
+    assert code == 2, text[-2000:]
     assert "Overview" in text, "the dashboard was not drawn while the bucket was checked"
     # After the dashboard leaves the alternate screen: the one line, and nothing after it.
     said = text[text.rindex("omniq-console: error: ") :].strip()

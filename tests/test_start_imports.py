@@ -7,14 +7,11 @@ machine): the backend, its HTTP stack, the poller and the OmniQ facade load afte
 from __future__ import annotations
 
 import json
-import os
-import pty
 import sys
 from pathlib import Path
 
 import pytest
-
-from omniq_console.demo.emulator import free_port
+from terminal import run_in_terminal
 
 HEAVY = (
     "aiohttp",
@@ -54,23 +51,8 @@ def _modules_at_first_frame(tmp_path: Path) -> set[str]:
     """The console in a terminal, on a bucket nobody answers for: it draws, then exits with
     the store's error; the modules loaded at its first frame."""
     loaded = tmp_path / "modules.json"
-    endpoint = f"http://127.0.0.1:{free_port()}"
     argv = [sys.executable, "-c", _PROBE, str(loaded), "--bucket", "any", "--read-only"]
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: the console in a terminal, in a fresh interpreter
-        env = {**os.environ, "STORAGE_EMULATOR_HOST": endpoint, "TERM": "xterm-256color"}
-        os.execvpe(sys.executable, argv, env)
-    screen = b""
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:  # the child closed the terminal: it exited
-            break
-        if not chunk:
-            break
-        screen += chunk
-    os.waitpid(pid, 0)
-    os.close(fd)
+    screen, _ = run_in_terminal(argv)
     assert loaded.exists(), f"no first frame: {screen[-2000:]!r}"
     names: list[str] = json.loads(loaded.read_text())
     return set(names)
