@@ -3,7 +3,8 @@
 The layout is OmniQ's: ``{prefix}tasks/{id}.json``, ``{prefix}queues/{queue}/{id}.json``,
 ``{prefix}results/{task_id}.json``, ``{prefix}events/{event_id}.json``,
 ``{prefix}schedules/{id}.json``; plus ``{prefix}workers/{worker_id}.json`` for heartbeats and
-``{prefix}paused/{queue}.json`` for paused queues. ``results/{id}.json`` is also the task's state
+``{prefix}paused/{queue}.json`` for paused queues, ``{prefix}requests/{task_id}.json`` for an
+operator's cancel request of a running task. ``results/{id}.json`` is also the task's state
 record and ``events/`` holds batches (docs/architecture.md, "Layout of a bucket").
 """
 
@@ -84,6 +85,10 @@ class Layout:
     def paused(self) -> str:
         return f"{self.prefix}paused/"
 
+    @property
+    def requests(self) -> str:
+        return f"{self.prefix}requests/"
+
     def queue(self, queue_name: str) -> str:
         return f"{self.queues}{check_id(queue_name, 'queue name')}/"
 
@@ -96,6 +101,10 @@ class Layout:
 
     def result(self, task_id: str) -> str:
         return f"{self.results}{check_id(task_id, 'task id')}.json"
+
+    def request(self, task_id: str) -> str:
+        """An operator's cancel request of a running task, honoured by its lease holder."""
+        return f"{self.requests}{check_id(task_id, 'task id')}.json"
 
     def event(self, event_id: str) -> str:
         return f"{self.events}{check_id(event_id, 'event id')}.json"

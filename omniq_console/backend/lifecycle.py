@@ -266,6 +266,11 @@ def fail_or_retry(
 # -- operator and housekeeping -----------------------------------------------------------------
 
 
+def cancelled_by(actor: str) -> str:
+    """The ``error`` of a record cancelled by ``actor`` (how an operator recognises its own)."""
+    return f"cancelled by {actor}"
+
+
 def cancel(task: Task, record: TaskResult | None, *, actor: str, now: datetime) -> Transition:
     """An operator cancels a pending or running task; a running one's worker is fenced out."""
     if record is not None and record.is_final:
@@ -276,7 +281,7 @@ def cancel(task: Task, record: TaskResult | None, *, actor: str, now: datetime) 
     rec.lease_owner = None
     rec.lease_expires_at = None
     rec.run_at = None
-    rec.error, rec.error_type = f"cancelled by {actor}", "Cancelled"
+    rec.error, rec.error_type = cancelled_by(actor), "Cancelled"
     rec.completed_at = now
     return Transition(
         rec,

@@ -32,10 +32,11 @@ import secrets
 import socket
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from ..clock import SYSTEM_CLOCK, Clock
-from ..models import SCHEMA_VERSION, Task, TaskResult, TaskStatus
+from ..models import SCHEMA_VERSION, ResultStatus, Task, TaskResult, TaskStatus
 from . import lifecycle
 from .bridge import SyncBridge
 from .claims import (
@@ -104,6 +105,75 @@ def _entry_body(task_id: str, queue: str) -> bytes:
         "nonce": secrets.token_hex(8),
     }
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """An operator's request that the lease holder of one run of a task cancel it
+    (``requests/{task_id}.json``).
+
+    With a short lease the holder rewrites the state record about once a second, as often as
+    GCS takes a mutation of one name: an operator's compare-and-swap of that record can lose
+    to every renewal. The holder reads this request before each renewal and, when it names
+    the run it holds (``attempt`` and ``worker_id``), writes the cancel itself, fenced like
+    any renewal. A request naming an older run is ignored, so one left behind by a crashed
+    operator never cancels a later run.
+    """
+
+    task_id: str
+    attempt: int
+    worker_id: str
+    actor: str
+    generation: int | None = None
+
+    def to_json(self) -> bytes:
+        body = {
+            "schema_version": SCHEMA_VERSION,
+            "action": "cancel",
+            "task_id": self.task_id,
+            "attempt": self.attempt,
+            "worker_id": self.worker_id,
+            "actor": self.actor,
+            # Unique bytes: ObjectStore settles a 412 after a lost answer by comparing them.
+            "nonce": secrets.token_hex(8),
+        }
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def parse(cls, key: str, data: bytes, generation: int) -> CancelRequest:
+        """The request stored at ``key``; ``CorruptObjectError`` when it is not one."""
+        try:
+            body = json.loads(data)
+            request = cls(
+                task_id=str(body["task_id"]),
+                attempt=int(body["attempt"]),
+                worker_id=str(body["worker_id"]),
+                actor=str(body["actor"]),
+                generation=generation,
+            )
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CorruptObjectError(key, f"not a cancel request ({exc!r})") from None
+        if body.get("action") != "cancel":
+            raise CorruptObjectError(key, f"unknown request action {body.get('action')!r}")
+        return request
+
+    def names(self, record: TaskResult) -> bool:
+        """True when this request is for the run ``record`` describes."""
+        return record.attempt == self.attempt and record.lease_owner == self.worker_id
+
+    def honoured_in(self, record: TaskResult | None) -> bool:
+        """True when ``record`` is the cancel this request asked for (of the run it named)."""
+        return (
+            record is not None
+            and record.status == ResultStatus.CANCELLED
+            and record.attempt == self.attempt
+            and record.error == lifecycle.cancelled_by(self.actor)
+        )
+
+
+class CancelledOnRequest(ConflictError):
+    """The lease holder found an operator's cancel request and cancelled its run itself: the
+    lease is no longer its own (a ``ConflictError``, as for any lost lease)."""
 
 
 class AsyncGCSQueue(StoreBase):
@@ -566,14 +636,27 @@ class AsyncGCSQueue(StoreBase):
     def _record_claim(self, claimed: Transition, worker: str) -> None:
         """Log a claim's event with the next batch: the claim is applied here, for a worker's
         pass and for ``dequeue`` alike, so its event is written here (never fatal)."""
+        assert claimed.record.started_at is not None
+        self._log_transition(claimed, worker=worker, at=claimed.record.started_at)
+
+    def _log_transition(
+        self,
+        transition: Transition,
+        *,
+        worker: str | None,
+        actor: str | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        """Log the event of a transition applied here with the next batch (never fatal)."""
         if self.events is None:
             return
-        assert claimed.record.started_at is not None
-        event = lifecycle.event_of(claimed, at=claimed.record.started_at, worker_id=worker)
+        event = lifecycle.event_of(
+            transition, at=at or self.clock.now(), worker_id=worker, actor=actor
+        )
         try:
             self.events.record(event)
         except (StorageError, ValueError) as exc:
-            log.warning("claim event of task %s not recorded: %s", event.task_id, exc)
+            log.warning("%s event of %s not recorded: %s", event.event_type, event.task_id, exc)
 
     async def _undo_claim(self, record: TaskResult) -> None:
         """Delete the record our claim just wrote, on its generation, retried until settled:
@@ -630,11 +713,84 @@ class AsyncGCSQueue(StoreBase):
             raise ValueError(
                 f"task {task.id} is {task.status.value}: only a running task has a lease"
             )
+        request = await self._cancel_request(task.id)
+        if request is not None and request.names(record):
+            await self._cancel_on_request(task, record, request)
         renewed = lifecycle.renew(
             record, worker=record.lease_owner, lease_s=lease, now=self.clock.now()
         )
         await self._fenced(renewed, record, "its lease was lost (cancelled or requeued)")
         return lifecycle.overlay(task, renewed)
+
+    async def _cancel_request(self, task_id: str) -> CancelRequest | None:
+        """The operator's cancel request of ``task_id`` (one GET), or None. Never fatal: a
+        request that cannot be read now is read at the next renewal, the lease is renewed."""
+        key = self.layout.request(task_id)
+        try:
+            got = await self.store.read(key)
+            return CancelRequest.parse(key, got.data, got.generation)
+        except ObjectNotFoundError:
+            return None
+        except StorageError as exc:
+            log.warning("cancel request %s not read (%s); renewing the lease", key, exc)
+            return None
+
+    async def _cancel_on_request(
+        self, task: Task, record: TaskResult, request: CancelRequest
+    ) -> None:
+        """Apply ``request`` as the holder: the cancel is written instead of the renewal, on
+        the holder's own cadence (fenced on its last generation, like a renewal), its event
+        logged as the operator's; then ``CancelledOnRequest``: the run is over."""
+        transition = lifecycle.cancel(task, record, actor=request.actor, now=self.clock.now())
+        await self._fenced(transition.record, record, "its lease was lost (cancelled or requeued)")
+        self._log_transition(transition, worker=record.lease_owner, actor=request.actor)
+        await self._after_record(task, transition)
+        raise CancelledOnRequest(
+            self.layout.result(task.id),
+            record.generation,
+            f"task {task.id} cancelled by {request.actor} (asked of its lease holder)",
+        )
+
+    async def request_cancel(self, task: Task, *, actor: str) -> CancelRequest:
+        """Ask the lease holder of ``task`` (RUNNING, as read by ``get_task``) to cancel this
+        run at its next renewal; return the request as stored (withdraw it with
+        ``withdraw_request`` once the task moved on). A request already there for the same
+        run is kept; one for an older run is replaced."""
+        key = self.layout.request(task.id)
+        self._check_writable("request cancel", key)
+        record = self._held(task)
+        if task.status != TaskStatus.RUNNING or not record.lease_owner:
+            raise ValueError(f"task {task.id} is {task.status.value}: no lease holder to ask")
+        request = CancelRequest(task.id, record.attempt, record.lease_owner, actor)
+        expected = 0
+        for _ in range(2):
+            await self._gap(key)
+            try:
+                info = await self.store.write(key, request.to_json(), if_generation_match=expected)
+            except ConflictError:
+                current = await self._cancel_request(task.id)
+                if current is not None and current.names(record):
+                    return current  # another operator asked already
+                # Gone meanwhile, or one for an older run (left by a crash): replaced.
+                expected = (current.generation or 0) if current is not None else 0
+                continue
+            finally:
+                self._wrote(key)
+            return replace(request, generation=info.generation)
+        raise ConflictError(key, expected, f"task {task.id}: its cancel request kept changing")
+
+    async def withdraw_request(self, request: CancelRequest) -> None:
+        """Delete ``request`` on its generation (a newer one is left); never fatal: a request
+        left behind names a run that is over, and no later run honours it."""
+        if request.generation is None:
+            return
+        key = self.layout.request(request.task_id)
+        try:
+            await self._delete(key, request.generation)
+        except ConflictError:
+            pass  # replaced by a newer request: not ours to remove
+        except StorageError as exc:
+            log.info("cancel request %s not withdrawn (%s); it names a finished run", key, exc)
 
     async def ready_to_write(self, task: Task) -> None:
         """Wait until this process may write ``task``'s state record again (the per-name gap).
@@ -919,6 +1075,8 @@ class GCSQueue(AsyncGCSQueue):
     maintain_sync = sync_twin(AsyncGCSQueue.maintain)
     claim_pass_sync = sync_twin(AsyncGCSQueue.claim_pass)
     ready_to_write_sync = sync_twin(AsyncGCSQueue.ready_to_write)
+    request_cancel_sync = sync_twin(AsyncGCSQueue.request_cancel)
+    withdraw_request_sync = sync_twin(AsyncGCSQueue.withdraw_request)
     finish_sync = sync_twin(AsyncGCSQueue.finish)
     apply_sync = sync_twin(AsyncGCSQueue.apply)
     pause_queue_sync = sync_twin(AsyncGCSQueue.pause_queue)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ..backend import lifecycle
 from ..backend.errors import ConflictError, CorruptObjectError, ObjectNotFoundError, StorageError
 from ..backend.layout import check_id
+from ..backend.queue import CancelRequest
 from ..gathering import bounded_gather
 from ..models import (
     EventType,
@@ -41,7 +43,9 @@ if TYPE_CHECKING:
     from ..backend.gcs import GCSBackend
 
 _BULK_CONCURRENCY = 16
-_SWAP_ATTEMPTS = 4  # a running task's record changes at every lease renewal
+_SWAP_WITHIN_S = 30.0
+"""How long an action keeps trying on a task that only renewed its lease meanwhile. A holder
+asked to cancel does so at its next renewal (every third of its lease: 10 s by default)."""
 
 logger = logging.getLogger(__name__)
 
@@ -257,10 +261,17 @@ class Operator:
             transition = lifecycle.cancel(task, task.record, actor=self.actor, now=utcnow())
             return self._apply(task, transition)
 
-        return await self._transition_task("cancel_task", task, cancelled)
+        async def by_its_holder(task: Task) -> Task:
+            return task  # cancelled as asked; the holder wrote its event
+
+        return await self._transition_task("cancel_task", task, cancelled, by_its_holder)
 
     async def _transition_task(
-        self, action: str, task: Task, change: Callable[[Task], Awaitable[Task]]
+        self,
+        action: str,
+        task: Task,
+        change: Callable[[Task], Awaitable[Task]],
+        once_cancelled: Callable[[Task], Awaitable[Task]] | None = None,
     ) -> Task:
         """``change`` written on ``task`` through ``_swap``, audited as ``action`` with the
         status the operator saw."""
@@ -271,7 +282,7 @@ class Operator:
             queue_name=task.queue_name,
             extra={"previous_status": task.status.value},
         ):
-            return await self._swap(task, change)
+            return await self._swap(task, change, once_cancelled=once_cancelled)
 
     async def delete_task(
         self, task_id: str, *, expected_status: TaskStatus | str | None = None
@@ -308,12 +319,22 @@ class Operator:
             extra={"previous_status": task.status.value if task else None, "unreadable": corrupt},
         ):
             # On the generations this read saw: a task that moved on since (a worker claimed
-            # or finished it) is not deleted; the operator is told what it is now.
-            try:
-                await self.backend.async_task_storage.delete_task(task_id, seen=task)
-            except ConflictError:
-                now = await self.backend.async_task_storage.get_task(task_id)
-                raise StateChanged.of(now, None, task_id=task_id) from None
+            # or finished it) is not deleted; the operator is told what it is now. A running
+            # task whose holder only renewed is tried again, and its holder asked to cancel
+            # (the cancelled record is then the fence).
+            if task is None:
+                try:
+                    await self.backend.async_task_storage.delete_task(task_id)
+                except ConflictError:
+                    now = await self.backend.async_task_storage.get_task(task_id)
+                    raise StateChanged.of(now, None, task_id=task_id) from None
+            else:
+
+                async def fenced_delete(seen: Task) -> Task:
+                    await self.backend.async_task_storage.delete_task(task_id, seen=seen)
+                    return seen
+
+                await self._swap(task, fenced_delete, once_cancelled=fenced_delete)
         return True
 
     async def retry_tasks(
@@ -488,19 +509,48 @@ class Operator:
             logger.warning("%s event of task %s not written: %s", transition.event, task.id, exc)
         return applied
 
-    async def _swap(self, task: Task, write: Callable[[Task], Awaitable[Task]]) -> Task:
+    async def _swap(
+        self,
+        task: Task,
+        write: Callable[[Task], Awaitable[Task]],
+        *,
+        once_cancelled: Callable[[Task], Awaitable[Task]] | None = None,
+    ) -> Task:
         """``write(task)``; when it loses its compare-and-swap, re-read: a task whose status
         is unchanged (its worker only renewed its lease) is written again, one that moved on
-        raises ``StateChanged`` saying what it is now."""
-        for _ in range(_SWAP_ATTEMPTS):
-            try:
-                return await write(task)
-            except ConflictError:
-                now = await self.backend.async_task_storage.get_task(task.id)
+        raises ``StateChanged`` saying what it is now.
+
+        A holder may renew as often as GCS takes a write of one name (every second with a 3 s
+        lease), so each swap can lose to the next renewal. With ``once_cancelled``, a running
+        task's holder is also asked to cancel the run itself at its next renewal (a
+        ``CancelRequest``); once the re-read shows that cancel, ``once_cancelled(task as it
+        is now)`` finishes the action. A holder's own outcome that lands first wins (the task
+        moved on). Bounded by ``_SWAP_WITHIN_S``; the request is withdrawn at the end.
+        """
+        queue = self.backend.async_task_storage
+        deadline = time.monotonic() + _SWAP_WITHIN_S
+        request: CancelRequest | None = None
+        try:
+            while True:
+                try:
+                    return await write(task)
+                except ConflictError:
+                    now = await queue.get_task(task.id)
+                if once_cancelled and request and now and request.honoured_in(now.record):
+                    return await once_cancelled(now)
                 if now is None or now.status != task.status:
-                    raise StateChanged.of(now, None, task_id=task.id) from None
+                    raise StateChanged.of(now, None, task_id=task.id)
                 task = now
-        raise StateChanged.of(task, f"task {task.id} kept changing; try again")
+                if time.monotonic() >= deadline:
+                    raise StateChanged.of(task, f"task {task.id} kept changing; try again")
+                held = task.record
+                # Asked once per run (a run that changed hands is asked anew).
+                ask = once_cancelled is not None and task.status == TaskStatus.RUNNING
+                if ask and held and (request is None or not request.names(held)):
+                    request = await queue.request_cancel(task, actor=self.actor)
+        finally:
+            if request is not None:
+                await queue.withdraw_request(request)
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -61,7 +61,7 @@ from ..backend.errors import ConflictError, ObjectNotFoundError, StorageError
 from ..backend.index import WorkerIndex, worker_metadata
 from ..backend.layout import check_id
 from ..backend.lifecycle import NAME_WRITE_GAP_S, Failure, Transition
-from ..backend.queue import default_worker_id
+from ..backend.queue import CancelledOnRequest, default_worker_id
 from ..backend.storeapi import RetryPolicy
 from ..clock import SYSTEM_CLOCK, Clock
 from ..models import EventType, Task, TaskEvent, TaskStatus
@@ -562,6 +562,10 @@ class Worker:
                     interval = self.lease_seconds / 3
                 except _LeaseOver:
                     self._lose(run, "its lease ended before a renewal landed")
+                    return
+                except CancelledOnRequest:
+                    # We wrote the operator's cancel ourselves, instead of the renewal.
+                    self._lose(run, "an operator asked for it to be cancelled")
                     return
                 except (ConflictError, ObjectNotFoundError):
                     self._lose(run, "it was cancelled or requeued while it ran")
