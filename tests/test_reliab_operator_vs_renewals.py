@@ -11,6 +11,7 @@ cadence), so the action lands within about one renewal interval.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator
 
@@ -63,9 +64,7 @@ async def _holding(
         return "finished"
 
     task_ids = [await omniq.enqueue_async("forever") for _ in range(HELD)]
-    worker = omniq.worker(
-        worker_id=worker_id, concurrency=HELD, lease_seconds=3, reap_interval=60
-    )
+    worker = omniq.worker(worker_id=worker_id, concurrency=HELD, lease_seconds=3, reap_interval=60)
     running = asyncio.create_task(worker.run())
     first: dict[str, int] = {}
 
@@ -77,7 +76,7 @@ async def _holding(
         return first.setdefault(task_id, record.generation) != record.generation
 
     for task_id in task_ids:
-        await wait_until(lambda: renewed(task_id), "the holder renewing its lease")
+        await wait_until(functools.partial(renewed, task_id), "the holder renewing its lease")
     return worker, running, task_ids, seen
 
 

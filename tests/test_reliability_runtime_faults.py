@@ -407,6 +407,33 @@ async def test_a_schedule_swap_whose_answer_is_lost_still_enqueues_its_run(
     assert [t.id for t in tasks] == [run_task_id(schedule_id, due)]
 
 
+async def test_a_run_a_rivals_sweep_enqueues_mid_fire_is_fired_once_by_the_pair(
+    direct: GCSBackend, proxied: GCSBackend, fault_proxy: FaultProxy
+) -> None:
+    """On a loaded machine a rival's sweep can list a schedule between another scheduler's
+    swap and its enqueue: the rival enqueues the owed run (create-only) and the other finds it
+    enqueued. The run fired once, in that tick: the rival's tick returns it (it used to return
+    nothing, so neither scheduler said it fired: the CI failure of
+    ``test_two_schedulers_racing_fire_each_due_time_once``)."""
+    schedule_id, due = await _due_schedule(direct)
+    now = due + timedelta(seconds=1)
+    # Every write after the swap (the run's enqueue) is slow to arrive, as under load.
+    fault_proxy.delay(4.0, times=None, where=after_first_write())
+    slow = asyncio.create_task(Scheduler(proxied, scheduler_id="slow").tick(now))
+
+    async def swapped() -> bool:
+        stored = await direct.async_schedule_storage.get_schedule(schedule_id)
+        return stored is not None and stored.run_count == 1
+
+    await wait_until(swapped, "the slow scheduler's swap")
+    rival = Scheduler(direct, scheduler_id="rival")  # its first tick sweeps
+    got_rival = await rival.tick(now)
+    got_slow = await slow
+    assert got_slow + got_rival == [run_task_id(schedule_id, due)], (got_slow, got_rival)
+    tasks = list(await direct.async_task_storage.list_tasks())
+    assert [t.id for t in tasks] == [run_task_id(schedule_id, due)]
+
+
 async def test_a_run_owed_by_a_killed_scheduler_is_enqueued_by_the_next(
     direct: GCSBackend, proxied: GCSBackend, fault_proxy: FaultProxy
 ) -> None:
@@ -421,8 +448,10 @@ async def test_a_run_owed_by_a_killed_scheduler_is_enqueued_by_the_next(
     # Another scheduler's first tick sweeps the schedules and finishes the owed run, once.
     later = now + timedelta(seconds=5)
     survivor = Scheduler(direct, scheduler_id="survivor")
-    await survivor.tick(later)
-    await survivor.tick(later + timedelta(seconds=1))
+    # The run its sweep enqueued is one this tick fired (and the scheduler's count).
+    assert await survivor.tick(later) == [run_task_id(schedule_id, due)]
+    assert survivor.fired == 1
+    assert await survivor.tick(later + timedelta(seconds=1)) == []
     tasks = list(await direct.async_task_storage.list_tasks())
     assert [t.id for t in tasks] == [run_task_id(schedule_id, due)]
     stored = await direct.async_schedule_storage.get_schedule(schedule_id)

@@ -148,10 +148,13 @@ class Scheduler:
         now = as_utc(now) if now is not None else self.clock()
         store = self.backend.async_schedule_storage
         clock = time.monotonic()
+        fired: list[str] = []
         if self._last_sweep is None or clock - self._last_sweep >= self.expiry_sweep_interval:
             self._last_sweep = clock
-            await self.sweep_expired(now)
-        fired: list[str] = [t for t in [await self._enqueue_owed(i) for i in list(self._owed)] if t]
+            # Runs the sweep enqueued (owed by another scheduler, maybe one that is about to
+            # enqueue them itself and will find them enqueued) are this tick's too.
+            fired += (await self._sweep(now))[1]
+        fired += [t for t in [await self._enqueue_owed(i) for i in list(self._owed)] if t]
         ready: list[Schedule] = list(await store.get_ready_schedules(now))
         unsettled = {o.planned.id for o in self._owed.values() if not o.landed}
         clock = time.monotonic()
@@ -292,38 +295,47 @@ class Scheduler:
         Expired schedules are never "ready" (``get_ready_schedules`` leaves them out), so they
         are looked for apart, every ``expiry_sweep_interval`` seconds of ticking.
         """
-        now = as_utc(now) if now is not None else self.clock()
+        return (await self._sweep(as_utc(now) if now is not None else self.clock()))[0]
+
+    async def _sweep(self, now: datetime) -> tuple[list[str], list[str]]:
+        """One sweep: the ids of the schedules it completed, and of the owed runs' tasks it
+        enqueued."""
         schedules = await self.backend.async_schedule_storage.list_schedules()
-        ended = []
+        ended: list[str] = []
+        enqueued: list[str] = []
         for schedule in schedules:
-            await self._finish_owed_run(schedule, now)
+            if (task_id := await self._finish_owed_run(schedule, now)) is not None:
+                enqueued.append(task_id)
             if (
                 schedule.status == ScheduleStatus.ACTIVE
                 and schedule.is_expired(now)
                 and await self._complete_expired(schedule)
             ):
                 ended.append(schedule.id)
-        return ended
+        return ended, enqueued
 
-    async def _finish_owed_run(self, schedule: Schedule, now: datetime) -> None:
+    async def _finish_owed_run(self, schedule: Schedule, now: datetime) -> str | None:
         """Enqueue the run a schedule's last swap owes, if no task of it exists (a scheduler
-        killed between its swap and its enqueue); once per process per owed run."""
+        killed between its swap and its enqueue, or one about to enqueue it: the enqueue is
+        create-only); once per process per owed run. The task id when this call enqueued it."""
         owed = schedule.metadata.get(OWED_RUN)
         if not isinstance(owed, dict) or self._swept.get(schedule.id) == owed.get("task_id"):
-            return
+            return None
         try:
             due = as_utc(datetime.fromisoformat(str(owed["due"])))
             task = _run_task(schedule, due, str(owed["fire"]), now)
         except (KeyError, ValueError, TypeError) as exc:
             self._report_once(schedule.id, f"its owed run is unreadable: {exc}")
-            return
+            return None
         if task.id != owed.get("task_id") or now - due > OWED_RUN_HORIZON:
             self._swept[schedule.id] = str(owed.get("task_id"))
-            return
+            return None
+        enqueued = None
         if task.id not in self._owed:
             self._owed[task.id] = _Owed(schedule, task, due, str(owed["fire"]), landed=True)
-            await self._enqueue_owed(task.id)
+            enqueued = await self._enqueue_owed(task.id)
         self._swept[schedule.id] = task.id
+        return enqueued
 
     async def _complete_expired(self, schedule: Schedule) -> bool:
         ended = schedule.model_copy(deep=True)
