@@ -307,9 +307,9 @@ async def test_lost_lease_does_not_overwrite_the_newer_state(backend: GCSBackend
         return "finished"
 
     task_id = await omniq.enqueue_async(long_job)
-    # Renewals every 2 s: with 3 s (one a second) every write of the record is a renewal
-    # and an operator's swap, waiting out GCS's per-name second, can lose to each of them.
-    worker = omniq.worker(worker_id="w-lease", lease_seconds=6)
+    # The shortest lease: a renewal every second, as often as GCS takes a write of the record.
+    # The operator's swap can lose to each renewal; the holder then cancels on request.
+    worker = omniq.worker(worker_id="w-lease", lease_seconds=3)
     running = _start(worker)
 
     async def is_running():  # type: ignore[no-untyped-def]
