@@ -12,6 +12,11 @@ The objects, the transitions and the order of writes are those of docs/architect
   generation the holder itself last wrote (the fence) (2) final: entry delete; back to pending:
   the entry's hint rewritten (record generation, run_at) so claimers see it in their next
   listing.
+- an operator's cancel of a running task whose holder renews as often as GCS allows (every
+  second, lease 3 s): (1) ``requests/{id}.json`` create-only, naming the run (attempt, holder);
+  the holder reads it (one GET) before each renewal and writes the cancel instead of the
+  renewal, a compare-and-swap on its own last generation (2) the operator deletes the request
+  on its generation once the task moved on.
 - ``maintain`` (each worker's reaper): dead leases requeued, final tasks' left-over entries
   deleted, pending-again records whose entry hint is missing repaired, tasks left without an
   entry by a crash inside ``enqueue`` given one, pending tasks past ``expires_at`` expired.

@@ -4,7 +4,10 @@ Every action reads the object, checks the change makes sense, and writes it back
 compare-and-swap on the generation it read: a concurrent change (a worker finishing the task,
 another operator) raises ``ConflictError`` and nothing is written. Actions can also be bound to
 what the operator saw: ``generation=`` (schedules) or ``expected_status=`` (tasks) make the
-action fail, unchanged, when the object moved on since.
+action fail, unchanged, when the object moved on since. A task whose worker only renewed its
+lease meanwhile is written again; a running task's worker may renew as often as GCS takes a
+write of its record, so a cancel or delete that loses to a renewal also asks the worker to
+cancel the run itself at its next renewal (``backend.queue.CancelRequest``).
 
 Each action is audited as an ``operator_action`` event naming the actor, the action and the
 target, written *before* the change: a change never stands without its audit, even when
@@ -536,7 +539,12 @@ class Operator:
                     return await write(task)
                 except ConflictError:
                     now = await queue.get_task(task.id)
-                if once_cancelled and request and now and request.honoured_in(now.record):
+                if (
+                    once_cancelled is not None
+                    and request is not None
+                    and now is not None
+                    and request.honoured_in(now.record)
+                ):
                     return await once_cancelled(now)
                 if now is None or now.status != task.status:
                     raise StateChanged.of(now, None, task_id=task.id)
