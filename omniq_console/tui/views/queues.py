@@ -16,7 +16,7 @@ from textual_plotext import PlotextPlot
 from ...models import TaskStatus
 from ...monitor.snapshot import QueueStats, QueueWindow, Snapshot
 from .. import cells, fmt
-from ..columns import FittedTable, Width
+from ..columns import FittedTable, TableSpec, Width
 from ..messages import ShowQueueTasks
 from ..text import literal
 from .base import PaletteEntry, View
@@ -58,17 +58,20 @@ def throughput_cells(item: tuple[QueueStats, QueueWindow]) -> list[Text]:
     ]
 
 
-THROUGHPUT_WIDTHS = {"name": Width(cut=6)}
-THROUGHPUT_COLUMNS = (
-    ("name", "Queue"),
-    ("completed", "Completed"),
-    ("failed", "Failed"),
-    ("per_minute", "Done/min"),
-    ("wait50", "Wait p50"),
-    ("wait95", "Wait p95"),
-    ("run50", "Run p50"),
-    ("run95", "Run p95"),
-    ("covered", "Data for"),
+THROUGHPUT_TABLE = TableSpec(
+    throughput_cells,
+    columns=(
+        ("name", "Queue"),
+        ("completed", "Completed"),
+        ("failed", "Failed"),
+        ("per_minute", "Done/min"),
+        ("wait50", "Wait p50"),
+        ("wait95", "Wait p95"),
+        ("run50", "Run p50"),
+        ("run95", "Run p95"),
+        ("covered", "Data for"),
+    ),
+    widths={"name": Width(cut=6)},
 )
 
 
@@ -117,21 +120,10 @@ class QueuesView(View):
     def compose(self) -> ComposeResult:
         yield Static(id="queues-summary", classes="view-summary")
         thresholds = self.console.thresholds
-        yield FittedTable(
-            cells.QUEUE_DETAIL_COLUMNS,
-            lambda item: cells.queue_detail_cells(item[0], thresholds, item[1]),
-            widths=cells.QUEUE_DETAIL_WIDTHS,
-            openable=True,
-            id="queues-table",
-        )
+        yield FittedTable(cells.queue_detail_table(thresholds), openable=True, id="queues-table")
         yield Static(id="queues-window", classes="view-summary")
         with Horizontal(id="queues-throughput"):
-            yield FittedTable(
-                THROUGHPUT_COLUMNS,
-                throughput_cells,
-                widths=THROUGHPUT_WIDTHS,
-                id="throughput-table",
-            )
+            yield FittedTable(THROUGHPUT_TABLE, id="throughput-table")
             yield ThroughputChart(id="throughput-chart")
 
     @property

@@ -97,22 +97,14 @@ class ResultsView(FilteredView[Failures]):
             yield Select[str]((), prompt="Any queue", id="results-queue")
             yield Static(id="results-outcomes", classes="view-summary")
         with Horizontal(id="results-body"):
-            groups: FittedTable[FailureGroup] = FittedTable(
-                cells.GROUP_COLUMNS,
-                cells.group_cells,
-                widths=cells.GROUP_WIDTHS,
-                openable=True,
-                id="results-groups",
-            )
+            groups = FittedTable(cells.GROUP_TABLE, openable=True, id="results-groups")
             groups.border_title = "Failures by exception (since when)"
             yield groups
             with Vertical(id="results-right"):
                 yield Static(id="results-info", classes="view-summary")
                 yield PagedTable(
-                    cells.FAILURE_COLUMNS,
-                    cells.failure_cells,
+                    cells.FAILURE_TABLE,
                     order=(self._order.column, self._order.descending),
-                    widths=cells.FAILURE_WIDTHS,
                     openable=True,
                     id="results-failures",
                 )
@@ -196,7 +188,7 @@ class ResultsView(FilteredView[Failures]):
                 info.append_text(literal(page.filter.queue))
             if page.matched > PAGE_SIZE:
                 info.append(f" · showing {page.start + 1:,}-{page.end:,} ([ ])", style="dim")
-            label = dict(cells.FAILURE_COLUMNS)[page.order.column]
+            label = cells.FAILURE_TABLE.header(page.order.column)
             info.append(f" · {page.order.describe(label)}", style="bold")
             info.append(" · enter: traceback", style="dim")
         self.query_one("#results-info", Static).update(info)

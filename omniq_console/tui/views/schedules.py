@@ -36,12 +36,7 @@ class SchedulesView(View):
 
     def compose(self) -> ComposeResult:
         yield Static(id="schedules-info", classes="view-summary")
-        yield FittedTable(
-            cells.SCHEDULE_COLUMNS,
-            lambda item: cells.schedule_cells(*item),
-            widths=cells.SCHEDULE_WIDTHS,
-            id="schedules-table",
-        )
+        yield FittedTable(cells.SCHEDULE_TABLE, id="schedules-table")
 
     @property
     def main_widget(self) -> Widget:

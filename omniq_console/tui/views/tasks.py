@@ -117,10 +117,8 @@ class TasksView(FilteredView[TaskPage]):
             yield ProgressBar(id="tasks-scan-bar", show_eta=False)
             yield Static(id="tasks-scan-info")
         yield PagedTable(
-            cells.TASK_COLUMNS,
-            cells.task_cells,
+            cells.TASK_TABLE,
             order=(self._order.column, self._order.descending),
-            widths=cells.TASK_WIDTHS,
             follow_top=True,
             openable=True,
             id="tasks-table",
@@ -285,7 +283,7 @@ class TasksView(FilteredView[TaskPage]):
         if page.matched > PAGE_SIZE:
             pages = (page.matched - 1) // PAGE_SIZE + 1
             info.append(f" · page {page.start // PAGE_SIZE + 1:,}/{pages:,} ([ ])", style="dim")
-        label = dict(cells.TASK_COLUMNS)[page.order.column]
+        label = cells.TASK_TABLE.header(page.order.column)
         info.append(f" · {page.order.describe(label)}", style="bold")
         if page.failed_ids:
             info.append(f" · {len(page.failed_ids):,} failed", style="red")
