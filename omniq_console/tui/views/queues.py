@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
@@ -19,7 +19,7 @@ from .. import cells, fmt
 from ..columns import FittedTable, TableSpec, Width
 from ..messages import ShowQueueTasks
 from ..text import literal
-from .base import PaletteEntry, View
+from .base import Command, View, keys
 
 WINDOWS = ("15m", "1h", "6h")
 """Throughput windows ``w`` steps through (the monitor computes each)."""
@@ -100,18 +100,40 @@ class QueuesView(View):
 
     TITLE = "Queues"
     ACTIONS = frozenset({"pause_queue", "resume_queue", "purge"})
-    PALETTE = (
-        PaletteEntry("Pause selected queue", "Workers stop claiming from it", "pause_queue"),
-        PaletteEntry("Resume selected queue", "Workers claim from it again", "resume_queue"),
-        PaletteEntry("Purge selected queue", "Delete its pending tasks (asks first)", "purge"),
-        PaletteEntry("Next throughput window", "15 min, 1 h, 6 h", "next_window"),
+    COMMANDS = (
+        Command(
+            "p",
+            "pause_queue",
+            "Pause queue",
+            "Pause selected queue",
+            "Workers stop claiming from it",
+        ),
+        Command(
+            "u",
+            "resume_queue",
+            "Resume queue",
+            "Resume selected queue",
+            "Workers claim from it again",
+        ),
+        Command(
+            "X",
+            "purge",
+            "Purge",
+            "Purge selected queue",
+            "Delete its pending tasks (asks first)",
+            key_display="X",
+            tooltip="Delete its pending tasks",
+        ),
+        Command(
+            "w",
+            "next_window",
+            "Window",
+            "Next throughput window",
+            "15 min, 1 h, 6 h",
+            tooltip="Throughput over 15 min, 1 h or 6 h",
+        ),
     )
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("p", "pause_queue", "Pause queue"),
-        Binding("u", "resume_queue", "Resume queue"),
-        Binding("X", "purge", "Purge", key_display="X", tooltip="Delete its pending tasks"),
-        Binding("w", "next_window", "Window", tooltip="Throughput over 15 min, 1 h or 6 h"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = keys(COMMANDS)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
