@@ -274,16 +274,16 @@ class TaskDetailScreen(Screen[None]):
         self.load()
 
     def action_retry(self) -> None:
-        self.console.actions.retry_task(
-            self.task_id, self.row, status=self._seen_status(), after=self.load
-        )
+        self._act("retry")
 
     def action_cancel(self) -> None:
-        self.console.actions.cancel_task(
-            self.task_id, self.row, status=self._seen_status(), after=self.load
-        )
+        self._act("cancel")
 
     def action_delete(self) -> None:
-        self.console.actions.delete_task(
-            self.task_id, self.row, status=self._seen_status(), after=self.load
+        self._act("delete")
+
+    def _act(self, action: str) -> None:
+        """``action`` on this task as the screen shows it; the screen reloads after it."""
+        self.console.actions.task_action(
+            action, self.task_id, self.row, status=self._seen_status(), after=self.load
         )

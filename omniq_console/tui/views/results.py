@@ -256,7 +256,7 @@ class ResultsView(FilteredView[Failures]):
         if key is None:
             self.app.notify("No failed task selected.", severity="warning")
             return
-        self.console.actions.retry_task(key, table.item(key))
+        self.console.actions.task_action("retry", key, table.item(key))
 
     def action_retry_group(self) -> None:
         failures = self._failures

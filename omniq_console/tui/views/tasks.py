@@ -352,24 +352,21 @@ class TasksView(FilteredView[TaskPage]):
         self._anchor = None  # the page asked for, not the row that was on top
         super().turn_to(start)
 
-    def _selected(self) -> tuple[str, TaskRow | None] | None:
+    def _act_on_selected(self, action: str) -> None:
         key = self.table.selected_key
         if key is None:
             self.app.notify("No task selected.", severity="warning")
-            return None
-        return key, self.table.item(key)
+            return
+        self.console.actions.task_action(action, key, self.table.item(key))
 
     def action_retry(self) -> None:
-        if (selected := self._selected()) is not None:
-            self.console.actions.retry_task(*selected)
+        self._act_on_selected("retry")
 
     def action_cancel(self) -> None:
-        if (selected := self._selected()) is not None:
-            self.console.actions.cancel_task(*selected)
+        self._act_on_selected("cancel")
 
     def action_delete(self) -> None:
-        if (selected := self._selected()) is not None:
-            self.console.actions.delete_task(*selected)
+        self._act_on_selected("delete")
 
     def action_retry_all(self) -> None:
         page = self._page
