@@ -83,7 +83,7 @@ async def test_failures_are_told_in_plain_words(error: Exception, expected: str)
     async with app.run_test(size=SIZE) as pilot:
         seen = record_notifications(app)
         await settle(pilot)
-        app.actions.retry_task(task_id(41))
+        app.actions.task_action("retry", task_id(41))
         await settle(pilot)
         assert (expected.format(id=task_id(41)), "error") in seen
         # The operator sees the current state next: a poll follows a failure too.
@@ -137,7 +137,7 @@ async def test_without_actions_no_action_key_is_offered_or_obeyed(mode: str) -> 
             assert not isinstance(app.screen, ConfirmScreen)
         assert app.screen.query_one(TabbedContent).active == "schedules"
         # The palette and the views refuse too, should anything call them.
-        app.actions.retry_task(task_id(41))
+        app.actions.task_action("retry", task_id(41))
         app.actions.retry_failed([task_id(41)], "of ValueError")
         await settle(pilot)
         assert operator.calls == []

@@ -289,7 +289,7 @@ async def test_actions_and_detail_work_with_the_monitor_on_its_thread(
         assert screen.detail.result.error_type == "ValueError"
         await pilot.press("escape")
         await settle(pilot)
-        app.actions.retry_task(failed.id, status="failed")  # on this loop, a worker
+        app.actions.task_action("retry", failed.id, status="failed")  # on this loop, a worker
         await until(
             pilot,
             lambda: (

@@ -95,12 +95,15 @@ def _base(task: Task, record: TaskResult | None, now: datetime) -> TaskResult:
     )
 
 
-def _pending_again(rec: TaskResult, run_at: datetime) -> None:
+def _pending_again(record: TaskResult, run_at: datetime) -> TaskResult:
+    """A copy of ``record``, pending again from ``run_at``: no lease, no lease holder."""
+    rec = record.model_copy(deep=True)
     rec.status = ResultStatus.PENDING
     rec.lease_owner = None
     rec.lease_seconds = None
     rec.lease_expires_at = None
     rec.run_at = run_at
+    return rec
 
 
 def _not_before(now: datetime, run_at: datetime | None = None) -> datetime:
@@ -147,8 +150,7 @@ def requeue(record: TaskResult, *, reaper: str, now: datetime) -> Transition:
     if record.is_final or not record.lease_owner:
         raise _refuse(record.task_id, "requeue", record, "running")
     owner = record.lease_owner
-    rec = record.model_copy(deep=True)
-    _pending_again(rec, _not_before(now))
+    rec = _pending_again(record, _not_before(now))
     return Transition(
         rec,
         EventType.LEASE_EXPIRED,
@@ -161,8 +163,7 @@ def release(record: TaskResult, *, worker: str, now: datetime, reason: str) -> T
     """The lease holder hands the task back unfinished (say, on shutdown)."""
     if record.is_final or record.lease_owner != worker:
         raise _refuse(record.task_id, "release", record, "running (own)")
-    rec = record.model_copy(deep=True)
-    _pending_again(rec, _not_before(now))
+    rec = _pending_again(record, _not_before(now))
     return Transition(
         rec,
         EventType.ENQUEUED,
@@ -238,7 +239,7 @@ def fail_or_retry(
     if failure.retryable and record.retry_count < task.max_retries:
         delay = task.retry_delay.total_seconds() * 2**record.retry_count
         rec.retry_count = record.retry_count + 1
-        _pending_again(rec, _not_before(now, add_time(now, timedelta(seconds=delay))))
+        rec = _pending_again(rec, _not_before(now, add_time(now, timedelta(seconds=delay))))
         assert rec.run_at is not None
         return Transition(
             rec,
@@ -312,8 +313,7 @@ def operator_retry(
     if record is None or not record.is_final:
         raise _refuse(task.id, "retry", record, "completed, failed, cancelled or expired")
     previous = status_of(record)
-    rec = record.model_copy(deep=True)
-    _pending_again(rec, _not_before(now))
+    rec = _pending_again(record, _not_before(now))
     rec.retry_count = 0
     rec.result = None
     rec.error = rec.error_type = rec.traceback = None

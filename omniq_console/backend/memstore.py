@@ -17,6 +17,7 @@ This module does not import gcsfs.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,25 +30,18 @@ from .errors import (
     ConflictError,
     ObjectNotFoundError,
     RateLimitedError,
-    ReadOnlyError,
     StorageError,
 )
-from .storeapi import (
-    ObjectData,
-    ObjectInfo,
-    RequestStats,
-    check_metadata,
-)
-
-_PAGE_SIZE = 1000
+from .storeapi import ObjectData, ObjectInfo, ObjectStoreAPI, Page, PageRequest, RequestStats
 
 
 @dataclass(frozen=True, slots=True)
 class _Stored:
+    """An object as the server holds it: what a listing says of it (made once, at its
+    write), and its body."""
+
+    info: ObjectInfo
     data: bytes
-    generation: int
-    updated: datetime
-    metadata: Mapping[str, str]
 
 
 class MemoryServer:
@@ -105,8 +99,8 @@ class MemoryServer:
         self._last_mutation[(bucket, key)] = self.clock()
 
 
-class MemoryObjectStore:
-    """The same API as ``ObjectStore`` (see ``ObjectStoreAPI``), over a :class:`MemoryServer`.
+class MemoryObjectStore(ObjectStoreAPI):
+    """The same API as ``ObjectStore`` (``ObjectStoreAPI``), over a :class:`MemoryServer`.
 
     Without ``server`` it builds its own, with ``bucket`` created, ``clock`` and
     ``per_name_limit``; with one, those two come from the server. Requests are counted in
@@ -144,10 +138,6 @@ class MemoryObjectStore:
         self._open = False
 
     @property
-    def read_only(self) -> bool:
-        return self.access == "read_only"
-
-    @property
     def is_open(self) -> bool:
         return self._open
 
@@ -166,13 +156,6 @@ class MemoryObjectStore:
         await asyncio.sleep(0)
         self.stats.record(kind, 0.0, error=False)
 
-    def _refuse_if_read_only(self, operation: str, key: str) -> None:
-        if self.read_only:
-            raise ReadOnlyError(operation, key)
-
-    def _info(self, key: str, stored: _Stored) -> ObjectInfo:
-        return ObjectInfo(key, stored.generation, len(stored.data), stored.updated, stored.metadata)
-
     async def check_bucket(self, prefix: str = "") -> None:
         """``BucketNotFoundError`` unless the bucket exists (one listing request)."""
         await self._request("list")
@@ -184,30 +167,24 @@ class MemoryObjectStore:
         await self._request("bucket")
         self.server.create_bucket(self.bucket)
 
-    async def list(
-        self,
-        prefix: str,
-        *,
-        start_offset: str | None = None,
-        end_offset: str | None = None,
-        limit: int | None = None,
-    ) -> list[ObjectInfo]:
-        """Objects under ``prefix`` in key order; ``start_offset`` inclusive, ``end_offset``
-        exclusive; one counted request per page of 1,000."""
+    async def _list_page(self, page: PageRequest) -> Page:
+        """A page's keys in order; the token is the page's last key, when more follow."""
         await self._request("list")
         objects = self.server.objects(self.bucket)
-        keys = sorted(
-            key
-            for key in objects
-            if key.startswith(prefix)
-            and (start_offset is None or key >= start_offset)
-            and (end_offset is None or key < end_offset)
+        keys = heapq.nsmallest(
+            page.size + 1,
+            (
+                key
+                for key in objects
+                if key.startswith(page.prefix)
+                and (page.start_offset is None or key >= page.start_offset)
+                and (page.end_offset is None or key < page.end_offset)
+                and (page.token is None or key > page.token)
+            ),
         )
-        if limit is not None:
-            keys = keys[: max(1, limit)]
-        for _ in range(1, (len(keys) + _PAGE_SIZE - 1) // _PAGE_SIZE):
-            self.stats.record("list", 0.0, error=False)
-        return [self._info(key, objects[key]) for key in keys]
+        more = len(keys) > page.size
+        del keys[page.size :]
+        return [objects[key].info for key in keys], keys[-1] if more else None
 
     async def read(self, key: str) -> ObjectData:
         """The body of ``key`` and its generation; ``ObjectNotFoundError`` when it is absent."""
@@ -215,7 +192,7 @@ class MemoryObjectStore:
         stored = self.server.objects(self.bucket).get(key)
         if stored is None:
             raise ObjectNotFoundError(key)
-        return ObjectData(key, stored.data, stored.generation, stored.metadata)
+        return ObjectData(key, stored.data, stored.info.generation, stored.info.metadata)
 
     def _check_precondition(self, key: str, current: _Stored | None, expected: int | None) -> None:
         if expected is None:
@@ -223,47 +200,38 @@ class MemoryObjectStore:
         holds = (
             current is None
             if expected == 0
-            else (current is not None and current.generation == expected)
+            else (current is not None and current.info.generation == expected)
         )
         if not holds:
             self.stats.conflicts += 1
             raise ConflictError(key, expected)
 
-    async def write(
-        self,
-        key: str,
-        data: bytes,
-        *,
-        metadata: Mapping[str, str] | None = None,
-        if_generation_match: int | None = None,
+    async def _write(
+        self, key: str, data: bytes, metadata: Mapping[str, str], expected: int | None
     ) -> ObjectInfo:
-        """Store ``data``; ``if_generation_match`` as in ``ObjectStore.write``."""
-        self._refuse_if_read_only("write", key)
-        if metadata:
-            check_metadata(key, metadata)
         await self._request("write")
         objects = self.server.objects(self.bucket)
-        self._check_precondition(key, objects.get(key), if_generation_match)
+        self._check_precondition(key, objects.get(key), expected)
         self._check_rate(key, "write")
-        stored = _Stored(
-            bytes(data),
+        body = bytes(data)
+        info = ObjectInfo(
+            key,
             self.server.next_generation(),
+            len(body),
             datetime.fromtimestamp(self.server.clock(), UTC),
-            dict(metadata or {}),
+            dict(metadata),
         )
-        objects[key] = stored
+        objects[key] = _Stored(info, body)
         self.server.mutated(self.bucket, key)
-        return self._info(key, stored)
+        return info
 
-    async def delete(self, key: str, *, if_generation_match: int | None = None) -> bool:
-        """Delete ``key``; False when it was already absent."""
-        self._refuse_if_read_only("delete", key)
+    async def _delete(self, key: str, expected: int | None) -> bool:
         await self._request("delete")
         objects = self.server.objects(self.bucket)
         current = objects.get(key)
         if current is None:
             return False
-        self._check_precondition(key, current, if_generation_match)
+        self._check_precondition(key, current, expected)
         self._check_rate(key, "delete")
         del objects[key]
         self.server.mutated(self.bucket, key)

@@ -45,7 +45,6 @@ from .errors import (
     ConflictError,
     ObjectNotFoundError,
     RateLimitedError,
-    ReadOnlyError,
     StorageError,
 )
 from .listpage import decode_page
@@ -53,10 +52,12 @@ from .storeapi import (
     REQUEST_KINDS,
     ObjectData,
     ObjectInfo,
+    ObjectStoreAPI,
+    Page,
+    PageRequest,
     RequestStats,
     RetryNotice,
     RetryPolicy,
-    check_metadata,
     failure_class,
 )
 
@@ -81,7 +82,6 @@ __all__ = [
 ]
 
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-_PAGE_SIZE = 1000
 _PARSE_OFF_LOOP_BYTES = 64 * 1024
 _GCS_URL = "https://storage.googleapis.com"
 _USER_AGENT = f"omniq-console/{__version__}"
@@ -154,7 +154,7 @@ def parse_hash_headers(values: Sequence[str]) -> dict[str, str]:
     return hashes
 
 
-class ObjectStore:
+class ObjectStore(ObjectStoreAPI):
     """Async access to one bucket. Open it (``await store.open()``) before use, close it after.
 
     ``access="read_only"`` refuses every write and delete before a request is sent.
@@ -239,11 +239,6 @@ class ObjectStore:
                 f"GCS credentials ({self._token_origin()}) were refused: "
                 f"{describe_exception(exc.__cause__ or exc)}"
             ) from None
-
-    @property
-    def read_only(self) -> bool:
-        """Whether writes and deletes are refused before anything is sent."""
-        return self.access == "read_only"
 
     @property
     def is_open(self) -> bool:
@@ -498,52 +493,33 @@ class ObjectStore:
             if failure.status != 409:
                 self._raise_for(failure, "")
 
-    async def list(
-        self,
-        prefix: str,
-        *,
-        start_offset: str | None = None,
-        end_offset: str | None = None,
-        limit: int | None = None,
-    ) -> list[ObjectInfo]:
-        """Every object under ``prefix`` in key order, straight from GCS (never a cache).
-
-        ``start_offset`` is inclusive and ``end_offset`` exclusive, as in GCS. One request per
-        1,000 objects.
-        """
+    async def _list_page(self, page: PageRequest) -> Page:
         fs = self._need_fs()
-        url = f"{fs.base}b/{quote(self.bucket, safe='')}/o"
-        out: list[ObjectInfo] = []
-        token: str | None = None
-        while True:
-            page_size = _PAGE_SIZE if limit is None else max(1, min(_PAGE_SIZE, limit - len(out)))
-            params = {
-                "prefix": prefix,
-                "startOffset": start_offset,
-                "endOffset": end_offset,
-                "maxResults": page_size,
-                "pageToken": token,
-                "fields": "items(name,generation,size,updated,metadata),nextPageToken",
-            }
-            try:
-                _, _, body = await self._send("list", "GET", url, params=params)
-            except _HTTPFailure as failure:
-                if failure.status == 404:
-                    raise BucketNotFoundError(self.bucket) from None
-                self._raise_for(failure, prefix)
-            # Typed decoding takes a full page (1,000 objects) in 1-3 ms: on the loop, cheaper
-            # than a thread's hand-off. A page of another shape is decoded tolerantly.
-            lean = decode_page(body)
-            if lean is not None:
-                infos, token = lean
-            elif len(body) > _PARSE_OFF_LOOP_BYTES:
-                # ~10 ms of json.loads for a full page would stall the console.
-                infos, token = await asyncio.to_thread(_parse_page, body)
-            else:
-                infos, token = _parse_page(body)
-            out.extend(infos)
-            if not token or (limit is not None and len(out) >= limit):
-                return out
+        params = {
+            "prefix": page.prefix,
+            "startOffset": page.start_offset,
+            "endOffset": page.end_offset,
+            "maxResults": page.size,
+            "pageToken": page.token,
+            "fields": "items(name,generation,size,updated,metadata),nextPageToken",
+        }
+        try:
+            _, _, body = await self._send(
+                "list", "GET", f"{fs.base}b/{quote(self.bucket, safe='')}/o", params=params
+            )
+        except _HTTPFailure as failure:
+            if failure.status == 404:
+                raise BucketNotFoundError(self.bucket) from None
+            self._raise_for(failure, page.prefix)
+        # Typed decoding takes a full page (1,000 objects) in 1-3 ms: on the loop, cheaper
+        # than a thread's hand-off. A page of another shape is decoded tolerantly.
+        lean = decode_page(body)
+        if lean is not None:
+            return lean
+        if len(body) > _PARSE_OFF_LOOP_BYTES:
+            # ~10 ms of json.loads for a full page would stall the console.
+            return await asyncio.to_thread(_parse_page, body)
+        return _parse_page(body)
 
     async def read(self, key: str) -> ObjectData:
         """The body of ``key`` and its generation; ``ObjectNotFoundError`` when it is absent.
@@ -568,26 +544,14 @@ class ObjectStore:
         }
         return ObjectData(key, body, int(headers.get("x-goog-generation", 0)), metadata)
 
-    async def write(
-        self,
-        key: str,
-        data: bytes,
-        *,
-        metadata: Mapping[str, str] | None = None,
-        if_generation_match: int | None = None,
+    async def _write(
+        self, key: str, data: bytes, metadata: Mapping[str, str], expected: int | None
     ) -> ObjectInfo:
-        """Write ``data`` (and custom metadata) in one request.
-
-        ``if_generation_match=0`` creates only if absent; a positive generation replaces only
-        that exact version (compare-and-swap). A lost precondition raises ``ConflictError``.
-        Without a precondition the write is not retried (see the class docstring). Metadata
-        over GCS's 8 KiB raises ``MetadataTooLargeError`` before anything is sent.
-        """
-        self._refuse_if_read_only("write", key)
+        """Without a precondition (``expected``) the write is not retried (see the class
+        docstring)."""
         fs = self._need_fs()
         resource: dict[str, Any] = {"name": key, "contentType": "application/json"}
         if metadata:
-            check_metadata(key, metadata)
             resource["metadata"] = dict(metadata)
         if self.consistency == "md5":
             resource["md5Hash"] = md5_b64(data)
@@ -610,19 +574,19 @@ class ObjectStore:
                 "write",
                 "POST",
                 url,
-                params={"uploadType": "multipart", "ifGenerationMatch": if_generation_match},
+                params={"uploadType": "multipart", "ifGenerationMatch": expected},
                 headers={"Content-Type": f'multipart/related; boundary="{boundary}"'},
                 data=body,
-                idempotent=if_generation_match is not None,
+                idempotent=expected is not None,
             )
         except _HTTPFailure as failure:
             if failure.status == 412 and failure.attempt > 0:
-                return await self._settle_conflict(key, data, if_generation_match)
+                return await self._settle_conflict(key, data, expected)
             if failure.status == 412:
                 # Refused on the first attempt: nothing of ours landed, even if another writer
                 # happened to store the very same bytes.
                 self.stats.conflicts += 1
-                raise ConflictError(key, if_generation_match) from None
+                raise ConflictError(key, expected) from None
             if failure.status == 404:
                 raise BucketNotFoundError(self.bucket) from None
             if failure.status == 400 and self.consistency in _HASHERS:
@@ -650,15 +614,10 @@ class ObjectStore:
         self.stats.conflicts += 1
         raise ConflictError(key, expected)
 
-    async def delete(self, key: str, *, if_generation_match: int | None = None) -> bool:
-        """Delete ``key``; False when it was already absent.
-
-        ``if_generation_match`` deletes only that version (``ConflictError`` otherwise), which
-        makes the delete safe to retry: a 412 is settled by looking at the object (gone: an
-        earlier sending landed; still there: someone else's newer version, refused). Every
-        delete of OmniQ's protocol carries it.
-        """
-        self._refuse_if_read_only("delete", key)
+    async def _delete(self, key: str, expected: int | None) -> bool:
+        """A precondition (``expected``) makes the delete safe to retry: a 412 is settled by
+        looking at the object (gone: an earlier sending landed; still there: someone else's
+        newer version, refused). Every delete of OmniQ's protocol carries it."""
         try:
             # An absent object is an answer, not an error: deleting what may not exist (a
             # task's result, a stale queue entry) is routine and must not count as a failure.
@@ -666,16 +625,16 @@ class ObjectStore:
                 "delete",
                 "DELETE",
                 self._object_url(key),
-                params={"ifGenerationMatch": if_generation_match},
+                params={"ifGenerationMatch": expected},
                 ok_statuses=frozenset({200, 204, 404}),
                 # GCS counts a delete as idempotent only with a generation precondition.
-                idempotent=if_generation_match is not None,
+                idempotent=expected is not None,
             )
         except _HTTPFailure as failure:
             if failure.status == 412:
                 # Even a first attempt's 412 may follow our own landed delete: aiohttp re-sends
                 # a request whose keep-alive connection dropped, without telling us.
-                return await self._settle_delete(key, if_generation_match)
+                return await self._settle_delete(key, expected)
             self._raise_for(failure, key)
         return status != 404
 
@@ -690,10 +649,6 @@ class ObjectStore:
         raise ConflictError(key, expected)
 
     # -- checks -----------------------------------------------------------------------------
-
-    def _refuse_if_read_only(self, operation: str, key: str) -> None:
-        if self.read_only:
-            raise ReadOnlyError(operation, key)
 
     def _verify_write(self, key: str, data: bytes, item: Mapping[str, Any]) -> None:
         if self.consistency == "none":

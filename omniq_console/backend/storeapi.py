@@ -1,6 +1,6 @@
-"""What every object store offers the stores above it: records, counters, retries, the protocol.
+"""What every object store offers the stores above it: records, counters, retries, the API.
 
-Two implementations satisfy :class:`ObjectStoreAPI`: ``ObjectStore`` (a GCS bucket through
+Two implementations subclass :class:`ObjectStoreAPI`: ``ObjectStore`` (a GCS bucket through
 gcsfs's session) and ``MemoryObjectStore`` (the same rules in memory, for fast tests). This
 module imports neither gcsfs nor aiohttp, so the in-memory store and plain-Python layers can
 use these types without the GCS dependencies.
@@ -9,14 +9,14 @@ use these types without the GCS dependencies.
 from __future__ import annotations
 
 import random
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
 
 from ..checks import check_seconds
-from .errors import MetadataTooLargeError
+from .errors import MetadataTooLargeError, ReadOnlyError
 
 REQUEST_KINDS = ("list", "get", "write", "delete", "bucket")
 FAILURE_CLASSES = ("412", "429", "5xx", "4xx", "network")
@@ -26,6 +26,8 @@ LATENCY_SAMPLES = 4096
 """Latest attempts whose duration is kept (for percentiles by kind)."""
 METADATA_LIMIT_BYTES = 8 * 1024
 """GCS's limit on an object's custom metadata: UTF-8 bytes of every key and value together."""
+LIST_PAGE_SIZE = 1000
+"""Objects in one page of a listing (GCS's largest): one request each."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,9 +207,32 @@ def check_metadata(key: str, metadata: Mapping[str, str]) -> None:
         raise MetadataTooLargeError(key, size, METADATA_LIMIT_BYTES)
 
 
-@runtime_checkable
-class ObjectStoreAPI(Protocol):
-    """What the stores use of an object store (``ObjectStore`` and ``MemoryObjectStore``)."""
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """One page of a listing, as asked of a store: keys under ``prefix`` from
+    ``start_offset`` (inclusive) to ``end_offset`` (exclusive), after the page ``token`` names
+    (None: the first), at most ``size`` of them."""
+
+    prefix: str
+    start_offset: str | None
+    end_offset: str | None
+    size: int
+    token: str | None
+
+
+Page = tuple[list[ObjectInfo], str | None]
+"""One page of a listing: its objects in key order, and the next page's token (None: the last)."""
+
+
+class ObjectStoreAPI(ABC):
+    """What the stores use of an object store, said once for both implementations
+    (``ObjectStore``: a GCS bucket; ``MemoryObjectStore``: GCS's rules in memory).
+
+    The rules every store keeps live here: a read-only store refuses every write and delete
+    before a request is sent, metadata GCS would refuse is refused first, and a listing is
+    paged the same way (``limit`` sizes the last page). An implementation sends the requests
+    (the abstract methods below).
+    """
 
     bucket: str
     project: str | None
@@ -216,18 +241,35 @@ class ObjectStoreAPI(Protocol):
     stats: RequestStats
 
     @property
-    def read_only(self) -> bool: ...
+    def read_only(self) -> bool:
+        """Whether writes and deletes are refused before anything is sent."""
+        return self.access == "read_only"
+
+    def _refuse_if_read_only(self, operation: str, key: str) -> None:
+        if self.read_only:
+            raise ReadOnlyError(operation, key)
 
     @property
-    def is_open(self) -> bool: ...
+    @abstractmethod
+    def is_open(self) -> bool:
+        """Whether ``open()`` has run (and ``close()`` has not since): requests are accepted."""
 
-    async def open(self) -> None: ...
+    @abstractmethod
+    async def open(self) -> None:
+        """Get ready to send requests, on the running event loop."""
 
-    async def close(self) -> None: ...
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop sending requests; ``open()`` may be called again afterwards."""
 
-    async def check_bucket(self, prefix: str = "") -> None: ...
+    @abstractmethod
+    async def check_bucket(self, prefix: str = "") -> None:
+        """Raise ``BucketNotFoundError`` (or ``AuthenticationError``) unless the bucket is
+        usable: one listing request under ``prefix``."""
 
-    async def create_bucket(self) -> None: ...
+    @abstractmethod
+    async def create_bucket(self) -> None:
+        """Create the bucket (the demo and tests); one that exists already is fine."""
 
     async def list(
         self,
@@ -236,9 +278,32 @@ class ObjectStoreAPI(Protocol):
         start_offset: str | None = None,
         end_offset: str | None = None,
         limit: int | None = None,
-    ) -> list[ObjectInfo]: ...
+    ) -> list[ObjectInfo]:
+        """Every object under ``prefix`` in key order, straight from the store (never a cache).
 
-    async def read(self, key: str) -> ObjectData: ...
+        ``start_offset`` is inclusive and ``end_offset`` exclusive, as in GCS; ``limit``: at
+        most that many objects (at least one). One request per page of 1,000 objects.
+        """
+        out: list[ObjectInfo] = []
+        token: str | None = None
+        while True:
+            left = LIST_PAGE_SIZE if limit is None else limit - len(out)
+            size = max(1, min(LIST_PAGE_SIZE, left))
+            infos, token = await self._list_page(
+                PageRequest(prefix, start_offset, end_offset, size, token)
+            )
+            out.extend(infos)
+            if not token or (limit is not None and len(out) >= limit):
+                return out
+
+    @abstractmethod
+    async def _list_page(self, page: PageRequest) -> Page:
+        """One counted listing request."""
+
+    @abstractmethod
+    async def read(self, key: str) -> ObjectData:
+        """The body of ``key``, its generation and metadata; ``ObjectNotFoundError`` when it
+        is absent."""
 
     async def write(
         self,
@@ -247,6 +312,32 @@ class ObjectStoreAPI(Protocol):
         *,
         metadata: Mapping[str, str] | None = None,
         if_generation_match: int | None = None,
-    ) -> ObjectInfo: ...
+    ) -> ObjectInfo:
+        """Write ``data`` (and custom metadata) in one request.
 
-    async def delete(self, key: str, *, if_generation_match: int | None = None) -> bool: ...
+        ``if_generation_match=0`` creates only if absent; a positive generation replaces only
+        that exact version (compare-and-swap). A lost precondition raises ``ConflictError``.
+        Metadata over GCS's 8 KiB raises ``MetadataTooLargeError`` before anything is sent.
+        """
+        self._refuse_if_read_only("write", key)
+        if metadata:
+            check_metadata(key, metadata)
+        return await self._write(key, data, metadata or {}, if_generation_match)
+
+    @abstractmethod
+    async def _write(
+        self, key: str, data: bytes, metadata: Mapping[str, str], expected: int | None
+    ) -> ObjectInfo:
+        """Send the write of :meth:`write` (its checks passed)."""
+
+    async def delete(self, key: str, *, if_generation_match: int | None = None) -> bool:
+        """Delete ``key``; False when it was already absent.
+
+        ``if_generation_match`` deletes only that version (``ConflictError`` otherwise).
+        """
+        self._refuse_if_read_only("delete", key)
+        return await self._delete(key, if_generation_match)
+
+    @abstractmethod
+    async def _delete(self, key: str, expected: int | None) -> bool:
+        """Send the delete of :meth:`delete` (its checks passed)."""

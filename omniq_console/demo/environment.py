@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
@@ -43,26 +44,20 @@ EXPORTS_FILE = Path(tempfile.gettempdir()) / f"omniq-demo-{os.getuid()}.env"
 """Where ``write_exports`` puts the demo's export lines (``source`` it in another shell)."""
 
 
+@dataclass(eq=False, kw_only=True)
 class DemoEnvironment(Service):
     """Start an emulator with a bucket and (optionally) a fleet process working on it."""
 
-    def __init__(
-        self,
-        *,
-        seed: int | None = None,
-        speed: float = 1.0,
-        fleet: bool = True,
-        bucket: str = DEMO_BUCKET,
-        prefix: str = DEMO_PREFIX,
-        feed: bool = True,
-    ) -> None:
-        """``feed``: use the Pub/Sub emulator when it is installed (see ``feed_note``)."""
-        self.seed = seed
-        self.speed = speed
-        self.with_fleet = fleet
-        self.bucket = bucket
-        self.prefix = prefix
-        self.want_feed = feed
+    seed: int | None = None
+    speed: float = 1.0
+    fleet: bool = True
+    """Start a fleet process on the bucket."""
+    bucket: str = DEMO_BUCKET
+    prefix: str = DEMO_PREFIX
+    feed: bool = True
+    """Use the Pub/Sub emulator when it is installed (see ``feed_note``)."""
+
+    def __post_init__(self) -> None:
         self.pubsub: PubSubEmulator | None = None
         self.topic: str | None = None
         """``projects/P/topics/T`` receiving the demo bucket's changes, when the feed runs."""
@@ -70,7 +65,7 @@ class DemoEnvironment(Service):
         self.feed_note = "changes: listing (the change feed is off)"
         self._saved_pubsub_host: str | None = None
         self.emulator = Emulator(tied_to_parent=True)
-        self._fleet: ChildProcess | None = None
+        self._fleet_process: ChildProcess | None = None
         self._logdir = tempfile.TemporaryDirectory(prefix="omniq-demo-")
 
     @property
@@ -117,11 +112,11 @@ class DemoEnvironment(Service):
         return EXPORTS_FILE
 
     def start(self) -> Self:
-        if self.want_feed:
+        if self.feed:
             self._start_feed()
         self.emulator.start()
         self.emulator.create_bucket(self.bucket)
-        if self.with_fleet:
+        if self.fleet:
             args = [
                 sys.executable, "-m", "omniq_console.demo.environment",
                 "--endpoint", self.url,
@@ -133,7 +128,7 @@ class DemoEnvironment(Service):
             if self.seed is not None:
                 args += ["--seed", str(self.seed)]
             # Its own session: Ctrl-C reaches the console, which stops the fleet in order.
-            self._fleet = ChildProcess(
+            self._fleet_process = ChildProcess(
                 args,
                 name="the demo fleet",
                 output=self.fleet_log,
@@ -143,7 +138,7 @@ class DemoEnvironment(Service):
         return self
 
     def stop(self) -> None:
-        fleet, self._fleet = self._fleet, None
+        fleet, self._fleet_process = self._fleet_process, None
         if fleet is not None:
             fleet.stop()
         self.emulator.stop()

@@ -30,6 +30,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Generator
+from dataclasses import KW_ONLY, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -60,6 +61,7 @@ from .workload import MAX_RETRIES, QUEUES, WORKERS, PlannedTask, workload
 logger = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class Fleet:
     """Producers, workers, a scheduler and a janitor on one backend.
 
@@ -72,41 +74,29 @@ class Fleet:
     task while its queue holds ``max_queue_depth`` waiting tasks.
     """
 
-    def __init__(
-        self,
-        backend: Any,
-        *,
-        seed: int | None = None,
-        speed: float = 1.0,
-        clock: Callable[[], datetime] | None = None,
-        lease_seconds: float = 15.0,
-        heartbeat_interval: float = 5.0,
-        retention: timedelta = timedelta(minutes=3),
-        failed_retention: timedelta = timedelta(minutes=15),
-        event_retention: timedelta = timedelta(minutes=5),
-        cleanup_interval: float = 20.0,
-        max_queue_depth: int = 150,
-        shutdown_grace: float = 2.0,
-    ) -> None:
-        if speed <= 0:
+    backend: Any
+    _: KW_ONLY
+    seed: int | None = None
+    speed: float = 1.0
+    clock: Callable[[], datetime] = utcnow
+    lease_seconds: float = 15.0
+    heartbeat_interval: float = 5.0
+    retention: timedelta = timedelta(minutes=3)
+    failed_retention: timedelta = timedelta(minutes=15)
+    event_retention: timedelta = timedelta(minutes=5)
+    cleanup_interval: float = 20.0
+    max_queue_depth: int = 150
+    shutdown_grace: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.speed <= 0:
             raise ValueError("speed must be positive")
-        self.backend = backend
-        self.seed = seed
-        self.speed = float(speed)
-        self.clock = clock or utcnow
-        self.lease_seconds = lease_seconds
-        self.heartbeat_interval = heartbeat_interval
-        self.retention = retention
-        self.failed_retention = failed_retention
-        self.event_retention = event_retention
-        self.cleanup_interval = cleanup_interval
-        self.max_queue_depth = max_queue_depth
-        self.shutdown_grace = shutdown_grace
-        self.omniq = OmniQ(backend)
+        self.speed = float(self.speed)
+        self.omniq = OmniQ(self.backend)
         self.produced: list[str] = []
         self.skipped = 0
         self.workers: list[Worker] = []
-        tag_rng = random.Random(f"{seed}-ids") if seed is not None else random.Random()
+        tag_rng = random.Random(f"{self.seed}-ids") if self.seed is not None else random.Random()
         self.tag = f"{tag_rng.getrandbits(16):04x}"
         self._register()
         self._stopping: asyncio.Event | None = None

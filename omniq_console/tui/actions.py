@@ -150,108 +150,41 @@ class ActionRunner:
     # Tasks. ``seen`` is the row the operator acted on: its status binds the action, so a
     # task that moved on since (a worker finished it, another operator retried it) is refused.
 
-    def retry_task(
+    def task_action(
         self,
+        action: str,
         task_id: str,
         seen: TaskRow | None = None,
         *,
         status: str | None = None,
         after: Callable[[], object] | None = None,
     ) -> None:
-        """Put a failed, cancelled or expired task back in its queue."""
+        """``retry`` (put a finished task back in its queue), ``cancel`` (a pending or
+        running task) or ``delete`` (with its queue entry and result) one task; cancel and
+        delete ask first.
+
+        ``status`` (else ``seen``'s) is the status the operator saw: a task that moved on is
+        offered the action its new state allows. ``after`` runs once the action is over.
+        """
         if (op := self._operator_or_refuse()) is None:
             return
         expected = _expected(seen, status)
-        self._run(
-            f"Retry task {task_id}",
-            lambda: op.retry_task(task_id, expected_status=expected),
-            lambda _: (f"Task {task_id} is pending again.", True),
-            after,
-            lambda changed: self._offer_after_change(changed, "retry", after),
-        )
+        verb = action.capitalize()
 
-    def cancel_task(
-        self,
-        task_id: str,
-        seen: TaskRow | None = None,
-        *,
-        status: str | None = None,
-        after: Callable[[], object] | None = None,
-    ) -> None:
-        """Cancel a pending or running task, after confirmation."""
-        if (op := self._operator_or_refuse()) is None:
-            return
-        expected = _expected(seen, status)
-        detail = (
-            Text("Its worker drops the outcome of the run under way.", style="dim", end="")
-            if expected == TaskStatus.RUNNING.value
-            else None
-        )
-        self._confirmed_task_action(
-            "Cancel",
-            task_id,
-            seen,
-            lambda: op.cancel_task(task_id, expected_status=expected),
-            lambda _: (f"Task {task_id} is cancelled.", True),
-            after,
-            detail,
-        )
-
-    def delete_task(
-        self,
-        task_id: str,
-        seen: TaskRow | None = None,
-        *,
-        status: str | None = None,
-        after: Callable[[], object] | None = None,
-    ) -> None:
-        """Delete a task with its queue entry and result, after confirmation."""
-        if (op := self._operator_or_refuse()) is None:
-            return
-        expected = _expected(seen, status)
-        detail = Text(
-            "Its task object, queue entry and result are removed for good; its events stay.",
-            style="dim",
-            end="",
-        )
-        self._confirmed_task_action(
-            "Delete",
-            task_id,
-            seen,
-            lambda: op.delete_task(task_id, expected_status=expected),
-            lambda deleted: (
-                (f"Task {task_id} is deleted.", True)
-                if deleted
-                else (f"Task {task_id} was already gone.", False)
-            ),
-            after,
-            detail,
-        )
-
-    def _confirmed_task_action(
-        self,
-        verb: str,
-        task_id: str,
-        seen: TaskRow | None,
-        call: Callable[[], Awaitable[Any]],
-        success: Callable[[Any], tuple[str, bool]],
-        after: Callable[[], object] | None,
-        detail: Text | None,
-    ) -> None:
-        """Ask "``verb`` <the task as seen>?", then run ``call``; a task that moved on is
-        offered the action its new state allows."""
-        self._confirm(
-            f"{verb} task",
-            _task_question(verb, task_id, seen),
-            lambda: self._run(
+        def run() -> None:
+            self._run(
                 f"{verb} task {task_id}",
-                call,
-                success,
+                lambda: _send(op, action, task_id, expected),
+                lambda outcome: _task_outcome(action, task_id, outcome),
                 after,
-                lambda changed: self._offer_after_change(changed, verb.lower(), after),
-            ),
-            detail,
-        )
+                lambda changed: self._offer_after_change(changed, action, after),
+            )
+
+        if action == "retry":
+            run()
+            return
+        question = _task_question(verb, task_id, seen)
+        self._confirm(f"{verb} task", question, run, _task_warning(action, expected))
 
     def retry_failed(self, ids: Sequence[str], what: str) -> None:
         """Retry exactly ``ids`` (failed tasks the operator saw), after a confirmation naming them.
@@ -280,11 +213,6 @@ class ActionRunner:
             return
         action = tried if tried in changed.allowed else changed.allowed[0]
         task_id, now = changed.task_id, changed.now_status
-        calls: dict[str, Callable[[], Awaitable[Any]]] = {
-            "retry": lambda: op.retry_task(task_id, expected_status=now),
-            "cancel": lambda: op.cancel_task(task_id, expected_status=now),
-            "delete": lambda: op.delete_task(task_id, expected_status=now),
-        }
         verb = action.capitalize()
         question = Text(str(changed), style="bold", end="")
         question.append(f".\n{verb} it now, as it is ({now})?", style="bold")
@@ -293,7 +221,7 @@ class ActionRunner:
             question,
             lambda: self._run(
                 f"{verb} task {task_id}",
-                calls[action],
+                lambda: _send(op, action, task_id, now),
                 lambda _: (f"Task {task_id}: {action} done.", True),
                 after,
             ),
@@ -445,6 +373,32 @@ def _expected(seen: TaskRow | None, status: str | None) -> str | None:
     if status is not None:
         return status
     return seen.status if seen is not None else None
+
+
+def _send(op: ConsoleOperator, action: str, task_id: str, expected: str | None) -> Awaitable[Any]:
+    """The operator's call that does ``action`` to one task, bound to the status ``expected``."""
+    calls = {"retry": op.retry_task, "cancel": op.cancel_task, "delete": op.delete_task}
+    return calls[action](task_id, expected_status=expected)
+
+
+def _task_outcome(action: str, task_id: str, outcome: object) -> tuple[str, bool]:
+    """What ``action`` did to the task, in words, and whether it did all it was asked (a
+    delete answers whether there was anything to delete)."""
+    if action == "delete" and not outcome:
+        return f"Task {task_id} was already gone.", False
+    now = {"retry": "pending again", "cancel": "cancelled", "delete": "deleted"}[action]
+    return f"Task {task_id} is {now}.", True
+
+
+def _task_warning(action: str, expected: str | None) -> Text | None:
+    """The dim line under a task action's confirmation: what the operator cannot take back."""
+    if action == "delete":
+        warning = "Its task object, queue entry and result are removed for good; its events stay."
+    elif expected == TaskStatus.RUNNING.value:
+        warning = "Its worker drops the outcome of the run under way."
+    else:
+        return None
+    return Text(warning, style="dim", end="")
 
 
 def _task_question(verb: str, task_id: str, seen: TaskRow | None) -> Text:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 
 from rich.text import Text
 
 from ..monitor.groups import TREND_MINUTES, FailureGroup, failed_at
 from ..monitor.snapshot import EventRow, QueueStats, ScheduleRow, StuckTask, TaskRow, WorkerRow
 from . import fmt
-from .columns import Width
+from .columns import TableSpec, Width
 from .text import literal
 from .thresholds import Level, Thresholds
 
@@ -98,32 +99,44 @@ def queue_detail_cells(q: QueueStats, thresholds: Thresholds, now: datetime) -> 
     return [*base[:4], number(q.claimed), expired, base[4], paused, base[5]]
 
 
-QUEUE_DETAIL_COLUMNS = (
-    ("name", "Queue"),
-    ("pending", "Pending"),
-    ("delayed", "Delayed"),
-    ("running", "Running"),
-    ("claimed", "Claimed"),
-    ("expired", "Expired"),
-    ("oldest", "Oldest pending"),
-    ("paused", "Paused by"),
-    ("trend", "Depth trend (one bar per poll)"),
-)
-QUEUE_DETAIL_WIDTHS = {
-    "name": Width(cut=8),
-    "paused": Width(cut=8),
-    # Cut, a trend would lose its newest bars: it goes whole or not at all.
-    "trend": Width(drop=1),
-}
-QUEUE_COLUMNS = (
-    ("name", "Queue"),
-    ("pending", "Pending"),
-    ("delayed", "Delayed"),
-    ("running", "Running"),
-    ("oldest", "Oldest"),
-    ("trend", "Depth trend"),
-)
-QUEUE_WIDTHS = {"name": Width(cut=8), "trend": Width(drop=1)}
+def queue_detail_table(thresholds: Thresholds) -> TableSpec[tuple[QueueStats, datetime]]:
+    """The queues view's table of (queue, now): :func:`queue_detail_cells`."""
+    return TableSpec(
+        lambda item: queue_detail_cells(item[0], thresholds, item[1]),
+        columns=(
+            ("name", "Queue"),
+            ("pending", "Pending"),
+            ("delayed", "Delayed"),
+            ("running", "Running"),
+            ("claimed", "Claimed"),
+            ("expired", "Expired"),
+            ("oldest", "Oldest pending"),
+            ("paused", "Paused by"),
+            ("trend", "Depth trend (one bar per poll)"),
+        ),
+        widths={
+            "name": Width(cut=8),
+            "paused": Width(cut=8),
+            # Cut, a trend would lose its newest bars: it goes whole or not at all.
+            "trend": Width(drop=1),
+        },
+    )
+
+
+def queue_table(thresholds: Thresholds) -> TableSpec[QueueStats]:
+    """The overview's table of queues: :func:`queue_cells`."""
+    return TableSpec(
+        lambda q: queue_cells(q, thresholds),
+        columns=(
+            ("name", "Queue"),
+            ("pending", "Pending"),
+            ("delayed", "Delayed"),
+            ("running", "Running"),
+            ("oldest", "Oldest"),
+            ("trend", "Depth trend"),
+        ),
+        widths={"name": Width(cut=8), "trend": Width(drop=1)},
+    )
 
 
 def func_name(func: str, style: str = "") -> Text:
@@ -153,26 +166,29 @@ def task_cells(row: TaskRow) -> list[Text]:
     ]
 
 
-TASK_COLUMNS = (
-    ("id", "Task"),
-    ("status", "Status"),
-    ("error", "Exception"),
-    ("queue", "Queue"),
-    ("func", "Function"),
-    ("created", "Created (UTC)"),
-    ("retries", "Retries"),
-    ("priority", "Prio"),
-    ("worker", "Worker"),
+TASK_TABLE = TableSpec(
+    task_cells,
+    columns=(
+        ("id", "Task"),
+        ("status", "Status"),
+        ("error", "Exception"),
+        ("queue", "Queue"),
+        ("func", "Function"),
+        ("created", "Created (UTC)"),
+        ("retries", "Retries"),
+        ("priority", "Prio"),
+        ("worker", "Worker"),
+    ),
+    # At 80 columns Prio, Retries and Worker give way; from 120 every column is whole.
+    widths={
+        "error": Width(cut=9, most=32),
+        "queue": Width(cut=6),
+        "func": Width(cut=10),
+        "worker": Width(cut=8, drop=1),
+        "retries": Width(drop=2),
+        "priority": Width(drop=3),
+    },
 )
-# At 80 columns Prio, Retries and Worker give way; from 120 every column is whole.
-TASK_WIDTHS = {
-    "error": Width(cut=9, most=32),
-    "queue": Width(cut=6),
-    "func": Width(cut=10),
-    "worker": Width(cut=8, drop=1),
-    "retries": Width(drop=2),
-    "priority": Width(drop=3),
-}
 
 
 def failure_cells(row: TaskRow) -> list[Text]:
@@ -187,15 +203,18 @@ def failure_cells(row: TaskRow) -> list[Text]:
     ]
 
 
-FAILURE_COLUMNS = (
-    ("id", "Task"),
-    ("failed", "Failed (UTC)"),
-    ("queue", "Queue"),
-    ("func", "Function"),
-    ("retries", "Retries"),
-    ("worker", "Worker"),
+FAILURE_TABLE = TableSpec(
+    failure_cells,
+    columns=(
+        ("id", "Task"),
+        ("failed", "Failed (UTC)"),
+        ("queue", "Queue"),
+        ("func", "Function"),
+        ("retries", "Retries"),
+        ("worker", "Worker"),
+    ),
+    widths={"queue": Width(cut=6), "func": Width(cut=10), "worker": Width(cut=8)},
 )
-FAILURE_WIDTHS = {"queue": Width(cut=6), "func": Width(cut=10), "worker": Width(cut=8)}
 
 
 def event_cells(event: EventRow, *, short: bool = False) -> list[Text]:
@@ -220,37 +239,43 @@ def event_cells(event: EventRow, *, short: bool = False) -> list[Text]:
     ]
 
 
-EVENT_COLUMNS = (
-    ("time", "Time (UTC)"),
-    ("type", "Event"),
-    ("task", "Task / schedule"),
-    ("queue", "Queue"),
-    ("who", "Who"),
-    ("what", "Message"),
+EVENT_TABLE = TableSpec(
+    event_cells,
+    columns=(
+        ("time", "Time (UTC)"),
+        ("type", "Event"),
+        ("task", "Task / schedule"),
+        ("queue", "Queue"),
+        ("who", "Who"),
+        ("what", "Message"),
+    ),
+    # The message fills what is left; at 80 columns the queue gives way to it.
+    widths={
+        "task": Width(cut=9),
+        "queue": Width(cut=6, drop=2),
+        "who": Width(cut=6, drop=1),
+        "what": Width(cut=24, fill=True),
+    },
 )
 # The overview's live tail: its border title says the times are UTC; a narrow panel keeps
 # time, event, who and the message, and gives up the queue, then the task.
-TAIL_COLUMNS = (
-    ("time", "Time"),
-    ("type", "Event"),
-    ("task", "Task"),
-    ("queue", "Queue"),
-    ("who", "Who"),
-    ("what", "Message"),
+TAIL_TABLE = TableSpec(
+    partial(event_cells, short=True),
+    columns=(
+        ("time", "Time"),
+        ("type", "Event"),
+        ("task", "Task"),
+        ("queue", "Queue"),
+        ("who", "Who"),
+        ("what", "Message"),
+    ),
+    widths={
+        "task": Width(cut=9, drop=1),
+        "queue": Width(cut=6, drop=2),
+        "who": Width(cut=6),
+        "what": Width(cut=16, fill=True),
+    },
 )
-TAIL_WIDTHS = {
-    "task": Width(cut=9, drop=1),
-    "queue": Width(cut=6, drop=2),
-    "who": Width(cut=6),
-    "what": Width(cut=16, fill=True),
-}
-# The message fills what is left; at 80 columns the queue gives way to it.
-EVENT_WIDTHS = {
-    "task": Width(cut=9),
-    "queue": Width(cut=6, drop=2),
-    "who": Width(cut=6, drop=1),
-    "what": Width(cut=24, fill=True),
-}
 
 
 def schedule_spec(row: ScheduleRow) -> str:
@@ -261,11 +286,13 @@ def schedule_spec(row: ScheduleRow) -> str:
     return "once"
 
 
-def schedule_cells(row: ScheduleRow, now: datetime) -> list[Text]:
-    """id, status, next run, last run, runs, paused by, function, type/spec, queue.
+def schedule_cells(item: tuple[ScheduleRow, datetime]) -> list[Text]:
+    """id, status, next run, last run, runs, paused by, function, type/spec, queue of a
+    schedule as at ``now``.
 
     What tells a paused or late schedule comes first: at 80 columns it stays on screen.
     """
+    row, now = item
     state = status(row.status)
     if row.overdue:
         state.append(" overdue", style="bold red")
@@ -287,24 +314,27 @@ def schedule_cells(row: ScheduleRow, now: datetime) -> list[Text]:
     ]
 
 
-SCHEDULE_COLUMNS = (
-    ("id", "Schedule"),
-    ("status", "Status"),
-    ("next", "Next run"),
-    ("last", "Last run"),
-    ("runs", "Runs"),
-    ("paused", "Paused by"),
-    ("func", "Function"),
-    ("spec", "When"),
-    ("queue", "Queue"),
+SCHEDULE_TABLE = TableSpec(
+    schedule_cells,
+    columns=(
+        ("id", "Schedule"),
+        ("status", "Status"),
+        ("next", "Next run"),
+        ("last", "Last run"),
+        ("runs", "Runs"),
+        ("paused", "Paused by"),
+        ("func", "Function"),
+        ("spec", "When"),
+        ("queue", "Queue"),
+    ),
+    widths={
+        "id": Width(cut=10),
+        "paused": Width(cut=9),
+        "func": Width(cut=8, drop=1),
+        "spec": Width(cut=6, drop=2),
+        "queue": Width(cut=6, drop=3),
+    },
 )
-SCHEDULE_WIDTHS = {
-    "id": Width(cut=10),
-    "paused": Width(cut=9),
-    "func": Width(cut=8, drop=1),
-    "spec": Width(cut=6, drop=2),
-    "queue": Width(cut=6, drop=3),
-}
 
 
 def worker_state(row: WorkerRow) -> Text:
@@ -374,25 +404,28 @@ def worker_cells(row: WorkerRow) -> list[Text]:
     ]
 
 
-WORKER_COLUMNS = (
-    ("id", "Worker"),
-    ("state", "State"),
-    ("seen", "Heartbeat"),
-    ("load", "Running/slots"),
-    ("processed", "Done"),
-    ("failed", "Failed"),
-    ("running", "Running (function, task)"),
-    ("queues", "Queues"),
-    ("host", "Host"),
-    ("pid", "PID"),
+WORKER_TABLE = TableSpec(
+    worker_cells,
+    columns=(
+        ("id", "Worker"),
+        ("state", "State"),
+        ("seen", "Heartbeat"),
+        ("load", "Running/slots"),
+        ("processed", "Done"),
+        ("failed", "Failed"),
+        ("running", "Running (function, task)"),
+        ("queues", "Queues"),
+        ("host", "Host"),
+        ("pid", "PID"),
+    ),
+    widths={
+        "id": Width(cut=8),
+        "running": Width(cut=12, fill=True),
+        "queues": Width(cut=6, drop=1),
+        "host": Width(cut=6, drop=2),
+        "pid": Width(drop=3),
+    },
 )
-WORKER_WIDTHS = {
-    "id": Width(cut=8),
-    "running": Width(cut=12, fill=True),
-    "queues": Width(cut=6, drop=1),
-    "host": Width(cut=6, drop=2),
-    "pid": Width(drop=3),
-}
 
 
 def worker_summary_cells(row: WorkerRow) -> list[Text]:
@@ -400,13 +433,16 @@ def worker_summary_cells(row: WorkerRow) -> list[Text]:
     return [literal(row.id, "bold"), worker_state(row), worker_load(row), heartbeat(row)]
 
 
-WORKER_SUMMARY_COLUMNS = (
-    ("id", "Worker"),
-    ("state", "State"),
-    ("load", "Running"),
-    ("seen", "Heartbeat"),
+WORKER_SUMMARY_TABLE = TableSpec(
+    worker_summary_cells,
+    columns=(
+        ("id", "Worker"),
+        ("state", "State"),
+        ("load", "Running"),
+        ("seen", "Heartbeat"),
+    ),
+    widths={"id": Width(cut=8)},
 )
-WORKER_SUMMARY_WIDTHS = {"id": Width(cut=8)}
 
 
 def stuck_cells(row: StuckTask) -> list[Text]:
@@ -420,18 +456,21 @@ def stuck_cells(row: StuckTask) -> list[Text]:
     ]
 
 
-STUCK_COLUMNS = (
-    ("id", "Task"),
-    ("overdue", "Lease lost"),
-    ("worker", "Worker"),
-    ("func", "Function"),
-    ("queue", "Queue"),
+STUCK_TABLE = TableSpec(
+    stuck_cells,
+    columns=(
+        ("id", "Task"),
+        ("overdue", "Lease lost"),
+        ("worker", "Worker"),
+        ("func", "Function"),
+        ("queue", "Queue"),
+    ),
+    widths={
+        "worker": Width(cut=8),
+        "func": Width(cut=8, drop=1),
+        "queue": Width(cut=6, drop=2),
+    },
 )
-STUCK_WIDTHS = {
-    "worker": Width(cut=8),
-    "func": Width(cut=8, drop=1),
-    "queue": Width(cut=6, drop=2),
-}
 
 
 def overdue_cells(item: tuple[ScheduleRow, datetime]) -> list[Text]:
@@ -444,8 +483,11 @@ def overdue_cells(item: tuple[ScheduleRow, datetime]) -> list[Text]:
     ]
 
 
-OVERDUE_COLUMNS = (("id", "Schedule"), ("late", "Next run"), ("func", "Function"))
-OVERDUE_WIDTHS = {"id": Width(cut=8), "func": Width(cut=8, drop=1)}
+OVERDUE_TABLE = TableSpec(
+    overdue_cells,
+    columns=(("id", "Schedule"), ("late", "Next run"), ("func", "Function")),
+    widths={"id": Width(cut=8), "func": Width(cut=8, drop=1)},
+)
 
 
 def failure_trend(values: tuple[int, ...]) -> Text:
@@ -481,16 +523,19 @@ def group_cells(group: FailureGroup) -> list[Text]:
     ]
 
 
-GROUP_COLUMNS = (
-    ("type", "Exception"),
-    ("count", "Failed"),
-    ("first", "First seen"),
-    ("last", "Last seen"),
-    ("trend", f"Per minute, last {TREND_MINUTES} min"),
-    ("queues", "Queues"),
+GROUP_TABLE = TableSpec(
+    group_cells,
+    columns=(
+        ("type", "Exception"),
+        ("count", "Failed"),
+        ("first", "First seen"),
+        ("last", "Last seen"),
+        ("trend", f"Per minute, last {TREND_MINUTES} min"),
+        ("queues", "Queues"),
+    ),
+    widths={
+        "type": Width(cut=8),
+        "trend": Width(drop=1),
+        "queues": Width(cut=6, drop=2),
+    },
 )
-GROUP_WIDTHS = {
-    "type": Width(cut=8),
-    "trend": Width(drop=1),
-    "queues": Width(cut=6, drop=2),
-}

@@ -10,8 +10,8 @@ retries, message) were the ones cut. Here each column says how it gives way
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from rich.text import Text
 from textual.geometry import Size
@@ -97,26 +97,37 @@ def plan_widths(
     return plan
 
 
-class FittedTable(KeyedTable[T]):
-    """A :class:`KeyedTable` whose column widths follow :func:`plan_widths`.
+@dataclass(frozen=True, slots=True)
+class TableSpec(Generic[T]):
+    """What one table shows, declared together: the cells of one item, its columns (key,
+    header) in order, and how each column gives way (a column not in ``widths``: :data:`KEY`)."""
 
-    ``widths`` maps column keys to how they give way (missing: :data:`KEY`). Cells of
-    cuttable columns end in an ellipsis where they are cut.
+    render: Callable[[T], Cells]
+    columns: tuple[tuple[str, str], ...]
+    widths: Mapping[str, Width] = field(default_factory=dict)
+
+    def header(self, key: str) -> str:
+        """The header of column ``key``."""
+        return dict(self.columns)[key]
+
+
+class FittedTable(KeyedTable[T]):
+    """A :class:`KeyedTable` of ``spec``'s columns whose widths follow :func:`plan_widths`.
+
+    Cells of cuttable columns end in an ellipsis where they are cut.
     """
 
     def __init__(
         self,
-        columns: Sequence[tuple[str, str]],
-        render: Callable[[T], Cells],
+        spec: TableSpec[T],
         *,
-        widths: Mapping[str, Width] | None = None,
         follow_top: bool = False,
         openable: bool = False,
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
-        given = widths or {}
-        self._widths = tuple(given.get(key, KEY) for key, _ in columns)
+        columns, render = spec.columns, spec.render
+        self._widths = tuple(spec.widths.get(key, KEY) for key, _ in columns)
         cuttable = [i for i, w in enumerate(self._widths) if w.cuttable]
 
         def render_cut(item: T) -> Cells:
@@ -213,19 +224,15 @@ class PagedTable(FittedTable[T]):
 
     def __init__(
         self,
-        columns: Sequence[tuple[str, str]],
-        render: Callable[[T], Cells],
+        spec: TableSpec[T],
         *,
         order: tuple[str, bool],
-        widths: Mapping[str, Width] | None = None,
         follow_top: bool = False,
         openable: bool = False,
         id: str | None = None,
     ) -> None:
-        super().__init__(
-            columns, render, widths=widths, follow_top=follow_top, openable=openable, id=id
-        )
-        self._labels = dict(columns)
+        super().__init__(spec, follow_top=follow_top, openable=openable, id=id)
+        self._labels = dict(spec.columns)
         self.order = order
         self._marked = False
 

@@ -111,9 +111,10 @@ def timeline(events: tuple[EventRow, ...]) -> RenderableType:
         return Text("No events recorded for this task.", style="dim")
     table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold")
     # The task column would repeat the task's own id on every line.
-    keep = [i for i, (key, _) in enumerate(cells.EVENT_COLUMNS) if key != "task"]
+    columns = cells.EVENT_TABLE.columns
+    keep = [i for i, (key, _) in enumerate(columns) if key != "task"]
     for i in keep:
-        table.add_column(cells.EVENT_COLUMNS[i][1])
+        table.add_column(columns[i][1])
     for event in events:
         row = cells.event_cells(event)
         row[0] = Text(fmt.timestamp(event.timestamp), style="dim")
@@ -273,16 +274,16 @@ class TaskDetailScreen(Screen[None]):
         self.load()
 
     def action_retry(self) -> None:
-        self.console.actions.retry_task(
-            self.task_id, self.row, status=self._seen_status(), after=self.load
-        )
+        self._act("retry")
 
     def action_cancel(self) -> None:
-        self.console.actions.cancel_task(
-            self.task_id, self.row, status=self._seen_status(), after=self.load
-        )
+        self._act("cancel")
 
     def action_delete(self) -> None:
-        self.console.actions.delete_task(
-            self.task_id, self.row, status=self._seen_status(), after=self.load
+        self._act("delete")
+
+    def _act(self, action: str) -> None:
+        """``action`` on this task as the screen shows it; the screen reloads after it."""
+        self.console.actions.task_action(
+            action, self.task_id, self.row, status=self._seen_status(), after=self.load
         )

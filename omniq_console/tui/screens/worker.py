@@ -26,7 +26,7 @@ from ...models import Task, TaskStatus
 from ...monitor.groups import failed_at
 from ...monitor.snapshot import Snapshot, TaskRow, WorkerRow
 from .. import cells, fmt
-from ..columns import FittedTable, Width
+from ..columns import FittedTable, TableSpec, Width
 from ..context import ConsoleContext, console_of
 from ..messages import OpenTask
 from ..text import literal
@@ -104,19 +104,22 @@ def running_cells(item: tuple[TaskRow, Task | None, bool, datetime]) -> list[Tex
     ]
 
 
-RUNNING_COLUMNS = (
-    ("id", "Task"),
-    ("func", "Function"),
-    ("args", "Arguments"),
-    ("queue", "Queue"),
-    ("started", "Started (UTC)"),
-    ("for", "Running for"),
+RUNNING_TABLE = TableSpec(
+    running_cells,
+    columns=(
+        ("id", "Task"),
+        ("func", "Function"),
+        ("args", "Arguments"),
+        ("queue", "Queue"),
+        ("started", "Started (UTC)"),
+        ("for", "Running for"),
+    ),
+    widths={
+        "func": Width(cut=10),
+        "args": Width(cut=12, fill=True),
+        "queue": Width(cut=6, drop=1),
+    },
 )
-RUNNING_WIDTHS = {
-    "func": Width(cut=10),
-    "args": Width(cut=12, fill=True),
-    "queue": Width(cut=6, drop=1),
-}
 
 
 def finished_cells(item: tuple[TaskRow, datetime]) -> list[Text]:
@@ -138,15 +141,18 @@ def finished_cells(item: tuple[TaskRow, datetime]) -> list[Text]:
     ]
 
 
-FINISHED_COLUMNS = (
-    ("id", "Task"),
-    ("status", "Outcome"),
-    ("func", "Function"),
-    ("done", "Finished"),
-    ("took", "Took"),
-    ("error", "Exception"),
+FINISHED_TABLE = TableSpec(
+    finished_cells,
+    columns=(
+        ("id", "Task"),
+        ("status", "Outcome"),
+        ("func", "Function"),
+        ("done", "Finished"),
+        ("took", "Took"),
+        ("error", "Exception"),
+    ),
+    widths={"func": Width(cut=10), "error": Width(cut=9, fill=True)},
 )
-FINISHED_WIDTHS = {"func": Width(cut=10), "error": Width(cut=9, fill=True)}
 
 
 def worker_heading(worker: WorkerRow) -> Text:
@@ -197,22 +203,10 @@ class WorkerScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(id="worker-heading")
         with Vertical(id="worker-body"):
-            running: FittedTable[tuple[TaskRow, Task | None, bool, datetime]] = FittedTable(
-                RUNNING_COLUMNS,
-                running_cells,
-                widths=RUNNING_WIDTHS,
-                openable=True,
-                id="worker-running",
-            )
+            running = FittedTable(RUNNING_TABLE, openable=True, id="worker-running")
             running.border_title = "Running now"
             yield running
-            finished: FittedTable[tuple[TaskRow, datetime]] = FittedTable(
-                FINISHED_COLUMNS,
-                finished_cells,
-                widths=FINISHED_WIDTHS,
-                openable=True,
-                id="worker-finished",
-            )
+            finished = FittedTable(FINISHED_TABLE, openable=True, id="worker-finished")
             finished.border_title = f"Just finished (latest {FINISHED_ROWS})"
             yield finished
         yield Footer()

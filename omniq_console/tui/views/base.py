@@ -8,28 +8,57 @@ from functools import partial
 from typing import ClassVar, Generic, TypeVar
 
 from rich.text import Text
+from textual import on
 from textual.app import SystemCommand
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Select, TabbedContent, TabPane
 
 from ...monitor.snapshot import Snapshot, TaskRow
+from ..columns import PagedTable
 from ..context import ConsoleContext, console_of
+from ..taskfilter import PAGE_SIZE, TaskOrder, TaskPage
 
 PAGE_KEYS = Binding.Group("page", compact=True)
 """``[`` and ``]``, shown as one entry in the footer."""
+PAGE_BINDINGS: list[BindingType] = [
+    Binding("left_square_bracket", "page(-1)", "Previous page", key_display="[", group=PAGE_KEYS),
+    Binding("right_square_bracket", "page(1)", "Next page", key_display="]", group=PAGE_KEYS),
+]
+"""The paging keys of a :class:`FilteredView` (``action_page``)."""
 
 
 @dataclass(frozen=True, slots=True)
-class PaletteEntry:
-    """A command a view offers in the palette: it runs ``action`` when ``check_action``
-    allows it, exactly as the key would."""
+class Command:
+    """A view's key and, with a ``title``, the same action in the command palette: declared
+    once, so the footer and the palette offer one set of actions, under one test
+    (``check_action``). ``description`` labels the key in the footer; ``title`` and ``help``
+    the palette's entry."""
 
-    title: str
-    help: str
+    key: str
     action: str
+    description: str
+    title: str = ""
+    help: str = ""
+    key_display: str | None = None
+    tooltip: str = ""
+
+    def binding(self) -> Binding:
+        """The key, as Textual binds it."""
+        return Binding(
+            self.key,
+            self.action,
+            self.description,
+            key_display=self.key_display,
+            tooltip=self.tooltip,
+        )
+
+
+def keys(commands: Iterable[Command]) -> list[BindingType]:
+    """The bindings of ``commands``, in order."""
+    return [command.binding() for command in commands]
 
 
 class View(Vertical):
@@ -39,12 +68,13 @@ class View(Vertical):
     latest when it is shown. ``ACTIONS`` names the actions that change the bucket: their
     bindings and commands are offered only when the console can act and
     :meth:`action_applies` says the selection allows it (``refresh_bindings`` on each change
-    of selection keeps the footer true). ``PALETTE`` lists the view's palette commands.
+    of selection keeps the footer true). ``COMMANDS`` declares the view's keys that the palette
+    offers too (a view binds them with :func:`keys`).
     """
 
     ACTIONS: ClassVar[frozenset[str]] = frozenset()
     TITLE: ClassVar[str] = ""
-    PALETTE: ClassVar[tuple[PaletteEntry, ...]] = ()
+    COMMANDS: ClassVar[tuple[Command, ...]] = ()
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -102,9 +132,9 @@ class View(Vertical):
 
     def commands(self) -> Iterable[SystemCommand]:
         """The view's palette commands that apply now (the same test as the keys)."""
-        for entry in self.PALETTE:
-            if self.check_action(entry.action, ()):
-                yield SystemCommand(entry.title, entry.help, partial(self._run, entry.action))
+        for command in self.COMMANDS:
+            if command.title and self.check_action(command.action, ()):
+                yield SystemCommand(command.title, command.help, partial(self._run, command.action))
 
     def _run(self, action: str) -> None:
         self.call_later(self.run_action, action)
@@ -147,15 +177,53 @@ class FilteredView(View, Generic[Found]):
     """A view showing a filtered page of the snapshot's task rows.
 
     Filtering 100,000 rows runs in a thread (``start_filter``), which posts a
-    ``FilterAnswer``; only the newest request's answer is shown (``show_found``).
+    ``FilterAnswer``; only the newest request's answer is shown (``show_found``). The keys
+    of :data:`PAGE_BINDINGS` turn the pages of ``shown_page``; a sort asked of a
+    :class:`PagedTable` or a filter's new choice starts again from the first page.
     """
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._generation = 0
+        self._start = 0  # the first row of the page the next filter shows
+        self._order = TaskOrder()
 
     def show_snapshot(self, snapshot: Snapshot) -> None:
         self.refilter()
+
+    @property
+    def shown_page(self) -> TaskPage | None:
+        """The page on screen (None before the first answer)."""
+        raise NotImplementedError
+
+    def turn_to(self, start: int) -> None:
+        """Filter again, showing the page from row ``start``."""
+        self._start = start
+        self.refilter()
+
+    @on(PagedTable.SortRequested)
+    def _sort_requested(self, event: PagedTable.SortRequested) -> None:
+        """Sort all the rows that match (in the filter's thread), from the first page."""
+        event.stop()
+        self._order = TaskOrder(event.column, event.descending)
+        self.turn_to(0)
+
+    @on(Select.Changed)
+    def _select_changed(self, event: Select.Changed) -> None:
+        """A filter's choice changed: filter again, from the first page."""
+        event.stop()
+        self.turn_to(0)
+
+    def action_page(self, step: int) -> None:
+        """Move ``step`` pages (``]``: 1, ``[``: -1); a bell past either end."""
+        page = self.shown_page
+        if page is None:
+            return
+        start = page.start + step * PAGE_SIZE
+        if not 0 <= start < page.matched:
+            self.app.bell()
+            return
+        self.turn_to(start)
 
     def refilter(self) -> None:
         """Filter the latest snapshot's rows again, in a thread; the newest request wins."""

@@ -50,14 +50,7 @@ class EventsView(View):
             yield Input(placeholder="task id contains…", id="events-task")
             yield Input(placeholder="queue contains…", id="events-queue")
         yield Static(id="events-info", classes="view-summary")
-        yield FittedTable(
-            cells.EVENT_COLUMNS,
-            cells.event_cells,
-            widths=cells.EVENT_WIDTHS,
-            follow_top=True,
-            openable=True,
-            id="events-table",
-        )
+        yield FittedTable(cells.EVENT_TABLE, follow_top=True, openable=True, id="events-table")
 
     @property
     def main_widget(self) -> Widget:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import ClassVar
 
 from rich.table import Table
@@ -13,7 +12,7 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
-from ...monitor.snapshot import EventRow, QueueStats, ScheduleRow, Snapshot, StuckTask, WorkerRow
+from ...monitor.snapshot import Snapshot
 from .. import cells, fmt
 from ..columns import FittedTable
 from ..messages import OpenTask, ShowQueueTasks
@@ -123,13 +122,7 @@ class OverviewView(View):
         thresholds = self.console.thresholds
         yield Static(id="ov-attention", classes="view-summary")
         with Horizontal(id="ov-top"):
-            queues: FittedTable[QueueStats] = FittedTable(
-                cells.QUEUE_COLUMNS,
-                lambda q: cells.queue_cells(q, thresholds),
-                widths=cells.QUEUE_WIDTHS,
-                openable=True,
-                id="ov-queues",
-            )
+            queues = FittedTable(cells.queue_table(thresholds), openable=True, id="ov-queues")
             queues.border_title = "Queues"
             yield queues
             chart = OutcomeChart(id="ov-chart")
@@ -139,40 +132,17 @@ class OverviewView(View):
             health = Static(id="ov-health")
             health.border_title = "Health"
             yield health
-            stuck: FittedTable[StuckTask] = FittedTable(
-                cells.STUCK_COLUMNS,
-                cells.stuck_cells,
-                widths=cells.STUCK_WIDTHS,
-                openable=True,
-                id="ov-stuck",
-            )
+            stuck = FittedTable(cells.STUCK_TABLE, openable=True, id="ov-stuck")
             stuck.border_title = "Stuck tasks"
             yield stuck
-            overdue: FittedTable[tuple[ScheduleRow, datetime]] = FittedTable(
-                cells.OVERDUE_COLUMNS,
-                cells.overdue_cells,
-                widths=cells.OVERDUE_WIDTHS,
-                id="ov-overdue",
-            )
+            overdue = FittedTable(cells.OVERDUE_TABLE, id="ov-overdue")
             overdue.border_title = "Overdue schedules"
             yield overdue
         with Horizontal(id="ov-bottom"):
-            events: FittedTable[EventRow] = FittedTable(
-                cells.TAIL_COLUMNS,
-                lambda e: cells.event_cells(e, short=True),
-                widths=cells.TAIL_WIDTHS,
-                follow_top=True,
-                openable=True,
-                id="ov-events",
-            )
+            events = FittedTable(cells.TAIL_TABLE, follow_top=True, openable=True, id="ov-events")
             events.border_title = "Live events (UTC)"
             yield events
-            workers: FittedTable[WorkerRow] = FittedTable(
-                cells.WORKER_SUMMARY_COLUMNS,
-                cells.worker_summary_cells,
-                widths=cells.WORKER_SUMMARY_WIDTHS,
-                id="ov-workers",
-            )
+            workers = FittedTable(cells.WORKER_SUMMARY_TABLE, id="ov-workers")
             workers.border_title = "Workers"
             yield workers
 

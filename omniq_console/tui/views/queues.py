@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
@@ -16,10 +16,10 @@ from textual_plotext import PlotextPlot
 from ...models import TaskStatus
 from ...monitor.snapshot import QueueStats, QueueWindow, Snapshot
 from .. import cells, fmt
-from ..columns import FittedTable, Width
+from ..columns import FittedTable, TableSpec, Width
 from ..messages import ShowQueueTasks
 from ..text import literal
-from .base import PaletteEntry, View
+from .base import Command, View, keys
 
 WINDOWS = ("15m", "1h", "6h")
 """Throughput windows ``w`` steps through (the monitor computes each)."""
@@ -58,17 +58,20 @@ def throughput_cells(item: tuple[QueueStats, QueueWindow]) -> list[Text]:
     ]
 
 
-THROUGHPUT_WIDTHS = {"name": Width(cut=6)}
-THROUGHPUT_COLUMNS = (
-    ("name", "Queue"),
-    ("completed", "Completed"),
-    ("failed", "Failed"),
-    ("per_minute", "Done/min"),
-    ("wait50", "Wait p50"),
-    ("wait95", "Wait p95"),
-    ("run50", "Run p50"),
-    ("run95", "Run p95"),
-    ("covered", "Data for"),
+THROUGHPUT_TABLE = TableSpec(
+    throughput_cells,
+    columns=(
+        ("name", "Queue"),
+        ("completed", "Completed"),
+        ("failed", "Failed"),
+        ("per_minute", "Done/min"),
+        ("wait50", "Wait p50"),
+        ("wait95", "Wait p95"),
+        ("run50", "Run p50"),
+        ("run95", "Run p95"),
+        ("covered", "Data for"),
+    ),
+    widths={"name": Width(cut=6)},
 )
 
 
@@ -97,18 +100,40 @@ class QueuesView(View):
 
     TITLE = "Queues"
     ACTIONS = frozenset({"pause_queue", "resume_queue", "purge"})
-    PALETTE = (
-        PaletteEntry("Pause selected queue", "Workers stop claiming from it", "pause_queue"),
-        PaletteEntry("Resume selected queue", "Workers claim from it again", "resume_queue"),
-        PaletteEntry("Purge selected queue", "Delete its pending tasks (asks first)", "purge"),
-        PaletteEntry("Next throughput window", "15 min, 1 h, 6 h", "next_window"),
+    COMMANDS = (
+        Command(
+            "p",
+            "pause_queue",
+            "Pause queue",
+            "Pause selected queue",
+            "Workers stop claiming from it",
+        ),
+        Command(
+            "u",
+            "resume_queue",
+            "Resume queue",
+            "Resume selected queue",
+            "Workers claim from it again",
+        ),
+        Command(
+            "X",
+            "purge",
+            "Purge",
+            "Purge selected queue",
+            "Delete its pending tasks (asks first)",
+            key_display="X",
+            tooltip="Delete its pending tasks",
+        ),
+        Command(
+            "w",
+            "next_window",
+            "Window",
+            "Next throughput window",
+            "15 min, 1 h, 6 h",
+            tooltip="Throughput over 15 min, 1 h or 6 h",
+        ),
     )
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("p", "pause_queue", "Pause queue"),
-        Binding("u", "resume_queue", "Resume queue"),
-        Binding("X", "purge", "Purge", key_display="X", tooltip="Delete its pending tasks"),
-        Binding("w", "next_window", "Window", tooltip="Throughput over 15 min, 1 h or 6 h"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = keys(COMMANDS)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -117,21 +142,10 @@ class QueuesView(View):
     def compose(self) -> ComposeResult:
         yield Static(id="queues-summary", classes="view-summary")
         thresholds = self.console.thresholds
-        yield FittedTable(
-            cells.QUEUE_DETAIL_COLUMNS,
-            lambda item: cells.queue_detail_cells(item[0], thresholds, item[1]),
-            widths=cells.QUEUE_DETAIL_WIDTHS,
-            openable=True,
-            id="queues-table",
-        )
+        yield FittedTable(cells.queue_detail_table(thresholds), openable=True, id="queues-table")
         yield Static(id="queues-window", classes="view-summary")
         with Horizontal(id="queues-throughput"):
-            yield FittedTable(
-                THROUGHPUT_COLUMNS,
-                throughput_cells,
-                widths=THROUGHPUT_WIDTHS,
-                id="throughput-table",
-            )
+            yield FittedTable(THROUGHPUT_TABLE, id="throughput-table")
             yield ThroughputChart(id="throughput-chart")
 
     @property

@@ -10,7 +10,7 @@ from typing import ClassVar
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Select, Static
@@ -23,7 +23,7 @@ from ..columns import FittedTable, PagedTable
 from ..messages import OpenTask
 from ..taskfilter import PAGE_SIZE, TaskFilter, TaskOrder, TaskPage, select_tasks
 from ..text import literal
-from .base import PAGE_KEYS, FilterAnswer, FilteredView, PaletteEntry, offer_queues
+from .base import PAGE_BINDINGS, Command, FilterAnswer, FilteredView, keys, offer_queues
 
 LATEST_FAILURE_FIRST = TaskOrder("failed")
 """How the failures of a group are listed until the operator sorts them otherwise."""
@@ -63,32 +63,37 @@ class ResultsView(FilteredView[Failures]):
 
     TITLE = "Results"
     ACTIONS = frozenset({"retry", "retry_group", "delete_group"})
-    PALETTE = (
-        PaletteEntry("Retry selected failure", "Put the task back in its queue", "retry"),
-        PaletteEntry(
-            "Retry all failures of this group", "Asks first, with the count", "retry_group"
+    COMMANDS = (
+        Command("r", "retry", "Retry", "Retry selected failure", "Put the task back in its queue"),
+        Command(
+            "R",
+            "retry_group",
+            "Retry group",
+            "Retry all failures of this group",
+            "Asks first, with the count",
+            key_display="R",
         ),
-        PaletteEntry(
-            "Delete all failures of this group", "Asks first, with the count", "delete_group"
+        Command(
+            "D",
+            "delete_group",
+            "Delete group",
+            "Delete all failures of this group",
+            "Asks first, with the count",
+            key_display="D",
         ),
-        PaletteEntry("Copy the selected task id", "To the clipboard (OSC 52)", "copy_id"),
+        Command(
+            "y", "copy_id", "Copy id", "Copy the selected task id", "To the clipboard (OSC 52)"
+        ),
     )
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("r", "retry", "Retry"),
-        Binding("R", "retry_group", "Retry group", key_display="R"),
-        Binding("D", "delete_group", "Delete group", key_display="D"),
-        Binding("y", "copy_id", "Copy id"),
-        Binding(
-            "left_square_bracket", "page(-1)", "Previous page", key_display="[", group=PAGE_KEYS
-        ),
-        Binding("right_square_bracket", "page(1)", "Next page", key_display="]", group=PAGE_KEYS),
+        *keys(COMMANDS),
+        *PAGE_BINDINGS,
     ]
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._failures: Failures | None = None
         self._group: str | None = None
-        self._start = 0
         self._queues: tuple[str, ...] = ()
         self._order = LATEST_FAILURE_FIRST
 
@@ -97,22 +102,14 @@ class ResultsView(FilteredView[Failures]):
             yield Select[str]((), prompt="Any queue", id="results-queue")
             yield Static(id="results-outcomes", classes="view-summary")
         with Horizontal(id="results-body"):
-            groups: FittedTable[FailureGroup] = FittedTable(
-                cells.GROUP_COLUMNS,
-                cells.group_cells,
-                widths=cells.GROUP_WIDTHS,
-                openable=True,
-                id="results-groups",
-            )
+            groups = FittedTable(cells.GROUP_TABLE, openable=True, id="results-groups")
             groups.border_title = "Failures by exception (since when)"
             yield groups
             with Vertical(id="results-right"):
                 yield Static(id="results-info", classes="view-summary")
                 yield PagedTable(
-                    cells.FAILURE_COLUMNS,
-                    cells.failure_cells,
+                    cells.FAILURE_TABLE,
                     order=(self._order.column, self._order.descending),
-                    widths=cells.FAILURE_WIDTHS,
                     openable=True,
                     id="results-failures",
                 )
@@ -196,25 +193,11 @@ class ResultsView(FilteredView[Failures]):
                 info.append_text(literal(page.filter.queue))
             if page.matched > PAGE_SIZE:
                 info.append(f" · showing {page.start + 1:,}-{page.end:,} ([ ])", style="dim")
-            label = dict(cells.FAILURE_COLUMNS)[page.order.column]
+            label = cells.FAILURE_TABLE.header(page.order.column)
             info.append(f" · {page.order.describe(label)}", style="bold")
             info.append(" · enter: traceback", style="dim")
         self.query_one("#results-info", Static).update(info)
         self.refresh_bindings()
-
-    @on(PagedTable.SortRequested)
-    def _sort_requested(self, event: PagedTable.SortRequested) -> None:
-        """Sort the whole group (in the filter's thread), from its first page."""
-        event.stop()
-        self._order = TaskOrder(event.column, event.descending)
-        self._start = 0
-        self.refilter()
-
-    @on(Select.Changed)
-    def _queue_changed(self, event: Select.Changed) -> None:
-        event.stop()
-        self._start = 0
-        self.refilter()
 
     @on(DataTable.RowHighlighted, "#results-groups")
     def _group_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -222,8 +205,7 @@ class ResultsView(FilteredView[Failures]):
         key = event.row_key.value
         if key is not None and key != self._group:
             self._group = key
-            self._start = 0
-            self.refilter()
+            self.turn_to(0)
 
     @on(DataTable.RowSelected, "#results-groups")
     def _group_selected(self, event: DataTable.RowSelected) -> None:
@@ -236,16 +218,9 @@ class ResultsView(FilteredView[Failures]):
         if event.row_key.value is not None:
             self.post_message(OpenTask(event.row_key.value))
 
-    def action_page(self, step: int) -> None:
-        page = self._failures.page if self._failures is not None else None
-        if page is None:
-            return
-        start = page.start + step * PAGE_SIZE
-        if start < 0 or start >= page.matched:
-            self.app.bell()
-            return
-        self._start = start
-        self.refilter()
+    @property
+    def shown_page(self) -> TaskPage | None:
+        return self._failures.page if self._failures is not None else None
 
     def action_applies(self, action: str) -> bool:
         failures = self._failures
@@ -281,7 +256,7 @@ class ResultsView(FilteredView[Failures]):
         if key is None:
             self.app.notify("No failed task selected.", severity="warning")
             return
-        self.console.actions.retry_task(key, table.item(key))
+        self.console.actions.task_action("retry", key, table.item(key))
 
     def action_retry_group(self) -> None:
         failures = self._failures

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.widget import Widget
 from textual.widgets import Static
 
@@ -15,7 +15,7 @@ from ...monitor.snapshot import ScheduleRow, Snapshot
 from .. import cells
 from ..columns import FittedTable
 from ..text import literal
-from .base import PaletteEntry, View
+from .base import Command, View, keys
 
 
 class SchedulesView(View):
@@ -23,25 +23,16 @@ class SchedulesView(View):
 
     TITLE = "Schedules"
     ACTIONS = frozenset({"pause", "resume", "trigger"})
-    PALETTE = (
-        PaletteEntry("Pause selected schedule", "Stop it firing", "pause"),
-        PaletteEntry("Resume selected schedule", "Fire again", "resume"),
-        PaletteEntry("Run selected schedule now", "Enqueue one run now", "trigger"),
+    COMMANDS = (
+        Command("p", "pause", "Pause schedule", "Pause selected schedule", "Stop it firing"),
+        Command("u", "resume", "Resume schedule", "Resume selected schedule", "Fire again"),
+        Command("t", "trigger", "Run now", "Run selected schedule now", "Enqueue one run now"),
     )
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("p", "pause", "Pause schedule"),
-        Binding("u", "resume", "Resume schedule"),
-        Binding("t", "trigger", "Run now"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = keys(COMMANDS)
 
     def compose(self) -> ComposeResult:
         yield Static(id="schedules-info", classes="view-summary")
-        yield FittedTable(
-            cells.SCHEDULE_COLUMNS,
-            lambda item: cells.schedule_cells(*item),
-            widths=cells.SCHEDULE_WIDTHS,
-            id="schedules-table",
-        )
+        yield FittedTable(cells.SCHEDULE_TABLE, id="schedules-table")
 
     @property
     def main_widget(self) -> Widget:

@@ -20,7 +20,7 @@ from .. import cells
 from ..columns import PagedTable
 from ..messages import OpenTask
 from ..taskfilter import PAGE_SIZE, TaskFilter, TaskOrder, TaskPage, body_text, select_tasks
-from .base import PAGE_KEYS, FilterAnswer, FilteredView, PaletteEntry, offer_queues
+from .base import PAGE_BINDINGS, Command, FilterAnswer, FilteredView, keys, offer_queues
 
 TYPING_PAUSE_S = 0.2
 """Filter this long after the last keystroke, not on every one."""
@@ -34,66 +34,60 @@ class TasksView(FilteredView[TaskPage]):
 
     TITLE = "Tasks"
     ACTIONS = frozenset({"retry", "cancel", "delete", "retry_all", "cancel_all", "delete_all"})
-    PALETTE = (
-        PaletteEntry("Retry selected task", "Put the task back in its queue", "retry"),
-        PaletteEntry("Cancel selected task", "Asks first", "cancel"),
-        PaletteEntry("Delete selected task", "Asks first", "delete"),
-        PaletteEntry(
-            "Retry all failed tasks of the current filter",
-            "Asks first, with the count",
-            "retry_all",
-        ),
-        PaletteEntry(
-            "Cancel all pending and running tasks of the current filter",
-            "Asks first, with the count",
-            "cancel_all",
-        ),
-        PaletteEntry(
-            "Delete all tasks of the current filter", "Asks first, with the count", "delete_all"
-        ),
-        PaletteEntry("Copy the selected task id", "To the clipboard (OSC 52)", "copy_id"),
-        PaletteEntry("Stop the body search scan", "Keep what was found", "stop_scan"),
-    )
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("slash", "focus_search", "Search", key_display="/"),
-        Binding(
-            "left_square_bracket", "page(-1)", "Previous page", key_display="[", group=PAGE_KEYS
-        ),
-        Binding("right_square_bracket", "page(1)", "Next page", key_display="]", group=PAGE_KEYS),
-        Binding("x", "clear_filter", "Clear", tooltip="Clear the filter"),
-        Binding("r", "retry", "Retry"),
-        Binding("c", "cancel", "Cancel"),
-        Binding("d", "delete", "Delete"),
-        Binding(
+    COMMANDS = (
+        Command("r", "retry", "Retry", "Retry selected task", "Put the task back in its queue"),
+        Command("c", "cancel", "Cancel", "Cancel selected task", "Asks first"),
+        Command("d", "delete", "Delete", "Delete selected task", "Asks first"),
+        Command(
             "R",
             "retry_all",
             "Retry failed",
-            tooltip="Retry every failed task of the filter (asks first)",
+            "Retry all failed tasks of the current filter",
+            "Asks first, with the count",
             key_display="R",
+            tooltip="Retry every failed task of the filter (asks first)",
         ),
-        Binding(
+        Command(
             "C",
             "cancel_all",
             "Cancel all",
-            tooltip="Cancel every pending or running task of the filter (asks first)",
+            "Cancel all pending and running tasks of the current filter",
+            "Asks first, with the count",
             key_display="C",
+            tooltip="Cancel every pending or running task of the filter (asks first)",
         ),
-        Binding(
+        Command(
             "D",
             "delete_all",
             "Delete all",
-            tooltip="Delete every task of the filter (asks first)",
+            "Delete all tasks of the current filter",
+            "Asks first, with the count",
             key_display="D",
+            tooltip="Delete every task of the filter (asks first)",
         ),
-        Binding("y", "copy_id", "Copy id"),
-        Binding("s", "stop_scan", "Stop scan", tooltip="Stop reading bodies for the search"),
+        Command(
+            "y", "copy_id", "Copy id", "Copy the selected task id", "To the clipboard (OSC 52)"
+        ),
+        Command(
+            "s",
+            "stop_scan",
+            "Stop scan",
+            "Stop the body search scan",
+            "Keep what was found",
+            tooltip="Stop reading bodies for the search",
+        ),
+    )
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "focus_search", "Search", key_display="/"),
+        *PAGE_BINDINGS,
+        Binding("x", "clear_filter", "Clear", tooltip="Clear the filter"),
+        *keys(COMMANDS),
         Binding("escape", "focus_table", "Back to table", show=False),
     ]
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._page: TaskPage | None = None
-        self._start = 0
         self._typing: Timer | None = None
         self._queues: tuple[str, ...] = ()
         # First row of the page the operator moved to (None: the top, which follows new rows).
@@ -102,7 +96,6 @@ class TasksView(FilteredView[TaskPage]):
         self._texts: dict[str, str] = {}
         self._scanned: set[str] = set()
         self._scan_text = ""
-        self._order = TaskOrder()
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="filters"):
@@ -117,10 +110,8 @@ class TasksView(FilteredView[TaskPage]):
             yield ProgressBar(id="tasks-scan-bar", show_eta=False)
             yield Static(id="tasks-scan-info")
         yield PagedTable(
-            cells.TASK_COLUMNS,
-            cells.task_cells,
+            cells.TASK_TABLE,
             order=(self._order.column, self._order.descending),
-            widths=cells.TASK_WIDTHS,
             follow_top=True,
             openable=True,
             id="tasks-table",
@@ -162,9 +153,7 @@ class TasksView(FilteredView[TaskPage]):
             status.value = flt.status if flt.status is not None else Select.NULL
             self.query_one("#tasks-func", Input).value = flt.func
             self.query_one("#tasks-text", Input).value = flt.text
-        self._start = 0
-        self._anchor = None
-        self.refilter()
+        self.turn_to(0)
 
     def _set_queue_options(self, queues: tuple[str, ...]) -> None:
         self._queues = queues
@@ -285,29 +274,13 @@ class TasksView(FilteredView[TaskPage]):
         if page.matched > PAGE_SIZE:
             pages = (page.matched - 1) // PAGE_SIZE + 1
             info.append(f" · page {page.start // PAGE_SIZE + 1:,}/{pages:,} ([ ])", style="dim")
-        label = dict(cells.TASK_COLUMNS)[page.order.column]
+        label = cells.TASK_TABLE.header(page.order.column)
         info.append(f" · {page.order.describe(label)}", style="bold")
         if page.failed_ids:
             info.append(f" · {len(page.failed_ids):,} failed", style="red")
         if page.filter.text:
             info.append(" · text also searched in args, kwargs, errors", style="dim")
         self.query_one("#tasks-info", Static).update(info)
-
-    @on(PagedTable.SortRequested)
-    def _sort_requested(self, event: PagedTable.SortRequested) -> None:
-        """Sort the whole filter (in the filter's thread), from its first page."""
-        event.stop()
-        self._order = TaskOrder(event.column, event.descending)
-        self._start = 0
-        self._anchor = None
-        self.refilter()
-
-    @on(Select.Changed)
-    def _select_changed(self, event: Select.Changed) -> None:
-        event.stop()
-        self._start = 0
-        self._anchor = None
-        self.refilter()
 
     @on(Input.Changed)
     def _input_changed(self, event: Input.Changed) -> None:
@@ -371,36 +344,29 @@ class TasksView(FilteredView[TaskPage]):
     def action_clear_filter(self) -> None:
         self.set_filter(TaskFilter())
 
-    def action_page(self, step: int) -> None:
-        page = self._page
-        if page is None:
-            return
-        start = page.start + step * PAGE_SIZE
-        if start < 0 or start >= page.matched:
-            self.app.bell()
-            return
-        self._start = start
-        self._anchor = None
-        self.refilter()
+    @property
+    def shown_page(self) -> TaskPage | None:
+        return self._page
 
-    def _selected(self) -> tuple[str, TaskRow | None] | None:
+    def turn_to(self, start: int) -> None:
+        self._anchor = None  # the page asked for, not the row that was on top
+        super().turn_to(start)
+
+    def _act_on_selected(self, action: str) -> None:
         key = self.table.selected_key
         if key is None:
             self.app.notify("No task selected.", severity="warning")
-            return None
-        return key, self.table.item(key)
+            return
+        self.console.actions.task_action(action, key, self.table.item(key))
 
     def action_retry(self) -> None:
-        if (selected := self._selected()) is not None:
-            self.console.actions.retry_task(*selected)
+        self._act_on_selected("retry")
 
     def action_cancel(self) -> None:
-        if (selected := self._selected()) is not None:
-            self.console.actions.cancel_task(*selected)
+        self._act_on_selected("cancel")
 
     def action_delete(self) -> None:
-        if (selected := self._selected()) is not None:
-            self.console.actions.delete_task(*selected)
+        self._act_on_selected("delete")
 
     def action_retry_all(self) -> None:
         page = self._page

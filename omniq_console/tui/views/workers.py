@@ -23,13 +23,7 @@ class WorkersView(View):
 
     def compose(self) -> ComposeResult:
         yield Static(id="workers-info", classes="view-summary")
-        yield FittedTable(
-            cells.WORKER_COLUMNS,
-            cells.worker_cells,
-            widths=cells.WORKER_WIDTHS,
-            openable=True,
-            id="workers-table",
-        )
+        yield FittedTable(cells.WORKER_TABLE, openable=True, id="workers-table")
 
     @property
     def main_widget(self) -> Widget:
