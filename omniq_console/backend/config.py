@@ -366,6 +366,10 @@ class BackendSettings(BaseSettings):
 class _GivenSettings(BackendSettings):
     """The same model and checks, filled from the given values alone."""
 
+    # Built on first use: the CLI's console reads its settings through ``load`` and draws its
+    # first frame without needing this one's validator.
+    model_config = SettingsConfigDict(defer_build=True)
+
     _given_only: ClassVar[bool] = True
 
     def __repr_name__(self) -> str:
