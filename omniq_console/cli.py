@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
 import shlex
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .backend import DEFAULT_REFRESH
@@ -319,6 +320,22 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection until :func:`run_console` drew its first frame (it turns
+    the collector back on then), nor after the block however it ends.
+
+    Why: reading the settings, importing the console and laying out its first frame allocate
+    hundreds of thousands of objects that all live on, and no cycle worth a pass; the passes
+    they trigger were ~3% of the instructions to the first frame (callgrind: 83 of 2,600
+    million). Reference counting still frees what is dropped meanwhile."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 async def run_console(settings: BackendSettings, *, quit_warning: str | None = None) -> None:
     """Draw the dashboard at once, then load and check the backend (quickly), then poll until
     quit. A bucket that cannot be used ends the dashboard and raises the store's error (the
@@ -350,6 +367,7 @@ async def run_console(settings: BackendSettings, *, quit_warning: str | None = N
         # The backend (gcsfs, aiohttp, google-auth) and the operator are loaded once the first
         # frame is on screen: about half of the start-up's imports, off the way to it.
         await _first_frame(app, shown)
+        gc.enable()  # paused for the start (collector_paused), the frame is drawn
         # The operator's backend, on this loop (the console's: actions run here).
         backend = make_backend(settings)
         if not backend.read_only:
@@ -413,7 +431,8 @@ def demo_exports(
 
 def _cmd_console(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
-    asyncio.run(run_console(_settings(args)))
+    with collector_paused():
+        asyncio.run(run_console(_settings(args)))
     return 0
 
 
