@@ -6,9 +6,10 @@ escape sequences, is read until the dashboard's tab bar shows (first frame) and 
 name from the bucket shows (first data: the first poll is drawn). Baselines in the same run and
 measured the same way: the bare interpreter (``python -c pass``), and a minimal Textual app's
 first frame. Each first frame is also counted in the process's CPU seconds by then (from
-``/proc``), which a loaded machine distorts less than wall time. ``--baseline REF`` runs the
-console as of a git ref too, alternating with this tree's in the same run. The import cost of
-the console's modules is timed too (``-X importtime``).
+``/proc``), which a loaded machine distorts less than wall time, and with ``--instructions``
+in instructions run (valgrind's callgrind), which load does not change at all. ``--baseline
+REF`` runs the console as of a git ref too, alternating with this tree's in the same run. The
+import cost of the console's modules is timed too (``-X importtime``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import fcntl
 import os
 import re
 import select
+import shutil
 import signal
 import statistics
 import struct
@@ -58,6 +60,34 @@ class Hello(App):
         yield Footer()
 Hello().run()
 """
+
+
+TO_FIRST_FRAME = """
+import importlib.abc, importlib.machinery, os, sys
+
+class OnFirstFrame(importlib.abc.MetaPathFinder):
+    # When the console's app module loads (where the CLI loads it: after reading the
+    # settings), its first frame (Textual's Ready) ends the process at once.
+    def find_spec(self, name, path, target=None):
+        if name != "omniq_console.tui.app":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        load = spec.loader.exec_module
+        def exec_module(module):
+            load(module)
+            module.ConsoleApp.on_ready = lambda self: os._exit(0)
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, OnFirstFrame())
+from omniq_console.cli import main
+main(sys.argv[1:])
+"""
+"""``python -c TO_FIRST_FRAME ARGS`` runs ``omniq-console ARGS`` up to its first frame."""
+MINIMAL_TO_FIRST_FRAME = MINIMAL_APP.replace(
+    "Hello().run()", "import os\nHello.on_ready = lambda self: os._exit(0)\nHello().run()"
+)
 
 
 PYCACHE = Path(tempfile.gettempdir()) / "omniq-start-pycache"
@@ -164,6 +194,55 @@ def time_to_text(
     return Shown(seen, cpu)
 
 
+def instructions(
+    argv: Sequence[str], *, env: dict[str, str], cwd: Path = ROOT, timeout: float = 600.0
+) -> float:
+    """Millions of instructions ``argv`` runs on a fresh pty until it exits, counted by
+    valgrind's callgrind: the same figure however loaded the machine is (the run itself is
+    ~50 times slower)."""
+    with tempfile.TemporaryDirectory(prefix="omniq-callgrind-") as tmp:
+        said = Path(tmp) / "valgrind.log"
+        counted = [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={tmp}/callgrind.out",
+            f"--log-file={said}",
+            *argv,
+        ]
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
+        proc = subprocess.Popen(
+            counted,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+        os.close(slave)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:  # drain the screen until the process exits
+                ready, _, _ = select.select([master], [], [], 0.5)
+                try:
+                    if ready and not os.read(master, 65536):
+                        break
+                except OSError:  # the process closed the terminal: it exited
+                    break
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            os.close(master)
+        found = re.search(r"Collected\s*:\s*(\d+)", said.read_text())
+        if found is None:
+            raise RuntimeError(f"callgrind counted nothing: {said.read_text()[-400:]!r}")
+        return int(found.group(1)) / 1e6
+
+
 def _wall(argv: Sequence[str], code: Path = ROOT) -> float:
     started = time.perf_counter()
     subprocess.run(list(argv), env=_env(code=code), cwd=code, check=True, capture_output=True)
@@ -254,7 +333,27 @@ def _trees(baseline: str | None) -> Iterator[list[tuple[str, Path]]]:
         yield [(f"at {baseline}", code), ("this tree", ROOT)]
 
 
-def run(baseline: str | None = None) -> list[Table]:
+def _instructions_to_first_frame(
+    trees: list[tuple[str, Path]], endpoint: str, bucket: str
+) -> tuple[float, dict[str, float]]:
+    """Millions of instructions to the first frame: (the minimal app, each tree's console)."""
+    python = sys.executable
+    minimal = instructions([python, "-c", MINIMAL_TO_FIRST_FRAME], env=_env())
+    counted = {
+        name: instructions(
+            [python, "-c", TO_FIRST_FRAME, "--bucket", bucket, "--read-only"],
+            env=_env({"STORAGE_EMULATOR_HOST": endpoint}, code=code),
+            cwd=code,
+        )
+        for name, code in trees
+    }
+    log(f"start: instructions to the first frame (millions): minimal {minimal:.0f}, {counted}")
+    return minimal, counted
+
+
+def run(baseline: str | None = None, *, count_instructions: bool = False) -> list[Table]:
+    if count_instructions and shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
     bare, full, heaviest = import_times()
     log(f"start: imports {full:.2f} s (bare interpreter {bare:.2f} s); load {_load()}")
     minimal: list[float] = []
@@ -271,6 +370,9 @@ def run(baseline: str | None = None) -> list[Table]:
             minimal_cpu.append(shown.cpu[FIRST_FRAME])
             for name, code in trees:
                 _measure(code, bucket, emu.url, runs[name])
+        counts = (
+            _instructions_to_first_frame(trees, emu.url, bucket) if count_instructions else None
+        )
     load = _load()
     table = Table(
         f"Start: command to first frame (pty {COLS}x{ROWS}, median of {REPEAT}, load {load})",
@@ -307,6 +409,19 @@ def run(baseline: str | None = None) -> list[Table]:
         *(round(m[2], 3) for m in medians),
         "",
     )
+    if counts is not None:
+        minimal_count, counted = counts
+        table.add(
+            "baseline: minimal Textual app, instructions to first frame (millions, callgrind)",
+            round(minimal_count),
+            *blank,
+            "",
+        )
+        table.add(
+            "the console's instructions to its first frame (millions, callgrind)",
+            *(round(counted[name]) for name in runs),
+            "",
+        )
     table.add(
         "`python -m omniq_console --bucket B`: first data (first poll drawn)",
         *(round(m[3], 3) for m in medians),
@@ -336,5 +451,12 @@ if __name__ == "__main__":
         metavar="REF",
         help="also run the console as of this git ref, alternating with this tree's",
     )
-    for table in run(parser.parse_args().baseline):
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count the instructions to the first frame with valgrind (load-independent; "
+        "about a minute a tree)",
+    )
+    args = parser.parse_args()
+    for table in run(args.baseline, count_instructions=args.instructions):
         print(table.markdown())
