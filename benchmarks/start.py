@@ -140,20 +140,8 @@ def time_to_text(
 ) -> Shown:
     """Wall and CPU seconds from spawning ``argv`` on a fresh pty until each marker appears
     on screen (``cwd``: where ``python -m`` finds the package first)."""
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        list(argv),
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=env,
-        cwd=cwd,
-        start_new_session=True,
-        close_fds=True,
-    )
-    os.close(slave)
+    proc, master = _spawn_on_pty(argv, env=env, cwd=cwd)
     seen: dict[str, float] = {}
     cpu: dict[str, float] = {}
     screen = b""
@@ -182,16 +170,42 @@ def time_to_text(
                     seen[marker] = now
                     cpu[marker] = _cpu_seconds(proc.pid)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        os.close(master)
+        _stop(proc, master)
     return Shown(seen, cpu)
+
+
+def _spawn_on_pty(
+    argv: Sequence[str], *, env: dict[str, str], cwd: Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``argv`` started in a session of its own on a fresh pty of ``COLS`` x ``ROWS``: the
+    process, and the pty's end that reads its screen."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
+    proc = subprocess.Popen(
+        list(argv),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        cwd=cwd,
+        start_new_session=True,
+        close_fds=True,
+    )
+    os.close(slave)
+    return proc, master
+
+
+def _stop(proc: subprocess.Popen[bytes], master: int) -> None:
+    """End ``proc``'s session if it still runs (SIGTERM, then SIGKILL), close its pty."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    os.close(master)
 
 
 def instructions(
@@ -209,19 +223,7 @@ def instructions(
             f"--log-file={said}",
             *argv,
         ]
-        master, slave = os.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
-        proc = subprocess.Popen(
-            counted,
-            stdin=slave,
-            stdout=slave,
-            stderr=slave,
-            env=env,
-            cwd=cwd,
-            start_new_session=True,
-            close_fds=True,
-        )
-        os.close(slave)
+        proc, master = _spawn_on_pty(counted, env=env, cwd=cwd)
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:  # drain the screen until the process exits
@@ -233,10 +235,7 @@ def instructions(
                     break
             proc.wait(timeout=max(1.0, deadline - time.monotonic()))
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            os.close(master)
+            _stop(proc, master)
         found = re.search(r"Collected\s*:\s*(\d+)", said.read_text())
         if found is None:
             raise RuntimeError(f"callgrind counted nothing: {said.read_text()[-400:]!r}")
