@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from terminal import run_in_terminal
 
-from omniq_console.cli import PROBE_DEADLINE, PROBE_REQUEST_TIMEOUT, demo_exports
+from omniq_console.cli import PROBE_DEADLINE, PROBE_REQUEST_TIMEOUT, demo_exports, main
 from omniq_console.demo.emulator import Emulator, free_port
 
 
@@ -70,6 +71,20 @@ def test_no_bucket_is_a_clear_error() -> None:
     env = {"OMNIQ_BUCKET": "", "OMNIQ_CONFIG": ""}
     assert_one_line_error(run_cli("snapshot", env=env), "--bucket")
     assert_one_line_error(run_cli(env=env), "--bucket")
+
+
+def test_a_console_that_cannot_start_leaves_the_collector_on(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The console pauses the cyclic garbage collector until its first frame: a caller in the
+    # same process (a test, a notebook) has it back however the start ends.
+    monkeypatch.setenv("OMNIQ_BUCKET", "")
+    monkeypatch.setenv("OMNIQ_CONFIG", "")
+    with pytest.raises(SystemExit) as exited:
+        main([])
+    assert exited.value.code == 2
+    assert "--bucket" in capsys.readouterr().err
+    assert gc.isenabled()
 
 
 def test_bad_credentials_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -22,7 +22,6 @@ import json
 import os
 import re
 import socket
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
@@ -185,6 +184,8 @@ def _config_file(
 ) -> InitSettingsSource:
     """pydantic-settings' source for a JSON (or, named ``*.toml``, TOML) config file, with
     errors naming the file (the library skips a missing file and lets a parser's error out)."""
+    import tomllib  # here: only a config file needs it, not every start (~4 ms)
+
     file = Path(path).expanduser()
     kind = "TOML" if file.suffix == ".toml" else "JSON"
     if not file.exists():
@@ -365,6 +366,10 @@ class BackendSettings(BaseSettings):
 
 class _GivenSettings(BackendSettings):
     """The same model and checks, filled from the given values alone."""
+
+    # Built on first use: the CLI's console reads its settings through ``load`` and draws its
+    # first frame without needing this one's validator.
+    model_config = SettingsConfigDict(defer_build=True)
 
     _given_only: ClassVar[bool] = True
 

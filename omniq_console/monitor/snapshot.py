@@ -19,7 +19,9 @@ from ..models import ResultStatus, Task, TaskResult, TaskStatus
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, ser_json_timedelta="float")
+    # defer_build: validators built by the first poll, not at import: the console's first
+    # frame imports these models (its views name them) but validates none.
+    model_config = ConfigDict(frozen=True, ser_json_timedelta="float", defer_build=True)
 
 
 class QueueWindow(_Frozen):
