@@ -54,7 +54,7 @@ from ...checks import describe_exception
 from ...gathering import gather
 from ..model import BucketModel
 from ..records import Decoder
-from .listing import apply_listing
+from .listing import SortedRuns, apply_listing
 
 if TYPE_CHECKING:
     # Imported by ``start()``: gcloud-aio-pubsub pulls prometheus_client (~85 ms), which
@@ -265,8 +265,9 @@ async def look_up(
     for (key, kind), infos in zip(keys.items(), found, strict=True):
         exact = [i for i in infos if i.key == key]  # the prefix may name longer keys too
         applied = await apply_listing(
-            model, kind, exact, decoders[kind], before=before, lo=key, hi=key, sorted_keys=[key]
-        )
+            model, kind, exact, decoders[kind], before=before, lo=key, hi=key,
+            known_keys=SortedRuns([[key]]),
+        )  # fmt: skip
         need += applied.need_body
     return need
 
