@@ -104,6 +104,7 @@ class SnapshotBuilder:
         stuck.sort(key=lambda s: (-s.overdue_s, s.id))
 
         throughput = self.throughput(model, now)
+        await asyncio.sleep(0)  # the windows' percentiles walk histogram bins: ~20 ms at 100,000
         names = set(model.queue_names) | waiting.queues() | set(claimed) | set(model.paused)
         trends: dict[str, tuple[int, ...]] = {}
         queues = []
