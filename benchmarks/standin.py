@@ -62,7 +62,7 @@ LEASE_S = 3600
 never renews, every running task was stuck from 30 s after the fill on: a dead fleet, reached
 or not depending on how long the cold start took, and thousands of stuck rows a poll.)"""
 PULL_HOLD_S = 2.0
-"""How long a pull with nothing to deliver is held open."""
+"""How long a pull with nothing to deliver is held open (unless it asks ``returnImmediately``)."""
 SCAN_SLICE = 50_000
 CHANGE_SLICE = 200
 """Tasks scanned, and tasks changed, between two returns to the loop."""
@@ -500,10 +500,13 @@ def make_app(bucket: Bucket, tasks: list[_Task], layout: Layout) -> web.Applicat
 
     async def pull(request: web.Request) -> web.Response:
         bucket.requests["pull"] += 1
-        wanted = int((await request.json()).get("maxMessages", 1000))
+        asked = await request.json()
+        wanted = int(asked.get("maxMessages", 1000))
         out = bucket.deliver(wanted)
-        if not out:
-            # Held open until something is published or a delivery's deadline passes.
+        if not out and not asked.get("returnImmediately"):
+            # Held open until something is published or a delivery's deadline passes (as
+            # Pub/Sub does unless asked to return at once, as the console's feed asks: then
+            # its own pause between empty pulls is part of write-to-screen, as on GCP).
             hold = PULL_HOLD_S
             expiry = bucket.next_expiry()
             if expiry is not None:

@@ -247,16 +247,21 @@ async def live_phases(n: int, interval: float = 2.0) -> tuple[list[Phase], int, 
     in the console's process, against the in-memory GCS stand-in holding ``n`` tasks.
     Returns the phases, the polls seen and the console process's CPU seconds."""
     from omniq_console.backend.gcs import GCSBackend
-    from omniq_console.monitor.monitor import Monitor
+    from omniq_console.monitor.thread import monitor_thread
     from omniq_console.tui.app import build_app
     from omniq_console.tui.views.tasks import TasksView
 
     from .standin import server
 
     with server(n) as url:
-        backend = GCSBackend("standin", endpoint_url=url, token="anon")
-        async with backend:
-            monitor = Monitor(backend, interval=interval, poll_timeout=120.0)
+        # As ``run_console`` runs it: the Monitor on a thread and loop of its own, with a
+        # backend opened there (its CPU reaches the app's loop only through the GIL).
+        monitor = monitor_thread(
+            lambda: GCSBackend("standin", endpoint_url=url, token="anon"),
+            interval=interval,
+            poll_timeout=120.0,
+        )
+        try:
             polls = 0
 
             def count(_: object) -> None:
@@ -309,6 +314,8 @@ async def live_phases(n: int, interval: float = 2.0) -> tuple[list[Phase], int, 
             cpu = time.process_time() - cpu
             for phase, count in zip((steps.done[1], steps.done[3]), watched, strict=True):
                 phase.name += f" ({count} in {phase.seconds:.0f} s)"
+        finally:
+            await monitor.aclose()
     for phase in steps.done:
         phase.name = f"live: {phase.name}"
     return steps.done, polls, cpu

@@ -93,3 +93,33 @@ async def test_a_change_gives_the_loop_back_between_slices() -> None:
     assert changed == 1000
     # 1,000 tasks changed, 200 a slice: the probe ran between slices.
     assert turns >= 5
+
+
+async def test_an_empty_pull_that_asks_to_return_at_once_is_not_held() -> None:
+    """The console's feed pulls with ``returnImmediately`` (and waits between empty pulls
+    itself); a stand-in that held such a pull until the next publish measured a
+    write-to-screen the feed does not have on GCP."""
+    from aiohttp import ClientSession, web
+
+    from benchmarks.standin import PULL_HOLD_S, make_app
+
+    bucket = Bucket("b")
+    runner = web.AppRunner(make_app(bucket, [], Layout("omniq/")))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}/v1/projects/p/subscriptions/s:pull"
+    try:
+        async with ClientSession() as session:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            async with session.post(url, json={"maxMessages": 10, "returnImmediately": True}) as r:
+                assert (await r.json()) == {"receivedMessages": []}
+            assert loop.time() - started < PULL_HOLD_S / 2
+            started = loop.time()
+            async with session.post(url, json={"maxMessages": 10}) as r:
+                assert (await r.json()) == {"receivedMessages": []}
+            assert loop.time() - started >= PULL_HOLD_S * 0.9  # held, as Pub/Sub holds it
+    finally:
+        await runner.cleanup()

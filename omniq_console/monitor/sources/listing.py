@@ -13,7 +13,7 @@ import asyncio
 import bisect
 import itertools
 import math
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ...backend.layout import Layout
@@ -37,6 +37,9 @@ SLICE = 250
 """Listed objects compared between two yields to the event loop (a changed one costs ~100 us
 to decode and apply: at most ~25 ms per slice)."""
 MAX_RECONCILE_PAGES = 8
+RUN = 10_000
+"""Keys sorted at a time by ``SortedRuns.of`` (~5 ms each: a million keys are 100 runs, the
+loop given back between them, where one ``sorted`` of them all held it, and the GIL, ~1 s)."""
 
 
 @dataclass(slots=True)
@@ -56,6 +59,34 @@ class Applied:
         return len(self.gone)
 
 
+class SortedRuns:
+    """Keys as sorted runs: what a key range of a listing should hold, found by a binary
+    search in each run (a hundred runs at a million keys: microseconds per range)."""
+
+    def __init__(self, runs: Sequence[Sequence[str]]) -> None:
+        self._runs = runs
+
+    @classmethod
+    async def of(cls, keys: Iterable[str]) -> SortedRuns:
+        """``keys`` copied at once (their set as of now), then sorted ``RUN`` at a time with
+        the event loop given back between runs."""
+        everything = list(keys)
+        runs = []
+        for start in range(0, len(everything), RUN):
+            runs.append(sorted(everything[start : start + RUN]))
+            await asyncio.sleep(0)
+        return cls(runs)
+
+    def between(self, lo: str | None, hi: str | None) -> list[str]:
+        """The keys in ``[lo, hi]`` (None: unbounded), run after run (not in one order)."""
+        out: list[str] = []
+        for run in self._runs:
+            first = 0 if lo is None else bisect.bisect_left(run, lo)
+            last = len(run) if hi is None else bisect.bisect_right(run, hi)
+            out += run[first:last]
+        return out
+
+
 async def apply_listing(
     model: BucketModel,
     kind: str,
@@ -65,10 +96,11 @@ async def apply_listing(
     before: int,
     lo: str | None = None,
     hi: str | None = None,
-    sorted_keys: Sequence[str] | None = None,
+    known_keys: SortedRuns | None = None,
 ) -> Applied:
     """Apply a listing of ``kind`` that covered keys in ``[lo, hi]`` (None: unbounded) and
-    was requested when the model's seq was ``before``. Yields to the loop every ``SLICE``."""
+    was requested when the model's seq was ``before``. Yields to the loop every ``SLICE``.
+    ``known_keys``: the model's keys of ``kind`` to check for removal (None: all of them)."""
     out = Applied()
     listed: set[str] = set()
     for start in range(0, len(infos), SLICE):
@@ -88,12 +120,7 @@ async def apply_listing(
                 out.changed += 1
                 out.stale.append(info)
         await asyncio.sleep(0)
-    if sorted_keys is None:
-        candidates: Sequence[str] = list(model.keys(kind))
-    else:
-        first = 0 if lo is None else bisect.bisect_left(sorted_keys, lo)
-        last = len(sorted_keys) if hi is None else bisect.bisect_right(sorted_keys, hi)
-        candidates = sorted_keys[first:last]
+    candidates = list(model.keys(kind)) if known_keys is None else known_keys.between(lo, hi)
     for n, key in enumerate(candidates):
         inside = (lo is None or key >= lo) and (hi is None or key <= hi)
         if inside and key not in listed and model.withdraw(kind, key, None, before=before):
@@ -179,7 +206,7 @@ class Reconciler:
         self.reconcile_s = reconcile_s
         self._kind = 0
         self._cursor: str | None = None
-        self._sorted: list[str] | None = None
+        self._known: SortedRuns | None = None
         self.pass_drift = 0
         self.last_pass_drift: int | None = None
         self.passes = 0
@@ -190,10 +217,10 @@ class Reconciler:
 
     async def step(self, store: ObjectStoreAPI, model: BucketModel, pages: int) -> ReconcileStep:
         kind = LISTED_KINDS[self._kind]
-        if self._sorted is None:
+        if self._known is None:
             # Keys learned after this copy are checked on the next pass: a removal needs a
             # listing requested after the model learned the key anyway.
-            self._sorted = await asyncio.to_thread(sorted, model.keys(kind))
+            self._known = await SortedRuns.of(model.keys(kind))
         prefix = folder_of(self._layout, kind)
         before = model.seq
         want = pages * PAGE
@@ -204,7 +231,7 @@ class Reconciler:
         hi = None if at_end else infos[-1].key
         applied = await apply_listing(
             model, kind, infos, self._decoders[kind], before=before, lo=lo, hi=hi,
-            sorted_keys=self._sorted,
+            known_keys=self._known,
         )  # fmt: skip
         if self._usage is not None:
             self._usage.page(prefix, infos, first=lo is None, last=at_end)
@@ -212,7 +239,7 @@ class Reconciler:
         if at_end:
             self._kind = (self._kind + 1) % len(LISTED_KINDS)
             self._cursor = None
-            self._sorted = None
+            self._known = None
             completed = self._kind == 0
         else:
             self._cursor = infos[-1].key
