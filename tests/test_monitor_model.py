@@ -262,7 +262,8 @@ def test_a_cold_load_of_many_tasks_sorts_once() -> None:
     defs = [task(f"t{i:06d}", created=NOW - n + i) for i in range(n)]
     started = time.process_time()
     for d in defs:
-        m._set_row(d.id, m._row(d.id, d, None))
+        m.defs[d.id] = d
+        m._set_row(d.id)
     rows = m.task_rows()
     took = time.process_time() - started
     assert [r.id for r in rows[:2]] == [f"t{n - 1:06d}", f"t{n - 2:06d}"]

@@ -25,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import bisect
 import heapq
+import sys
+from array import array
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
-from operator import itemgetter
 from typing import NamedTuple, TypeVar
 
 from ..backend import lifecycle
@@ -48,7 +49,7 @@ from .snapshot import TaskRow, UnreadableRow
 from .throughput import Throughput
 from .waiting import Waiter, WaitingSet
 
-T = TypeVar("T")
+S = TypeVar("S", list[TaskRow], "array[float]")
 
 MINUTE = 60.0
 OUTCOME_KEEP_S = 6 * 3600.0
@@ -128,6 +129,9 @@ class BucketModel:
         self.schedules: dict[str, tuple[int, ScheduleRecord]] = {}
 
         self._contrib: dict[str, Contribution] = {}
+        # Equal contributions are one object: there are a few hundred distinct ones (status x
+        # queue x error type), not one per task.
+        self._shared: dict[Contribution, Contribution] = {}
         self._stale: set[str] = set()
         """Tasks whose objects changed since the aggregates were last brought up to date."""
         self._task_counts: Counter[str] = Counter({s.value: 0 for s in TaskStatus})
@@ -151,15 +155,17 @@ class BucketModel:
         """Outcomes completed before this time may be missing (their records were deleted
         before the monitor's first listing): see ``mark_outcomes_known``."""
 
+        # Rows newest first: a tuple of them is then one C-level copy (100,000 rows in well
+        # under a millisecond). Built and sorted lazily: a change only marks its task dirty,
+        # and ``task_rows`` builds the dirty ones' rows and merges them in, so a cold load of
+        # n tasks is one sort (O(n log n)), not n insertions into a list (O(n^2)), and a task
+        # changed several times between two reads is built once.
         self._rows: dict[str, TaskRow] = {}
-        # Rows newest first, and their sort keys at the same positions: a tuple of the rows is
-        # then one C-level copy (100,000 rows in well under a millisecond). Sorted lazily: a
-        # change only marks its task dirty, and ``task_rows`` merges the dirty ones in, so a
-        # cold load of n tasks is one sort (O(n log n)), not n insertions into a list (O(n^2)).
-        self._order: list[tuple[float, str]] = []
+        """Each task's row as it sits in ``_row_list`` (as of the last merge)."""
         self._row_list: list[TaskRow] = []
-        self._placed: dict[str, tuple[float, str]] = {}
-        """Each task's key where it sits in ``_order`` (as of the last merge)."""
+        self._row_keys: array[float] = array("d")
+        """Each row's primary sort key (``-created``), at the row's position: 8 bytes a row,
+        untracked by the collector; ties are ordered by id."""
         self._dirty: set[str] = set()
         self._rows_tuple: tuple[TaskRow, ...] | None = ()
         self.changes = 0
@@ -227,13 +233,13 @@ class BucketModel:
             self.unreadable[key] = new
         tid: str | None = None
         if kind == "tasks":
-            tid = Layout.name_of(key)
+            tid = sys.intern(Layout.name_of(key))
             if isinstance(new, TaskDef):
                 self.defs[tid] = new
             else:
                 self.defs.pop(tid, None)
         elif kind == "results":
-            tid = Layout.name_of(key)
+            tid = sys.intern(Layout.name_of(key))
             if tid in self._stale and not isinstance(new, StateRecord):
                 # The record goes: what it meant (an outcome, which outlives it) is taken
                 # before it is lost.
@@ -244,7 +250,7 @@ class BucketModel:
             else:
                 self.states.pop(tid, None)
         elif kind == "queues":
-            tid = Layout.name_of(key)
+            tid = sys.intern(Layout.name_of(key))
             if isinstance(new, Entry):
                 self.entries[tid] = new
             elif isinstance(old, Entry) and self.entries.get(tid) == old:
@@ -300,7 +306,7 @@ class BucketModel:
         if d is None and r is None and e is None:
             self._running.discard(tid)
             self._waiting.discard(tid)
-            self._set_row(tid, None)
+            self._set_row(tid)
             self._detach(tid)
             return
         queue = (d.queue if d else None) or (r.queue if r else None) or (e.queue if e else None)
@@ -320,6 +326,7 @@ class BucketModel:
             live=live,
             orphan=r.status if r is not None and not counted else None,
         )
+        new = self._shared.setdefault(new, new)
         self._contrib[tid] = new
         self._count(new, 1)
         if live and r is not None and status == _RUNNING:
@@ -350,7 +357,7 @@ class BucketModel:
         elif r is not None and r.state not in _FINAL:
             # A retried (operator retry) task is no longer an outcome.
             self._drop_outcome(tid)
-        self._set_row(tid, self._row(tid, d, r) if d is not None else None)
+        self._set_row(tid)
         self._detach(tid)
 
     def _detach(self, tid: str) -> None:
@@ -484,16 +491,12 @@ class BucketModel:
             to_datetime(r.started_at), to_datetime(r.completed_at), r.attempt,
         )  # fmt: skip
 
-    def _set_row(self, tid: str, row: TaskRow | None) -> None:
+    def _set_row(self, tid: str) -> None:
         if not self.task_rows_enabled:
             return
-        if row is None:
-            if self._rows.pop(tid, None) is None:
-                return
-        else:
-            self._rows[tid] = row
-        self._dirty.add(tid)
-        self._rows_tuple = None
+        if tid in self._rows or tid in self.defs:
+            self._dirty.add(tid)
+            self._rows_tuple = None
 
     def task_rows(self) -> tuple[TaskRow, ...]:
         """Every task's row, newest first (copied only after a change)."""
@@ -505,40 +508,52 @@ class BucketModel:
         return self._rows_tuple
 
     def _merge_dirty(self) -> None:
-        """Bring ``_order`` and ``_row_list`` up to date with the dirty rows: a row whose key
-        is unchanged is replaced where it sits (a binary search); the keys that went are cut
-        out and the new ones sorted and spliced in, each list rebuilt once from slices (one
+        """Bring ``_row_list`` up to date with the dirty tasks: a row whose sort key is
+        unchanged is replaced where it sits (a binary search); the rows that went are cut out
+        and the new ones sorted and spliced in, the lists rebuilt once from slices (one
         C-level copy, O(n), however many rows changed)."""
-        order, placed = self._order, self._placed
-        gone: list[tuple[float, str]] = []
-        new: list[tuple[tuple[float, str], TaskRow]] = []
+        rows, defs, states = self._rows, self.defs, self.states
+        gone: list[int] = []
+        new: list[TaskRow] = []
+        listed = self._row_list
         for tid in self._dirty:
-            row = self._rows.get(tid)
-            key = _sort_key(tid, row) if row is not None else None
-            at_key = placed.get(tid)
-            if at_key is not None and at_key == key and row is not None:
-                self._row_list[bisect.bisect_left(order, key)] = row
-                continue
-            if at_key is not None:
-                gone.append(at_key)
-                del placed[tid]
-            if key is not None and row is not None:
-                new.append((key, row))
-                placed[tid] = key
+            d = defs.get(tid)
+            row = self._row(tid, d, states.get(tid)) if d is not None else None
+            old = rows.pop(tid, None)
+            if row is not None:
+                rows[tid] = row
+            if old is not None:
+                at = self._position(old)
+                if row is not None and row.created_at == old.created_at:
+                    listed[at] = row
+                    continue
+                gone.append(at)
+            if row is not None:
+                new.append(row)
         self._dirty.clear()
         if gone:
-            cuts = sorted(bisect.bisect_left(order, k) for k in gone)
-            self._order = _without(order, cuts)
-            self._row_list = _without(self._row_list, cuts)
+            gone.sort()
+            self._row_list = _without(listed, gone, [])
+            self._row_keys = _without(self._row_keys, gone, array("d"))
         if new:
-            new.sort(key=itemgetter(0))
-            keys, rows = [k for k, _ in new], [r for _, r in new]
-            if not self._order:  # a cold load: the sorted rows are the order
-                self._order, self._row_list = keys, rows
+            new.sort(key=_sort_key)
+            keys = array("d", (_sort_key(r)[0] for r in new))
+            if not self._row_list:  # a cold load: the sorted rows are the order
+                self._row_list, self._row_keys = new, keys
                 return
-            at = [bisect.bisect_left(self._order, k) for k in keys]
-            self._order = _spliced(self._order, at, keys)
-            self._row_list = _spliced(self._row_list, at, rows)
+            places = [self._position(r) for r in new]
+            self._row_list = _spliced(self._row_list, places, new, [])
+            self._row_keys = _spliced(self._row_keys, places, keys, array("d"))
+
+    def _position(self, row: TaskRow) -> int:
+        """Where ``row``'s sort key sits (or would) in ``_row_list``."""
+        first, tid = _sort_key(row)
+        keys = self._row_keys
+        lo = bisect.bisect_left(keys, first)
+        hi = bisect.bisect_right(keys, first, lo)
+        if hi - lo <= 1 and (lo == hi or self._row_list[lo].id >= tid):
+            return lo
+        return bisect.bisect_left(self._row_list, tid, lo, hi, key=_row_id)
 
     # -- the aggregates, up to date ---------------------------------------------------------
 
@@ -611,7 +626,7 @@ class BucketModel:
     @property
     def rows(self) -> dict[str, TaskRow]:
         """Each task's row (with a definition), unordered."""
-        self.settle()
+        self.task_rows()
         return self._rows
 
     # -- the clock-dependent part -----------------------------------------------------------
@@ -644,14 +659,18 @@ def _live_task(tid: str, d: TaskDef | None, r: StateRecord, e: Entry | None) -> 
     )
 
 
-def _sort_key(tid: str, row: TaskRow) -> tuple[float, str]:
+def _sort_key(row: TaskRow) -> tuple[float, str]:
     """Newest first; ties in id order (a stable, listing-like order)."""
-    return (-(row.created_at.timestamp() if row.created_at else 0.0), tid)
+    return (-(row.created_at.timestamp() if row.created_at else 0.0), row.id)
 
 
-def _without(items: list[T], cuts: list[int]) -> list[T]:
-    """``items`` without the positions ``cuts`` (sorted, distinct), built from slices."""
-    out: list[T] = []
+def _row_id(row: TaskRow) -> str:
+    return row.id
+
+
+def _without(items: S, cuts: list[int], out: S) -> S:
+    """``items`` without the positions ``cuts`` (sorted, distinct), built from slices into
+    ``out`` (empty)."""
     start = 0
     for at in cuts:
         out += items[start:at]
@@ -660,10 +679,9 @@ def _without(items: list[T], cuts: list[int]) -> list[T]:
     return out
 
 
-def _spliced(items: list[T], at: list[int], inserted: list[T]) -> list[T]:
+def _spliced(items: S, at: list[int], inserted: S, out: S) -> S:
     """``items`` with ``inserted[i]`` placed before ``items[at[i]]`` (``at`` ascending, so
-    ``inserted`` keeps its order), built from slices."""
-    out: list[T] = []
+    ``inserted`` keeps its order), built from slices into ``out`` (empty)."""
     start = 0
     for pos, item in zip(at, inserted, strict=True):
         out += items[start:pos]

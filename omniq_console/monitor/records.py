@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import sys
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -207,7 +208,9 @@ def _checked_id(key: str, folder: str, what: str) -> str | UnreadableRow:
     name = key[len(folder) :]
     if not name.endswith(".json") or "/" in name or name == ".json":
         return UnreadableRow(key=key, reason=f"outside the layout (expected {folder}<id>.json)")
-    ident = name[:-5]
+    # Interned: a task's id is then one string shared by its three records, the model's
+    # maps and its row (a million tasks: ~160 MB less).
+    ident = sys.intern(name[:-5])
     if _PLAIN_ID.fullmatch(ident) and ".." not in ident:
         return ident  # the common case, ~50x cheaper than check_id's per-character scan
     try:
