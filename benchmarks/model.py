@@ -153,9 +153,9 @@ def child(n: int) -> dict[str, float]:
     fleet = Fleet(n)
     layout = Layout("omniq/")
     decode = decoders(layout)
-    pages = list(_pages(fleet.objects))
     gc.collect()
-    rss0 = _rss_mb()
+    rss0 = _rss_mb()  # before the pages: the model may keep their key strings, or not
+    pages = list(_pages(fleet.objects))
     cpu0 = time.process_time()
     model = BucketModel(layout)
     for page in pages:

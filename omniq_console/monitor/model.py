@@ -28,7 +28,7 @@ import heapq
 import sys
 from array import array
 from collections import Counter, OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import NamedTuple, TypeVar
 
 from ..backend import lifecycle
@@ -81,6 +81,136 @@ class Known(NamedTuple):
     seq: int
 
 
+SEQ_BITS = 40
+"""Bits of a packed (generation, seq) kept for the seq: a trillion changes."""
+_SEQ_MASK = (1 << SEQ_BITS) - 1
+
+
+class KnownObjects(Mapping[str, Known]):
+    """The keys of one kind of object the model knows, each at its generation and seq.
+
+    A task's objects (definition, queue entry, state record) are nearly all of a bucket. A
+    key of their usual form (``{folder}{id}.json``; an entry ``{queues}{queue}/{id}.json``)
+    whose value is its kind's record of that id is kept by task id as one int (generation and
+    seq packed), its value being the model's record of that task (``values``: ``defs``,
+    ``entries``, ``states``): no key string and no tuple per object, a million tasks ~450 MB
+    less. Any other key (an unreadable object, a key of another form, a task with entries in
+    two queues) is kept as it is, by key."""
+
+    def __init__(
+        self,
+        kind: str,
+        folder: str | None = None,
+        values: Mapping[str, Record] | None = None,
+        record: type[TaskDef | Entry | StateRecord] | None = None,
+    ) -> None:
+        self.kind = kind
+        self._record = record
+        self._folder = folder or ""
+        self._values = values
+        self._entries = kind == "queues"
+        self._packed: dict[str, int] = {}
+        self._other: dict[str, Known] = {}
+        self._split_ids: set[str] = set()
+        """Tasks with entries under more than one key: kept by key."""
+
+    def _split(self, key: str) -> tuple[str, str] | None:
+        """(id, queue) of a key of the usual form (queue "" but for entries)."""
+        folder = self._folder
+        if self._values is None or not key.startswith(folder) or not key.endswith(".json"):
+            return None
+        name = key[len(folder) : -5]
+        queue = ""
+        if self._entries:
+            queue, sep, name = name.partition("/")
+            if not queue or not sep:
+                return None
+        if not name or "/" in name:
+            return None
+        return name, queue
+
+    def _packed_of(self, split: tuple[str, str]) -> int | None:
+        tid, queue = split
+        packed = self._packed.get(tid)
+        if packed is not None and queue and self._values[tid].queue != queue:  # type: ignore[index,union-attr]
+            return None
+        return packed
+
+    def get(self, key: str, default: Known | None = None) -> Known | None:  # type: ignore[override]
+        split = self._split(key)
+        if split is not None:
+            packed = self._packed_of(split)
+            if packed is not None:
+                value = self._values[split[0]]  # type: ignore[index]
+                return Known(packed >> SEQ_BITS, value, packed & _SEQ_MASK)
+        return self._other.get(key, default)
+
+    def __getitem__(self, key: str) -> Known:
+        known = self.get(key)
+        if known is None:
+            raise KeyError(key)
+        return known
+
+    def generation(self, key: str) -> int | None:
+        split = self._split(key)
+        if split is not None:
+            packed = self._packed_of(split)
+            if packed is not None:
+                return packed >> SEQ_BITS
+        known = self._other.get(key)
+        return known.generation if known is not None else None
+
+    def put(self, key: str, known: Known) -> None:
+        """``key`` is ``known`` (not known before: the caller removed what it was). Its value
+        is placed in ``values`` by the caller, before the next read."""
+        split = self._split(key)
+        value = known.value
+        if split is not None and self._record is not None and isinstance(value, self._record):
+            tid, queue = split
+            if value[0] == tid and (not queue or getattr(value, "queue", None) == queue):
+                if tid not in self._split_ids and tid not in self._packed:
+                    self._packed[sys.intern(tid)] = known.generation << SEQ_BITS | known.seq
+                    return
+                if tid in self._packed:  # an entry of this task in another queue
+                    old = self._packed.pop(tid)
+                    was = self._values[tid]  # type: ignore[index]
+                    moved = f"{self._folder}{was.queue}/{tid}.json"  # type: ignore[union-attr]
+                    self._other[moved] = Known(old >> SEQ_BITS, was, old & _SEQ_MASK)
+                    self._split_ids.add(tid)
+        self._other[key] = known
+
+    def remove(self, key: str) -> None:
+        split = self._split(key)
+        if split is not None and self._packed_of(split) is not None:
+            del self._packed[split[0]]
+        else:
+            self._other.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._packed) + len(self._other)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.generation(key) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        """The keys as of this call (copied at once; the key strings are made as read, so a
+        thread may read them)."""
+        return self._keys(list(self._other), list(self._packed))
+
+    def _keys(self, other: list[str], ids: list[str]) -> Iterator[str]:
+        yield from other
+        folder, values = self._folder, self._values
+        if not self._entries:
+            for tid in ids:
+                yield f"{folder}{tid}.json"
+            return
+        assert values is not None
+        for tid in ids:
+            entry = values.get(tid)
+            if entry is not None:
+                yield f"{folder}{entry.queue}/{tid}.json"  # type: ignore[union-attr]
+
+
 class Outcome(NamedTuple):
     """A final task, for the outcome series and throughput (outlives its result record)."""
 
@@ -115,15 +245,19 @@ class BucketModel:
         self.layout = layout
         self.task_rows_enabled = task_rows
         self.seq = 0
-        self.objects: dict[str, dict[str, Known]] = {
-            kind: {} for kind in ("tasks", "queues", "results", "schedules", "workers", "paused")
-        }
         self._tombstones: OrderedDict[str, int] = OrderedDict()
         self.unreadable: dict[str, UnreadableRow] = {}
 
         self.defs: dict[str, TaskDef] = {}
         self.states: dict[str, StateRecord] = {}
         self.entries: dict[str, Entry] = {}
+        self.objects: dict[str, KnownObjects] = {
+            "tasks": KnownObjects("tasks", layout.tasks, self.defs, TaskDef),
+            "queues": KnownObjects("queues", layout.queues, self.entries, Entry),
+            "results": KnownObjects("results", layout.results, self.states, StateRecord),
+            **{kind: KnownObjects(kind) for kind in ("schedules", "workers", "paused")},
+        }
+        """Every key known, by kind."""
         self.workers: dict[str, Heartbeat] = {}
         self.paused: dict[str, PausedQueue] = {}
         self.schedules: dict[str, tuple[int, ScheduleRecord]] = {}
@@ -174,8 +308,7 @@ class BucketModel:
     # -- the change rules -------------------------------------------------------------------
 
     def generation(self, kind: str, key: str) -> int | None:
-        known = self.objects[kind].get(key)
-        return known.generation if known is not None else None
+        return self.objects[kind].generation(key)
 
     def keys(self, kind: str) -> Iterator[str]:
         return iter(self.objects[kind])
@@ -187,12 +320,15 @@ class BucketModel:
     def offer(self, kind: str, key: str, generation: int, value: Record | UnreadableRow) -> bool:
         """Take ``value`` as ``key``'s content at ``generation`` if that is newer than what is
         known (and was not deleted already). True when the model changed."""
-        known = self.objects[kind].get(key)
+        objects = self.objects[kind]
+        known = objects.get(key)
         if known is not None and known.generation >= generation:
             return False
         if self._tombstones.get(key, -1) >= generation:
             return False
-        self.objects[kind][key] = Known(generation, value, self.next_seq())
+        if known is not None:
+            objects.remove(key)
+        objects.put(key, Known(generation, value, self.next_seq()))
         self._replace(kind, key, known.value if known else None, value)
         return True
 
@@ -206,7 +342,7 @@ class BucketModel:
                 return False
         elif known is None or known.seq > before:
             return False
-        del self.objects[kind][key]
+        self.objects[kind].remove(key)
         self.seq += 1
         self._replace(kind, key, known.value, None)
         return True
@@ -231,30 +367,36 @@ class BucketModel:
             self.unreadable.pop(key, None)
         if isinstance(new, UnreadableRow):
             self.unreadable[key] = new
+        # A task's id is its record's (which its key named, in the usual form): an object at
+        # a key of another form is never a task's, and changes no task.
         tid: str | None = None
         if kind == "tasks":
-            tid = sys.intern(Layout.name_of(key))
             if isinstance(new, TaskDef):
+                tid = new.id
                 self.defs[tid] = new
-            else:
+            elif isinstance(old, TaskDef):
+                tid = old.id
                 self.defs.pop(tid, None)
         elif kind == "results":
-            tid = sys.intern(Layout.name_of(key))
-            if tid in self._stale and not isinstance(new, StateRecord):
-                # The record goes: what it meant (an outcome, which outlives it) is taken
-                # before it is lost.
-                self._stale.discard(tid)
-                self._refresh_task(tid)
             if isinstance(new, StateRecord):
+                tid = new.task_id
                 self.states[tid] = new
-            else:
+            elif isinstance(old, StateRecord):
+                tid = old.task_id
+                if tid in self._stale:
+                    # The record goes: what it meant (an outcome, which outlives it) is taken
+                    # before it is lost.
+                    self._stale.discard(tid)
+                    self._refresh_task(tid)
                 self.states.pop(tid, None)
         elif kind == "queues":
-            tid = sys.intern(Layout.name_of(key))
             if isinstance(new, Entry):
+                tid = new.task_id
                 self.entries[tid] = new
-            elif isinstance(old, Entry) and self.entries.get(tid) == old:
-                del self.entries[tid]
+            elif isinstance(old, Entry):
+                tid = old.task_id
+                if self.entries.get(tid) == old:
+                    del self.entries[tid]
         elif kind == "workers":
             ident = Layout.name_of(key)
             if isinstance(new, Heartbeat):
