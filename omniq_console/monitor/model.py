@@ -113,21 +113,25 @@ class KnownObjects(Mapping[str, Known]):
         self._other: dict[str, Known] = {}
         self._split_ids: set[str] = set()
         """Tasks with entries under more than one key: kept by key."""
+        self._last_key: str | None = None
+        self._last_split: tuple[str, str] | None = None
 
     def _split(self, key: str) -> tuple[str, str] | None:
-        """(id, queue) of a key of the usual form (queue "" but for entries)."""
+        """(id, queue) of a key of the usual form (queue "" but for entries). An offer asks
+        for the same key two or three times in a row: the last answer is kept."""
+        if key is self._last_key:
+            return self._last_split
+        split: tuple[str, str] | None = None
         folder = self._folder
-        if self._values is None or not key.startswith(folder) or not key.endswith(".json"):
-            return None
-        name = key[len(folder) : -5]
-        queue = ""
-        if self._entries:
-            queue, sep, name = name.partition("/")
-            if not queue or not sep:
-                return None
-        if not name or "/" in name:
-            return None
-        return name, queue
+        if self._values is not None and key.startswith(folder) and key.endswith(".json"):
+            name = key[len(folder) : -5]
+            queue, sep = "", "/"
+            if self._entries:
+                queue, sep, name = name.partition("/")
+            if queue or not self._entries:
+                split = (name, queue) if sep and name and "/" not in name else None
+        self._last_key, self._last_split = key, split
+        return split
 
     def _packed_of(self, split: tuple[str, str]) -> int | None:
         tid, queue = split
