@@ -3,12 +3,15 @@ as the plain dict of ``Known`` by key that they replace, under any sequence of c
 
 from __future__ import annotations
 
+import random
 from typing import NamedTuple
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from omniq_console.backend.layout import Layout
+from omniq_console.monitor import model
 from omniq_console.monitor.model import BucketModel, KnownObjects
 from omniq_console.monitor.records import Entry, Record, StateRecord, TaskDef
 from omniq_console.monitor.snapshot import UnreadableRow
@@ -152,3 +155,42 @@ def test_a_task_of_the_usual_form_costs_no_key_and_no_tuple() -> None:
     m.offer("queues", other_key, 4, _value("queues", other_key, True))
     assert m.generation("queues", entry_key) == 3 and m.generation("queues", other_key) == 4
     assert sorted(m.keys("queues")) == sorted([entry_key, other_key])
+
+
+@pytest.mark.parametrize("bound", [0, 2, 10_000])
+def test_shared_contributions_count_as_a_recount_whatever_the_sharing_bound(
+    bound: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Contributions are shared to save memory and compared by identity to skip a recount:
+    with the sharing forgotten at any moment (the bound), the counts are still a recount's."""
+    monkeypatch.setattr(model, "SHARED_CONTRIBUTIONS", bound)
+    rng = random.Random(bound)
+    live = BucketModel(LAYOUT)
+    latest: dict[tuple[str, str], tuple[int, Record | UnreadableRow]] = {}
+    for gen in range(1, 400):
+        tid = rng.choice("abcdef")
+        kind = rng.choice(["tasks", "results", "queues"])
+        key = {"tasks": LAYOUT.task(tid), "results": LAYOUT.result(tid)}.get(
+            kind, LAYOUT.queue_entry("q1", tid)
+        )
+        if rng.random() < 0.2:
+            live.withdraw(kind, key, latest.pop((kind, key), (gen, None))[0])
+            continue
+        value: Record | UnreadableRow = _value(kind, key, True)
+        if kind == "results":
+            st_, status, error = rng.choice(
+                [("running", "pending", None), ("failed", "error", rng.choice("XYZ")),
+                 ("completed", "success", None)]
+            )  # fmt: skip
+            value = value._replace(state=st_, status=status, error_type=error)  # type: ignore[union-attr]
+        live.offer(kind, key, gen, value)
+        latest[(kind, key)] = (gen, value)
+        live.settle()
+    once = BucketModel(LAYOUT)
+    for (kind, key), (gen, value) in latest.items():
+        once.offer(kind, key, gen, value)
+    assert live.task_counts == once.task_counts
+    assert live.result_counts == once.result_counts
+    assert live.failures == once.failures
+    assert live.orphans == once.orphans
+    assert live.queue_names == once.queue_names

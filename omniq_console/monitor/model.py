@@ -61,6 +61,9 @@ and redelivery window (minutes) at hundreds of deletes a second; the reconcile c
 rest."""
 SETTLE_SLICE = 500
 """Stale tasks joined between two yields to the event loop (tens of microseconds each)."""
+SHARED_CONTRIBUTIONS = 10_000
+"""Distinct contributions kept for sharing (status x queue x error type: a few hundred in a
+real bucket); beyond, the memory starts again (sharing saves memory, it decides nothing)."""
 MAX_OUTCOMES = 200_000
 """Outcomes remembered at most (the oldest forgotten first, beside ``OUTCOME_KEEP_S``): a
 fleet finishing more than ~10 tasks a second keeps its charts' last hours, not unbounded."""
@@ -443,13 +446,14 @@ class BucketModel:
         d = self.defs.get(tid)
         r = self.states.get(tid)
         e = self.entries.get(tid)
-        old = self._contrib.pop(tid, None)
-        if old is not None:
-            self._count(old, -1)
+        old = self._contrib.get(tid)
         # Derived as ``get_task`` derives it: no state record means pending, whatever the
         # definition said when it was written.
         status = r.state if r is not None else (_PENDING if d is not None else None)
         if d is None and r is None and e is None:
+            if old is not None:
+                del self._contrib[tid]
+                self._count(old, -1)
             self._running.discard(tid)
             self._waiting.discard(tid)
             self._set_row(tid)
@@ -472,9 +476,14 @@ class BucketModel:
             live,
             r.status if r is not None and not counted else None,  # orphan
         )
+        if len(self._shared) > SHARED_CONTRIBUTIONS:  # free-text error types: stay bounded
+            self._shared.clear()
         new = self._shared.setdefault(new, new)
-        self._contrib[tid] = new
-        self._count(new, 1)
+        if new is not old:  # shared: an unchanged contribution is the same object
+            if old is not None:
+                self._count(old, -1)
+            self._contrib[tid] = new
+            self._count(new, 1)
         if live and r is not None and status == _RUNNING:
             self._running.put(_live_task(tid, d, r, e))
         else:
