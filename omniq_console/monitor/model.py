@@ -634,7 +634,7 @@ class BucketModel:
         worker is the lease holder while it runs, who ran it last once it is final."""
         if r is None:
             return TaskRow(
-                tid, d.queue, d.func, TaskStatus.PENDING.value, d.priority,
+                tid, d.queue, d.func, _PENDING, d.priority,
                 to_datetime(d.created_at), to_datetime(d.run_at), 0, None, None, None, None, 0,
             )  # fmt: skip
         run_at = r.run_at if r.run_at is not None else d.run_at
@@ -691,8 +691,10 @@ class BucketModel:
             self._row_list = _without(listed, gone, [])
             self._row_keys = _without(self._row_keys, gone, array("d"))
         if new:
-            new.sort(key=_sort_key)
-            keys = array("d", (_sort_key(r)[0] for r in new))
+            keyed = sorted(zip(map(_sort_key, new), new, strict=True), key=_first)
+            new = [row for _, row in keyed]
+            keys = array("d", [key[0] for key, _ in keyed])
+            del keyed
             if not self._row_list:  # a cold load: the sorted rows are the order
                 self._row_list, self._row_keys = new, keys
                 return
@@ -817,6 +819,10 @@ def _live_task(tid: str, d: TaskDef | None, r: StateRecord, e: Entry | None) -> 
 def _sort_key(row: TaskRow) -> tuple[float, str]:
     """Newest first; ties in id order (a stable, listing-like order)."""
     return (-(row.created_at.timestamp() if row.created_at else 0.0), row.id)
+
+
+def _first(pair: tuple[tuple[float, str], TaskRow]) -> tuple[float, str]:
+    return pair[0]
 
 
 def _row_id(row: TaskRow) -> str:

@@ -266,10 +266,11 @@ def entry_decoder(layout: Layout) -> Decoder:
             return UnreadableRow(
                 key=key, reason="not a queue entry key (expected queues/<queue>/<id>.json)"
             )
+        queue = sys.intern(queue)
         return _from_index(
             key,
             md,
-            folder=layout.queue(queue) if _safe(queue) else key,
+            folder=_queue_folder(layout, queue) or key,
             what="task id",
             build=lambda ident, md: Entry(ident, queue, *read(md)),
         )
@@ -277,12 +278,14 @@ def entry_decoder(layout: Layout) -> Decoder:
     return decode
 
 
-def _safe(queue: str) -> bool:
+@functools.lru_cache(maxsize=1024)
+def _queue_folder(layout: Layout, queue: str) -> str | None:
+    """``queues/{queue}/``, None when the stores refuse the queue's name (checked once per
+    name: the check scans every character, and a bucket has a few queues, not a million)."""
     try:
-        check_id(queue, "queue name")
+        return layout.queue(queue)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def result_decoder(layout: Layout) -> Decoder:
