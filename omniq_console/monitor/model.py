@@ -301,12 +301,14 @@ class BucketModel:
         # and ``task_rows`` builds the dirty ones' rows and merges them in, so a cold load of
         # n tasks is one sort (O(n log n)), not n insertions into a list (O(n^2)), and a task
         # changed several times between two reads is built once.
-        self._rows: dict[str, TaskRow] = {}
-        """Each task's row as it sits in ``_row_list`` (as of the last merge)."""
         self._row_list: list[TaskRow] = []
         self._row_keys: array[float] = array("d")
         """Each row's primary sort key (``-created``), at the row's position: 8 bytes a row,
-        untracked by the collector; ties are ordered by id."""
+        untracked by the collector; ties are ordered by id. Every task with a definition has
+        its row placed at a merge, by its definition's ``created_at``."""
+        self._placed: dict[str, TaskDef | None] = {}
+        """The definition as placed (None: no row) of each task whose definition changed since
+        the last merge; a task not here is placed by its definition as it is."""
         self._dirty: set[str] = set()
         self._rows_tuple: tuple[TaskRow, ...] | None = ()
         self.changes = 0
@@ -378,6 +380,10 @@ class BucketModel:
         # a key of another form is never a task's, and changes no task.
         tid: str | None = None
         if kind == "tasks":
+            if self._row_list:  # something is placed: what this task's row is placed by
+                changed = new if isinstance(new, TaskDef) else old
+                if isinstance(changed, TaskDef) and changed.id not in self._placed:
+                    self._placed[changed.id] = self.defs.get(changed.id)
             if isinstance(new, TaskDef):
                 tid = new.id
                 self.defs[tid] = new
@@ -649,7 +655,7 @@ class BucketModel:
     def _set_row(self, tid: str) -> None:
         if not self.task_rows_enabled:
             return
-        if tid in self._rows or tid in self.defs:
+        if tid in self.defs or tid in self._placed:
             self._dirty.add(tid)
             self._rows_tuple = None
 
@@ -667,44 +673,43 @@ class BucketModel:
         unchanged is replaced where it sits (a binary search); the rows that went are cut out
         and the new ones sorted and spliced in, the lists rebuilt once from slices (one
         C-level copy, O(n), however many rows changed)."""
-        rows, defs, states = self._rows, self.defs, self.states
+        defs, states, placed = self.defs, self.states, self._placed
         gone: list[int] = []
-        new: list[TaskRow] = []
+        new: list[tuple[tuple[float, str], TaskRow]] = []
         listed = self._row_list
         for tid in self._dirty:
             d = defs.get(tid)
             row = self._row(tid, d, states.get(tid)) if d is not None else None
-            old = rows.pop(tid, None)
-            if row is not None:
-                rows[tid] = row
-            if old is not None:
-                at = self._position(old)
-                if row is not None and row.created_at == old.created_at:
+            # Nothing placed yet (a cold load): no lookups.
+            before = placed.pop(tid, d) if listed else None
+            if before is not None:
+                at = self._position(_sort_key(before.created_at, tid))
+                if d is not None and row is not None and d.created_at == before.created_at:
                     listed[at] = row
                     continue
                 gone.append(at)
-            if row is not None:
-                new.append(row)
+            if d is not None and row is not None:
+                new.append((_sort_key(d.created_at, tid), row))
         self._dirty.clear()
+        placed.clear()
         if gone:
             gone.sort()
             self._row_list = _without(listed, gone, [])
             self._row_keys = _without(self._row_keys, gone, array("d"))
         if new:
-            keyed = sorted(zip(map(_sort_key, new), new, strict=True), key=_first)
-            new = [row for _, row in keyed]
-            keys = array("d", [key[0] for key, _ in keyed])
-            del keyed
+            new.sort(key=_first)
+            rows = [row for _, row in new]
+            keys = array("d", [key[0] for key, _ in new])
             if not self._row_list:  # a cold load: the sorted rows are the order
-                self._row_list, self._row_keys = new, keys
+                self._row_list, self._row_keys = rows, keys
                 return
-            places = [self._position(r) for r in new]
-            self._row_list = _spliced(self._row_list, places, new, [])
+            places = [self._position(key) for key, _ in new]
+            self._row_list = _spliced(self._row_list, places, rows, [])
             self._row_keys = _spliced(self._row_keys, places, keys, array("d"))
 
-    def _position(self, row: TaskRow) -> int:
-        """Where ``row``'s sort key sits (or would) in ``_row_list``."""
-        first, tid = _sort_key(row)
+    def _position(self, key: tuple[float, str]) -> int:
+        """Where the row of sort key ``key`` sits (or would) in ``_row_list``."""
+        first, tid = key
         keys = self._row_keys
         lo = bisect.bisect_left(keys, first)
         hi = bisect.bisect_right(keys, first, lo)
@@ -782,9 +787,8 @@ class BucketModel:
 
     @property
     def rows(self) -> dict[str, TaskRow]:
-        """Each task's row (with a definition), unordered."""
-        self.task_rows()
-        return self._rows
+        """Each task's row (with a definition), by id (built: for tests and tools)."""
+        return {row.id: row for row in self.task_rows()}
 
     # -- the clock-dependent part -----------------------------------------------------------
 
@@ -816,13 +820,13 @@ def _live_task(tid: str, d: TaskDef | None, r: StateRecord, e: Entry | None) -> 
     )
 
 
-def _sort_key(row: TaskRow) -> tuple[float, str]:
-    """Newest first; ties in id order (a stable, listing-like order)."""
-    return (-(row.created_at.timestamp() if row.created_at else 0.0), row.id)
-
-
 def _first(pair: tuple[tuple[float, str], TaskRow]) -> tuple[float, str]:
     return pair[0]
+
+
+def _sort_key(created: float | None, tid: str) -> tuple[float, str]:
+    """Newest first; ties in id order (a stable, listing-like order)."""
+    return (-(created if created is not None else 0.0), tid)
 
 
 def _row_id(row: TaskRow) -> str:
