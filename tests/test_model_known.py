@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from typing import NamedTuple
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -182,7 +183,7 @@ def test_shared_contributions_count_as_a_recount_whatever_the_sharing_bound(
                 [("running", "pending", None), ("failed", "error", rng.choice("XYZ")),
                  ("completed", "success", None)]
             )  # fmt: skip
-            value = value._replace(state=st_, status=status, error_type=error)  # type: ignore[union-attr]
+            value = msgspec.structs.replace(value, state=st_, status=status, error_type=error)
         live.offer(kind, key, gen, value)
         latest[(kind, key)] = (gen, value)
         live.settle()

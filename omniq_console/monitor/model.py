@@ -18,6 +18,11 @@ which every reader calls), once however many of its objects changed meanwhile. W
 the clock is evaluated at snapshot time: stuck tasks from the running set's lease heap
 (``running.py``), pending, delayed, expired and ages from the waiting set's heaps
 (``waiting.py``), throughput from per-minute histograms (``throughput.py``).
+
+Memory is per task, and a bucket may hold a million: a task's three objects are kept by id as
+packed ints (``KnownObjects``), not by key; its id and the few distinct queues, functions,
+statuses and worker ids are interned strings (``records.py``); equal contributions are one
+object; rows are sorted by an array of floats (``benchmarks/model.py`` measures bytes a task).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from array import array
 from collections import Counter, OrderedDict
 from collections.abc import Iterator, Mapping
 from typing import NamedTuple, TypeVar
+
+import msgspec
 
 from ..backend import lifecycle
 from ..backend.layout import Layout
@@ -174,7 +181,8 @@ class KnownObjects(Mapping[str, Known]):
         value = known.value
         if split is not None and self._record is not None and isinstance(value, self._record):
             tid, queue = split
-            if value[0] == tid and (not queue or getattr(value, "queue", None) == queue):
+            ident = value.id if isinstance(value, TaskDef) else value.task_id
+            if ident == tid and (not queue or getattr(value, "queue", None) == queue):
                 if tid not in self._split_ids and tid not in self._packed:
                     self._packed[sys.intern(tid)] = known.generation << SEQ_BITS | known.seq
                     return
@@ -218,8 +226,9 @@ class KnownObjects(Mapping[str, Known]):
                 yield f"{folder}{entry.queue}/{tid}.json"  # type: ignore[union-attr]
 
 
-class Outcome(NamedTuple):
-    """A final task, for the outcome series and throughput (outlives its result record)."""
+class Outcome(msgspec.Struct, frozen=True, gc=False):
+    """A final task, for the outcome series and throughput (outlives its result record;
+    untracked by the collector, as the records)."""
 
     status: str  # ResultStatus value
     queue: str | None

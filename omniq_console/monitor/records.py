@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+import msgspec
+
 from ..backend.errors import CorruptObjectError
 from ..backend.index import (
     ENTRY_FIELDS,
@@ -58,9 +60,14 @@ _RESULT_STATUSES = frozenset(s.value for s in ResultStatus)
 # The lean rows below hold, after their id (and queue), exactly the fields of the backend's
 # field table of their kind, in its order (``backend/index.py``): a decoder builds a row from
 # ``field_reader`` positionally, and a test checks the names line up.
+#
+# A task's records are frozen msgspec structs that the garbage collector never tracks
+# (``gc=False``: they hold only strings, numbers and other such structs, so no cycle): a
+# million tasks are millions of records, and named tuples (tuple subclasses, which the
+# collector never untracks) made every full collection walk them all.
 
 
-class TaskDef(NamedTuple):
+class TaskDef(msgspec.Struct, frozen=True, gc=False):
     """``tasks/{id}.json``: the definition (``TASK_FIELDS``). ``status``, ``worker_id``,
     ``lease_expires_at`` and ``retry_count`` are what the object said when written; the state
     record overrides them."""
@@ -78,7 +85,7 @@ class TaskDef(NamedTuple):
     retry_count: int
 
 
-class Entry(NamedTuple):
+class Entry(msgspec.Struct, frozen=True, gc=False):
     """``queues/{queue}/{id}.json`` (``ENTRY_FIELDS``): the task waits (or runs) here."""
 
     task_id: str
@@ -92,7 +99,7 @@ class Entry(NamedTuple):
     func: str | None
 
 
-class StateRecord(NamedTuple):
+class StateRecord(msgspec.Struct, frozen=True, gc=False):
     """``results/{id}.json`` (``RESULT_FIELDS``): the task's live state and, once final, its
     outcome."""
 
@@ -296,7 +303,7 @@ def result_decoder(layout: Layout) -> Decoder:
         if row.status not in _RESULT_STATUSES:
             return None
         if not row.state:
-            return row._replace(state=state_of(row.status, row.worker_id))
+            return msgspec.structs.replace(row, state=state_of(row.status, row.worker_id))
         return row if row.state in _TASK_STATES else None
 
     return _indexed_decoder(layout.results, "task id", build)
