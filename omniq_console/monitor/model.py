@@ -20,9 +20,10 @@ the clock is evaluated at snapshot time: stuck tasks from the running set's leas
 (``waiting.py``), throughput from per-minute histograms (``throughput.py``).
 
 Memory is per task, and a bucket may hold a million: a task's three objects are kept by id as
-packed ints (``KnownObjects``), not by key; its id and the few distinct queues, functions,
-statuses and worker ids are interned strings (``records.py``); equal contributions are one
-object; rows are sorted by an array of floats (``benchmarks/model.py`` measures bytes a task).
+packed ints (``KnownObjects``), not by key; its records are structs the collector never
+tracks; its id and the few distinct queues, functions, statuses and worker ids are interned
+strings (``records.py``); equal contributions are one object; rows are placed by an array of
+floats (``benchmarks/model.py`` measures bytes a task, cold load and a change's cost).
 """
 
 from __future__ import annotations
