@@ -78,7 +78,8 @@ def _check(
 
 def _rows_match(row: type[Any], lead: int, table: Sequence[IndexField]) -> None:
     # The monitor builds its lean rows positionally from ``field_reader``.
-    assert row._fields[lead:] == index.field_names(table)
+    fields = getattr(row, "__struct_fields__", None) or row._fields  # a struct or a named tuple
+    assert fields[lead:] == index.field_names(table)
 
 
 def test_the_monitors_rows_hold_exactly_the_tables_fields() -> None:

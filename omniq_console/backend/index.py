@@ -9,6 +9,7 @@ usable index (say, written by another OmniQ backend): the caller reads its body 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -227,6 +228,8 @@ def field_reader(
 ) -> Callable[[Mapping[str, str]], list[Any]]:
     """A function giving the values of ``table``'s fields in a metadata mapping, in table
     order; times through ``time``. Built once per table (a decoder runs per listed object).
+    Text values are interned: a queue, a function, a status, a worker or an error type is the
+    same few strings across a million records, one copy each instead of one per record.
 
     It raises ``KeyError`` when a required field is missing, ``ValueError``/``OverflowError``
     when a value does not parse: the caller then reads the body instead.
@@ -234,6 +237,7 @@ def field_reader(
     parsers: dict[str, Callable[[str], Any]] = {
         TEXT: _untext_value,
         OPT: _untext_value,
+        RAW: sys.intern,
         INT: int,
         OPT_INT: int,
         TIME: time,
@@ -266,7 +270,7 @@ def field_reader(
 
 
 def _untext_value(value: str) -> str:
-    return unquote(value) if "%" in value else value
+    return sys.intern(unquote(value) if "%" in value else value)
 
 
 def _number_or_none(value: str) -> float | None:

@@ -18,6 +18,12 @@ which every reader calls), once however many of its objects changed meanwhile. W
 the clock is evaluated at snapshot time: stuck tasks from the running set's lease heap
 (``running.py``), pending, delayed, expired and ages from the waiting set's heaps
 (``waiting.py``), throughput from per-minute histograms (``throughput.py``).
+
+Memory is per task, and a bucket may hold a million: a task's three objects are kept by id as
+packed ints (``KnownObjects``), not by key; its records are structs the collector never
+tracks; its id and the few distinct queues, functions, statuses and worker ids are interned
+strings (``records.py``); equal contributions are one object; rows are placed by an array of
+floats (``benchmarks/model.py`` measures bytes a task, cold load and a change's cost).
 """
 
 from __future__ import annotations
@@ -25,10 +31,13 @@ from __future__ import annotations
 import asyncio
 import bisect
 import heapq
+import sys
+from array import array
 from collections import Counter, OrderedDict
-from collections.abc import Iterator
-from operator import itemgetter
+from collections.abc import Iterator, Mapping
 from typing import NamedTuple, TypeVar
+
+import msgspec
 
 from ..backend import lifecycle
 from ..backend.layout import Layout
@@ -48,7 +57,7 @@ from .snapshot import TaskRow, UnreadableRow
 from .throughput import Throughput
 from .waiting import Waiter, WaitingSet
 
-T = TypeVar("T")
+S = TypeVar("S", list[TaskRow], "array[float]")
 
 MINUTE = 60.0
 OUTCOME_KEEP_S = 6 * 3600.0
@@ -60,6 +69,9 @@ and redelivery window (minutes) at hundreds of deletes a second; the reconcile c
 rest."""
 SETTLE_SLICE = 500
 """Stale tasks joined between two yields to the event loop (tens of microseconds each)."""
+SHARED_CONTRIBUTIONS = 10_000
+"""Distinct contributions kept for sharing (status x queue x error type: a few hundred in a
+real bucket); beyond, the memory starts again (sharing saves memory, it decides nothing)."""
 MAX_OUTCOMES = 200_000
 """Outcomes remembered at most (the oldest forgotten first, beside ``OUTCOME_KEEP_S``): a
 fleet finishing more than ~10 tasks a second keeps its charts' last hours, not unbounded."""
@@ -80,8 +92,144 @@ class Known(NamedTuple):
     seq: int
 
 
-class Outcome(NamedTuple):
-    """A final task, for the outcome series and throughput (outlives its result record)."""
+SEQ_BITS = 40
+"""Bits of a packed (generation, seq) kept for the seq: a trillion changes."""
+_SEQ_MASK = (1 << SEQ_BITS) - 1
+
+
+class KnownObjects(Mapping[str, Known]):
+    """The keys of one kind of object the model knows, each at its generation and seq.
+
+    A task's objects (definition, queue entry, state record) are nearly all of a bucket. A
+    key of their usual form (``{folder}{id}.json``; an entry ``{queues}{queue}/{id}.json``)
+    whose value is its kind's record of that id is kept by task id as one int (generation and
+    seq packed), its value being the model's record of that task (``values``: ``defs``,
+    ``entries``, ``states``): no key string and no tuple per object, a million tasks ~450 MB
+    less. Any other key (an unreadable object, a key of another form, a task with entries in
+    two queues) is kept as it is, by key."""
+
+    def __init__(
+        self,
+        kind: str,
+        folder: str | None = None,
+        values: Mapping[str, Record] | None = None,
+        record: type[TaskDef | Entry | StateRecord] | None = None,
+    ) -> None:
+        self.kind = kind
+        self._record = record
+        self._folder = folder or ""
+        self._values = values
+        self._entries = kind == "queues"
+        self._packed: dict[str, int] = {}
+        self._other: dict[str, Known] = {}
+        self._split_ids: set[str] = set()
+        """Tasks with entries under more than one key: kept by key."""
+        self._last_key: str | None = None
+        self._last_split: tuple[str, str] | None = None
+
+    def _split(self, key: str) -> tuple[str, str] | None:
+        """(id, queue) of a key of the usual form (queue "" but for entries). An offer asks
+        for the same key two or three times in a row: the last answer is kept."""
+        if key is self._last_key:
+            return self._last_split
+        split: tuple[str, str] | None = None
+        folder = self._folder
+        if self._values is not None and key.startswith(folder) and key.endswith(".json"):
+            name = key[len(folder) : -5]
+            queue, sep = "", "/"
+            if self._entries:
+                queue, sep, name = name.partition("/")
+            if queue or not self._entries:
+                split = (name, queue) if sep and name and "/" not in name else None
+        self._last_key, self._last_split = key, split
+        return split
+
+    def _packed_of(self, split: tuple[str, str]) -> int | None:
+        tid, queue = split
+        packed = self._packed.get(tid)
+        if packed is not None and queue and self._values[tid].queue != queue:  # type: ignore[index,union-attr]
+            return None
+        return packed
+
+    def get(self, key: str, default: Known | None = None) -> Known | None:  # type: ignore[override]
+        split = self._split(key)
+        if split is not None:
+            packed = self._packed_of(split)
+            if packed is not None:
+                value = self._values[split[0]]  # type: ignore[index]
+                return Known(packed >> SEQ_BITS, value, packed & _SEQ_MASK)
+        return self._other.get(key, default)
+
+    def __getitem__(self, key: str) -> Known:
+        known = self.get(key)
+        if known is None:
+            raise KeyError(key)
+        return known
+
+    def generation(self, key: str) -> int | None:
+        split = self._split(key)
+        if split is not None:
+            packed = self._packed_of(split)
+            if packed is not None:
+                return packed >> SEQ_BITS
+        known = self._other.get(key)
+        return known.generation if known is not None else None
+
+    def put(self, key: str, known: Known) -> None:
+        """``key`` is ``known`` (not known before: the caller removed what it was). Its value
+        is placed in ``values`` by the caller, before the next read."""
+        split = self._split(key)
+        value = known.value
+        if split is not None and self._record is not None and isinstance(value, self._record):
+            tid, queue = split
+            ident = value.id if isinstance(value, TaskDef) else value.task_id
+            if ident == tid and (not queue or getattr(value, "queue", None) == queue):
+                if tid not in self._split_ids and tid not in self._packed:
+                    self._packed[sys.intern(tid)] = known.generation << SEQ_BITS | known.seq
+                    return
+                if tid in self._packed:  # an entry of this task in another queue
+                    old = self._packed.pop(tid)
+                    was = self._values[tid]  # type: ignore[index]
+                    moved = f"{self._folder}{was.queue}/{tid}.json"  # type: ignore[union-attr]
+                    self._other[moved] = Known(old >> SEQ_BITS, was, old & _SEQ_MASK)
+                    self._split_ids.add(tid)
+        self._other[key] = known
+
+    def remove(self, key: str) -> None:
+        split = self._split(key)
+        if split is not None and self._packed_of(split) is not None:
+            del self._packed[split[0]]
+        else:
+            self._other.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._packed) + len(self._other)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.generation(key) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        """The keys as of this call (copied at once; the key strings are made as read, so a
+        thread may read them)."""
+        return self._keys(list(self._other), list(self._packed))
+
+    def _keys(self, other: list[str], ids: list[str]) -> Iterator[str]:
+        yield from other
+        folder, values = self._folder, self._values
+        if not self._entries:
+            for tid in ids:
+                yield f"{folder}{tid}.json"
+            return
+        assert values is not None
+        for tid in ids:
+            entry = values.get(tid)
+            if entry is not None:
+                yield f"{folder}{entry.queue}/{tid}.json"  # type: ignore[union-attr]
+
+
+class Outcome(msgspec.Struct, frozen=True, gc=False):
+    """A final task, for the outcome series and throughput (outlives its result record;
+    untracked by the collector, as the records)."""
 
     status: str  # ResultStatus value
     queue: str | None
@@ -114,20 +262,27 @@ class BucketModel:
         self.layout = layout
         self.task_rows_enabled = task_rows
         self.seq = 0
-        self.objects: dict[str, dict[str, Known]] = {
-            kind: {} for kind in ("tasks", "queues", "results", "schedules", "workers", "paused")
-        }
         self._tombstones: OrderedDict[str, int] = OrderedDict()
         self.unreadable: dict[str, UnreadableRow] = {}
 
         self.defs: dict[str, TaskDef] = {}
         self.states: dict[str, StateRecord] = {}
         self.entries: dict[str, Entry] = {}
+        self.objects: dict[str, KnownObjects] = {
+            "tasks": KnownObjects("tasks", layout.tasks, self.defs, TaskDef),
+            "queues": KnownObjects("queues", layout.queues, self.entries, Entry),
+            "results": KnownObjects("results", layout.results, self.states, StateRecord),
+            **{kind: KnownObjects(kind) for kind in ("schedules", "workers", "paused")},
+        }
+        """Every key known, by kind."""
         self.workers: dict[str, Heartbeat] = {}
         self.paused: dict[str, PausedQueue] = {}
         self.schedules: dict[str, tuple[int, ScheduleRecord]] = {}
 
         self._contrib: dict[str, Contribution] = {}
+        # Equal contributions are one object: there are a few hundred distinct ones (status x
+        # queue x error type), not one per task.
+        self._shared: dict[Contribution, Contribution] = {}
         self._stale: set[str] = set()
         """Tasks whose objects changed since the aggregates were last brought up to date."""
         self._task_counts: Counter[str] = Counter({s.value: 0 for s in TaskStatus})
@@ -151,15 +306,19 @@ class BucketModel:
         """Outcomes completed before this time may be missing (their records were deleted
         before the monitor's first listing): see ``mark_outcomes_known``."""
 
-        self._rows: dict[str, TaskRow] = {}
-        # Rows newest first, and their sort keys at the same positions: a tuple of the rows is
-        # then one C-level copy (100,000 rows in well under a millisecond). Sorted lazily: a
-        # change only marks its task dirty, and ``task_rows`` merges the dirty ones in, so a
-        # cold load of n tasks is one sort (O(n log n)), not n insertions into a list (O(n^2)).
-        self._order: list[tuple[float, str]] = []
+        # Rows newest first: a tuple of them is then one C-level copy (100,000 rows in well
+        # under a millisecond). Built and sorted lazily: a change only marks its task dirty,
+        # and ``task_rows`` builds the dirty ones' rows and merges them in, so a cold load of
+        # n tasks is one sort (O(n log n)), not n insertions into a list (O(n^2)), and a task
+        # changed several times between two reads is built once.
         self._row_list: list[TaskRow] = []
-        self._placed: dict[str, tuple[float, str]] = {}
-        """Each task's key where it sits in ``_order`` (as of the last merge)."""
+        self._row_keys: array[float] = array("d")
+        """Each row's primary sort key (``-created``), at the row's position: 8 bytes a row,
+        untracked by the collector; ties are ordered by id. Every task with a definition has
+        its row placed at a merge, by its definition's ``created_at``."""
+        self._placed: dict[str, TaskDef | None] = {}
+        """The definition as placed (None: no row) of each task whose definition changed since
+        the last merge; a task not here is placed by its definition as it is."""
         self._dirty: set[str] = set()
         self._rows_tuple: tuple[TaskRow, ...] | None = ()
         self.changes = 0
@@ -168,8 +327,7 @@ class BucketModel:
     # -- the change rules -------------------------------------------------------------------
 
     def generation(self, kind: str, key: str) -> int | None:
-        known = self.objects[kind].get(key)
-        return known.generation if known is not None else None
+        return self.objects[kind].generation(key)
 
     def keys(self, kind: str) -> Iterator[str]:
         return iter(self.objects[kind])
@@ -181,12 +339,15 @@ class BucketModel:
     def offer(self, kind: str, key: str, generation: int, value: Record | UnreadableRow) -> bool:
         """Take ``value`` as ``key``'s content at ``generation`` if that is newer than what is
         known (and was not deleted already). True when the model changed."""
-        known = self.objects[kind].get(key)
+        objects = self.objects[kind]
+        known = objects.get(key)
         if known is not None and known.generation >= generation:
             return False
         if self._tombstones.get(key, -1) >= generation:
             return False
-        self.objects[kind][key] = Known(generation, value, self.next_seq())
+        if known is not None:
+            objects.remove(key)
+        objects.put(key, Known(generation, value, self.next_seq()))
         self._replace(kind, key, known.value if known else None, value)
         return True
 
@@ -200,7 +361,7 @@ class BucketModel:
                 return False
         elif known is None or known.seq > before:
             return False
-        del self.objects[kind][key]
+        self.objects[kind].remove(key)
         self.seq += 1
         self._replace(kind, key, known.value, None)
         return True
@@ -225,30 +386,40 @@ class BucketModel:
             self.unreadable.pop(key, None)
         if isinstance(new, UnreadableRow):
             self.unreadable[key] = new
+        # A task's id is its record's (which its key named, in the usual form): an object at
+        # a key of another form is never a task's, and changes no task.
         tid: str | None = None
         if kind == "tasks":
-            tid = Layout.name_of(key)
+            if self._row_list:  # something is placed: what this task's row is placed by
+                changed = new if isinstance(new, TaskDef) else old
+                if isinstance(changed, TaskDef) and changed.id not in self._placed:
+                    self._placed[changed.id] = self.defs.get(changed.id)
             if isinstance(new, TaskDef):
+                tid = new.id
                 self.defs[tid] = new
-            else:
+            elif isinstance(old, TaskDef):
+                tid = old.id
                 self.defs.pop(tid, None)
         elif kind == "results":
-            tid = Layout.name_of(key)
-            if tid in self._stale and not isinstance(new, StateRecord):
-                # The record goes: what it meant (an outcome, which outlives it) is taken
-                # before it is lost.
-                self._stale.discard(tid)
-                self._refresh_task(tid)
             if isinstance(new, StateRecord):
+                tid = new.task_id
                 self.states[tid] = new
-            else:
+            elif isinstance(old, StateRecord):
+                tid = old.task_id
+                if tid in self._stale:
+                    # The record goes: what it meant (an outcome, which outlives it) is taken
+                    # before it is lost.
+                    self._stale.discard(tid)
+                    self._refresh_task(tid)
                 self.states.pop(tid, None)
         elif kind == "queues":
-            tid = Layout.name_of(key)
             if isinstance(new, Entry):
+                tid = new.task_id
                 self.entries[tid] = new
-            elif isinstance(old, Entry) and self.entries.get(tid) == old:
-                del self.entries[tid]
+            elif isinstance(old, Entry):
+                tid = old.task_id
+                if self.entries.get(tid) == old:
+                    del self.entries[tid]
         elif kind == "workers":
             ident = Layout.name_of(key)
             if isinstance(new, Heartbeat):
@@ -291,16 +462,17 @@ class BucketModel:
         d = self.defs.get(tid)
         r = self.states.get(tid)
         e = self.entries.get(tid)
-        old = self._contrib.pop(tid, None)
-        if old is not None:
-            self._count(old, -1)
+        old = self._contrib.get(tid)
         # Derived as ``get_task`` derives it: no state record means pending, whatever the
         # definition said when it was written.
         status = r.state if r is not None else (_PENDING if d is not None else None)
         if d is None and r is None and e is None:
+            if old is not None:
+                del self._contrib[tid]
+                self._count(old, -1)
             self._running.discard(tid)
             self._waiting.discard(tid)
-            self._set_row(tid, None)
+            self._set_row(tid)
             self._detach(tid)
             return
         queue = (d.queue if d else None) or (r.queue if r else None) or (e.queue if e else None)
@@ -310,18 +482,24 @@ class BucketModel:
         # derives as pending): tens of thousands the builder walked a poll.
         live = (d is not None or e is not None) and status not in _FINAL
         counted = d is not None
-        new = Contribution(
-            status=status if counted else None,
-            result_status=r.status if r is not None and counted else None,
-            error_type=(r.error_type or "unknown")
+        new = Contribution(  # positional: a third of the cost of keywords
+            status if counted else None,  # status
+            r.status if r is not None and counted else None,  # result_status
+            (r.error_type or "unknown")  # error_type
             if r is not None and counted and r.status == _ERROR
             else None,
-            queue=queue,
-            live=live,
-            orphan=r.status if r is not None and not counted else None,
+            queue,
+            live,
+            r.status if r is not None and not counted else None,  # orphan
         )
-        self._contrib[tid] = new
-        self._count(new, 1)
+        if len(self._shared) > SHARED_CONTRIBUTIONS:  # free-text error types: stay bounded
+            self._shared.clear()
+        new = self._shared.setdefault(new, new)
+        if new is not old:  # shared: an unchanged contribution is the same object
+            if old is not None:
+                self._count(old, -1)
+            self._contrib[tid] = new
+            self._count(new, 1)
         if live and r is not None and status == _RUNNING:
             self._running.put(_live_task(tid, d, r, e))
         else:
@@ -350,7 +528,7 @@ class BucketModel:
         elif r is not None and r.state not in _FINAL:
             # A retried (operator retry) task is no longer an outcome.
             self._drop_outcome(tid)
-        self._set_row(tid, self._row(tid, d, r) if d is not None else None)
+        self._set_row(tid)
         self._detach(tid)
 
     def _detach(self, tid: str) -> None:
@@ -472,7 +650,7 @@ class BucketModel:
         worker is the lease holder while it runs, who ran it last once it is final."""
         if r is None:
             return TaskRow(
-                tid, d.queue, d.func, TaskStatus.PENDING.value, d.priority,
+                tid, d.queue, d.func, _PENDING, d.priority,
                 to_datetime(d.created_at), to_datetime(d.run_at), 0, None, None, None, None, 0,
             )  # fmt: skip
         run_at = r.run_at if r.run_at is not None else d.run_at
@@ -484,16 +662,12 @@ class BucketModel:
             to_datetime(r.started_at), to_datetime(r.completed_at), r.attempt,
         )  # fmt: skip
 
-    def _set_row(self, tid: str, row: TaskRow | None) -> None:
+    def _set_row(self, tid: str) -> None:
         if not self.task_rows_enabled:
             return
-        if row is None:
-            if self._rows.pop(tid, None) is None:
-                return
-        else:
-            self._rows[tid] = row
-        self._dirty.add(tid)
-        self._rows_tuple = None
+        if tid in self.defs or tid in self._placed:
+            self._dirty.add(tid)
+            self._rows_tuple = None
 
     def task_rows(self) -> tuple[TaskRow, ...]:
         """Every task's row, newest first (copied only after a change)."""
@@ -505,40 +679,53 @@ class BucketModel:
         return self._rows_tuple
 
     def _merge_dirty(self) -> None:
-        """Bring ``_order`` and ``_row_list`` up to date with the dirty rows: a row whose key
-        is unchanged is replaced where it sits (a binary search); the keys that went are cut
-        out and the new ones sorted and spliced in, each list rebuilt once from slices (one
+        """Bring ``_row_list`` up to date with the dirty tasks: a row whose sort key is
+        unchanged is replaced where it sits (a binary search); the rows that went are cut out
+        and the new ones sorted and spliced in, the lists rebuilt once from slices (one
         C-level copy, O(n), however many rows changed)."""
-        order, placed = self._order, self._placed
-        gone: list[tuple[float, str]] = []
+        defs, states, placed = self.defs, self.states, self._placed
+        gone: list[int] = []
         new: list[tuple[tuple[float, str], TaskRow]] = []
+        listed = self._row_list
         for tid in self._dirty:
-            row = self._rows.get(tid)
-            key = _sort_key(tid, row) if row is not None else None
-            at_key = placed.get(tid)
-            if at_key is not None and at_key == key and row is not None:
-                self._row_list[bisect.bisect_left(order, key)] = row
-                continue
-            if at_key is not None:
-                gone.append(at_key)
-                del placed[tid]
-            if key is not None and row is not None:
-                new.append((key, row))
-                placed[tid] = key
+            d = defs.get(tid)
+            row = self._row(tid, d, states.get(tid)) if d is not None else None
+            # Nothing placed yet (a cold load): no lookups.
+            before = placed.pop(tid, d) if listed else None
+            if before is not None:
+                at = self._position(_sort_key(before.created_at, tid))
+                if d is not None and row is not None and d.created_at == before.created_at:
+                    listed[at] = row
+                    continue
+                gone.append(at)
+            if d is not None and row is not None:
+                new.append((_sort_key(d.created_at, tid), row))
         self._dirty.clear()
+        placed.clear()
         if gone:
-            cuts = sorted(bisect.bisect_left(order, k) for k in gone)
-            self._order = _without(order, cuts)
-            self._row_list = _without(self._row_list, cuts)
+            gone.sort()
+            self._row_list = _without(listed, gone, [])
+            self._row_keys = _without(self._row_keys, gone, array("d"))
         if new:
-            new.sort(key=itemgetter(0))
-            keys, rows = [k for k, _ in new], [r for _, r in new]
-            if not self._order:  # a cold load: the sorted rows are the order
-                self._order, self._row_list = keys, rows
+            new.sort(key=_first)
+            rows = [row for _, row in new]
+            keys = array("d", [key[0] for key, _ in new])
+            if not self._row_list:  # a cold load: the sorted rows are the order
+                self._row_list, self._row_keys = rows, keys
                 return
-            at = [bisect.bisect_left(self._order, k) for k in keys]
-            self._order = _spliced(self._order, at, keys)
-            self._row_list = _spliced(self._row_list, at, rows)
+            places = [self._position(key) for key, _ in new]
+            self._row_list = _spliced(self._row_list, places, rows, [])
+            self._row_keys = _spliced(self._row_keys, places, keys, array("d"))
+
+    def _position(self, key: tuple[float, str]) -> int:
+        """Where the row of sort key ``key`` sits (or would) in ``_row_list``."""
+        first, tid = key
+        keys = self._row_keys
+        lo = bisect.bisect_left(keys, first)
+        hi = bisect.bisect_right(keys, first, lo)
+        if hi - lo <= 1 and (lo == hi or self._row_list[lo].id >= tid):
+            return lo
+        return bisect.bisect_left(self._row_list, tid, lo, hi, key=_row_id)
 
     # -- the aggregates, up to date ---------------------------------------------------------
 
@@ -610,9 +797,8 @@ class BucketModel:
 
     @property
     def rows(self) -> dict[str, TaskRow]:
-        """Each task's row (with a definition), unordered."""
-        self.settle()
-        return self._rows
+        """Each task's row (with a definition), by id (built: for tests and tools)."""
+        return {row.id: row for row in self.task_rows()}
 
     # -- the clock-dependent part -----------------------------------------------------------
 
@@ -635,23 +821,31 @@ def _waiter(d: TaskDef | None, r: StateRecord | None, e: Entry) -> Waiter:
 
 def _live_task(tid: str, d: TaskDef | None, r: StateRecord, e: Entry | None) -> LiveTask:
     return LiveTask(
-        id=tid,
-        queue=(d.queue if d else None) or (e.queue if e else None) or "",
-        func=(d.func if d else None) or r.func or "",
-        entry=e,
-        worker_id=r.worker_id,
-        lease_expires_at=r.lease_expires_at,
+        tid,
+        (d.queue if d else None) or (e.queue if e else None) or "",  # queue
+        (d.func if d else None) or r.func or "",  # func
+        e,
+        r.worker_id,
+        r.lease_expires_at,
     )
 
 
-def _sort_key(tid: str, row: TaskRow) -> tuple[float, str]:
+def _first(pair: tuple[tuple[float, str], TaskRow]) -> tuple[float, str]:
+    return pair[0]
+
+
+def _sort_key(created: float | None, tid: str) -> tuple[float, str]:
     """Newest first; ties in id order (a stable, listing-like order)."""
-    return (-(row.created_at.timestamp() if row.created_at else 0.0), tid)
+    return (-(created if created is not None else 0.0), tid)
 
 
-def _without(items: list[T], cuts: list[int]) -> list[T]:
-    """``items`` without the positions ``cuts`` (sorted, distinct), built from slices."""
-    out: list[T] = []
+def _row_id(row: TaskRow) -> str:
+    return row.id
+
+
+def _without(items: S, cuts: list[int], out: S) -> S:
+    """``items`` without the positions ``cuts`` (sorted, distinct), built from slices into
+    ``out`` (empty)."""
     start = 0
     for at in cuts:
         out += items[start:at]
@@ -660,10 +854,9 @@ def _without(items: list[T], cuts: list[int]) -> list[T]:
     return out
 
 
-def _spliced(items: list[T], at: list[int], inserted: list[T]) -> list[T]:
+def _spliced(items: S, at: list[int], inserted: S, out: S) -> S:
     """``items`` with ``inserted[i]`` placed before ``items[at[i]]`` (``at`` ascending, so
-    ``inserted`` keeps its order), built from slices."""
-    out: list[T] = []
+    ``inserted`` keeps its order), built from slices into ``out`` (empty)."""
     start = 0
     for pos, item in zip(at, inserted, strict=True):
         out += items[start:pos]

@@ -12,13 +12,15 @@ import heapq
 import math
 from collections import Counter
 from collections.abc import Iterator
-from typing import NamedTuple
+
+import msgspec
 
 from .records import Entry
 
 
-class LiveTask(NamedTuple):
-    """A running task, joined from its objects, for the clock-dependent figures."""
+class LiveTask(msgspec.Struct, frozen=True, gc=False):
+    """A running task, joined from its objects, for the clock-dependent figures (untracked
+    by the collector, as the records it is joined from)."""
 
     id: str
     queue: str

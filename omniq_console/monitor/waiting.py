@@ -12,13 +12,15 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from typing import NamedTuple
+
+import msgspec
 
 PENDING, DELAYED, EXPIRED = 0, 1, 2
 
 
-class Waiter(NamedTuple):
-    """What the clock-dependent figures need of a waiting task."""
+class Waiter(msgspec.Struct, frozen=True, gc=False):
+    """What the clock-dependent figures need of a waiting task (untracked by the collector:
+    only numbers and a string)."""
 
     queue: str  # its entry's queue
     run_at: float | None
