@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 from ..backend import lifecycle
 from ..backend.errors import ConflictError, CorruptObjectError, ObjectNotFoundError, StorageError
 from ..backend.layout import check_id
-from ..backend.queue import CancelRequest
 from ..gathering import bounded_gather
 from ..models import (
     EventType,
@@ -43,7 +42,10 @@ from ..models import (
 from .registry import TaskOptions, submit_task
 
 if TYPE_CHECKING:
+    # Annotations only: the queue module pulls the object store (aiohttp) in, which the
+    # console's first frame must not wait for.
     from ..backend.gcs import GCSBackend
+    from ..backend.queue import CancelRequest
 
 _BULK_CONCURRENCY = 16
 _SWAP_WITHIN_S = 30.0
