@@ -87,6 +87,33 @@ async def test_workers_show_slots_what_they_run_and_a_dead_heartbeat(
     assert w2.dead and not w2.alive and w2.utilisation == 0.0
 
 
+async def test_a_worker_never_shows_more_functions_running_than_its_slots(
+    backend: GCSBackend,
+) -> None:
+    # A slot is freed when its function returns; the outcome lands up to a second later (the
+    # per-name gap), so the bucket briefly holds more running records of one worker than it
+    # has slots. Seen as "5/3 167%" before: now 3 of 3 slots, and 2 finishing.
+    for i in range(5):
+        await backend.store.write(
+            backend.layout.task(f"job-{i}"), b"{}",
+            metadata={"omniq_index": "1", "status": "pending", "queue": "q", "func": "f",
+                      "created_at": iso(-10)},
+        )  # fmt: skip
+        await backend.store.write(
+            backend.layout.result(f"job-{i}"), b"{}",
+            metadata={"omniq_index": "1", "status": "pending", "state": "running",
+                      "worker_id": "w1", "attempt": "1", "lease_s": "30",
+                      "started_at": iso(-2), "queue": "q"},
+        )  # fmt: skip
+    beat = {"omniq_index": "1", "state": "running", "host": "h", "pid": "1", "queues": "q",
+            "processed": "3", "failed": "0", "concurrency": "3", "last_seen": iso()}  # fmt: skip
+    await backend.store.write(backend.layout.worker("w1"), b"{}", metadata=beat)
+    (w1,) = (await Monitor(backend).poll()).workers
+    assert len(w1.running) == 5  # what the bucket says: five records held by w1
+    assert (w1.busy, w1.finishing, w1.utilisation) == (3, 2, 1.0)
+    assert w1.load_text() == "3/3 +2"
+
+
 async def test_throughput_windows_per_queue(backend: GCSBackend) -> None:
     # Each outcome lands a second after the function returned (the per-name gap): run time
     # is the function's own (execution_time), not completed - started.

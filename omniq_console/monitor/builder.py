@@ -175,6 +175,7 @@ class SnapshotBuilder:
             # Looked up every build: a task's function can change while it runs (its
             # definition arriving after its state record).
             funcs = tuple(t.func for t in map(get, runs) if t is not None)
+            busy = min(len(runs), w.concurrency) if w.concurrency > 0 else len(runs)
             age = now - w.last_seen if w.last_seen is not None else None
             alive = (
                 w.state == "running"
@@ -197,7 +198,8 @@ class SnapshotBuilder:
                     processed=w.processed,
                     failed=w.failed,
                     concurrency=w.concurrency,
-                    utilisation=round(len(runs) / w.concurrency, 3) if w.concurrency > 0 else None,
+                    finishing=len(runs) - busy,
+                    utilisation=round(busy / w.concurrency, 3) if w.concurrency > 0 else None,
                     running_funcs=funcs,
                     dead=w.state == "running" and not alive,
                 )

@@ -140,9 +140,23 @@ class WorkerRow(_Frozen):
     processed: int = 0  # from the heartbeat: outcomes this worker process landed
     failed: int = 0
     concurrency: int = 0
-    utilisation: float | None = None  # len(running) / concurrency
+    # Of ``running``, at least this many have ended and wait for their outcome to be written:
+    # a function's slot is freed when it returns, its outcome lands up to a second later (GCS's
+    # per-name second), and a worker never runs more functions than its slots.
+    finishing: int = 0
+    utilisation: float | None = None  # functions running / concurrency (at most 1)
     running_funcs: tuple[str, ...] = ()  # function of each task in ``running``, same order
     dead: bool = False  # says it runs, but its heartbeat is stale
+
+    @property
+    def busy(self) -> int:
+        """Functions running: its running tasks but those ``finishing``."""
+        return len(self.running) - self.finishing
+
+    def load_text(self) -> str:
+        """``2/4``: functions running of its slots; ``+1``: outcomes still being written."""
+        text = f"{self.busy}/{self.concurrency}" if self.concurrency else str(self.busy)
+        return f"{text} +{self.finishing}" if self.finishing else text
 
 
 class UnreadableRow(_Frozen):

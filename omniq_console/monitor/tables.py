@@ -190,7 +190,7 @@ def _workers(s: Snapshot) -> Table:
             Text("yes", style="green") if w.alive else Text("no", style="red"),
             _age(w.age_s),
             _t(w.host),
-            Text(str(len(w.running))),
+            Text(w.load_text()),
             Text(str(w.processed)),
             Text(str(w.failed)),
         ),

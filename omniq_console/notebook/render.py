@@ -255,7 +255,7 @@ def _workers(s: Snapshot) -> str:
             _e(w.state),
             _GONE if w.dead or not w.alive else _ALIVE,
             _e(age(w.age_s)),
-            f"{len(w.running)}/{w.concurrency}" if w.concurrency else str(len(w.running)),
+            w.load_text(),
             str(w.processed),
             str(w.failed),
         )

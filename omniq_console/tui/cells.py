@@ -347,12 +347,15 @@ def worker_state(row: WorkerRow) -> Text:
 
 
 def worker_load(row: WorkerRow) -> Text:
-    """``2/4 50%``: tasks running of its slots, and that as utilisation."""
+    """``2/4 50%``: functions running of its slots, and that as utilisation; ``+1`` more
+    tasks whose functions ended and whose outcomes are being written (``finishing``)."""
     slots = f"/{row.concurrency}" if row.concurrency else ""
-    text = Text(f"{len(row.running)}{slots}", justify="right", end="")
+    text = Text(f"{row.busy}{slots}", justify="right", end="")
     if row.utilisation is not None:
         level = Level.WARNING if row.utilisation >= 1 else Level.OK
         text.append(f" {row.utilisation * 100:.0f}%", style=level.style or "dim")
+    if row.finishing:
+        text.append(f" +{row.finishing}", style="dim")
     return text
 
 

@@ -40,11 +40,14 @@ class WorkersView(View):
             info.append(f" · {dead} dead (heartbeat stale while running)", style="bold red")
         if silent:
             info.append(f" · {silent} silent", style="bold red")
-        running = sum(len(w.running) for w in workers)
+        finishing = sum(w.finishing for w in workers)
+        running = sum(w.busy for w in workers)
         slots = sum(w.concurrency for w in workers)
         info.append(f" · {plural(running, 'task')} running")
         if slots:
             info.append(f" in {plural(slots, 'slot')} ({running / slots:.0%} used)")
+        if finishing:
+            info.append(f" · {finishing} finishing (outcome being written)", style="dim")
         self.query_one("#workers-info", Static).update(info)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
