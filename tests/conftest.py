@@ -37,6 +37,9 @@ SLOW_MODULES = frozenset(
         "test_cli.py",  # the command line in a subprocess, one interpreter start per test
         "test_demo.py",
         "test_notebook_kernel.py",
+        # An 80-step fleet on the emulator, then the whole console at three sizes (14 s of
+        # CPU): end to end. The fast tier keeps the oracle (test_oracle.py) and the views.
+        "test_oracle_screen.py",
         "test_tui_action_guards.py",
         "test_tui_actions.py",
         "test_tui_actions_emulator.py",
