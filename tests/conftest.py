@@ -7,13 +7,20 @@ free ports, and every test makes its own bucket, so tests do not depend on their
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
-import pytest
+# Cache the bytecode of the package and of the assertion-rewritten test modules (in the
+# git-ignored __pycache__/) even under PYTHONDONTWRITEBYTECODE=1, as set on this machine kind:
+# without it every run, and every xdist worker of it, compiles them again, about 5 s of CPU
+# per process (the fast tier at -n 4 starts five). Set before the package is imported.
+sys.dont_write_bytecode = False
 
-from omniq_console.backend.gcs import GCSBackend
-from omniq_console.demo.emulator import Emulator
+import pytest  # noqa: E402
+
+from omniq_console.backend.gcs import GCSBackend  # noqa: E402
+from omniq_console.demo.emulator import Emulator  # noqa: E402
 
 # Fixture modules owned by their suites: the GCS rules model and the Pub/Sub emulator.
 pytest_plugins = ["gcs_rules_fixtures", "pubsub_fixtures"]
@@ -30,6 +37,9 @@ SLOW_MODULES = frozenset(
         "test_cli.py",  # the command line in a subprocess, one interpreter start per test
         "test_demo.py",
         "test_notebook_kernel.py",
+        # An 80-step fleet on the emulator, then the whole console at three sizes (14 s of
+        # CPU): end to end. The fast tier keeps the oracle (test_oracle.py) and the views.
+        "test_oracle_screen.py",
         "test_tui_action_guards.py",
         "test_tui_actions.py",
         "test_tui_actions_emulator.py",

@@ -88,7 +88,7 @@ async def test_since_when_who_is_busy_and_who_touched_it() -> None:
     )
     detail = TaskDetail(task_id=task_id(21), task=body)
     source = StaticSource(snapshot(), details={task_id(21): detail})
-    app, _, _ = make_app(source)
+    app, _, _ = make_app(source, views=("results", "tasks", "schedules", "workers"))
     async with app.run_test(size=(160, 48)) as pilot:
         await settle(pilot)
         # Since when: the new group is marked and its bars are all in the last minutes.

@@ -18,7 +18,7 @@ import pytest
 from protocol_helpers import task_in
 from textual.pilot import Pilot
 from textual.widgets import TabbedContent
-from tui_fixtures import demo_snapshot, failed_task_detail, settle, task_id
+from tui_fixtures import LIGHT, demo_snapshot, failed_task_detail, settle, task_id
 
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.models import Task, TaskStatus
@@ -104,6 +104,9 @@ async def until(pilot: Pilot[None], predicate: Callable[[], bool], timeout: floa
 
 
 def console(source: MonitorThread, **kwargs: object) -> ConsoleApp:
+    """The console on ``source``: the cheapest view unless ``views`` says which (what is
+    tested here is the thread, not a view)."""
+    kwargs.setdefault("views", LIGHT)
     return build_app(source, **kwargs)  # type: ignore[arg-type]
 
 
@@ -115,7 +118,7 @@ def active(app: ConsoleApp) -> str:
 
 async def test_keys_switch_views_while_a_poll_holds_its_loop() -> None:
     source = BlockingSource(demo_snapshot())
-    app = console(threaded(source))
+    app = console(threaded(source), views=("overview", "events"))
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.snapshot is not None)
         source.block()
@@ -272,7 +275,7 @@ async def test_actions_and_detail_work_with_the_monitor_on_its_thread(
     )
     # The monitor opens a backend of its own on its loop; the operator's is this loop's.
     thread = monitor_thread(lambda: GCSBackend(bucket), interval=60.0, poll_timeout=10.0)
-    app = build_app(thread, operator=Operator(backend, "alice@ops"), bucket=bucket)
+    app = build_app(thread, operator=Operator(backend, "alice@ops"), bucket=bucket, views=LIGHT)
     async with app.run_test(size=(160, 48)) as pilot:
         await until(
             pilot,
