@@ -166,6 +166,22 @@ async def test_event_batches_are_read_only_when_their_index_may_match(bucket: st
         assert [e.task_id for e in await es.get_events()] == ["c", "d", "d"]
 
 
+async def test_a_batch_holding_other_than_its_index_says_is_reported(backend: GCSBackend) -> None:
+    # Found by the fuzz of tests/test_reliability_badinput.py: a batch whose index names a
+    # failed event of a task, whose body holds none, was neither listed nor reported.
+    es = backend.async_event_storage
+    key = await es.log_events([TaskEvent(task_id="gone", event_type=EventType.FAILED)])
+    assert key is not None
+    (info,) = await backend.store.list(backend.layout.events)
+    emptied = b'{"schema_version": 1, "events": []}'
+    await backend.store.write(key, emptied, metadata=info.metadata)
+    found = await es.get_events(task_id="gone", event_type="failed")
+    assert list(found) == []
+    assert [(u.key, u.reason) for u in found.unreadable] == [
+        (key, "events by its index: 1, in its body: 0")
+    ]
+
+
 # -- schedules --------------------------------------------------------------------------------
 
 

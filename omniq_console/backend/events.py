@@ -219,10 +219,22 @@ class AsyncGCSEventStorage(StoreBase):
             except ObjectNotFoundError:
                 return []  # deleted since it was listed (an event cleanup): gone, not broken
             try:
-                return events_in(info.key, got.data)
+                events = events_in(info.key, got.data)
             except CorruptObjectError as exc:
                 unreadable.append(UnreadableObject(exc.key, exc.reason))
                 return []
+            # A batch holding other than what its index says lost or gained events after it
+            # was written (its writer writes both at once): what it holds is shown, and the
+            # disagreement reported, never taken silently for a batch with nothing in it.
+            index = event_batch_index(info)
+            if index is not None and index.count != len(events):
+                unreadable.append(
+                    UnreadableObject(
+                        info.key,
+                        f"events by its index: {index.count}, in its body: {len(events)}",
+                    )
+                )
+            return events
 
         lists = await bounded_gather(infos, one, limit=READ_CONCURRENCY)
         return [e for events in lists for e in events], unreadable
