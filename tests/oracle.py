@@ -20,9 +20,11 @@ A mismatch names the step, the action, the field, the expected and the shown val
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -825,12 +827,26 @@ async def _settle(
     reconcile: bool,
     within: float,
 ) -> tuple[Snapshot, list[tuple[str, Any, Any]]]:
-    """The monitor's snapshot and its mismatches with ``truth``, polled again until none is
+    """The monitor's snapshot and its mismatches with ``truth``, taken again until none is
     left or ``within`` seconds passed: the emulators settle (a listing, a notification) on
-    their own time."""
+    their own time.
+
+    With a change feed, each snapshot waits first for a pull sent after the step's writes
+    that emptied the subscription (``PubSubFeed.caught_up_at``): everything published by
+    then has arrived, so one snapshot usually settles the step, and a notification the
+    emulator publishes later than that gets the next such pull, not a fixed pace."""
     seen: list[tuple[Snapshot, list[tuple[str, Any, Any]]]] = []
+    deadline = time.monotonic() + within
 
     async def settled() -> bool:
+        feed = monitor.feed
+        if feed is not None:
+            asked = time.time()  # the feed's clock: caught_up_at is when a pull was sent
+            # A dead or stalled feed is not waited out here: the snapshot says so (its
+            # ``changes`` and ``feed_error``), and the caller checks it.
+            with contextlib.suppress(TimeoutError, RuntimeError):
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await feed.wait_until(lambda f: (f.caught_up_at or 0.0) >= asked)
         snap = await monitor.poll(raise_errors=True, reconcile=reconcile)
         seen.append((snap, compare(truth, snap, ledger)))
         return not seen[-1][1]

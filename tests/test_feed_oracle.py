@@ -174,6 +174,7 @@ async def pulled(monitor: Monitor, notified: Notified, messages: list[Message]) 
     return await monitor.poll(reconcile=False)
 
 
+@pytest.mark.usefixtures("quick_pulls")
 @pytest.mark.parametrize(
     ("payload", "versioned"), [("JSON_API_V1", False), ("JSON_API_V1", True), ("NONE", False)]
 )

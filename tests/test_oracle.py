@@ -25,9 +25,9 @@ async def test_the_snapshot_equals_the_bucket_in_listing_mode(backend: GCSBacken
     assert not mismatches, "\n".join(map(str, mismatches[:30]))
 
 
-# Each step waits for its notifications through the Pub/Sub emulator: 200 steps take 2-3 minutes
-# on a loaded 2-core machine, close to the suite's 180 s hang guard.
-@pytest.mark.timeout(600)
+# Each step waits for a pull sent after its writes that emptied the subscription, then takes
+# one snapshot (``oracle._settle``); pulls follow each other quickly (``quick_pulls``).
+@pytest.mark.usefixtures("quick_pulls")
 async def test_the_snapshot_equals_the_bucket_in_feed_mode(
     feed: Feed, feed_backend: GCSBackend
 ) -> None:
