@@ -805,6 +805,7 @@ async def run_oracle(
     ledger: dict[str, tuple[str, datetime]] = {}
     for n in range(1, steps + 1):
         label = await fleet.step()
+        written = time.time()  # the feed pulls on while the truth is listed
         truth = await ground_truth(backend, clock.now(), fleet.touched)
         fleet.truth = truth
         for tid, outcome in truth.outcomes.items():
@@ -812,7 +813,7 @@ async def run_oracle(
                 ledger.pop(tid, None)  # running or waiting again (an operator retry)
             else:
                 ledger[tid] = outcome
-        snap, found = await _settle(monitor, truth, ledger, reconcile, settle_s)
+        snap, found = await _settle(monitor, truth, ledger, reconcile, settle_s, written)
         if on_step is not None:
             await on_step(n, label, snap, truth)
         if found:
@@ -826,22 +827,24 @@ async def _settle(
     ledger: dict[str, tuple[str, datetime]],
     reconcile: bool,
     within: float,
+    written: float,
 ) -> tuple[Snapshot, list[tuple[str, Any, Any]]]:
     """The monitor's snapshot and its mismatches with ``truth``, taken again until none is
     left or ``within`` seconds passed: the emulators settle (a listing, a notification) on
     their own time.
 
-    With a change feed, each snapshot waits first for a pull sent after the step's writes
-    that emptied the subscription (``PubSubFeed.caught_up_at``): everything published by
-    then has arrived, so one snapshot usually settles the step, and a notification the
-    emulator publishes later than that gets the next such pull, not a fixed pace."""
+    With a change feed, each snapshot waits first for a pull that emptied the subscription,
+    sent after the step's writes (``written``, POSIX seconds: ``PubSubFeed.caught_up_at``'s
+    clock) for the first look, after the previous look for the next: everything published
+    by then has arrived, so one snapshot usually settles the step, and a notification the
+    emulator publishes later gets the next such pull, not a fixed pace."""
     seen: list[tuple[Snapshot, list[tuple[str, Any, Any]]]] = []
     deadline = time.monotonic() + within
 
     async def settled() -> bool:
         feed = monitor.feed
         if feed is not None:
-            asked = time.time()  # the feed's clock: caught_up_at is when a pull was sent
+            asked = time.time() if seen else written
             # A dead or stalled feed is not waited out here: the snapshot says so (its
             # ``changes`` and ``feed_error``), and the caller checks it.
             with contextlib.suppress(TimeoutError, RuntimeError):
