@@ -31,6 +31,7 @@ from .common import ROOT, emulator, log, machine_line
 sys.path.insert(0, str(ROOT / "tests"))
 
 from oracle import Fleet, ground_truth, monitor_for, run_oracle
+from pubsub_fixtures import QUIET_PULL_S
 
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.clock import FakeClock
@@ -66,11 +67,16 @@ async def _oracle(emu: Any, seed: int, steps: int, subscription: str | None) -> 
                 monitor=monitor,
                 clock=clock,
                 settle_s=15.0 if subscription else 0.0,
+                # As in CI: in feed mode every change through the feed, none mended by listing.
+                reconcile=subscription is None,
             )
+            fell_back = subscription is not None and monitor.feed_error is not None
         finally:
             await monitor.aclose()
         took = time.perf_counter() - started
     mode = "feed" if subscription else "listing"
+    if fell_back:
+        log(f"seed {seed} ({mode}): the feed FELL BACK to listing: {monitor.feed_error}")
     if found:
         log(f"seed {seed} ({mode}): MISMATCH after {took:.0f} s")
         for mismatch in found[:20]:
@@ -190,6 +196,9 @@ def main() -> None:
 
 def _feed(args: argparse.Namespace) -> None:
     from omniq_console.demo.emulator import Emulator, PubSubEmulator
+    from omniq_console.monitor.sources import pubsub as feed
+
+    feed.QUIET_PULL_S = QUIET_PULL_S  # as the tests' quick_pulls: each step waits for a pull
 
     pubsub = PubSubEmulator()
     pubsub.start()
