@@ -25,6 +25,7 @@ from pubsub_fixtures import Notified, wait_feed
 from omniq_console.backend import lifecycle
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.backend.index import WorkerIndex, worker_metadata
+from omniq_console.clock import FakeClock
 from omniq_console.models import Schedule, ScheduleType, Task, utcnow
 from omniq_console.monitor import Monitor, Snapshot
 from omniq_console.monitor.sources import pubsub
@@ -191,6 +192,9 @@ async def test_after_every_pull_the_feed_shows_what_a_fresh_listing_shows(
     notifier.payload = "NONE" if payload == "NONE" else "JSON_API_V1"
     notifier.versioned = versioned
     rng = random.Random(f"{payload}-{versioned}")
+    # The queue waits out its per-name gap on a clock of its own, in no real time; the
+    # monitors judge ages, liveness and overdue at ``clock``, one instant per round.
+    b.async_task_storage.clock = FakeClock()
     traffic = Traffic(b, rng)
     clock = Clock()
     # A backlog: creations (and overwrites) in the subscription, their deletes still to come.
