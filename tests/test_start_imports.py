@@ -22,6 +22,7 @@ HEAVY = (
     "prometheus_client",
     "pandas",
     "croniter",
+    "plotext",  # the charts' plots load with their first data (the empty chart is drawn without)
     "omniq_console.backend.gcs",
     "omniq_console.backend.objectstore",
     "omniq_console.monitor.monitor",

@@ -11,7 +11,6 @@ from textual.binding import BindingType
 from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
-from textual_plotext import PlotextPlot
 
 from ...models import TaskStatus
 from ...monitor.snapshot import QueueStats, QueueWindow, Snapshot
@@ -75,26 +74,6 @@ THROUGHPUT_TABLE = TableSpec(
 )
 
 
-class ThroughputChart(PlotextPlot):
-    """Completed and failed tasks per queue over the chosen window (stacked bars)."""
-
-    def show(self, rows: list[tuple[QueueStats, QueueWindow]], window: str) -> None:
-        plt = self.plt
-        plt.clear_data()
-        plt.title(f"completed / failed per queue, last {window}")
-        if rows:
-            names = [q.name for q, _ in rows]
-            plt.stacked_bar(
-                names,
-                [[w.completed for _, w in rows], [w.failed for _, w in rows]],
-                # plotext's hints say one colour; a stacked bar takes one per series.
-                color=["green", "red"],  # type: ignore[arg-type]
-                width=0.4,
-                minimum=0,
-            )
-        self.refresh()
-
-
 class QueuesView(View):
     """Every queue with its depth trend and throughput; enter shows the queue's tasks."""
 
@@ -146,6 +125,9 @@ class QueuesView(View):
         yield Static(id="queues-window", classes="view-summary")
         with Horizontal(id="queues-throughput"):
             yield FittedTable(THROUGHPUT_TABLE, id="throughput-table")
+            # plotext loads with the view, not with the console's first frame.
+            from ..widgets.throughput_chart import ThroughputChart
+
             yield ThroughputChart(id="throughput-chart")
 
     @property
@@ -189,6 +171,8 @@ class QueuesView(View):
             "#throughput-table", FittedTable
         )
         table.sync([(q.name, (q, w)) for q, w in rows])
+        from ..widgets.throughput_chart import ThroughputChart  # loaded by compose
+
         self.query_one(ThroughputChart).show(rows, self.window)
         line = Text(f"Throughput and latency, last {self.window}", style="bold", end="")
         if rows:
