@@ -24,6 +24,7 @@ from reliability_fixtures import (
 from omniq_console.backend import lifecycle
 from omniq_console.backend.errors import ReadOnlyError
 from omniq_console.backend.gcs import GCSBackend
+from omniq_console.backend.queue import CancelRequest
 from omniq_console.demo.emulator import Emulator
 from omniq_console.models import (
     EventType,
@@ -58,7 +59,10 @@ UNBUFFERED = {"flush", "aclose"}
 anything to write (called too, and must send nothing)."""
 NO_SYNC_TWIN: set[str] = set()
 """Write methods without a blocking ``*_sync`` twin (the sync test covers the others)."""
-KEYWORDS: dict[str, dict[str, Any]] = {"pause_queue": {"actor": "auditor"}}
+KEYWORDS: dict[str, dict[str, Any]] = {
+    "pause_queue": {"actor": "auditor"},
+    "request_cancel": {"actor": "auditor"},
+}
 
 
 class Seeded:
@@ -125,6 +129,10 @@ def _arguments(seed: Seeded) -> dict[str, tuple[Any, ...]]:
         "renew_lease": (seed.running,),
         "release": (seed.running,),
         "requeue_expired": (),
+        "request_cancel": (seed.running,),
+        "withdraw_request": (
+            CancelRequest(seed.running.id, record.attempt, record.lease_owner, "auditor", 1),
+        ),
         "pause_queue": ("q",),
         "resume_queue": ("q",),
         "set": (TaskResult(task_id="x-1", status=ResultStatus.SUCCESS),),

@@ -790,6 +790,7 @@ class AsyncGCSQueue(StoreBase):
         if request.generation is None:
             return
         key = self.layout.request(request.task_id)
+        self._check_writable("withdraw a cancel request", key)
         try:
             await self._delete(key, request.generation)
         except ConflictError:
