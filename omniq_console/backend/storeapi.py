@@ -292,6 +292,7 @@ class ObjectStoreAPI(ABC):
             )
             listed += len(infos)
             yield infos
+            del infos  # let the page go before the next one is asked for
             if not token or (limit is not None and listed >= limit):
                 return
 

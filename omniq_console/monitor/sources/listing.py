@@ -240,6 +240,7 @@ class FullListing:
                     splits[kind].page(n, infos)
                     objects, size = counted(infos)
                     sizes[kind] = (sizes[kind][0] + objects, sizes[kind][1] + size)
+                    del infos  # applied: let it go while the next page is fetched
             splits[kind].done(n)
 
         await bounded_gather(parts, part, limit=LIST_CONCURRENCY)
