@@ -278,7 +278,7 @@ class ObjectStoreAPI(ABC):
         start_offset: str | None = None,
         end_offset: str | None = None,
         limit: int | None = None,
-    ) -> AsyncGenerator[list[ObjectInfo]]:
+    ) -> AsyncGenerator[list[ObjectInfo], None]:
         """The objects of ``list``, one page (one request) at a time as it lands: a
         caller that applies each page before asking for the next holds one page, not the
         whole listing. The next request is sent only when the next page is asked for."""
