@@ -19,6 +19,7 @@ from omniq_console.monitor.model import BucketModel
 from omniq_console.monitor.records import decoders
 from omniq_console.monitor.sources import listing as listing_module
 from omniq_console.monitor.sources.listing import LIST_CONCURRENCY, PAGE, FullListing, SplitPoints
+from omniq_console.monitor.usage import StorageTally
 
 
 class _Counted(ObjectInfo):
@@ -154,3 +155,20 @@ def test_split_points_are_those_of_the_whole_listing_in_any_order(
             else:
                 points.page(n, step[1])
         assert points.keys == [keys[i] for i in range(7, len(keys), 7)], sizes
+
+
+async def test_usage_is_counted_from_the_pages_as_they_land(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(listing_module, "SPLIT_EVERY", 700)
+    store, layout, keys = await _seeded(2_100)
+    await store.write(layout.tasks, b"")  # a console's "folder" marker: not stored data
+    usage = StorageTally(layout.prefix)
+    listing = FullListing(layout, decoders(layout), usage)
+    model = BucketModel(layout)
+    size = sum([len((await store.read(key)).data) for key in keys])
+    for _ in range(2):  # one range, then four landing in any order
+        await listing.run(store, model)
+        rows = {row.prefix: (row.objects, row.bytes) for row in usage.rows()}
+        assert rows["tasks/"] == (len(keys), size) and rows["results/"] == (0, 0)
+    await store.close()
