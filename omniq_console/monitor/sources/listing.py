@@ -127,24 +127,24 @@ async def _apply_page(
 ) -> None:
     """Compare each of ``infos`` with the model and apply what is newer, into ``out`` (with
     the changed objects in ``out.stale`` when ``stale``); ``shown(key)`` for every key
-    listed. Yields to the loop every ``SLICE``."""
+    listed but those it changed (learned now, their seq is newer than the listing: no
+    listing withdraws them). Yields to the loop every ``SLICE``."""
     for start in range(0, len(infos), SLICE):
         for info in infos[start : start + SLICE]:
             key = info.key
             if key.endswith("/"):
                 continue  # a console's "folder" marker, not part of the layout
-            shown(key)
             known = model.generation(kind, key)
-            if known is not None and known >= info.generation:
-                continue
-            value = decode(key, info.metadata)
-            if value is None:
-                out.need_body.append(info)
-                continue
-            if model.offer(kind, key, info.generation, value):
-                out.changed += 1
-                if stale:
-                    out.stale.append(info)
+            if known is None or known < info.generation:
+                value = decode(key, info.metadata)
+                if value is None:
+                    out.need_body.append(info)
+                elif model.offer(kind, key, info.generation, value):
+                    out.changed += 1
+                    if stale:
+                        out.stale.append(info)
+                    continue
+            shown(key)
         await asyncio.sleep(0)
 
 
