@@ -234,8 +234,10 @@ def _run_one(
     what it had measured by that time, with ``stopped_after_s`` set. ``code``: a directory
     whose ``omniq_console`` the monitor runs instead of this checkout's (a baseline)."""
     path = f"{code}{os.pathsep}{ROOT}" if code is not None else str(ROOT)
+    # -P: ``-m`` would put the working directory (this checkout) before PYTHONPATH, and a
+    # baseline would measure this checkout's code.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.changes", "--one", str(n), mode],
+        [sys.executable, "-P", "-m", "benchmarks.changes", "--one", str(n), mode],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": path},
         stdout=subprocess.PIPE,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -271,6 +271,31 @@ class ObjectStoreAPI(ABC):
     async def create_bucket(self) -> None:
         """Create the bucket (the demo and tests); one that exists already is fine."""
 
+    async def pages(
+        self,
+        prefix: str,
+        *,
+        start_offset: str | None = None,
+        end_offset: str | None = None,
+        limit: int | None = None,
+    ) -> AsyncGenerator[list[ObjectInfo], None]:
+        """The objects of ``list``, one page (one request) at a time as it lands: a
+        caller that applies each page before asking for the next holds one page, not the
+        whole listing. The next request is sent only when the next page is asked for."""
+        listed = 0
+        token: str | None = None
+        while True:
+            left = LIST_PAGE_SIZE if limit is None else limit - listed
+            size = max(1, min(LIST_PAGE_SIZE, left))
+            infos, token = await self._list_page(
+                PageRequest(prefix, start_offset, end_offset, size, token)
+            )
+            listed += len(infos)
+            yield infos
+            del infos  # let the page go before the next one is asked for
+            if not token or (limit is not None and listed >= limit):
+                return
+
     async def list(
         self,
         prefix: str,
@@ -285,16 +310,11 @@ class ObjectStoreAPI(ABC):
         most that many objects (at least one). One request per page of 1,000 objects.
         """
         out: list[ObjectInfo] = []
-        token: str | None = None
-        while True:
-            left = LIST_PAGE_SIZE if limit is None else limit - len(out)
-            size = max(1, min(LIST_PAGE_SIZE, left))
-            infos, token = await self._list_page(
-                PageRequest(prefix, start_offset, end_offset, size, token)
-            )
+        async for infos in self.pages(
+            prefix, start_offset=start_offset, end_offset=end_offset, limit=limit
+        ):
             out.extend(infos)
-            if not token or (limit is not None and len(out) >= limit):
-                return out
+        return out
 
     @abstractmethod
     async def _list_page(self, page: PageRequest) -> Page:

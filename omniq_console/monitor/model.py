@@ -10,6 +10,8 @@ mix and to repeat (``docs/architecture.md``, "Layout of a bucket"):
   bring it back;
 - a listing that no longer shows a key removes it only if the model learned that key before the
   listing was requested (``seq``): a change that arrived meanwhile is newer than the listing.
+  A full listing, applied page by page, marks each key it shows (``confirm``) and, once every
+  page has landed, withdraws the keys it did not mark (``unconfirmed``).
 
 Each task's contribution to the counts, depths, outcome series and failure groups is kept, and
 replaced when one of its objects changes: a change costs O(1), not O(bucket). A change only
@@ -85,7 +87,8 @@ _PENDING = TaskStatus.PENDING.value
 
 
 class Known(NamedTuple):
-    """What the model holds for one key: the generation, what it means, when it was learned."""
+    """What the model holds for one key: the generation, what it means, when it was learned
+    (or last shown by a full listing: ``BucketModel.confirm``)."""
 
     generation: int
     value: Record | UnreadableRow
@@ -201,6 +204,51 @@ class KnownObjects(Mapping[str, Known]):
             del self._packed[split[0]]
         else:
             self._other.pop(key, None)
+
+    def confirm(self, key: str, seq: int) -> None:
+        """A listing shows ``key`` (at whatever generation): its seq is raised to ``seq``, so
+        that the listing marked by ``seq`` does not withdraw it (unknown keys: nothing)."""
+        split = self._split(key)
+        if split is not None:
+            packed = self._packed_of(split)
+            if packed is not None:
+                if packed & _SEQ_MASK < seq:
+                    self._packed[split[0]] = packed >> SEQ_BITS << SEQ_BITS | seq
+                return
+        known = self._other.get(key)
+        if known is not None and known.seq < seq:
+            self._other[key] = known._replace(seq=seq)
+
+    def unconfirmed(self, before: int, batch: int) -> Iterator[list[str]]:
+        """The keys whose seq is ``before`` or less (neither learned nor confirmed since), in
+        lists, one per ``batch`` keys looked at: a caller gives the loop back between them.
+        The keys are copied at once (references to the interned ids: no key string is made
+        but for a match); each is looked up as its batch is made, so a change in between
+        counts."""
+        other = list(self._other)
+        for start in range(0, len(other), batch):
+            yield [
+                key
+                for key in other[start : start + batch]
+                if (known := self._other.get(key)) is not None and known.seq <= before
+            ]
+        ids = list(self._packed)
+        packed, folder, values = self._packed, self._folder, self._values
+        for start in range(0, len(ids), batch):
+            old = [
+                tid
+                for tid in ids[start : start + batch]
+                if (p := packed.get(tid)) is not None and p & _SEQ_MASK <= before
+            ]
+            if not self._entries:
+                yield [f"{folder}{tid}.json" for tid in old]
+                continue
+            assert values is not None
+            yield [
+                f"{folder}{entry.queue}/{tid}.json"  # type: ignore[union-attr]
+                for tid in old
+                if (entry := values.get(tid)) is not None
+            ]
 
     def __len__(self) -> int:
         return len(self._packed) + len(self._other)
@@ -331,6 +379,19 @@ class BucketModel:
 
     def keys(self, kind: str) -> Iterator[str]:
         return iter(self.objects[kind])
+
+    def confirm(self, kind: str, key: str, seq: int) -> None:
+        """A listing marked ``seq`` (``next_seq()`` when it was requested) shows ``key``: a
+        key's seq is when the model last learned it or a listing showed it, so that a
+        listing judges what it no longer shows from the model alone (``unconfirmed``), not
+        from a copy of every key it listed."""
+        self.objects[kind].confirm(key, seq)
+
+    def unconfirmed(self, kind: str, before: int, batch: int) -> Iterator[list[str]]:
+        """Keys of ``kind`` neither learned nor shown by a listing since ``seq`` was
+        ``before``, in batches (see ``KnownObjects.unconfirmed``): after a listing of all of
+        ``kind`` requested then, those it no longer shows."""
+        return self.objects[kind].unconfirmed(before, batch)
 
     def next_seq(self) -> int:
         self.seq += 1

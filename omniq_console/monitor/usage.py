@@ -29,16 +29,31 @@ class StorageTally:
         ends it and makes its totals the figure (a listing of all of it is both)."""
         prefix = prefix.removeprefix(self._root)
         objects, size = (0, 0) if first else self._walks.get(prefix, (0, 0))
-        for info in infos:
-            if not info.key.endswith("/"):  # a console's "folder" marker: not stored data
-                objects += 1
-                size += info.size
+        more, more_size = counted(infos)
+        objects, size = objects + more, size + more_size
         if last:
             self._walks.pop(prefix, None)
             self._usage[prefix] = PrefixUsage(prefix=prefix, objects=objects, bytes=size)
         else:
             self._walks[prefix] = (objects, size)
 
+    def walked(self, prefix: str, objects: int, size: int) -> None:
+        """A walk over all of ``prefix`` whose pages the caller counted (``counted``), in
+        whatever order they landed: its totals are the figure (a walk of ``page`` under way
+        goes on)."""
+        prefix = prefix.removeprefix(self._root)
+        self._usage[prefix] = PrefixUsage(prefix=prefix, objects=objects, bytes=size)
+
     def rows(self) -> tuple[PrefixUsage, ...]:
         """Every prefix walked so far, in key order."""
         return tuple(self._usage[p] for p in sorted(self._usage))
+
+
+def counted(infos: Iterable[ObjectInfo]) -> tuple[int, int]:
+    """Objects and bytes in ``infos`` (a console's "folder" marker is not stored data)."""
+    objects = size = 0
+    for info in infos:
+        if not info.key.endswith("/"):
+            objects += 1
+            size += info.size
+    return objects, size

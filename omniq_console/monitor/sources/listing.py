@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import itertools
 import math
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ...backend.layout import Layout
@@ -22,14 +23,14 @@ from ...backend.storeapi import ObjectStoreAPI
 from ...gathering import bounded_gather
 from ..model import BucketModel
 from ..records import Decoder, folder_of
-from ..usage import StorageTally
+from ..usage import StorageTally, counted
 
 LISTED_KINDS = ("tasks", "queues", "results", "schedules", "workers", "paused")
 """The prefixes a listing covers (events are tailed: ``sources/events.py``)."""
 PAGE = 1000
 """Objects per list request (GCS's maximum)."""
 LIST_CONCURRENCY = 4
-"""List requests in flight per poll (each page is parsed as it lands)."""
+"""List requests in flight per poll (each page is applied as it lands)."""
 SPLIT_EVERY = 10_000
 """A prefix over this many objects is listed as concurrent key ranges (real GCS pages one
 after another: 100,000 tasks would otherwise be 100 sequential requests)."""
@@ -103,23 +104,7 @@ async def apply_listing(
     ``known_keys``: the model's keys of ``kind`` to check for removal (None: all of them)."""
     out = Applied()
     listed: set[str] = set()
-    for start in range(0, len(infos), SLICE):
-        for info in infos[start : start + SLICE]:
-            key = info.key
-            if key.endswith("/"):
-                continue  # a console's "folder" marker, not part of the layout
-            listed.add(key)
-            known = model.generation(kind, key)
-            if known is not None and known >= info.generation:
-                continue
-            value = decode(key, info.metadata)
-            if value is None:
-                out.need_body.append(info)
-                continue
-            if model.offer(kind, key, info.generation, value):
-                out.changed += 1
-                out.stale.append(info)
-        await asyncio.sleep(0)
+    await _apply_page(model, kind, infos, decode, out, listed.add, stale=True)
     candidates = list(model.keys(kind)) if known_keys is None else known_keys.between(lo, hi)
     for n, key in enumerate(candidates):
         inside = (lo is None or key >= lo) and (hi is None or key <= hi)
@@ -130,9 +115,93 @@ async def apply_listing(
     return out
 
 
+async def _apply_page(
+    model: BucketModel,
+    kind: str,
+    infos: Sequence[ObjectInfo],
+    decode: Decoder,
+    out: Applied,
+    shown: Callable[[str], object],
+    *,
+    stale: bool,
+) -> None:
+    """Compare each of ``infos`` with the model and apply what is newer, into ``out`` (with
+    the changed objects in ``out.stale`` when ``stale``); ``shown(key)`` for every key
+    listed but those it changed (learned now, their seq is newer than the listing: no
+    listing withdraws them). Yields to the loop every ``SLICE``."""
+    for start in range(0, len(infos), SLICE):
+        for info in infos[start : start + SLICE]:
+            key = info.key
+            if key.endswith("/"):
+                continue  # a console's "folder" marker, not part of the layout
+            known = model.generation(kind, key)
+            if known is None or known < info.generation:
+                value = decode(key, info.metadata)
+                if value is None:
+                    out.need_body.append(info)
+                elif model.offer(kind, key, info.generation, value):
+                    out.changed += 1
+                    if stale:
+                        out.stale.append(info)
+                    continue
+            shown(key)
+        await asyncio.sleep(0)
+
+
+class SplitPoints:
+    """The keys at every ``SPLIT_EVERY``-th position of a prefix listed as concurrent key
+    ranges (where its next listing splits it), found as the pages land.
+
+    A page's positions are known once every range before its own has been listed whole; until
+    then the page's keys (references to strings its objects hold anyway, not the objects)
+    wait for it. Ranges are started in order, so that is the few ranges ahead of the
+    earliest one still in flight."""
+
+    def __init__(self, ranges: int) -> None:
+        self._listed = [0] * ranges
+        self._done = [False] * ranges
+        self._waiting: list[list[str]] = [[] for _ in range(ranges)]
+        self._next = 0
+        """The first range not listed whole: every position before it is known."""
+        self._offset = 0
+        """Objects in the ranges before ``_next``."""
+        self.keys: list[str] = []
+        """The split points found so far, in key order."""
+
+    def page(self, part: int, infos: Sequence[ObjectInfo]) -> None:
+        """Range ``part`` listed ``infos`` (its next page)."""
+        if part == self._next:
+            self._pick(self._offset + self._listed[part], [info.key for info in infos])
+        else:
+            self._waiting[part] += [info.key for info in infos]
+        self._listed[part] += len(infos)
+
+    def done(self, part: int) -> None:
+        """Range ``part`` has been listed whole."""
+        self._done[part] = True
+        while self._next < len(self._done) and self._done[self._next]:
+            self._offset += self._listed[self._next]
+            self._next += 1
+            if self._next < len(self._done):
+                self._pick(self._offset, self._waiting[self._next])
+                self._waiting[self._next] = []
+
+    def _pick(self, first: int, keys: Sequence[str]) -> None:
+        """``keys`` sit at positions ``first``, ``first + 1``...: keep those at a multiple of
+        ``SPLIT_EVERY`` (the first split after ``SPLIT_EVERY`` objects, none at 0)."""
+        at = max(SPLIT_EVERY, -(-first // SPLIT_EVERY) * SPLIT_EVERY)
+        self.keys += keys[at - first :: SPLIT_EVERY]
+
+
 class FullListing:
     """Lists every prefix (big ones as concurrent key ranges) into the model, and their sizes
-    into ``usage`` when given."""
+    into ``usage`` when given.
+
+    Each page is applied as it lands (the objects of at most ``LIST_CONCURRENCY`` pages are
+    alive at once, not the whole bucket's); each key listed is marked in the model
+    (``BucketModel.confirm``), and once every range has been listed whole, the keys known
+    before the listing that it did not mark are withdrawn. A listing that fails half way has
+    applied what it saw (newer generations only) and withdrawn nothing."""
 
     def __init__(
         self, layout: Layout, decoders: dict[str, Decoder], usage: StorageTally | None = None
@@ -144,36 +213,45 @@ class FullListing:
 
     async def run(self, store: ObjectStoreAPI, model: BucketModel) -> Applied:
         before = model.seq
+        mark = model.next_seq()
         # Every prefix as its key ranges (one range unless it was big last time), all listed
         # through one bound.
         parts = [
-            (kind, lo, hi)
+            (kind, n, lo, hi)
             for kind in LISTED_KINDS
-            for lo, hi in itertools.pairwise([None, *self._splits[kind], None])
+            for n, (lo, hi) in enumerate(itertools.pairwise([None, *self._splits[kind], None]))
         ]
-
-        def part(at: tuple[str, str | None, str | None]) -> Awaitable[list[ObjectInfo]]:
-            kind, lo, hi = at
-            return store.list(folder_of(self._layout, kind), start_offset=lo, end_offset=hi)
-
-        pages = await bounded_gather(parts, part, limit=LIST_CONCURRENCY)
-        listings: dict[str, list[ObjectInfo]] = {kind: [] for kind in LISTED_KINDS}
-        for (kind, _, _), page in zip(parts, pages, strict=True):
-            listings[kind].extend(page)
+        splits = {kind: SplitPoints(len(self._splits[kind]) + 1) for kind in LISTED_KINDS}
+        sizes = dict.fromkeys(LISTED_KINDS, (0, 0))
         total = Applied()
-        for kind, infos in listings.items():
-            applied = await apply_listing(model, kind, infos, self._decoders[kind], before=before)
+
+        async def part(at: tuple[str, int, str | None, str | None]) -> None:
+            kind, n, lo, hi = at
+            prefix = folder_of(self._layout, kind)
+
+            def shown(key: str) -> None:
+                model.confirm(kind, key, mark)
+
+            pages = store.pages(prefix, start_offset=lo, end_offset=hi)
+            async with contextlib.aclosing(pages):
+                async for infos in pages:
+                    await _apply_page(model, kind, infos, self._decoders[kind], total, shown,
+                                      stale=False)  # fmt: skip
+                    splits[kind].page(n, infos)
+                    objects, size = counted(infos)
+                    sizes[kind] = (sizes[kind][0] + objects, sizes[kind][1] + size)
+                    del infos  # applied: let it go while the next page is fetched
+            splits[kind].done(n)
+
+        await bounded_gather(parts, part, limit=LIST_CONCURRENCY)
+        # Every range listed whole: what the listing did not show is gone.
+        for kind in LISTED_KINDS:
+            for batch in model.unconfirmed(kind, before, SLICE * 8):
+                total.gone += [k for k in batch if model.withdraw(kind, k, None, before=before)]
+                await asyncio.sleep(0)
             if self._usage is not None:
-                self._usage.page(folder_of(self._layout, kind), infos)
-            total.changed += applied.changed
-            total.gone.extend(applied.gone)
-            total.need_body.extend(applied.need_body)
-            if len(infos) > SPLIT_EVERY:
-                self._splits[kind] = tuple(
-                    infos[i].key for i in range(SPLIT_EVERY, len(infos), SPLIT_EVERY)
-                )
-            else:
-                self._splits[kind] = ()
+                self._usage.walked(folder_of(self._layout, kind), *sizes[kind])
+            self._splits[kind] = tuple(splits[kind].keys)
         return total
 
 
