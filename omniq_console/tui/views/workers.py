@@ -47,7 +47,7 @@ class WorkersView(View):
         if slots:
             info.append(f" in {plural(slots, 'slot')} ({running / slots:.0%} used)")
         if finishing:
-            info.append(f" · {finishing} finishing (outcome being written)", style="dim")
+            info.append(f" · {finishing} finishing", style="dim")  # outcomes being written
         self.query_one("#workers-info", Static).update(info)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
