@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import io
 import json
 import os
 import resource
@@ -35,16 +34,22 @@ import signal
 import statistics
 import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .common import ROOT, GcWatch, LoopLagProbe, Table, log, machine_line, save_raw
+from .common import (
+    ROOT,
+    GcWatch,
+    LoopLagProbe,
+    Table,
+    checkout,
+    log,
+    machine_line,
+    save_raw,
+)
 from .ui import CLI_GC_THRESHOLDS
 
 SIZES = (10_000, 100_000, 1_000_000)
@@ -375,18 +380,6 @@ def tables(results: list[dict[str, Any]]) -> list[Table]:
     return [table]
 
 
-@contextlib.contextmanager
-def _checkout(ref: str) -> Iterator[Path]:
-    """``omniq_console`` as of git ``ref`` of this repository, in a temporary directory."""
-    with tempfile.TemporaryDirectory(prefix="omniq-baseline-") as tmp:
-        archive = subprocess.run(
-            ["git", "archive", ref, "omniq_console"], cwd=ROOT, check=True, capture_output=True
-        ).stdout
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(tmp, filter="data")
-        yield Path(tmp)
-
-
 def run(
     sizes: list[int],
     modes: list[str] | None = None,
@@ -398,7 +391,7 @@ def run(
     beside."""
     results = []
     with contextlib.ExitStack() as stack:
-        code = stack.enter_context(_checkout(baseline)) if baseline else None
+        code = stack.enter_context(checkout(baseline)) if baseline else None
         for n in sizes:
             for mode in modes or MODES:
                 runs: list[tuple[str | None, Path | None]] = [(None, None)]

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import math
 import os
 import platform
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -54,6 +57,19 @@ def _ram_gib() -> float:
         return float(psutil.virtual_memory().total) / 2**30
     except ImportError:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+@contextlib.contextmanager
+def checkout(ref: str) -> Iterator[Path]:
+    """``omniq_console`` as of git ``ref`` of this repository, in a temporary directory (a
+    baseline run beside this tree's, with that directory first on ``PYTHONPATH``)."""
+    with tempfile.TemporaryDirectory(prefix="omniq-baseline-") as tmp:
+        archive = subprocess.run(
+            ["git", "archive", ref, "omniq_console"], cwd=ROOT, check=True, capture_output=True
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
+        yield Path(tmp)
 
 
 def package_versions() -> dict[str, str]:

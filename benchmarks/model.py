@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import argparse
 import gc
-import io
 import json
 import random
 import resource
 import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -213,18 +210,6 @@ def msgspec_roundtrip(items: list[Any]) -> list[Any]:
     return msgspec.json.decode(msgspec.json.encode(items))  # type: ignore[no-any-return]
 
 
-@contextmanager
-def _checkout(ref: str) -> Iterator[Path]:
-    """``omniq_console`` as of git ``ref``, in a temporary directory."""
-    with tempfile.TemporaryDirectory(prefix="omniq-model-") as tmp:
-        archive = subprocess.run(
-            ["git", "archive", ref, "omniq_console"], cwd=ROOT, check=True, capture_output=True
-        ).stdout
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(tmp, filter="data")
-        yield Path(tmp)
-
-
 def _run(n: int, tree: Path) -> dict[str, float]:
     done = subprocess.run(
         [sys.executable, __file__, "--child", str(n)],
@@ -249,9 +234,12 @@ def main(argv: list[str] | None = None) -> None:
               "full_gc_s", "tracked_after_gc", "us_per_change")  # fmt: skip
     print("| tree | tasks | " + " | ".join(fields) + " |")
     print("|---" * (len(fields) + 2) + "|")
+    # Imported here: a child runs this file as a script, without the benchmarks package.
+    from benchmarks.common import checkout
+
     for n in (int(s) for s in args.sizes.split(",")):
         runs = [("this tree", ROOT)]
-        with _checkout(args.baseline) if args.baseline else _nothing() as base:
+        with checkout(args.baseline) if args.baseline else _nothing() as base:
             if base is not None:
                 runs.insert(0, (args.baseline, base))
             for name, tree in runs:

@@ -34,8 +34,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .changes import _checkout as checkout
-from .common import ROOT, Table, emulator, log, verdict
+from .common import ROOT, Table, checkout, emulator, log, verdict
 
 TARGET_S = 1.0
 ROWS, COLS = 50, 160
