@@ -233,16 +233,16 @@ async def test_seeded_state_counts(backend: GCSBackend) -> None:
 
 async def test_quiet_poll_reads_no_bodies(backend: GCSBackend) -> None:
     queue_ = backend.async_task_storage
-    for i in range(3):
+    for i in range(2):
         await queue_.enqueue(Task(func=f"f{i}", queue_name="q1"))
-    task = await queue_.dequeue(["q1"])
-    assert task is not None
-    # Its worker completes it: the state record says success, the entry goes.
-    await backend.store.write(
-        backend.layout.result(task.id), b"{}",
-        metadata=record_md(task.id, "completed", "success", completed_at=_iso(utcnow())),
-    )  # fmt: skip
-    await backend.store.delete(backend.layout.queue_entry("q1", task.id))
+    # A third task as its worker leaves it once complete: the definition, no entry, a state
+    # record that says success. Each object is written once, in its final state: GCS takes
+    # about one mutation of a name a second, so claiming it here and then overwriting its
+    # record and deleting its entry would be refused (429).
+    task = Task(func="f2", queue_name="q1")
+    await put_task(backend, task, record=record_md(
+        task.id, "completed", "success", completed_at=_iso(utcnow()),
+    ))  # fmt: skip
     for kind in (EventType.ENQUEUED, EventType.DEQUEUED, EventType.COMPLETED):
         await backend.async_event_storage.log_event(TaskEvent(task_id=task.id, event_type=kind))
     schedule = Schedule(
@@ -338,8 +338,7 @@ async def test_corrupt_objects_are_reported_and_nothing_else_breaks(
         layout.queues + "stray.json": b"{}",
         layout.workers + "w-bad.json": b'{"state": "running"}',
     }
-    for key, data in bad.items():
-        await store.write(key, data)
+    generations = {key: (await store.write(key, data)).generation for key, data in bad.items()}
     event_key = layout.event(new_event_id())
     await store.write(event_key, b"<html>not an event</html>")
     schedule = Schedule(schedule_type=ScheduleType.INTERVAL, func="tick", interval=timedelta(1))
@@ -369,9 +368,15 @@ async def test_corrupt_objects_are_reported_and_nothing_else_breaks(
     assert store.stats.since(before).count["get"] == 0
     assert again.unreadable == snap.unreadable
 
-    # Repaired, it leaves the list.
+    # Repaired, it leaves the list. The repair replaces exactly the version found bad (a
+    # compare-and-swap on its generation), as a repair of a shared object must; that also
+    # makes it safe to retry: GCS refuses (429) a rewrite of a name within about a second of
+    # its last write, and ObjectStore retries a conditional write after its backoff.
     fixed = Task(func="repaired", id="not-json", queue_name="ok")
-    await store.write(layout.task("not-json"), fixed.to_json(), metadata=task_metadata(fixed))
+    await store.write(
+        layout.task("not-json"), fixed.to_json(), metadata=task_metadata(fixed),
+        if_generation_match=generations[layout.task("not-json")],
+    )  # fmt: skip
     snap = await monitor.poll()
     assert layout.task("not-json") not in {u.key for u in snap.unreadable}
     assert snap.tasks["pending"] == 3
@@ -445,10 +450,13 @@ async def test_task_detail_reads_one_task_on_demand(backend: GCSBackend) -> None
     with pytest.raises(ValueError):
         await monitor.task_detail("../escape")
 
-    await backend.store.write(backend.layout.task(other.id), b"garbage")
-    broken = await monitor.task_detail(other.id)
+    # A task whose definition is garbage (written once: a rewrite of ``other``'s definition
+    # within a second of its enqueue would be refused by GCS).
+    garbled = backend.layout.task("garbled")
+    await backend.store.write(garbled, b"garbage")
+    broken = await monitor.task_detail("garbled")
     assert broken.task is None
-    assert [u.key for u in broken.unreadable] == [backend.layout.task(other.id)]
+    assert [u.key for u in broken.unreadable] == [garbled]
 
 
 async def test_take_snapshot_raises_on_a_missing_bucket(gcs_env: object) -> None:
