@@ -7,6 +7,12 @@ a pending-again record whose entry hint is missing, and gives an entry to a task
 same state was seen unchanged for a while on this process's monotonic clock (``_Watch``): no
 decision compares wall clocks of different machines.
 
+It also deletes the operators' cancel requests (``requests/{id}.json``) that no one will act
+on: an operator withdraws its own when its action ends, but one whose process died leaves it
+behind, and nothing else ever removed it. ``requests/`` is a fourth listing, made first in a
+pass when due: every pass while requests are there, at most once per
+``CANCEL_REQUEST_BOUND_S`` while it is empty (it almost always is).
+
 A requeue or an expiry is a transition this pass applies, so the pass logs its event (as the
 seed API's ``requeue_expired`` and ``cleanup_expired_tasks``, which run those steps alone):
 whoever applies a transition writes its event.
@@ -52,6 +58,10 @@ REPAIR_GRACE_SECONDS = 30.0
 was seen this long."""
 LEASE_MARGIN_S = 2.0
 """A lease is dead when its record is unchanged for its lease length plus this margin."""
+CANCEL_REQUEST_BOUND_S = 30.0
+"""The longest an operator's action waits on a cancel request (``runtime/operator.py`` then
+gives up and withdraws it): a request seen unchanged for this long was left by an operator
+that is gone, and is deleted even though its task still runs."""
 
 SYSTEMIC = (
     BackendUnavailableError,
@@ -79,6 +89,7 @@ class Maintenance:
     repaired: list[str] = field(default_factory=list)
     stale_entries: int = 0
     stale_records: int = 0  # pending records of tasks that are gone
+    stale_requests: int = 0  # cancel requests no one will act on (see ``_drop_requests``)
     # Objects a step could not use (a record or task that will not parse, a task naming an
     # impossible queue): reported here and skipped; the rest of the pass goes on.
     unreadable: list[UnreadableObject] = field(default_factory=list)
@@ -148,13 +159,19 @@ class Reaper:
         self._hints = _Watch(monotonic)
         self._orphans = _Watch(monotonic)
         self._dangling = _Watch(monotonic)
+        self._requests = _Watch(monotonic)
+        # When ``requests/`` is next listed (monotonic; None: at the next pass).
+        self._requests_due: float | None = None
 
     async def maintain(
         self, *, grace_seconds: float = REPAIR_GRACE_SECONDS, by: str | None = None
     ) -> Maintenance:
-        """One pass over three listings (tasks, entries, records), made by ``by`` (see
-        ``Maintenance``); see the module docstring."""
+        """One pass over three listings (tasks, entries, records), and ``requests/`` when
+        due, made by ``by`` (see ``Maintenance``); see the module docstring."""
         q = self.queue
+        # Before the other listings: what they show of a request's task is then later than
+        # the request itself (``_drop_requests`` relies on it).
+        requests = await self._listed_requests()
         tasks, entries, records = await asyncio.gather(
             q._list(self.layout.tasks), q._list_entries(self.layout.queues), q._records()
         )
@@ -167,6 +184,8 @@ class Reaper:
         await self._repair_tasks(tasks, records, entry_by_id, grace_seconds, report)
         await self.expire_waiting(tasks, records, report)
         await self._drop_dangling(tasks, records, entries, grace_seconds, report)
+        if requests is not None:
+            await self._drop_requests(requests, tasks, records, report)
         return report
 
     # -- dead leases --------------------------------------------------------------------------
@@ -360,3 +379,53 @@ class Reaper:
     async def _drop_record(self, key: str, generation: int, report: Maintenance) -> None:
         if await self.queue._delete(key, generation):
             report.stale_records += 1
+
+    # -- cancel requests no one will act on ---------------------------------------------------
+
+    async def _listed_requests(self) -> list[ObjectInfo] | None:
+        """The cancel requests, when ``requests/`` is due to be listed (None: not this pass).
+        While some are there it is listed every pass; empty, once per
+        ``CANCEL_REQUEST_BOUND_S`` (a request is never older than that when it matters)."""
+        now = self.queue.clock.monotonic()
+        if self._requests_due is not None and now < self._requests_due:
+            return None
+        found = await self.queue._list(self.layout.requests)
+        self._requests_due = None if found else now + CANCEL_REQUEST_BOUND_S
+        return found
+
+    async def _drop_requests(
+        self,
+        requests: Iterable[ObjectInfo],
+        tasks: Iterable[ObjectInfo],
+        records: Mapping[str, ResultIndex],
+        report: Maintenance,
+    ) -> None:
+        """Delete the cancel requests no one will act on, each on the generation listed (a
+        request written since, for a later run, stays):
+
+        - the run it names is over: its task is gone, or has no running record. ``requests/``
+          was listed before the tasks and records, so the request was there before the run
+          was seen over; no later run honours it (it names its run), and the operator who
+          wrote it has stopped waiting (it re-reads the task and gives up once its status
+          changed). Deleted once seen so for ``NAME_WRITE_GAP_S * 2``, which leaves the
+          operator time to withdraw its own and keeps the delete a second from its creation;
+        - whatever its task, seen unchanged for ``CANCEL_REQUEST_BOUND_S``: its operator has
+          given up or died (a holder that renews reads a request within a third of its lease
+          and cancels; a task whose holder stopped renewing is requeued, which ends the run).
+        """
+        task_ids = {Layout.name_of(info.key) for info in tasks}
+        listed: list[str] = []
+        for info in requests:
+            task_id = Layout.name_of(info.key)
+            record = records.get(task_id)
+            running = record is not None and record.state == TaskStatus.RUNNING
+            over = task_id not in task_ids or not running
+            listed.append(info.key)
+            hold = NAME_WRITE_GAP_S * 2 if over else CANCEL_REQUEST_BOUND_S
+            if self._requests.held(info.key, info.generation, hold):
+                await guarded(report, info.key, self._drop_request(info, report))
+        self._requests.keep_only(listed)
+
+    async def _drop_request(self, info: ObjectInfo, report: Maintenance) -> None:
+        if await self.queue._delete(info.key, info.generation):
+            report.stale_requests += 1
