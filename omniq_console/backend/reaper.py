@@ -428,4 +428,5 @@ class Reaper:
 
     async def _drop_request(self, info: ObjectInfo, report: Maintenance) -> None:
         if await self.queue._delete(info.key, info.generation):
+            log.info("deleted cancel request %s: no one will act on it", info.key)
             report.stale_requests += 1
