@@ -17,9 +17,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from types import FrameType
 from typing import Any
 
+import pytest
 from waiting import wait_until
 
-from omniq_console.backend import lifecycle
+from omniq_console.backend import layout, lifecycle
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.backend.memstore import MemoryObjectStore
 from omniq_console.models import OmniQModel, Task, TaskResult
@@ -110,6 +111,27 @@ def test_a_transition_sets_its_fields_in_one_update_with_times_in_utc() -> None:
     for record in records:
         # What is stored reads back as the same record.
         assert TaskResult.from_json(record.to_json()) == record
+
+
+def test_an_ascii_id_is_checked_without_a_look_up_per_character(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Keys are built from ids several times a task: a printable ASCII id is checked without
+    a Unicode category look-up per character; other text still is, with the same verdicts."""
+    looked_up: list[str] = []
+    category = layout.unicodedata.category
+
+    def counting(ch: str) -> str:
+        looked_up.append(ch)
+        return category(ch)
+
+    monkeypatch.setattr(layout.unicodedata, "category", counting)
+    assert layout.check_id("0f3c2a9e-7b1d-4e8a-9c2f-1a2b3c4d5e6f") and looked_up == []
+    assert layout.check_id("a b~!") == "a b~!"
+    assert layout.check_id("café") == "café" and looked_up
+    for bad in ("a\x00b", "a\tb", "a\x7fb", "a\u2028b", "a\u00a0b"):
+        with pytest.raises(ValueError, match="control or separator"):
+            layout.check_id(bad)
 
 
 async def test_sync_functions_reuse_their_threads() -> None:
