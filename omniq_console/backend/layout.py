@@ -33,7 +33,11 @@ def check_id(value: object, what: str = "id") -> str:
         raise ValueError(f"{what} {value!r} must not contain '..'")
     if _FORBIDDEN.search(value):
         raise ValueError(f"{what} {value!r} must not contain '/', '\\', '#', '[', ']', '*' or '?'")
-    if any(unicodedata.category(ch)[0] in ("C", "Z") and ch != " " for ch in value):
+    # Printable ASCII holds no control or separator character but the space: the per-character
+    # look-up (several a task on the claim path) is left to other text.
+    if not (value.isascii() and value.isprintable()) and any(
+        unicodedata.category(ch)[0] in ("C", "Z") and ch != " " for ch in value
+    ):
         raise ValueError(f"{what} {value!r} must not contain control or separator characters")
     if value != value.strip():
         raise ValueError(f"{what} {value!r} must not start or end with white space")

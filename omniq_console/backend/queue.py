@@ -549,7 +549,7 @@ class AsyncGCSQueue(StoreBase):
             ready = self.claims.ready(ranked, self.clock.now(), limit=BEST_FEW if spread else 1)
             if not ready:
                 return None
-            entry = ready[pick(ready, spread)]
+            entry = ready[pick(ready, spread, self.claims.cursor)]
             cand = entry.candidate(self.layout)
             if cand is None:
                 continue  # not ours to claim: the reaper reports or repairs it
@@ -564,6 +564,7 @@ class AsyncGCSQueue(StoreBase):
                 log.exception("skipping queue entry %s", cand.info.key)
                 task = None
             if task is not None:
+                self.claims.won(entry)
                 return task
             spread = True
             if self.claims.races_lost - lost >= LOSSES_BEFORE_BACKOFF:
