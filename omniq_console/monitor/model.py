@@ -52,7 +52,6 @@ from .records import (
     ScheduleRecord,
     StateRecord,
     TaskDef,
-    to_datetime,
 )
 from .running import LiveTask, RunningSet
 from .snapshot import TaskRow, UnreadableRow
@@ -711,16 +710,15 @@ class BucketModel:
         worker is the lease holder while it runs, who ran it last once it is final."""
         if r is None:
             return TaskRow(
-                tid, d.queue, d.func, _PENDING, d.priority,
-                to_datetime(d.created_at), to_datetime(d.run_at), 0, None, None, None, None, 0,
+                tid, d.queue, d.func, _PENDING, d.priority, d.created_at, d.run_at, 0, None,
+                None, None, None, 0,
             )  # fmt: skip
         run_at = r.run_at if r.run_at is not None else d.run_at
         # As ``lifecycle.overlay``: nobody runs a task while it waits (a retry, a release).
         worker = r.worker_id if r.state != _PENDING else None
         return TaskRow(
-            tid, d.queue, d.func, r.state, d.priority, to_datetime(d.created_at),
-            to_datetime(run_at), r.retry_count, worker, r.error_type,
-            to_datetime(r.started_at), to_datetime(r.completed_at), r.attempt,
+            tid, d.queue, d.func, r.state, d.priority, d.created_at, run_at, r.retry_count,
+            worker, r.error_type, r.started_at, r.completed_at, r.attempt,
         )  # fmt: skip
 
     def _set_row(self, tid: str) -> None:

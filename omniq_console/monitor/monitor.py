@@ -46,9 +46,9 @@ from .builder import SnapshotBuilder, Thresholds
 from .detail import bodies, task_detail, task_keys
 from .io import describe_error, read_many
 from .model import BucketModel
-from .records import decoders, kind_of, parse_body, to_datetime
+from .records import decoders, kind_of, parse_body
 from .requests import RequestMeter
-from .snapshot import RequestFigures, Snapshot, TaskDetail, UnreadableRow
+from .snapshot import RequestFigures, Snapshot, TaskDetail, UnreadableRow, to_datetime
 from .sources.events import EventTail
 from .sources.listing import FullListing, Reconciler
 from .sources.pubsub import Change, MissedChanges, PubSubFeed, look_up

@@ -19,7 +19,7 @@ import json
 import re
 import sys
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import msgspec
@@ -183,10 +183,6 @@ KINDS = ("tasks", "queues", "results", "schedules", "workers", "paused", "events
 def ts(value: str) -> float:
     """An ISO time from metadata as POSIX seconds (``OverflowError`` raises: caller reports)."""
     return as_utc(datetime.fromisoformat(value)).timestamp()
-
-
-def to_datetime(value: float | None) -> datetime | None:
-    return datetime.fromtimestamp(value, UTC) if value is not None else None
 
 
 def kind_of(layout: Layout, key: str) -> str | None:
