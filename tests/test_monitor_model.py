@@ -297,7 +297,9 @@ def test_a_task_whose_objects_change_together_is_joined_once(
     m = BucketModel(LAYOUT)
     joined: list[str] = []
     refresh = m._refresh_task
-    monkeypatch.setattr(m, "_refresh_task", lambda tid: (joined.append(tid), refresh(tid)))
+    monkeypatch.setattr(
+        m, "_refresh_task", lambda tid, old: (joined.append(tid), refresh(tid, old))
+    )
     for i in range(10):
         tid = f"t{i}"
         m.offer("tasks", LAYOUT.task(tid), 1, task(tid))

@@ -326,12 +326,14 @@ class BucketModel:
         self.paused: dict[str, PausedQueue] = {}
         self.schedules: dict[str, tuple[int, ScheduleRecord]] = {}
 
-        self._contrib: dict[str, Contribution] = {}
         # Equal contributions are one object: there are a few hundred distinct ones (status x
         # queue x error type), not one per task.
         self._shared: dict[Contribution, Contribution] = {}
-        self._stale: set[str] = set()
-        """Tasks whose objects changed since the aggregates were last brought up to date."""
+        self._stale: dict[str, Contribution | None] = {}
+        """Tasks whose objects changed since the aggregates were last brought up to date,
+        each with what it counted then (None: nothing). A settled task's contribution is a
+        function of its objects, so it is worked out when the task goes stale, not kept for
+        every task (a dict of a million entries, ~50 MB)."""
         self._task_counts: Counter[str] = Counter({s.value: 0 for s in TaskStatus})
         self._result_counts: Counter[str] = Counter({s.value: 0 for s in ResultStatus})
         self._failures: Counter[str] = Counter()
@@ -456,29 +458,34 @@ class BucketModel:
                     self._placed[changed.id] = self.defs.get(changed.id)
             if isinstance(new, TaskDef):
                 tid = new.id
+                self._mark(tid)
                 self.defs[tid] = new
             elif isinstance(old, TaskDef):
                 tid = old.id
+                self._mark(tid)
                 self.defs.pop(tid, None)
         elif kind == "results":
             if isinstance(new, StateRecord):
                 tid = new.task_id
+                self._mark(tid)
                 self.states[tid] = new
             elif isinstance(old, StateRecord):
                 tid = old.task_id
                 if tid in self._stale:
                     # The record goes: what it meant (an outcome, which outlives it) is taken
                     # before it is lost.
-                    self._stale.discard(tid)
-                    self._refresh_task(tid)
+                    self._refresh_task(tid, self._stale.pop(tid))
+                self._mark(tid)
                 self.states.pop(tid, None)
         elif kind == "queues":
             if isinstance(new, Entry):
                 tid = new.task_id
+                self._mark(tid)
                 self.entries[tid] = new
             elif isinstance(old, Entry):
                 tid = old.task_id
                 if self.entries.get(tid) == old:
+                    self._mark(tid)
                     del self.entries[tid]
         elif kind == "workers":
             ident = Layout.name_of(key)
@@ -497,8 +504,12 @@ class BucketModel:
                 self.schedules[key] = (self.objects[kind][key].generation, new)
             else:
                 self.schedules.pop(key, None)
-        if tid is not None:
-            self._stale.add(tid)
+
+    def _mark(self, tid: str) -> None:
+        """``tid``'s objects are about to change: unless it is stale already, what it counts
+        now (before the change) is noted, to be taken back when it is settled."""
+        if tid not in self._stale:
+            self._stale[tid] = self._contribution(tid)
 
     def settle(self) -> None:
         """Bring the aggregates up to date with the changes since the last call: each task
@@ -506,35 +517,33 @@ class BucketModel:
         completion changes two or three; a cold listing brings each task's objects one by
         one). Every reader of the aggregates calls it first."""
         while self._stale:
-            stale, self._stale = self._stale, set()
-            for tid in stale:
-                self._refresh_task(tid)
+            stale, self._stale = self._stale, {}
+            for tid, old in stale.items():
+                self._refresh_task(tid, old)
 
     async def settle_in_slices(self, size: int = SETTLE_SLICE) -> None:
         """``settle``, giving the event loop back every ``size`` tasks (a cold listing or a
         big change leaves tens of thousands stale)."""
         while self._stale:
             for _ in range(min(size, len(self._stale))):
-                self._refresh_task(self._stale.pop())
+                self._refresh_task(*self._stale.popitem())
             await asyncio.sleep(0)
 
-    def _refresh_task(self, tid: str) -> None:
-        d = self.defs.get(tid)
-        r = self.states.get(tid)
-        e = self.entries.get(tid)
-        old = self._contrib.get(tid)
+    def _contribution(self, tid: str) -> Contribution | None:
+        """What ``tid`` adds to the aggregates, from its objects as they are now."""
+        return self._contribution_of(
+            self.defs.get(tid), self.states.get(tid), self.entries.get(tid)
+        )
+
+    def _contribution_of(
+        self, d: TaskDef | None, r: StateRecord | None, e: Entry | None
+    ) -> Contribution | None:
+        """What a task of these objects adds to the aggregates (None: it has none)."""
+        if d is None and r is None and e is None:
+            return None
         # Derived as ``get_task`` derives it: no state record means pending, whatever the
         # definition said when it was written.
         status = r.state if r is not None else (_PENDING if d is not None else None)
-        if d is None and r is None and e is None:
-            if old is not None:
-                del self._contrib[tid]
-                self._count(old, -1)
-            self._running.discard(tid)
-            self._waiting.discard(tid)
-            self._set_row(tid)
-            self._detach(tid)
-            return
         queue = (d.queue if d else None) or (r.queue if r else None) or (e.queue if e else None)
         # The clock-dependent figures count a running task or one waiting in a queue. A task
         # waiting without an entry counts nowhere (the reaper re-creates the entry), and that
@@ -554,12 +563,28 @@ class BucketModel:
         )
         if len(self._shared) > SHARED_CONTRIBUTIONS:  # free-text error types: stay bounded
             self._shared.clear()
-        new = self._shared.setdefault(new, new)
+        return self._shared.setdefault(new, new)
+
+    def _refresh_task(self, tid: str, old: Contribution | None) -> None:
+        """Join ``tid`` again from its objects; ``old`` is what it counted before they
+        changed (``_mark``)."""
+        d = self.defs.get(tid)
+        r = self.states.get(tid)
+        e = self.entries.get(tid)
+        new = self._contribution_of(d, r, e)
         if new is not old:  # shared: an unchanged contribution is the same object
             if old is not None:
                 self._count(old, -1)
-            self._contrib[tid] = new
-            self._count(new, 1)
+            if new is not None:
+                self._count(new, 1)
+        if new is None:
+            self._running.discard(tid)
+            self._waiting.discard(tid)
+            self._set_row(tid)
+            self._detach(tid)
+            return
+        status = r.state if r is not None else _PENDING
+        live, queue = new.live, new.queue
         if live and r is not None and status == _RUNNING:
             self._running.put(_live_task(tid, d, r, e))
         else:
@@ -744,7 +769,7 @@ class BucketModel:
         C-level copy, O(n), however many rows changed)."""
         defs, states, placed = self.defs, self.states, self._placed
         gone: list[int] = []
-        new: list[tuple[tuple[float, str], TaskRow]] = []
+        new: list[TaskRow] = []
         listed = self._row_list
         for tid in self._dirty:
             d = defs.get(tid)
@@ -757,8 +782,8 @@ class BucketModel:
                     listed[at] = row
                     continue
                 gone.append(at)
-            if d is not None and row is not None:
-                new.append((_sort_key(d.created_at, tid), row))
+            if row is not None:
+                new.append(row)
         self._dirty.clear()
         placed.clear()
         if gone:
@@ -766,14 +791,16 @@ class BucketModel:
             self._row_list = _without(listed, gone, [])
             self._row_keys = _without(self._row_keys, gone, array("d"))
         if new:
-            new.sort(key=_first)
-            rows = [row for _, row in new]
-            keys = array("d", [key[0] for key, _ in new])
+            # Newest first, ties in id order: two stable sorts by single keys the rows hold
+            # (no key tuple per row: a cold load sorts a million).
+            new.sort(key=_row_id)
+            new.sort(key=_created, reverse=True)
+            keys = array("d", map(_first_key, new))
             if not self._row_list:  # a cold load: the sorted rows are the order
-                self._row_list, self._row_keys = rows, keys
+                self._row_list, self._row_keys = new, keys
                 return
-            places = [self._position(key) for key, _ in new]
-            self._row_list = _spliced(self._row_list, places, rows, [])
+            places = [self._position((key, row.id)) for key, row in zip(keys, new, strict=True)]
+            self._row_list = _spliced(self._row_list, places, new, [])
             self._row_keys = _spliced(self._row_keys, places, keys, array("d"))
 
     def _position(self, key: tuple[float, str]) -> int:
@@ -889,13 +916,19 @@ def _live_task(tid: str, d: TaskDef | None, r: StateRecord, e: Entry | None) -> 
     )
 
 
-def _first(pair: tuple[tuple[float, str], TaskRow]) -> tuple[float, str]:
-    return pair[0]
-
-
 def _sort_key(created: float | None, tid: str) -> tuple[float, str]:
     """Newest first; ties in id order (a stable, listing-like order)."""
     return (-(created if created is not None else 0.0), tid)
+
+
+def _created(row: TaskRow) -> float:
+    created = row.created_ts
+    return created if created is not None else 0.0
+
+
+def _first_key(row: TaskRow) -> float:
+    """A row's primary sort key (``_sort_key``'s first part)."""
+    return -_created(row)
 
 
 def _row_id(row: TaskRow) -> str:
