@@ -255,6 +255,29 @@ def test_task_rows_stay_newest_first_through_any_changes_read_at_any_time(seed: 
     assert len(m.task_rows()) == len(m.defs)
 
 
+def test_rows_are_placed_again_after_every_task_went() -> None:
+    # While nothing is placed the model marks no task (a cold load places all at once); a
+    # bucket emptied and filled again must come back whole, in order, with its states.
+    m = BucketModel(LAYOUT)
+    for i in range(5):
+        m.offer("tasks", LAYOUT.task(f"a{i}"), 1, task(f"a{i}", created=NOW - i))
+    assert [r.id for r in m.task_rows()] == [f"a{i}" for i in range(5)]
+    for i in range(5):
+        m.withdraw("tasks", LAYOUT.task(f"a{i}"), 1)
+    assert m.task_rows() == ()
+    for i in range(3):
+        m.offer("tasks", LAYOUT.task(f"b{i}"), 2, task(f"b{i}", created=NOW + i))
+    m.offer("results", LAYOUT.result("b1"), 3, state("b1", "running", "pending"))
+    rows = m.task_rows()
+    assert [(r.id, r.status) for r in rows] == [
+        ("b2", "pending"),
+        ("b1", "running"),
+        ("b0", "pending"),
+    ]
+    m.offer("results", LAYOUT.result("b0"), 4, state("b0", "completed", "success", done=NOW))
+    assert [(r.id, r.status) for r in m.task_rows()][2] == ("b0", "completed")
+
+
 def test_a_cold_load_of_many_tasks_sorts_once() -> None:
     """Inserting each row into sorted lists costs O(n) a row (the newest, listed last, goes
     first): 200,000 rows took minutes. Marked dirty and sorted once when read: well under a

@@ -359,7 +359,8 @@ class BucketModel:
         # under a millisecond). Built and sorted lazily: a change only marks its task dirty,
         # and ``task_rows`` builds the dirty ones' rows and merges them in, so a cold load of
         # n tasks is one sort (O(n log n)), not n insertions into a list (O(n^2)), and a task
-        # changed several times between two reads is built once.
+        # changed several times between two reads is built once. While nothing is placed, no
+        # task is marked: the first read places them all.
         self._row_list: list[TaskRow] = []
         self._row_keys: array[float] = array("d")
         """Each row's primary sort key (``-created``), at the row's position: 8 bytes a row,
@@ -749,18 +750,32 @@ class BucketModel:
     def _set_row(self, tid: str) -> None:
         if not self.task_rows_enabled:
             return
-        if tid in self.defs or tid in self._placed:
+        if not self._row_list:
+            # Nothing placed (a cold load): the next read places every task's row at once,
+            # with no set of a million dirty ids meanwhile.
+            self._rows_tuple = None
+        elif tid in self.defs or tid in self._placed:
             self._dirty.add(tid)
             self._rows_tuple = None
 
     def task_rows(self) -> tuple[TaskRow, ...]:
         """Every task's row, newest first (copied only after a change)."""
         self.settle()
-        if self._dirty:
+        if not self._row_list:
+            self._place_all()
+        elif self._dirty:
             self._merge_dirty()
         if self._rows_tuple is None:
             self._rows_tuple = tuple(self._row_list)
         return self._rows_tuple
+
+    def _place_all(self) -> None:
+        """Every task's row, sorted (nothing was placed)."""
+        states = self.states
+        rows = [self._row(tid, d, states.get(tid)) for tid, d in self.defs.items()]
+        self._dirty.clear()
+        self._placed.clear()
+        self._row_list, self._row_keys = _sorted_rows(rows)
 
     def _merge_dirty(self) -> None:
         """Bring ``_row_list`` up to date with the dirty tasks: a row whose sort key is
@@ -774,8 +789,7 @@ class BucketModel:
         for tid in self._dirty:
             d = defs.get(tid)
             row = self._row(tid, d, states.get(tid)) if d is not None else None
-            # Nothing placed yet (a cold load): no lookups.
-            before = placed.pop(tid, d) if listed else None
+            before = placed.pop(tid, d)
             if before is not None:
                 at = self._position(_sort_key(before.created_at, tid))
                 if d is not None and row is not None and d.created_at == before.created_at:
@@ -791,12 +805,8 @@ class BucketModel:
             self._row_list = _without(listed, gone, [])
             self._row_keys = _without(self._row_keys, gone, array("d"))
         if new:
-            # Newest first, ties in id order: two stable sorts by single keys the rows hold
-            # (no key tuple per row: a cold load sorts a million).
-            new.sort(key=_row_id)
-            new.sort(key=_created, reverse=True)
-            keys = array("d", map(_first_key, new))
-            if not self._row_list:  # a cold load: the sorted rows are the order
+            new, keys = _sorted_rows(new)
+            if not self._row_list:  # every row went: the new ones are the order
                 self._row_list, self._row_keys = new, keys
                 return
             places = [self._position((key, row.id)) for key, row in zip(keys, new, strict=True)]
@@ -919,6 +929,15 @@ def _live_task(tid: str, d: TaskDef | None, r: StateRecord, e: Entry | None) -> 
 def _sort_key(created: float | None, tid: str) -> tuple[float, str]:
     """Newest first; ties in id order (a stable, listing-like order)."""
     return (-(created if created is not None else 0.0), tid)
+
+
+def _sorted_rows(rows: list[TaskRow]) -> tuple[list[TaskRow], array[float]]:
+    """``rows`` newest first, ties in id order (sorted in place), and their primary keys.
+    Two stable sorts by single keys the rows hold: no key tuple per row (a cold load sorts
+    a million)."""
+    rows.sort(key=_row_id)
+    rows.sort(key=_created, reverse=True)
+    return rows, array("d", map(_first_key, rows))
 
 
 def _created(row: TaskRow) -> float:
