@@ -3,6 +3,7 @@ running aggregates that equal a recount, and request rates that wait for a windo
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 
@@ -13,7 +14,7 @@ from omniq_console.backend.objectstore import RequestStats
 from omniq_console.monitor.model import BucketModel
 from omniq_console.monitor.records import Entry, StateRecord, TaskDef, decoders, parse_body
 from omniq_console.monitor.requests import RequestMeter
-from omniq_console.monitor.snapshot import UnreadableRow
+from omniq_console.monitor.snapshot import TaskRow, UnreadableRow
 
 LAYOUT = Layout("omniq/")
 NOW = 1_800_000_000.0
@@ -276,6 +277,40 @@ def test_rows_are_placed_again_after_every_task_went() -> None:
     ]
     m.offer("results", LAYOUT.result("b0"), 4, state("b0", "completed", "success", done=NOW))
     assert [(r.id, r.status) for r in m.task_rows()][2] == ("b0", "completed")
+
+
+def test_rows_built_in_slices_give_the_loop_back_and_equal_the_rows_built_at_once() -> None:
+    # A 1% change at a million tasks is ten thousand rows to build and place (~50 ms): the
+    # poll builds them in slices, the loop given back between them.
+    sliced, whole = BucketModel(LAYOUT), BucketModel(LAYOUT)
+    for m in (sliced, whole):
+        for i in range(3_000):
+            m.offer("tasks", LAYOUT.task(f"t{i:04d}"), 1, task(f"t{i:04d}", created=NOW - i))
+        m.task_rows()
+        for i in range(0, 3_000, 2):
+            m.offer("results", LAYOUT.result(f"t{i:04d}"), 2, state(f"t{i:04d}", "running", "pending"))
+        m.offer("tasks", LAYOUT.task("new"), 3, task("new", created=NOW + 1))
+
+    async def build() -> tuple[tuple[TaskRow, ...], int]:
+        turns = 0
+        done = False
+
+        async def count() -> None:
+            nonlocal turns
+            while not done:
+                turns += 1
+                await asyncio.sleep(0)
+
+        counter = asyncio.create_task(count())
+        rows = await sliced.task_rows_in_slices(size=100)
+        done = True
+        await counter
+        return rows, turns
+
+    rows, turns = asyncio.run(build())
+    assert turns >= 15  # 1,501 rows in slices of 100
+    assert rows == whole.task_rows()
+    assert rows[0].id == "new" and rows[1].status == "running"
 
 
 def test_a_cold_load_of_many_tasks_sorts_once() -> None:
