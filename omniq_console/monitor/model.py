@@ -23,9 +23,10 @@ the clock is evaluated at snapshot time: stuck tasks from the running set's leas
 
 Memory is per task, and a bucket may hold a million: a task's three objects are kept by id as
 packed ints (``KnownObjects``), not by key; its records are structs the collector never
-tracks; its id and the few distinct queues, functions, statuses and worker ids are interned
-strings (``records.py``); equal contributions are one object; rows are placed by an array of
-floats (``benchmarks/model.py`` measures bytes a task, cold load and a change's cost).
+tracks, sharing one id string (``offer``); the few distinct queues, functions, statuses and
+worker ids are interned strings (``records.py``); a task's contribution is kept only while it
+is stale; rows are structs with times as floats, placed by an array of floats
+(``benchmarks/model.py`` measures bytes a task, cold load and a change's cost).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import heapq
-import sys
 from array import array
 from collections import Counter, OrderedDict
 from collections.abc import Iterator, Mapping
@@ -189,7 +189,8 @@ class KnownObjects(Mapping[str, Known]):
             ident = value.id if isinstance(value, TaskDef) else value.task_id
             if ident == tid and (not queue or getattr(value, "queue", None) == queue):
                 if tid not in self._split_ids and tid not in self._packed:
-                    self._packed[sys.intern(tid)] = known.generation << SEQ_BITS | known.seq
+                    # Keyed by the record's own id string: one string a task (``offer``).
+                    self._packed[ident] = known.generation << SEQ_BITS | known.seq
                     return
                 if tid in self._packed:  # an entry of this task in another queue
                     old = self._packed.pop(tid)
@@ -223,7 +224,7 @@ class KnownObjects(Mapping[str, Known]):
     def unconfirmed(self, before: int, batch: int) -> Iterator[list[str]]:
         """The keys whose seq is ``before`` or less (neither learned nor confirmed since), in
         lists, one per ``batch`` keys looked at: a caller gives the loop back between them.
-        The keys are copied at once (references to the interned ids: no key string is made
+        The keys are copied at once (references to the ids the records hold: no key string is made
         but for a match); each is looked up as its batch is made, so a change in between
         counts."""
         other = list(self._other)
@@ -412,9 +413,35 @@ class BucketModel:
             return False
         if known is not None:
             objects.remove(key)
+        value = self._shared_id(value)
         objects.put(key, Known(generation, value, self.next_seq()))
         self._replace(kind, key, known.value if known else None, value)
         return True
+
+    def _shared_id(self, value: Record | UnreadableRow) -> Record | UnreadableRow:
+        """``value``, holding the same id string as the model's other records of its task:
+        each decoded record has a string of its own, and a task's three records, the model's
+        maps and its row then share one (interning them instead would keep a table of every
+        id, ~40 MB at a million tasks)."""
+        if isinstance(value, TaskDef):
+            tid = value.id
+        elif isinstance(value, StateRecord | Entry):
+            tid = value.task_id
+        else:
+            return value
+        same: TaskDef | StateRecord | Entry | None = self.defs.get(tid)
+        if same is None:
+            same = self.states.get(tid)
+        if same is None:
+            same = self.entries.get(tid)
+        if same is None:
+            return value
+        shared = same.id if isinstance(same, TaskDef) else same.task_id
+        if shared is tid:
+            return value
+        if isinstance(value, TaskDef):
+            return msgspec.structs.replace(value, id=shared)
+        return msgspec.structs.replace(value, task_id=shared)
 
     def withdraw(self, kind: str, key: str, generation: int | None, *, before: int = 0) -> bool:
         """``key`` is gone: at ``generation`` (a delete notice), or, with ``generation=None``,
