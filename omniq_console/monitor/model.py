@@ -363,8 +363,12 @@ class BucketModel:
         # and ``task_rows`` builds the dirty ones' rows and merges them in, so a cold load of
         # n tasks is one sort (O(n log n)), not n insertions into a list (O(n^2)), and a task
         # changed several times between two reads is built once. While nothing is placed, no
-        # task is marked: the first read places them all.
-        self._row_list: list[TaskRow] = []
+        # task is marked: the first read places them all. The placed rows are kept as the tuple
+        # a snapshot takes (a list is copied for a merge, then frozen again): the collector
+        # untracks a tuple of untracked rows at its first pass, where it walked a list of a
+        # million rows, and the copy before it, at every collection that saw them.
+        self._rows: tuple[TaskRow, ...] = ()
+        self._place_all_pending = False
         self._row_keys: array[float] = array("d")
         """Each row's primary sort key (``-created``), at the row's position: 8 bytes a row,
         untracked by the collector; ties are ordered by id. Every task with a definition has
@@ -373,7 +377,6 @@ class BucketModel:
         """The definition as placed (None: no row) of each task whose definition changed since
         the last merge; a task not here is placed by its definition as it is."""
         self._dirty: set[str] = set()
-        self._rows_tuple: tuple[TaskRow, ...] | None = ()
         self.changes = 0
         """Applied changes since the model was made (a change counter for cheap 'dirty')."""
 
@@ -484,7 +487,7 @@ class BucketModel:
         # a key of another form is never a task's, and changes no task.
         tid: str | None = None
         if kind == "tasks":
-            if self._row_list:  # something is placed: what this task's row is placed by
+            if self._rows:  # something is placed: what this task's row is placed by
                 changed = new if isinstance(new, TaskDef) else old
                 if isinstance(changed, TaskDef) and changed.id not in self._placed:
                     self._placed[changed.id] = self.defs.get(changed.id)
@@ -781,20 +784,19 @@ class BucketModel:
     def _set_row(self, tid: str) -> None:
         if not self.task_rows_enabled:
             return
-        if not self._row_list:
+        if not self._rows:
             # Nothing placed (a cold load): the next read places every task's row at once,
             # with no set of a million dirty ids meanwhile.
-            self._rows_tuple = None
+            self._place_all_pending = True
         elif tid in self.defs or tid in self._placed:
             self._dirty.add(tid)
-            self._rows_tuple = None
 
     def task_rows(self) -> tuple[TaskRow, ...]:
         """Every task's row, newest first (copied only after a change)."""
         self.settle()
         for _ in self._update_rows(ROW_SLICE):
             pass
-        return self._rows_copy()
+        return self._rows
 
     async def task_rows_in_slices(self, size: int = ROW_SLICE) -> tuple[TaskRow, ...]:
         """``task_rows``, giving the event loop back every ``size`` rows built (a 1% change
@@ -802,22 +804,19 @@ class BucketModel:
         await self.settle_in_slices()
         for _ in self._update_rows(size):
             await asyncio.sleep(0)
-        return self._rows_copy()
-
-    def _rows_copy(self) -> tuple[TaskRow, ...]:
-        if self._rows_tuple is None:
-            self._rows_tuple = tuple(self._row_list)
-        return self._rows_tuple
+        return self._rows
 
     def _update_rows(self, size: int) -> Iterator[None]:
         """Bring the rows up to date, pausing (a yield) every ``size`` rows built."""
-        if not self._row_list:
-            yield from self._place_all(size)
+        if not self._rows:
+            if self._place_all_pending:
+                yield from self._place_all(size)
         elif self._dirty:
             yield from self._merge_dirty(size)
 
     def _place_all(self, size: int) -> Iterator[None]:
         """Every task's row, sorted (nothing was placed)."""
+        self._place_all_pending = False
         self._dirty.clear()
         self._placed.clear()
         defs, states = self.defs, self.states
@@ -828,17 +827,18 @@ class BucketModel:
                 self._row(tid, defs[tid], states.get(tid)) for tid in ids[start : start + size]
             ]
             yield
-        self._row_list, self._row_keys = _sorted_rows(rows)
+        self._row_keys = _sorted_rows(rows)
+        self._rows = tuple(rows)
 
     def _merge_dirty(self, size: int) -> Iterator[None]:
-        """Bring ``_row_list`` up to date with the dirty tasks: a row whose sort key is
-        unchanged is replaced where it sits (a binary search); the rows that went are cut out
-        and the new ones sorted and spliced in, the lists rebuilt once from slices (one
-        C-level copy, O(n), however many rows changed)."""
+        """Bring the rows up to date with the dirty tasks: a row whose sort key is unchanged
+        is replaced where it sits (a binary search); the rows that went are cut out and the new
+        ones sorted and spliced in, the rows rebuilt once from slices (C-level copies, O(n),
+        however many rows changed)."""
         defs, states, placed = self.defs, self.states, self._placed
         gone: list[int] = []
         new: list[TaskRow] = []
-        listed = self._row_list
+        listed = list(self._rows)
         dirty, self._dirty = self._dirty, set()
         for n, tid in enumerate(dirty, 1):
             if n % size == 0:
@@ -847,7 +847,7 @@ class BucketModel:
             row = self._row(tid, d, states.get(tid)) if d is not None else None
             before = placed.pop(tid, d)
             if before is not None:
-                at = self._position(_sort_key(before.created_at, tid))
+                at = self._position(listed, _sort_key(before.created_at, tid))
                 if d is not None and row is not None and d.created_at == before.created_at:
                     listed[at] = row
                     continue
@@ -857,26 +857,31 @@ class BucketModel:
         placed.clear()
         if gone:
             gone.sort()
-            self._row_list = _without(listed, gone, [])
+            listed = _without(listed, gone, [])
             self._row_keys = _without(self._row_keys, gone, array("d"))
         if new:
-            new, keys = _sorted_rows(new)
-            if not self._row_list:  # every row went: the new ones are the order
-                self._row_list, self._row_keys = new, keys
-                return
-            places = [self._position((key, row.id)) for key, row in zip(keys, new, strict=True)]
-            self._row_list = _spliced(self._row_list, places, new, [])
-            self._row_keys = _spliced(self._row_keys, places, keys, array("d"))
+            keys = _sorted_rows(new)
+            if not listed:  # every row went: the new ones are the order
+                listed, self._row_keys = new, keys
+            else:
+                places = [
+                    self._position(listed, (key, row.id))
+                    for key, row in zip(keys, new, strict=True)
+                ]
+                listed = _spliced(listed, places, new, [])
+                self._row_keys = _spliced(self._row_keys, places, keys, array("d"))
+        self._rows = tuple(listed)
 
-    def _position(self, key: tuple[float, str]) -> int:
-        """Where the row of sort key ``key`` sits (or would) in ``_row_list``."""
+    def _position(self, rows: list[TaskRow], key: tuple[float, str]) -> int:
+        """Where the row of sort key ``key`` sits (or would) in ``rows`` (the placed rows,
+        whose primary keys ``_row_keys`` holds)."""
         first, tid = key
         keys = self._row_keys
         lo = bisect.bisect_left(keys, first)
         hi = bisect.bisect_right(keys, first, lo)
-        if hi - lo <= 1 and (lo == hi or self._row_list[lo].id >= tid):
+        if hi - lo <= 1 and (lo == hi or rows[lo].id >= tid):
             return lo
-        return bisect.bisect_left(self._row_list, tid, lo, hi, key=_row_id)
+        return bisect.bisect_left(rows, tid, lo, hi, key=_row_id)
 
     # -- the aggregates, up to date ---------------------------------------------------------
 
@@ -986,13 +991,13 @@ def _sort_key(created: float | None, tid: str) -> tuple[float, str]:
     return (-(created if created is not None else 0.0), tid)
 
 
-def _sorted_rows(rows: list[TaskRow]) -> tuple[list[TaskRow], array[float]]:
-    """``rows`` newest first, ties in id order (sorted in place), and their primary keys.
-    Two stable sorts by single keys the rows hold: no key tuple per row (a cold load sorts
-    a million)."""
+def _sorted_rows(rows: list[TaskRow]) -> array[float]:
+    """Sort ``rows`` in place, newest first, ties in id order; their primary keys. Two
+    stable sorts by single keys the rows hold: no key tuple per row (a cold load sorts a
+    million)."""
     rows.sort(key=_row_id)
     rows.sort(key=_created, reverse=True)
-    return rows, array("d", map(_first_key, rows))
+    return array("d", map(_first_key, rows))
 
 
 def _created(row: TaskRow) -> float:
