@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 import uuid
+
+import msgspec
 from collections import Counter
 from datetime import timedelta
 
@@ -44,8 +46,8 @@ def build(n: int, *, seed_value: int = 3, changed: float = 0.0) -> Snapshot:
                 func=FUNCS[i % len(FUNCS)],
                 status=status,
                 priority=QUEUES[queue],
-                created_at=now - timedelta(seconds=i * 3600 / max(1, n)),
-                run_at=None,
+                created_ts=(now - timedelta(seconds=i * 3600 / max(1, n))).timestamp(),
+                run_ts=None,
                 retry_count=i % 3 if status == "failed" else 0,
                 worker_id=f"worker-{i % 4}"
                 if status in ("running", "completed", "failed")
@@ -56,7 +58,7 @@ def build(n: int, *, seed_value: int = 3, changed: float = 0.0) -> Snapshot:
     if changed:
         flip = random.Random(seed_value + 1).sample(range(n), int(n * changed))
         for i in flip:
-            rows[i] = rows[i]._replace(status="completed", worker_id="worker-0")
+            rows[i] = msgspec.structs.replace(rows[i], status="completed", worker_id="worker-0")
     counts = Counter(r.status for r in rows)
     by_queue: dict[str, Counter[str]] = {q: Counter() for q in queues}
     for r in rows:

@@ -214,10 +214,15 @@ async def baseline_add_rows(n: int) -> Phase:
     from textual.app import App, ComposeResult
     from textual.widgets import DataTable
 
-    from omniq_console.monitor.snapshot import TaskRow
+    import msgspec
+
+    from omniq_console.monitor.snapshot import ROW_FIELDS
 
     snapshot = build(n)
-    rows = [tuple("" if v is None else str(v) for v in row) for row in snapshot.task_rows]
+    rows = [
+        tuple("" if v is None else str(v) for v in msgspec.structs.astuple(row))
+        for row in snapshot.task_rows
+    ]
     del snapshot
 
     class Plain(App[None]):
@@ -225,7 +230,7 @@ async def baseline_add_rows(n: int) -> Phase:
             yield DataTable()
 
         def on_mount(self) -> None:
-            self.query_one(DataTable).add_columns(*TaskRow._fields)
+            self.query_one(DataTable).add_columns(*ROW_FIELDS)
 
     app = Plain()
     gc.collect()

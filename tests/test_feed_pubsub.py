@@ -3,6 +3,8 @@ drift corrected by one reconcile pass, and a dead or silent feed falling back to
 
 from __future__ import annotations
 
+from msgspec.structs import astuple
+
 import asyncio
 import json
 import uuid
@@ -213,7 +215,9 @@ async def test_duplicated_reordered_and_lost_messages_are_right_after_one_reconc
         assert [(q.name, q.pending, q.running) for q in snap.queues] == [
             (q.name, q.pending, q.running) for q in truth.queues
         ]
-        assert sorted(r[:4] for r in snap.task_rows) == sorted(r[:4] for r in truth.task_rows)
+        assert sorted(astuple(r)[:4] for r in snap.task_rows) == sorted(
+            astuple(r)[:4] for r in truth.task_rows
+        )
         assert snap.feed_drift is not None and snap.feed_drift >= 1
         counts = truth.tasks
         assert (counts["completed"], counts["running"], counts["pending"]) == (2, 2, 1)

@@ -195,3 +195,25 @@ def test_shared_contributions_count_as_a_recount_whatever_the_sharing_bound(
     assert live.failures == once.failures
     assert live.orphans == once.orphans
     assert live.queue_names == once.queue_names
+
+
+def test_a_tasks_records_and_row_share_one_id_string_whatever_order_they_come_in() -> None:
+    # Ids are not interned (a table of a million is ~40 MB): the model makes a task's records
+    # hold one string, whichever of them it learned first, also across updates.
+    from omniq_console.monitor.records import decoders
+
+    decode = decoders(LAYOUT)
+    md = {"omniq_index": "1", "queue": "q", "func": "f", "created_at": "2026-01-01T00:00:00+00:00",
+          "status": "pending", "state": "running", "worker_id": "w"}  # fmt: skip
+    m = BucketModel(LAYOUT)
+    tid = "0123456789abcdef"
+    keys = [("results", LAYOUT.result(tid)), ("tasks", LAYOUT.task(tid)),
+            ("queues", LAYOUT.queue_entry("q", tid)), ("results", LAYOUT.result(tid))]  # fmt: skip
+    for generation, (kind, key) in enumerate(keys, 1):
+        value = decode[kind](key, dict(md))
+        assert value is not None and not isinstance(value, UnreadableRow)
+        m.offer(kind, key, generation, value)
+    shared = m.states[tid].task_id
+    assert m.defs[tid].id is shared and m.entries[tid].task_id is shared
+    assert m.task_rows()[0].id is shared
+    assert m.states[tid].state == "running"

@@ -38,7 +38,7 @@ TAKEN = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 
 
 def row(task_id: str, status: str, queue: str = "emails", error: str | None = None) -> TaskRow:
-    return TaskRow(task_id, queue, "app:send", status, 0, TAKEN, None, 0, None, error)
+    return TaskRow(task_id, queue, "app:send", status, 0, TAKEN.timestamp(), None, 0, None, error)
 
 
 def sample(**changes: Any) -> Snapshot:

@@ -3,6 +3,8 @@ operator called with exactly the ids that were confirmed (and the status seen: f
 
 from __future__ import annotations
 
+import msgspec
+
 from tui_fixtures import (
     demo_snapshot,
     failed_ids,
@@ -86,7 +88,7 @@ async def test_bulk_stays_bound_to_what_was_confirmed() -> None:
         await settle(pilot)
         await pilot.press("R")
         await settle(pilot)
-        more = demo_snapshot(task_rows=(*task_rows(), task_rows()[40]._replace(id="extra-1")))
+        more = demo_snapshot(task_rows=(*task_rows(), msgspec.structs.replace(task_rows()[40], id="extra-1")))
         source.push(more)
         await settle(pilot)
         await pilot.press("y")

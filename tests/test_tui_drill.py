@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import msgspec
+
 from textual.widgets.data_table import ColumnKey
 from tui_fixtures import TAKEN_AT, demo_snapshot, make_app, schedules, settle, task_id, task_rows
 
@@ -20,18 +22,18 @@ from omniq_console.tui.screens.worker import WorkerScreen
 
 
 def failed(n: int, error: str, minutes_ago: float, queue: str = "emails") -> TaskRow:
-    at = TAKEN_AT - timedelta(minutes=minutes_ago)
+    at = (TAKEN_AT - timedelta(minutes=minutes_ago)).timestamp()
     return TaskRow(
         task_id(n), queue, "app.mail.send_digest", TaskStatus.FAILED.value, 0,
-        at - timedelta(seconds=5), None, 1, "worker-b", error, at - timedelta(seconds=2), at,
+        at - 5, None, 1, "worker-b", error, at - 2, at,
     )  # fmt: skip
 
 
 def finished(n: int, minutes_ago: float) -> TaskRow:
-    at = TAKEN_AT - timedelta(minutes=minutes_ago)
+    at = (TAKEN_AT - timedelta(minutes=minutes_ago)).timestamp()
     return TaskRow(
         task_id(n), "emails", "app.mail.send_welcome", TaskStatus.COMPLETED.value, 0,
-        at - timedelta(seconds=9), None, 0, "worker-a", None, at - timedelta(seconds=3), at,
+        at - 9, None, 0, "worker-a", None, at - 3, at,
     )  # fmt: skip
 
 
@@ -45,7 +47,7 @@ def snapshot():
     rows = list(task_rows())
     for i, row in enumerate(rows):
         if row.id in (task_id(21), task_id(22)):
-            rows[i] = row._replace(started_at=TAKEN_AT - timedelta(seconds=40 + i))
+            rows[i] = msgspec.structs.replace(row, started_ts=TAKEN_AT.timestamp() - 40 - i)
     paused = [
         s.model_copy(update={"paused_by": "bob", "paused_at": TAKEN_AT - timedelta(hours=2)})
         if s.status == "paused"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from textual.widgets import Select
 from tui_fixtures import (
     big_snapshot,
@@ -70,9 +72,11 @@ async def test_a_new_snapshot_updates_rows_in_place() -> None:
         cursor_on = table.selected_key
         rows = list(task_rows())
         index = next(i for i, r in enumerate(rows) if r.id == cursor_on)
-        rows[index] = rows[index]._replace(status="running", worker_id="worker-z")
+        rows[index] = msgspec.structs.replace(rows[index], status="running", worker_id="worker-z")
         gone = rows.pop(0)
-        new = rows[0]._replace(id="brand-new", created_at=rows[0].created_at.replace(year=2027))
+        new = msgspec.structs.replace(
+            rows[0], id="brand-new", created_ts=rows[0].created_at.replace(year=2027).timestamp()
+        )
         rows.append(new)
         source.push(demo_snapshot(task_rows=tuple(rows)))
         await settle(pilot)

@@ -3,6 +3,8 @@ messages, the static source, and the keyed table's diffing."""
 
 from __future__ import annotations
 
+import msgspec
+
 import asyncio
 from datetime import timedelta
 
@@ -81,7 +83,7 @@ def test_text_filter_looks_at_id_function_queue_worker_and_error() -> None:
 
 def test_error_type_filter_and_the_unknown_group() -> None:
     rows = task_rows()
-    unknown = rows[0]._replace(id="no-type", status="failed", error_type=None)
+    unknown = msgspec.structs.replace(rows[0], id="no-type", status="failed", error_type=None)
     page = select_tasks((*rows, unknown), TaskFilter(status="failed", error_type=NO_ERROR_TYPE))
     assert [r.id for r in page.rows] == ["no-type"]
     groups = failure_groups((*rows, unknown))

@@ -15,6 +15,8 @@ from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import msgspec
+
 from ..checks import check_seconds
 from .errors import MetadataTooLargeError, ReadOnlyError
 
@@ -30,9 +32,12 @@ LIST_PAGE_SIZE = 1000
 """Objects in one page of a listing (GCS's largest): one request each."""
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectInfo:
-    """One object as a listing (or a write) describes it, without its body."""
+class ObjectInfo(msgspec.Struct, frozen=True, gc=False):
+    """One object as a listing (or a write) describes it, without its body.
+
+    A msgspec struct: a listing of a million objects makes a million of them, and a frozen
+    dataclass's ``__init__`` took ~0.6 µs each (0.07 here); never tracked by the collector
+    (it holds strings, numbers, a datetime and a dict of strings: no cycle)."""
 
     key: str
     generation: int

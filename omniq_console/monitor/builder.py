@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from ..backend.layout import Layout
 from ..models import Schedule, ScheduleStatus, as_utc
 from .model import MINUTE, BucketModel
-from .records import ScheduleRecord, to_datetime
+from .records import ScheduleRecord
 from .snapshot import (
     QueueStats,
     QueueWindow,
@@ -27,6 +27,7 @@ from .snapshot import (
     ScheduleRow,
     StuckTask,
     WorkerRow,
+    to_datetime,
 )
 from .waiting import DELAYED, EXPIRED, PENDING
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from pydantic import BaseModel
 
 from .groups import failure_groups
 from .snapshot import (
+    ROW_FIELDS,
+    TIME_FIELDS,
     EventRow,
     QueueStats,
     ResultMinute,
@@ -65,6 +68,17 @@ def _records(rows: Iterable[tuple[Any, ...]], columns: Sequence[str]) -> pd.Data
     return pd.DataFrame.from_records(list(rows), columns=list(columns))
 
 
+def _tasks(rows: Sequence[TaskRow]) -> pd.DataFrame:
+    """One row per task, its times (POSIX seconds in the rows) as UTC datetimes under the
+    ``*_at`` names the rows' properties give."""
+    import pandas as pd
+
+    frame = _records((msgspec.structs.astuple(r) for r in rows), ROW_FIELDS)
+    for ts, at in TIME_FIELDS.items():
+        frame[at] = pd.to_datetime(frame.pop(ts), unit="s", utc=True)
+    return frame[[TIME_FIELDS.get(f, f) for f in ROW_FIELDS]].set_index("id")
+
+
 def snapshot_frames(snapshot: Snapshot) -> dict[str, pd.DataFrame]:
     """The snapshot's tables as DataFrames (``FRAMES`` names them).
 
@@ -78,7 +92,7 @@ def snapshot_frames(snapshot: Snapshot) -> dict[str, pd.DataFrame]:
     groups = failure_groups(snapshot.task_rows, by_queue=True)
     return {
         "queues": _models(snapshot.queues, QueueStats, "name"),
-        "tasks": _typed(_records(snapshot.task_rows, TaskRow._fields), "id"),
+        "tasks": _tasks(snapshot.task_rows),
         "results": _models(snapshot.results_per_minute, ResultMinute, "minute"),
         "failure_groups": _records(
             ((g.error_type, g.queue, g.count, g.task_ids) for g in groups), _GROUP_COLUMNS

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ..models import TaskStatus
-from .snapshot import TaskRow
+from .snapshot import TaskRow, to_datetime
 
 UNKNOWN_ERROR = "(unknown)"
 """Group name of failed tasks whose index carries no exception type."""
@@ -31,9 +31,18 @@ NEW_WITHIN = timedelta(minutes=10)
 _FAILED = TaskStatus.FAILED.value
 
 
+def failed_ts(row: TaskRow) -> float | None:
+    """When ``row`` failed, in POSIX seconds: its completion, else its start or creation
+    (older index entries)."""
+    for ts in (row.completed_ts, row.started_ts, row.created_ts):
+        if ts is not None:
+            return ts
+    return None
+
+
 def failed_at(row: TaskRow) -> datetime | None:
-    """When ``row`` failed: its completion, else its start or creation (older index entries)."""
-    return row.completed_at or row.started_at or row.created_at
+    """``failed_ts`` as a UTC datetime."""
+    return to_datetime(failed_ts(row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +88,7 @@ class FailureGroup:
 @dataclass(slots=True)
 class _Collect:
     ids: list[str]
-    times: list[datetime]
+    times: list[float]  # POSIX seconds: a datetime is made only for the first and last
     queues: set[str]
 
 
@@ -104,11 +113,12 @@ def failure_groups(
         if group is None:
             group = collected[key] = _Collect([], [], set())
         group.ids.append(row.id)
-        if (at := failed_at(row)) is not None:
+        if (at := failed_ts(row)) is not None:
             group.times.append(at)
         group.queues.add(row.queue_name)
     if now is None:
-        now = max((max(g.times) for g in collected.values() if g.times), default=None)
+        newest = max((max(g.times) for g in collected.values() if g.times), default=None)
+        now = to_datetime(newest)
     groups = [_group(kind, where, c, now) for (kind, where), c in collected.items()]
     return tuple(sorted(groups, key=lambda g: (-g.count, g.error_type, g.queue or "")))
 
@@ -117,8 +127,9 @@ def _group(kind: str, queue: str | None, c: _Collect, now: datetime | None) -> F
     times = c.times
     trend = [0] * TREND_MINUTES
     if now is not None:
+        end = now.timestamp()
         for at in times:
-            minutes_ago = int((now - at).total_seconds() // 60)
+            minutes_ago = int((end - at) // 60)
             if 0 <= minutes_ago < TREND_MINUTES:
                 trend[TREND_MINUTES - 1 - minutes_ago] += 1
     return FailureGroup(
@@ -126,8 +137,8 @@ def _group(kind: str, queue: str | None, c: _Collect, now: datetime | None) -> F
         queue=queue,
         task_ids=tuple(sorted(c.ids)),
         queues=tuple(sorted(c.queues)),
-        first_seen=min(times, default=None),
-        last_seen=max(times, default=None),
+        first_seen=to_datetime(min(times, default=None)),
+        last_seen=to_datetime(max(times, default=None)),
         per_minute=tuple(trend),
         now=now,
     )
@@ -139,5 +150,6 @@ __all__ = [
     "UNKNOWN_ERROR",
     "FailureGroup",
     "failed_at",
+    "failed_ts",
     "failure_groups",
 ]

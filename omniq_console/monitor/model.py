@@ -23,9 +23,10 @@ the clock is evaluated at snapshot time: stuck tasks from the running set's leas
 
 Memory is per task, and a bucket may hold a million: a task's three objects are kept by id as
 packed ints (``KnownObjects``), not by key; its records are structs the collector never
-tracks; its id and the few distinct queues, functions, statuses and worker ids are interned
-strings (``records.py``); equal contributions are one object; rows are placed by an array of
-floats (``benchmarks/model.py`` measures bytes a task, cold load and a change's cost).
+tracks, sharing one id string (``offer``); the few distinct queues, functions, statuses and
+worker ids are interned strings (``records.py``); a task's contribution is kept only while it
+is stale; rows are structs with times as floats, placed by an array of floats
+(``benchmarks/model.py`` measures bytes a task, cold load and a change's cost).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import heapq
-import sys
 from array import array
 from collections import Counter, OrderedDict
 from collections.abc import Iterator, Mapping
@@ -52,7 +52,6 @@ from .records import (
     ScheduleRecord,
     StateRecord,
     TaskDef,
-    to_datetime,
 )
 from .running import LiveTask, RunningSet
 from .snapshot import TaskRow, UnreadableRow
@@ -71,6 +70,8 @@ and redelivery window (minutes) at hundreds of deletes a second; the reconcile c
 rest."""
 SETTLE_SLICE = 500
 """Stale tasks joined between two yields to the event loop (tens of microseconds each)."""
+ROW_SLICE = 2_000
+"""Rows built and placed between two yields to the event loop (a few microseconds each)."""
 SHARED_CONTRIBUTIONS = 10_000
 """Distinct contributions kept for sharing (status x queue x error type: a few hundred in a
 real bucket); beyond, the memory starts again (sharing saves memory, it decides nothing)."""
@@ -188,7 +189,8 @@ class KnownObjects(Mapping[str, Known]):
             ident = value.id if isinstance(value, TaskDef) else value.task_id
             if ident == tid and (not queue or getattr(value, "queue", None) == queue):
                 if tid not in self._split_ids and tid not in self._packed:
-                    self._packed[sys.intern(tid)] = known.generation << SEQ_BITS | known.seq
+                    # Keyed by the record's own id string: one string a task (``offer``).
+                    self._packed[ident] = known.generation << SEQ_BITS | known.seq
                     return
                 if tid in self._packed:  # an entry of this task in another queue
                     old = self._packed.pop(tid)
@@ -222,7 +224,7 @@ class KnownObjects(Mapping[str, Known]):
     def unconfirmed(self, before: int, batch: int) -> Iterator[list[str]]:
         """The keys whose seq is ``before`` or less (neither learned nor confirmed since), in
         lists, one per ``batch`` keys looked at: a caller gives the loop back between them.
-        The keys are copied at once (references to the interned ids: no key string is made
+        The keys are copied at once (references to the ids the records hold: no key string is made
         but for a match); each is looked up as its batch is made, so a change in between
         counts."""
         other = list(self._other)
@@ -327,12 +329,14 @@ class BucketModel:
         self.paused: dict[str, PausedQueue] = {}
         self.schedules: dict[str, tuple[int, ScheduleRecord]] = {}
 
-        self._contrib: dict[str, Contribution] = {}
         # Equal contributions are one object: there are a few hundred distinct ones (status x
         # queue x error type), not one per task.
         self._shared: dict[Contribution, Contribution] = {}
-        self._stale: set[str] = set()
-        """Tasks whose objects changed since the aggregates were last brought up to date."""
+        self._stale: dict[str, Contribution | None] = {}
+        """Tasks whose objects changed since the aggregates were last brought up to date,
+        each with what it counted then (None: nothing). A settled task's contribution is a
+        function of its objects, so it is worked out when the task goes stale, not kept for
+        every task (a dict of a million entries, ~50 MB)."""
         self._task_counts: Counter[str] = Counter({s.value: 0 for s in TaskStatus})
         self._result_counts: Counter[str] = Counter({s.value: 0 for s in ResultStatus})
         self._failures: Counter[str] = Counter()
@@ -358,8 +362,13 @@ class BucketModel:
         # under a millisecond). Built and sorted lazily: a change only marks its task dirty,
         # and ``task_rows`` builds the dirty ones' rows and merges them in, so a cold load of
         # n tasks is one sort (O(n log n)), not n insertions into a list (O(n^2)), and a task
-        # changed several times between two reads is built once.
-        self._row_list: list[TaskRow] = []
+        # changed several times between two reads is built once. While nothing is placed, no
+        # task is marked: the first read places them all. The placed rows are kept as the tuple
+        # a snapshot takes (a list is copied for a merge, then frozen again): the collector
+        # untracks a tuple of untracked rows at its first pass, where it walked a list of a
+        # million rows, and the copy before it, at every collection that saw them.
+        self._rows: tuple[TaskRow, ...] = ()
+        self._place_all_pending = False
         self._row_keys: array[float] = array("d")
         """Each row's primary sort key (``-created``), at the row's position: 8 bytes a row,
         untracked by the collector; ties are ordered by id. Every task with a definition has
@@ -368,7 +377,6 @@ class BucketModel:
         """The definition as placed (None: no row) of each task whose definition changed since
         the last merge; a task not here is placed by its definition as it is."""
         self._dirty: set[str] = set()
-        self._rows_tuple: tuple[TaskRow, ...] | None = ()
         self.changes = 0
         """Applied changes since the model was made (a change counter for cheap 'dirty')."""
 
@@ -408,9 +416,37 @@ class BucketModel:
             return False
         if known is not None:
             objects.remove(key)
+        value = self._shared_id(value)
         objects.put(key, Known(generation, value, self.next_seq()))
         self._replace(kind, key, known.value if known else None, value)
         return True
+
+    def _shared_id(self, value: Record | UnreadableRow) -> Record | UnreadableRow:
+        """``value``, holding the same id string as the model's other records of its task:
+        each decoded record has a string of its own, and a task's three records, the model's
+        maps and its row then share one (interning them instead would keep a table of every
+        id, ~40 MB at a million tasks)."""
+        # One class at a time: isinstance of a union is several times slower, and a cold
+        # load of a million tasks comes through here 1.6 million times.
+        if isinstance(value, TaskDef):
+            tid = value.id
+        elif isinstance(value, StateRecord) or isinstance(value, Entry):  # noqa: SIM101
+            tid = value.task_id
+        else:
+            return value
+        d = self.defs.get(tid)
+        if d is not None:
+            shared = d.id
+        else:
+            same = self.states.get(tid) or self.entries.get(tid)
+            if same is None:
+                return value
+            shared = same.task_id
+        if shared is tid:
+            return value
+        if isinstance(value, TaskDef):
+            return msgspec.structs.replace(value, id=shared)
+        return msgspec.structs.replace(value, task_id=shared)
 
     def withdraw(self, kind: str, key: str, generation: int | None, *, before: int = 0) -> bool:
         """``key`` is gone: at ``generation`` (a delete notice), or, with ``generation=None``,
@@ -451,35 +487,40 @@ class BucketModel:
         # a key of another form is never a task's, and changes no task.
         tid: str | None = None
         if kind == "tasks":
-            if self._row_list:  # something is placed: what this task's row is placed by
+            if self._rows:  # something is placed: what this task's row is placed by
                 changed = new if isinstance(new, TaskDef) else old
                 if isinstance(changed, TaskDef) and changed.id not in self._placed:
                     self._placed[changed.id] = self.defs.get(changed.id)
             if isinstance(new, TaskDef):
                 tid = new.id
+                self._mark(tid)
                 self.defs[tid] = new
             elif isinstance(old, TaskDef):
                 tid = old.id
+                self._mark(tid)
                 self.defs.pop(tid, None)
         elif kind == "results":
             if isinstance(new, StateRecord):
                 tid = new.task_id
+                self._mark(tid)
                 self.states[tid] = new
             elif isinstance(old, StateRecord):
                 tid = old.task_id
                 if tid in self._stale:
                     # The record goes: what it meant (an outcome, which outlives it) is taken
                     # before it is lost.
-                    self._stale.discard(tid)
-                    self._refresh_task(tid)
+                    self._refresh_task(tid, self._stale.pop(tid))
+                self._mark(tid)
                 self.states.pop(tid, None)
         elif kind == "queues":
             if isinstance(new, Entry):
                 tid = new.task_id
+                self._mark(tid)
                 self.entries[tid] = new
             elif isinstance(old, Entry):
                 tid = old.task_id
                 if self.entries.get(tid) == old:
+                    self._mark(tid)
                     del self.entries[tid]
         elif kind == "workers":
             ident = Layout.name_of(key)
@@ -498,8 +539,12 @@ class BucketModel:
                 self.schedules[key] = (self.objects[kind][key].generation, new)
             else:
                 self.schedules.pop(key, None)
-        if tid is not None:
-            self._stale.add(tid)
+
+    def _mark(self, tid: str) -> None:
+        """``tid``'s objects are about to change: unless it is stale already, what it counts
+        now (before the change) is noted, to be taken back when it is settled."""
+        if tid not in self._stale:
+            self._stale[tid] = self._contribution(tid)
 
     def settle(self) -> None:
         """Bring the aggregates up to date with the changes since the last call: each task
@@ -507,35 +552,33 @@ class BucketModel:
         completion changes two or three; a cold listing brings each task's objects one by
         one). Every reader of the aggregates calls it first."""
         while self._stale:
-            stale, self._stale = self._stale, set()
-            for tid in stale:
-                self._refresh_task(tid)
+            stale, self._stale = self._stale, {}
+            for tid, old in stale.items():
+                self._refresh_task(tid, old)
 
     async def settle_in_slices(self, size: int = SETTLE_SLICE) -> None:
         """``settle``, giving the event loop back every ``size`` tasks (a cold listing or a
         big change leaves tens of thousands stale)."""
         while self._stale:
             for _ in range(min(size, len(self._stale))):
-                self._refresh_task(self._stale.pop())
+                self._refresh_task(*self._stale.popitem())
             await asyncio.sleep(0)
 
-    def _refresh_task(self, tid: str) -> None:
-        d = self.defs.get(tid)
-        r = self.states.get(tid)
-        e = self.entries.get(tid)
-        old = self._contrib.get(tid)
+    def _contribution(self, tid: str) -> Contribution | None:
+        """What ``tid`` adds to the aggregates, from its objects as they are now."""
+        return self._contribution_of(
+            self.defs.get(tid), self.states.get(tid), self.entries.get(tid)
+        )
+
+    def _contribution_of(
+        self, d: TaskDef | None, r: StateRecord | None, e: Entry | None
+    ) -> Contribution | None:
+        """What a task of these objects adds to the aggregates (None: it has none)."""
+        if d is None and r is None and e is None:
+            return None
         # Derived as ``get_task`` derives it: no state record means pending, whatever the
         # definition said when it was written.
         status = r.state if r is not None else (_PENDING if d is not None else None)
-        if d is None and r is None and e is None:
-            if old is not None:
-                del self._contrib[tid]
-                self._count(old, -1)
-            self._running.discard(tid)
-            self._waiting.discard(tid)
-            self._set_row(tid)
-            self._detach(tid)
-            return
         queue = (d.queue if d else None) or (r.queue if r else None) or (e.queue if e else None)
         # The clock-dependent figures count a running task or one waiting in a queue. A task
         # waiting without an entry counts nowhere (the reaper re-creates the entry), and that
@@ -555,12 +598,28 @@ class BucketModel:
         )
         if len(self._shared) > SHARED_CONTRIBUTIONS:  # free-text error types: stay bounded
             self._shared.clear()
-        new = self._shared.setdefault(new, new)
+        return self._shared.setdefault(new, new)
+
+    def _refresh_task(self, tid: str, old: Contribution | None) -> None:
+        """Join ``tid`` again from its objects; ``old`` is what it counted before they
+        changed (``_mark``)."""
+        d = self.defs.get(tid)
+        r = self.states.get(tid)
+        e = self.entries.get(tid)
+        new = self._contribution_of(d, r, e)
         if new is not old:  # shared: an unchanged contribution is the same object
             if old is not None:
                 self._count(old, -1)
-            self._contrib[tid] = new
-            self._count(new, 1)
+            if new is not None:
+                self._count(new, 1)
+        if new is None:
+            self._running.discard(tid)
+            self._waiting.discard(tid)
+            self._set_row(tid)
+            self._detach(tid)
+            return
+        status = r.state if r is not None else _PENDING
+        live, queue = new.live, new.queue
         if live and r is not None and status == _RUNNING:
             self._running.put(_live_task(tid, d, r, e))
         else:
@@ -711,82 +770,118 @@ class BucketModel:
         worker is the lease holder while it runs, who ran it last once it is final."""
         if r is None:
             return TaskRow(
-                tid, d.queue, d.func, _PENDING, d.priority,
-                to_datetime(d.created_at), to_datetime(d.run_at), 0, None, None, None, None, 0,
+                tid, d.queue, d.func, _PENDING, d.priority, d.created_at, d.run_at, 0, None,
+                None, None, None, 0,
             )  # fmt: skip
         run_at = r.run_at if r.run_at is not None else d.run_at
         # As ``lifecycle.overlay``: nobody runs a task while it waits (a retry, a release).
         worker = r.worker_id if r.state != _PENDING else None
         return TaskRow(
-            tid, d.queue, d.func, r.state, d.priority, to_datetime(d.created_at),
-            to_datetime(run_at), r.retry_count, worker, r.error_type,
-            to_datetime(r.started_at), to_datetime(r.completed_at), r.attempt,
+            tid, d.queue, d.func, r.state, d.priority, d.created_at, run_at, r.retry_count,
+            worker, r.error_type, r.started_at, r.completed_at, r.attempt,
         )  # fmt: skip
 
     def _set_row(self, tid: str) -> None:
         if not self.task_rows_enabled:
             return
-        if tid in self.defs or tid in self._placed:
+        if not self._rows:
+            # Nothing placed (a cold load): the next read places every task's row at once,
+            # with no set of a million dirty ids meanwhile.
+            self._place_all_pending = True
+        elif tid in self.defs or tid in self._placed:
             self._dirty.add(tid)
-            self._rows_tuple = None
 
     def task_rows(self) -> tuple[TaskRow, ...]:
         """Every task's row, newest first (copied only after a change)."""
         self.settle()
-        if self._dirty:
-            self._merge_dirty()
-        if self._rows_tuple is None:
-            self._rows_tuple = tuple(self._row_list)
-        return self._rows_tuple
+        for _ in self._update_rows(ROW_SLICE):
+            pass
+        return self._rows
 
-    def _merge_dirty(self) -> None:
-        """Bring ``_row_list`` up to date with the dirty tasks: a row whose sort key is
-        unchanged is replaced where it sits (a binary search); the rows that went are cut out
-        and the new ones sorted and spliced in, the lists rebuilt once from slices (one
-        C-level copy, O(n), however many rows changed)."""
+    async def task_rows_in_slices(self, size: int = ROW_SLICE) -> tuple[TaskRow, ...]:
+        """``task_rows``, giving the event loop back every ``size`` rows built (a 1% change
+        of a million tasks is ten thousand rows to build and place: ~50 ms in one go)."""
+        await self.settle_in_slices()
+        for _ in self._update_rows(size):
+            await asyncio.sleep(0)
+        return self._rows
+
+    def _update_rows(self, size: int) -> Iterator[None]:
+        """Bring the rows up to date, pausing (a yield) every ``size`` rows built."""
+        if not self._rows:
+            if self._place_all_pending:
+                yield from self._place_all(size)
+        elif self._dirty:
+            yield from self._merge_dirty(size)
+
+    def _place_all(self, size: int) -> Iterator[None]:
+        """Every task's row, sorted (nothing was placed)."""
+        self._place_all_pending = False
+        self._dirty.clear()
+        self._placed.clear()
+        defs, states = self.defs, self.states
+        ids = list(defs)
+        rows: list[TaskRow] = []
+        for start in range(0, len(ids), size):
+            rows += [
+                self._row(tid, defs[tid], states.get(tid)) for tid in ids[start : start + size]
+            ]
+            yield
+        self._row_keys = _sorted_rows(rows)
+        self._rows = tuple(rows)
+
+    def _merge_dirty(self, size: int) -> Iterator[None]:
+        """Bring the rows up to date with the dirty tasks: a row whose sort key is unchanged
+        is replaced where it sits (a binary search); the rows that went are cut out and the new
+        ones sorted and spliced in, the rows rebuilt once from slices (C-level copies, O(n),
+        however many rows changed)."""
         defs, states, placed = self.defs, self.states, self._placed
         gone: list[int] = []
-        new: list[tuple[tuple[float, str], TaskRow]] = []
-        listed = self._row_list
-        for tid in self._dirty:
+        new: list[TaskRow] = []
+        listed = list(self._rows)
+        dirty, self._dirty = self._dirty, set()
+        for n, tid in enumerate(dirty, 1):
+            if n % size == 0:
+                yield
             d = defs.get(tid)
             row = self._row(tid, d, states.get(tid)) if d is not None else None
-            # Nothing placed yet (a cold load): no lookups.
-            before = placed.pop(tid, d) if listed else None
+            before = placed.pop(tid, d)
             if before is not None:
-                at = self._position(_sort_key(before.created_at, tid))
+                at = self._position(listed, _sort_key(before.created_at, tid))
                 if d is not None and row is not None and d.created_at == before.created_at:
                     listed[at] = row
                     continue
                 gone.append(at)
-            if d is not None and row is not None:
-                new.append((_sort_key(d.created_at, tid), row))
-        self._dirty.clear()
+            if row is not None:
+                new.append(row)
         placed.clear()
         if gone:
             gone.sort()
-            self._row_list = _without(listed, gone, [])
+            listed = _without(listed, gone, [])
             self._row_keys = _without(self._row_keys, gone, array("d"))
         if new:
-            new.sort(key=_first)
-            rows = [row for _, row in new]
-            keys = array("d", [key[0] for key, _ in new])
-            if not self._row_list:  # a cold load: the sorted rows are the order
-                self._row_list, self._row_keys = rows, keys
-                return
-            places = [self._position(key) for key, _ in new]
-            self._row_list = _spliced(self._row_list, places, rows, [])
-            self._row_keys = _spliced(self._row_keys, places, keys, array("d"))
+            keys = _sorted_rows(new)
+            if not listed:  # every row went: the new ones are the order
+                listed, self._row_keys = new, keys
+            else:
+                places = [
+                    self._position(listed, (key, row.id))
+                    for key, row in zip(keys, new, strict=True)
+                ]
+                listed = _spliced(listed, places, new, [])
+                self._row_keys = _spliced(self._row_keys, places, keys, array("d"))
+        self._rows = tuple(listed)
 
-    def _position(self, key: tuple[float, str]) -> int:
-        """Where the row of sort key ``key`` sits (or would) in ``_row_list``."""
+    def _position(self, rows: list[TaskRow], key: tuple[float, str]) -> int:
+        """Where the row of sort key ``key`` sits (or would) in ``rows`` (the placed rows,
+        whose primary keys ``_row_keys`` holds)."""
         first, tid = key
         keys = self._row_keys
         lo = bisect.bisect_left(keys, first)
         hi = bisect.bisect_right(keys, first, lo)
-        if hi - lo <= 1 and (lo == hi or self._row_list[lo].id >= tid):
+        if hi - lo <= 1 and (lo == hi or rows[lo].id >= tid):
             return lo
-        return bisect.bisect_left(self._row_list, tid, lo, hi, key=_row_id)
+        return bisect.bisect_left(rows, tid, lo, hi, key=_row_id)
 
     # -- the aggregates, up to date ---------------------------------------------------------
 
@@ -891,13 +986,28 @@ def _live_task(tid: str, d: TaskDef | None, r: StateRecord, e: Entry | None) -> 
     )
 
 
-def _first(pair: tuple[tuple[float, str], TaskRow]) -> tuple[float, str]:
-    return pair[0]
-
-
 def _sort_key(created: float | None, tid: str) -> tuple[float, str]:
     """Newest first; ties in id order (a stable, listing-like order)."""
     return (-(created if created is not None else 0.0), tid)
+
+
+def _sorted_rows(rows: list[TaskRow]) -> array[float]:
+    """Sort ``rows`` in place, newest first, ties in id order; their primary keys. Two
+    stable sorts by single keys the rows hold: no key tuple per row (a cold load sorts a
+    million)."""
+    rows.sort(key=_row_id)
+    rows.sort(key=_created, reverse=True)
+    return array("d", map(_first_key, rows))
+
+
+def _created(row: TaskRow) -> float:
+    created = row.created_ts
+    return created if created is not None else 0.0
+
+
+def _first_key(row: TaskRow) -> float:
+    """A row's primary sort key (``_sort_key``'s first part)."""
+    return -_created(row)
 
 
 def _row_id(row: TaskRow) -> str:

@@ -46,9 +46,9 @@ from .builder import SnapshotBuilder, Thresholds
 from .detail import bodies, task_detail, task_keys
 from .io import describe_error, read_many
 from .model import BucketModel
-from .records import decoders, kind_of, parse_body, to_datetime
+from .records import decoders, kind_of, parse_body
 from .requests import RequestMeter
-from .snapshot import RequestFigures, Snapshot, TaskDetail, UnreadableRow
+from .snapshot import RequestFigures, Snapshot, TaskDetail, UnreadableRow, to_datetime
 from .sources.events import EventTail
 from .sources.listing import FullListing, Reconciler
 from .sources.pubsub import Change, MissedChanges, PubSubFeed, look_up
@@ -599,12 +599,13 @@ class Monitor:
             worker_timeout=timedelta(seconds=self._worker_timeout),
         )
         parts = await self._builder.build(self.model, now, thresholds)
-        # The rows are the last big piece of a build (a merge and a copy of every task's
-        # row): on a turn of the loop of their own. Only a poll changes the model, and
-        # polls never overlap, so they describe the same model as the parts.
+        # The rows are the last big piece of a build (the changed rows built and placed,
+        # then a copy of every task's row): on turns of the loop of their own. Only a poll
+        # changes the model, and polls never overlap, so they describe the same model as the
+        # parts.
         await asyncio.sleep(0)
         model = self.model
-        rows = model.task_rows() if model.task_rows_enabled else ()
+        rows = await model.task_rows_in_slices() if model.task_rows_enabled else ()
         unreadable = sorted(
             {**self._tail.unreadable, **model.unreadable}.values(), key=lambda u: u.key
         )

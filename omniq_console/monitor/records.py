@@ -19,7 +19,7 @@ import json
 import re
 import sys
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import msgspec
@@ -185,10 +185,6 @@ def ts(value: str) -> float:
     return as_utc(datetime.fromisoformat(value)).timestamp()
 
 
-def to_datetime(value: float | None) -> datetime | None:
-    return datetime.fromtimestamp(value, UTC) if value is not None else None
-
-
 def kind_of(layout: Layout, key: str) -> str | None:
     """Which prefix ``key`` lives under, None outside the layout's prefix."""
     if not key.startswith(layout.prefix):
@@ -215,9 +211,9 @@ def _checked_id(key: str, folder: str, what: str) -> str | UnreadableRow:
     name = key[len(folder) :]
     if not name.endswith(".json") or "/" in name or name == ".json":
         return UnreadableRow(key=key, reason=f"outside the layout (expected {folder}<id>.json)")
-    # Interned: a task's id is then one string shared by its three records, the model's
-    # maps and its row (a million tasks: ~160 MB less).
-    ident = sys.intern(name[:-5])
+    # Not interned: the interpreter's table of a million ids is ~40 MB. The model makes a
+    # task's records share one string (``BucketModel.offer``).
+    ident = name[:-5]
     if _PLAIN_ID.fullmatch(ident) and ".." not in ident:
         return ident  # the common case, ~50x cheaper than check_id's per-character scan
     try:

@@ -6,19 +6,24 @@ shows one bounded page; this module is what that worker runs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from ..models import TaskStatus, allowed_task_actions
-from ..monitor.groups import UNKNOWN_ERROR, failed_at
+from ..monitor.groups import UNKNOWN_ERROR, failed_ts
 from ..monitor.snapshot import TaskRow
 
 PAGE_SIZE = 200
 """Rows shown at once in a windowed table: a screenful many times over, cheap to diff."""
 
 
-_OLDEST = datetime.min.replace(tzinfo=UTC)
+_OLDEST = -math.inf
+"""A row without the time sorts as the oldest."""
+
+
+def _or_oldest(ts: float | None) -> float:
+    return ts if ts is not None else _OLDEST
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +95,8 @@ class TaskFilter:
         return " ".join(parts)
 
 
-def _newest_first(row: TaskRow) -> tuple[datetime, str]:
-    return (row.created_at or _OLDEST, row.id)
+def _newest_first(row: TaskRow) -> tuple[float, str]:
+    return (_or_oldest(row.created_ts), row.id)
 
 
 def _text(value: str | None) -> str:
@@ -105,7 +110,7 @@ SORT_KEYS: dict[str, Callable[[TaskRow], object]] = {
     "queue": lambda r: _text(r.queue_name),
     "func": lambda r: _text(r.func),
     "created": _newest_first,
-    "failed": lambda r: failed_at(r) or _OLDEST,
+    "failed": lambda r: _or_oldest(failed_ts(r)),
     "retries": lambda r: r.retry_count,
     "priority": lambda r: r.priority,
     "worker": lambda r: _text(r.worker_id),

@@ -1,10 +1,9 @@
 """Listings as a change source: a full listing of every prefix, and the rolling reconcile.
 
-Both compare each listed object's generation with the model and decode only what changed; the
-full listing also withdraws what it no longer shows. The rolling reconcile lists one key range
-per poll (a cursor over the prefixes, in key order) so that, beside a change feed, the whole
-bucket is re-listed about every ``reconcile_s`` at a bounded cost per poll; what it corrects is
-the feed's drift.
+Both compare each listed object's generation with the model and decode only what changed, and
+withdraw what they no longer show. The rolling reconcile lists one key range per poll (a cursor
+over the prefixes, in key order) so that, beside a change feed, the whole bucket is re-listed
+about every ``reconcile_s`` at a bounded cost per poll; what it corrects is the feed's drift.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import bisect
 import contextlib
 import itertools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ...backend.layout import Layout
@@ -38,9 +37,6 @@ SLICE = 250
 """Listed objects compared between two yields to the event loop (a changed one costs ~100 us
 to decode and apply: at most ~25 ms per slice)."""
 MAX_RECONCILE_PAGES = 8
-RUN = 10_000
-"""Keys sorted at a time by ``SortedRuns.of`` (~5 ms each: a million keys are 100 runs, the
-loop given back between them, where one ``sorted`` of them all held it, and the GIL, ~1 s)."""
 
 
 @dataclass(slots=True)
@@ -62,21 +58,10 @@ class Applied:
 
 class SortedRuns:
     """Keys as sorted runs: what a key range of a listing should hold, found by a binary
-    search in each run (a hundred runs at a million keys: microseconds per range)."""
+    search in each run."""
 
     def __init__(self, runs: Sequence[Sequence[str]]) -> None:
         self._runs = runs
-
-    @classmethod
-    async def of(cls, keys: Iterable[str]) -> SortedRuns:
-        """``keys`` copied at once (their set as of now), then sorted ``RUN`` at a time with
-        the event loop given back between runs."""
-        everything = list(keys)
-        runs = []
-        for start in range(0, len(everything), RUN):
-            runs.append(sorted(everything[start : start + RUN]))
-            await asyncio.sleep(0)
-        return cls(runs)
 
     def between(self, lo: str | None, hi: str | None) -> list[str]:
         """The keys in ``[lo, hi]`` (None: unbounded), run after run (not in one order)."""
@@ -97,15 +82,15 @@ async def apply_listing(
     before: int,
     lo: str | None = None,
     hi: str | None = None,
-    known_keys: SortedRuns | None = None,
+    known_keys: SortedRuns,
 ) -> Applied:
     """Apply a listing of ``kind`` that covered keys in ``[lo, hi]`` (None: unbounded) and
     was requested when the model's seq was ``before``. Yields to the loop every ``SLICE``.
-    ``known_keys``: the model's keys of ``kind`` to check for removal (None: all of them)."""
+    ``known_keys``: the model's keys of ``kind`` to check for removal."""
     out = Applied()
     listed: set[str] = set()
     await _apply_page(model, kind, infos, decode, out, listed.add, stale=True)
-    candidates = list(model.keys(kind)) if known_keys is None else known_keys.between(lo, hi)
+    candidates = known_keys.between(lo, hi)
     for n, key in enumerate(candidates):
         inside = (lo is None or key >= lo) and (hi is None or key <= hi)
         if inside and key not in listed and model.withdraw(kind, key, None, before=before):
@@ -269,6 +254,15 @@ class Reconciler:
 
     Pages per step: enough that a pass over ``objects`` objects takes about ``reconcile_s``
     at one step per ``interval`` seconds, at least 1 and at most ``MAX_RECONCILE_PAGES``.
+
+    A pass over a prefix is a full listing spread over polls, judged as ``FullListing``
+    judges one: each key it shows is marked with the seq taken when the pass began
+    (``BucketModel.confirm``), and once the prefix was listed to its end, the keys known
+    before the pass that it did not mark are withdrawn (``unconfirmed``). No copy of the
+    model's keys is made (at a million tasks a sorted copy of a prefix's keys was ~130 MB
+    and a second of CPU at every pass). A key removed from the bucket with its notification
+    lost is withdrawn at the end of the pass that no longer lists it; one learned during a
+    pass waits for the next.
     """
 
     def __init__(
@@ -284,7 +278,8 @@ class Reconciler:
         self.reconcile_s = reconcile_s
         self._kind = 0
         self._cursor: str | None = None
-        self._known: SortedRuns | None = None
+        self._pass: tuple[int, int] | None = None
+        """(model seq before this prefix's pass, its mark), taken when the pass began."""
         self.pass_drift = 0
         self.last_pass_drift: int | None = None
         self.passes = 0
@@ -295,29 +290,33 @@ class Reconciler:
 
     async def step(self, store: ObjectStoreAPI, model: BucketModel, pages: int) -> ReconcileStep:
         kind = LISTED_KINDS[self._kind]
-        if self._known is None:
-            # Keys learned after this copy are checked on the next pass: a removal needs a
-            # listing requested after the model learned the key anyway.
-            self._known = await SortedRuns.of(model.keys(kind))
+        if self._pass is None:
+            before = model.seq
+            self._pass = (before, model.next_seq())
+        before, mark = self._pass
         prefix = folder_of(self._layout, kind)
-        before = model.seq
         want = pages * PAGE
         infos = await store.list(prefix, start_offset=self._cursor, limit=want)
         requests = max(1, math.ceil(len(infos) / PAGE))
         at_end = len(infos) < want
         lo = self._cursor
-        hi = None if at_end else infos[-1].key
-        applied = await apply_listing(
-            model, kind, infos, self._decoders[kind], before=before, lo=lo, hi=hi,
-            known_keys=self._known,
-        )  # fmt: skip
+
+        def shown(key: str) -> None:
+            model.confirm(kind, key, mark)
+
+        applied = Applied()
+        await _apply_page(model, kind, infos, self._decoders[kind], applied, shown, stale=True)
         if self._usage is not None:
             self._usage.page(prefix, infos, first=lo is None, last=at_end)
         completed = False
         if at_end:
+            # The prefix was listed to its end: what the pass did not show is gone.
+            for batch in model.unconfirmed(kind, before, SLICE * 8):
+                applied.gone += [k for k in batch if model.withdraw(kind, k, None, before=before)]
+                await asyncio.sleep(0)
             self._kind = (self._kind + 1) % len(LISTED_KINDS)
             self._cursor = None
-            self._known = None
+            self._pass = None
             completed = self._kind == 0
         else:
             self._cursor = infos[-1].key

@@ -23,7 +23,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from ...models import Task, TaskStatus
-from ...monitor.groups import failed_at
+from ...monitor.groups import failed_at, failed_ts
 from ...monitor.snapshot import Snapshot, TaskRow, WorkerRow
 from .. import cells, fmt
 from ..columns import FittedTable, TableSpec, Width
@@ -72,8 +72,8 @@ def worker_tasks(
             running[task_id] = TaskRow(
                 task_id, "", func, _RUNNING, 0, None, None, 0, worker.id, None
             )
-    started = sorted(running.values(), key=lambda r: (r.started_at is None, r.started_at, r.id))
-    finished.sort(key=lambda r: (failed_at(r) is not None, failed_at(r), r.id), reverse=True)
+    started = sorted(running.values(), key=lambda r: (r.started_ts is None, r.started_ts, r.id))
+    finished.sort(key=lambda r: (failed_ts(r) is not None, failed_ts(r), r.id), reverse=True)
     return WorkerTasks(tuple(started), tuple(finished[:limit]))
 
 
