@@ -22,10 +22,10 @@ from omniq_console.monitor.sources.listing import LIST_CONCURRENCY, PAGE, FullLi
 from omniq_console.monitor.usage import StorageTally
 
 
-class _Counted(ObjectInfo):
-    """An ``ObjectInfo`` that counts how many of its kind are alive."""
+class _Counted(dict[str, str]):
+    """The metadata of a listed object, counting how many are alive: a listed object's own
+    metadata lives exactly as long as it does (decoders read it, nothing keeps it)."""
 
-    __slots__ = ()
     alive: ClassVar[int] = 0
 
     def __del__(self) -> None:
@@ -47,10 +47,12 @@ class _Store(MemoryObjectStore):
             if self.fail_at == 0:
                 raise StorageError("the connection dropped")
         infos, token = await super()._list_page(page)
-        copies = [_Counted(i.key, i.generation, i.size, i.updated, i.metadata) for i in infos]
+        copies = [
+            ObjectInfo(i.key, i.generation, i.size, i.updated, _Counted(i.metadata)) for i in infos
+        ]
         _Counted.alive += len(copies)
         self.peak = max(self.peak, _Counted.alive)
-        return list[ObjectInfo](copies), token
+        return copies, token
 
 
 async def _seeded(tasks: int) -> tuple[_Store, Layout, list[str]]:
