@@ -50,7 +50,7 @@ import msgspec
 
 from ...backend.objectstore import ObjectInfo
 from ...backend.storeapi import ObjectStoreAPI
-from ...checks import describe_exception
+from ...checks import check_seconds, describe_exception
 from ...gathering import gather
 from ..model import BucketModel
 from ..records import Decoder
@@ -72,7 +72,8 @@ again). So a time-out is an error, reported, never taken for a quiet bucket."""
 DECODE_SLICE = 250
 """Messages decoded between two yields to the event loop."""
 QUIET_PULL_S = 1.0
-"""After an empty pull, the next one waits this long (about 86,400 small requests a day)."""
+"""After an empty pull, the next one waits this long by default (``quiet_pull_s``): about
+86,400 small requests a day."""
 FATAL_STATUSES = frozenset({400, 401, 403, 404})
 """A subscription that is gone or refused: retrying will not help, fall back at once."""
 ERRORS_TO_FALL_BACK = 3
@@ -303,6 +304,8 @@ class PubSubFeed:
     (in the loop) when a pull returned messages, so the monitor can apply them at once.
     ``service_file``: the credentials file for Pub/Sub (the storage's own, so both use the
     same identity); None: application default credentials, or none with an emulator.
+    ``quiet_pull_s``: the pause after a pull that brought nothing (``QUIET_PULL_S``); it sets
+    how soon a change is pulled once the bucket was quiet, and the requests a quiet day costs.
     """
 
     def __init__(
@@ -314,7 +317,9 @@ class PubSubFeed:
         on_message: Callable[[], None] | None = None,
         api_root: str | None = None,
         service_file: str | IO[str] | None = None,
+        quiet_pull_s: float = QUIET_PULL_S,
     ) -> None:
+        self.quiet_pull_s = check_seconds("quiet_pull_s", quiet_pull_s, allow_zero=True)
         if (subscription is None) == (topic is None):
             raise ValueError("give a subscription or a topic (one of them)")
         if topic is not None:
@@ -554,7 +559,7 @@ class PubSubFeed:
                 self.caught_up_at = asked
             if not messages:
                 await self._notify()
-                await asyncio.sleep(QUIET_PULL_S)
+                await asyncio.sleep(self.quiet_pull_s)
                 continue
             self.last_message_at = time.time()
             self.received += len(messages)
