@@ -172,6 +172,7 @@ def stored_events(draw: st.DrawFn) -> Any:
 @example([{"event_type": "completed", "timestamp": "2026-12-08T02:00:00.1234567Z"}], "batch")
 @example([{"event_type": "completed", "timestamp": None}], "single")
 @example([{"event_type": "completed", "id": "a", "id ": "b", "details": None}], "batch")
+@example([{"event_type": "completed", "message": "\ud800"}, {"event_type": "failed"}], "batch")
 def test_typed_decoding_reads_every_body_as_taskevent_did(items: list[Any], form: str) -> None:
     if form == "batch":
         body: Any = {"schema_version": 1, "events": items}
