@@ -1,11 +1,14 @@
 """Event objects as the monitor reads them: the typed decoding of batches (``records.
 parse_event_body``) reads every body as ``TaskEvent`` validation event by event did, bad
-events and bad batches included, and the live tail keeps the newest events."""
+events and bad batches included; the live tail keeps the newest events, and the newest keys
+seen through the feed."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest import mock
@@ -15,13 +18,15 @@ from hypothesis import strategies as st
 
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.backend.index import event_batch_metadata
+from omniq_console.backend.layout import Layout
 from omniq_console.backend.listing import TOO_DEEP
 from omniq_console.backend.memstore import MemoryObjectStore
 from omniq_console.checks import describe_exception
 from omniq_console.models import EventBatch, EventType, TaskEvent, new_event_id, utcnow
 from omniq_console.monitor import Monitor
-from omniq_console.monitor.records import EventRecord, parse_event_body
+from omniq_console.monitor.records import EventRecord, decoders, parse_event_body
 from omniq_console.monitor.snapshot import UnreadableRow
+from omniq_console.monitor.sources.events import SEEN_KEEP, EventTail
 
 KEY = "omniq/events/batch.json"
 FIELDS = (
@@ -292,3 +297,19 @@ def test_the_live_tail_keeps_the_newest_events_of_a_big_batch_and_the_rows_it_ha
             assert [e.message for e in snap.events] == [e.message for e in expected]
 
     asyncio.run(run())
+
+
+def test_event_keys_marked_through_the_feed_keep_the_newest_at_a_small_cost_each() -> None:
+    layout = Layout("omniq/")
+    tail = EventTail(layout, decoders(layout)["events"], keep=10)
+    total = SEEN_KEEP * 2
+    keys = [layout.event(f"{n:08x}-0000-7000-8000-000000000000") for n in range(total)]
+    # Batches arrive a few at a time and not quite in key order, as a fleet's flushes do.
+    rng = random.Random(5)
+    arriving = [k for _, k in sorted((n + rng.randrange(50), k) for n, k in enumerate(keys))]
+    started = time.process_time()
+    for n in range(0, total, 2):
+        tail.mark_seen(arriving[n : n + 2])
+    # Sorting the whole set at each mark past the bound took ~20 s of CPU here.
+    assert time.process_time() - started < 3.0
+    assert tail._seen == set(keys[-SEEN_KEEP:])

@@ -93,6 +93,9 @@ class EventTail:
         self.keep = keep
         self._start_ms: int | None = None
         self._seen: set[str] = set()
+        self._seen_heap: list[str] = []
+        """``_seen``'s keys as a heap, the oldest (smallest) first: the feed's marks drop the
+        oldest without sorting the set each time."""
         self._rows: dict[str, Ranked] = {}
         self.unreadable: dict[str, UnreadableRow] = {}
 
@@ -140,15 +143,19 @@ class EventTail:
         self._start_ms = start
         floor = event_key_at(self._layout.events, start)
         self._seen = {k for k in self._seen if k >= floor}
+        self._seen_heap = sorted(self._seen)  # a sorted list is a heap
 
     def mark_seen(self, keys: Iterable[str]) -> None:
         """Keys that arrived through the feed: a later tail (after a fallback) skips them.
 
         Only the newest ``SEEN_KEEP`` are kept (keys sort by time): in feed mode nothing else
         prunes them, and a tail after a fallback starts near the newest anyway."""
-        self._seen.update(keys)
-        if len(self._seen) > SEEN_KEEP:
-            self._seen = set(sorted(self._seen)[-SEEN_KEEP:])
+        for key in keys:
+            if key not in self._seen:
+                self._seen.add(key)
+                heapq.heappush(self._seen_heap, key)
+        while len(self._seen) > SEEN_KEEP:
+            self._seen.discard(heapq.heappop(self._seen_heap))
 
     # -- both modes -------------------------------------------------------------------------
 
