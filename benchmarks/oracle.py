@@ -57,7 +57,10 @@ async def _oracle(emu: Any, seed: int, steps: int, subscription: str | None) -> 
     emu.create_bucket(bucket)
     async with GCSBackend(bucket, endpoint_url=emu.url) as backend:
         clock = FakeClock()
-        monitor = monitor_for(backend, clock, subscription=subscription)
+        # Pulls follow each other quickly, as in the tests: each step waits for a pull.
+        monitor = monitor_for(
+            backend, clock, subscription=subscription, pubsub_quiet_s=QUIET_PULL_S
+        )
         started = time.perf_counter()
         try:
             found = await run_oracle(
@@ -196,9 +199,6 @@ def main() -> None:
 
 def _feed(args: argparse.Namespace) -> None:
     from omniq_console.demo.emulator import Emulator, PubSubEmulator
-    from omniq_console.monitor.sources import pubsub as feed
-
-    feed.QUIET_PULL_S = QUIET_PULL_S  # as the tests' quick_pulls: each step waits for a pull
 
     pubsub = PubSubEmulator()
     pubsub.start()

@@ -24,14 +24,16 @@ from gcs_rules_fixtures import RULES_RETRY
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.demo.emulator import Emulator, EmulatorUnavailableError, PubSubEmulator
 from omniq_console.monitor import Monitor
-from omniq_console.monitor.sources import pubsub
 from omniq_console.monitor.sources.pubsub import PubSubFeed
 
 TOPIC = "gcs-changes"
 WAIT_S = 20.0
 """How long a feed test waits for messages (the Java emulator is slow on a loaded machine)."""
 QUIET_PULL_S = 0.02
-"""The feed's pause after an empty pull under ``quick_pulls``."""
+"""The feed's pause after an empty pull in tests that wait for a change after each step
+(``Monitor(pubsub_quiet_s=QUIET_PULL_S)``), not the product's second (one request a second
+per console, all day): such a test would otherwise spend most of its time in that pause. The
+pause sets when a change arrives, never what arrives or in which order."""
 
 
 async def wait_feed(monitor: Monitor, what: str, check: Callable[[PubSubFeed], bool]) -> None:
@@ -43,15 +45,6 @@ async def wait_feed(monitor: Monitor, what: str, check: Callable[[PubSubFeed], b
             await feed.wait_until(check)
     except TimeoutError:
         raise AssertionError(f"waited {WAIT_S} s for {what}") from None
-
-
-@pytest.fixture
-def quick_pulls(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Feeds pull again ``QUIET_PULL_S`` after an empty pull, not the product's second (one
-    request a second per console, all day): a test that waits for a change after each step
-    would otherwise spend most of its time in that pause. The pause sets when a change
-    arrives, never what arrives or in which order."""
-    monkeypatch.setattr(pubsub, "QUIET_PULL_S", QUIET_PULL_S)
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,11 @@
-"""The benchmarks' GCS/Pub/Sub stand-in: listings in key order across its key blocks, and
-Pub/Sub's redelivery of messages not acknowledged within the ack deadline."""
+"""The benchmarks' GCS/Pub/Sub stand-in: listings in key order across its key blocks,
+Pub/Sub's redelivery of messages not acknowledged within the ack deadline, and messages of
+GCS's size and shape."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 
@@ -12,6 +14,7 @@ from waiting import wait_until
 from benchmarks.seed import Mix
 from benchmarks.standin import Bucket, SortedKeys, change, fill
 from omniq_console.backend.layout import Layout
+from omniq_console.monitor.sources import pubsub
 
 
 def test_sorted_keys_take_matches_a_sorted_list_through_inserts_and_deletes() -> None:
@@ -123,3 +126,21 @@ async def test_an_empty_pull_that_asks_to_return_at_once_is_not_held() -> None:
             assert loop.time() - started >= PULL_HOLD_S * 0.9  # held, as Pub/Sub holds it
     finally:
         await runner.cleanup()
+
+
+def test_a_notification_carries_the_whole_resource_and_a_long_ack_id_as_gcp_sends() -> None:
+    bucket = Bucket("b")
+    bucket.notify = True
+    metadata = {"omniq_index": "1", "status": "pending"}
+    generation = bucket.put("omniq/tasks/t.json", b"{}", metadata)
+    (delivered,) = bucket.deliver(10)
+    resource = json.loads(base64.b64decode(delivered["message"]["data"]))
+    assert {"id", "selfLink", "mediaLink", "md5Hash", "crc32c", "etag", "timeCreated",
+            "storageClass", "metageneration", "contentType"} <= set(resource)  # fmt: skip
+    assert len(delivered["ackId"]) >= 150
+    # The feed reads it as it reads GCS's.
+    (received,) = pubsub.parse_pull(json.dumps({"receivedMessages": [delivered]}).encode())
+    change_ = pubsub.parse_message(received.message)
+    assert change_ == pubsub.Change(
+        "omniq/tasks/t.json", generation, metadata, False, received.message.published
+    )

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from gcs_notifier import Message, is_overwrite_half
 from protocol_helpers import complete, fail_once
-from pubsub_fixtures import Notified, wait_feed
+from pubsub_fixtures import QUIET_PULL_S, Notified, wait_feed
 
 from omniq_console.backend import lifecycle
 from omniq_console.backend.gcs import GCSBackend
@@ -175,7 +175,6 @@ async def pulled(monitor: Monitor, notified: Notified, messages: list[Message]) 
     return await monitor.poll(reconcile=False)
 
 
-@pytest.mark.usefixtures("quick_pulls")
 @pytest.mark.parametrize(
     ("payload", "versioned"), [("JSON_API_V1", False), ("JSON_API_V1", True), ("NONE", False)]
 )
@@ -205,7 +204,9 @@ async def test_after_every_pull_the_feed_shows_what_a_fresh_listing_shows(
     await notified.deliver(notifier.shuffled(kept))
     late_deletes = [m for m in backlog if m not in kept]
 
-    monitor = Monitor(b, subscription=notified.subscription, clock=clock)
+    monitor = Monitor(
+        b, subscription=notified.subscription, clock=clock, pubsub_quiet_s=QUIET_PULL_S
+    )
     try:
         first = view(await monitor.poll())
         assert first == await truth(b, clock)

@@ -16,6 +16,7 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
+import msgspec
 import pytest
 from faultproxy import FaultProxy
 from gcs_notifier import is_overwrite_half, size_of
@@ -415,12 +416,23 @@ def test_a_pull_answer_is_decoded_and_bad_ones_are_named() -> None:
         },
     }]}).encode()  # fmt: skip
     (pulled,) = pubsub.parse_pull(body)
-    assert pulled.ack_id == "a-1" and abs(pulled.published - 1796670000.123457) < 1e-3
-    change = pubsub.parse_message(pulled.attributes, pulled.data, pulled.published)
+    message = pulled.message
+    assert pulled.ack_id == "a-1" and abs(message.published - 1796670000.123457) < 1e-3
+    change = pubsub.parse_message(message)
     assert change == pubsub.Change("omniq/tasks/t.json", 17, {"status": "pending"}, False,
-                                   pulled.published)  # fmt: skip
+                                   message.published)  # fmt: skip
     assert pubsub.parse_pull(b"{}") == []
     with pytest.raises(pubsub.FeedMessageError, match="not a Pub/Sub pull answer"):
         pubsub.parse_pull(b'{"receivedMessages": [{"message": {}}]}')
-    with pytest.raises(pubsub.FeedMessageError, match="not an object resource"):
-        pubsub.parse_message(pulled.attributes, b'{"metadata": ["x"]}', 0.0)
+    for data in (b'{"metadata": ["x"]}', b"not json", b""):
+        bad = msgspec.structs.replace(message, data=msgspec.Raw(json.dumps(
+            base64.b64encode(data).decode()).encode()))  # fmt: skip
+        if data:
+            with pytest.raises(pubsub.FeedMessageError, match="not an object resource"):
+                pubsub.parse_message(bad)
+        else:  # no data: the key is listed alone
+            assert pubsub.parse_message(bad) == change._replace(metadata=None)
+    for raw in (b"null", b"17", b'"not base64!"'):  # one bad message, not a bad pull
+        bad = msgspec.structs.replace(message, data=msgspec.Raw(raw))
+        with pytest.raises(pubsub.FeedMessageError, match="not an object resource"):
+            pubsub.parse_message(bad)

@@ -4,10 +4,8 @@ snapshot equals the bucket's ground truth, in listing mode and in change-feed mo
 
 from __future__ import annotations
 
-import pytest
-
 from oracle import Fleet, Truth, monitor_for, oracle_seed, run_oracle
-from pubsub_fixtures import Feed
+from pubsub_fixtures import QUIET_PULL_S, Feed
 
 from omniq_console.backend.gcs import GCSBackend
 from omniq_console.clock import FakeClock
@@ -26,13 +24,14 @@ async def test_the_snapshot_equals_the_bucket_in_listing_mode(backend: GCSBacken
 
 
 # Each step waits for a pull sent after its writes that emptied the subscription, then takes
-# one snapshot (``oracle._settle``); pulls follow each other quickly (``quick_pulls``).
-@pytest.mark.usefixtures("quick_pulls")
+# one snapshot (``oracle._settle``); pulls follow each other quickly (``QUIET_PULL_S``).
 async def test_the_snapshot_equals_the_bucket_in_feed_mode(
     feed: Feed, feed_backend: GCSBackend
 ) -> None:
     clock = FakeClock()
-    monitor = monitor_for(feed_backend, clock, subscription=feed.subscription)
+    monitor = monitor_for(
+        feed_backend, clock, subscription=feed.subscription, pubsub_quiet_s=QUIET_PULL_S
+    )
     seen_modes: set[str] = set()
 
     async def mode(n: int, label: str, snap: Snapshot, truth: Truth) -> None:

@@ -40,9 +40,9 @@ def test_a_pull_becomes_the_changes_of_this_bucket_only() -> None:
     assert [p.ack_id for p in pulled] == [f"a-{n}" for n in range(1, 8)]
     feed = pubsub.PubSubFeed("projects/p/subscriptions/s", bucket="b")
     for p in pulled:
-        feed._buffer_one(p.attributes, p.data, p.published)
+        feed._buffer_message(p.message)
     changes = feed.take().changes
-    at = pulled[0].published
+    at = pulled[0].message.published
     assert changes == [
         pubsub.Change("p/tasks/a.json", 5, {"status": "pending"}, False, at),
         pubsub.Change("p/tasks/c.json", 7, None, True, at),

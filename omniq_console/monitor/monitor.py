@@ -51,7 +51,7 @@ from .requests import RequestMeter
 from .snapshot import RequestFigures, Snapshot, TaskDetail, UnreadableRow, to_datetime
 from .sources.events import EventTail
 from .sources.listing import FullListing, Reconciler
-from .sources.pubsub import Change, MissedChanges, PubSubFeed, look_up
+from .sources.pubsub import QUIET_PULL_S, Change, MissedChanges, PubSubFeed, look_up
 from .usage import StorageTally
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,7 @@ class Monitor:
     ``projects/P/subscriptions/S`` receiving this bucket's notifications (change-feed mode);
     ``topic``: ``projects/P/topics/T`` instead, for a subscription of the monitor's own.
     ``pubsub_service_file``: Pub/Sub's credentials file (the storage's: ``credentials.py``).
+    ``pubsub_quiet_s``: the feed's pause after a pull that brought nothing.
     ``reconcile_s``: how long a whole reconcile pass takes in feed mode. ``feed_grace_s``: a
     change the feed has not delivered this long after it happened is drift.
     """
@@ -129,6 +130,7 @@ class Monitor:
         pubsub_api_root: str | None = None,
         topic: str | None = None,
         pubsub_service_file: str | IO[str] | None = None,
+        pubsub_quiet_s: float = QUIET_PULL_S,
     ) -> None:
         check_seconds("interval", interval)
         check_seconds("poll_timeout", poll_timeout)
@@ -157,6 +159,7 @@ class Monitor:
         changed (``_reconcile`` judges them)."""
         self.feed_grace_s = float(feed_grace_s)
         self._pubsub_api_root = pubsub_api_root
+        self._pubsub_quiet_s = check_seconds("pubsub_quiet_s", pubsub_quiet_s, allow_zero=True)
 
         layout = backend.layout
         self._decoders = decoders(layout)
@@ -434,6 +437,7 @@ class Monitor:
             on_message=self._on_feed_message,
             api_root=self._pubsub_api_root,
             service_file=self._pubsub_service_file,
+            quiet_pull_s=self._pubsub_quiet_s,
         )
         self._feed = feed
         await feed.start()

@@ -41,9 +41,11 @@ from ..backend.index import (
     task_metadata,
 )
 from ..backend.layout import Layout, check_id
-from ..backend.listing import parse_model
+from ..backend.listing import TOO_DEEP, parse_model
 from ..checks import describe_exception
 from ..models import (
+    SCHEMA_VERSION,
+    EventType,
     ResultStatus,
     Schedule,
     Task,
@@ -51,6 +53,8 @@ from ..models import (
     TaskResult,
     TaskStatus,
     as_utc,
+    new_event_id,
+    utcnow,
 )
 from .snapshot import UnreadableRow
 
@@ -447,7 +451,7 @@ def _parse_body(layout: Layout, kind: str, key: str, data: bytes) -> Record | Un
         return EventObject(
             name, len(events) != 1 or _is_batch(data), len(events),
             min(stamps, default=None), max(stamps, default=None),
-            tuple(dict.fromkeys(e.event_type.value for e in events)),
+            tuple(dict.fromkeys(e.event_type for e in events)),
             tuple(dict.fromkeys(e.task_id for e in events if e.task_id)), None, None,
         )  # fmt: skip
     return UnreadableRow(key=key, reason="outside the layout")
@@ -463,26 +467,132 @@ def _is_batch(data: bytes) -> bool:
     return b'"events"' in data[:200]
 
 
-def parse_event_body(key: str, data: bytes) -> list[TaskEvent] | UnreadableRow:
+class EventRecord(msgspec.Struct, frozen=True, gc=False):
+    """One event of an event object, as the monitor keeps it: what a live-event row, a task's
+    timeline and an outcome need (``TaskEvent``'s fields less its details, metadata, traceback
+    and run time, which no row shows). ``timestamp`` is in UTC; ``event_type`` is an
+    ``EventType`` value."""
+
+    id: str
+    timestamp: datetime
+    event_type: str
+    task_id: str | None
+    queue_name: str | None
+    schedule_id: str | None
+    worker_id: str | None
+    actor: str | None
+    message: str | None
+    error_type: str | None
+    error_message: str | None
+
+
+class _EventIn(msgspec.Struct):
+    """A ``TaskEvent`` as stored, typed strictly: JSON strings where it has strings, a JSON
+    object for each dict, a JSON number for ``execution_time``. Anything looser that
+    ``TaskEvent`` still takes (a number for a timestamp, ``"1"`` for an int) fails here and
+    goes to ``TaskEvent`` itself, so the two read every body alike. Its timestamp is kept as
+    text: msgspec rounds past microseconds where ``TaskEvent`` truncates."""
+
+    event_type: str
+    task_id: str | None = None
+    id: str = ""
+    timestamp: str | msgspec.UnsetType = msgspec.UNSET
+    message: str | None = None
+    details: dict[str, Any] = {}
+    worker_id: str | None = None
+    queue_name: str | None = None
+    schedule_id: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+    execution_time: float | None = None
+    actor: str | None = None
+    metadata: dict[str, Any] = {}
+    schema_version: int = SCHEMA_VERSION
+
+
+class _BatchIn(msgspec.Struct):
+    events: list[_EventIn]
+
+
+_BATCH_DECODER = msgspec.json.Decoder(_BatchIn)
+_EVENT_DECODER = msgspec.json.Decoder(_EventIn)
+_EVENT_TYPES = frozenset(t.value for t in EventType)
+_PLAIN_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})?")
+"""The ISO form writers use (``datetime.isoformat``, RFC 3339 with at most microseconds), which
+``datetime.fromisoformat`` reads to the same instant as ``TaskEvent``; other forms go to it."""
+
+
+class _Looser(Exception):
+    """An event that the strict reading does not take: ``TaskEvent`` decides."""
+
+
+def _strict_record(event: _EventIn) -> EventRecord:
+    """The record of a strictly decoded event (``_Looser`` when ``TaskEvent`` must decide)."""
+    if event.event_type not in _EVENT_TYPES or not 1 <= event.schema_version <= SCHEMA_VERSION:
+        raise _Looser
+    if event.timestamp is msgspec.UNSET:
+        at = utcnow()  # as TaskEvent's default
+    elif _PLAIN_TIME.fullmatch(event.timestamp):
+        try:
+            at = as_utc(datetime.fromisoformat(event.timestamp))
+        except ValueError:  # a day or an offset out of range
+            raise _Looser from None
+    else:
+        raise _Looser
+    return EventRecord(
+        event.id or new_event_id(at), at, event.event_type, event.task_id, event.queue_name,
+        event.schedule_id, event.worker_id, event.actor, event.message, event.error_type,
+        event.error_message,
+    )  # fmt: skip
+
+
+def _record_of(event: TaskEvent) -> EventRecord:
+    return EventRecord(
+        event.id, event.timestamp, event.event_type.value, event.task_id, event.queue_name,
+        event.schedule_id, event.worker_id, event.actor, event.message, event.error_type,
+        event.error_message,
+    )  # fmt: skip
+
+
+def parse_event_body(key: str, data: bytes) -> list[EventRecord] | UnreadableRow:
     """The events in an event object: a batch ``{"schema_version":1,"events":[...]}`` or one
     ``TaskEvent``. A batch with some bad events keeps the good ones (and says nothing: the
-    batch as a whole is readable)."""
+    batch as a whole is readable); a batch with none is reported, as is a body that is no
+    event at all.
+
+    Bodies as workers write them are decoded in one typed pass (msgspec, ~10x cheaper than a
+    ``TaskEvent`` validation per event); a body with any event the strict reading does not
+    take is read as before, event by event through ``TaskEvent``, so both give the same
+    events and the same reports."""
+    try:
+        try:
+            return [_strict_record(e) for e in _BATCH_DECODER.decode(data).events]
+        except msgspec.ValidationError:
+            return [_strict_record(_EVENT_DECODER.decode(data))]
+    except (msgspec.DecodeError, _Looser, RecursionError):
+        return _parse_event_body_loosely(key, data)
+
+
+def _parse_event_body_loosely(key: str, data: bytes) -> list[EventRecord] | UnreadableRow:
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         return UnreadableRow(key=key, reason="not valid JSON")
+    except RecursionError:
+        return UnreadableRow(key=key, reason=TOO_DEEP)
     if isinstance(doc, dict) and isinstance(doc.get("events"), list):
-        out: list[TaskEvent] = []
+        out: list[EventRecord] = []
         for item in doc["events"]:
             try:
-                out.append(TaskEvent.model_validate(item))
+                out.append(_record_of(TaskEvent.model_validate(item)))
             except Exception:
                 continue
         if doc["events"] and not out:
             return UnreadableRow(key=key, reason="an event batch with no valid event")
         return out
     try:
-        return [TaskEvent.model_validate(doc)]
+        return [_record_of(TaskEvent.model_validate(doc))]
     except Exception as exc:
         return UnreadableRow(
             key=key, reason=f"not a valid TaskEvent: {describe_exception(exc, 200)}"

@@ -11,6 +11,8 @@ live slots.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -19,10 +21,10 @@ from typing import NamedTuple
 from ...backend.layout import Layout
 from ...backend.objectstore import ObjectInfo
 from ...backend.storeapi import ObjectStoreAPI
-from ...models import EventType, TaskEvent
+from ...models import EventType
 from ..io import read_many
 from ..model import BucketModel, Outcome
-from ..records import Decoder, EventObject, parse_event_body
+from ..records import Decoder, EventObject, EventRecord, parse_event_body
 from ..snapshot import EventRow, UnreadableRow
 
 EVENT_LOOKBACK = timedelta(seconds=10)
@@ -66,11 +68,11 @@ class Ranked(NamedTuple):
     row: EventRow
 
 
-def event_row(event: TaskEvent, fallback_id: str) -> EventRow:
+def event_row(event: EventRecord, fallback_id: str) -> EventRow:
     return EventRow(
         id=event.id or fallback_id,
         timestamp=event.timestamp,
-        event_type=event.event_type.value,
+        event_type=event.event_type,
         task_id=event.task_id,
         queue_name=event.queue_name,
         schedule_id=event.schedule_id,
@@ -91,6 +93,9 @@ class EventTail:
         self.keep = keep
         self._start_ms: int | None = None
         self._seen: set[str] = set()
+        self._seen_heap: list[str] = []
+        """``_seen``'s keys as a heap, the oldest (smallest) first: the feed's marks drop the
+        oldest without sorting the set each time."""
         self._rows: dict[str, Ranked] = {}
         self.unreadable: dict[str, UnreadableRow] = {}
 
@@ -138,15 +143,19 @@ class EventTail:
         self._start_ms = start
         floor = event_key_at(self._layout.events, start)
         self._seen = {k for k in self._seen if k >= floor}
+        self._seen_heap = sorted(self._seen)  # a sorted list is a heap
 
     def mark_seen(self, keys: Iterable[str]) -> None:
         """Keys that arrived through the feed: a later tail (after a fallback) skips them.
 
         Only the newest ``SEEN_KEEP`` are kept (keys sort by time): in feed mode nothing else
         prunes them, and a tail after a fallback starts near the newest anyway."""
-        self._seen.update(keys)
-        if len(self._seen) > SEEN_KEEP:
-            self._seen = set(sorted(self._seen)[-SEEN_KEEP:])
+        for key in keys:
+            if key not in self._seen:
+                self._seen.add(key)
+                heapq.heappush(self._seen_heap, key)
+        while len(self._seen) > SEEN_KEEP:
+            self._seen.discard(heapq.heappop(self._seen_heap))
 
     # -- both modes -------------------------------------------------------------------------
 
@@ -170,6 +179,7 @@ class EventTail:
             held += decoded.events if isinstance(decoded, EventObject) else 1
         bodies = await read_many(store, shown)
         seen_at = now.timestamp()
+        fresh: dict[str, tuple[float, EventRecord]] = {}
         for key in shown:
             got = bodies.get(key)
             if got is None:
@@ -183,19 +193,36 @@ class EventTail:
                 continue
             name = Layout.name_of(key)
             for n, event in enumerate(events):
-                row = event_row(event, f"{name}:{n}")
                 rank = min(event.timestamp.timestamp(), seen_at)
-                self._rows[row.id] = Ranked(rank, row)
+                fresh[event.id or f"{name}:{n}"] = (rank, event)
                 self._outcome(model, event)
-        if len(self._rows) > self.keep:
-            newest = sorted(self._rows.values(), key=lambda r: (r.rank, r.row.id))[-self.keep :]
-            self._rows = {r.row.id: r for r in newest}
+        self._keep_newest(fresh)
         if len(self.unreadable) > self.keep:
             self.unreadable = dict(sorted(self.unreadable.items())[-self.keep :])
 
+    def _keep_newest(self, fresh: dict[str, tuple[float, EventRecord]]) -> None:
+        """Add ``fresh`` events (by id: rank, event) to the rows, keeping the newest ``keep``
+        by (rank, id); a row is built only for a fresh event that stays (a batch holds
+        hundreds of events, a screen shows a few dozen)."""
+        for ident in fresh:
+            self._rows.pop(ident, None)  # the newer reading of the same event replaces it
+        if len(self._rows) + len(fresh) > self.keep:
+            newest = heapq.nlargest(
+                self.keep,
+                itertools.chain(
+                    ((r.rank, ident) for ident, r in self._rows.items()),
+                    ((rank, ident) for ident, (rank, _) in fresh.items()),
+                ),
+            )
+            kept = {ident for _, ident in newest}
+            self._rows = {i: r for i, r in self._rows.items() if i in kept}
+            fresh = {i: f for i, f in fresh.items() if i in kept}
+        for ident, (rank, event) in fresh.items():
+            self._rows[ident] = Ranked(rank, event_row(event, ident))
+
     @staticmethod
-    def _outcome(model: BucketModel, event: TaskEvent) -> None:
-        status = _OUTCOME_OF.get(event.event_type.value)
+    def _outcome(model: BucketModel, event: EventRecord) -> None:
+        status = _OUTCOME_OF.get(event.event_type)
         if status is None or event.task_id is None or event.task_id in model.states:
             return
         defn = model.defs.get(event.task_id)
