@@ -68,5 +68,7 @@ async def test_a_warm_poll_counts_the_messages_its_change_published(
         return {"changed": 100, "notified": 1000}
 
     monkeypatch.setattr(changes, "_change", change)
-    result = await changes._warm_poll(monitor, type("Store", (), {"stats": _Stats()})(), "url")
+    result = await changes._warm_poll(
+        monitor, type("Store", (), {"stats": _Stats()})(), "url", probe=True
+    )
     assert monitor.polls == 1 and result["messages"] == 1000
