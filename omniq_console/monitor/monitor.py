@@ -483,6 +483,10 @@ class Monitor:
                 new_events += more
         elif reconcile and time.monotonic() - self._last_reconcile >= self._interval * 0.9:
             await self._reconcile(store, feed)
+        # Joined here in slices: what reads the aggregates next (an event's outcome, the
+        # minute's forgetting) would otherwise join every changed task in one go (a cold load
+        # of a million tasks held the loop 11 s, a 1% change ~100 ms).
+        await self.model.settle_in_slices()
         await self._tail.read_new(store, self.model, new_events, now)
         self.model.forget_outcomes(now.timestamp())
         return await self._build(now)
