@@ -36,7 +36,7 @@ import bisect
 import heapq
 from array import array
 from collections import Counter, OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple, TypeVar
 
 import msgspec
@@ -838,7 +838,8 @@ class BucketModel:
         defs, states, placed = self.defs, self.states, self._placed
         gone: list[int] = []
         new: list[TaskRow] = []
-        listed = list(self._rows)
+        replaced: list[tuple[int, TaskRow]] = []
+        rows = self._rows
         dirty, self._dirty = self._dirty, set()
         for n, tid in enumerate(dirty, 1):
             if n % size == 0:
@@ -847,14 +848,19 @@ class BucketModel:
             row = self._row(tid, d, states.get(tid)) if d is not None else None
             before = placed.pop(tid, d)
             if before is not None:
-                at = self._position(listed, _sort_key(before.created_at, tid))
+                at = self._position(rows, _sort_key(before.created_at, tid))
                 if d is not None and row is not None and d.created_at == before.created_at:
-                    listed[at] = row
+                    replaced.append((at, row))
                     continue
                 gone.append(at)
             if row is not None:
                 new.append(row)
         placed.clear()
+        # The rows are rebuilt in one go, with no yield: a list of every row alive across the
+        # slices above was walked by each collection meanwhile (~5 ms a walk at a million).
+        listed = list(rows)
+        for at, row in replaced:
+            listed[at] = row
         if gone:
             gone.sort()
             listed = _without(listed, gone, [])
@@ -872,7 +878,7 @@ class BucketModel:
                 self._row_keys = _spliced(self._row_keys, places, keys, array("d"))
         self._rows = tuple(listed)
 
-    def _position(self, rows: list[TaskRow], key: tuple[float, str]) -> int:
+    def _position(self, rows: Sequence[TaskRow], key: tuple[float, str]) -> int:
         """Where the row of sort key ``key`` sits (or would) in ``rows`` (the placed rows,
         whose primary keys ``_row_keys`` holds)."""
         first, tid = key
