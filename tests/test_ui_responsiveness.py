@@ -3,10 +3,12 @@ must not change (the keys, pages and ids shown stay the same)."""
 
 from __future__ import annotations
 
+import pytest
 from textual.widget import Widget
-from tui_fixtures import LIGHT, make_app, settle
+from tui_fixtures import LIGHT, big_snapshot, make_app, settle
 
 from omniq_console.tui import ConsoleApp
+from omniq_console.tui.taskfilter import PAGE_SIZE, TaskFilter, TaskOrder, select_tasks
 
 SIZE = (160, 48)
 
@@ -35,3 +37,35 @@ async def test_the_footer_is_composed_again_only_when_its_keys_change() -> None:
         await settle(pilot)
         assert "Resume" in footer_text(app) and "Pause" not in footer_text(app)
         assert footer_keys(app) != keys
+
+
+@pytest.mark.parametrize(
+    ("flt", "order"),
+    [
+        (TaskFilter(), TaskOrder()),
+        (TaskFilter(queue="emails"), TaskOrder("retries", descending=False)),
+        (TaskFilter(status="failed"), TaskOrder("queue")),
+        (TaskFilter(func="job_3", error_type="ValueError"), TaskOrder()),
+        (TaskFilter(text="no task has this"), TaskOrder()),
+    ],
+)
+def test_a_page_gives_the_ids_a_bulk_action_takes_when_asked(
+    flt: TaskFilter, order: TaskOrder
+) -> None:
+    rows = big_snapshot(5_000).task_rows
+    page = select_tasks(rows, flt, 400, order=order)
+    # What the filter keeps, in the order asked: worked out here the plain way.
+    wanted = order.sort([r for r in rows if flt.predicate()(r)])
+    failed = [r for r in wanted if r.status == "failed"]
+    cancellable = [r for r in wanted if r.status in ("pending", "running")]
+    assert page.rows == tuple(wanted[page.start : page.start + PAGE_SIZE])
+    assert page.ids == tuple(r.id for r in wanted)
+    assert page.failed_ids == tuple(r.id for r in failed)
+    assert page.failed_queues == tuple(sorted({r.queue_name for r in failed}))
+    assert page.cancellable_ids == tuple(r.id for r in cancellable)
+    # The counts the keys and the summary read on the UI loop, without a pass over the rows.
+    assert (page.matched, page.failed, page.cancellable) == (
+        len(wanted),
+        len(failed),
+        len(cancellable),
+    )
