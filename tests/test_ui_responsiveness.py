@@ -3,7 +3,11 @@ must not change (the keys, pages and ids shown stay the same)."""
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Any
+
 import pytest
+from textual.dom import DOMNode
 from textual.widget import Widget
 from tui_fixtures import LIGHT, big_snapshot, make_app, settle
 
@@ -69,3 +73,27 @@ def test_a_page_gives_the_ids_a_bulk_action_takes_when_asked(
         len(failed),
         len(cancellable),
     )
+
+
+async def test_a_footer_key_is_styled_once_when_the_footer_is_composed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app, _, _ = make_app(views=LIGHT)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        styled: Counter[int] = Counter()
+        apply = app.stylesheet.apply
+
+        def counting(node: DOMNode, *args: Any, **kwargs: Any) -> None:
+            # The keys of bindings (the palette's own key is Textual's, left as it is).
+            if type(node).__name__ == "FooterKey" and not node.has_class("-command-palette"):
+                styled[id(node)] += 1
+            apply(node, *args, **kwargs)
+
+        monkeypatch.setattr(app.stylesheet, "apply", counting)
+        await pilot.press("P")  # Pause becomes Resume: the footer is composed again
+        await settle(pilot)
+        assert "Resume" in footer_text(app)
+        # Textual's key starts compact and is bound to the footer's (not compact): styled
+        # once to mount, then once per change of class, before.
+        assert styled and set(styled.values()) == {1}, sorted(styled.values())

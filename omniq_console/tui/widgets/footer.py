@@ -8,6 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widget import Widget
 from textual.widgets import Footer
+from textual.widgets._footer import FooterKey  # not exported; pinned by its test
 
 
 class ConsoleFooter(Footer):
@@ -44,6 +45,13 @@ class ConsoleFooter(Footer):
 
     def compose(self) -> ComposeResult:
         widgets: list[Widget] = list(super().compose())
+        for widget in widgets:
+            # Textual's key starts compact and is then bound to the footer's own (not
+            # compact): a restyle each way, twice the mount's styling of every key. Given the
+            # footer's at once, it is styled once. (The palette's key is not bound: it stays
+            # as Textual makes it.)
+            if isinstance(widget, FooterKey) and not widget.has_class("-command-palette"):
+                widget.set_reactive(FooterKey.compact, self.compact)
         # A key widget carries its binding's ``action`` (Textual's FooterKey, not exported).
         first = [w for w in widgets if getattr(w, "action", None) in self.FIRST]
         first.sort(key=lambda w: self.FIRST.index(getattr(w, "action", "")))
