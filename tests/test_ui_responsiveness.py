@@ -11,8 +11,10 @@ from textual.dom import DOMNode
 from textual.widget import Widget
 from tui_fixtures import LIGHT, big_snapshot, make_app, settle
 
-from omniq_console.tui import ConsoleApp
+from omniq_console.tui import ConsoleApp, StaticSource
+from omniq_console.tui.cells import short_id
 from omniq_console.tui.taskfilter import PAGE_SIZE, TaskFilter, TaskOrder, select_tasks
+from omniq_console.tui.views.tasks import TasksView
 
 SIZE = (160, 48)
 
@@ -97,3 +99,33 @@ async def test_a_footer_key_is_styled_once_when_the_footer_is_composed(
         # Textual's key starts compact and is bound to the footer's (not compact): styled
         # once to mount, then once per change of class, before.
         assert styled and set(styled.values()) == {1}, sorted(styled.values())
+
+
+async def test_a_page_of_new_rows_is_not_measured_cell_by_cell(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from textual.render import measure
+    from textual.widgets import _data_table
+
+    measured: list[object] = []
+
+    def counting(console: Any, renderable: Any, *args: Any, **kwargs: Any) -> int:
+        measured.append(renderable)
+        return measure(console, renderable, *args, **kwargs)
+
+    monkeypatch.setattr(_data_table, "measure", counting)
+    app, _, _ = make_app(StaticSource(big_snapshot(1_000)), views=("tasks",))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        view = app.screen.query_one(TasksView)
+        keys = view.table.keys()  # a KeyedTable method, not a dict
+        shown = [view.table.render_cell_values(key) for key in keys]
+        assert len(shown) == PAGE_SIZE
+        # The widths are the table's own, from the cells' lengths: Textual's measure of each
+        # cell of the 200 new rows (a Rich render each) on the idle loop was wasted.
+        cells = {id(cell) for key in keys for cell in view.table.row_cells(key)}
+        assert not [r for r in measured if id(r) in cells]
+        # And what the page shows is the page: the newest rows, each cell whole or cut.
+        page = view.page
+        assert page is not None
+        assert [row[0] for row in shown] == [short_id(r.id).plain for r in page.rows]
