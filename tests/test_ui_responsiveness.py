@@ -7,12 +7,15 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from rich.text import Text
+from textual.app import App, ComposeResult
 from textual.dom import DOMNode
 from textual.widget import Widget
 from tui_fixtures import LIGHT, big_snapshot, make_app, settle
 
 from omniq_console.tui import ConsoleApp, StaticSource
 from omniq_console.tui.cells import short_id
+from omniq_console.tui.columns import FittedTable, TableSpec
 from omniq_console.tui.taskfilter import PAGE_SIZE, TaskFilter, TaskOrder, select_tasks
 from omniq_console.tui.views.tasks import TasksView
 
@@ -129,3 +132,45 @@ async def test_a_page_of_new_rows_is_not_measured_cell_by_cell(
         page = view.page
         assert page is not None
         assert [row[0] for row in shown] == [short_id(r.id).plain for r in page.rows]
+
+
+class _FittedApp(App[None]):
+    def compose(self) -> ComposeResult:
+        spec: TableSpec[tuple[str, str]] = TableSpec(
+            lambda item: [Text(item[0]), Text(item[1])], (("name", "Name"), ("state", "State"))
+        )
+        yield FittedTable(spec, id="t")
+
+
+async def test_a_fitted_table_measures_no_cell_when_rows_come_or_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from textual.render import measure
+    from textual.widgets import _data_table
+
+    measured: list[object] = []
+
+    def counting(console: Any, renderable: Any, *args: Any, **kwargs: Any) -> int:
+        measured.append(renderable)
+        return measure(console, renderable, *args, **kwargs)
+
+    app = _FittedApp()
+    async with app.run_test(size=(60, 20)) as pilot:
+        table: FittedTable[tuple[str, str]] = app.query_one(FittedTable)
+        monkeypatch.setattr(_data_table, "measure", counting)
+        rows = [(f"t{i}", (f"t{i}", "pending")) for i in range(40)]
+        table.sync(rows)
+        await pilot.pause()
+        # Half the rows change state, some to a longer word, some to a shorter one.
+        changed = [
+            (k, (k, "completed" if i % 4 else "ok")) if i % 2 else (k, v)
+            for i, (k, v) in enumerate(rows)
+        ]
+        table.sync(changed)
+        await pilot.pause()
+        shown = table.keys()  # a KeyedTable method, not a dict
+        cells = {id(cell) for key in shown for cell in table.row_cells(key)}
+        assert not [r for r in measured if id(r) in cells]
+        # The widths are the table's own: the widest cell of each column, whole.
+        assert table.render_cell_values("t1") == ["t1", "completed"]
+        assert [c.width for c in table.columns.values()] == [len("Name"), len("completed")]

@@ -154,6 +154,11 @@ class FittedTable(KeyedTable[T]):
         # ``fit`` from the cells' lengths. Only the rest of it (the virtual size) is kept.
         super()._update_dimensions(())
 
+    def _update(self, key: str, column: str, cell: Text) -> None:
+        # Nor a changed cell: asked to re-fit its column, Textual measures the cell and,
+        # when it is narrower than the column, every cell of the column (per updated cell).
+        self.update_cell(key, column, cell)
+
     def sort_by(self, column: str | None, descending: bool = False) -> None:
         super().sort_by(column, descending)
         # The header just grew a marker: make room for it.
