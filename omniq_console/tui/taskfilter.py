@@ -157,7 +157,8 @@ class TaskPage:
 
     The ids a bulk action takes are read from ``matching`` when one asks for them, not for
     every snapshot: three tuples of up to 100,000 ids each, built for each poll in the
-    filter's thread, were most of its time and held the interpreter the UI loop needs.
+    filter's thread, were a quarter of its CPU (49 ms a snapshot of 100,000 tasks, 37 ms
+    without them), time in which it held the interpreter the UI loop waits for.
     """
 
     filter: TaskFilter
