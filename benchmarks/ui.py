@@ -371,7 +371,7 @@ def run(n: int, *, live: bool = True) -> list[Table]:
         f"console's own worst was {phases[0].worst_ms:.0f} ms. Headless (App.run_test, "
         f"{SIZE[0]}x{SIZE[1]}) with the CLI's process settings (collector thresholds "
         f"{CLI_GC_THRESHOLDS}; long-lived objects frozen once the first snapshot is drawn, as the "
-        "app does in a terminal: that freeze's one full collection shows in the first row); "
+        "app does in a terminal); "
         "snapshots built in memory beforehand; a 5 ms probe on the app's loop measures how late "
         "it wakes. 'Until shown' counts from the key or the snapshot's "
         "arrival to the state asked for (filtering runs in a thread)."

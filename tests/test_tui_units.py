@@ -288,7 +288,9 @@ async def test_long_lived_objects_are_frozen_once_and_never_when_headless(
         assert calls == []  # headless: the process is shared with other code
         app.freeze_long_lived_objects()
         app.freeze_long_lived_objects()
-        assert calls == ["collect", "freeze"]
+        # Frozen as they are: a full collection first would block the screen for as long as
+        # the one the freeze spares (130-285 ms with 100,000 tasks).
+        assert calls == ["freeze"]
 
 
 def test_intervals_and_plurals_read_as_people_write_them() -> None:

@@ -7,8 +7,10 @@ shows one bounded page; this module is what that worker runs.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from operator import attrgetter
 
 from ..models import TaskStatus, allowed_task_actions
 from ..monitor.groups import UNKNOWN_ERROR, failed_ts
@@ -148,28 +150,66 @@ class TaskOrder:
         return f"sorted by {label} {'▼' if self.descending else '▲'}"
 
 
+# The statuses a cancel applies to, worked out once: a page may test 100,000 rows (a row's
+# status is a plain string, found in a set of ``StrEnum`` members by its value).
+_CANCELLABLE = frozenset(s for s in TaskStatus if "cancel" in allowed_task_actions(s))
+_FAILED = TaskStatus.FAILED.value
+
+
 @dataclass(frozen=True, slots=True)
 class TaskPage:
-    """One window of the rows that match a filter, and what a bulk action would act on."""
+    """One window of the rows that match a filter, and what a bulk action would act on.
+
+    The ids a bulk action takes are read from ``matching`` when one asks for them, not for
+    every snapshot: three tuples of up to 100,000 ids each, built for each poll in the
+    filter's thread, were a quarter of its CPU (49 ms a snapshot of 100,000 tasks, 37 ms
+    without them), time in which it held the interpreter the UI loop waits for.
+    """
 
     filter: TaskFilter
     rows: tuple[TaskRow, ...]
     start: int
     matched: int
     total: int
-    # Ids of the matching tasks in status failed: exactly what "retry all" would retry.
-    failed_ids: tuple[str, ...]
-    # The queues those failed tasks are in.
-    failed_queues: tuple[str, ...] = ()
-    # Ids of every matching task, and of those a cancel applies to (pending or running):
-    # exactly what a bulk delete / bulk cancel of the filter would take.
-    ids: tuple[str, ...] = ()
-    cancellable_ids: tuple[str, ...] = ()
+    # Every matching row, in ``order`` (the filter's own list, not a copy).
+    matching: Sequence[TaskRow] = field(default=(), repr=False)
+    # How many matching rows are in each status: what the keys offered and the summary need.
+    statuses: Mapping[str, int] = field(default_factory=dict)
     order: TaskOrder = TaskOrder()
 
     @property
     def end(self) -> int:
         return self.start + len(self.rows)
+
+    @property
+    def failed(self) -> int:
+        """How many matching tasks are in status failed."""
+        return self.statuses.get(_FAILED, 0)
+
+    @property
+    def cancellable(self) -> int:
+        """How many matching tasks a cancel applies to (pending or running)."""
+        return sum(self.statuses.get(status, 0) for status in _CANCELLABLE)
+
+    @property
+    def failed_ids(self) -> tuple[str, ...]:
+        """Ids of the matching tasks in status failed: exactly what "retry all" would retry."""
+        return tuple(r.id for r in self.matching if r.status == _FAILED)
+
+    @property
+    def failed_queues(self) -> tuple[str, ...]:
+        """The queues those failed tasks are in."""
+        return tuple(sorted({r.queue_name for r in self.matching if r.status == _FAILED}))
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """Ids of every matching task: exactly what a bulk delete of the filter would take."""
+        return tuple(r.id for r in self.matching)
+
+    @property
+    def cancellable_ids(self) -> tuple[str, ...]:
+        """Ids of the matching tasks a cancel applies to: what a bulk cancel would take."""
+        return tuple(r.id for r in self.matching if r.status in _CANCELLABLE)
 
     def failed_description(self) -> str:
         """Which failed tasks a bulk retry of this page's filter takes, in words.
@@ -210,9 +250,7 @@ def body_text(*parts: object) -> str:
     return " ".join(part if isinstance(part, str) else repr(part) for part in parts).casefold()
 
 
-# The statuses a cancel applies to, worked out once: a page may test 100,000 rows (a row's
-# status is a plain string, found in a set of ``StrEnum`` members by its value).
-_CANCELLABLE = frozenset(s for s in TaskStatus if "cancel" in allowed_task_actions(s))
+_status = attrgetter("status")
 
 
 def select_tasks(
@@ -238,17 +276,13 @@ def select_tasks(
     ordered = order.sort(matched)
     at = next((i for i, r in enumerate(ordered) if r.id == anchor), None) if anchor else None
     start = at if at is not None else page_start(start, len(ordered), size)
-    failed = TaskStatus.FAILED.value
-    failed_rows = [r for r in ordered if r.status == failed]
     return TaskPage(
         filter=flt,
         rows=tuple(ordered[start : start + size]),
         start=start,
         matched=len(ordered),
         total=len(rows),
-        failed_ids=tuple(r.id for r in failed_rows),
-        failed_queues=tuple(sorted({r.queue_name for r in failed_rows})),
-        ids=tuple(r.id for r in ordered),
-        cancellable_ids=tuple(r.id for r in ordered if r.status in _CANCELLABLE),
+        matching=ordered,
+        statuses=Counter(map(_status, ordered)),
         order=order,
     )

@@ -276,8 +276,8 @@ class TasksView(FilteredView[TaskPage]):
             info.append(f" · page {page.start // PAGE_SIZE + 1:,}/{pages:,} ([ ])", style="dim")
         label = cells.TASK_TABLE.header(page.order.column)
         info.append(f" · {page.order.describe(label)}", style="bold")
-        if page.failed_ids:
-            info.append(f" · {len(page.failed_ids):,} failed", style="red")
+        if page.failed:
+            info.append(f" · {page.failed:,} failed", style="red")
         if page.filter.text:
             info.append(" · text also searched in args, kwargs, errors", style="dim")
         self.query_one("#tasks-info", Static).update(info)
@@ -314,12 +314,13 @@ class TasksView(FilteredView[TaskPage]):
         if action in ("retry", "cancel", "delete"):
             row = self.table.selected_item
             return row is not None and action in allowed_task_actions(row.status)
+        # Counts, not ids: this runs on every refresh of the keys offered.
         if action == "retry_all":
-            return page is not None and bool(page.failed_ids)
+            return page is not None and page.failed > 0
         if action == "cancel_all":
-            return page is not None and bool(page.cancellable_ids)
+            return page is not None and page.cancellable > 0
         if action == "delete_all":
-            return page is not None and bool(page.ids)
+            return page is not None and page.matched > 0
         return True
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
