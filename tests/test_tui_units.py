@@ -324,3 +324,18 @@ def test_tables_show_a_functions_name_without_its_module() -> None:
     assert cells.func_name("app.mail:Mailer.send").plain == "Mailer.send"
     assert cells.func_name("app.mail.send").plain == "send"
     assert cells.func_name("send").plain == "send"
+
+
+def test_a_worker_holding_thousands_of_tasks_names_a_few_and_counts_the_rest() -> None:
+    # At a million tasks a worker held 50,000 stale leases: its cell was 50,000 parts.
+    from omniq_console.monitor.snapshot import WorkerRow
+    from omniq_console.tui.cells import WORKER_TASKS_SHOWN, worker_tasks
+
+    ids = tuple(f"{n:032x}" for n in range(50_000))
+    base = {"id": "w", "state": "running", "alive": True, "last_seen": None, "age_s": None}
+    row = WorkerRow(**base, running=ids, running_funcs=("app.jobs:send",) * len(ids))
+    text = worker_tasks(row).plain
+    assert text.count("send") == WORKER_TASKS_SHOWN
+    assert text.endswith(f" +{50_000 - WORKER_TASKS_SHOWN:,} more")
+    few = WorkerRow(**base, running=ids[:2], running_funcs=("a:f", "a:g"))
+    assert "more" not in worker_tasks(few).plain and worker_tasks(few).plain.count(", ") == 1

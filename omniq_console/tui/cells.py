@@ -359,12 +359,18 @@ def worker_load(row: WorkerRow) -> Text:
     return text
 
 
+WORKER_TASKS_SHOWN = 8
+"""Running tasks named in a worker's row; the rest are counted (the worker's screen lists them
+all). A worker holding tens of thousands of stale leases made a cell of as many parts."""
+
+
 def worker_tasks(row: WorkerRow) -> Text:
-    """What it runs: ``send_email 0193ab12…, build_report 0193ab99…`` (function, short id)."""
+    """What it runs: ``send_email 0193ab12…, build_report 0193ab99…`` (function, short id),
+    the first ``WORKER_TASKS_SHOWN`` and ``+N more``."""
     if not row.running:
         return Text("idle", style="dim", end="")
     parts: list[Text] = []
-    for i, task in enumerate(row.running):
+    for i, task in enumerate(row.running[:WORKER_TASKS_SHOWN]):
         func = row.running_funcs[i] if i < len(row.running_funcs) else ""
         part = Text(end="")
         if func:
@@ -372,7 +378,10 @@ def worker_tasks(row: WorkerRow) -> Text:
             part.append(" ")
         part.append_text(short_id(task))
         parts.append(part)
-    return Text(", ", end="").join(parts)
+    text = Text(", ", end="").join(parts)
+    if (more := len(row.running) - WORKER_TASKS_SHOWN) > 0:
+        text.append(f" +{more:,} more", style="dim")
+    return text
 
 
 def heartbeat(row: WorkerRow) -> Text:
