@@ -31,7 +31,7 @@ def _value(kind: str, key: str, readable: bool) -> Record | UnreadableRow:
     if not readable or odd:
         return UnreadableRow(key=key, reason="bad")
     if kind == "tasks":
-        return TaskDef(name, "q1", "f", 0, None, None, NOW, "pending", None, None, 0)
+        return TaskDef(name, "q1", "f", 0, None, NOW)
     if kind == "queues":
         queue = key.split("/")[2]
         return Entry(name, queue, 0, None, None, NOW, None, 0, None)

@@ -22,7 +22,7 @@ NOW = 1_800_000_000.0
 
 
 def task(tid: str, queue: str = "q", created: float = NOW - 60) -> TaskDef:
-    return TaskDef(tid, queue, "f", 0, None, None, created, "pending", None, None, 0)
+    return TaskDef(tid, queue, "f", 0, None, created)
 
 
 def entry(tid: str, queue: str = "q") -> Entry:

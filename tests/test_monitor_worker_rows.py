@@ -29,7 +29,7 @@ def test_finished_rows_keep_their_worker_and_a_retried_one_drops_it() -> None:
         "again": ("pending", "pending", "w-old"),
     }
     for tid, (state, status, worker) in cases.items():
-        definition = TaskDef(tid, "q", "f", 0, None, None, NOW - 60, "pending", None, None, 0)
+        definition = TaskDef(tid, "q", "f", 0, None, NOW - 60)
         m.offer("tasks", LAYOUT.task(tid), 1, definition)
         m.offer("results", LAYOUT.result(tid), 2, record(tid, state, status, worker))
     workers = {row.id: row.worker_id for row in m.task_rows()}

@@ -46,7 +46,7 @@ def test_worker_rows_follow_every_change_to_what_each_worker_holds() -> None:
         model.offer("results", LAYOUT.result(tid), next(generation), _running(tid, worker, func))
 
     def define(tid: str, func: str) -> None:
-        definition = TaskDef(tid, "q", func, 0, None, None, NOW - 60, "pending", None, None, 0)
+        definition = TaskDef(tid, "q", func, 0, None, NOW - 60)
         model.offer("tasks", LAYOUT.task(tid), next(generation), definition)
 
     run("b", "w-1")

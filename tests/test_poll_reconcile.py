@@ -23,7 +23,7 @@ LAYOUT = Layout("")
 
 
 def _task(tid: str) -> TaskDef:
-    return TaskDef(tid, "q", "f", 0, None, None, 1.0, "pending", None, None, 0)
+    return TaskDef(tid, "q", "f", 0, None, 1.0)
 
 
 class _Bucket:
