@@ -314,6 +314,39 @@ def test_rows_built_in_slices_give_the_loop_back_and_equal_the_rows_built_at_onc
     assert rows[0].id == "new" and rows[1].status == "running"
 
 
+@pytest.mark.parametrize("placed_before", [False, True])
+def test_rows_built_in_slices_and_cancelled_half_way_are_built_whole_by_the_next_read(
+    placed_before: bool,
+) -> None:
+    # A poll's time-out cancels it at any pause, the row merge's included: what it had done
+    # must not leave the model thinking the rows are up to date.
+    m = BucketModel(LAYOUT)
+    for i in range(1_000):
+        m.offer("tasks", LAYOUT.task(f"t{i:04d}"), 1, task(f"t{i:04d}", created=NOW - i))
+    if placed_before:
+        m.task_rows()
+        for i in range(0, 1_000, 2):
+            m.offer("results", LAYOUT.result(f"t{i:04d}"), 2, state(f"t{i:04d}", "running", "pending"))
+        m.offer("tasks", LAYOUT.task("new"), 3, task("new", created=NOW + 1))
+
+    async def cancelled_half_way() -> None:
+        building = asyncio.create_task(m.task_rows_in_slices(size=100))
+        for _ in range(4):
+            await asyncio.sleep(0)
+        building.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await building
+
+    asyncio.run(cancelled_half_way())
+    rows = m.task_rows()
+    fresh = sorted(
+        (m._row(t, d, m.states.get(t)) for t, d in m.defs.items()),
+        key=lambda r: (-(r.created_ts or 0.0), r.id),
+    )
+    assert rows == tuple(fresh)
+    assert len(rows) == (1_001 if placed_before else 1_000)
+
+
 def test_the_placed_rows_are_nothing_the_collector_walks() -> None:
     # At a million tasks the collector walked the list of every row (and the tuple copied
     # from it) at each collection that saw them: ~100 ms pauses in the poll. The rows are

@@ -815,18 +815,22 @@ class BucketModel:
             yield from self._merge_dirty(size)
 
     def _place_all(self, size: int) -> Iterator[None]:
-        """Every task's row, sorted (nothing was placed)."""
-        self._place_all_pending = False
-        self._dirty.clear()
-        self._placed.clear()
+        """Every task's row, sorted (nothing was placed). The model's state changes only
+        after the last pause: a caller cancelled at a pause (a poll's time-out) leaves it as
+        it was, for the next read to do again."""
         defs, states = self.defs, self.states
         ids = list(defs)
         rows: list[TaskRow] = []
         for start in range(0, len(ids), size):
             rows += [
-                self._row(tid, defs[tid], states.get(tid)) for tid in ids[start : start + size]
+                self._row(tid, d, states.get(tid))
+                for tid in ids[start : start + size]
+                if (d := defs.get(tid)) is not None
             ]
             yield
+        self._place_all_pending = False
+        self._dirty.clear()
+        self._placed.clear()
         self._row_keys = _sorted_rows(rows)
         self._rows = tuple(rows)
 
@@ -834,19 +838,20 @@ class BucketModel:
         """Bring the rows up to date with the dirty tasks: a row whose sort key is unchanged
         is replaced where it sits (a binary search); the rows that went are cut out and the new
         ones sorted and spliced in, the rows rebuilt once from slices (C-level copies, O(n),
-        however many rows changed)."""
+        however many rows changed). As ``_place_all``, nothing of the model changes before the
+        last pause."""
         defs, states, placed = self.defs, self.states, self._placed
         gone: list[int] = []
         new: list[TaskRow] = []
         replaced: list[tuple[int, TaskRow]] = []
         rows = self._rows
-        dirty, self._dirty = self._dirty, set()
+        dirty = list(self._dirty)
         for n, tid in enumerate(dirty, 1):
             if n % size == 0:
                 yield
             d = defs.get(tid)
             row = self._row(tid, d, states.get(tid)) if d is not None else None
-            before = placed.pop(tid, d)
+            before = placed.get(tid, d)
             if before is not None:
                 at = self._position(rows, _sort_key(before.created_at, tid))
                 if d is not None and row is not None and d.created_at == before.created_at:
@@ -855,7 +860,9 @@ class BucketModel:
                 gone.append(at)
             if row is not None:
                 new.append(row)
-        placed.clear()
+        self._dirty.difference_update(dirty)
+        for tid in dirty:
+            placed.pop(tid, None)
         # The rows are rebuilt in one go, with no yield: a list of every row alive across the
         # slices above was walked by each collection meanwhile (~5 ms a walk at a million).
         listed = list(rows)
