@@ -42,13 +42,19 @@ class _Bucket:
         return [ObjectInfo(k, self.objects[k], 0, None, md) for k in keys]
 
 
-def test_a_pass_withdraws_what_the_bucket_lost_at_its_end_and_keeps_what_came_meanwhile() -> None:
+def _seeded(ids: list[str]) -> tuple[BucketModel, _Bucket]:
+    """A model and a bucket holding the same task objects (generation 1)."""
     model = BucketModel(LAYOUT, task_rows=False)
     bucket = _Bucket({})
-    for i in range(2_500):
-        key = LAYOUT.task(f"t{i:05d}")
+    for tid in ids:
+        key = LAYOUT.task(tid)
         bucket.objects[key] = 1
-        model.offer("tasks", key, 1, _task(f"t{i:05d}"))
+        model.offer("tasks", key, 1, _task(tid))
+    return model, bucket
+
+
+def test_a_pass_withdraws_what_the_bucket_lost_at_its_end_and_keeps_what_came_meanwhile() -> None:
+    model, bucket = _seeded([f"t{i:05d}" for i in range(2_500)])
     # Deletes whose notifications were lost: one early in key order, one late.
     lost = [LAYOUT.task("t00010"), LAYOUT.task("t02400")]
     for key in lost:
@@ -83,9 +89,7 @@ def test_a_pass_end_never_holds_the_loop_for_the_whole_prefix() -> None:
     started = time.perf_counter()
     sorted(keys)
     whole_sort = time.perf_counter() - started
-    model = BucketModel(LAYOUT, task_rows=False)
-    for i in range(100_000):
-        model.offer("tasks", LAYOUT.task(f"{i:08x}"), 1, _task(f"{i:08x}"))
+    model, _ = _seeded([f"{i:08x}" for i in range(100_000)])
     reconciler = Reconciler(LAYOUT, decoders(LAYOUT), 300.0)
 
     async def main() -> tuple[float, int]:
@@ -120,12 +124,7 @@ def test_a_pass_end_never_holds_the_loop_for_the_whole_prefix() -> None:
 def test_a_step_makes_no_copy_of_the_models_keys() -> None:
     """Each pass used to begin with a sorted copy of every key of the prefix, as strings
     (~130 MB at a million tasks, for the whole pass); a step now holds its page only."""
-    model = BucketModel(LAYOUT, task_rows=False)
-    bucket = _Bucket({})
-    for i in range(100_000):
-        key = LAYOUT.task(f"{i:08x}")
-        bucket.objects[key] = 1
-        model.offer("tasks", key, 1, _task(f"{i:08x}"))
+    model, bucket = _seeded([f"{i:08x}" for i in range(100_000)])
     reconciler = Reconciler(LAYOUT, decoders(LAYOUT), 300.0)
     gc.collect()
     tracemalloc.start()
