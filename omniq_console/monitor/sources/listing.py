@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -133,6 +134,16 @@ async def _apply_page(
         await asyncio.sleep(0)
 
 
+async def _withdraw_unmarked(model: BucketModel, kind: str, before: int) -> list[str]:
+    """After a listing of all of ``kind`` requested when the model's seq was ``before``: the
+    keys it did not mark, withdrawn in batches with the loop given back between them."""
+    gone: list[str] = []
+    for batch in model.unconfirmed(kind, before, SLICE * 8):
+        gone += [k for k in batch if model.withdraw(kind, k, None, before=before)]
+        await asyncio.sleep(0)
+    return gone
+
+
 class SplitPoints:
     """The keys at every ``SPLIT_EVERY``-th position of a prefix listed as concurrent key
     ranges (where its next listing splits it), found as the pages land.
@@ -213,10 +224,7 @@ class FullListing:
         async def part(at: tuple[str, int, str | None, str | None]) -> None:
             kind, n, lo, hi = at
             prefix = folder_of(self._layout, kind)
-
-            def shown(key: str) -> None:
-                model.confirm(kind, key, mark)
-
+            shown = functools.partial(model.confirm, kind, seq=mark)
             pages = store.pages(prefix, start_offset=lo, end_offset=hi)
             async with contextlib.aclosing(pages):
                 async for infos in pages:
@@ -231,9 +239,7 @@ class FullListing:
         await bounded_gather(parts, part, limit=LIST_CONCURRENCY)
         # Every range listed whole: what the listing did not show is gone.
         for kind in LISTED_KINDS:
-            for batch in model.unconfirmed(kind, before, SLICE * 8):
-                total.gone += [k for k in batch if model.withdraw(kind, k, None, before=before)]
-                await asyncio.sleep(0)
+            total.gone += await _withdraw_unmarked(model, kind, before)
             if self._usage is not None:
                 self._usage.walked(folder_of(self._layout, kind), *sizes[kind])
             self._splits[kind] = tuple(splits[kind].keys)
@@ -300,10 +306,7 @@ class Reconciler:
         requests = max(1, math.ceil(len(infos) / PAGE))
         at_end = len(infos) < want
         lo = self._cursor
-
-        def shown(key: str) -> None:
-            model.confirm(kind, key, mark)
-
+        shown = functools.partial(model.confirm, kind, seq=mark)
         applied = Applied()
         await _apply_page(model, kind, infos, self._decoders[kind], applied, shown, stale=True)
         if self._usage is not None:
@@ -311,9 +314,7 @@ class Reconciler:
         completed = False
         if at_end:
             # The prefix was listed to its end: what the pass did not show is gone.
-            for batch in model.unconfirmed(kind, before, SLICE * 8):
-                applied.gone += [k for k in batch if model.withdraw(kind, k, None, before=before)]
-                await asyncio.sleep(0)
+            applied.gone += await _withdraw_unmarked(model, kind, before)
             self._kind = (self._kind + 1) % len(LISTED_KINDS)
             self._cursor = None
             self._pass = None
